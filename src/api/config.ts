@@ -48,7 +48,7 @@ export const NetOptions = z.object({
   afterSb2pri: z.enum(AFTER_SB_2PRI).default('disconnect'),
   verifyAlg: z.string().optional(),
   csumsAlg: z.string().optional(),
-  /** Seconds (DRBD's units are tenths for timeout/ping-timeout; the parser converts). */
+  /** Milliseconds (drbd.conf gives timeout/ping-timeout in tenths of a second and connect-int/ping-int in seconds; the parser converts). */
   timeoutMs: z.number().int().positive().default(6000),
   connectIntMs: z.number().int().positive().default(10000),
   pingIntMs: z.number().int().positive().default(10000),
@@ -64,9 +64,13 @@ export const DiskOptions = z.object({
   alExtents: z.number().int().positive().default(1237),
   /** `size` option: limit the usable size in bytes. */
   size: z.number().int().positive().optional(),
+  /** Tenths of a second, as in drbd.conf. */
   cPlanAhead: z.number().int().nonnegative().optional(),
+  /** Bytes per second. */
   cMaxRate: z.number().int().nonnegative().optional(),
+  /** Bytes per second. */
   cMinRate: z.number().int().nonnegative().optional(),
+  /** Bytes. */
   cFillTarget: z.number().int().nonnegative().optional(),
 });
 export type DiskOptions = z.infer<typeof DiskOptions>;
