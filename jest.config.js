@@ -8,7 +8,7 @@ const common = {
 };
 export default {
   projects: [
-    { ...common, displayName: 'unit', testMatch: ['<rootDir>/src/**/*.test.ts'] },
-    { ...common, displayName: 'integration', testMatch: ['<rootDir>/test/integration/**/*.test.ts'], slowTestThreshold: 60 },
+    { ...common, displayName: 'unit', roots: ['<rootDir>/src'], testMatch: ['<rootDir>/src/**/*.test.ts'] },
+    { ...common, displayName: 'integration', roots: ['<rootDir>/test/integration'], testMatch: ['<rootDir>/test/integration/**/*.test.ts'], slowTestThreshold: 60 },
   ],
 };

@@ -1,0 +1,233 @@
+// The dirty bitmap: one bit per 4 KiB block of the replicated device. A set bit
+// means "this block may differ from the peer and must be resynced".
+// Pages (4 KiB of bitmap = 32768 bits = 128 MiB of data) are the unit of on-disk
+// persistence; the bitmap remembers which pages changed since they were written.
+
+export const BLOCK_SIZE = 4096;
+export const BLOCK_SHIFT = 12;
+export const BITMAP_PAGE_BYTES = 4096;
+export const BITS_PER_PAGE = BITMAP_PAGE_BYTES * 8;
+
+export class Bitmap {
+  readonly bits: number;
+  readonly bytes: Uint8Array;
+  private readonly words: Uint32Array;
+  private setCount = 0;
+  private readonly dirtyPages = new Set<number>();
+
+  constructor(bits: number, storage?: Uint8Array) {
+    this.bits = bits;
+    const byteLength = Math.ceil(Math.ceil(bits / 8) / BITMAP_PAGE_BYTES) * BITMAP_PAGE_BYTES;
+    this.bytes = storage ?? new Uint8Array(byteLength);
+    if (this.bytes.byteLength < byteLength) throw new RangeError(`bitmap storage of ${this.bytes.byteLength} bytes is smaller than ${byteLength}`);
+    this.words = new Uint32Array(this.bytes.buffer, this.bytes.byteOffset, byteLength / 4);
+    this.clearTail();
+    this.recount();
+  }
+
+  static blocksFor(bytes: number): number {
+    return Math.ceil(bytes / BLOCK_SIZE);
+  }
+
+  get count(): number {
+    return this.setCount;
+  }
+
+  /** Bits beyond `bits` (a shrunk or odd-sized device) never count. */
+  private clearTail(): void {
+    for (let b = this.bits; b < this.words.length * 32; b++) {
+      if ((b & 31) === 0 && b + 32 <= this.words.length * 32) {
+        this.words[b >>> 5] = 0;
+        b += 31;
+        continue;
+      }
+      this.words[b >>> 5]! &= ~(1 << (b & 31));
+    }
+  }
+
+  recount(): void {
+    let n = 0;
+    for (let i = 0; i < this.words.length; i++) {
+      let w = this.words[i]!;
+      while (w !== 0) { w &= w - 1; n++; }
+    }
+    this.setCount = n;
+  }
+
+  test(bit: number): boolean {
+    return ((this.words[bit >>> 5]! >>> (bit & 31)) & 1) === 1;
+  }
+
+  /** Sets bits [from, to); returns how many were newly set. */
+  setRange(from: number, to: number): number {
+    to = Math.min(to, this.bits);
+    let added = 0;
+    for (let b = from; b < to;) {
+      const wi = b >>> 5;
+      const lo = b & 31;
+      const hi = Math.min(32, lo + (to - b));
+      const mask = hi - lo === 32 ? 0xffffffff : (((1 << (hi - lo)) - 1) << lo) >>> 0;
+      const old = this.words[wi]!;
+      const now = (old | mask) >>> 0;
+      if (now !== old) {
+        added += popcount((now ^ old) >>> 0);
+        this.words[wi] = now;
+        this.dirtyPages.add(Math.floor(wi / (BITMAP_PAGE_BYTES / 4)));
+      }
+      b += hi - lo;
+    }
+    this.setCount += added;
+    return added;
+  }
+
+  /** Clears bits [from, to); returns how many were cleared. */
+  clearRange(from: number, to: number): number {
+    to = Math.min(to, this.bits);
+    let removed = 0;
+    for (let b = from; b < to;) {
+      const wi = b >>> 5;
+      const lo = b & 31;
+      const hi = Math.min(32, lo + (to - b));
+      const mask = hi - lo === 32 ? 0xffffffff : (((1 << (hi - lo)) - 1) << lo) >>> 0;
+      const old = this.words[wi]!;
+      const now = (old & ~mask) >>> 0;
+      if (now !== old) {
+        removed += popcount((now ^ old) >>> 0);
+        this.words[wi] = now;
+        this.dirtyPages.add(Math.floor(wi / (BITMAP_PAGE_BYTES / 4)));
+      }
+      b += hi - lo;
+    }
+    this.setCount -= removed;
+    return removed;
+  }
+
+  setAll(): void {
+    this.setRange(0, this.bits);
+  }
+
+  clearAll(): void {
+    this.clearRange(0, this.bits);
+  }
+
+  /** First set bit at or after `from`, or -1. Skips clean words 32 bits at a time. */
+  nextSet(from: number): number {
+    if (from >= this.bits) return -1;
+    let wi = from >>> 5;
+    let w = (this.words[wi]! >>> (from & 31)) << (from & 31);
+    for (;;) {
+      if (w !== 0) {
+        const bit = wi * 32 + (31 - Math.clz32(w & -w));
+        return bit < this.bits ? bit : -1;
+      }
+      wi++;
+      if (wi >= this.words.length) return -1;
+      w = this.words[wi]!;
+    }
+  }
+
+  /** First clear bit at or after `from`, or `bits`. */
+  nextClear(from: number): number {
+    for (let b = from; b < this.bits; b++) {
+      if ((b & 31) === 0 && this.words[b >>> 5] === 0xffffffff) { b += 31; continue; }
+      if (!this.test(b)) return b;
+    }
+    return this.bits;
+  }
+
+  /** ORs another bitmap of the same size into this one (the bitmap exchange on connect). */
+  merge(other: Bitmap): void {
+    const n = Math.min(this.words.length, other.words.length);
+    for (let i = 0; i < n; i++) {
+      const old = this.words[i]!;
+      const now = (old | other.words[i]!) >>> 0;
+      if (now !== old) {
+        this.words[i] = now;
+        this.dirtyPages.add(Math.floor(i / (BITMAP_PAGE_BYTES / 4)));
+      }
+    }
+    this.clearTail();
+    this.recount();
+  }
+
+  takeDirtyPages(): number[] {
+    const pages = [...this.dirtyPages].sort((a, b) => a - b);
+    this.dirtyPages.clear();
+    return pages;
+  }
+
+  markAllPagesDirty(): void {
+    for (let p = 0; p < this.bytes.byteLength / BITMAP_PAGE_BYTES; p++) this.dirtyPages.add(p);
+  }
+
+  page(index: number): Uint8Array {
+    return this.bytes.subarray(index * BITMAP_PAGE_BYTES, (index + 1) * BITMAP_PAGE_BYTES);
+  }
+
+  get pageCount(): number {
+    return this.bytes.byteLength / BITMAP_PAGE_BYTES;
+  }
+}
+
+function popcount(w: number): number {
+  let n = 0;
+  while (w !== 0) { w &= w - 1; n++; }
+  return n;
+}
+
+// --- Run-length encoding for the bitmap exchange -------------------------------
+// A mostly clean bitmap of a large device must not cost megabytes on the wire
+// (DRBD compresses with its own RLE for the same reason). Format: LEB128 varints
+// giving alternating run lengths, starting with a run of clear bits (possibly 0).
+
+export function encodeRle(bm: Bitmap): Buffer {
+  const out: number[] = [];
+  let pos = 0;
+  let wantSet = false;
+  while (pos < bm.bits) {
+    const next = wantSet ? bm.nextClear(pos) : nextSetOrEnd(bm, pos);
+    pushVarint(out, next - pos);
+    pos = next;
+    wantSet = !wantSet;
+  }
+  return Buffer.from(out);
+}
+
+function nextSetOrEnd(bm: Bitmap, from: number): number {
+  const n = bm.nextSet(from);
+  return n < 0 ? bm.bits : n;
+}
+
+function pushVarint(out: number[], v: number): void {
+  while (v >= 0x80) {
+    out.push((v % 0x80) | 0x80);
+    v = Math.floor(v / 0x80);
+  }
+  out.push(v);
+}
+
+/** Decodes a run-length bitmap of `bits` bits; throws RangeError on a malformed or oversized encoding. */
+export function decodeRle(data: Uint8Array, bits: number): Bitmap {
+  const bm = new Bitmap(bits);
+  let pos = 0;
+  let set = false;
+  let i = 0;
+  while (i < data.length) {
+    let v = 0;
+    let mul = 1;
+    for (;;) {
+      if (i >= data.length) throw new RangeError('truncated bitmap run length');
+      const byte = data[i++]!;
+      v += (byte & 0x7f) * mul;
+      if ((byte & 0x80) === 0) break;
+      mul *= 0x80;
+      if (mul > 2 ** 49) throw new RangeError('bitmap run length too large');
+    }
+    if (pos + v > bits) throw new RangeError(`bitmap runs exceed ${bits} bits`);
+    if (set) bm.setRange(pos, pos + v);
+    pos += v;
+    set = !set;
+  }
+  bm.takeDirtyPages();
+  return bm;
+}

@@ -1,0 +1,263 @@
+// On-disk metadata: where it lives, what it holds, how it is updated atomically.
+//
+// Layout, relative to the start of the metadata area:
+//   0       superblock slot 0 (4 KiB)      two slots, written alternately with a
+//   4 KiB   superblock slot 1 (4 KiB)      sequence number and a CRC, so a torn
+//                                          write (kill -9, power loss) leaves the
+//                                          previous slot intact
+//   8 KiB   activity log (256 KiB ring of 4 KiB transactions)
+//   264 KiB dirty bitmap, 1 bit per 4 KiB of data, in 4 KiB pages
+//
+// Where the area is (DRBD's three meta-disk forms):
+//   internal          at the end of the backing device, data shrinks to make room
+//   DEV[IDX]          indexed: slot IDX of 128 MiB on an external device
+//   DEV               flexible: the whole external device
+import { crc32 } from 'node:zlib';
+import type { FileHandle } from 'node:fs/promises';
+import type { MetaDisk } from '../api/config.ts';
+import { Bitmap, BITMAP_PAGE_BYTES, BLOCK_SIZE } from './bitmap.ts';
+import { openBacking, readExact, sizeOf, writeExact, type Backing } from './backing.ts';
+import { ERROR_CODES, TandemError } from './errors.ts';
+import { freshUuids, type Uuids } from './uuids.ts';
+
+export const MD_MAGIC = Buffer.from('TNDMMETA', 'latin1');
+export const MD_VERSION = 1;
+export const SUPER_SLOT_BYTES = 4096;
+export const AL_OFFSET = 2 * SUPER_SLOT_BYTES;
+export const AL_BYTES = 256 * 1024;
+export const BITMAP_OFFSET = AL_OFFSET + AL_BYTES;
+export const INDEXED_SLOT_BYTES = 128 * 1024 * 1024;
+
+/** DRBD's MDF_* flags, the ones tandem keeps. */
+export const MD_FLAGS = {
+  consistent: 1 << 0,
+  wasUpToDate: 1 << 1,
+  outdated: 1 << 2,
+  primaryInd: 1 << 3,
+  crashedPrimary: 1 << 4,
+  fullSync: 1 << 5,
+  peerOutdated: 1 << 6,
+  connectedInd: 1 << 7,
+  alClean: 1 << 8,
+} as const;
+export type MdFlag = keyof typeof MD_FLAGS;
+
+export interface Superblock {
+  seq: bigint;
+  flags: number;
+  /** Last agreed size of the replicated device, bytes (DRBD's la_size). 0 = never agreed. */
+  laSize: number;
+  /** Capacity of the local data area in bytes, at create-md time. */
+  dataCapacity: number;
+  bitmapBits: number;
+  uuids: Uuids;
+  resource: string;
+}
+
+export interface MdLocation {
+  /** Device holding the metadata. */
+  path: string;
+  /** Byte offset of the metadata area on that device. */
+  offset: number;
+  /** Bytes available for the area. */
+  bytes: number;
+  /** Usable data bytes of the backing device (all of it when external). */
+  dataCapacity: number;
+  internal: boolean;
+}
+
+const roundUp = (n: number, m: number): number => Math.ceil(n / m) * m;
+const roundDown = (n: number, m: number): number => Math.floor(n / m) * m;
+
+export function bitmapBytesFor(dataBytes: number): number {
+  return roundUp(Math.ceil(Math.ceil(dataBytes / BLOCK_SIZE) / 8), BITMAP_PAGE_BYTES);
+}
+
+/** Internal metadata size for a backing device of `backingBytes`. */
+export function internalMdBytes(backingBytes: number): number {
+  return BITMAP_OFFSET + bitmapBytesFor(backingBytes);
+}
+
+export async function locateMetadata(diskPath: string, meta: MetaDisk): Promise<MdLocation> {
+  const disk = await sizeOf(diskPath);
+  const diskBytes = roundDown(disk.size, BLOCK_SIZE);
+  switch (meta.kind) {
+    case 'internal': {
+      const mdBytes = internalMdBytes(diskBytes);
+      if (diskBytes <= mdBytes + BLOCK_SIZE) throw new TandemError(ERROR_CODES.metadata, `${diskPath}: device of ${disk.size} bytes is too small for internal metadata`);
+      const offset = roundDown(diskBytes - mdBytes, BLOCK_SIZE);
+      return { path: diskPath, offset, bytes: diskBytes - offset, dataCapacity: offset, internal: true };
+    }
+    case 'indexed': {
+      const md = await sizeOf(meta.path);
+      const offset = meta.index * INDEXED_SLOT_BYTES;
+      if (offset + INDEXED_SLOT_BYTES > md.size) {
+        throw new TandemError(ERROR_CODES.metadata, `${meta.path}[${meta.index}]: meta-disk of ${md.size} bytes has no room for index ${meta.index} (each index takes 128 MiB)`);
+      }
+      const maxData = (INDEXED_SLOT_BYTES - BITMAP_OFFSET) * 8 * BLOCK_SIZE;
+      return { path: meta.path, offset, bytes: INDEXED_SLOT_BYTES, dataCapacity: Math.min(diskBytes, maxData), internal: false };
+    }
+    case 'flexible': {
+      const md = await sizeOf(meta.path);
+      const need = BITMAP_OFFSET + bitmapBytesFor(diskBytes);
+      if (md.size < need) throw new TandemError(ERROR_CODES.metadata, `${meta.path}: meta-disk of ${md.size} bytes is too small, ${need} bytes are needed for a ${diskBytes}-byte disk`);
+      return { path: meta.path, offset: 0, bytes: md.size, dataCapacity: diskBytes, internal: false };
+    }
+  }
+}
+
+export function encodeSuperblock(sb: Superblock): Buffer {
+  const b = Buffer.alloc(SUPER_SLOT_BYTES);
+  MD_MAGIC.copy(b, 0);
+  b.writeUInt32LE(MD_VERSION, 8);
+  b.writeBigUInt64LE(sb.seq, 16);
+  b.writeUInt32LE(sb.flags, 24);
+  b.writeBigUInt64LE(BigInt(sb.laSize), 32);
+  b.writeBigUInt64LE(BigInt(sb.dataCapacity), 40);
+  b.writeBigUInt64LE(BigInt(sb.bitmapBits), 48);
+  b.writeBigUInt64LE(sb.uuids.current, 56);
+  b.writeBigUInt64LE(sb.uuids.bitmap, 64);
+  b.writeBigUInt64LE(sb.uuids.history[0], 72);
+  b.writeBigUInt64LE(sb.uuids.history[1], 80);
+  const name = Buffer.from(sb.resource, 'utf8').subarray(0, 128);
+  b.writeUInt16LE(name.length, 88);
+  name.copy(b, 90);
+  b.writeUInt32LE(crc32(b.subarray(0, SUPER_SLOT_BYTES - 4)), SUPER_SLOT_BYTES - 4);
+  return b;
+}
+
+/** Returns the superblock, or undefined when the slot holds no valid one. */
+export function decodeSuperblock(b: Buffer): Superblock | undefined {
+  if (b.length < SUPER_SLOT_BYTES || !b.subarray(0, 8).equals(MD_MAGIC)) return undefined;
+  if (b.readUInt32LE(SUPER_SLOT_BYTES - 4) !== crc32(b.subarray(0, SUPER_SLOT_BYTES - 4))) return undefined;
+  if (b.readUInt32LE(8) !== MD_VERSION) return undefined;
+  const nameLen = b.readUInt16LE(88);
+  return {
+    seq: b.readBigUInt64LE(16),
+    flags: b.readUInt32LE(24),
+    laSize: Number(b.readBigUInt64LE(32)),
+    dataCapacity: Number(b.readBigUInt64LE(40)),
+    bitmapBits: Number(b.readBigUInt64LE(48)),
+    uuids: { current: b.readBigUInt64LE(56), bitmap: b.readBigUInt64LE(64), history: [b.readBigUInt64LE(72), b.readBigUInt64LE(80)] },
+    resource: b.subarray(90, 90 + nameLen).toString('utf8'),
+  };
+}
+
+/** Picks the newer of two valid slots; a torn write invalidates only the slot it hit. */
+export function newestSuperblock(a: Superblock | undefined, b: Superblock | undefined): Superblock | undefined {
+  if (!a) return b;
+  if (!b) return a;
+  return a.seq >= b.seq ? a : b;
+}
+
+/**
+ * Open metadata of one resource on this node. Superblock updates are
+ * synchronous (written and fdatasync'ed before the state they describe is acted
+ * on); bitmap pages are written by the caller when it needs them durable.
+ */
+export class Metadata {
+  readonly location: MdLocation;
+  readonly handle: FileHandle;
+  private readonly ownsHandle: boolean;
+  sb: Superblock;
+  readonly bitmap: Bitmap;
+  /** Counters for /proc/drbd: `al` and `bm` writes. */
+  bitmapWrites = 0;
+
+  private constructor(location: MdLocation, handle: FileHandle, ownsHandle: boolean, sb: Superblock, bitmap: Bitmap) {
+    this.location = location;
+    this.handle = handle;
+    this.ownsHandle = ownsHandle;
+    this.sb = sb;
+    this.bitmap = bitmap;
+  }
+
+  static async readSuperblock(location: MdLocation): Promise<Superblock | undefined> {
+    const b = await openBacking(location.path);
+    try {
+      const slots = await readExact(b.handle, location.offset, 2 * SUPER_SLOT_BYTES);
+      return newestSuperblock(decodeSuperblock(slots.subarray(0, SUPER_SLOT_BYTES)), decodeSuperblock(slots.subarray(SUPER_SLOT_BYTES)));
+    } finally {
+      await b.handle.close();
+    }
+  }
+
+  /** Writes fresh metadata: new generation identifiers, a clean bitmap, an empty activity log. */
+  static async create(location: MdLocation, resource: string): Promise<{ bitmapBytes: number }> {
+    const b = await openBacking(location.path);
+    try {
+      const bitmapBytes = bitmapBytesFor(location.dataCapacity);
+      if (BITMAP_OFFSET + bitmapBytes > location.bytes) throw new TandemError(ERROR_CODES.metadata, `${location.path}: metadata area too small`);
+      const zero = Buffer.alloc(1024 * 1024);
+      for (let off = AL_OFFSET; off < BITMAP_OFFSET + bitmapBytes; off += zero.length) {
+        await writeExact(b.handle, location.offset + off, zero.subarray(0, Math.min(zero.length, BITMAP_OFFSET + bitmapBytes - off)));
+      }
+      const sb: Superblock = {
+        seq: 1n, flags: 0, laSize: 0, dataCapacity: location.dataCapacity,
+        bitmapBits: Math.ceil(location.dataCapacity / BLOCK_SIZE), uuids: freshUuids(), resource,
+      };
+      await writeExact(b.handle, location.offset, encodeSuperblock(sb));
+      await writeExact(b.handle, location.offset + SUPER_SLOT_BYTES, Buffer.alloc(SUPER_SLOT_BYTES));
+      await b.handle.datasync();
+      return { bitmapBytes };
+    } finally {
+      await b.handle.close();
+    }
+  }
+
+  /** Opens existing metadata; `dataHandle` is reused when the metadata is internal. */
+  static async open(location: MdLocation, resource: string, dataBacking?: Backing): Promise<Metadata> {
+    const shared = location.internal && dataBacking !== undefined;
+    const handle = shared ? dataBacking.handle : (await openBacking(location.path)).handle;
+    try {
+      const slots = await readExact(handle, location.offset, 2 * SUPER_SLOT_BYTES);
+      const sb = newestSuperblock(decodeSuperblock(slots.subarray(0, SUPER_SLOT_BYTES)), decodeSuperblock(slots.subarray(SUPER_SLOT_BYTES)));
+      if (!sb) throw new TandemError(ERROR_CODES.metadata, `${describe(location)}: no valid tandem metadata found; run 'tandemadm create-md ${resource}' first`);
+      if (sb.resource !== resource) throw new TandemError(ERROR_CODES.metadata, `${describe(location)}: metadata belongs to resource '${sb.resource}', not '${resource}'`);
+      const bitmapBytes = bitmapBytesFor(sb.bitmapBits * BLOCK_SIZE);
+      const raw = await readExact(handle, location.offset + BITMAP_OFFSET, bitmapBytes);
+      const bitmap = new Bitmap(sb.bitmapBits, new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength));
+      return new Metadata(location, handle, !shared, sb, bitmap);
+    } catch (err) {
+      if (!shared) await handle.close();
+      throw err;
+    }
+  }
+
+  has(flag: MdFlag): boolean {
+    return (this.sb.flags & MD_FLAGS[flag]) !== 0;
+  }
+
+  /** Commits a superblock change: the next slot, then fdatasync. */
+  async update(change: Partial<Omit<Superblock, 'seq'>> & { set?: MdFlag[]; clear?: MdFlag[] }): Promise<void> {
+    const { set = [], clear = [], ...fields } = change;
+    let flags = fields.flags ?? this.sb.flags;
+    for (const f of set) flags |= MD_FLAGS[f];
+    for (const f of clear) flags &= ~MD_FLAGS[f];
+    const next: Superblock = { ...this.sb, ...fields, flags, seq: this.sb.seq + 1n };
+    const slot = Number(next.seq % 2n);
+    await writeExact(this.handle, this.location.offset + slot * SUPER_SLOT_BYTES, encodeSuperblock(next));
+    await this.handle.datasync();
+    this.sb = next;
+  }
+
+  /** Writes the bitmap pages that changed since they were last written. */
+  async writeDirtyBitmap(sync: boolean): Promise<number> {
+    const pages = this.bitmap.takeDirtyPages();
+    for (const p of pages) {
+      await writeExact(this.handle, this.location.offset + BITMAP_OFFSET + p * BITMAP_PAGE_BYTES, this.bitmap.page(p));
+      this.bitmapWrites++;
+    }
+    if (sync && pages.length > 0) await this.handle.datasync();
+    return pages.length;
+  }
+
+  async close(): Promise<void> {
+    if (this.ownsHandle) await this.handle.close();
+  }
+}
+
+export function describe(location: MdLocation): string {
+  return location.internal ? `${location.path} (internal meta-disk)` : location.offset > 0 || location.bytes === INDEXED_SLOT_BYTES
+    ? `${location.path}[${location.offset / INDEXED_SLOT_BYTES}]` : location.path;
+}

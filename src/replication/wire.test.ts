@@ -1,0 +1,95 @@
+import fc from 'fast-check';
+import {
+  FrameParser, P, encodeData, decodeData, encodeSeq, decodeSeq, encodeRsData, decodeRsData,
+  encodeRange, decodeRange, encodeJson, encodeZero, decodeZero, FRAME_MAGIC, type Frame,
+} from './wire.ts';
+
+const samples: Buffer[][] = [
+  encodeJson(P.HELLO, { resource: 'mysql', node: 'master', nonce: 'AAAA', protoMin: 1, protoMax: 1 }),
+  encodeData(7, 4096 * 3, Buffer.from('hello world, this is a block'.repeat(10)), 1),
+  encodeSeq(P.WRITE_ACK, 7),
+  encodeSeq(P.NEG_ACK, 9, -5),
+  encodeRsData(1 << 30, Buffer.alloc(4096, 0xab)),
+  encodeRange(P.RS_ACK, 8192, 4096),
+  encodeZero(3, 65536, 1 << 20, 2),
+  encodeJson(P.PING, {}),
+];
+const stream = Buffer.concat(samples.flat());
+
+function parseWhole(buf: Buffer): Frame[] {
+  const r = new FrameParser().feed(buf);
+  expect(r.error).toBeUndefined();
+  return r.frames;
+}
+
+describe('FrameParser', () => {
+  const whole = parseWhole(stream);
+
+  test('parses every sample frame from one chunk', () => {
+    expect(whole.map((f) => f.type)).toEqual([P.HELLO, P.DATA, P.WRITE_ACK, P.NEG_ACK, P.RS_DATA, P.RS_ACK, P.ZERO, P.PING]);
+    expect(decodeData(whole[1]!.payload)).toMatchObject({ seq: 7, flags: 1, offset: 12288 });
+    expect(decodeSeq(whole[3]!.payload)).toEqual({ seq: 9, errno: -5 });
+    expect(decodeRsData(whole[4]!.payload).offset).toBe(1 << 30);
+    expect(decodeRange(whole[5]!.payload)).toEqual({ offset: 8192, length: 4096 });
+    expect(decodeZero(whole[6]!.payload)).toEqual({ seq: 3, flags: 2, offset: 65536, length: 1 << 20 });
+  });
+
+  test('yields the same frames when the stream is split at every byte offset', () => {
+    for (let cut = 0; cut <= stream.length; cut++) {
+      const p = new FrameParser();
+      const a = p.feed(stream.subarray(0, cut));
+      const b = p.feed(stream.subarray(cut));
+      expect(a.error ?? b.error).toBeUndefined();
+      const frames = [...a.frames, ...b.frames];
+      expect(frames.length).toBe(whole.length);
+      frames.forEach((f, i) => {
+        expect(f.type).toBe(whole[i]!.type);
+        expect(f.payload.equals(whole[i]!.payload)).toBe(true);
+      });
+    }
+  });
+
+  test('yields the same frames when fed one byte at a time', () => {
+    const p = new FrameParser();
+    const frames: Frame[] = [];
+    for (let i = 0; i < stream.length; i++) frames.push(...p.feed(stream.subarray(i, i + 1)).frames);
+    expect(frames.map((f) => f.payload.toString('hex'))).toEqual(whole.map((f) => f.payload.toString('hex')));
+  });
+
+  test('reports bad magic and stays poisoned', () => {
+    const bad = Buffer.from(stream);
+    bad.writeUInt32LE(0xdeadbeef, 0);
+    const p = new FrameParser();
+    expect(p.feed(bad).error).toMatch(/bad frame magic/);
+    expect(p.feed(stream).error).toMatch(/bad frame magic/);
+  });
+
+  test('rejects unknown types, oversized and undersized payloads without waiting for them', () => {
+    const h = Buffer.alloc(12);
+    h.writeUInt32LE(FRAME_MAGIC, 0);
+    h.writeUInt16LE(0x7f, 4);
+    expect(new FrameParser().feed(h).error).toMatch(/unknown packet type/);
+    h.writeUInt16LE(P.DATA, 4);
+    h.writeUInt32LE(0xffffffff, 8);
+    expect(new FrameParser().feed(h).error).toMatch(/exceeds/);
+    h.writeUInt16LE(P.PARAMS, 4);
+    h.writeUInt32LE(4 * 1024 * 1024, 8);
+    expect(new FrameParser().feed(h).error).toMatch(/control payload/);
+    h.writeUInt16LE(P.DATA, 4);
+    h.writeUInt32LE(3, 8);
+    expect(new FrameParser().feed(h).error).toMatch(/too short/);
+  });
+
+  test('DATA round-trips for any seq, offset, flags and payload', () => {
+    fc.assert(fc.property(
+      fc.nat({ max: 0xffffffff }), fc.nat({ max: 2 ** 50 }), fc.nat({ max: 3 }), fc.uint8Array({ maxLength: 9000 }),
+      (seq, offset, flags, data) => {
+        const frames = parseWhole(Buffer.concat(encodeData(seq, offset, Buffer.from(data), flags)));
+        expect(frames).toHaveLength(1);
+        const d = decodeData(frames[0]!.payload);
+        expect(d).toMatchObject({ seq, offset, flags });
+        expect(Buffer.compare(d.data, Buffer.from(data))).toBe(0);
+      },
+    ));
+  });
+});

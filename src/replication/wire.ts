@@ -1,0 +1,223 @@
+// The peer link's wire format. Pure: encoders return buffers, the push parser
+// takes whatever the socket delivered and returns whole frames; neither touches
+// a socket, and the parser never throws on partial input.
+//
+// Every frame: magic u32 | type u16 | flags u16 | payload length u32 | payload.
+// All integers little-endian. Control frames carry JSON (validated with zod by
+// the receiver); the replication hot path (DATA, acks, RS_DATA) is binary.
+
+export const FRAME_MAGIC = 0x4d444e54; // "TNDM" read as little-endian
+export const HEADER_BYTES = 12;
+export const PROTOCOL_VERSION_MIN = 1;
+export const PROTOCOL_VERSION_MAX = 1;
+/** Largest payload accepted: a 32 MiB write plus its sub-header. */
+export const MAX_PAYLOAD = 32 * 1024 * 1024 + 64;
+/** Control frames (JSON) are small; a peer sending more is broken or hostile. */
+export const MAX_CONTROL_PAYLOAD = 1024 * 1024;
+
+export const P = {
+  HELLO: 0x01,
+  AUTH: 0x02,
+  ERROR: 0x03,
+  PARAMS: 0x04,
+  STATE: 0x05,
+  PING: 0x06,
+  PING_ACK: 0x07,
+  BITMAP: 0x08,
+  SYNC_START: 0x09,
+  SYNC_DONE: 0x0a,
+  SYNC_DONE_ACK: 0x0b,
+  DATA: 0x10,
+  RECV_ACK: 0x11,
+  WRITE_ACK: 0x12,
+  NEG_ACK: 0x13,
+  FLUSH: 0x14,
+  FLUSH_ACK: 0x15,
+  ZERO: 0x16,
+  RS_DATA: 0x18,
+  RS_ACK: 0x19,
+  RS_NEG_ACK: 0x1a,
+} as const;
+export type PacketType = (typeof P)[keyof typeof P];
+
+const KNOWN_TYPES = new Set<number>(Object.values(P));
+const BINARY_TYPES = new Set<number>([P.AUTH, P.BITMAP, P.DATA, P.RECV_ACK, P.WRITE_ACK, P.NEG_ACK, P.FLUSH, P.FLUSH_ACK, P.ZERO, P.RS_DATA, P.RS_ACK, P.RS_NEG_ACK, P.PING, P.PING_ACK]);
+
+export const DATA_FLAGS = { FUA: 1, TRIM: 2 } as const;
+export const FRAME_FLAGS = { LAST: 1 } as const;
+
+export interface Frame {
+  type: PacketType;
+  flags: number;
+  payload: Buffer;
+}
+
+export type ParseResult = { frames: Frame[]; error?: string };
+
+function header(type: PacketType, flags: number, length: number, extra = 0): Buffer {
+  const h = Buffer.allocUnsafe(HEADER_BYTES + extra);
+  h.writeUInt32LE(FRAME_MAGIC, 0);
+  h.writeUInt16LE(type, 4);
+  h.writeUInt16LE(flags, 6);
+  h.writeUInt32LE(length, 8);
+  return h;
+}
+
+export function encodeFrame(type: PacketType, payload: Buffer = Buffer.alloc(0), flags = 0): Buffer[] {
+  return payload.length === 0 ? [header(type, flags, 0)] : [header(type, flags, payload.length), payload];
+}
+
+export function encodeJson(type: PacketType, value: unknown, flags = 0): Buffer[] {
+  return encodeFrame(type, Buffer.from(JSON.stringify(value), 'utf8'), flags);
+}
+
+/** DATA: seq u32 | flags u32 | offset u64 | data. Returns [header+subheader, data]. */
+export function encodeData(seq: number, offset: number, data: Buffer, flags: number): Buffer[] {
+  const h = header(P.DATA, 0, 16 + data.length, 16);
+  h.writeUInt32LE(seq, 12);
+  h.writeUInt32LE(flags, 16);
+  h.writeBigUInt64LE(BigInt(offset), 20);
+  return [h, data];
+}
+
+export function decodeData(p: Buffer): { seq: number; flags: number; offset: number; data: Buffer } {
+  return { seq: p.readUInt32LE(0), flags: p.readUInt32LE(4), offset: Number(p.readBigUInt64LE(8)), data: p.subarray(16) };
+}
+
+/** ZERO: seq u32 | flags u32 | offset u64 | length u32 (WRITE_ZEROES and TRIM carry no data). */
+export function encodeZero(seq: number, offset: number, length: number, flags: number): Buffer[] {
+  const h = header(P.ZERO, 0, 20, 20);
+  h.writeUInt32LE(seq, 12);
+  h.writeUInt32LE(flags, 16);
+  h.writeBigUInt64LE(BigInt(offset), 20);
+  h.writeUInt32LE(length, 28);
+  return [h];
+}
+
+export function decodeZero(p: Buffer): { seq: number; flags: number; offset: number; length: number } {
+  return { seq: p.readUInt32LE(0), flags: p.readUInt32LE(4), offset: Number(p.readBigUInt64LE(8)), length: p.readUInt32LE(16) };
+}
+
+/** RECV_ACK, WRITE_ACK, FLUSH, FLUSH_ACK: seq u32; NEG_ACK adds errno i32. */
+export function encodeSeq(type: PacketType, seq: number, errno?: number): Buffer[] {
+  const h = header(type, 0, errno === undefined ? 4 : 8, errno === undefined ? 4 : 8);
+  h.writeUInt32LE(seq, 12);
+  if (errno !== undefined) h.writeInt32LE(errno, 16);
+  return [h];
+}
+
+export function decodeSeq(p: Buffer): { seq: number; errno: number } {
+  return { seq: p.readUInt32LE(0), errno: p.length >= 8 ? p.readInt32LE(4) : 0 };
+}
+
+/** RS_DATA: offset u64 | data. */
+export function encodeRsData(offset: number, data: Buffer): Buffer[] {
+  const h = header(P.RS_DATA, 0, 8 + data.length, 8);
+  h.writeBigUInt64LE(BigInt(offset), 12);
+  return [h, data];
+}
+
+export function decodeRsData(p: Buffer): { offset: number; data: Buffer } {
+  return { offset: Number(p.readBigUInt64LE(0)), data: p.subarray(8) };
+}
+
+/** RS_ACK / RS_NEG_ACK: offset u64 | length u32. */
+export function encodeRange(type: PacketType, offset: number, length: number): Buffer[] {
+  const h = header(type, 0, 12, 12);
+  h.writeBigUInt64LE(BigInt(offset), 12);
+  h.writeUInt32LE(length, 20);
+  return [h];
+}
+
+export function decodeRange(p: Buffer): { offset: number; length: number } {
+  return { offset: Number(p.readBigUInt64LE(0)), length: p.readUInt32LE(8) };
+}
+
+/** The minimum payload each binary frame type needs; shorter is a protocol error. */
+export const MIN_PAYLOAD: Partial<Record<PacketType, number>> = {
+  [P.DATA]: 16, [P.RECV_ACK]: 4, [P.WRITE_ACK]: 4, [P.NEG_ACK]: 8, [P.FLUSH]: 4, [P.FLUSH_ACK]: 4,
+  [P.ZERO]: 20, [P.RS_DATA]: 8, [P.RS_ACK]: 12, [P.RS_NEG_ACK]: 12,
+};
+
+/**
+ * Push parser. Keeps a list of received chunks (no concatenation while waiting
+ * for a header); a frame that lies in one chunk is returned as a zero-copy slice.
+ * After an error the parser is poisoned: the stream cannot be trusted any more.
+ */
+export class FrameParser {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private failed: string | undefined;
+
+  feed(chunk: Buffer): ParseResult {
+    if (this.failed) return { frames: [], error: this.failed };
+    if (chunk.length > 0) {
+      this.chunks.push(chunk);
+      this.buffered += chunk.length;
+    }
+    const frames: Frame[] = [];
+    while (this.buffered >= HEADER_BYTES) {
+      const h = this.peek(HEADER_BYTES);
+      const magic = h.readUInt32LE(0);
+      const type = h.readUInt16LE(4);
+      const flags = h.readUInt16LE(6);
+      const length = h.readUInt32LE(8);
+      const problem = magic !== FRAME_MAGIC ? `bad frame magic 0x${magic.toString(16)}`
+        : !KNOWN_TYPES.has(type) ? `unknown packet type 0x${type.toString(16)}`
+        : length > MAX_PAYLOAD ? `payload of ${length} bytes exceeds ${MAX_PAYLOAD}`
+        : !BINARY_TYPES.has(type) && length > MAX_CONTROL_PAYLOAD ? `control payload of ${length} bytes exceeds ${MAX_CONTROL_PAYLOAD}`
+        : length < (MIN_PAYLOAD[type as PacketType] ?? 0) ? `payload of ${length} bytes is too short for packet type 0x${type.toString(16)}`
+        : undefined;
+      if (problem) {
+        this.failed = problem;
+        this.chunks = [];
+        this.buffered = 0;
+        return { frames, error: problem };
+      }
+      if (this.buffered < HEADER_BYTES + length) break;
+      this.consume(HEADER_BYTES);
+      frames.push({ type: type as PacketType, flags, payload: this.take(length) });
+    }
+    return { frames };
+  }
+
+  /** Returns the first n bytes without consuming them (copies only across chunk boundaries). */
+  private peek(n: number): Buffer {
+    const first = this.chunks[0]!;
+    if (first.length >= n) return first;
+    const out = Buffer.allocUnsafe(n);
+    let off = 0;
+    for (const c of this.chunks) {
+      const k = Math.min(c.length, n - off);
+      c.copy(out, off, 0, k);
+      off += k;
+      if (off === n) break;
+    }
+    return out;
+  }
+
+  private consume(n: number): void {
+    this.take(n);
+  }
+
+  private take(n: number): Buffer {
+    this.buffered -= n;
+    const first = this.chunks[0];
+    if (n === 0) return Buffer.alloc(0);
+    if (first && first.length >= n) {
+      const out = first.subarray(0, n);
+      if (first.length === n) this.chunks.shift(); else this.chunks[0] = first.subarray(n);
+      return out;
+    }
+    const out = Buffer.allocUnsafe(n);
+    let off = 0;
+    while (off < n) {
+      const c = this.chunks[0]!;
+      const k = Math.min(c.length, n - off);
+      c.copy(out, off, 0, k);
+      off += k;
+      if (k === c.length) this.chunks.shift(); else this.chunks[0] = c.subarray(k);
+    }
+    return out;
+  }
+}
