@@ -1,5 +1,6 @@
-// Two suites: unit tests of pure code beside the sources, and integration
-// tests that start real engine processes, real NBD clients and real TCP links.
+// Three suites: unit tests of pure code beside the sources, integration
+// tests that start real engine processes, real NBD clients and real TCP links,
+// and e2e tests against a real Kubernetes control plane.
 const swc = ['@swc/jest', { jsc: { parser: { syntax: 'typescript' }, target: 'es2023' }, module: { type: 'es6' } }];
 const common = {
   extensionsToTreatAsEsm: ['.ts'],
@@ -10,5 +11,16 @@ export default {
   projects: [
     { ...common, displayName: 'unit', roots: ['<rootDir>/src'], testMatch: ['<rootDir>/src/**/*.test.ts'] },
     { ...common, displayName: 'integration', roots: ['<rootDir>/test/integration'], testMatch: ['<rootDir>/test/integration/**/*.test.ts'], slowTestThreshold: 60 },
+    // e2e: a real kube-apiserver, etcd and kube-controller-manager with simulated nodes
+    // (test/e2e/harness), started once per run by globalSetup. Run with --runInBand.
+    {
+      ...common,
+      displayName: 'e2e',
+      roots: ['<rootDir>/test/e2e'],
+      testMatch: ['<rootDir>/test/e2e/**/*.test.ts'],
+      globalSetup: '<rootDir>/test/e2e/global-setup.ts',
+      globalTeardown: '<rootDir>/test/e2e/global-teardown.ts',
+      slowTestThreshold: 60,
+    },
   ],
 };
