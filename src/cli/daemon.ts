@@ -1,0 +1,110 @@
+// The per-resource engine process that `tandemadm up` leaves running: the
+// engine, its NBD export (`<run-dir>/<res>.nbd`, export name = resource name)
+// and its control socket (`<run-dir>/<res>.ctl`).
+import { writeFileSync, closeSync, writeSync } from 'node:fs';
+import { unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import pino from 'pino';
+import type { HostConfig, ResourceConfig } from '../api/config.ts';
+import { Engine } from '../replication/engine.ts';
+import { startNbdServer, type NbdExport, type NbdServer } from '../nbd/index.ts';
+import { serveControl, type ControlRequest } from './control.ts';
+
+export interface DaemonOptions {
+  resource: ResourceConfig;
+  self: HostConfig;
+  peer: HostConfig | undefined;
+  runDir: string;
+  connect: boolean;
+  /** fd on which to report READY or the startup error to the waiting `tandemadm up`. */
+  reportFd?: number;
+}
+
+export function paths(runDir: string, resource: string): { ctl: string; nbd: string; log: string; pid: string } {
+  return { ctl: join(runDir, `${resource}.ctl`), nbd: join(runDir, `${resource}.nbd`), log: join(runDir, `${resource}.log`), pid: join(runDir, `${resource}.pid`) };
+}
+
+export async function runDaemon(o: DaemonOptions): Promise<void> {
+  const p = paths(o.runDir, o.resource.name);
+  const logger = pino({ base: { resource: o.resource.name, node: o.self.name } }, pino.destination({ dest: p.log, sync: true, mkdir: true }));
+  const report = (msg: string): void => {
+    if (o.reportFd === undefined) return;
+    try { writeSync(o.reportFd, msg + '\n'); closeSync(o.reportFd); } catch { /* the waiting CLI is gone */ }
+    o.reportFd = undefined;
+  };
+  let nbd: NbdServer | undefined;
+  const engine = new Engine({
+    config: o.resource, self: o.self, peer: o.peer, logger,
+    openCount: () => nbd?.clientCount ?? 0,
+    closeClients: async () => { await nbd?.disconnectAll(); },
+  });
+  const exportOf: NbdExport = {
+    get size() { return engine.size; },
+    readOnly: false,
+    description: `tandem resource ${o.resource.name} on ${o.self.name}`,
+    read: (off, len) => engine.read(off, len),
+    write: (off, data, fua) => engine.write(off, data, fua),
+    flush: () => engine.flush(),
+  };
+  try {
+    await engine.attach();
+    nbd = await startNbdServer({
+      path: p.nbd,
+      logger: logger.child({ component: 'nbd' }),
+      listExports: () => [o.resource.name],
+      lookup: (name) => {
+        if (name !== o.resource.name && name !== '') return { refuse: 'unknown', message: `no export named '${name}' (this is ${o.resource.name})` };
+        if (engine.state.role !== 'Primary') return { refuse: 'policy', message: `${o.resource.name} is ${engine.state.role}: wrong medium type, promote it with 'tandemadm primary ${o.resource.name}' first` };
+        return exportOf;
+      },
+    });
+    if (o.connect && o.peer) await engine.connect();
+    let shuttingDown = false;
+    const shutdown = async (why: string): Promise<void> => {
+      if (shuttingDown) return;
+      shuttingDown = true;
+      logger.info({ why }, 'Shutting down');
+      try {
+        await nbd?.close();
+        await engine.down();
+      } catch (err) {
+        logger.error({ err }, 'Unclean shutdown');
+      }
+      ctl.close();
+      await unlink(p.ctl).catch(() => {});
+      await unlink(p.pid).catch(() => {});
+      logger.flush();
+      process.exit(0);
+    };
+    const ctl = await serveControl(p.ctl, async (req: ControlRequest) => {
+      switch (req.cmd) {
+        case 'status': return engine.status();
+        case 'primary': return engine.promote({ force: req.force === true });
+        case 'secondary': return engine.demote({ force: req.force === true });
+        case 'connect': return engine.connect({ discardMyData: req.discardMyData === true });
+        case 'disconnect': return engine.disconnect();
+        case 'attach': return engine.attach();
+        case 'detach': return engine.detach();
+        case 'pause-sync': return engine.pauseSync();
+        case 'resume-sync': return engine.resumeSync();
+        case 'outdate': return engine.outdate();
+        case 'down': {
+          if (engine.state.role === 'Primary' && (nbd?.clientCount ?? 0) > 0) await engine.demote();
+          setImmediate(() => void shutdown('down'));
+          return undefined;
+        }
+      }
+    });
+    writeFileSync(p.pid, `${process.pid}\n`);
+    process.on('SIGTERM', () => void shutdown('SIGTERM'));
+    process.on('SIGINT', () => void shutdown('SIGINT'));
+    process.on('uncaughtException', (err) => { logger.fatal({ err }, 'Uncaught exception'); logger.flush(); process.exit(70); });
+    logger.info({ nbd: p.nbd, ctl: p.ctl }, 'Engine is up');
+    report('READY');
+  } catch (err) {
+    logger.error({ err }, 'Engine failed to start');
+    report(`ERROR ${(err as Error).message}`);
+    logger.flush();
+    process.exit(1);
+  }
+}

@@ -1,0 +1,296 @@
+// tandemadm: drbdadm's command line for tandem resources (DESIGN.md §3).
+//
+//   tandemadm [-c FILE] [--node NAME] [--run-dir DIR] [-- --force|--overwrite-data-of-peer|--discard-my-data]
+//             COMMAND RESOURCE|all
+import { spawn } from 'node:child_process';
+import { hostname } from 'node:os';
+import { mkdir, readFile } from 'node:fs/promises';
+import { createInterface } from 'node:readline/promises';
+import { fileURLToPath } from 'node:url';
+import type { ResourceConfig, TandemConfig } from '../api/config.ts';
+import { ConfigError, findResource, loadConfigFile, selectHosts } from './drbd-config/index.ts';
+import { callControl, NotRunningError, type ControlRequest } from './control.ts';
+import { paths, runDaemon } from './daemon.ts';
+import { formatProcDrbd, formatUnconfigured, versionHeader } from './proc-drbd.ts';
+import { describe as describeMd, locateMetadata, Metadata } from '../replication/metadata.ts';
+import type { EngineStatus } from '../replication/engine.ts';
+import { ERROR_CODES, TandemError } from '../replication/errors.ts';
+import { dumpResource } from './dump.ts';
+
+const USAGE = `usage: tandemadm [options] [-- command-options] COMMAND {RESOURCE|all}
+
+options:
+  -c, --config FILE     configuration file (default /etc/tandem/tandem.conf, or TANDEM_CONFIG)
+  --node NAME           this node's 'on' section (default: hostname, or TANDEM_NODE)
+  --run-dir DIR         runtime directory for engines and sockets (default /run/tandem, or TANDEM_RUN_DIR)
+  --json                with status: print JSON
+command options (also accepted after '--', as drbdadm does):
+  --force               primary: promote without UpToDate data (start a full sync to the peer)
+                        secondary: disconnect NBD clients first; create-md: overwrite metadata
+  --overwrite-data-of-peer   same as primary --force
+  --discard-my-data     connect: resolve a split brain by discarding this node's changes
+
+commands:
+  create-md up down attach detach connect disconnect primary secondary
+  role cstate dstate status pause-sync resume-sync outdate dump
+  verify invalidate invalidate-remote resize new-current-uuid (not implemented yet)`;
+
+const COMMANDS = ['create-md', 'up', 'down', 'attach', 'detach', 'connect', 'disconnect', 'primary', 'secondary', 'role', 'cstate', 'dstate',
+  'status', 'verify', 'pause-sync', 'resume-sync', 'invalidate', 'invalidate-remote', 'outdate', 'resize', 'dump', 'new-current-uuid'] as const;
+type Command = (typeof COMMANDS)[number];
+const NOT_YET: ReadonlySet<Command> = new Set(['verify', 'invalidate', 'invalidate-remote', 'resize', 'new-current-uuid']);
+
+interface Options {
+  config: string;
+  node: string;
+  runDir: string;
+  json: boolean;
+  force: boolean;
+  discardMyData: boolean;
+  command: Command | undefined;
+  resources: string[];
+  engine: boolean;
+  noConnect: boolean;
+  reportFd: number | undefined;
+}
+
+function usageError(message: string): TandemError {
+  return new TandemError(ERROR_CODES.usage, `${message}\n${USAGE}`, 20);
+}
+
+export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): Options {
+  const o: Options = {
+    config: env.TANDEM_CONFIG ?? '/etc/tandem/tandem.conf', node: env.TANDEM_NODE ?? hostname(), runDir: env.TANDEM_RUN_DIR ?? '/run/tandem',
+    json: false, force: false, discardMyData: false, command: undefined, resources: [], engine: false, noConnect: false, reportFd: undefined,
+  };
+  const value = (i: number, flag: string): string => {
+    const v = argv[i + 1];
+    if (v === undefined) throw usageError(`${flag} needs a value`);
+    return v;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    switch (a) {
+      case '--': continue;
+      case '-c': case '--config': o.config = value(i++, a); continue;
+      case '--node': o.node = value(i++, a); continue;
+      case '--run-dir': o.runDir = value(i++, a); continue;
+      case '--json': o.json = true; continue;
+      case '--force': case '--overwrite-data-of-peer': o.force = true; continue;
+      case '--discard-my-data': o.discardMyData = true; continue;
+      case '--__engine': o.engine = true; continue;
+      case '--__no-connect': o.noConnect = true; continue;
+      case '--__report-fd': o.reportFd = Number(value(i++, a)); continue;
+      case '-h': case '--help': throw Object.assign(new TandemError(ERROR_CODES.usage, USAGE, 0), { help: true });
+    }
+    if (a.startsWith('--config=')) { o.config = a.slice(9); continue; }
+    if (a.startsWith('--node=')) { o.node = a.slice(7); continue; }
+    if (a.startsWith('--run-dir=')) { o.runDir = a.slice(10); continue; }
+    if (a.startsWith('-')) throw usageError(`unknown option '${a}'`);
+    if (!o.command) {
+      if (!(COMMANDS as readonly string[]).includes(a)) throw usageError(`unknown command '${a}'`);
+      o.command = a as Command;
+    } else {
+      o.resources.push(a);
+    }
+  }
+  return o;
+}
+
+class Output {
+  out: string[] = [];
+  err: string[] = [];
+}
+
+async function loadConfig(o: Options): Promise<TandemConfig> {
+  const { config, warnings } = await loadConfigFile(o.config);
+  for (const w of warnings) process.stderr.write(`${o.config}: warning: ${w}\n`);
+  return config;
+}
+
+function resourcesFor(o: Options, config: TandemConfig): ResourceConfig[] {
+  if (o.resources.length === 0) {
+    if (o.command === 'status') return config.resources;
+    throw usageError(`${o.command}: missing resource name (or 'all')`);
+  }
+  if (o.resources.includes('all')) return config.resources;
+  return o.resources.map((r) => findResource(config, r));
+}
+
+async function control(o: Options, res: ResourceConfig, req: ControlRequest): Promise<unknown> {
+  const p = paths(o.runDir, res.name);
+  const r = await callControl(p.ctl, req);
+  if (!r.ok) throw new TandemError(r.error.code as never, `${res.name}: ${r.error.message}`, r.error.exitCode);
+  return r.result;
+}
+
+async function tryStatus(o: Options, res: ResourceConfig): Promise<EngineStatus | undefined> {
+  try {
+    return (await control(o, res, { cmd: 'status' })) as EngineStatus;
+  } catch (err) {
+    if (err instanceof NotRunningError) return undefined;
+    throw err;
+  }
+}
+
+async function confirm(question: string): Promise<boolean> {
+  if (!process.stdin.isTTY) return false;
+  const rl = createInterface({ input: process.stdin, output: process.stdout });
+  try {
+    return (await rl.question(`${question} [need to type 'yes' to confirm] `)).trim() === 'yes';
+  } finally {
+    rl.close();
+  }
+}
+
+async function createMd(o: Options, res: ResourceConfig, out: Output): Promise<void> {
+  const { self } = selectHosts(res, o.node);
+  if (await tryStatus(o, res)) throw new TandemError(ERROR_CODES.alreadyUp, `${res.name}: the resource is up; run 'tandemadm down ${res.name}' before create-md`, 10);
+  const location = await locateMetadata(self.disk, self.metaDisk);
+  const existing = await Metadata.readSuperblock(location);
+  if (existing && !o.force) {
+    const ok = await confirm(`You want me to create a v1 style tandem meta data block on ${describeMd(location)}.\nValid tandem meta data (resource '${existing.resource}') already exists. Do you really want to overwrite it?`);
+    if (!ok) throw new TandemError(ERROR_CODES.metadataExists, `${describeMd(location)}: valid tandem metadata for resource '${existing.resource}' already exists; refusing to overwrite it (use 'tandemadm -- --force create-md ${res.name}' to confirm)`, 10);
+  }
+  out.out.push('initializing activity log');
+  const { bitmapBytes } = await Metadata.create(location, res.name);
+  out.out.push(`initializing bitmap (${Math.ceil(bitmapBytes / 1024)} KB) to all zero`, 'Writing meta data...', 'New tandem meta data block successfully created.');
+}
+
+async function up(o: Options, res: ResourceConfig, connect: boolean): Promise<void> {
+  selectHosts(res, o.node);
+  const running = await tryStatus(o, res);
+  if (running) {
+    if (connect && running.cstate === 'StandAlone') await control(o, res, { cmd: 'connect' });
+    if (running.disk === 'Diskless') await control(o, res, { cmd: 'attach' });
+    return;
+  }
+  await mkdir(o.runDir, { recursive: true });
+  const script = fileURLToPath(new URL('../../bin/tandemadm.js', import.meta.url));
+  const args = [script, '--__engine', '--__report-fd', '3', '-c', o.config, '--node', o.node, '--run-dir', o.runDir, ...(connect ? [] : ['--__no-connect']), 'up', res.name];
+  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', 'ignore', 'ignore', 'pipe'], env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' } });
+  const pipe = child.stdio[3] as NodeJS.ReadableStream;
+  const answer = await new Promise<string>((resolve) => {
+    let buf = '';
+    pipe.setEncoding('utf8');
+    pipe.on('data', (c: string) => { buf += c; });
+    pipe.on('end', () => resolve(buf.trim()));
+    child.on('exit', (code) => resolve(buf.trim() || `ERROR engine exited with code ${code}; see ${paths(o.runDir, res.name).log}`));
+  });
+  child.unref();
+  (pipe as unknown as { destroy(): void }).destroy();
+  if (answer !== 'READY') throw new TandemError(ERROR_CODES.backing, `${res.name}: ${answer.replace(/^ERROR /, '')}`, 10);
+}
+
+async function down(o: Options, res: ResourceConfig): Promise<void> {
+  const p = paths(o.runDir, res.name);
+  let pid: number | undefined;
+  try { pid = Number((await readFile(p.pid, 'utf8')).trim()); } catch { /* not running */ }
+  try {
+    await control(o, res, { cmd: 'down' });
+  } catch (err) {
+    if (err instanceof NotRunningError) return;
+    throw err;
+  }
+  // Wait for the engine to exit, so a following `up` or `create-md` finds the disk free.
+  for (let i = 0; pid && i < 200; i++) {
+    try { process.kill(pid, 0); } catch { return; }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function offlineOutdate(o: Options, res: ResourceConfig): Promise<void> {
+  const { self } = selectHosts(res, o.node);
+  const md = await Metadata.open(await locateMetadata(self.disk, self.metaDisk), res.name);
+  try {
+    if (md.has('consistent')) await md.update({ set: ['outdated'] });
+  } finally {
+    await md.close();
+  }
+}
+
+async function runOne(o: Options, res: ResourceConfig, out: Output): Promise<void> {
+  const cmd = o.command!;
+  if (NOT_YET.has(cmd)) throw new TandemError(ERROR_CODES.notImplemented, `${cmd}: not implemented yet in this tandem version`, 20);
+  switch (cmd) {
+    case 'create-md': return createMd(o, res, out);
+    case 'up': return up(o, res, true);
+    case 'attach': {
+      if (await tryStatus(o, res)) { await control(o, res, { cmd: 'attach' }); return; }
+      return up(o, res, false);
+    }
+    case 'down': return down(o, res);
+    case 'dump': out.out.push(dumpResource(res)); return;
+    case 'outdate': {
+      if (await tryStatus(o, res)) { await control(o, res, { cmd: 'outdate' }); return; }
+      return offlineOutdate(o, res);
+    }
+    case 'role': case 'cstate': case 'dstate': case 'status': {
+      const s = await tryStatus(o, res);
+      if (cmd === 'status') {
+        if (o.json) out.out.push(JSON.stringify(s ?? { resource: res.name, cstate: 'Unconfigured' }, null, 2));
+        else out.out.push(s ? formatProcDrbd(s) : formatUnconfigured(selectHosts(res, o.node).self.minor));
+        return;
+      }
+      if (!s) { out.out.push('Unconfigured'); return; }
+      out.out.push(cmd === 'role' ? `${s.role}/${s.peerRole}` : cmd === 'cstate' ? s.cstate : `${s.disk}/${s.peerDisk}`);
+      return;
+    }
+    case 'connect': case 'disconnect': case 'primary': case 'secondary': case 'detach': case 'pause-sync': case 'resume-sync': {
+      try {
+        await control(o, res, { cmd, force: o.force, discardMyData: o.discardMyData });
+      } catch (err) {
+        if (err instanceof NotRunningError) throw new TandemError(ERROR_CODES.notUp, `${res.name}: resource is not up (run 'tandemadm up ${res.name}')`, 10);
+        throw err;
+      }
+      return;
+    }
+    default: throw usageError(`unknown command '${String(cmd)}'`);
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let o: Options;
+  try {
+    o = parseArgs(argv);
+  } catch (err) {
+    const e = err as TandemError & { help?: boolean };
+    (e.help ? process.stdout : process.stderr).write(e.message + '\n');
+    return e.exitCode;
+  }
+  try {
+    if (!o.command) throw usageError('missing command');
+    const config = await loadConfig(o);
+    if (o.engine) {
+      const res = findResource(config, o.resources[0] ?? '');
+      const { self, peer } = selectHosts(res, o.node);
+      await runDaemon({ resource: res, self, peer, runDir: o.runDir, connect: !o.noConnect, ...(o.reportFd !== undefined ? { reportFd: o.reportFd } : {}) });
+      return -1;
+    }
+    const out = new Output();
+    const resources = resourcesFor(o, config);
+    if (o.command === 'status' && !o.json) out.out.push(versionHeader());
+    let code = 0;
+    for (const res of resources) {
+      try {
+        await runOne(o, res, out);
+      } catch (err) {
+        if (!(err instanceof TandemError || err instanceof ConfigError)) throw err;
+        process.stdout.write(out.out.map((l) => l + '\n').join(''));
+        out.out = [];
+        process.stderr.write(`${err.message}\n`);
+        code = err instanceof TandemError ? err.exitCode : 10;
+      }
+    }
+    process.stdout.write(out.out.map((l) => l + '\n').join(''));
+    return code;
+  } catch (err) {
+    if (err instanceof ConfigError) { process.stderr.write(`${err.message}\n`); return 10; }
+    if (err instanceof TandemError) { process.stderr.write(`${err.message}\n`); return err.exitCode; }
+    process.stderr.write(`tandemadm: ${(err as Error).stack ?? String(err)}\n`);
+    return 1;
+  }
+}
+
+const code = await main(process.argv.slice(2));
+if (code >= 0) process.exit(code);

@@ -1,0 +1,1005 @@
+// One replicated resource on this node: local disk + metadata + peer link +
+// DRBD's state model.
+//
+// The life of one application write on the Primary (DRBD's drbd_req.h is the model):
+//   1. Checked against the device size before anything else.
+//   2. Its block range is taken in the conflict lock: an earlier overlapping
+//      write (or resync read) finishes first, so both disks see overlapping
+//      writes in the same order.
+//   3. If the peer takes writes, a DATA frame is queued on the link (seq N) and
+//      the request enters the transfer log (`pending`); the local pwrite is
+//      submitted at the same time.
+//   4. It completes to the application when the local write is done AND
+//        protocol A: the DATA frame reached the kernel's socket buffer,
+//        protocol B: the peer sent RECV_ACK (it has the data in memory),
+//        protocol C: the peer sent WRITE_ACK (it wrote the data).
+//      Under every protocol the peer sends WRITE_ACK, so the transfer log knows
+//      exactly which writes the peer has.
+//   5. If the link is lost first, every write still in the transfer log is
+//      marked out of sync in the bitmap (persisted before the application hears
+//      back), and a new data generation is started, so the reconnect resyncs
+//      exactly those blocks.
+//   6. Without a peer, the write is marked out of sync (bitmap persisted) and
+//      completes when the local write does.
+import { EventEmitter } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { z } from 'zod';
+import type { Logger } from 'pino';
+import type { HostConfig, ResourceConfig } from '../api/config.ts';
+import { openBacking, readExact, writeExact, type Backing } from './backing.ts';
+import { Bitmap, BLOCK_SIZE, decodeRle, encodeRle } from './bitmap.ts';
+import { zeroCounters, type Counters } from './counters.ts';
+import { deferred, type Deferred } from './deferred.ts';
+import { ERROR_CODES, REFUSALS, refuse, StateChangeError, TandemError } from './errors.ts';
+import { IntervalLock } from './interval-lock.ts';
+import { locateMetadata, Metadata } from './metadata.ts';
+import { PeerLink, type Connection } from './peer-link.ts';
+import { initialState, transition, type EngineState, type StateChange } from './state.ts';
+import { hasLocalDisk, isConnected, isSyncSource, isSyncTarget, isSyncing, isUpToDate, type ConnectionState, type DiskState, type Role } from './states.ts';
+import { compareUuids, finishSyncSource, finishSyncTarget, newCurrent, uuidsFromJson, uuidsToJson, type SyncDecision, type Uuids } from './uuids.ts';
+import {
+  DATA_FLAGS, FRAME_FLAGS, P, decodeData, decodeRange, decodeRsData, decodeSeq, encodeData, encodeFrame,
+  encodeRange, encodeRsData, encodeSeq, type Frame,
+} from './wire.ts';
+
+const UuidsJson = z.object({ current: z.string().regex(/^[0-9A-F]{16}$/), bitmap: z.string().regex(/^[0-9A-F]{16}$/), history: z.tuple([z.string().regex(/^[0-9A-F]{16}$/), z.string().regex(/^[0-9A-F]{16}$/)]) });
+
+const Params = z.object({
+  reply: z.boolean(),
+  protocol: z.enum(['A', 'B', 'C']),
+  capacity: z.number().int().nonnegative(),
+  laSize: z.number().int().nonnegative(),
+  uuids: UuidsJson,
+  disk: z.string(),
+  role: z.enum(['Primary', 'Secondary']),
+  allowTwoPrimaries: z.boolean(),
+  discardMyData: z.boolean(),
+  crashedPrimary: z.boolean(),
+  node: z.string(),
+});
+type Params = z.infer<typeof Params>;
+
+const StateMsg = z.object({
+  role: z.enum(['Primary', 'Secondary']).optional(),
+  disk: z.string().optional(),
+  /** Two-phase promotion: ask the peer before becoming Primary while connected. */
+  promoteRequest: z.number().int().optional(),
+  promoteReply: z.object({ id: z.number().int(), ok: z.boolean(), message: z.string().optional() }).optional(),
+  syncPaused: z.boolean().optional(),
+});
+
+const SyncDone = z.object({ uuids: UuidsJson });
+
+/** Resync chunks: at most this many contiguous 4 KiB blocks per RS_DATA. */
+const RS_CHUNK_BLOCKS = 256;
+/** Resync bytes in flight (sent, not yet acked by the target). */
+const RS_WINDOW_BYTES = 16 * 1024 * 1024;
+const BITMAP_FRAME_BYTES = 64 * 1024;
+
+interface PeerRequest {
+  seq: number;
+  offset: number;
+  length: number;
+  sent: Deferred<boolean>;
+  received: Deferred<boolean>;
+  written: Deferred<boolean>;
+}
+
+export interface EngineOptions {
+  config: ResourceConfig;
+  self: HostConfig;
+  peer: HostConfig | undefined;
+  logger: Logger;
+  /** How many NBD clients hold the device open (a Primary in use cannot be demoted). */
+  openCount?: () => number;
+  /** Closes the device's clients before a forced demotion. */
+  closeClients?: () => Promise<void>;
+}
+
+export interface SyncProgress {
+  percent: number;
+  remainingBytes: number;
+  totalBytes: number;
+  etaSeconds: number | undefined;
+  speedKiBps: number;
+  averageKiBps: number;
+  paused: boolean;
+}
+
+export interface EngineStatus {
+  resource: string;
+  minor: number;
+  node: string;
+  peerNode: string | undefined;
+  role: Role;
+  peerRole: Role;
+  cstate: ConnectionState;
+  disk: DiskState;
+  peerDisk: DiskState;
+  protocol: 'A' | 'B' | 'C';
+  suspended: boolean;
+  userPaused: boolean;
+  peerPaused: boolean;
+  size: number;
+  counters: Counters;
+  oosBytes: number;
+  sync: SyncProgress | undefined;
+  uuids: { current: string; bitmap: string; history: [string, string] };
+  lastDecision: { decision: SyncDecision; rule: string } | undefined;
+  lastError: string | undefined;
+}
+
+export interface EngineEvents {
+  state: [EngineState, string];
+}
+
+export class Engine extends EventEmitter<EngineEvents> {
+  readonly config: ResourceConfig;
+  readonly self: HostConfig;
+  readonly peer: HostConfig | undefined;
+  readonly log: Logger;
+  private readonly openCount: () => number;
+  private readonly closeClients: () => Promise<void>;
+
+  state: EngineState = initialState();
+  private backing: Backing | undefined;
+  private md: Metadata | undefined;
+  /** Usable bytes of the local disk. */
+  private capacity = 0;
+  /** The device size the application sees. */
+  size = 0;
+  readonly counters: Counters = zeroCounters();
+  private readonly lock = new IntervalLock();
+
+  private link: PeerLink | undefined;
+  private conn: Connection | undefined;
+  private sentParams: Params | undefined;
+  private peerParams: Params | undefined;
+  private nextSeq = 1;
+  private readonly pending = new Map<number, PeerRequest>();
+  private readonly flushWaiters = new Map<number, Deferred<boolean>>();
+  /** Writes received from the peer that are not yet on the local disk. */
+  private readonly receiving = new Set<Promise<void>>();
+  /** Holds back disk writes on a new SyncTarget until its Inconsistent state is on disk. */
+  private syncGate: Promise<void> = Promise.resolve();
+  /** Holds back completions after a lost link until the new generation is on disk. */
+  private generationGate: Promise<void> = Promise.resolve();
+  private bitmapChain: Promise<unknown> = Promise.resolve();
+  private bitmapTimer: NodeJS.Timeout | undefined;
+  private peerBitmapChunks: Buffer[] = [];
+  private discardMyData = false;
+  private promoteId = 0;
+  private readonly promoteWaiters = new Map<number, Deferred<{ ok: boolean; message?: string }>>();
+  private peerPromoting = false;
+  lastDecision: { decision: SyncDecision; rule: string } | undefined;
+  lastError: string | undefined;
+
+  // resync bookkeeping
+  private rsInflight = new Map<number, number>();
+  private rsInflightBytes = 0;
+  private rsWake: Deferred<void> | undefined;
+  private rsTotalBytes = 0;
+  private rsDoneBytes = 0;
+  private rsStarted = 0;
+  private rsSamples: [number, number][] = [];
+  private rsTokens = 0;
+  private rsTokenTime = 0;
+
+  constructor(opts: EngineOptions) {
+    super();
+    this.config = opts.config;
+    this.self = opts.self;
+    this.peer = opts.peer;
+    this.log = opts.logger;
+    this.openCount = opts.openCount ?? (() => 0);
+    this.closeClients = opts.closeClients ?? (async () => {});
+  }
+
+  // --- state ---------------------------------------------------------------
+
+  /** Commits a state change (facts and soft rules checked), logs the diff with its cause. */
+  private commit(change: StateChange, cause: string): void {
+    const r = transition(this.state, change, { allowTwoPrimaries: this.config.net.allowTwoPrimaries, openCount: this.openCount() });
+    if (!r.ok) throw r.error;
+    if (r.diff === '') return;
+    this.state = r.next;
+    this.log.info({ change: r.diff, cause }, `${r.diff} [${cause}]`);
+    this.emit('state', this.state, cause);
+  }
+
+  /** Like commit, for facts: a refusal here is a bug, so it is logged, not thrown. */
+  private fact(change: StateChange, cause: string): void {
+    try {
+      this.commit(change, cause);
+    } catch (err) {
+      this.log.error({ err, change, cause }, 'Refused a state fact');
+      this.state = { ...this.state, ...change };
+    }
+  }
+
+  private get metadata(): Metadata {
+    if (!this.md) throw new TandemError(ERROR_CODES.stateChange, `${this.config.name}: no local disk (Diskless)`, 11);
+    return this.md;
+  }
+
+  // --- attach / detach -----------------------------------------------------
+
+  async attach(): Promise<void> {
+    if (this.md) return;
+    this.fact({ disk: 'Attaching' }, 'attach');
+    try {
+      const backing = await openBacking(this.self.disk);
+      const location = await locateMetadata(this.self.disk, this.self.metaDisk);
+      const md = await Metadata.open(location, this.config.name, backing);
+      this.backing = backing;
+      this.md = md;
+      this.capacity = Math.min(location.dataCapacity, md.sb.bitmapBits * BLOCK_SIZE, this.config.disk.size ?? Number.MAX_SAFE_INTEGER);
+      this.capacity -= this.capacity % BLOCK_SIZE;
+      if (md.sb.laSize > this.capacity) {
+        throw new TandemError(ERROR_CODES.backing, `${this.self.disk}: the disk holds ${this.capacity} bytes but the device was ${md.sb.laSize} bytes; refusing to attach a shrunk disk`);
+      }
+      this.size = md.sb.laSize > 0 ? md.sb.laSize : this.capacity;
+      if (md.has('crashedPrimary')) {
+        // Without the activity log (a later step) we cannot tell which blocks
+        // were in flight when this Primary died: resync all of them.
+        this.log.warn('Metadata says this node crashed while Primary; marking the whole device out of sync');
+        md.bitmap.setAll();
+        await md.writeDirtyBitmap(true);
+      }
+      const disk: DiskState = !md.has('consistent') ? 'Inconsistent' : md.has('outdated') ? 'Outdated' : 'UpToDate';
+      this.counters.bm = md.bitmapWrites;
+      this.fact({ disk }, 'attach');
+      this.bitmapTimer = setInterval(() => { void this.persistBitmap(false); }, 1000);
+      this.bitmapTimer.unref();
+    } catch (err) {
+      this.fact({ disk: 'Diskless' }, 'attach failed');
+      throw err;
+    }
+  }
+
+  async detach(): Promise<void> {
+    if (!this.md) return;
+    if (this.state.role === 'Primary') throw new TandemError(ERROR_CODES.notImplemented, `${this.config.name}: detaching the disk of a Primary (serving through the peer) is not implemented yet`, 20);
+    if (this.conn) await this.disconnect();
+    await this.lock.drain();
+    await this.persistBitmap(true);
+    if (this.bitmapTimer) clearInterval(this.bitmapTimer);
+    await this.md.close();
+    await this.backing?.handle.close();
+    this.md = undefined;
+    this.backing = undefined;
+    this.fact({ disk: 'Diskless' }, 'detach');
+  }
+
+  // --- connection ------------------------------------------------------------
+
+  async connect(opts: { discardMyData?: boolean } = {}): Promise<void> {
+    if (!this.peer) throw new TandemError(ERROR_CODES.config, `resource ${this.config.name} has no peer section`);
+    if (opts.discardMyData) this.discardMyData = true;
+    if (this.link) return;
+    const net = this.config.net;
+    const link = new PeerLink({
+      resource: this.config.name, nodeName: this.self.name, peerName: this.peer.name,
+      self: this.self.address, peer: this.peer.address, sharedSecret: net.sharedSecret, hmacAlg: net.cramHmacAlg ?? 'sha256',
+      connectIntMs: net.connectIntMs, pingIntMs: net.pingIntMs, pingTimeoutMs: net.pingTimeoutMs, logger: this.log.child({ component: 'link' }),
+    });
+    link.on('state', (cs, reason) => { if (!this.conn) this.fact({ conn: cs }, reason); });
+    link.on('refused', (reason) => { this.lastError = reason; });
+    link.on('connected', (c) => this.onConnected(c));
+    this.link = link;
+    await link.start();
+  }
+
+  async disconnect(): Promise<void> {
+    const link = this.link;
+    this.link = undefined;
+    if (!link) { this.fact({ conn: 'StandAlone' }, 'disconnect'); return; }
+    this.fact({ conn: 'Disconnecting' }, 'disconnect');
+    await link.stop();
+    this.conn?.close('TearDown', 'disconnect');
+    await this.generationGate;
+    this.fact({ conn: 'StandAlone' }, 'disconnect');
+  }
+
+  private onConnected(c: Connection): void {
+    this.conn = c;
+    c.onClose = (cs, reason) => this.onConnectionLost(c, cs, reason);
+    c.setHandler((f) => {
+      try {
+        this.onFrame(c, f);
+      } catch (err) {
+        this.log.error({ err }, 'Failed to handle a peer frame');
+        c.close('ProtocolError', (err as Error).message);
+      }
+    });
+    this.peerParams = undefined;
+    this.sendParams(c, false);
+  }
+
+  private makeParams(reply: boolean): Params {
+    const md = this.metadata;
+    return {
+      reply, protocol: this.config.protocol, capacity: this.capacity, laSize: md.sb.laSize, uuids: uuidsToJson(md.sb.uuids),
+      disk: this.state.disk, role: this.state.role === 'Primary' ? 'Primary' : 'Secondary',
+      allowTwoPrimaries: this.config.net.allowTwoPrimaries, discardMyData: this.discardMyData,
+      crashedPrimary: md.has('crashedPrimary') && this.state.role !== 'Primary', node: this.self.name,
+    };
+  }
+
+  private sendParams(c: Connection, reply: boolean): void {
+    this.sentParams = this.makeParams(reply);
+    c.sendJson(P.PARAMS, this.sentParams);
+  }
+
+  private abortConnection(c: Connection, reason: string, log: 'warn' | 'error' = 'error'): void {
+    this.lastError = reason;
+    this.log[log]({ reason }, reason);
+    c.sendJson(P.ERROR, { message: reason });
+    const link = this.link;
+    this.link = undefined;
+    void link?.stop();
+    c.close('StandAlone', reason);
+  }
+
+  private onConnectionLost(c: Connection, cs: ConnectionState, reason: string): void {
+    if (this.conn !== c) return;
+    this.conn = undefined;
+    this.peerParams = undefined;
+    this.peerPromoting = false;
+    const wasPeerDisk = this.state.peerDisk;
+    const lostUpToDatePeer = this.state.role === 'Primary' && wasPeerDisk !== 'DUnknown';
+    // Everything the peer may not have becomes out of sync (transfer log, resync in flight).
+    for (const r of this.pending.values()) {
+      this.metadata.bitmap.setRange(r.offset / BLOCK_SIZE, Math.ceil((r.offset + r.length) / BLOCK_SIZE));
+      r.sent.resolve(false); r.received.resolve(false); r.written.resolve(false);
+    }
+    this.pending.clear();
+    this.counters.pe = 0;
+    for (const w of this.flushWaiters.values()) w.resolve(false);
+    this.flushWaiters.clear();
+    for (const w of this.promoteWaiters.values()) w.resolve({ ok: false, message: 'connection lost' });
+    this.promoteWaiters.clear();
+    this.rsInflight.clear();
+    this.rsInflightBytes = 0;
+    this.rsWake?.resolve();
+    if (this.md && lostUpToDatePeer && this.md.sb.uuids.bitmap === 0n) {
+      // A Primary that loses its peer starts a new data generation, on disk
+      // before any further write completes (DRBD: new current UUID).
+      const uuids = newCurrent(this.md.sb.uuids);
+      this.generationGate = this.md.update({ uuids }).then(() => this.log.info({ uuids: uuidsToJson(uuids) }, 'Started a new data generation after losing the peer'));
+    }
+    const next: ConnectionState = cs === 'StandAlone' ? 'StandAlone' : cs;
+    this.fact({ conn: next }, reason);
+    if (next !== 'StandAlone') {
+      this.fact({ conn: 'Unconnected' }, 'reconnecting');
+      this.link?.resume();
+    } else {
+      this.link = undefined;
+    }
+  }
+
+  // --- frames ------------------------------------------------------------------
+
+  private onFrame(c: Connection, f: Frame): void {
+    switch (f.type) {
+      case P.PARAMS: return this.onParams(c, Params.parse(JSON.parse(f.payload.toString('utf8'))));
+      case P.STATE: return this.onPeerState(c, StateMsg.parse(JSON.parse(f.payload.toString('utf8'))));
+      case P.BITMAP: return this.onBitmapFrame(c, f);
+      case P.ERROR: {
+        const msg = String((JSON.parse(f.payload.toString('utf8')) as { message?: unknown }).message ?? 'unknown');
+        this.lastError = `peer: ${msg}`;
+        this.log.error({ reason: msg }, 'Peer dropped the connection');
+        const link = this.link;
+        this.link = undefined;
+        void link?.stop();
+        return c.close('StandAlone', `peer: ${msg}`);
+      }
+      case P.SYNC_DONE: return void this.onSyncDone(c, SyncDone.parse(JSON.parse(f.payload.toString('utf8'))));
+      case P.SYNC_DONE_ACK: return void this.onSyncDoneAck();
+    }
+    if (!this.peerParams) throw new Error(`packet type 0x${f.type.toString(16)} before PARAMS`);
+    switch (f.type) {
+      case P.DATA: return this.onData(c, f.payload);
+      case P.RECV_ACK: return this.onAck(f.payload, 'received');
+      case P.WRITE_ACK: return this.onAck(f.payload, 'written');
+      case P.NEG_ACK: return this.onNegAck(f.payload);
+      case P.FLUSH: return this.onPeerFlush(c, decodeSeq(f.payload).seq);
+      case P.FLUSH_ACK: { const { seq } = decodeSeq(f.payload); this.flushWaiters.get(seq)?.resolve(true); this.flushWaiters.delete(seq); return; }
+      case P.RS_DATA: return this.onRsData(c, f.payload);
+      case P.RS_ACK: return this.onRsAck(f.payload, true);
+      case P.RS_NEG_ACK: return this.onRsAck(f.payload, false);
+      default: throw new Error(`unexpected packet type 0x${f.type.toString(16)}`);
+    }
+  }
+
+  /**
+   * Both sides send PARAMS; each decides from (what it sent, what it got) with
+   * the same pure rules, so both reach mirrored decisions without a third message.
+   */
+  private onParams(c: Connection, p: Params): void {
+    if (!p.reply && isConnected(this.state.conn) && this.peerParams) {
+      // The peer renegotiates (e.g. after `primary --force`): answer with ours.
+      this.sendParams(c, true);
+    }
+    this.peerParams = p;
+    const mine = this.sentParams!;
+    if (p.protocol !== mine.protocol) return this.abortConnection(c, `incompatible communication protocols: ours ${mine.protocol}, peer ${p.protocol}`);
+    if (p.role === 'Primary' && mine.role === 'Primary' && !(p.allowTwoPrimaries && mine.allowTwoPrimaries)) {
+      return this.abortConnection(c, 'both nodes are Primary and allow-two-primaries is not set on both; refusing to connect (split brain?)');
+    }
+    // Size: the smaller disk; never below a size the device already had.
+    const agreedLa = Math.max(mine.laSize, p.laSize);
+    const fits = Math.min(mine.capacity, p.capacity);
+    if (agreedLa > 0 && fits < agreedLa) return this.abortConnection(c, `The peer's disk size is too small! (${fits} < ${agreedLa} bytes)`);
+    const newSize = agreedLa > 0 ? agreedLa : fits;
+
+    let { decision, rule } = compareUuids(uuidsFromJson(mine.uuids), uuidsFromJson(p.uuids));
+    if (decision === 'none' && mine.crashedPrimary !== p.crashedPrimary) {
+      decision = mine.crashedPrimary ? 'bitmap-source' : 'bitmap-target';
+      rule = `${mine.crashedPrimary ? 'we' : 'the peer'} crashed while Primary`;
+    }
+    if (decision === 'split-brain' || decision === 'split-brain-unrelated') {
+      const full = decision === 'split-brain-unrelated';
+      if (mine.discardMyData && p.discardMyData) return this.abortConnection(c, 'Split-Brain detected and both sides want to discard their data; refusing');
+      if (mine.discardMyData) { decision = full ? 'full-target' : 'bitmap-target'; rule = `split brain resolved: we discard our data (${rule})`; }
+      else if (p.discardMyData) { decision = full ? 'full-source' : 'bitmap-source'; rule = `split brain resolved: the peer discards its data (${rule})`; }
+      else {
+        this.lastDecision = { decision, rule };
+        return this.abortConnection(c, `Split-Brain detected but unresolved, dropping connection! (${rule})`);
+      }
+    }
+    if (decision === 'unrelated-data') {
+      this.lastDecision = { decision, rule };
+      return this.abortConnection(c, `Unrelated data, aborting! (${rule})`);
+    }
+    const target = decision === 'bitmap-target' || decision === 'full-target';
+    if (target && this.state.role === 'Primary') return this.abortConnection(c, `I shall become SyncTarget, but I am primary! (${rule})`);
+    this.lastDecision = { decision, rule };
+    this.log.info({ decision, rule, size: newSize }, 'Decided how to sync with the peer');
+    this.discardMyData = false;
+    if (newSize !== this.size || this.metadata.sb.laSize !== newSize) {
+      this.size = newSize;
+      void this.metadata.update({ laSize: newSize });
+    }
+
+    const peerRole: Role = p.role;
+    if (decision === 'none') {
+      // Same generation: identical data. A Consistent/Outdated disk next to an
+      // UpToDate one of the same generation is UpToDate too.
+      const same = (d: string): DiskState => (d === 'Consistent' || d === 'Outdated') && (p.disk === 'UpToDate' || mine.disk === 'UpToDate') ? 'UpToDate' : d as DiskState;
+      const disk = same(this.state.disk);
+      const peerDisk = same(p.disk);
+      if (disk !== this.state.disk) void this.persistDisk(disk);
+      this.fact({ conn: 'Connected', peerRole, peerDisk, disk }, 'connected, no resync needed');
+      return;
+    }
+    const source = decision === 'bitmap-source' || decision === 'full-source';
+    const full = decision === 'full-source' || decision === 'full-target';
+    this.fact({ conn: source ? 'WFBitMapS' : 'WFBitMapT', peerRole, peerDisk: p.disk as DiskState }, rule);
+    if (full) this.metadata.bitmap.setRange(0, Math.ceil(newSize / BLOCK_SIZE));
+    if (target) this.syncGate = this.becomeInconsistent();
+    this.sendBitmap(c);
+  }
+
+  private async becomeInconsistent(): Promise<void> {
+    await this.persistBitmap(true);
+    if (this.metadata.has('consistent')) await this.metadata.update({ clear: ['consistent', 'wasUpToDate'] });
+  }
+
+  private sendBitmap(c: Connection): void {
+    const rle = encodeRle(this.metadata.bitmap);
+    for (let off = 0; off < rle.length || off === 0; off += BITMAP_FRAME_BYTES) {
+      const last = off + BITMAP_FRAME_BYTES >= rle.length;
+      c.send(encodeFrame(P.BITMAP, rle.subarray(off, off + BITMAP_FRAME_BYTES), last ? FRAME_FLAGS.LAST : 0));
+      if (last) break;
+    }
+  }
+
+  private onBitmapFrame(c: Connection, f: Frame): void {
+    this.peerBitmapChunks.push(Buffer.from(f.payload));
+    if ((f.flags & FRAME_FLAGS.LAST) === 0) return;
+    const rle = Buffer.concat(this.peerBitmapChunks);
+    this.peerBitmapChunks = [];
+    const bm = this.metadata.bitmap;
+    const peerBits = decodeRle(rle, Math.max(bm.bits, Math.ceil(this.peerParams!.capacity / BLOCK_SIZE)));
+    const merged = new Bitmap(bm.bits);
+    for (let b = peerBits.nextSet(0); b >= 0 && b < bm.bits; b = peerBits.nextSet(b + 1)) {
+      const end = Math.min(peerBits.nextClear(b), bm.bits);
+      merged.setRange(b, end);
+      b = end;
+    }
+    bm.merge(merged);
+    // Bits past the device size mean nothing.
+    bm.clearRange(Math.ceil(this.size / BLOCK_SIZE), bm.bits);
+    const source = this.state.conn === 'WFBitMapS';
+    this.rsTotalBytes = bm.count * BLOCK_SIZE;
+    this.rsDoneBytes = 0;
+    this.rsStarted = Date.now();
+    this.rsSamples = [[this.rsStarted, 0]];
+    this.log.info({ outOfSyncBytes: bm.count * BLOCK_SIZE, exchangedBytes: rle.length }, 'Exchanged bitmaps');
+    if (source) {
+      this.fact({ conn: this.state.userIsp || this.state.peerIsp ? 'PausedSyncS' : 'SyncSource', peerDisk: 'Inconsistent' }, 'resync started');
+      void this.runResync(c);
+    } else {
+      this.fact({ conn: this.state.userIsp || this.state.peerIsp ? 'PausedSyncT' : 'SyncTarget', disk: 'Inconsistent' }, 'resync started');
+    }
+  }
+
+  private onPeerState(c: Connection, s: z.infer<typeof StateMsg>): void {
+    if (s.promoteRequest !== undefined) {
+      // Grant unless we are Primary (or about to be) and two primaries are not allowed.
+      const refused = !this.config.net.allowTwoPrimaries && (this.state.role === 'Primary' || this.promoteWaiters.size > 0 && this.link?.dials === true);
+      if (!refused) this.peerPromoting = true;
+      c.sendJson(P.STATE, { promoteReply: { id: s.promoteRequest, ok: !refused, message: refused ? REFUSALS.twoPrimaries[1] : undefined } });
+      return;
+    }
+    if (s.promoteReply) {
+      this.promoteWaiters.get(s.promoteReply.id)?.resolve({ ok: s.promoteReply.ok, ...(s.promoteReply.message ? { message: s.promoteReply.message } : {}) });
+      this.promoteWaiters.delete(s.promoteReply.id);
+      return;
+    }
+    const change: StateChange = {};
+    if (s.role) { change.peerRole = s.role; this.peerPromoting = false; }
+    if (s.disk) change.peerDisk = s.disk as DiskState;
+    if (s.syncPaused !== undefined) {
+      change.peerIsp = s.syncPaused;
+      if (isSyncing(this.state.conn)) change.conn = syncConn(this.state.conn, this.state.userIsp || s.syncPaused);
+      if (!s.syncPaused) this.rsWake?.resolve();
+    }
+    this.fact(change, 'peer state change');
+  }
+
+  private sendState(msg: z.infer<typeof StateMsg>): void {
+    this.conn?.sendJson(P.STATE, msg);
+  }
+
+  // --- the application's I/O (called by the NBD export) -------------------------
+
+  private checkRange(offset: number, length: number): void {
+    if (offset < 0 || length < 0 || offset + length > this.size) {
+      throw Object.assign(new Error(`request [${offset}, +${length}) beyond device size ${this.size}`), { code: 'EINVAL' });
+    }
+  }
+
+  private requirePrimary(): void {
+    if (this.state.role !== 'Primary') throw Object.assign(new Error(`${this.config.name} is not Primary`), { code: 'EPERM' });
+    if (!this.md || !hasLocalDisk(this.state.disk)) throw Object.assign(new Error(`${this.config.name} has no local disk`), { code: 'EIO' });
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    this.checkRange(offset, length);
+    this.requirePrimary();
+    this.counters.lo++;
+    try {
+      const buf = await readExact(this.backing!.handle, offset, length);
+      this.counters.dr += length;
+      return buf;
+    } finally {
+      this.counters.lo--;
+    }
+  }
+
+  /** Does the peer take mirrored writes right now? */
+  private peerTakesWrites(): Connection | undefined {
+    const c = this.conn;
+    if (!c || !this.peerParams) return undefined;
+    const cs = this.state.conn;
+    return cs === 'Connected' || cs === 'WFBitMapS' || isSyncSource(cs) || cs === 'WFBitMapT' ? c : undefined;
+  }
+
+  async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
+    this.checkRange(offset, data.length);
+    this.requirePrimary();
+    this.counters.ap++;
+    const release = await this.lock.acquire(offset, data.length);
+    try {
+      const c = this.peerTakesWrites();
+      let req: PeerRequest | undefined;
+      if (c) req = this.mirror(c, offset, data, fua ? DATA_FLAGS.FUA : 0);
+      const local = this.localWrite(offset, data, fua);
+      if (!req) {
+        await Promise.all([local, this.markOutOfSync(offset, data.length)]);
+        return;
+      }
+      await local;
+      const p = this.config.protocol;
+      const ok = await (p === 'A' ? req.sent.promise : p === 'B' ? req.received.promise : req.written.promise);
+      if (!ok) await this.markOutOfSync(offset, data.length);
+    } finally {
+      release();
+      this.counters.ap--;
+    }
+  }
+
+  private mirror(c: Connection, offset: number, data: Buffer, flags: number): PeerRequest {
+    const seq = this.nextSeq++ >>> 0;
+    const req: PeerRequest = { seq, offset, length: data.length, sent: deferred(), received: deferred(), written: deferred() };
+    this.pending.set(seq, req);
+    this.counters.pe++;
+    this.counters.ns += data.length;
+    c.send(encodeData(seq, offset, data, flags), () => req.sent.resolve(true));
+    return req;
+  }
+
+  private async localWrite(offset: number, data: Buffer, fua: boolean): Promise<void> {
+    this.counters.lo++;
+    try {
+      await writeExact(this.backing!.handle, offset, data);
+      if (fua) await this.backing!.handle.datasync();
+      this.counters.dw += data.length;
+    } finally {
+      this.counters.lo--;
+    }
+  }
+
+  /** Marks a range out of sync and makes the bits durable before the caller completes. */
+  private async markOutOfSync(offset: number, length: number): Promise<void> {
+    await this.generationGate;
+    const added = this.metadata.bitmap.setRange(Math.floor(offset / BLOCK_SIZE), Math.ceil((offset + length) / BLOCK_SIZE));
+    if (added > 0) await this.persistBitmap(false);
+  }
+
+  /** Writes dirty bitmap pages; concurrent callers share one round (group commit). */
+  private persistBitmap(sync: boolean): Promise<void> {
+    const md = this.md;
+    if (!md) return Promise.resolve();
+    const round = this.bitmapChain.then(async () => {
+      await md.writeDirtyBitmap(sync);
+      this.counters.bm = md.bitmapWrites;
+    });
+    this.bitmapChain = round.catch((err: unknown) => this.log.error({ err }, 'Failed to write the bitmap'));
+    return round;
+  }
+
+  /**
+   * FLUSH: every write completed before it is durable on this node and, when
+   * connected, on the peer too (protocol C's meaning of a flush).
+   */
+  async flush(): Promise<void> {
+    this.requirePrimary();
+    const c = this.peerTakesWrites();
+    let peer: Promise<boolean> | undefined;
+    if (c) {
+      const seq = this.nextSeq++ >>> 0;
+      const w = deferred<boolean>();
+      this.flushWaiters.set(seq, w);
+      c.send(encodeSeq(P.FLUSH, seq));
+      peer = w.promise;
+      this.counters.ep++;
+    }
+    await this.persistBitmap(false);
+    await this.backing!.handle.datasync();
+    if (this.md && this.md.location.path !== this.self.disk) await this.md.handle.datasync();
+    if (peer && this.config.protocol === 'C') await peer;
+  }
+
+  // --- the Secondary's side of replication ----------------------------------------
+
+  private onData(c: Connection, payload: Buffer): void {
+    const { seq, flags, offset, data } = decodeData(payload);
+    this.counters.nr += data.length;
+    if (offset + data.length > this.capacity) throw new Error(`peer wrote [${offset}, +${data.length}) beyond our disk of ${this.capacity} bytes`);
+    this.counters.ua++;
+    if (this.config.protocol === 'B') c.send(encodeSeq(P.RECV_ACK, seq));
+    const lock = this.lock.acquire(offset, data.length);
+    const work = (async () => {
+      const release = await lock;
+      let ok = true;
+      try {
+        await this.syncGate;
+        await this.localWrite(offset, data, (flags & DATA_FLAGS.FUA) !== 0);
+      } catch (err) {
+        ok = false;
+        this.log.error({ err, offset, length: data.length }, 'Local write of a mirrored request failed');
+      } finally {
+        release();
+        this.counters.ua--;
+      }
+      if (c === this.conn) c.send(ok ? encodeSeq(P.WRITE_ACK, seq) : encodeSeq(P.NEG_ACK, seq, -5));
+    })();
+    this.receiving.add(work);
+    void work.finally(() => this.receiving.delete(work));
+  }
+
+  private onPeerFlush(c: Connection, seq: number): void {
+    const before = [...this.receiving];
+    void (async () => {
+      await Promise.all(before);
+      await this.backing?.handle.datasync();
+      if (c === this.conn) c.send(encodeSeq(P.FLUSH_ACK, seq));
+    })();
+  }
+
+  private onAck(payload: Buffer, what: 'received' | 'written'): void {
+    const { seq } = decodeSeq(payload);
+    const req = this.pending.get(seq);
+    if (!req) return;
+    req.received.resolve(true);
+    req.sent.resolve(true);
+    if (what === 'written') {
+      req.written.resolve(true);
+      this.pending.delete(seq);
+      this.counters.pe--;
+    }
+  }
+
+  private onNegAck(payload: Buffer): void {
+    const { seq } = decodeSeq(payload);
+    const req = this.pending.get(seq);
+    if (!req) return;
+    this.pending.delete(seq);
+    this.counters.pe--;
+    this.log.warn({ offset: req.offset, length: req.length }, 'Peer failed to write a block; marked out of sync');
+    void this.markOutOfSync(req.offset, req.length).then(() => {
+      req.sent.resolve(true); req.received.resolve(true); req.written.resolve(false);
+    });
+  }
+
+  // --- resync ------------------------------------------------------------------------
+
+  /**
+   * SyncSource: walks the bitmap and pushes marked blocks to the target. Each
+   * chunk is read under the conflict lock and queued on the link before the
+   * lock is released, so a later application write to the same blocks reaches
+   * the target after the resync data, never before.
+   */
+  private async runResync(c: Connection): Promise<void> {
+    const bm = this.metadata.bitmap;
+    const sizeBits = Math.ceil(this.size / BLOCK_SIZE);
+    let cursor = 0;
+    this.rsTokens = 0;
+    this.rsTokenTime = Date.now();
+    while (this.conn === c && isSyncSource(this.state.conn)) {
+      if (this.state.conn === 'PausedSyncS' || this.rsInflightBytes >= RS_WINDOW_BYTES) {
+        this.rsWake = deferred();
+        await this.rsWake.promise;
+        continue;
+      }
+      let bit = bm.nextSet(cursor);
+      while (bit >= 0 && this.rsInflight.has(bit)) bit = bm.nextSet(bit + 1);
+      if (bit < 0 || bit >= sizeBits) {
+        if (this.rsInflightBytes > 0) {
+          this.rsWake = deferred();
+          await this.rsWake.promise;
+          continue;
+        }
+        if (bm.count === 0 || bm.nextSet(0) >= sizeBits || bm.nextSet(0) < 0) break;
+        cursor = 0;
+        continue;
+      }
+      const end = Math.min(bm.nextClear(bit), bit + RS_CHUNK_BLOCKS, sizeBits);
+      const offset = bit * BLOCK_SIZE;
+      const length = Math.min(end * BLOCK_SIZE, this.size) - offset;
+      await this.rateLimit(length);
+      if (this.conn !== c) return;
+      this.rsInflight.set(bit, length);
+      this.rsInflightBytes += length;
+      const release = await this.lock.acquire(offset, length);
+      try {
+        const data = await readExact(this.backing!.handle, offset, length);
+        this.counters.dr += length;
+        if (this.conn !== c) return;
+        this.counters.ns += length;
+        c.send(encodeRsData(offset, data));
+      } finally {
+        release();
+      }
+      cursor = end;
+    }
+    if (this.conn !== c || !isSyncSource(this.state.conn)) return;
+    await this.persistBitmap(true);
+    this.log.info({ bytes: this.rsDoneBytes, seconds: (Date.now() - this.rsStarted) / 1000 }, 'Resync source finished; telling the target');
+    c.sendJson(P.SYNC_DONE, { uuids: uuidsToJson(this.metadata.sb.uuids) });
+  }
+
+  /** Token bucket on `resync-rate` (bytes/s); no limit when unset. */
+  private async rateLimit(bytes: number): Promise<void> {
+    const rate = this.config.disk.resyncRate;
+    if (!rate) return;
+    for (;;) {
+      const now = Date.now();
+      this.rsTokens = Math.min(rate / 4, this.rsTokens + ((now - this.rsTokenTime) / 1000) * rate);
+      this.rsTokenTime = now;
+      if (this.rsTokens >= bytes || this.rsTokens >= rate / 4) { this.rsTokens -= bytes; return; }
+      await sleep(Math.max(5, Math.ceil(((bytes - this.rsTokens) / rate) * 1000)));
+    }
+  }
+
+  private onRsData(c: Connection, payload: Buffer): void {
+    const { offset, data } = decodeRsData(payload);
+    this.counters.nr += data.length;
+    if (offset + data.length > this.capacity) throw new Error(`resync data [${offset}, +${data.length}) beyond our disk`);
+    this.counters.ua++;
+    const lock = this.lock.acquire(offset, data.length);
+    const work = (async () => {
+      const release = await lock;
+      let ok = true;
+      try {
+        await this.syncGate;
+        await this.localWrite(offset, data, false);
+        this.metadata.bitmap.clearRange(offset / BLOCK_SIZE, Math.ceil((offset + data.length) / BLOCK_SIZE));
+        this.rsDoneBytes += data.length;
+        this.sampleSpeed();
+      } catch (err) {
+        ok = false;
+        this.log.error({ err, offset }, 'Resync write failed');
+      } finally {
+        release();
+        this.counters.ua--;
+      }
+      if (c === this.conn) c.send(encodeRange(ok ? P.RS_ACK : P.RS_NEG_ACK, offset, data.length));
+    })();
+    this.receiving.add(work);
+    void work.finally(() => this.receiving.delete(work));
+  }
+
+  private onRsAck(payload: Buffer, ok: boolean): void {
+    const { offset, length } = decodeRange(payload);
+    const bit = offset / BLOCK_SIZE;
+    const inflight = this.rsInflight.get(bit);
+    if (inflight !== undefined) {
+      this.rsInflight.delete(bit);
+      this.rsInflightBytes -= inflight;
+    }
+    if (ok) {
+      this.metadata.bitmap.clearRange(bit, Math.ceil((offset + length) / BLOCK_SIZE));
+      this.rsDoneBytes += length;
+      this.sampleSpeed();
+    }
+    this.rsWake?.resolve();
+  }
+
+  private sampleSpeed(): void {
+    const now = Date.now();
+    const last = this.rsSamples[this.rsSamples.length - 1];
+    if (!last || now - last[0] >= 250) {
+      this.rsSamples.push([now, this.rsDoneBytes]);
+      if (this.rsSamples.length > 40) this.rsSamples.shift();
+    }
+  }
+
+  private async onSyncDone(c: Connection, msg: z.infer<typeof SyncDone>): Promise<void> {
+    await Promise.all([...this.receiving]);
+    const md = this.metadata;
+    md.bitmap.clearAll();
+    await this.persistBitmap(true);
+    const uuids = finishSyncTarget(md.sb.uuids, uuidsFromJson(msg.uuids));
+    await md.update({ uuids, set: ['consistent', 'wasUpToDate'], clear: ['outdated'] });
+    this.log.info({ bytes: this.rsDoneBytes, seconds: (Date.now() - this.rsStarted) / 1000 }, 'Resync finished');
+    if (c !== this.conn) return;
+    this.fact({ conn: 'Connected', disk: 'UpToDate', peerDisk: 'UpToDate' }, 'resync finished');
+    c.send(encodeFrame(P.SYNC_DONE_ACK));
+  }
+
+  private async onSyncDoneAck(): Promise<void> {
+    const md = this.metadata;
+    await md.update({ uuids: finishSyncSource(md.sb.uuids) });
+    if (isSyncSource(this.state.conn)) this.fact({ conn: 'Connected', peerDisk: 'UpToDate' }, 'resync finished');
+  }
+
+  async pauseSync(): Promise<void> {
+    const paused = this.state.userIsp;
+    this.fact({ userIsp: true, conn: isSyncing(this.state.conn) ? syncConn(this.state.conn, true) : this.state.conn }, 'pause-sync');
+    if (!paused) this.sendState({ syncPaused: true });
+  }
+
+  async resumeSync(): Promise<void> {
+    this.fact({ userIsp: false, conn: isSyncing(this.state.conn) ? syncConn(this.state.conn, this.state.peerIsp) : this.state.conn }, 'resume-sync');
+    this.sendState({ syncPaused: false });
+    this.rsWake?.resolve();
+  }
+
+  // --- roles ------------------------------------------------------------------------
+
+  async promote(opts: { force?: boolean } = {}): Promise<void> {
+    if (this.state.role === 'Primary') return;
+    const md = this.metadata;
+    if (!isUpToDate(this.state.disk) && !opts.force) throw refuse(REFUSALS.noUpToDateDisk);
+    if (this.conn && (this.state.peerRole === 'Primary' || this.peerPromoting) && !this.config.net.allowTwoPrimaries) throw refuse(REFUSALS.twoPrimaries);
+    if (isSyncTarget(this.state.conn)) throw refuse(REFUSALS.syncing);
+    // Connected: ask the peer first, so two nodes can never both promote at once.
+    if (this.conn && !this.config.net.allowTwoPrimaries) {
+      const id = ++this.promoteId;
+      const w = deferred<{ ok: boolean; message?: string }>();
+      this.promoteWaiters.set(id, w);
+      this.sendState({ promoteRequest: id });
+      const answer = await Promise.race([w.promise, sleep(this.config.net.timeoutMs).then(() => ({ ok: false, message: 'peer did not answer' }))]);
+      this.promoteWaiters.delete(id);
+      if (!answer.ok) throw new StateChangeError(-1, answer.message ?? 'peer refused');
+    }
+    const forced = opts.force === true && !isUpToDate(this.state.disk);
+    let uuids: Uuids = md.sb.uuids;
+    if (forced) {
+      // `--force`/`--overwrite-data-of-peer`: our data becomes the truth; all of it must reach the peer.
+      uuids = newCurrent({ ...uuids, bitmap: 0n });
+      md.bitmap.setRange(0, Math.ceil(this.size / BLOCK_SIZE));
+      await this.persistBitmap(true);
+    } else if (!this.conn && uuids.bitmap === 0n) {
+      uuids = newCurrent(uuids);
+    }
+    await md.update({
+      uuids, laSize: md.sb.laSize > 0 ? md.sb.laSize : this.size,
+      set: forced ? ['consistent', 'wasUpToDate', 'primaryInd', 'crashedPrimary'] : ['primaryInd', 'crashedPrimary'],
+      clear: forced ? ['outdated'] : [],
+    });
+    this.commit({ role: 'Primary', ...(forced ? { disk: 'UpToDate' as const } : {}) }, opts.force ? 'primary --force' : 'primary');
+    this.sendState({ role: 'Primary', disk: this.state.disk });
+    if (forced && this.conn && this.peerParams) this.sendParams(this.conn, false);
+  }
+
+  async demote(opts: { force?: boolean } = {}): Promise<void> {
+    if (this.state.role !== 'Primary') return;
+    if (opts.force && this.openCount() > 0) await this.closeClients();
+    if (this.openCount() > 0) throw refuse(REFUSALS.deviceInUse, `${this.openCount()} NBD client(s) connected`);
+    await this.lock.drain();
+    this.commit({ role: 'Secondary' }, 'secondary');
+    await this.persistBitmap(true);
+    await this.metadata.update({ clear: ['primaryInd', 'crashedPrimary'] });
+    this.sendState({ role: 'Secondary' });
+  }
+
+  async outdate(): Promise<void> {
+    if (isConnected(this.state.conn)) throw refuse(REFUSALS.lowerThanOutdated);
+    if (this.state.role === 'Primary') throw new StateChangeError(-7, 'Refusing to outdate a Primary');
+    if (!isUpToDate(this.state.disk) && this.state.disk !== 'Consistent') return;
+    await this.metadata.update({ set: ['outdated'] });
+    this.fact({ disk: 'Outdated' }, 'outdate');
+  }
+
+  private async persistDisk(disk: DiskState): Promise<void> {
+    if (disk === 'UpToDate') await this.metadata.update({ set: ['consistent', 'wasUpToDate'], clear: ['outdated'] });
+  }
+
+  // --- status and shutdown --------------------------------------------------------------
+
+  syncProgress(): SyncProgress | undefined {
+    if (!isSyncing(this.state.conn) || !this.md) return undefined;
+    const remaining = this.md.bitmap.count * BLOCK_SIZE;
+    const total = Math.max(this.rsTotalBytes, remaining);
+    const now = Date.now();
+    const first = this.rsSamples.find(([t]) => now - t <= 3000) ?? this.rsSamples[0] ?? [now, 0];
+    const window = (now - first[0]) / 1000;
+    const speed = window > 0 ? (this.rsDoneBytes - first[1]) / window : 0;
+    const elapsed = (now - this.rsStarted) / 1000;
+    const avg = elapsed > 0 ? this.rsDoneBytes / elapsed : 0;
+    return {
+      percent: total === 0 ? 100 : Math.floor(((total - remaining) / total) * 1000) / 10,
+      remainingBytes: remaining, totalBytes: total,
+      etaSeconds: speed > 0 ? Math.round(remaining / speed) : undefined,
+      speedKiBps: Math.round(speed / 1024), averageKiBps: Math.round(avg / 1024),
+      paused: this.state.conn === 'PausedSyncS' || this.state.conn === 'PausedSyncT',
+    };
+  }
+
+  status(): EngineStatus {
+    const md = this.md;
+    return {
+      resource: this.config.name, minor: this.self.minor, node: this.self.name, peerNode: this.peer?.name,
+      role: this.state.role, peerRole: this.state.peerRole, cstate: this.state.conn, disk: this.state.disk, peerDisk: this.state.peerDisk,
+      protocol: this.config.protocol, suspended: this.state.suspended, userPaused: this.state.userIsp, peerPaused: this.state.peerIsp,
+      size: this.size, counters: { ...this.counters }, oosBytes: md ? md.bitmap.count * BLOCK_SIZE : 0,
+      sync: this.syncProgress(), uuids: uuidsToJson(md?.sb.uuids ?? { current: 0n, bitmap: 0n, history: [0n, 0n] }),
+      lastDecision: this.lastDecision, lastError: this.lastError,
+    };
+  }
+
+  /** `down`: demote, disconnect, make the metadata durable, close the disk. */
+  async down(): Promise<void> {
+    if (this.state.role === 'Primary') await this.demote();
+    await this.disconnect();
+    await this.detach();
+  }
+
+  /** For tests and diagnostics: the local bitmap's count of out-of-sync blocks. */
+  get outOfSyncBlocks(): number {
+    return this.md?.bitmap.count ?? 0;
+  }
+}
+
+function syncConn(c: ConnectionState, paused: boolean): ConnectionState {
+  if (isSyncSource(c)) return paused ? 'PausedSyncS' : 'SyncSource';
+  if (isSyncTarget(c)) return paused ? 'PausedSyncT' : 'SyncTarget';
+  return c;
+}
+
+export { writeExact };
