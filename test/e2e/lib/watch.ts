@@ -21,17 +21,19 @@ export class ResumableWatch {
   readonly #kind: string;
   readonly #namespace: string;
   readonly #path: string;
+  readonly #labelSelector: string | undefined;
   #resourceVersion = '';
   #abort: AbortController | undefined;
   #stopped = false;
 
   /** `path` is the collection's watch path, e.g. /api/v1/namespaces/NS/configmaps. */
-  constructor(kc: k8s.KubeConfig, apiVersion: string, kind: string, namespace: string, path: string) {
+  constructor(kc: k8s.KubeConfig, apiVersion: string, kind: string, namespace: string, path: string, labelSelector?: string) {
     this.#kc = kc;
     this.#apiVersion = apiVersion;
     this.#kind = kind;
     this.#namespace = namespace;
     this.#path = path;
+    this.#labelSelector = labelSelector;
   }
 
   async start(): Promise<void> {
@@ -46,7 +48,7 @@ export class ResumableWatch {
 
   async #list(): Promise<void> {
     const api = k8s.KubernetesObjectApi.makeApiClient(this.#kc);
-    const list = await api.list(this.#apiVersion, this.#kind, this.#namespace);
+    const list = await api.list(this.#apiVersion, this.#kind, this.#namespace, undefined, undefined, undefined, undefined, this.#labelSelector);
     this.lists++;
     this.objects.clear();
     for (const item of list.items) this.objects.set(item.metadata?.name ?? '', item);
@@ -60,7 +62,7 @@ export class ResumableWatch {
     const watch = new k8s.Watch(this.#kc);
     this.#abort = await watch.watch(
       this.#path,
-      { resourceVersion: this.#resourceVersion, allowWatchBookmarks: true },
+      { resourceVersion: this.#resourceVersion, allowWatchBookmarks: true, labelSelector: this.#labelSelector },
       (type: string, obj: Obj & { code?: number }) => {
         if (type === 'ERROR') {
           // A Status in the stream; 410 means our resourceVersion is gone.
