@@ -1,0 +1,189 @@
+// Two tandem nodes on one machine, as the tutorial's master and backup:
+// real engine processes started by `tandemadm up`, real TCP between 127.0.0.2
+// and 127.0.0.3, file-backed disks of different sizes with indexed external
+// metadata (`meta-disk …sdb2[0]`), each node with its own run dir.
+import { execFile, spawn } from 'node:child_process';
+import { mkdtemp, open, readFile, rm, writeFile, truncate } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import type { EngineStatus } from '../../../src/replication/engine.ts';
+
+const run = promisify(execFile);
+const ROOT = resolve(import.meta.dirname, '../../..');
+export const TANDEMADM = join(ROOT, 'bin/tandemadm.js');
+export const NODE = process.execPath;
+
+let nextPort = 17000 + (process.pid % 500) * 8;
+export function allocPort(): number {
+  nextPort += 1;
+  return nextPort;
+}
+
+export interface PairOptions {
+  protocol?: 'A' | 'B' | 'C';
+  masterMiB?: number;
+  backupMiB?: number;
+  net?: string;
+  /** Extra text inside `net {}` per node, to give one node a wrong secret. */
+  perNodeNet?: Partial<Record<'master' | 'backup', string>>;
+  /** Resource name per node (a wrong one for the refusal test). */
+  perNodeResource?: Partial<Record<'master' | 'backup', string>>;
+  rate?: string;
+}
+
+export type NodeName = 'master' | 'backup';
+
+export interface CmdResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export class Pair {
+  readonly dir: string;
+  readonly port: number;
+  readonly opts: PairOptions;
+
+  private constructor(dir: string, port: number, opts: PairOptions) {
+    this.dir = dir;
+    this.port = port;
+    this.opts = opts;
+  }
+
+  static async create(opts: PairOptions = {}): Promise<Pair> {
+    const dir = await mkdtemp(join(tmpdir(), 'tandem-pair-'));
+    const p = new Pair(dir, allocPort(), opts);
+    const sizes: Record<NodeName, number> = { master: opts.masterMiB ?? 48, backup: opts.backupMiB ?? 64 };
+    for (const n of ['master', 'backup'] as const) {
+      await writeFile(p.disk(n), '');
+      await truncate(p.disk(n), sizes[n] * 1024 * 1024);
+      await writeFile(p.metaDisk(n), '');
+      await truncate(p.metaDisk(n), 130 * 1024 * 1024);
+      await writeFile(p.configPath(n), p.configText(n));
+    }
+    return p;
+  }
+
+  disk(n: NodeName): string { return join(this.dir, `${n}-sdb1`); }
+  metaDisk(n: NodeName): string { return join(this.dir, `${n}-sdb2`); }
+  configPath(n: NodeName): string { return join(this.dir, `${n}.conf`); }
+  runDir(n: NodeName): string { return join(this.dir, `run-${n}`); }
+  nbdSocket(n: NodeName, resource = 'mysql'): string { return join(this.runDir(n), `${resource}.nbd`); }
+  nbdUri(n: NodeName): string { return `nbd+unix:///mysql?socket=${this.nbdSocket(n)}`; }
+  logPath(n: NodeName): string { return join(this.runDir(n), `${this.resourceOf(n)}.log`); }
+
+  resourceOf(n: NodeName): string {
+    return this.opts.perNodeResource?.[n] ?? 'mysql';
+  }
+
+  /** The tutorial's global_common.conf + mysql.res, with this machine's addresses and files. */
+  configText(n: NodeName): string {
+    const o = this.opts;
+    return `// written by the tandem integration tests, after the tutorial's mysql.res
+global { usage-count no; }
+common {
+  protocol ${o.protocol ?? 'C'};
+  disk { on-io-error detach; }
+  syncer { rate ${o.rate ?? '1024M'}; }
+}
+resource ${this.resourceOf(n)} {
+  protocol ${o.protocol ?? 'C'};
+  device /dev/drbd0;
+  meta-disk ${this.metaDisk('master')}[0];
+  syncer { verify-alg sha1; }
+  net { ping-int 2; ${o.net ?? ''} ${o.perNodeNet?.[n] ?? ''} }
+  on master {
+    disk ${this.disk('master')};
+    meta-disk ${this.metaDisk('master')}[0];
+    address 127.0.0.2:${this.port};
+  }
+  on backup {
+    disk ${this.disk('backup')};
+    meta-disk ${this.metaDisk('backup')}[0];
+    address 127.0.0.3:${this.port};
+  }
+}
+`;
+  }
+
+  async adm(n: NodeName, ...args: string[]): Promise<CmdResult> {
+    try {
+      const r = await run(NODE, [TANDEMADM, '-c', this.configPath(n), '--node', n, '--run-dir', this.runDir(n), ...args], { timeout: 60_000 });
+      return { code: 0, stdout: r.stdout, stderr: r.stderr };
+    } catch (err) {
+      const e = err as { code?: number; stdout?: string; stderr?: string };
+      return { code: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+    }
+  }
+
+  /** Runs a command that must succeed. */
+  async ok(n: NodeName, ...args: string[]): Promise<string> {
+    const r = await this.adm(n, ...args);
+    if (r.code !== 0) throw new Error(`tandemadm ${args.join(' ')} on ${n} exited ${r.code}: ${r.stderr}`);
+    return r.stdout;
+  }
+
+  async status(n: NodeName): Promise<EngineStatus> {
+    return JSON.parse(await this.ok(n, 'status', '--json', this.resourceOf(n))) as EngineStatus;
+  }
+
+  async waitFor(n: NodeName, pred: (s: EngineStatus) => boolean, timeoutMs = 30_000, what = 'condition'): Promise<EngineStatus> {
+    const deadline = Date.now() + timeoutMs;
+    let last: EngineStatus | undefined;
+    while (Date.now() < deadline) {
+      last = await this.status(n);
+      if (pred(last)) return last;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`${n}: timed out waiting for ${what}; last status ${JSON.stringify(last)}`);
+  }
+
+  async waitInSync(timeoutMs = 60_000): Promise<void> {
+    for (const n of ['master', 'backup'] as const) {
+      await this.waitFor(n, (s) => s.cstate === 'Connected' && s.disk === 'UpToDate' && s.peerDisk === 'UpToDate', timeoutMs, 'Connected UpToDate/UpToDate');
+    }
+  }
+
+  async pid(n: NodeName): Promise<number> {
+    return Number((await readFile(join(this.runDir(n), `${this.resourceOf(n)}.pid`), 'utf8')).trim());
+  }
+
+  async kill9(n: NodeName): Promise<void> {
+    const pid = await this.pid(n);
+    process.kill(pid, 'SIGKILL');
+    for (let i = 0; i < 100; i++) {
+      try { process.kill(pid, 0); } catch { return; }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /** Bytes [offset, offset+length) of a node's backing file, read directly. */
+  async diskBytes(n: NodeName, offset: number, length: number): Promise<Buffer> {
+    const h = await open(this.disk(n), 'r');
+    try {
+      const b = Buffer.alloc(length);
+      await h.read(b, 0, length, offset);
+      return b;
+    } finally {
+      await h.close();
+    }
+  }
+
+  async destroy(): Promise<void> {
+    for (const n of ['master', 'backup'] as const) {
+      try { process.kill(await this.pid(n), 'SIGKILL'); } catch { /* not running */ }
+    }
+    if (!process.env.TANDEM_KEEP_TEST_DIRS) await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Runs an external tool; resolves with its output or rejects with stderr. */
+export async function tool(cmd: string, args: string[], timeoutMs = 120_000): Promise<string> {
+  const r = await run(cmd, args, { timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 });
+  return r.stdout;
+}
+
+export function spawnTool(cmd: string, args: string[]): ReturnType<typeof spawn> {
+  return spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+}
