@@ -1,0 +1,117 @@
+// A FIFO of received bytes kept as a list of the chunks the socket delivered.
+// Nothing is concatenated on arrival: a reader takes a zero-copy view when the
+// bytes it wants lie in one chunk, and copies exactly once (into a buffer of the
+// final size) when they straddle chunks. This is what keeps Buffer.concat off the
+// NBD hot path.
+
+export class ByteQueue {
+  #chunks: (Buffer | undefined)[] = [];
+  /** Index of the first live chunk in #chunks (consumed chunks are dropped lazily). */
+  #head = 0;
+  /** Read position inside #chunks[#head]. */
+  #offset = 0;
+  #length = 0;
+
+  /** Bytes queued and not yet consumed. */
+  get length(): number {
+    return this.#length;
+  }
+
+  push(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    this.#chunks.push(chunk);
+    this.#length += chunk.length;
+  }
+
+  /**
+   * The front chunk and the read position in it, for in-place decoding of a
+   * fixed-size header when {@link contiguous} says it is all there.
+   */
+  front(): { chunk: Buffer; offset: number } | null {
+    const chunk = this.#chunks[this.#head];
+    return chunk === undefined ? null : { chunk, offset: this.#offset };
+  }
+
+  /** Bytes readable from the front chunk without crossing into the next one. */
+  contiguous(): number {
+    const chunk = this.#chunks[this.#head];
+    return chunk === undefined ? 0 : chunk.length - this.#offset;
+  }
+
+  /**
+   * Removes and returns the next `n` bytes (n <= length). A view into the
+   * received chunk when possible, otherwise one fresh buffer of exactly `n` bytes.
+   */
+  take(n: number): Buffer {
+    if (n > this.#length) throw new RangeError(`ByteQueue.take(${n}) with only ${this.#length} bytes queued`);
+    if (n === 0) return Buffer.alloc(0);
+    const chunk = this.#chunks[this.#head]!;
+    if (chunk.length - this.#offset >= n) {
+      const view = chunk.subarray(this.#offset, this.#offset + n);
+      this.skip(n);
+      return view;
+    }
+    const out = Buffer.allocUnsafe(n);
+    this.copyTo(out, 0, n);
+    return out;
+  }
+
+  /** Removes the next `n` bytes (n <= length), copying them into `dest` at `destOffset`. */
+  copyTo(dest: Buffer, destOffset: number, n: number): void {
+    if (n > this.#length) throw new RangeError(`ByteQueue.copyTo(${n}) with only ${this.#length} bytes queued`);
+    let remaining = n;
+    let at = destOffset;
+    while (remaining > 0) {
+      const chunk = this.#chunks[this.#head]!;
+      const avail = chunk.length - this.#offset;
+      const step = avail < remaining ? avail : remaining;
+      chunk.copy(dest, at, this.#offset, this.#offset + step);
+      at += step;
+      remaining -= step;
+      this.#advance(step);
+    }
+  }
+
+  /** Discards the next `n` bytes (n <= length). */
+  skip(n: number): void {
+    if (n > this.#length) throw new RangeError(`ByteQueue.skip(${n}) with only ${this.#length} bytes queued`);
+    let remaining = n;
+    while (remaining > 0) {
+      const avail = this.#chunks[this.#head]!.length - this.#offset;
+      const step = avail < remaining ? avail : remaining;
+      remaining -= step;
+      this.#advance(step);
+    }
+  }
+
+  /** Removes and returns everything queued, as views of the received chunks. */
+  drain(): Buffer[] {
+    const out: Buffer[] = [];
+    for (let i = this.#head; i < this.#chunks.length; i++) {
+      const chunk = this.#chunks[i]!;
+      out.push(i === this.#head ? chunk.subarray(this.#offset) : chunk);
+    }
+    this.#chunks = [];
+    this.#head = 0;
+    this.#offset = 0;
+    this.#length = 0;
+    return out.filter((b) => b.length > 0);
+  }
+
+  #advance(step: number): void {
+    this.#offset += step;
+    this.#length -= step;
+    if (this.#offset === this.#chunks[this.#head]!.length) {
+      this.#chunks[this.#head] = undefined; // let the chunk be collected
+      this.#head++;
+      this.#offset = 0;
+      if (this.#head === this.#chunks.length) {
+        this.#chunks.length = 0;
+        this.#head = 0;
+      } else if (this.#head >= 64 && this.#head * 2 >= this.#chunks.length) {
+        this.#chunks = this.#chunks.slice(this.#head);
+        this.#head = 0;
+      }
+    }
+  }
+}
