@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# All of tandem's tests, as CI runs them: typecheck, unit tests of pure code,
+# integration tests with real engine processes and real NBD clients, and the
+# e2e suite against a real kube-apiserver/etcd/kube-controller-manager.
+# Ends with one plain line: "tests: N passed, M failed".
+set -uo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+# shellcheck source=ensure-deps.sh
+. scripts/ensure-deps.sh
+out=$(mktemp -d)
+status=0
+export NODE_OPTIONS=--experimental-vm-modules
+
+echo "== typecheck"
+tsc -p tsconfig.json --noEmit || status=1
+
+suites=(unit integration)
+[[ "${TANDEM_SKIP_E2E:-}" == 1 ]] && echo "== e2e not run: TANDEM_SKIP_E2E=1" || suites+=(e2e)
+for suite in "${suites[@]}"; do
+  echo "== $suite tests"
+  if [[ $suite == e2e ]]; then
+    bash scripts/e2e-setup.sh >/dev/null || { echo "e2e setup failed"; status=1; continue; }
+  fi
+  jest --selectProjects "$suite" --runInBand --json --outputFile "$out/$suite.json" || status=1
+done
+
+node -e '
+  const fs = require("node:fs");
+  let passed = 0, failed = 0;
+  for (const f of fs.readdirSync(process.argv[1])) {
+    const r = JSON.parse(fs.readFileSync(process.argv[1] + "/" + f, "utf8"));
+    passed += r.numPassedTests; failed += r.numFailedTests + r.numRuntimeErrorTestSuites;
+  }
+  console.log(`tests: ${passed} passed, ${failed} failed`);
+' "$out"
+rm -rf "$out"
+exit $status
