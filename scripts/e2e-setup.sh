@@ -58,7 +58,7 @@ grep -Eq "^(require)?[[:space:]]*k8s.io/kubernetes $KUBERNETES_VERSION\$" "$buil
 inputs_hash=$(cat "$build_dir/go.mod" "$build_dir/go.sum" "$build_dir/etcd/main.go" | sha256sum | cut -c1-16)
 stamp="$k8s_dir/bin/.inputs-$inputs_hash"
 if [[ ! -f "$stamp" ]]; then
-  log "Building kube-apiserver, kube-controller-manager, etcd $KUBERNETES_VERSION (cold: tens of minutes on 2 cores)"
+  log "Building kube-apiserver, kube-controller-manager, etcd $KUBERNETES_VERSION (cold: about 5 minutes on 2 cores)"
   start=$(date +%s)
   ver=${KUBERNETES_VERSION#v}
   major=${ver%%.*}; minor=${ver#*.}; minor=${minor%%.*}

@@ -26,6 +26,11 @@ beforeAll(async () => {
   await kubectl(['wait', '--for=condition=Established', '--timeout=60s', `crd/${plural}.${group}`]);
 }, 90_000);
 
+// On someone's own cluster (external mode) the test CRD must not stay behind.
+afterAll(async () => {
+  await kubectl(['delete', '--ignore-not-found', '--timeout=60s', `crd/${plural}.${group}`]);
+}, 90_000);
+
 const widgetApi = () => ({ group, version, plural, namespace: ns.name });
 const createWidget = (name: string, spec: Widget['spec']) =>
   cluster.custom.createNamespacedCustomObject({ ...widgetApi(), body: { apiVersion, kind: 'Widget', metadata: { name }, spec } }) as Promise<Widget>;

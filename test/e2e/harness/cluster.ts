@@ -1,11 +1,12 @@
 // The whole local cluster: up (idempotent), down (safe to repeat), and the node
 // and API server operations the tests and the CLI share.
 import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { adminHttp, apiserverReady, checkBinaries, restartApiserver, startApiserver, startControllerManager, startEtcd, stopControlPlane } from './control-plane.ts';
 import type { KubeHttp } from './kube-http.ts';
-import { destroyNodes, ensureBridge, ensureNode, healNode, partitionNode, readState, startNode, stopNode, waitNodesReady } from './nodes.ts';
-import { nodeNames, state, stateDir } from './paths.ts';
+import { destroyNodes, ensureBridge, ensureNode, healNode, nodesOwner, partitionNode, readState, startNode, stopNode, waitNodesReady } from './nodes.ts';
+import { net, nodeNames, ports, state, stateDir } from './paths.ts';
 
 export { restartApiserver };
 
@@ -31,8 +32,11 @@ export async function up(opts: { nodeCount?: number; log?: (msg: string) => void
   requireRoot();
   checkBinaries();
   const log = opts.log ?? (() => {});
+  await reclaimMachine(log);
   const known = Object.keys(readState().nodes).length;
   const names = nodeNames(opts.nodeCount ?? (known || 2));
+  // A new cluster (no etcd data yet) starts new logs; `down` leaves the last ones for a post-mortem.
+  if (!existsSync(state.etcdData)) rmSync(state.logs, { recursive: true, force: true });
   // The API server binds to the bridge's address, so the bridge comes first.
   ensureBridge();
   log('Starting etcd');
@@ -49,6 +53,34 @@ export async function up(opts: { nodeCount?: number; log?: (msg: string) => void
     await waitNodesReady(http, names);
   });
   log(`Cluster is up: KUBECONFIG=${state.kubeconfig}, nodes ${names.join(', ')}`);
+}
+
+/**
+ * Nodes made from another state dir (say, a CI clone whose processes were killed
+ * at the end of its run) are removed; a cluster of another state dir that is
+ * still running is refused, since names, addresses and ports are per machine.
+ */
+async function reclaimMachine(log: (msg: string) => void): Promise<void> {
+  const owner = nodesOwner();
+  if (owner === undefined || owner === stateDir) return;
+  if (await tcpOpen(net.hostIp, ports.apiserver)) {
+    throw new Error(`A local cluster made from ${owner} is running (one per machine): run cluster:down there first`);
+  }
+  log(`Removing the nodes a cluster made from ${owner} left behind`);
+  await destroyNodes();
+}
+
+function tcpOpen(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host, port, timeout: 1000 });
+    const done = (open: boolean) => {
+      s.destroy();
+      resolve(open);
+    };
+    s.on('connect', () => done(true));
+    s.on('timeout', () => done(false));
+    s.on('error', () => done(false));
+  });
 }
 
 /** Stops every process and removes namespaces, mounts, loop devices and state. Logs stay. */

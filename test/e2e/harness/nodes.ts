@@ -75,6 +75,20 @@ function ensureNsRoot(): void {
     run('mount', ['--bind', nsRoot, nsRoot]);
     run('mount', ['--make-private', nsRoot]);
   }
+  if (!existsSync(ownerFile)) writeFileSync(ownerFile, stateDir);
+}
+
+// Names, IPs and the bridge are per machine, so one cluster at a time: the state
+// dir that made the nodes is recorded, and another one's leftovers can be found.
+const ownerFile = join(nsRoot, 'owner');
+
+/** The state dir whose nodes exist on this machine, if any. */
+export function nodesOwner(): string | undefined {
+  try {
+    return readFileSync(ownerFile, 'utf8');
+  } catch {
+    return undefined;
+  }
 }
 
 function ensureNetwork(name: string, index: number): void {
@@ -102,7 +116,22 @@ function ensureDisks(name: string): Map<string, string> {
     if (!loop) loop = run('losetup', ['-f', '--show', file]).stdout.trim();
     loops.set(d.dev, loop);
   }
+  // Recorded outside the state dir, so a teardown finds them even if that dir is gone.
+  mkdirSync(nodeNs.dir(name), { recursive: true });
+  writeFileSync(loopsFile(name), [...loops.values()].map((loop, i) => `${loop} ${join(dir, `${nodeDisks[i]!.dev}.img`)}\n`).join(''));
   return loops;
+}
+
+const loopsFile = (name: string) => join(nodeNs.dir(name), 'loops');
+
+/** Detaches the node's loop devices, checking each still has the backing file it was made for. */
+function detachDisks(name: string): void {
+  if (!existsSync(loopsFile(name))) return;
+  for (const line of readFileSync(loopsFile(name), 'utf8').split('\n').filter(Boolean)) {
+    const [loop, file] = line.split(' ');
+    const back = run('losetup', ['-n', '-O', 'BACK-FILE', loop!], { allowFail: true }).stdout.trim().replace(/ \(deleted\)$/, '');
+    if (back === file) run('losetup', ['-d', loop!], { allowFail: true });
+  }
 }
 
 function ensureMountNamespace(name: string, loops: Map<string, string>): void {
@@ -286,13 +315,7 @@ export async function destroyNodes(): Promise<void> {
     for (const h of [nodeNs.mnt(name), nodeNs.uts(name)]) if (isMountpoint(h)) run('umount', [h]);
     if (netnsExists(name)) run('ip', ['netns', 'del', nodeNs.netns(name)]);
     if (linkExists(nodeNs.hostVeth(name))) run('ip', ['link', 'del', nodeNs.hostVeth(name)], { allowFail: true });
-    for (const d of nodeDisks) {
-      const file = join(state.node(name), `${d.dev}.img`);
-      if (!existsSync(file)) continue;
-      for (const loop of run('losetup', ['-j', file, '-O', 'NAME', '-n']).stdout.split('\n').filter(Boolean)) {
-        run('losetup', ['-d', loop], { allowFail: true });
-      }
-    }
+    detachDisks(name);
   }
   if (linkExists(net.bridge)) run('ip', ['link', 'del', net.bridge]);
   if (isMountpoint(nsRoot)) run('umount', [nsRoot]);
