@@ -6,8 +6,10 @@ import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import { Pair, type NodeName } from './support/pair.ts';
 import { encodeData, encodeJson, P } from '../../src/replication/wire.ts';
+import { jest } from '@jest/globals';
 
-jest.setTimeout(120_000);
+jest.setTimeout(180_000);
+
 
 const SECRET = 'cram-hmac-alg sha256;';
 

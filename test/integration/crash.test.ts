@@ -5,8 +5,10 @@ import { createHash } from 'node:crypto';
 import { Pair } from './support/pair.ts';
 import { RawNbdClient } from './support/raw-nbd-client.ts';
 import { nbdWire } from '../../src/nbd/index.ts';
+import { jest } from '@jest/globals';
 
 jest.setTimeout(180_000);
+
 
 const BLOCK = 4096;
 

@@ -8,8 +8,10 @@ import { join } from 'node:path';
 import { Pair, tool } from './support/pair.ts';
 import { RawNbdClient } from './support/raw-nbd-client.ts';
 import { nbdWire } from '../../src/nbd/index.ts';
+import { jest } from '@jest/globals';
 
 jest.setTimeout(180_000);
+
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
