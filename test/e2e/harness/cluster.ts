@@ -3,7 +3,7 @@
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { adminHttp, apiserverReady, checkBinaries, restartApiserver, startApiserver, startControllerManager, startEtcd, stopControlPlane } from './control-plane.ts';
+import { adminHttp, apiserverReady, ensureBinaries, restartApiserver, startApiserver, startControllerManager, startEtcd, stopControlPlane } from './control-plane.ts';
 import type { KubeHttp } from './kube-http.ts';
 import { destroyNodes, ensureBridge, ensureNode, healNode, nodesOwner, partitionNode, readState, startNode, stopNode, waitNodesReady } from './nodes.ts';
 import { net, nodeNames, ports, state, stateDir } from './paths.ts';
@@ -30,7 +30,7 @@ async function withAdmin<T>(fn: (http: KubeHttp) => Promise<T>): Promise<T> {
  */
 export async function up(opts: { nodeCount?: number; log?: (msg: string) => void } = {}): Promise<void> {
   requireRoot();
-  checkBinaries();
+  ensureBinaries();
   const log = opts.log ?? (() => {});
   await reclaimMachine(log);
   const known = Object.keys(readState().nodes).length;

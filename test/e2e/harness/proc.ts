@@ -19,8 +19,8 @@ export class CommandError extends Error {
 }
 
 /** Runs a command to completion; throws CommandError on a non-zero exit unless `allowFail`. */
-export function run(cmd: string, args: readonly string[], opts: { allowFail?: boolean; input?: string } = {}): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', input: opts.input ?? '', maxBuffer: 64 * 1024 * 1024 });
+export function run(cmd: string, args: readonly string[], opts: { allowFail?: boolean } = {}): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * 1024 * 1024 });
   if (r.error) throw r.error;
   if (r.status !== 0 && !opts.allowFail) throw new CommandError([cmd, ...args].join(' '), r.status, r.stderr);
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };

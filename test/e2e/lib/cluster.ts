@@ -10,11 +10,8 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import * as k8s from '@kubernetes/client-node';
 import { bin, repoRoot, state, timing } from '../harness/paths.ts';
-
-const execFileP = promisify(execFile);
 
 export const external = process.env.TANDEM_E2E_EXTERNAL === '1';
 /** `test` in local mode, `test.skip` against an external cluster (node stop/partition, API server restart). */
@@ -25,20 +22,25 @@ const cli = join(repoRoot, 'test/e2e/harness/cli.ts');
 
 export type RunResult = { stdout: string; stderr: string };
 
-async function runTool(file: string, args: readonly string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 120_000): Promise<RunResult> {
-  try {
-    const r = await execFileP(file, args, { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 });
-    return { stdout: r.stdout, stderr: r.stderr };
-  } catch (err) {
-    const e = err as { stdout?: string; stderr?: string; message: string };
-    throw new Error(`${[file, ...args].join(' ')} failed: ${e.message}\n${e.stderr ?? ''}${e.stdout ?? ''}`, { cause: err });
-  }
+function runTool(file: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(
+      file,
+      args,
+      { env: { ...process.env, ...opts.env }, timeout: opts.timeoutMs ?? 120_000, maxBuffer: 64 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        if (err) reject(new Error(`${[file, ...args].join(' ')} failed: ${err.message}\n${stderr}${stdout}`, { cause: err }));
+        else resolve({ stdout, stderr });
+      },
+    );
+    child.stdin?.end(opts.input ?? '');
+  });
 }
 
 /** Runs the harness CLI (local mode only): `harness('node', 'stop', 'master')`. */
 export function harness(...args: string[]): Promise<RunResult> {
   if (external) throw new Error('The harness CLI drives only the local cluster');
-  return runTool(process.execPath, [cli, ...args], {}, 180_000);
+  return runTool(process.execPath, [cli, ...args], { timeoutMs: 180_000 });
 }
 
 export function kubeconfigPath(): string {
@@ -48,19 +50,12 @@ export function kubeconfigPath(): string {
 /** kubectl against the test cluster; on $PATH in external mode, from the cache otherwise. */
 export function kubectl(args: readonly string[], opts: { input?: string } = {}): Promise<RunResult> {
   const file = external ? (process.env.TANDEM_KUBECTL ?? 'kubectl') : bin.kubectl;
-  if (opts.input === undefined) return runTool(file, args, { KUBECONFIG: kubeconfigPath() });
-  return new Promise((resolve, reject) => {
-    const child = execFile(file, args, { env: { ...process.env, KUBECONFIG: kubeconfigPath() }, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`kubectl ${args.join(' ')} failed: ${err.message}\n${stderr}`, { cause: err }));
-      else resolve({ stdout, stderr });
-    });
-    child.stdin?.end(opts.input);
-  });
+  return runTool(file, args, { env: { KUBECONFIG: kubeconfigPath() }, ...opts });
 }
 
 export function helm(args: readonly string[]): Promise<RunResult> {
   const file = external ? (process.env.TANDEM_HELM ?? 'helm') : bin.helm;
-  return runTool(file, args, { KUBECONFIG: kubeconfigPath() });
+  return runTool(file, args, { env: { KUBECONFIG: kubeconfigPath() } });
 }
 
 export type Cluster = {
