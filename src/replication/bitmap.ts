@@ -60,46 +60,37 @@ export class Bitmap {
 
   /** Sets bits [from, to); returns how many were newly set. */
   setRange(from: number, to: number): number {
-    to = Math.min(to, this.bits);
-    let added = 0;
-    for (let b = from; b < to;) {
-      const wi = b >>> 5;
-      const lo = b & 31;
-      const hi = Math.min(32, lo + (to - b));
-      const mask = hi - lo === 32 ? 0xffffffff : (((1 << (hi - lo)) - 1) << lo) >>> 0;
-      const old = this.words[wi]!;
-      const now = (old | mask) >>> 0;
-      if (now !== old) {
-        added += popcount((now ^ old) >>> 0);
-        this.words[wi] = now;
-        this.dirtyPages.add(Math.floor(wi / (BITMAP_PAGE_BYTES / 4)));
-      }
-      b += hi - lo;
-    }
+    const added = this.applyRange(from, to, true);
     this.setCount += added;
     return added;
   }
 
   /** Clears bits [from, to); returns how many were cleared. */
   clearRange(from: number, to: number): number {
+    const removed = this.applyRange(from, to, false);
+    this.setCount -= removed;
+    return removed;
+  }
+
+  /** Sets or clears [from, to) a word at a time; returns how many bits changed. */
+  private applyRange(from: number, to: number, set: boolean): number {
     to = Math.min(to, this.bits);
-    let removed = 0;
+    let changed = 0;
     for (let b = from; b < to;) {
       const wi = b >>> 5;
       const lo = b & 31;
       const hi = Math.min(32, lo + (to - b));
       const mask = hi - lo === 32 ? 0xffffffff : (((1 << (hi - lo)) - 1) << lo) >>> 0;
       const old = this.words[wi]!;
-      const now = (old & ~mask) >>> 0;
+      const now = (set ? old | mask : old & ~mask) >>> 0;
       if (now !== old) {
-        removed += popcount((now ^ old) >>> 0);
+        changed += popcount((now ^ old) >>> 0);
         this.words[wi] = now;
         this.dirtyPages.add(Math.floor(wi / (BITMAP_PAGE_BYTES / 4)));
       }
       b += hi - lo;
     }
-    this.setCount -= removed;
-    return removed;
+    return changed;
   }
 
   setAll(): void {

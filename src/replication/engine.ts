@@ -681,21 +681,33 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (offset + data.length > this.capacity) throw new Error(`peer wrote [${offset}, +${data.length}) beyond our disk of ${this.capacity} bytes`);
     this.counters.ua++;
     if (this.config.protocol === 'B') c.send(encodeSeq(P.RECV_ACK, seq));
-    const lock = this.lock.acquire(offset, data.length);
+    this.receive(c, offset, data.length,
+      () => this.localWrite(offset, data, (flags & DATA_FLAGS.FUA) !== 0),
+      (ok) => ok ? encodeSeq(P.WRITE_ACK, seq) : encodeSeq(P.NEG_ACK, seq, -5));
+  }
+
+  /**
+   * A write from the peer (mirrored or resync): its range is registered in the
+   * conflict lock now, in arrival order; it is written once earlier overlapping
+   * writes are done (and, on a new SyncTarget, once Inconsistent is on disk);
+   * then the peer gets its answer.
+   */
+  private receive(c: Connection, offset: number, length: number, write: () => Promise<void>, answer: (ok: boolean) => Buffer[]): void {
+    const lock = this.lock.acquire(offset, length);
     const work = (async () => {
       const release = await lock;
       let ok = true;
       try {
         await this.syncGate;
-        await this.localWrite(offset, data, (flags & DATA_FLAGS.FUA) !== 0);
+        await write();
       } catch (err) {
         ok = false;
-        this.log.error({ err, offset, length: data.length }, 'Local write of a mirrored request failed');
+        this.log.error({ err, offset, length }, 'Local write of a request from the peer failed');
       } finally {
         release();
         this.counters.ua--;
       }
-      if (c === this.conn) c.send(ok ? encodeSeq(P.WRITE_ACK, seq) : encodeSeq(P.NEG_ACK, seq, -5));
+      if (c === this.conn) c.send(answer(ok));
     })();
     this.receiving.add(work);
     void work.finally(() => this.receiving.delete(work));
@@ -810,27 +822,12 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.counters.nr += data.length;
     if (offset + data.length > this.capacity) throw new Error(`resync data [${offset}, +${data.length}) beyond our disk`);
     this.counters.ua++;
-    const lock = this.lock.acquire(offset, data.length);
-    const work = (async () => {
-      const release = await lock;
-      let ok = true;
-      try {
-        await this.syncGate;
-        await this.localWrite(offset, data, false);
-        this.metadata.bitmap.clearRange(offset / BLOCK_SIZE, Math.ceil((offset + data.length) / BLOCK_SIZE));
-        this.rsDoneBytes += data.length;
-        this.sampleSpeed();
-      } catch (err) {
-        ok = false;
-        this.log.error({ err, offset }, 'Resync write failed');
-      } finally {
-        release();
-        this.counters.ua--;
-      }
-      if (c === this.conn) c.send(encodeRange(ok ? P.RS_ACK : P.RS_NEG_ACK, offset, data.length));
-    })();
-    this.receiving.add(work);
-    void work.finally(() => this.receiving.delete(work));
+    this.receive(c, offset, data.length, async () => {
+      await this.localWrite(offset, data, false);
+      this.metadata.bitmap.clearRange(offset / BLOCK_SIZE, Math.ceil((offset + data.length) / BLOCK_SIZE));
+      this.rsDoneBytes += data.length;
+      this.sampleSpeed();
+    }, (ok) => encodeRange(ok ? P.RS_ACK : P.RS_NEG_ACK, offset, data.length));
   }
 
   private onRsAck(payload: Buffer, ok: boolean): void {
@@ -1002,4 +999,3 @@ function syncConn(c: ConnectionState, paused: boolean): ConnectionState {
   return c;
 }
 
-export { writeExact };

@@ -1,0 +1,53 @@
+import fc from 'fast-check';
+import { Bitmap, decodeRle, encodeRle } from './bitmap.ts';
+
+describe('Bitmap', () => {
+  test('set/clear ranges count exactly and report what changed', () => {
+    const bm = new Bitmap(1000);
+    expect(bm.setRange(10, 100)).toBe(90);
+    expect(bm.setRange(50, 150)).toBe(50);
+    expect(bm.count).toBe(140);
+    expect(bm.clearRange(0, 60)).toBe(50);
+    expect(bm.count).toBe(90);
+    expect(bm.nextSet(0)).toBe(60);
+    expect(bm.nextClear(60)).toBe(150);
+    expect(bm.setRange(990, 5000)).toBe(10); // clipped at the end
+    expect(bm.nextSet(151)).toBe(990);
+    expect(bm.takeDirtyPages()).toEqual([0]);
+  });
+
+  test('matches a naive model for random operations, and RLE round-trips', () => {
+    fc.assert(fc.property(
+      fc.integer({ min: 1, max: 70000 }),
+      fc.array(fc.tuple(fc.boolean(), fc.nat(), fc.nat({ max: 5000 })), { maxLength: 30 }),
+      (bits, ops) => {
+        const bm = new Bitmap(bits);
+        const model = new Uint8Array(bits);
+        for (const [set, a, len] of ops) {
+          const from = a % bits;
+          const to = Math.min(bits, from + len);
+          let changed = 0;
+          for (let i = from; i < to; i++) { if (model[i] !== (set ? 1 : 0)) changed++; model[i] = set ? 1 : 0; }
+          expect(set ? bm.setRange(from, to) : bm.clearRange(from, to)).toBe(changed);
+        }
+        expect(bm.count).toBe(model.reduce((n, v) => n + v, 0));
+        const firstSet = model.indexOf(1);
+        expect(bm.nextSet(0)).toBe(firstSet);
+        const back = decodeRle(encodeRle(bm), bits);
+        for (let i = 0; i < bits; i += 97) expect(back.test(i)).toBe(model[i] === 1);
+        expect(back.count).toBe(bm.count);
+      },
+    ), { numRuns: 200 });
+  });
+
+  test('a clean bitmap of a 1 TiB device encodes in a few bytes', () => {
+    const bm = new Bitmap((1024 ** 4) / 4096);
+    bm.setRange(1000, 3000);
+    expect(encodeRle(bm).length).toBeLessThan(16);
+  });
+
+  test('rejects malformed run lengths', () => {
+    expect(() => decodeRle(Buffer.from([0x80]), 100)).toThrow(RangeError);
+    expect(() => decodeRle(Buffer.from([50, 60]), 100)).toThrow(/exceed/);
+  });
+});
