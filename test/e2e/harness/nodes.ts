@@ -47,6 +47,11 @@ function netnsExists(name: string): boolean {
   return existsSync(nodeNs.netnsPath(name));
 }
 
+/** The netns handle is a live namespace (a mount), not a file left from before a reboot. */
+function netnsLive(name: string): boolean {
+  return isMountpoint(nodeNs.netnsPath(name));
+}
+
 function linkExists(name: string, netns?: string): boolean {
   return run('ip', [...(netns ? ['-n', netns] : []), 'link', 'show', name], { allowFail: true }).status === 0;
 }
@@ -94,6 +99,7 @@ export function nodesOwner(): string | undefined {
 function ensureNetwork(name: string, index: number): void {
   const ns = nodeNs.netns(name);
   const veth = nodeNs.hostVeth(name);
+  if (netnsExists(name) && !netnsLive(name)) rmSync(nodeNs.netnsPath(name));
   if (!netnsExists(name)) run('ip', ['netns', 'add', ns]);
   if (!linkExists(veth)) {
     run('ip', ['-n', ns, 'link', 'del', 'eth0'], { allowFail: true });
@@ -138,7 +144,10 @@ function ensureMountNamespace(name: string, loops: Map<string, string>): void {
   const dir = nodeNs.dir(name);
   if (isMountpoint(nodeNs.mnt(name))) return;
   mkdirSync(dir, { recursive: true });
-  for (const f of ['mnt', 'uts']) writeFileSync(join(dir, f), '');
+  for (const handle of [nodeNs.mnt(name), nodeNs.uts(name)]) {
+    if (isMountpoint(handle)) run('umount', [handle]); // a UTS handle that outlived its mount namespace
+    writeFileSync(handle, '');
+  }
   // Mount points must exist in the shared file system before the copy is made.
   mkdirSync('/run/tandem', { recursive: true });
   mkdirSync('/etc/tandem', { recursive: true });
@@ -157,6 +166,8 @@ function ensureMountNamespace(name: string, loops: Map<string, string>): void {
       // Other nodes' namespace handles and /run/netns are no business of this node.
       `umount -R -l ${nsRoot} 2>/dev/null || true`,
       'umount -R -l /run/netns 2>/dev/null || true',
+      // Fresh layers: ones left by an earlier namespace (a reboot keeps /run here) hold stale nodes.
+      `rm -rf ${overlay}.upper ${overlay}.work`,
       `mkdir -p ${overlay}.upper ${overlay}.work ${overlay}.merged`,
       `mount -t overlay tandem-dev -o lowerdir=/dev,upperdir=${overlay}.upper,workdir=${overlay}.work ${overlay}.merged`,
       `for m in pts shm mqueue hugepages; do if mountpoint -q /dev/$m; then mount --rbind /dev/$m ${overlay}.merged/$m; fi; done`,
