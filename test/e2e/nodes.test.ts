@@ -14,6 +14,18 @@ const masterIp = net.nodeIp(0);
 const backupIp = net.nodeIp(1);
 const unreachable = ['node.kubernetes.io/unreachable:NoExecute', 'node.kubernetes.io/unreachable:NoSchedule'];
 
+/** Waits (polling fast, so the time it took is measured closely) for the controller's verdict on a lost node. */
+function becomesUnreachable(name: string): Promise<void> {
+  return eventually(
+    async () => {
+      const h = await nodeHealth(cluster.core, name);
+      expect(h.ready).toBe('Unknown');
+      expect(h.taints).toEqual(expect.arrayContaining(unreachable));
+    },
+    { timeoutMs: 30_000, intervalMs: 250, what: `${name} Ready=Unknown with the unreachable taints` },
+  );
+}
+
 // Whatever a failed test leaves behind, the next one starts from a healthy cluster.
 afterEach(async () => {
   if (!external) await harness('up');
@@ -47,14 +59,7 @@ localOnlyTest('stopping a node kills its processes; within the grace period it i
   await harness('node', 'stop', 'master');
   expect((await exited(sleeper)).code).not.toBe(0);
 
-  await eventually(
-    async () => {
-      const h = await nodeHealth(cluster.core, 'master');
-      expect(h.ready).toBe('Unknown');
-      expect(h.taints).toEqual(expect.arrayContaining(unreachable));
-    },
-    { timeoutMs: 30_000, intervalMs: 250, what: 'master Ready=Unknown with the unreachable taints' },
-  );
+  await becomesUnreachable('master');
   const elapsedS = (Date.now() - stoppedAt) / 1000;
   // The last lease renewal was at most one heartbeat before the stop; the controller
   // notices within one monitor period after the grace period; 2 s for everything else.
@@ -85,14 +90,7 @@ localOnlyTest('partitioning a node blocks TCP to and from it while its processes
     expect(await tcpProbe('backup', masterIp, 7002)).toBe('timeout');
     expect(await tcpProbe('master', backupIp, 7003)).toBe('timeout');
     // Its kubelet-like heartbeat is cut off too, so the controller reacts as to a lost node.
-    await eventually(
-      async () => {
-        const h = await nodeHealth(cluster.core, 'master');
-        expect(h.ready).toBe('Unknown');
-        expect(h.taints).toEqual(expect.arrayContaining(unreachable));
-      },
-      { timeoutMs: 30_000, intervalMs: 250, what: 'partitioned master Ready=Unknown' },
-    );
+    await becomesUnreachable('master');
     expect(server.exitCode).toBeNull();
 
     await harness('node', 'heal', 'master');
