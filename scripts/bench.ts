@@ -1,0 +1,228 @@
+// npm run bench: fio's nbd engine against tandem's NBD export and against `nbdkit file` on
+// the same backing file, in one run, then the same workloads on a Connected protocol C pair.
+//
+//   npm run bench                         the table (about 2 minutes)
+//   npm run bench -- --seconds 10         longer runs per workload (default 5)
+//   npm run bench -- --matrix             also the StandAlone workloads under several libuv
+//                                         settings (UV_THREADPOOL_SIZE, UV_USE_IO_URING)
+//   npm run bench -- --env UV_USE_IO_URING=1   environment for the tandem engines
+//   npm run bench -- --prof DIR           engines write V8 CPU profiles (--cpu-prof) into DIR
+//   npm run bench -- --only standalone|connected
+//
+// The engines are built exactly as the integration tests build them (test/integration/support/
+// pair.ts): `tandemadm create-md` + `up` on 127.0.0.2 and 127.0.0.3, file disks in one temp dir
+// on the same filesystem. StandAlone: master alone, disconnected, `primary --force`. Connected:
+// backup up, master connects, full resync, then the workloads again.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { parseArgs } from 'node:util';
+import { Pair } from '../test/integration/support/pair.ts';
+
+const run = promisify(execFile);
+
+const { values: args } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '5' },
+    'size-mib': { type: 'string', default: '1024' },
+    matrix: { type: 'boolean', default: false },
+    env: { type: 'string', multiple: true, default: [] },
+    prof: { type: 'string' },
+    only: { type: 'string' },
+  },
+});
+const SECONDS = Number(args.seconds);
+const SIZE_MIB = Number(args['size-mib']);
+
+interface Workload {
+  readonly key: string;
+  readonly title: string;
+  readonly fio: string[];
+  /** What the table shows and which way is better. */
+  readonly metric: 'MiB/s' | 'IOPS' | 'lat µs';
+}
+
+const WORKLOADS: readonly Workload[] = [
+  { key: 'seqwrite', title: '1 MiB seq write QD8', fio: ['--rw=write', '--bs=1M', '--iodepth=8'], metric: 'MiB/s' },
+  { key: 'randwrite', title: '4 KiB rand write QD32', fio: ['--rw=randwrite', '--bs=4k', '--iodepth=32'], metric: 'IOPS' },
+  { key: 'randread', title: '4 KiB rand read QD32', fio: ['--rw=randread', '--bs=4k', '--iodepth=32'], metric: 'IOPS' },
+  { key: 'qd1', title: '4 KiB rand write QD1 latency', fio: ['--rw=randwrite', '--bs=4k', '--iodepth=1'], metric: 'lat µs' },
+];
+
+interface Result {
+  readonly value: number;
+  readonly p99?: number;
+}
+
+/**
+ * fio --output-format=terse (version 3), lines starting with `3;`. 1-based fields:
+ * 7 read KiB/s, 8 read IOPS, 48 write KiB/s, 49 write IOPS, 81 write total latency mean (µs),
+ * 59..78 write clat percentiles as `P%=µs`.
+ */
+function parseTerse(out: string, w: Workload): Result {
+  const line = out.split('\n').find((l) => l.startsWith('3;'));
+  if (line === undefined) throw new Error(`fio printed no terse line:\n${out}`);
+  const f = line.split(';');
+  const n = (i: number): number => Number(f[i - 1]);
+  if (n(5) !== 0) throw new Error(`fio reported error ${n(5)}`);
+  switch (w.metric) {
+    case 'MiB/s': return { value: n(48) / 1024 };
+    case 'IOPS': return { value: w.key === 'randread' ? n(8) : n(49) };
+    case 'lat µs': {
+      const p99 = f.slice(58, 78).find((x) => x.startsWith('99.000000%='));
+      return { value: n(81), ...(p99 ? { p99: Number(p99.split('=')[1]) } : {}) };
+    }
+  }
+}
+
+async function fio(uri: string, w: Workload): Promise<Result> {
+  const a = ['--name=' + w.key, '--ioengine=nbd', `--uri=${uri}`, ...w.fio, `--runtime=${SECONDS}`, '--time_based', '--ramp_time=1',
+    `--size=${SIZE_MIB}M`, '--randrepeat=0', '--norandommap', '--output-format=terse'];
+  const { stdout } = await run('fio', a, { timeout: (SECONDS + 60) * 1000, maxBuffer: 16 * 1024 * 1024 });
+  return parseTerse(stdout, w);
+}
+
+/** Higher is better for every ratio printed: latency ratios are inverted (a/b of speed). */
+function ratio(w: Workload, mine: Result, base: Result): number {
+  return w.metric === 'lat µs' ? base.value / mine.value : mine.value / base.value;
+}
+
+const fmt = (v: number): string => (v >= 100 ? Math.round(v).toLocaleString('en-US') : v.toFixed(1));
+const pad = (s: string, n: number): string => s.padEnd(n);
+const lpad = (s: string, n: number): string => s.padStart(n);
+
+async function startNbdkit(file: string, sock: string): Promise<ChildProcess> {
+  const child = spawn('nbdkit', ['--foreground', '--exit-with-parent', '-U', sock, 'file', `file=${file}`], { stdio: ['ignore', 'ignore', 'inherit'] });
+  for (let i = 0; i < 100; i++) {
+    try {
+      await run('nbdinfo', ['--size', `nbd+unix:///?socket=${sock}`]);
+      return child;
+    } catch { await new Promise((r) => setTimeout(r, 50)); }
+  }
+  throw new Error('nbdkit did not start');
+}
+
+async function engineUp(pair: Pair, n: 'master' | 'backup', env: NodeJS.ProcessEnv): Promise<void> {
+  // tandemadm up spawns the engine with this process's environment (UV_*, NODE_OPTIONS).
+  const saved = { ...process.env };
+  Object.assign(process.env, env);
+  try { await pair.ok(n, 'up', 'mysql'); } finally {
+    for (const k of Object.keys(env)) if (saved[k] === undefined) delete process.env[k]; else process.env[k] = saved[k];
+  }
+}
+
+async function standalonePrimary(pair: Pair, env: NodeJS.ProcessEnv): Promise<void> {
+  await engineUp(pair, 'master', env);
+  await pair.ok('master', 'disconnect', 'mysql');
+  await pair.ok('master', '--', '--force', 'primary', 'mysql');
+}
+
+function envOf(list: string[]): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const kv of list) {
+    const i = kv.indexOf('=');
+    if (i <= 0) throw new Error(`--env wants KEY=VALUE, got ${kv}`);
+    env[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  return env;
+}
+
+async function main(): Promise<void> {
+  const baseEnv = envOf(args.env);
+  if (args.prof) {
+    await mkdir(args.prof, { recursive: true });
+    baseEnv.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${args.prof}`.trim();
+  }
+  const pair = await Pair.create({ protocol: 'C', masterMiB: SIZE_MIB, backupMiB: SIZE_MIB });
+  let nbdkit: ChildProcess | undefined;
+  try {
+    const nbdkitSock = join(pair.dir, 'nbdkit.sock');
+    const nbdkitUri = `nbd+unix:///?socket=${nbdkitSock}`;
+    const nbdkitVersion = (await run('nbdkit', ['--version'])).stdout.trim();
+    const fioVersion = (await run('fio', ['--version'])).stdout.trim();
+    const tandemVersion = (JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+    const gitRev = (await run('git', ['rev-parse', '--short', 'HEAD']).catch(() => ({ stdout: '?' }))).stdout.trim();
+    console.log(`tandem ${tandemVersion} (git ${gitRev}) on Node ${process.version}; ${nbdkitVersion}; ${fioVersion}`);
+    console.log(`backing: ${pair.disk('master')} (${SIZE_MIB} MiB file), peer backing ${pair.disk('backup')}; ${SECONDS} s per workload after 1 s ramp`);
+    console.log(`tandem engine env: ${Object.entries({ UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16 (tandemadm default)', ...baseEnv }).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+    console.log(`nbdkit:  nbdkit --foreground -U ${nbdkitSock} file file=${pair.disk('master')}`);
+    console.log(`tandem:  tandemadm -c ${pair.configPath('master')} --node master up mysql; disconnect; -- --force primary  → ${pair.nbdUri('master')}`);
+    console.log(`fio:     fio --ioengine=nbd --uri=URI --rw=… --bs=… --iodepth=… --runtime=${SECONDS} --time_based --ramp_time=1 --size=${SIZE_MIB}M --norandommap --output-format=terse\n`);
+
+    for (const n of ['master', 'backup'] as const) await pair.ok(n, 'create-md', 'mysql');
+    // Fill the file once so that reads read data, not holes, for both servers.
+    await run('fio', ['--name=fill', `--filename=${pair.disk('master')}`, '--rw=write', '--bs=1M', `--size=${SIZE_MIB}M`, '--ioengine=psync', '--end_fsync=1'], { timeout: 120_000 });
+    nbdkit = await startNbdkit(pair.disk('master'), nbdkitSock);
+    await standalonePrimary(pair, baseEnv);
+
+    const nbdkitRes = new Map<string, Result>();
+    const alone = new Map<string, Result>();
+    if (args.only !== 'connected') {
+      for (const w of WORKLOADS) {
+        // Alternate the two servers per workload so drift (page cache, disk) hits both alike.
+        nbdkitRes.set(w.key, await fio(nbdkitUri, w));
+        alone.set(w.key, await fio(pair.nbdUri('master'), w));
+        process.stderr.write(`  ${w.key}: nbdkit ${fmt(nbdkitRes.get(w.key)!.value)}, tandem ${fmt(alone.get(w.key)!.value)} ${w.metric}\n`);
+      }
+      console.log('StandAlone Primary vs nbdkit file (ratio tandem/nbdkit; for latency nbdkit/tandem, so ≥ 1.0 is as good):');
+      console.log(`  ${pad('workload', 30)}${lpad('nbdkit', 12)}${lpad('tandem', 12)}${lpad('ratio', 8)}   unit`);
+      for (const w of WORKLOADS) {
+        const a = nbdkitRes.get(w.key)!;
+        const b = alone.get(w.key)!;
+        const extra = w.metric === 'lat µs' ? `   (p99 ${a.p99 ?? '?'} / ${b.p99 ?? '?'} µs)` : '';
+        console.log(`  ${pad(w.title, 30)}${lpad(fmt(a.value), 12)}${lpad(fmt(b.value), 12)}${lpad(ratio(w, b, a).toFixed(2), 8)}   ${w.metric}${extra}`);
+      }
+      console.log('');
+    }
+    nbdkit.kill();
+    nbdkit = undefined;
+
+    if (args.matrix) {
+      const variants: NodeJS.ProcessEnv[] = [
+        { UV_THREADPOOL_SIZE: '4' }, { UV_THREADPOOL_SIZE: '16' }, { UV_THREADPOOL_SIZE: '64' },
+        { UV_THREADPOOL_SIZE: '4', UV_USE_IO_URING: '1' }, { UV_THREADPOOL_SIZE: '16', UV_USE_IO_URING: '1' },
+      ];
+      console.log('StandAlone tandem under libuv settings:');
+      console.log(`  ${pad('env', 42)}${WORKLOADS.map((w) => lpad(w.key, 11)).join('')}`);
+      for (const v of variants) {
+        await pair.ok('master', 'down', 'mysql');
+        await engineUp(pair, 'master', { ...baseEnv, ...v });
+        await pair.ok('master', 'disconnect', 'mysql');
+        await pair.ok('master', 'primary', 'mysql');
+        const row: string[] = [];
+        for (const w of WORKLOADS) row.push(lpad(fmt((await fio(pair.nbdUri('master'), w)).value), 11));
+        console.log(`  ${pad(Object.entries(v).map(([k, x]) => `${k}=${x}`).join(' '), 42)}${row.join('')}`);
+      }
+      console.log('');
+    }
+
+    if (args.only !== 'standalone') {
+      const t0 = Date.now();
+      await engineUp(pair, 'backup', baseEnv);
+      await pair.ok('master', 'connect', 'mysql');
+      await pair.waitInSync(300_000);
+      process.stderr.write(`  resync of ${SIZE_MIB} MiB took ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+      const conn = new Map<string, Result>();
+      for (const w of WORKLOADS) {
+        conn.set(w.key, await fio(pair.nbdUri('master'), w));
+        if (!alone.has(w.key)) alone.set(w.key, conn.get(w.key)!);
+        process.stderr.write(`  ${w.key}: connected ${fmt(conn.get(w.key)!.value)} ${w.metric}\n`);
+      }
+      console.log('Connected protocol C pair (peer on 127.0.0.3, same disk) vs StandAlone (ratio; latency as nbdkit-style speed ratio and delta):');
+      console.log(`  ${pad('workload', 30)}${lpad('StandAlone', 12)}${lpad('Connected', 12)}${lpad('ratio', 8)}   unit`);
+      for (const w of WORKLOADS) {
+        const a = alone.get(w.key)!;
+        const b = conn.get(w.key)!;
+        const extra = w.metric === 'lat µs' ? `   (+${(b.value - a.value).toFixed(0)} µs; p99 ${a.p99 ?? '?'} / ${b.p99 ?? '?'} µs)` : '';
+        console.log(`  ${pad(w.title, 30)}${lpad(fmt(a.value), 12)}${lpad(fmt(b.value), 12)}${lpad(ratio(w, b, a).toFixed(2), 8)}   ${w.metric}${extra}`);
+      }
+    }
+    for (const n of ['master', 'backup'] as const) await pair.adm(n, 'down', 'mysql');
+  } finally {
+    nbdkit?.kill();
+    await pair.destroy();
+  }
+}
+
+await main();
