@@ -1,0 +1,49 @@
+// Well-known names of tandem's Kubernetes API: group, kinds, labels, the
+// finalizer, field managers. Everyone imports these; they import nothing.
+
+export const GROUP = 'tandem.dev';
+export const VERSION = 'v1alpha1';
+export const API_VERSION = `${GROUP}/${VERSION}`;
+
+export const KINDS = {
+  volume: { kind: 'ReplicatedVolume', plural: 'replicatedvolumes', singular: 'replicatedvolume', shortNames: ['rv'] },
+  replica: { kind: 'ReplicatedVolumeReplica', plural: 'replicatedvolumereplicas', singular: 'replicatedvolumereplica', shortNames: ['rvr'] },
+} as const;
+
+export const LABELS = {
+  /** On replicas and the peer Secret: the ReplicatedVolume's name. */
+  volume: `${GROUP}/volume`,
+  /** On replicas: the node the replica lives on (the agent selects its replicas by it). */
+  node: `${GROUP}/node`,
+  component: 'app.kubernetes.io/component',
+  managedBy: 'app.kubernetes.io/managed-by',
+} as const;
+
+export const ANNOTATIONS = {
+  /** The replication port the controller allocated to the volume; written once. */
+  port: `${GROUP}/port`,
+} as const;
+
+/** Held by every ReplicatedVolume until its engines are down. */
+export const FINALIZER = `${GROUP}/replicated-volume`;
+
+export const FIELD_MANAGERS = { controller: 'tandem-controller', agent: 'tandem-node-agent' } as const;
+
+/** The Secret key holding the volume's `shared-secret`. */
+export const SECRET_KEY = 'shared-secret';
+
+/** Replication ports handed out to volumes: [first, first + count). 7789 is the tutorial's. */
+export const PORT_RANGE = { first: 7789, count: 1000 } as const;
+
+/** The engine's resource name for a volume: unique per cluster (namespaces have no dots). */
+export function engineResourceName(namespace: string, name: string): string {
+  return `${namespace}.${name}`;
+}
+
+export function replicaName(volume: string, node: string): string {
+  return `${volume}-${node}`;
+}
+
+export function peerSecretName(volume: string): string {
+  return `${volume}-peer`;
+}

@@ -1,0 +1,82 @@
+// ReplicatedVolumeReplica (short name rvr): one per volume and node, owned by the
+// ReplicatedVolume. One writer each way: the controller writes spec (what the
+// node's engine must be: role, epoch, config, peer), the node's agent writes
+// status (what the engine is). The controller aggregates the statuses into the
+// volume's status.
+import { z } from 'zod';
+import { PROTOCOLS } from './config.ts';
+import { Condition } from './condition.ts';
+import { DevicePath, FILESYSTEMS, MetaDiskSpec, NodeName, ObjectMeta, SplitBrainSpec } from './replicated-volume.ts';
+import { ON_IO_ERROR } from './config.ts';
+
+export const DESIRED_ROLES = ['Primary', 'Secondary'] as const;
+export type DesiredRole = (typeof DESIRED_ROLES)[number];
+
+const Endpoint = z.object({
+  node: NodeName,
+  address: z.string().min(1).max(64).describe('The node\'s InternalIP.'),
+  disk: DevicePath,
+  metaDisk: MetaDiskSpec,
+});
+
+export const ReplicatedVolumeReplicaSpec = z.object({
+  volume: z.string().min(1),
+  /** The engine's resource name (`<namespace>.<volume>`), also the NBD export name. */
+  resource: z.string().min(1).regex(/^[A-Za-z0-9_.+-]+$/),
+  node: NodeName,
+  role: z.enum(DESIRED_ROLES),
+  /** Promote with `--force` (a fresh pair's initial full sync from this node). Set only while both disks are new. */
+  initialSync: z.boolean().default(false),
+  /** The volume's epoch when this spec was written; an agent never acts on an older one. */
+  epoch: z.number().int().min(0),
+  port: z.number().int().min(1).max(65535),
+  /** minor for `device /dev/drbdN` (status prefix). */
+  minor: z.number().int().min(0),
+  self: Endpoint,
+  peer: Endpoint,
+  protocol: z.enum(PROTOCOLS),
+  sizeBytes: z.number().int().min(0).optional(),
+  verifyAlg: z.string().optional(),
+  resyncRateBytes: z.number().int().min(0).optional(),
+  onIoError: z.enum(ON_IO_ERROR),
+  splitBrain: SplitBrainSpec,
+  /** The Secret (same namespace) whose `shared-secret` authenticates the peer link. */
+  secretName: z.string().min(1),
+  filesystem: z.enum(FILESYSTEMS).optional(),
+  mountPath: z.string().optional(),
+});
+export type ReplicatedVolumeReplicaSpec = z.infer<typeof ReplicatedVolumeReplicaSpec>;
+
+export const ReplicatedVolumeReplicaStatus = z.object({
+  /** `Unconfigured` when no engine runs. */
+  role: z.string().optional(),
+  peerRole: z.string().optional(),
+  connectionState: z.string().optional(),
+  diskState: z.string().optional(),
+  peerDiskState: z.string().optional(),
+  syncProgress: z.number().min(0).max(100).optional(),
+  outOfSyncBytes: z.number().int().min(0).optional(),
+  sizeBytes: z.number().int().min(0).optional(),
+  /** The current generation identifier (hex); `0000000000000004` is a disk never synced. */
+  currentUuid: z.string().optional(),
+  counters: z.record(z.string(), z.number()).optional(),
+  /** The epoch of the spec the agent last acted on. */
+  epoch: z.number().int().min(0).optional(),
+  mounted: z.boolean().optional(),
+  lastHeartbeatTime: z.string().optional(),
+  conditions: z.array(Condition).optional(),
+  observedGeneration: z.number().int().min(0).optional(),
+});
+export type ReplicatedVolumeReplicaStatus = z.infer<typeof ReplicatedVolumeReplicaStatus>;
+
+export const ReplicatedVolumeReplica = z.object({
+  apiVersion: z.string(),
+  kind: z.string(),
+  metadata: ObjectMeta,
+  spec: ReplicatedVolumeReplicaSpec,
+  status: ReplicatedVolumeReplicaStatus.optional(),
+});
+export type ReplicatedVolumeReplica = z.infer<typeof ReplicatedVolumeReplica>;
+
+/** The generation identifier of metadata that has never been part of a sync (DRBD's UUID_JUST_CREATED). */
+export const UUID_JUST_CREATED_HEX = '0000000000000004';
