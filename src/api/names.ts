@@ -47,3 +47,17 @@ export function replicaName(volume: string, node: string): string {
 export function peerSecretName(volume: string): string {
   return `${volume}-peer`;
 }
+
+/** Condition types on volumes and replicas. */
+export const CONDITIONS = {
+  /** Volume: Primary up, Connected, UpToDate/UpToDate, agents reporting. */
+  ready: 'Ready',
+  /** Volume: the named nodes exist, are schedulable and have an InternalIP. */
+  placed: 'Placed',
+  /** Replica: the disk and meta-disk paths exist on the node. */
+  disksFound: 'DisksFound',
+  /** Replica: the engine runs as the spec says (role, config). */
+  engineReady: 'EngineReady',
+  /** Replica: the consumer filesystem is mounted at spec.mountPath (Primary only). */
+  mounted: 'Mounted',
+} as const;

@@ -19,8 +19,18 @@ const Endpoint = z.object({
   metaDisk: MetaDiskSpec,
 });
 
+/**
+ * What the node's engine must be: `Probe` — only check that the disks exist (the
+ * controller starts no engine before both nodes found their disks, so a bad
+ * volume touches no disk); `Up` — metadata created once, engine running;
+ * `Down` — engine stopped (the volume is being deleted; data stays).
+ */
+export const ENGINE_STATES = ['Probe', 'Up', 'Down'] as const;
+export type EngineState = (typeof ENGINE_STATES)[number];
+
 export const ReplicatedVolumeReplicaSpec = z.object({
   volume: z.string().min(1),
+  engine: z.enum(ENGINE_STATES),
   /** The engine's resource name (`<namespace>.<volume>`), also the NBD export name. */
   resource: z.string().min(1).regex(/^[A-Za-z0-9_.+-]+$/),
   node: NodeName,
@@ -48,7 +58,7 @@ export const ReplicatedVolumeReplicaSpec = z.object({
 export type ReplicatedVolumeReplicaSpec = z.infer<typeof ReplicatedVolumeReplicaSpec>;
 
 export const ReplicatedVolumeReplicaStatus = z.object({
-  /** `Unconfigured` when no engine runs. */
+  /** `Unconfigured` when no engine runs (DRBD's word for a resource that is not up). */
   role: z.string().optional(),
   peerRole: z.string().optional(),
   connectionState: z.string().optional(),

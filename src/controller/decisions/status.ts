@@ -1,0 +1,150 @@
+// The volume's status, computed from the replicas' statuses: a pure function,
+// so the reconcile can compare it with what is stored and write only a change.
+import { CONDITIONS } from '../../api/names.ts';
+import { findCondition, setCondition, type Condition, type ConditionInput } from '../../api/condition.ts';
+import type { ReplicatedVolumeReplicaStatus } from '../../api/replicated-volume-replica.ts';
+import type { Phase, ReplicatedVolumeStatus, ReplicaStatusSummary } from '../../api/replicated-volume.ts';
+import type { RolesDecision } from './roles.ts';
+
+/** An agent that has not written its replica's status for this long is not trusted. */
+export const HEARTBEAT_STALE_MS = 30_000;
+
+export type StatusInput = {
+  generation: number;
+  previous: ReplicatedVolumeStatus | undefined;
+  nodes: readonly string[];
+  replicas: ReadonlyMap<string, { status: ReplicatedVolumeReplicaStatus | undefined; generation: number }>;
+  /** Outcome of placement; undefined when it succeeded. */
+  placementFailure?: { reason: string; message: string } | undefined;
+  roles: RolesDecision | undefined;
+  port: number | undefined;
+  deleting: boolean;
+  now: Date;
+};
+
+const isSyncingState = (c: string | undefined) => c === 'SyncSource' || c === 'SyncTarget' || c === 'PausedSyncS' || c === 'PausedSyncT';
+
+export function aggregateStatus(i: StatusInput): ReplicatedVolumeStatus {
+  let conditions: Condition[] = i.previous?.conditions ?? [];
+  const set = (c: Omit<ConditionInput, 'observedGeneration'>) => { conditions = setCondition(conditions, { ...c, observedGeneration: i.generation }, i.now); };
+
+  set(i.placementFailure
+    ? { type: CONDITIONS.placed, status: 'False', ...i.placementFailure }
+    : { type: CONDITIONS.placed, status: 'True', reason: 'NodesFound', message: `Replicas on ${i.nodes.join(' and ')}` });
+
+  const summaries: ReplicaStatusSummary[] = i.nodes.map((node) => {
+    const s = i.replicas.get(node)?.status;
+    return {
+      node,
+      ...(s?.role ? { role: s.role } : {}),
+      ...(s?.connectionState ? { connectionState: s.connectionState } : {}),
+      ...(s?.diskState ? { diskState: s.diskState } : {}),
+      ...(s?.syncProgress !== undefined ? { syncProgress: s.syncProgress } : {}),
+      ...(s?.outOfSyncBytes !== undefined ? { outOfSyncBytes: s.outOfSyncBytes } : {}),
+    };
+  });
+  const primary = i.roles?.primary;
+  const ordered = primary ? [...summaries].sort((a, b) => (a.node === primary ? -1 : b.node === primary ? 1 : 0)) : summaries;
+  const lead = ordered[0];
+  const syncing = summaries.find((s) => isSyncingState(s.connectionState) && s.syncProgress !== undefined);
+
+  const ready = readiness(i, summaries);
+  set({ type: CONDITIONS.ready, ...ready });
+
+  let phase: Phase;
+  if (i.deleting) phase = 'Deleting';
+  else if (i.placementFailure || ready.reason === 'DiskMissing' || ready.reason === 'EngineFailed') phase = 'Failed';
+  else if (ready.status === 'True') phase = 'Ready';
+  else if (syncing) phase = 'Syncing';
+  else if (summaries.some((s) => s.role === 'Primary')) phase = 'Degraded';
+  else if (summaries.every((s) => !s.role)) phase = 'Pending';
+  else phase = 'Creating';
+
+  return {
+    phase,
+    ...(primary ? { primary } : {}),
+    epoch: i.roles?.epoch ?? i.previous?.epoch ?? 0,
+    ...(i.port !== undefined ? { port: i.port } : {}),
+    ...(lead?.connectionState ? { connection: lead.connectionState } : {}),
+    ...(summaries.some((s) => s.diskState) ? { disks: ordered.map((s) => s.diskState ?? 'DUnknown').join('/') } : {}),
+    ...(syncing ? { sync: `${syncing.syncProgress}%` } : {}),
+    replicas: summaries,
+    conditions,
+    observedGeneration: i.generation,
+  };
+}
+
+function readiness(i: StatusInput, summaries: readonly ReplicaStatusSummary[]): { status: 'True' | 'False'; reason: string; message: string } {
+  if (i.deleting) return { status: 'False', reason: 'Deleting', message: 'The volume is being deleted; engines are going down' };
+  if (i.placementFailure) return { status: 'False', reason: i.placementFailure.reason, message: i.placementFailure.message };
+  for (const node of i.nodes) {
+    const r = i.replicas.get(node);
+    const disks = findCondition(r?.status?.conditions, CONDITIONS.disksFound);
+    if (disks?.status === 'False') return { status: 'False', reason: 'DiskMissing', message: `${node}: ${disks.message}` };
+    const engine = findCondition(r?.status?.conditions, CONDITIONS.engineReady);
+    if (engine?.status === 'False' && engine.reason === 'EngineFailed') return { status: 'False', reason: 'EngineFailed', message: `${node}: ${engine.message}` };
+  }
+  for (const node of i.nodes) {
+    const s = i.replicas.get(node)?.status;
+    if (!s?.lastHeartbeatTime) return { status: 'False', reason: 'WaitingForAgents', message: `No status from the agent on ${node} yet` };
+    const age = i.now.getTime() - Date.parse(s.lastHeartbeatTime);
+    if (age > HEARTBEAT_STALE_MS) return { status: 'False', reason: 'AgentSilent', message: `The agent on ${node} last reported ${Math.round(age / 1000)} s ago` };
+  }
+  const primary = summaries.find((s) => s.role === 'Primary');
+  if (!primary) return { status: 'False', reason: i.roles?.reason ?? 'NoPrimary', message: i.roles?.message ?? 'No replica is Primary' };
+  const syncing = summaries.find((s) => isSyncingState(s.connectionState));
+  if (syncing) return { status: 'False', reason: 'Syncing', message: `Resync ${syncing.connectionState} on ${syncing.node}: ${syncing.syncProgress ?? 0}% done` };
+  const notConnected = summaries.find((s) => s.connectionState !== 'Connected');
+  if (notConnected) return { status: 'False', reason: 'Disconnected', message: `${notConnected.node} is ${notConnected.connectionState ?? 'not reporting'}` };
+  const notUpToDate = summaries.find((s) => s.diskState !== 'UpToDate');
+  if (notUpToDate) return { status: 'False', reason: 'NotUpToDate', message: `${notUpToDate.node}'s disk is ${notUpToDate.diskState ?? 'unknown'}` };
+  return { status: 'True', reason: 'Replicated', message: `${primary.node} is Primary, Connected, UpToDate/UpToDate` };
+}
+
+export type VolumeEvent = { type: 'Normal' | 'Warning'; reason: string; message: string };
+
+/** Events for what changed between two statuses (role changes, sync start/finish, placement, readiness). */
+export function eventsBetween(prev: ReplicatedVolumeStatus | undefined, next: ReplicatedVolumeStatus): VolumeEvent[] {
+  const out: VolumeEvent[] = [];
+  const before = new Map((prev?.replicas ?? []).map((r) => [r.node, r]));
+  for (const r of next.replicas ?? []) {
+    const b = before.get(r.node);
+    if (r.role && b?.role !== r.role && (r.role === 'Primary' || b?.role === 'Primary')) {
+      out.push({ type: 'Normal', reason: r.role === 'Primary' ? 'Promoted' : 'Demoted', message: `${r.node} is ${r.role} (epoch ${next.epoch ?? 0})` });
+    }
+    if (isSyncingState(r.connectionState) && !isSyncingState(b?.connectionState)) {
+      out.push({ type: 'Normal', reason: 'SyncStarted', message: `${r.node} is ${r.connectionState}` });
+    }
+    if (!isSyncingState(r.connectionState) && isSyncingState(b?.connectionState) && r.diskState === 'UpToDate') {
+      out.push({ type: 'Normal', reason: 'SyncFinished', message: `${r.node} finished resync: ${r.diskState}` });
+    }
+    if (r.connectionState === 'StandAlone' && b?.connectionState !== 'StandAlone') {
+      out.push({ type: 'Warning', reason: 'StandAlone', message: `${r.node} is StandAlone: a split brain or a refused peer; see its replica's conditions` });
+    }
+  }
+  const cond = (s: ReplicatedVolumeStatus | undefined, t: string) => findCondition(s?.conditions, t);
+  const placedBefore = cond(prev, CONDITIONS.placed);
+  const placedNow = cond(next, CONDITIONS.placed);
+  if (placedNow?.status === 'False' && (placedBefore?.status !== 'False' || placedBefore.reason !== placedNow.reason)) {
+    out.push({ type: 'Warning', reason: placedNow.reason, message: placedNow.message });
+  }
+  const readyBefore = cond(prev, CONDITIONS.ready);
+  const readyNow = cond(next, CONDITIONS.ready);
+  if (readyNow && readyNow.status !== readyBefore?.status && (readyNow.status === 'True' || readyBefore?.status === 'True')) {
+    out.push({ type: readyNow.status === 'True' ? 'Normal' : 'Warning', reason: readyNow.status === 'True' ? 'Ready' : 'NotReady', message: readyNow.message });
+  }
+  if (readyNow?.reason === 'DiskMissing' && readyBefore?.reason !== 'DiskMissing') out.push({ type: 'Warning', reason: 'DiskMissing', message: readyNow.message });
+  return out;
+}
+
+/** JSON with object keys sorted: the API server returns custom objects with sorted keys. */
+export function canonicalJson(v: unknown): string {
+  return JSON.stringify(v, (_k, x: unknown) => (x && typeof x === 'object' && !Array.isArray(x)
+    ? Object.fromEntries(Object.entries(x as Record<string, unknown>).filter(([, y]) => y !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+    : x));
+}
+
+/** Status equality for "write only when changed". */
+export function sameStatus(a: ReplicatedVolumeStatus | undefined, b: ReplicatedVolumeStatus): boolean {
+  return canonicalJson(a ?? {}) === canonicalJson(b);
+}

@@ -1,0 +1,72 @@
+// An informer (list + watch + cache) that keeps running: @kubernetes/client-node's
+// ListWatch stops for good on an error (a refused connection, an API server
+// restart), so a supervisor starts it again with capped exponential backoff.
+// Callbacks only tell the owner that something changed; the owner enqueues keys.
+import * as k8s from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+
+export interface SupervisedInformerOptions<T extends k8s.KubernetesObject> {
+  kc: k8s.KubeConfig;
+  /** Collection path for the watch, e.g. /apis/tandem.dev/v1alpha1/replicatedvolumes. */
+  path: string;
+  list: () => Promise<k8s.KubernetesListObject<T>>;
+  labelSelector?: string;
+  log: Logger;
+  /** Called for add, update and delete. */
+  onChange: (obj: T) => void;
+  /** Called after every (re)connect: the owner should resync everything it derives. */
+  onResync?: () => void;
+}
+
+export class SupervisedInformer<T extends k8s.KubernetesObject> {
+  readonly #informer: k8s.Informer<T> & k8s.ObjectCache<T>;
+  readonly #o: SupervisedInformerOptions<T>;
+  #stopped = false;
+  #restartDelay = 0;
+  #timer: NodeJS.Timeout | undefined;
+  synced = false;
+  restarts = 0;
+
+  constructor(o: SupervisedInformerOptions<T>) {
+    this.#o = o;
+    this.#informer = k8s.makeInformer(o.kc, o.path, o.list, o.labelSelector);
+    this.#informer.on('change', (obj) => o.onChange(obj));
+    this.#informer.on('connect', () => o.onResync?.());
+    this.#informer.on('error', (err) => this.#restart(err));
+  }
+
+  async start(): Promise<void> {
+    try {
+      await this.#informer.start();
+      this.synced = true;
+      this.#restartDelay = 0;
+    } catch (err) {
+      this.#restart(err);
+    }
+  }
+
+  #restart(err: unknown): void {
+    if (this.#stopped || this.#timer) return;
+    this.#restartDelay = Math.min(30_000, this.#restartDelay ? this.#restartDelay * 2 : 500);
+    this.#o.log.warn({ err, path: this.#o.path, delayMs: this.#restartDelay }, 'Informer failed; restarting');
+    this.restarts++;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      void this.start();
+    }, this.#restartDelay);
+  }
+
+  list(namespace?: string): readonly T[] {
+    return this.#informer.list(namespace);
+  }
+
+  get(name: string, namespace?: string): T | undefined {
+    return this.#informer.get(name, namespace);
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    await this.#informer.stop();
+  }
+}

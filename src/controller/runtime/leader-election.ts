@@ -1,0 +1,119 @@
+// Leader election on a coordination.k8s.io Lease, as client-go's leaderelection:
+// acquire when the Lease is free or its holder let it expire, renew every
+// retryPeriod, and give up (onStoppedLeading → the process exits, as
+// controller-runtime does) when it could not renew within the lease duration.
+// Every write carries the resourceVersion it read, so two candidates racing
+// for the same expired Lease cannot both win: the API server refuses one.
+import * as k8s from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+
+export interface LeaderElectionOptions {
+  kc: k8s.KubeConfig;
+  namespace: string;
+  name: string;
+  identity: string;
+  leaseDurationSeconds?: number;
+  retryPeriodMs?: number;
+  log: Logger;
+  now?: () => Date;
+}
+
+export type LeaseView = { holder: string | undefined; renewTime: Date | undefined; durationSeconds: number };
+
+/** Whether `identity` may take the Lease now (pure). */
+export function mayAcquire(lease: LeaseView, identity: string, now: Date): boolean {
+  if (!lease.holder || lease.holder === identity) return true;
+  if (!lease.renewTime) return true;
+  return now.getTime() > lease.renewTime.getTime() + lease.durationSeconds * 1000;
+}
+
+export class LeaderElector {
+  readonly #o: Required<Omit<LeaderElectionOptions, 'kc'>>;
+  readonly #api: k8s.CoordinationV1Api;
+  #leading = false;
+  #stopped = false;
+  #timer: NodeJS.Timeout | undefined;
+  #lastRenew = 0;
+
+  constructor(o: LeaderElectionOptions) {
+    this.#o = { leaseDurationSeconds: 15, retryPeriodMs: 2000, now: () => new Date(), ...o };
+    this.#api = o.kc.makeApiClient(k8s.CoordinationV1Api);
+  }
+
+  get leading(): boolean {
+    return this.#leading;
+  }
+
+  /** Resolves once this process leads; calls onStoppedLeading if it loses the Lease later. */
+  run(onStoppedLeading: () => void): Promise<void> {
+    return new Promise((resolve) => {
+      const tick = async (): Promise<void> => {
+        if (this.#stopped) return;
+        const ok = await this.#tryAcquireOrRenew().catch((err: unknown) => {
+          this.#o.log.warn({ err }, 'Lease update failed');
+          return false;
+        });
+        const now = this.#o.now().getTime();
+        if (ok) {
+          this.#lastRenew = now;
+          if (!this.#leading) {
+            this.#leading = true;
+            this.#o.log.info({ lease: `${this.#o.namespace}/${this.#o.name}`, identity: this.#o.identity }, 'Became leader');
+            resolve();
+          }
+        } else if (this.#leading && now - this.#lastRenew > this.#o.leaseDurationSeconds * 1000 * 2 / 3) {
+          this.#leading = false;
+          this.#o.log.error({ identity: this.#o.identity }, 'Lost leadership');
+          onStoppedLeading();
+          return;
+        }
+        this.#timer = setTimeout(() => void tick(), this.#o.retryPeriodMs);
+      };
+      void tick();
+    });
+  }
+
+  async #tryAcquireOrRenew(): Promise<boolean> {
+    const { namespace, name, identity, leaseDurationSeconds } = this.#o;
+    const now = this.#o.now();
+    const micro = new k8s.V1MicroTime(now.getTime());
+    let lease: k8s.V1Lease;
+    try {
+      lease = await this.#api.readNamespacedLease({ name, namespace });
+    } catch (err) {
+      if (!(err instanceof k8s.ApiException && err.code === 404)) throw err;
+      await this.#api.createNamespacedLease({ namespace, body: {
+        metadata: { name, namespace },
+        spec: { holderIdentity: identity, leaseDurationSeconds, acquireTime: micro, renewTime: micro, leaseTransitions: 0 },
+      } });
+      return true;
+    }
+    const spec = lease.spec ?? {};
+    const view: LeaseView = { holder: spec.holderIdentity ?? undefined, renewTime: spec.renewTime ? new Date(spec.renewTime) : undefined, durationSeconds: spec.leaseDurationSeconds ?? leaseDurationSeconds };
+    if (!mayAcquire(view, identity, now)) return false;
+    const taking = view.holder !== identity;
+    lease.spec = {
+      ...spec, holderIdentity: identity, leaseDurationSeconds, renewTime: micro,
+      ...(taking ? { acquireTime: micro, leaseTransitions: (spec.leaseTransitions ?? 0) + 1 } : {}),
+    };
+    // replace carries metadata.resourceVersion: a concurrent writer makes this a 409.
+    await this.#api.replaceNamespacedLease({ name, namespace, body: lease });
+    return true;
+  }
+
+  /** Stops renewing and hands the Lease back so a standby takes over at once. */
+  async release(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    if (!this.#leading) return;
+    this.#leading = false;
+    try {
+      const lease = await this.#api.readNamespacedLease({ name: this.#o.name, namespace: this.#o.namespace });
+      if (lease.spec?.holderIdentity !== this.#o.identity) return;
+      lease.spec = { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1 };
+      await this.#api.replaceNamespacedLease({ name: this.#o.name, namespace: this.#o.namespace, body: lease });
+    } catch (err) {
+      this.#o.log.warn({ err }, 'Could not release the Lease');
+    }
+  }
+}

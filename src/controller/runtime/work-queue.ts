@@ -1,0 +1,113 @@
+// A keyed work queue as controller-runtime's: a key waiting is queued once however
+// often it is added; a key being processed is never processed twice at once (an
+// add during processing re-queues it after); failures back off per key
+// (exponential, capped), success forgets the failures. Informer callbacks only
+// add keys; workers take keys and reconcile.
+
+export interface WorkQueueOptions {
+  baseDelayMs?: number;
+  maxDelayMs?: number;
+  /** Injected for tests. */
+  setTimer?: (fn: () => void, ms: number) => { unref?(): void } | unknown;
+  clearTimer?: (t: unknown) => void;
+}
+
+export class WorkQueue {
+  readonly #queue: string[] = [];
+  readonly #queued = new Set<string>();
+  readonly #processing = new Set<string>();
+  readonly #dirty = new Set<string>();
+  readonly #failures = new Map<string, number>();
+  readonly #timers = new Map<string, unknown>();
+  readonly #waiters: ((key: string | undefined) => void)[] = [];
+  readonly #base: number;
+  readonly #max: number;
+  readonly #setTimer: NonNullable<WorkQueueOptions['setTimer']>;
+  readonly #clearTimer: NonNullable<WorkQueueOptions['clearTimer']>;
+  #shuttingDown = false;
+
+  constructor(o: WorkQueueOptions = {}) {
+    this.#base = o.baseDelayMs ?? 200;
+    this.#max = o.maxDelayMs ?? 60_000;
+    this.#setTimer = o.setTimer ?? ((fn, ms) => setTimeout(fn, ms).unref());
+    this.#clearTimer = o.clearTimer ?? ((t) => clearTimeout(t as NodeJS.Timeout));
+  }
+
+  get length(): number {
+    return this.#queue.length;
+  }
+
+  add(key: string): void {
+    if (this.#shuttingDown) return;
+    if (this.#processing.has(key)) {
+      this.#dirty.add(key);
+      return;
+    }
+    if (this.#queued.has(key)) return;
+    const waiter = this.#waiters.shift();
+    if (waiter) {
+      this.#processing.add(key);
+      waiter(key);
+      return;
+    }
+    this.#queued.add(key);
+    this.#queue.push(key);
+  }
+
+  /** Adds the key after `ms`; an earlier pending delayed add for the key wins. */
+  addAfter(key: string, ms: number): void {
+    if (this.#shuttingDown) return;
+    if (ms <= 0) return this.add(key);
+    if (this.#timers.has(key)) return;
+    this.#timers.set(key, this.#setTimer(() => {
+      this.#timers.delete(key);
+      this.add(key);
+    }, ms));
+  }
+
+  /** Re-adds the key after its next backoff delay; returns the delay. */
+  addRateLimited(key: string): number {
+    const n = this.#failures.get(key) ?? 0;
+    this.#failures.set(key, n + 1);
+    const delay = Math.min(this.#max, this.#base * 2 ** n);
+    this.addAfter(key, delay);
+    return delay;
+  }
+
+  forget(key: string): void {
+    this.#failures.delete(key);
+  }
+
+  failures(key: string): number {
+    return this.#failures.get(key) ?? 0;
+  }
+
+  /** The next key, or undefined once the queue shuts down. Call done(key) after processing. */
+  get(): Promise<string | undefined> {
+    const key = this.#queue.shift();
+    if (key !== undefined) {
+      this.#queued.delete(key);
+      this.#processing.add(key);
+      return Promise.resolve(key);
+    }
+    if (this.#shuttingDown) return Promise.resolve(undefined);
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  done(key: string): void {
+    this.#processing.delete(key);
+    if (this.#dirty.delete(key)) this.add(key);
+  }
+
+  /** Stops handing out keys; waiting get()s resolve undefined. */
+  shutDown(): void {
+    this.#shuttingDown = true;
+    for (const t of this.#timers.values()) this.#clearTimer(t);
+    this.#timers.clear();
+    for (const w of this.#waiters.splice(0)) w(undefined);
+  }
+
+  get busy(): number {
+    return this.#processing.size;
+  }
+}
