@@ -92,7 +92,13 @@ export class VolumeReconciler {
         preferred: rv.spec.primary,
         chosen: rv.status?.primary,
         epoch: rv.status?.epoch ?? 0,
-        observed: rv.spec.replicas.map((r) => ({ node: r.node, ...replicas.get(r.node)?.status, currentUuid: replicas.get(r.node)?.status?.currentUuid })),
+        observed: rv.spec.replicas.map((r) => {
+          const have = replicas.get(r.node);
+          return {
+            node: r.node, ...have?.status,
+            ...(have ? { ordered: { role: have.spec.role, initialSync: have.spec.initialSync }, stale: (have.status?.observedGeneration ?? -1) < (have.metadata.generation ?? 0) } : {}),
+          };
+        }),
       });
       await this.#applyReplicas(rv, placement, port, roles, replicas, deleting, log);
     }

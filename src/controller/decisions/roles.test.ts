@@ -29,6 +29,12 @@ test.each<[string, Partial<RolesInput>, { primary: string | undefined; epoch: nu
     { preferred: 'backup', chosen: 'master', epoch: 3, observed: [up('master', 'Primary'), up('backup')] }, { primary: 'backup', epoch: 4, reason: 'Switching', master: 'Secondary', backup: 'Secondary' }],
   ['switch, step 2: once the old Primary is Secondary the new one is promoted, same epoch',
     { preferred: 'backup', chosen: 'backup', epoch: 4, observed: [up('master'), up('backup')] }, { primary: 'backup', epoch: 4, reason: 'Promoting', master: 'Secondary', backup: 'Primary' }],
+  ['an initial sync order stands while the agent has not reported on it, though the peer already syncs',
+    { chosen: 'master', epoch: 1, observed: [{ ...fresh('master'), stale: true, ordered: { role: 'Primary', initialSync: true } }, { node: 'backup', role: 'Secondary', connectionState: 'SyncTarget', diskState: 'Inconsistent', currentUuid: '0000000000000004' }] },
+    { primary: 'master', epoch: 1, reason: 'InitialSync', master: 'Primary', backup: 'Secondary', initialSync: 'master' }],
+  ['an answered order that did not take effect is reconsidered',
+    { chosen: 'master', epoch: 1, observed: [{ ...up('master', 'Secondary', 'Outdated'), ordered: { role: 'Primary', initialSync: false } }, up('backup', 'Secondary', 'Outdated')] },
+    { primary: 'master', epoch: 1, reason: 'WaitingForUpToDate', master: 'Secondary', backup: 'Secondary' }],
   ['two Primaries reported (never ordered): both but the target are demoted',
     { preferred: 'master', chosen: 'master', epoch: 1, observed: [up('master', 'Primary'), up('backup', 'Primary')] }, { primary: 'master', epoch: 1, reason: 'Switching', master: 'Secondary', backup: 'Secondary' }],
 ])('%s', (_name, given, want) => {

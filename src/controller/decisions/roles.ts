@@ -17,6 +17,10 @@ export type ObservedReplica = {
   connectionState?: string | undefined;
   diskState?: string | undefined;
   currentUuid?: string | undefined;
+  /** What the replica's spec orders now. */
+  ordered?: { role: DesiredRole; initialSync: boolean } | undefined;
+  /** The agent has not yet reported on the current spec (status.observedGeneration < generation). */
+  stale?: boolean | undefined;
 };
 
 export type RolesInput = {
@@ -62,6 +66,12 @@ export function decideRoles(i: RolesInput): RolesDecision {
 
   const t = obs.get(target);
   const o = obs.get(other);
+  // An order the agent has not answered yet stands: its last report predates it, and
+  // withdrawing it would make the roles flap (the engine itself refuses a promotion
+  // without UpToDate data, and the agent forces only a fresh Inconsistent disk).
+  if (t?.stale && t.ordered?.role === 'Primary' && i.chosen === target) {
+    return withPrimary(decide(target, t.ordered.initialSync ? 'InitialSync' : 'Promoting', `Waiting for ${target} to act on its promotion`, t.ordered.initialSync ? { initialSync: target } : {}));
+  }
   if (!t?.role || t.role === 'Unconfigured') return decide(i.chosen, 'WaitingForAgents', `Waiting for the engine on ${target} to come up`);
   if (t.diskState === 'UpToDate') return withPrimary(decide(target, 'Promoting', `Promoting ${target}`));
   if (i.preferred === undefined && o?.diskState === 'UpToDate') return withPrimary(decide(other, 'Promoting', `Promoting ${other}, the node with UpToDate data`));

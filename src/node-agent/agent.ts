@@ -1,0 +1,273 @@
+// The node agent: for every ReplicatedVolumeReplica of this node, make the
+// engine match the spec and report what it is. Level-based, one replica at a
+// time per key (the controller runtime's work queue), every few seconds and at
+// every change of the replica:
+//
+//   Down  → release the consumer, `tandemadm down`                (deletion; data stays)
+//   disks → missing disk or meta-disk: DisksFound=False, nothing is touched
+//   Probe → report DisksFound=True and stop there (the controller waits for both nodes)
+//   Up    → config file from spec + Secret; no engine? `create-md` (refused, harmlessly,
+//           when metadata exists) and `up`; role: `primary` (`--force` only for the
+//           ordered initial sync of a fresh disk) or release consumer + `secondary`;
+//           Primary with filesystem/mountPath: mkfs once + mount
+//   report → the replica's status (merge patch on /status), when it changed or
+//           every heartbeat interval
+//
+// Engines found running for resources no replica of this node names (after the
+// informer has synced) are taken down: their volume is gone.
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import * as k8s from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { setCondition, type Condition, type ConditionInput } from '../api/condition.ts';
+import { CONDITIONS, FIELD_MANAGERS, KINDS, LABELS, SECRET_KEY } from '../api/names.ts';
+import { ReplicatedVolumeReplica, ReplicatedVolumeReplicaStatus, type ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
+import { SupervisedInformer } from '../controller/runtime/informer.ts';
+import { collectionPath, describeError, isNotFound, listCustom, mergePatch, recordEvent, replicaApi } from '../controller/runtime/kube.ts';
+import { WorkQueue } from '../controller/runtime/work-queue.ts';
+import { canonicalJson } from '../controller/decisions/status.ts';
+import { Consumer, ConsumerError } from './consumer.ts';
+import { EngineClient, type EngineStatusView } from './engine-client.ts';
+import type { AgentMetrics } from './metrics.ts';
+import { renderConfig } from './render-config.ts';
+
+export const HEARTBEAT_MS = 5_000;
+
+export interface AgentOptions {
+  kc: k8s.KubeConfig;
+  node: string;
+  runDir: string;
+  log: Logger;
+  metrics: AgentMetrics;
+  now?: () => Date;
+}
+
+type Outcome = { conditions: ConditionInput[]; mounted?: boolean };
+
+export class NodeAgent {
+  readonly #o: Required<AgentOptions>;
+  readonly #custom: k8s.CustomObjectsApi;
+  readonly #core: k8s.CoreV1Api;
+  readonly #engines: EngineClient;
+  readonly #consumer: Consumer;
+  readonly #queue = new WorkQueue({ baseDelayMs: 500, maxDelayMs: 30_000 });
+  readonly #informer: SupervisedInformer<k8s.KubernetesObject>;
+  /** Last status written per replica key, and when. */
+  readonly #reported = new Map<string, { json: string; at: number }>();
+  #workers: Promise<void>[] = [];
+  #ticker: NodeJS.Timeout | undefined;
+
+  constructor(o: AgentOptions) {
+    this.#o = { now: () => new Date(), ...o };
+    this.#custom = o.kc.makeApiClient(k8s.CustomObjectsApi);
+    this.#core = o.kc.makeApiClient(k8s.CoreV1Api);
+    this.#engines = new EngineClient({ runDir: o.runDir, node: o.node });
+    this.#consumer = new Consumer({ runDir: o.runDir });
+    const selector = `${LABELS.node}=${o.node}`;
+    this.#informer = new SupervisedInformer({
+      kc: o.kc, log: o.log, path: collectionPath(KINDS.replica.plural), labelSelector: selector,
+      list: listCustom(this.#custom, KINDS.replica.plural, selector),
+      onChange: (r) => this.#queue.add(`${r.metadata?.namespace}/${r.metadata?.name}`),
+      onResync: () => this.#enqueueAll(),
+    });
+  }
+
+  get synced(): boolean {
+    return this.#informer.synced;
+  }
+
+  async start(workers = 2): Promise<void> {
+    await this.#informer.start();
+    for (let i = 0; i < workers; i++) this.#workers.push(this.#work());
+    this.#enqueueAll();
+    this.#ticker = setInterval(() => this.#enqueueAll(), HEARTBEAT_MS);
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.#ticker);
+    this.#queue.shutDown();
+    await Promise.race([Promise.all(this.#workers), new Promise((r) => setTimeout(r, 10_000))]);
+    await this.#informer.stop();
+  }
+
+  #enqueueAll(): void {
+    for (const r of this.#informer.list()) this.#queue.add(`${r.metadata?.namespace}/${r.metadata?.name}`);
+    this.#queue.add('*orphans*');
+  }
+
+  async #work(): Promise<void> {
+    for (let key = await this.#queue.get(); key !== undefined; key = await this.#queue.get()) {
+      try {
+        if (key === '*orphans*') await this.#downOrphans();
+        else await this.#sync(key);
+        this.#queue.forget(key);
+      } catch (err) {
+        const delayMs = this.#queue.addRateLimited(key);
+        this.#o.log.warn({ rvr: key, error: describeError(err), delayMs }, 'Sync failed; retrying');
+      } finally {
+        this.#queue.done(key);
+      }
+    }
+  }
+
+  async #sync(key: string): Promise<void> {
+    const [namespace, name] = key.split('/') as [string, string];
+    const raw = this.#informer.get(name, namespace);
+    if (!raw) return;
+    const parsed = ReplicatedVolumeReplica.safeParse(raw);
+    if (!parsed.success) {
+      this.#o.log.error({ rvr: key, error: parsed.error.message }, 'Replica spec does not parse; ignoring it');
+      return;
+    }
+    const rvr = parsed.data;
+    if (rvr.spec.node !== this.#o.node) return;
+    const log = this.#o.log.child({ rvr: key, resource: rvr.spec.resource });
+    let outcome: Outcome;
+    try {
+      outcome = await this.#converge(rvr, log);
+    } catch (err) {
+      const reason = err instanceof ConsumerError ? err.reason : 'SyncError';
+      outcome = { conditions: [{ type: err instanceof ConsumerError ? CONDITIONS.mounted : CONDITIONS.engineReady, status: 'False', reason, message: describeError(err).message }] };
+      log.warn({ reason, error: describeError(err) }, 'Could not converge');
+    }
+    const engine = await this.#engines.status(rvr.spec.resource).catch(() => undefined);
+    this.#o.metrics.observe(rvr.spec.resource, engine);
+    await this.#report(rvr, engine, outcome, log);
+  }
+
+  async #converge(rvr: ReplicatedVolumeReplica, log: Logger): Promise<Outcome> {
+    const spec = rvr.spec;
+    const res = spec.resource;
+    if (spec.engine === 'Down') {
+      await this.#consumer.release(res, spec.mountPath);
+      if (await this.#engines.status(res)) {
+        const r = await this.#engines.adm(res, 'down');
+        if (r.code !== 0) return { conditions: [{ type: CONDITIONS.engineReady, status: 'False', reason: 'DownFailed', message: r.stderr.trim() }] };
+        log.info('Took the engine down');
+      }
+      await rm(this.#engines.configPath(res), { force: true }); // it holds the shared secret
+      return { conditions: [{ type: CONDITIONS.engineReady, status: 'False', reason: 'Down', message: 'The engine is down (the volume is being deleted)' }] };
+    }
+
+    const missing: string[] = [];
+    for (const p of [spec.self.disk, ...(spec.self.metaDisk === 'internal' ? [] : [spec.self.metaDisk.replace(/\[\d+\]$/, '')])]) {
+      if (!(await Consumer.exists(p))) missing.push(p);
+    }
+    if (missing.length > 0) {
+      return { conditions: [{ type: CONDITIONS.disksFound, status: 'False', reason: 'DiskMissing', message: `${missing.join(' and ')} ${missing.length > 1 ? 'do' : 'does'} not exist on node ${spec.node}; nothing was touched` }] };
+    }
+    const disks: ConditionInput = { type: CONDITIONS.disksFound, status: 'True', reason: 'Found', message: `${spec.self.disk} and meta-disk ${spec.self.metaDisk}` };
+    if (spec.engine === 'Probe') return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'Probing', message: 'Waiting for the controller to start the engines' }] };
+
+    const secret = await this.#secret(rvr);
+    if (secret === undefined) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'SecretMissing', message: `Secret ${spec.secretName} has no ${SECRET_KEY}` }] };
+    await this.#writeConfig(spec, secret);
+
+    let engine = await this.#engines.status(res);
+    if (!engine) {
+      const md = await this.#engines.adm(res, 'create-md');
+      if (md.code === 0) log.info({ disk: spec.self.disk, metaDisk: spec.self.metaDisk }, 'Created metadata');
+      const up = await this.#engines.adm(res, 'up');
+      if (up.code !== 0) {
+        const message = [up.stderr.trim(), md.code !== 0 ? `(create-md: ${md.stderr.trim()})` : ''].filter(Boolean).join(' ');
+        return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'EngineFailed', message }] };
+      }
+      log.info('Started the engine');
+      engine = await this.#engines.status(res);
+      if (!engine) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'EngineFailed', message: 'The engine exited after up' }] };
+    }
+
+    if (spec.role === 'Primary' && engine.role !== 'Primary') {
+      const force = spec.initialSync && engine.disk === 'Inconsistent';
+      const r = await this.#engines.adm(res, ...(force ? ['--', '--force'] : []), 'primary');
+      if (r.code !== 0) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'PromotionRefused', message: r.stderr.trim() }] };
+      log.info({ epoch: spec.epoch, force }, 'Promoted');
+      await this.#event(rvr, 'Normal', 'Promoted', `${spec.node} is Primary (epoch ${spec.epoch}${force ? ', initial full sync' : ''})`);
+    } else if (spec.role === 'Secondary' && engine.role === 'Primary') {
+      await this.#consumer.release(res, spec.mountPath);
+      const r = await this.#engines.adm(res, 'secondary');
+      if (r.code !== 0) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'DemotionRefused', message: r.stderr.trim() }] };
+      log.info({ epoch: spec.epoch }, 'Demoted');
+      await this.#event(rvr, 'Normal', 'Demoted', `${spec.node} is Secondary (epoch ${spec.epoch})`);
+    }
+    const ready: ConditionInput = { type: CONDITIONS.engineReady, status: 'True', reason: 'Running', message: `Engine runs as ${spec.role}` };
+
+    if (spec.role === 'Primary' && spec.filesystem && spec.mountPath) {
+      const m = await this.#consumer.ensure(res, spec.filesystem, spec.mountPath);
+      if (m.created) {
+        log.info({ device: m.device, filesystem: spec.filesystem }, 'Created filesystem');
+        await this.#event(rvr, 'Normal', 'FilesystemCreated', `mkfs.${spec.filesystem} on ${m.device} (the volume was blank)`);
+      }
+      return { conditions: [disks, ready, { type: CONDITIONS.mounted, status: 'True', reason: 'Mounted', message: `${m.device} (${spec.filesystem}) on ${spec.mountPath}` }], mounted: true };
+    }
+    const mounted = await this.#consumer.mounted(spec.mountPath);
+    return { conditions: [disks, ready, { type: CONDITIONS.mounted, status: 'False', reason: spec.mountPath ? 'NotPrimary' : 'NoMountPath', message: spec.mountPath ? 'Mounted only on the Primary' : 'spec.mountPath is not set' }], mounted };
+  }
+
+  async #secret(rvr: ReplicatedVolumeReplica): Promise<string | undefined> {
+    try {
+      const s = await this.#core.readNamespacedSecret({ name: rvr.spec.secretName, namespace: rvr.metadata.namespace });
+      const v = s.data?.[SECRET_KEY];
+      return v ? Buffer.from(v, 'base64').toString('utf8') : undefined;
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async #writeConfig(spec: ReplicatedVolumeReplicaSpec, secret: string): Promise<void> {
+    const path = this.#engines.configPath(spec.resource);
+    const text = renderConfig(spec, secret);
+    // The epoch is in the header comment only; rewriting for it alone is harmless.
+    if ((await readFile(path, 'utf8').catch(() => '')) !== text) await writeFile(path, text, { mode: 0o600 });
+  }
+
+  async #report(rvr: ReplicatedVolumeReplica, e: EngineStatusView | undefined, outcome: Outcome, log: Logger): Promise<void> {
+    const key = `${rvr.metadata.namespace}/${rvr.metadata.name}`;
+    const now = this.#o.now();
+    let conditions: Condition[] = rvr.status?.conditions ?? [];
+    for (const c of outcome.conditions) conditions = setCondition(conditions, { ...c, observedGeneration: rvr.metadata.generation ?? 0 }, now);
+    const status: ReplicatedVolumeReplicaStatus = {
+      role: e?.role ?? 'Unconfigured',
+      ...(e ? {
+        peerRole: e.peerRole, connectionState: e.cstate, diskState: e.disk, peerDiskState: e.peerDisk,
+        ...(e.sync ? { syncProgress: e.sync.percent } : {}),
+        outOfSyncBytes: e.oosBytes, sizeBytes: e.size, currentUuid: e.uuids.current, counters: e.counters,
+      } : {}),
+      epoch: rvr.spec.epoch,
+      mounted: outcome.mounted ?? false,
+      conditions,
+      observedGeneration: rvr.metadata.generation ?? 0,
+    };
+    // Counters move with every write; they alone do not make a report due before the heartbeat.
+    const json = canonicalJson({ ...status, counters: undefined });
+    const last = this.#reported.get(key);
+    if (last && last.json === json && now.getTime() - last.at < HEARTBEAT_MS - 500) return;
+    // A merge patch keeps fields it does not name: name every field, null for "gone".
+    const body: Record<string, unknown> = Object.fromEntries(Object.keys(ReplicatedVolumeReplicaStatus.shape).map((k) => [k, null]));
+    Object.assign(body, status, { lastHeartbeatTime: now.toISOString().replace(/\.\d+Z$/, 'Z') });
+    try {
+      await this.#custom.patchNamespacedCustomObjectStatus({ ...replicaApi, namespace: rvr.metadata.namespace, name: rvr.metadata.name, body: { status: body } }, mergePatch);
+      if (last?.json !== json) log.debug({ role: status.role, cstate: status.connectionState, disk: status.diskState }, 'Reported status');
+      this.#reported.set(key, { json, at: now.getTime() });
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+  }
+
+  async #event(rvr: ReplicatedVolumeReplica, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
+    await recordEvent(this.#core, FIELD_MANAGERS.agent, this.#o.node, { kind: KINDS.replica.kind, name: rvr.metadata.name, namespace: rvr.metadata.namespace, uid: rvr.metadata.uid }, { type, reason, message })
+      .catch((err: unknown) => this.#o.log.warn({ error: describeError(err) }, 'Could not record event'));
+  }
+
+  /** Engines of this node that no replica names any more: their volume is gone. */
+  async #downOrphans(): Promise<void> {
+    if (!this.#informer.synced) return;
+    const wanted = new Set(this.#informer.list().map((r) => (r as { spec?: { resource?: string } }).spec?.resource));
+    for (const res of await this.#engines.resources()) {
+      if (wanted.has(res) || !(await this.#engines.status(res))) continue;
+      this.#o.log.info({ resource: res }, 'Taking down an engine no replica names');
+      await this.#consumer.release(res, undefined);
+      await this.#engines.adm(res, 'down');
+    }
+  }
+}

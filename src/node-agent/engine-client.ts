@@ -1,0 +1,80 @@
+// The agent's handle on engines: lifecycle through `tandemadm` (exactly what an
+// operator would type on the node), status through the engine's control socket
+// (`<run-dir>/<res>.ctl`, the same one `tandemadm status --json` asks). Engines
+// are separate processes: they outlive the agent, and a new agent finds them
+// by their control sockets.
+import { execFile } from 'node:child_process';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+import { callControl, NotRunningError } from '../cli/control.ts';
+
+/** The part of the engine's status JSON the agent uses (src/replication's EngineStatus). */
+export const EngineStatusView = z.object({
+  resource: z.string(),
+  role: z.string(),
+  peerRole: z.string(),
+  cstate: z.string(),
+  disk: z.string(),
+  peerDisk: z.string(),
+  suspended: z.boolean().optional(),
+  size: z.number(),
+  counters: z.record(z.string(), z.number()),
+  oosBytes: z.number(),
+  sync: z.object({ percent: z.number(), remainingBytes: z.number(), totalBytes: z.number() }).loose().optional().nullable(),
+  uuids: z.object({ current: z.string() }).loose(),
+  lastError: z.string().optional().nullable(),
+}).loose();
+export type EngineStatusView = z.infer<typeof EngineStatusView>;
+
+export type AdmResult = { code: number; stdout: string; stderr: string };
+
+const TANDEMADM = fileURLToPath(new URL('../../bin/tandemadm.js', import.meta.url));
+
+export class EngineClient {
+  readonly runDir: string;
+  readonly node: string;
+
+  constructor(o: { runDir: string; node: string }) {
+    this.runDir = o.runDir;
+    this.node = o.node;
+  }
+
+  configPath(resource: string): string {
+    return join(this.runDir, `${resource}.res`);
+  }
+
+  nbdSocket(resource: string): string {
+    return join(this.runDir, `${resource}.nbd`);
+  }
+
+  /** The engine's status, or undefined when no engine runs for the resource. */
+  async status(resource: string): Promise<EngineStatusView | undefined> {
+    try {
+      const r = await callControl(join(this.runDir, `${resource}.ctl`), { cmd: 'status' }, 10_000);
+      if (!r.ok) throw new Error(`${resource}: ${r.error.message}`);
+      return EngineStatusView.parse(r.result);
+    } catch (err) {
+      if (err instanceof NotRunningError) return undefined;
+      throw err;
+    }
+  }
+
+  /** Runs `tandemadm -c RUN/RES.res --node NODE --run-dir RUN ARGS… RES`. */
+  adm(resource: string, ...args: string[]): Promise<AdmResult> {
+    const argv = [TANDEMADM, '-c', this.configPath(resource), '--node', this.node, '--run-dir', this.runDir, ...args, resource];
+    return new Promise((resolve) => {
+      execFile(process.execPath, argv, { timeout: 120_000 }, (err, stdout, stderr) => {
+        const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
+        resolve({ code, stdout, stderr });
+      });
+    });
+  }
+
+  /** Resources with an engine control socket in the run dir (running, or left by a crash). */
+  async resources(): Promise<string[]> {
+    const names = await readdir(this.runDir).catch(() => [] as string[]);
+    return names.filter((n) => n.endsWith('.ctl')).map((n) => n.slice(0, -4));
+  }
+}

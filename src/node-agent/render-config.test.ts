@@ -1,0 +1,26 @@
+// The rendered configuration must mean, to tandemadm's own parser, exactly what the replica spec says.
+import { parseConfigText } from '../cli/drbd-config/index.ts';
+import type { ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
+import { renderConfig } from './render-config.ts';
+
+const spec: ReplicatedVolumeReplicaSpec = {
+  volume: 'mysql', engine: 'Up', resource: 'db.mysql', node: 'master', role: 'Primary', initialSync: false, epoch: 3, port: 7790, minor: 1,
+  self: { node: 'master', address: '10.77.0.11', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' },
+  peer: { node: 'backup', address: '10.77.0.12', disk: '/dev/sdb1', metaDisk: 'internal' },
+  protocol: 'B', sizeBytes: 512 * 2 ** 20, resyncRateBytes: 100 * 2 ** 20, verifyAlg: 'sha1', onIoError: 'pass_on',
+  splitBrain: { afterSb0pri: 'discard-zero-changes', afterSb1pri: 'discard-secondary', afterSb2pri: 'disconnect' },
+  secretName: 'mysql-peer',
+};
+
+test('tandemadm parses the rendered file back into the spec', () => {
+  const { config, warnings } = parseConfigText(renderConfig(spec, 's3cr"t\\x'), '/run/tandem/db.mysql.res');
+  expect(warnings).toEqual([]);
+  const res = config.resources[0]!;
+  expect(res).toMatchObject({ name: 'db.mysql', protocol: 'B' });
+  expect(res.net).toMatchObject({ cramHmacAlg: 'sha256', sharedSecret: 's3cr"t\\x', verifyAlg: 'sha1', afterSb0pri: 'discard-zero-changes', afterSb1pri: 'discard-secondary', afterSb2pri: 'disconnect' });
+  expect(res.disk).toMatchObject({ onIoError: 'pass_on', size: 512 * 2 ** 20, resyncRate: 100 * 2 ** 20 });
+  expect(res.hosts).toEqual([
+    expect.objectContaining({ name: 'master', disk: '/dev/sdb1', metaDisk: { kind: 'indexed', path: '/dev/sdb2', index: 0 }, address: { family: 'ipv4', host: '10.77.0.11', port: 7790 }, minor: 1 }),
+    expect.objectContaining({ name: 'backup', disk: '/dev/sdb1', metaDisk: { kind: 'internal' }, address: { family: 'ipv4', host: '10.77.0.12', port: 7790 } }),
+  ]);
+});

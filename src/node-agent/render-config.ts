@@ -1,0 +1,51 @@
+// The engine's configuration for one replica, in DRBD syntax (drbd.conf(5)), so
+// that on the node `tandemadm -c /run/tandem/RES.res status RES` works as
+// drbdadm does, and so the agent needs no other way to configure an engine.
+// A pure function of the replica spec and the shared secret.
+import type { ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
+
+/** drbd.conf quoting: a string in double quotes, with \ and " escaped. */
+function quote(s: string): string {
+  return `"${s.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+}
+
+function addr(a: string): string {
+  return a.includes(':') ? `ipv6 [${a}]` : a;
+}
+
+export function renderConfig(spec: ReplicatedVolumeReplicaSpec, sharedSecret: string): string {
+  const host = (e: ReplicatedVolumeReplicaSpec['self']) => [
+    `  on ${e.node} {`,
+    `    disk ${e.disk};`,
+    `    meta-disk ${e.metaDisk};`,
+    `    address ${addr(e.address)}:${spec.port};`,
+    '  }',
+  ];
+  const disk = [
+    `on-io-error ${spec.onIoError};`,
+    ...(spec.sizeBytes !== undefined ? [`size ${Math.floor(spec.sizeBytes / 1024)}K;`] : []),
+    ...(spec.resyncRateBytes !== undefined ? [`resync-rate ${Math.max(1, Math.floor(spec.resyncRateBytes / 1024))}K;`] : []),
+  ];
+  const net = [
+    'cram-hmac-alg sha256;',
+    `shared-secret ${quote(sharedSecret)};`,
+    `after-sb-0pri ${spec.splitBrain.afterSb0pri};`,
+    `after-sb-1pri ${spec.splitBrain.afterSb1pri};`,
+    `after-sb-2pri ${spec.splitBrain.afterSb2pri};`,
+    'ping-int 2;',
+    'connect-int 2;',
+    ...(spec.verifyAlg ? [`verify-alg ${spec.verifyAlg};`] : []),
+  ];
+  return [
+    `// Written by tandem-node-agent for ReplicatedVolume ${spec.volume} (replica on ${spec.node}, epoch ${spec.epoch}). Do not edit.`,
+    `resource ${spec.resource} {`,
+    `  protocol ${spec.protocol};`,
+    `  device /dev/drbd${spec.minor};`,
+    `  disk { ${disk.join(' ')} }`,
+    `  net { ${net.join(' ')} }`,
+    ...host(spec.self),
+    ...host(spec.peer),
+    '}',
+    '',
+  ].join('\n');
+}
