@@ -5,7 +5,8 @@ import { unlink } from 'node:fs/promises';
 import { z } from 'zod';
 
 export const ControlRequest = z.object({
-  cmd: z.enum(['status', 'primary', 'secondary', 'connect', 'disconnect', 'attach', 'detach', 'down', 'pause-sync', 'resume-sync', 'outdate']),
+  cmd: z.enum(['status', 'primary', 'secondary', 'connect', 'disconnect', 'attach', 'detach', 'down', 'pause-sync', 'resume-sync', 'outdate', 'new-current-uuid']),
+  clearBitmap: z.boolean().optional(),
   force: z.boolean().optional(),
   discardMyData: z.boolean().optional(),
 });

@@ -88,6 +88,7 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
         case 'pause-sync': return engine.pauseSync();
         case 'resume-sync': return engine.resumeSync();
         case 'outdate': return engine.outdate();
+        case 'new-current-uuid': return engine.newCurrentUuid({ clearBitmap: req.clearBitmap === true });
         case 'down': {
           if (engine.state.role === 'Primary' && (nbd?.clientCount ?? 0) > 0) await engine.demote();
           setImmediate(() => void shutdown('down'));

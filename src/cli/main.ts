@@ -29,16 +29,17 @@ command options (also accepted after '--', as drbdadm does):
                         secondary: disconnect NBD clients first; create-md: overwrite metadata
   --overwrite-data-of-peer   same as primary --force
   --discard-my-data     connect: resolve a split brain by discarding this node's changes
+  --clear-bitmap        new-current-uuid: skip the initial sync of two blank (zeroed) disks
 
 commands:
   create-md up down attach detach connect disconnect primary secondary
-  role cstate dstate status pause-sync resume-sync outdate dump
-  verify invalidate invalidate-remote resize new-current-uuid (not implemented yet)`;
+  role cstate dstate status pause-sync resume-sync outdate dump new-current-uuid
+  verify invalidate invalidate-remote resize (not implemented yet)`;
 
 const COMMANDS = ['create-md', 'up', 'down', 'attach', 'detach', 'connect', 'disconnect', 'primary', 'secondary', 'role', 'cstate', 'dstate',
   'status', 'verify', 'pause-sync', 'resume-sync', 'invalidate', 'invalidate-remote', 'outdate', 'resize', 'dump', 'new-current-uuid'] as const;
 type Command = (typeof COMMANDS)[number];
-const NOT_YET: ReadonlySet<Command> = new Set(['verify', 'invalidate', 'invalidate-remote', 'resize', 'new-current-uuid']);
+const NOT_YET: ReadonlySet<Command> = new Set(['verify', 'invalidate', 'invalidate-remote', 'resize']);
 
 interface Options {
   config: string;
@@ -47,6 +48,7 @@ interface Options {
   json: boolean;
   force: boolean;
   discardMyData: boolean;
+  clearBitmap: boolean;
   command: Command | undefined;
   resources: string[];
   engine: boolean;
@@ -61,7 +63,7 @@ function usageError(message: string): TandemError {
 export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): Options {
   const o: Options = {
     config: env.TANDEM_CONFIG ?? '/etc/tandem/tandem.conf', node: env.TANDEM_NODE ?? hostname(), runDir: env.TANDEM_RUN_DIR ?? '/run/tandem',
-    json: false, force: false, discardMyData: false, command: undefined, resources: [], engine: false, noConnect: false, reportFd: undefined,
+    json: false, force: false, discardMyData: false, clearBitmap: false, command: undefined, resources: [], engine: false, noConnect: false, reportFd: undefined,
   };
   const value = (i: number, flag: string): string => {
     const v = argv[i + 1];
@@ -78,6 +80,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
       case '--json': o.json = true; continue;
       case '--force': case '--overwrite-data-of-peer': o.force = true; continue;
       case '--discard-my-data': o.discardMyData = true; continue;
+      case '--clear-bitmap': o.clearBitmap = true; continue;
       case '--__engine': o.engine = true; continue;
       case '--__no-connect': o.noConnect = true; continue;
       case '--__report-fd': o.reportFd = Number(value(i++, a)); continue;
@@ -236,9 +239,9 @@ async function runOne(o: Options, res: ResourceConfig, out: Output): Promise<voi
       out.out.push(cmd === 'role' ? `${s.role}/${s.peerRole}` : cmd === 'cstate' ? s.cstate : `${s.disk}/${s.peerDisk}`);
       return;
     }
-    case 'connect': case 'disconnect': case 'primary': case 'secondary': case 'detach': case 'pause-sync': case 'resume-sync': {
+    case 'connect': case 'disconnect': case 'primary': case 'secondary': case 'detach': case 'pause-sync': case 'resume-sync': case 'new-current-uuid': {
       try {
-        await control(o, res, { cmd, force: o.force, discardMyData: o.discardMyData });
+        await control(o, res, { cmd, force: o.force, discardMyData: o.discardMyData, clearBitmap: o.clearBitmap });
       } catch (err) {
         if (err instanceof NotRunningError) throw new TandemError(ERROR_CODES.notUp, `${res.name}: resource is not up (run 'tandemadm up ${res.name}')`, 10);
         throw err;

@@ -32,7 +32,8 @@ import { zeroCounters, type Counters } from './counters.ts';
 import { deferred, type Deferred } from './deferred.ts';
 import { ERROR_CODES, REFUSALS, refuse, StateChangeError, TandemError } from './errors.ts';
 import { IntervalLock } from './interval-lock.ts';
-import { locateMetadata, Metadata } from './metadata.ts';
+import { ActivityLog, AL_EXTENT_BYTES } from './activity-log.ts';
+import { AL_BYTES, AL_OFFSET, locateMetadata, Metadata } from './metadata.ts';
 import { PeerLink, type Connection } from './peer-link.ts';
 import { initialState, transition, type EngineState, type StateChange } from './state.ts';
 import { hasLocalDisk, isConnected, isSyncSource, isSyncTarget, isSyncing, isUpToDate, type ConnectionState, type DiskState, type Role } from './states.ts';
@@ -66,6 +67,8 @@ const StateMsg = z.object({
   promoteRequest: z.number().int().optional(),
   promoteReply: z.object({ id: z.number().int(), ok: z.boolean(), message: z.string().optional() }).optional(),
   syncPaused: z.boolean().optional(),
+  /** `new-current-uuid --clear-bitmap` on the peer: both blank disks are declared identical. */
+  clearBitmapUuid: UuidsJson.optional(),
 });
 
 const SyncDone = z.object({ uuids: UuidsJson });
@@ -144,6 +147,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   state: EngineState = initialState();
   private backing: Backing | undefined;
   private md: Metadata | undefined;
+  private al: ActivityLog | undefined;
   /** Usable bytes of the local disk. */
   private capacity = 0;
   /** The device size the application sees. */
@@ -239,13 +243,17 @@ export class Engine extends EventEmitter<EngineEvents> {
         throw new TandemError(ERROR_CODES.backing, `${this.self.disk}: the disk holds ${this.capacity} bytes but the device was ${md.sb.laSize} bytes; refusing to attach a shrunk disk`);
       }
       this.size = md.sb.laSize > 0 ? md.sb.laSize : this.capacity;
-      if (md.has('crashedPrimary')) {
-        // Without the activity log (a later step) we cannot tell which blocks
-        // were in flight when this Primary died: resync all of them.
-        this.log.warn('Metadata says this node crashed while Primary; marking the whole device out of sync');
-        md.bitmap.setAll();
+      const al = new ActivityLog({ handle: md.handle, offset: location.offset + AL_OFFSET, bytes: AL_BYTES }, this.config.disk.alExtents);
+      const hot = await al.recover();
+      if (hot.length > 0) {
+        // Unclean shutdown: writes may have been in flight in these extents,
+        // on one disk and not the other. Resync exactly them.
+        for (const e of hot) md.bitmap.setRange((e * AL_EXTENT_BYTES) / BLOCK_SIZE, ((e + 1) * AL_EXTENT_BYTES) / BLOCK_SIZE);
         await md.writeDirtyBitmap(true);
+        this.log.warn({ extents: hot.length, bytes: hot.length * AL_EXTENT_BYTES }, 'Activity log was not empty (unclean shutdown); marked its extents out of sync');
       }
+      await al.clear();
+      this.al = al;
       const disk: DiskState = !md.has('consistent') ? 'Inconsistent' : md.has('outdated') ? 'Outdated' : 'UpToDate';
       this.counters.bm = md.bitmapWrites;
       this.fact({ disk }, 'attach');
@@ -263,6 +271,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (this.conn) await this.disconnect();
     await this.lock.drain();
     await this.persistBitmap(true);
+    await this.al?.clear();
+    this.al = undefined;
     if (this.bitmapTimer) clearInterval(this.bitmapTimer);
     await this.md.close();
     await this.backing?.handle.close();
@@ -295,8 +305,9 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.link = undefined;
     if (!link) { this.fact({ conn: 'StandAlone' }, 'disconnect'); return; }
     this.fact({ conn: 'Disconnecting' }, 'disconnect');
-    await link.stop();
+    // The connection first: a listening server's close() waits for its sockets.
     this.conn?.close('TearDown', 'disconnect');
+    await link.stop();
     await this.generationGate;
     this.fact({ conn: 'StandAlone' }, 'disconnect');
   }
@@ -304,6 +315,12 @@ export class Engine extends EventEmitter<EngineEvents> {
   private onConnected(c: Connection): void {
     this.conn = c;
     c.onClose = (cs, reason) => this.onConnectionLost(c, cs, reason);
+    // Our PARAMS go out, and the per-connection state is reset, before any frame
+    // from the peer is handled: frames that came with the handshake are replayed
+    // by setHandler, and the decision needs what we sent.
+    this.peerParams = undefined;
+    this.peerBitmapChunks = [];
+    this.sendParams(c, false);
     c.setHandler((f) => {
       try {
         this.onFrame(c, f);
@@ -312,8 +329,6 @@ export class Engine extends EventEmitter<EngineEvents> {
         c.close('ProtocolError', (err as Error).message);
       }
     });
-    this.peerParams = undefined;
-    this.sendParams(c, false);
   }
 
   private makeParams(reply: boolean): Params {
@@ -538,6 +553,16 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.promoteWaiters.delete(s.promoteReply.id);
       return;
     }
+    if (s.clearBitmapUuid) {
+      const uuids = uuidsFromJson(s.clearBitmapUuid);
+      void (async () => {
+        this.metadata.bitmap.clearAll();
+        await this.persistBitmap(true);
+        await this.metadata.update({ uuids, laSize: this.size, set: ['consistent', 'wasUpToDate'], clear: ['outdated'] });
+        this.fact({ disk: 'UpToDate', peerDisk: 'UpToDate' }, 'new-current-uuid --clear-bitmap on the peer');
+      })();
+      return;
+    }
     const change: StateChange = {};
     if (s.role) { change.peerRole = s.role; this.peerPromoting = false; }
     if (s.disk) change.peerDisk = s.disk as DiskState;
@@ -592,6 +617,15 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.requirePrimary();
     this.counters.ap++;
     const release = await this.lock.acquire(offset, data.length);
+    const al = this.al!;
+    try {
+      await al.begin(offset, data.length);
+      this.counters.al = al.transactions;
+    } catch (err) {
+      release();
+      this.counters.ap--;
+      throw err;
+    }
     try {
       const c = this.peerTakesWrites();
       let req: PeerRequest | undefined;
@@ -606,6 +640,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       const ok = await (p === 'A' ? req.sent.promise : p === 'B' ? req.received.promise : req.written.promise);
       if (!ok) await this.markOutOfSync(offset, data.length);
     } finally {
+      al.complete(offset, data.length);
       release();
       this.counters.ap--;
     }
@@ -870,7 +905,8 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   private async onSyncDoneAck(): Promise<void> {
     const md = this.metadata;
-    await md.update({ uuids: finishSyncSource(md.sb.uuids) });
+    // A crashed Primary's recovery resync is done: the flag has served its purpose.
+    await md.update({ uuids: finishSyncSource(md.sb.uuids), clear: this.state.role === 'Primary' ? [] : ['crashedPrimary'] });
     if (isSyncSource(this.state.conn)) this.fact({ conn: 'Connected', peerDisk: 'UpToDate' }, 'resync finished');
   }
 
@@ -933,6 +969,29 @@ export class Engine extends EventEmitter<EngineEvents> {
     await this.persistBitmap(true);
     await this.metadata.update({ clear: ['primaryInd', 'crashedPrimary'] });
     this.sendState({ role: 'Secondary' });
+  }
+
+  /**
+   * `new-current-uuid --clear-bitmap`: skip the initial sync of two blank disks
+   * (DRBD's documented shortcut for thinly provisioned or zeroed devices). Only
+   * for a Connected pair whose disks have never held data.
+   */
+  async newCurrentUuid(opts: { clearBitmap: boolean }): Promise<void> {
+    if (!opts.clearBitmap) throw new TandemError(ERROR_CODES.notImplemented, 'new-current-uuid without --clear-bitmap is not implemented yet', 20);
+    const md = this.metadata;
+    if (this.state.conn !== 'Connected' || this.state.disk !== 'Inconsistent' || this.state.peerDisk !== 'Inconsistent') {
+      throw new StateChangeError(-15, 'new-current-uuid --clear-bitmap needs a Connected pair with both disks Inconsistent');
+    }
+    if (md.sb.uuids.current !== 4n || this.peerParams?.uuids.current !== '0000000000000004') {
+      throw new StateChangeError(-3, `new-current-uuid --clear-bitmap is only for disks that never held data (both must be just created; ours ${uuidsToJson(md.sb.uuids).current}, peer's ${this.peerParams?.uuids.current ?? 'unknown'})`);
+    }
+    const uuids = newCurrent({ ...md.sb.uuids, bitmap: 0n });
+    const fresh = { ...uuids, bitmap: 0n };
+    md.bitmap.clearAll();
+    await this.persistBitmap(true);
+    await md.update({ uuids: fresh, laSize: this.size, set: ['consistent', 'wasUpToDate'], clear: ['outdated'] });
+    this.sendState({ clearBitmapUuid: uuidsToJson(fresh) });
+    this.fact({ disk: 'UpToDate', peerDisk: 'UpToDate' }, 'new-current-uuid --clear-bitmap');
   }
 
   async outdate(): Promise<void> {

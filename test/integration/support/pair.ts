@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import type { EngineStatus } from '../../../src/replication/engine.ts';
+import { callControl } from '../../../src/cli/control.ts';
 
 const run = promisify(execFile);
 const ROOT = resolve(import.meta.dirname, '../../..');
@@ -30,6 +31,8 @@ export interface PairOptions {
   /** Resource name per node (a wrong one for the refusal test). */
   perNodeResource?: Partial<Record<'master' | 'backup', string>>;
   rate?: string;
+  /** Extra text inside `disk {}` (e.g. `al-extents 7;`). */
+  disk?: string;
 }
 
 export type NodeName = 'master' | 'backup';
@@ -84,7 +87,7 @@ export class Pair {
 global { usage-count no; }
 common {
   protocol ${o.protocol ?? 'C'};
-  disk { on-io-error detach; }
+  disk { on-io-error detach; ${o.disk ?? ''} }
   syncer { rate ${o.rate ?? '1024M'}; }
 }
 resource ${this.resourceOf(n)} {
@@ -124,8 +127,11 @@ resource ${this.resourceOf(n)} {
     return r.stdout;
   }
 
+  /** The engine's status over its control socket (what `status --json` prints, without a process spawn). */
   async status(n: NodeName): Promise<EngineStatus> {
-    return JSON.parse(await this.ok(n, 'status', '--json', this.resourceOf(n))) as EngineStatus;
+    const r = await callControl(join(this.runDir(n), `${this.resourceOf(n)}.ctl`), { cmd: 'status' });
+    if (!r.ok) throw new Error(`${n}: status failed: ${r.error.message}`);
+    return r.result as EngineStatus;
   }
 
   async waitFor(n: NodeName, pred: (s: EngineStatus) => boolean, timeoutMs = 30_000, what = 'condition'): Promise<EngineStatus> {
@@ -134,9 +140,18 @@ resource ${this.resourceOf(n)} {
     while (Date.now() < deadline) {
       last = await this.status(n);
       if (pred(last)) return last;
-      await new Promise((r) => setTimeout(r, 100));
+      await new Promise((r) => setTimeout(r, 50));
     }
     throw new Error(`${n}: timed out waiting for ${what}; last status ${JSON.stringify(last)}`);
+  }
+
+  /** create-md on both, up on both, and skip the initial sync of the blank pair. */
+  async startBlank(): Promise<void> {
+    for (const n of ['master', 'backup'] as const) await this.ok(n, 'create-md', this.resourceOf(n));
+    for (const n of ['master', 'backup'] as const) await this.ok(n, 'up', this.resourceOf(n));
+    await this.waitFor('master', (s) => s.cstate === 'Connected', 20_000, 'Connected');
+    await this.ok('master', '--', '--clear-bitmap', 'new-current-uuid', 'mysql');
+    await this.waitInSync();
   }
 
   async waitInSync(timeoutMs = 60_000): Promise<void> {
