@@ -1,9 +1,9 @@
 // npm run gen:crds: writes crds/*.yaml from the zod schemas in src/api, and
-// copies them into the Helm chart (helm/tandem/crds-templates is rendered
-// behind installCRDs). src/api/crds.test.ts fails when either is stale.
+// renders them into the Helm chart (helm/tandem/templates/crds.yaml, behind
+// installCRDs). src/api/crds.test.ts fails when either is stale.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { customResourceDefinitions, renderCrdYaml } from '../src/api/crds.ts';
+import { customResourceDefinitions, renderCrdYaml, renderHelmCrdTemplate } from '../src/api/crds.ts';
 
 const root = resolve(import.meta.dirname, '..');
 mkdirSync(join(root, 'crds'), { recursive: true });
@@ -11,3 +11,5 @@ for (const { file, object } of customResourceDefinitions()) {
   writeFileSync(join(root, 'crds', file), renderCrdYaml(object));
   console.log(`wrote crds/${file}`);
 }
+writeFileSync(join(root, 'helm/tandem/templates/crds.yaml'), renderHelmCrdTemplate(customResourceDefinitions().map((c) => c.object)));
+console.log('wrote helm/tandem/templates/crds.yaml');

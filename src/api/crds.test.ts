@@ -3,13 +3,17 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import yaml from 'js-yaml';
-import { customResourceDefinitions, renderCrdYaml } from './crds.ts';
+import { customResourceDefinitions, renderCrdYaml, renderHelmCrdTemplate } from './crds.ts';
 import { ReplicatedVolume } from './replicated-volume.ts';
 
 const root = resolve(import.meta.dirname, '../..');
 
 test.each(customResourceDefinitions().map((c) => [c.file, c]))('crds/%s is up to date (npm run gen:crds)', (file, c) => {
   expect(readFileSync(join(root, 'crds', file), 'utf8')).toBe(renderCrdYaml(c.object));
+});
+
+test('helm/tandem/templates/crds.yaml is up to date (npm run gen:crds)', () => {
+  expect(readFileSync(join(root, 'helm/tandem/templates/crds.yaml'), 'utf8')).toBe(renderHelmCrdTemplate(customResourceDefinitions().map((c) => c.object)));
 });
 
 test('examples/mysql-volume.yaml parses with the schema and keeps the tutorial resource', () => {

@@ -6,6 +6,7 @@
 // Informers fill caches and enqueue keys; once this process holds the Lease,
 // workers take keys from the queue and reconcile. SIGTERM: stop taking keys,
 // finish the ones in hand, hand the Lease back, exit.
+import { writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import * as k8s from '@kubernetes/client-node';
 import pino from 'pino';
@@ -26,6 +27,8 @@ function flag(argv: string[], name: string, fallback: string): string {
 
 export async function main(argv: string[]): Promise<void> {
   const log = pino({ base: { component: 'controller' }, level: process.env.LOG_LEVEL ?? 'info' });
+  // For process supervisors outside Kubernetes (npm run cluster:deploy).
+  if (process.env.TANDEM_PID_FILE) writeFileSync(process.env.TANDEM_PID_FILE, `${process.pid}\n`);
   const kc = new k8s.KubeConfig();
   kc.loadFromDefault();
   const metrics = controllerMetrics();

@@ -38,10 +38,13 @@ export interface AgentOptions {
   runDir: string;
   log: Logger;
   metrics: AgentMetrics;
+  /** Where the host's / is mounted (the chart's pod); '' when the agent runs in the host's mount namespace. */
+  hostRoot?: string;
   now?: () => Date;
 }
 
-type Outcome = { conditions: ConditionInput[]; mounted?: boolean };
+/** Conditions to set; `stop`: the next step must not run (the engine is not as ordered). */
+type Outcome = { conditions: ConditionInput[]; mounted?: boolean; stop?: boolean };
 
 export class NodeAgent {
   readonly #o: Required<AgentOptions>;
@@ -57,11 +60,11 @@ export class NodeAgent {
   #ticker: NodeJS.Timeout | undefined;
 
   constructor(o: AgentOptions) {
-    this.#o = { now: () => new Date(), ...o };
+    this.#o = { now: () => new Date(), hostRoot: '', ...o };
     this.#custom = o.kc.makeApiClient(k8s.CustomObjectsApi);
     this.#core = o.kc.makeApiClient(k8s.CoreV1Api);
     this.#engines = new EngineClient({ runDir: o.runDir, node: o.node });
-    this.#consumer = new Consumer({ runDir: o.runDir });
+    this.#consumer = new Consumer({ runDir: o.runDir, hostRoot: o.hostRoot ?? '' });
     const selector = `${LABELS.node}=${o.node}`;
     this.#informer = new SupervisedInformer({
       kc: o.kc, log: o.log, path: collectionPath(KINDS.replica.plural), labelSelector: selector,
@@ -121,17 +124,22 @@ export class NodeAgent {
     const rvr = parsed.data;
     if (rvr.spec.node !== this.#o.node) return;
     const log = this.#o.log.child({ rvr: key, resource: rvr.spec.resource });
-    let outcome: Outcome;
-    try {
-      outcome = await this.#converge(rvr, log);
-    } catch (err) {
-      const reason = err instanceof ConsumerError ? err.reason : 'SyncError';
-      outcome = { conditions: [{ type: err instanceof ConsumerError ? CONDITIONS.mounted : CONDITIONS.engineReady, status: 'False', reason, message: describeError(err).message }] };
-      log.warn({ reason, error: describeError(err) }, 'Could not converge');
+    // The engine first and reported at once; the consumer (mkfs can take a while) after.
+    for (const step of [(r: ReplicatedVolumeReplica, l: Logger) => this.#converge(r, l), (r: ReplicatedVolumeReplica, l: Logger) => this.#convergeConsumer(r, l)]) {
+      let outcome: Outcome | undefined;
+      try {
+        outcome = await step(rvr, log);
+      } catch (err) {
+        const reason = err instanceof ConsumerError ? err.reason : 'SyncError';
+        outcome = { conditions: [{ type: err instanceof ConsumerError ? CONDITIONS.mounted : CONDITIONS.engineReady, status: 'False', reason, message: describeError(err).message }], stop: true };
+        log.warn({ reason, error: describeError(err) }, 'Could not converge');
+      }
+      if (!outcome) return;
+      const engine = await this.#engines.status(rvr.spec.resource).catch(() => undefined);
+      this.#o.metrics.observe(rvr.spec.resource, engine);
+      await this.#report(rvr, engine, outcome, log);
+      if (outcome.stop) return;
     }
-    const engine = await this.#engines.status(rvr.spec.resource).catch(() => undefined);
-    this.#o.metrics.observe(rvr.spec.resource, engine);
-    await this.#report(rvr, engine, outcome, log);
   }
 
   async #converge(rvr: ReplicatedVolumeReplica, log: Logger): Promise<Outcome> {
@@ -141,11 +149,11 @@ export class NodeAgent {
       await this.#consumer.release(res, spec.mountPath);
       if (await this.#engines.status(res)) {
         const r = await this.#engines.adm(res, 'down');
-        if (r.code !== 0) return { conditions: [{ type: CONDITIONS.engineReady, status: 'False', reason: 'DownFailed', message: r.stderr.trim() }] };
+        if (r.code !== 0) return { conditions: [{ type: CONDITIONS.engineReady, status: 'False', reason: 'DownFailed', message: r.stderr.trim() }], stop: true };
         log.info('Took the engine down');
       }
       await rm(this.#engines.configPath(res), { force: true }); // it holds the shared secret
-      return { conditions: [{ type: CONDITIONS.engineReady, status: 'False', reason: 'Down', message: 'The engine is down (the volume is being deleted)' }] };
+      return { conditions: [{ type: CONDITIONS.engineReady, status: 'False', reason: 'Down', message: 'The engine is down (the volume is being deleted)' }], stop: true };
     }
 
     const missing: string[] = [];
@@ -153,13 +161,13 @@ export class NodeAgent {
       if (!(await Consumer.exists(p))) missing.push(p);
     }
     if (missing.length > 0) {
-      return { conditions: [{ type: CONDITIONS.disksFound, status: 'False', reason: 'DiskMissing', message: `${missing.join(' and ')} ${missing.length > 1 ? 'do' : 'does'} not exist on node ${spec.node}; nothing was touched` }] };
+      return { conditions: [{ type: CONDITIONS.disksFound, status: 'False', reason: 'DiskMissing', message: `${missing.join(' and ')} ${missing.length > 1 ? 'do' : 'does'} not exist on node ${spec.node}; nothing was touched` }], stop: true };
     }
     const disks: ConditionInput = { type: CONDITIONS.disksFound, status: 'True', reason: 'Found', message: `${spec.self.disk} and meta-disk ${spec.self.metaDisk}` };
-    if (spec.engine === 'Probe') return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'Probing', message: 'Waiting for the controller to start the engines' }] };
+    if (spec.engine === 'Probe') return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'Probing', message: 'Waiting for the controller to start the engines' }], stop: true };
 
     const secret = await this.#secret(rvr);
-    if (secret === undefined) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'SecretMissing', message: `Secret ${spec.secretName} has no ${SECRET_KEY}` }] };
+    if (secret === undefined) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'SecretMissing', message: `Secret ${spec.secretName} has no ${SECRET_KEY}` }], stop: true };
     await this.#writeConfig(spec, secret);
 
     let engine = await this.#engines.status(res);
@@ -169,38 +177,43 @@ export class NodeAgent {
       const up = await this.#engines.adm(res, 'up');
       if (up.code !== 0) {
         const message = [up.stderr.trim(), md.code !== 0 ? `(create-md: ${md.stderr.trim()})` : ''].filter(Boolean).join(' ');
-        return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'EngineFailed', message }] };
+        return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'EngineFailed', message }], stop: true };
       }
       log.info('Started the engine');
       engine = await this.#engines.status(res);
-      if (!engine) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'EngineFailed', message: 'The engine exited after up' }] };
+      if (!engine) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'EngineFailed', message: 'The engine exited after up' }], stop: true };
     }
 
     if (spec.role === 'Primary' && engine.role !== 'Primary') {
       const force = spec.initialSync && engine.disk === 'Inconsistent';
       const r = await this.#engines.adm(res, ...(force ? ['--', '--force'] : []), 'primary');
-      if (r.code !== 0) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'PromotionRefused', message: r.stderr.trim() }] };
+      if (r.code !== 0) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'PromotionRefused', message: r.stderr.trim() }], stop: true };
       log.info({ epoch: spec.epoch, force }, 'Promoted');
       await this.#event(rvr, 'Normal', 'Promoted', `${spec.node} is Primary (epoch ${spec.epoch}${force ? ', initial full sync' : ''})`);
     } else if (spec.role === 'Secondary' && engine.role === 'Primary') {
       await this.#consumer.release(res, spec.mountPath);
       const r = await this.#engines.adm(res, 'secondary');
-      if (r.code !== 0) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'DemotionRefused', message: r.stderr.trim() }] };
+      if (r.code !== 0) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'DemotionRefused', message: r.stderr.trim() }], stop: true };
       log.info({ epoch: spec.epoch }, 'Demoted');
       await this.#event(rvr, 'Normal', 'Demoted', `${spec.node} is Secondary (epoch ${spec.epoch})`);
     }
-    const ready: ConditionInput = { type: CONDITIONS.engineReady, status: 'True', reason: 'Running', message: `Engine runs as ${spec.role}` };
+    return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'True', reason: 'Running', message: `Engine runs as ${spec.role}` }], mounted: await this.#consumer.mounted(spec.mountPath) };
+  }
 
+  /** On the Primary: filesystem (once) and mount. Runs only after the engine step succeeded. */
+  async #convergeConsumer(rvr: ReplicatedVolumeReplica, log: Logger): Promise<Outcome | undefined> {
+    const spec = rvr.spec;
+    const res = spec.resource;
     if (spec.role === 'Primary' && spec.filesystem && spec.mountPath) {
       const m = await this.#consumer.ensure(res, spec.filesystem, spec.mountPath);
       if (m.created) {
         log.info({ device: m.device, filesystem: spec.filesystem }, 'Created filesystem');
         await this.#event(rvr, 'Normal', 'FilesystemCreated', `mkfs.${spec.filesystem} on ${m.device} (the volume was blank)`);
       }
-      return { conditions: [disks, ready, { type: CONDITIONS.mounted, status: 'True', reason: 'Mounted', message: `${m.device} (${spec.filesystem}) on ${spec.mountPath}` }], mounted: true };
+      return { conditions: [{ type: CONDITIONS.mounted, status: 'True', reason: 'Mounted', message: `${m.device} (${spec.filesystem}) on ${spec.mountPath}` }], mounted: true };
     }
     const mounted = await this.#consumer.mounted(spec.mountPath);
-    return { conditions: [disks, ready, { type: CONDITIONS.mounted, status: 'False', reason: spec.mountPath ? 'NotPrimary' : 'NoMountPath', message: spec.mountPath ? 'Mounted only on the Primary' : 'spec.mountPath is not set' }], mounted };
+    return { conditions: [{ type: CONDITIONS.mounted, status: 'False', reason: spec.mountPath ? 'NotPrimary' : 'NoMountPath', message: spec.mountPath ? 'Mounted only on the Primary' : 'spec.mountPath is not set' }], mounted };
   }
 
   async #secret(rvr: ReplicatedVolumeReplica): Promise<string | undefined> {

@@ -65,10 +65,17 @@ async function isZero(device: string, bytes: number): Promise<boolean> {
 export class Consumer {
   readonly #runDir: string;
   readonly #run: Run;
+  /** Where the host's / is in this mount namespace: '' on the host, /mnt/tandem-host in the chart's pod. */
+  readonly #hostRoot: string;
 
-  constructor(o: { runDir: string; run?: Run }) {
+  constructor(o: { runDir: string; hostRoot?: string; run?: Run }) {
     this.#runDir = o.runDir;
+    this.#hostRoot = (o.hostRoot ?? '').replace(/\/+$/, '');
     this.#run = o.run ?? run;
+  }
+
+  #onHost(path: string): string {
+    return this.#hostRoot + path;
   }
 
   #paths(resource: string) {
@@ -82,8 +89,9 @@ export class Consumer {
   }
 
   /** Makes the filesystem (once) and mounts it; returns what is mounted where. */
-  async ensure(resource: string, filesystem: 'xfs' | 'ext4', mountPath: string): Promise<{ device: string; created: boolean }> {
+  async ensure(resource: string, filesystem: 'xfs' | 'ext4', hostMountPath: string): Promise<{ device: string; created: boolean }> {
     const p = this.#paths(resource);
+    const mountPath = this.#onHost(hostMountPath);
     const mounts = await mountPoints();
     if (!mounts.has(p.dir)) {
       await mkdir(p.dir, { recursive: true });
@@ -118,8 +126,9 @@ export class Consumer {
   }
 
   /** Unmounts, detaches the loop device and stops nbdfuse; safe when nothing is set up. */
-  async release(resource: string, mountPath: string | undefined): Promise<void> {
+  async release(resource: string, hostMountPath: string | undefined): Promise<void> {
     const p = this.#paths(resource);
+    const mountPath = hostMountPath && this.#onHost(hostMountPath);
     const mounts = await mountPoints();
     if (mountPath && mounts.has(mountPath)) {
       const u = await this.#run('umount', [mountPath]);
@@ -139,8 +148,8 @@ export class Consumer {
     }
   }
 
-  async mounted(mountPath: string | undefined): Promise<boolean> {
-    return mountPath !== undefined && (await mountPoints()).has(mountPath);
+  async mounted(hostMountPath: string | undefined): Promise<boolean> {
+    return hostMountPath !== undefined && (await mountPoints()).has(this.#onHost(hostMountPath));
   }
 
   static exists = exists;

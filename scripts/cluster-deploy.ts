@@ -1,0 +1,157 @@
+// npm run cluster:deploy — tandem on the local control plane, as a user would run it:
+//   1. `helm upgrade --install tandem helm/tandem` (CRDs, RBAC, ServiceAccounts, Deployment,
+//      DaemonSet; there is no kubelet, so their pods never run and…)
+//   2. …the controller runs as a process on the host and one node agent per simulated node
+//      runs inside that node's namespaces (cluster:exec), each authenticated with a token of
+//      the chart's own ServiceAccount, so the chart's RBAC is what is exercised.
+//
+//   node scripts/cluster-deploy.ts [deploy]            install/upgrade and (re)start everything
+//   node scripts/cluster-deploy.ts undeploy            stop the processes (the release stays)
+//   node scripts/cluster-deploy.ts start-controller    (re)start the controller only
+//   node scripts/cluster-deploy.ts start-agent NODE    (re)start one agent
+//   node scripts/cluster-deploy.ts kill controller|agent-NODE   SIGKILL it (engines keep running)
+//
+// Logs: .cluster/logs/tandem-controller.log, .cluster/logs/tandem-agent-NODE.log.
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { apiserverUrl, bin, repoRoot, state } from '../test/e2e/harness/paths.ts';
+
+export const release = { name: 'tandem', namespace: 'tandem-system' } as const;
+const deployDir = join(state.run, '..', 'deploy');
+export const controllerMetricsPort = 18080;
+export const agentMetricsPort = 9942;
+const cli = join(repoRoot, 'test/e2e/harness/cli.ts');
+const log = (m: string) => console.error(`[deploy] ${m}`);
+
+function tool(file: string, args: string[], input?: string): string {
+  return execFileSync(file, args, { env: { ...process.env, KUBECONFIG: state.kubeconfig }, encoding: 'utf8', input: input ?? '', stdio: ['pipe', 'pipe', 'pipe'] });
+}
+
+function nodes(): string[] {
+  const out = execFileSync(process.execPath, [cli, 'status'], { encoding: 'utf8' });
+  return Object.keys((JSON.parse(out) as { nodes: Record<string, unknown> }).nodes);
+}
+
+/** CRDs applied by hand before the chart existed are adopted by the release instead of failing the install. */
+function adoptCrds(): void {
+  for (const crd of ['replicatedvolumes.tandem.dev', 'replicatedvolumereplicas.tandem.dev']) {
+    try { tool(bin.kubectl, ['get', 'crd', crd]); } catch { continue; }
+    tool(bin.kubectl, ['label', '--overwrite', 'crd', crd, 'app.kubernetes.io/managed-by=Helm']);
+    tool(bin.kubectl, ['annotate', '--overwrite', 'crd', crd, `meta.helm.sh/release-name=${release.name}`, `meta.helm.sh/release-namespace=${release.namespace}`]);
+  }
+}
+
+function kubeconfigFor(serviceAccount: string): string {
+  const token = tool(bin.kubectl, ['create', 'token', serviceAccount, '-n', release.namespace, '--duration=48h']).trim();
+  const ca = join(state.pki, 'ca.crt');
+  const path = join(deployDir, `${serviceAccount}.kubeconfig`);
+  writeFileSync(path, [
+    'apiVersion: v1', 'kind: Config',
+    'clusters:', '- name: local', '  cluster:', `    server: ${apiserverUrl}`, `    certificate-authority: ${ca}`,
+    'users:', `- name: ${serviceAccount}`, '  user:', `    token: ${token}`,
+    'contexts:', '- name: local', '  context:', '    cluster: local', `    user: ${serviceAccount}`, `    namespace: ${release.namespace}`,
+    'current-context: local', '',
+  ].join('\n'), { mode: 0o600 });
+  return path;
+}
+
+function pidFile(name: string): string {
+  return join(deployDir, `${name}.pid`);
+}
+
+/** SIGTERM (or SIGKILL) the process named in the pid file, if it is still ours. */
+async function stopProcess(name: string, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  const f = pidFile(name);
+  if (!existsSync(f)) return;
+  const pid = Number(readFileSync(f, 'utf8').trim());
+  const alive = () => { try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('tandem-'); } catch { return false; } };
+  if (pid > 0 && alive()) {
+    process.kill(pid, signal);
+    for (let i = 0; i < 100 && alive(); i++) await sleep(100);
+    if (alive()) process.kill(pid, 'SIGKILL');
+  }
+  rmSync(f, { force: true });
+}
+
+async function waitReady(url: string, what: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      if ((await fetch(url, { signal: AbortSignal.timeout(1000) })).ok) return;
+    } catch { /* not yet */ }
+    await sleep(200);
+  }
+  throw new Error(`${what} did not become ready at ${url} within ${timeoutMs} ms; see ${state.logs}`);
+}
+
+function launch(name: string, argv: string[], env: Record<string, string>): void {
+  const out = openSync(join(state.logs, `tandem-${name}.log`), 'a');
+  const child = spawn(argv[0]!, argv.slice(1), { cwd: repoRoot, detached: true, stdio: ['ignore', out, out], env: { ...process.env, ...env, TANDEM_PID_FILE: pidFile(name) } });
+  child.unref();
+}
+
+export async function startController(): Promise<void> {
+  await stopProcess('controller');
+  launch('controller', [process.execPath, join(repoRoot, 'bin/tandem-controller.js'), '--metrics-port', String(controllerMetricsPort)], {
+    KUBECONFIG: join(deployDir, `${release.name}-controller.kubeconfig`), POD_NAMESPACE: release.namespace, POD_NAME: 'tandem-controller-local',
+  });
+  await waitReady(`http://127.0.0.1:${controllerMetricsPort}/readyz`, 'The controller');
+}
+
+export function agentUrl(node: string, path = '/readyz'): string {
+  const ip = JSON.parse(tool(bin.kubectl, ['get', 'node', node, '-o', 'json'])).status.addresses.find((a: { type: string }) => a.type === 'InternalIP').address as string;
+  return `http://${ip}:${agentMetricsPort}${path}`;
+}
+
+export async function startAgent(node: string): Promise<void> {
+  await stopProcess(`agent-${node}`);
+  launch(`agent-${node}`, [process.execPath, cli, 'exec', node, '--', 'env',
+    `KUBECONFIG=${join(deployDir, `${release.name}-node-agent.kubeconfig`)}`, `TANDEM_PID_FILE=${pidFile(`agent-${node}`)}`,
+    process.execPath, join(repoRoot, 'bin/tandem-node-agent.js'), '--node', node, '--metrics-port', String(agentMetricsPort)], {});
+  await waitReady(agentUrl(node), `The agent on ${node}`);
+}
+
+export async function deploy(): Promise<void> {
+  mkdirSync(deployDir, { recursive: true });
+  mkdirSync(state.logs, { recursive: true });
+  adoptCrds();
+  const t0 = Date.now();
+  tool(bin.helm, ['upgrade', '--install', release.name, join(repoRoot, 'helm/tandem'), '--namespace', release.namespace, '--create-namespace']);
+  log(`helm upgrade --install ${release.name} done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  tool(bin.kubectl, ['wait', '--for=condition=Established', '--timeout=60s', 'crd/replicatedvolumes.tandem.dev', 'crd/replicatedvolumereplicas.tandem.dev']);
+  kubeconfigFor(`${release.name}-controller`);
+  kubeconfigFor(`${release.name}-node-agent`);
+  await startController();
+  log(`Controller is ready (metrics http://127.0.0.1:${controllerMetricsPort}/metrics)`);
+  for (const n of nodes()) {
+    await startAgent(n);
+    log(`Agent on ${n} is ready`);
+  }
+}
+
+export async function undeploy(): Promise<void> {
+  await stopProcess('controller');
+  for (const n of nodes()) await stopProcess(`agent-${n}`);
+}
+
+export async function kill(name: string): Promise<void> {
+  await stopProcess(name, 'SIGKILL');
+}
+
+if (import.meta.main) {
+  const [cmd = 'deploy', arg] = process.argv.slice(2);
+  try {
+    if (cmd === 'deploy') await deploy();
+    else if (cmd === 'undeploy') await undeploy();
+    else if (cmd === 'start-controller') await startController();
+    else if (cmd === 'start-agent' && arg) await startAgent(arg);
+    else if (cmd === 'kill' && arg) await kill(arg);
+    else throw new Error('usage: cluster-deploy.ts [deploy|undeploy|start-controller|start-agent NODE|kill controller|agent-NODE]');
+    log(`${cmd} done`);
+  } catch (err) {
+    console.error(err instanceof Error ? err.message : err);
+    process.exitCode = 1;
+  }
+}
