@@ -179,6 +179,9 @@ export class VolumeReconciler {
     for (const spec of desiredReplicaSpecs(rv, placement.replicas, port, roles, engine)) {
       const have = current.get(spec.node);
       if (have && canonicalJson(have.spec) === canonicalJson(spec)) continue;
+      // While deleting, only existing replicas are told to go Down: a replica already gone
+      // (namespace teardown deletes them first) leaves an orphan engine its agent takes down.
+      if (deleting && !have) continue;
       await this.#objects.patch({
         apiVersion: API_VERSION, kind: KINDS.replica.kind,
         metadata: { name: replicaName(rv.metadata.name, spec.node), namespace: rv.metadata.namespace,

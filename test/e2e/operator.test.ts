@@ -1,0 +1,231 @@
+// The operator on the real control plane (issue 4's "Done when"): helm install +
+// controller and agents under the chart's ServiceAccounts (npm run cluster:deploy),
+// the tutorial's volume from examples/mysql-volume.yaml unchanged, a manual role
+// switch that carries data across, kill -9 of controller and agents under I/O,
+// bad volumes refused or conditioned without touching a disk, and deletion that
+// takes the engines down and wipes nothing. Local harness only (it runs the
+// agents inside the simulated nodes).
+import { spawn as spawnLocal } from 'node:child_process';
+import { join } from 'node:path';
+import { jest } from '@jest/globals';
+import { repoRoot } from './harness/paths.ts';
+import { expectApiError, external, helm, kubectl, useCluster } from './lib/cluster.ts';
+import { eventually } from './lib/eventually.ts';
+import { execInNode, exited, spawnInNode } from './lib/nodes.ts';
+
+jest.setTimeout(240_000);
+const describeLocal = external ? describe.skip : describe;
+const cluster = useCluster();
+const ns = `e2e-operator-${process.pid}`;
+const deployScript = join(repoRoot, 'scripts/cluster-deploy.ts');
+const example = join(repoRoot, 'examples/mysql-volume.yaml');
+
+type Rv = {
+  metadata: { name: string; generation: number; finalizers?: string[] };
+  status?: {
+    phase?: string; primary?: string; epoch?: number; connection?: string; disks?: string; observedGeneration?: number;
+    replicas?: { node: string; role?: string; connectionState?: string; diskState?: string }[];
+    conditions?: { type: string; status: string; reason: string; message: string; observedGeneration?: number }[];
+  };
+};
+
+async function deploy(...args: string[]): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const child = spawnLocal(process.execPath, [deployScript, ...args]);
+    let err = '';
+    child.stderr?.on('data', (d: Buffer) => { err += d.toString(); });
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`cluster-deploy ${args.join(' ')} exited ${code}: ${err}`))));
+  });
+}
+
+async function getRv(name: string): Promise<Rv> {
+  return JSON.parse((await kubectl(['get', 'rv', name, '-n', ns, '-o', 'json'])).stdout) as Rv;
+}
+
+function ready(rv: Rv): { status: string; reason: string; message: string } | undefined {
+  const c = rv.status?.conditions?.find((x) => x.type === 'Ready');
+  return c && c.observedGeneration === rv.metadata.generation ? c : undefined;
+}
+
+/** Ready=True for the current generation, with `primary` Primary and the pair Connected UpToDate/UpToDate. */
+async function waitReady(name: string, primary: string, timeoutMs = 120_000): Promise<Rv> {
+  return eventually(async () => {
+    const rv = await getRv(name);
+    expect({ ready: ready(rv)?.status, primary: rv.status?.primary, connection: rv.status?.connection, disks: rv.status?.disks })
+      .toEqual({ ready: 'True', primary, connection: 'Connected', disks: 'UpToDate/UpToDate' });
+    expect(rv.status?.replicas?.find((r) => r.role === 'Primary')?.node).toBe(primary);
+    return rv;
+  }, { timeoutMs, intervalMs: 1000, what: `${name}: Ready with ${primary} Primary` });
+}
+
+/** Blank disks on both nodes: no engine, no mount, no metadata left by an earlier run. */
+async function freshDisks(): Promise<void> {
+  const script = [
+    'umount /mydata/mysql 2>/dev/null',
+    'for d in /run/tandem/*.fuse; do [ -d "$d" ] && { losetup -j "$d/disk" -O NAME -n | xargs -r -n1 losetup -d; umount "$d"; }; done 2>/dev/null',
+    'for p in /run/tandem/*.pid; do [ -f "$p" ] && kill -9 "$(cat "$p")"; done 2>/dev/null',
+    'rm -f /run/tandem/*',
+    'blkdiscard -f /dev/sdb1 2>/dev/null && blkdiscard -f /dev/sdb2 2>/dev/null',
+    'true',
+  ].join('; ');
+  for (const n of ['master', 'backup']) await execInNode(n, ['sh', '-c', script]);
+}
+
+async function engineFiles(node: string): Promise<string> {
+  return (await execInNode(node, ['sh', '-c', 'ls /run/tandem'])).stdout;
+}
+
+describeLocal('the operator on the local control plane', () => {
+  beforeAll(async () => {
+    await deploy('deploy');
+    await kubectl(['create', 'namespace', ns]);
+  }, 180_000);
+
+  afterAll(async () => {
+    // Volumes first (the controller must be up to take their engines down), then the processes.
+    await kubectl(['delete', 'rv', '--all', '-n', ns, '--timeout=90s']).catch(() => undefined);
+    await kubectl(['delete', 'namespace', ns, '--wait=false']).catch(() => undefined);
+    await deploy('undeploy').catch(() => undefined);
+  }, 180_000);
+
+  test('the chart lints clean and its RBAC is least privilege', async () => {
+    const lint = await helm(['lint', join(repoRoot, 'helm/tandem')]);
+    expect(lint.stdout).toContain('1 chart(s) linted, 0 chart(s) failed');
+    expect(lint.stdout).not.toContain('[WARNING]');
+    const rendered = (await helm(['template', 'tandem', join(repoRoot, 'helm/tandem'), '--namespace', 'tandem-system'])).stdout;
+    expect(rendered).not.toMatch(/verbs:.*\*/);
+    expect(rendered).not.toMatch(/resources:.*\*/);
+    expect(rendered).not.toMatch(/name: cluster-admin/);
+    const noCrds = (await helm(['template', 'tandem', join(repoRoot, 'helm/tandem'), '--set', 'installCRDs=false'])).stdout;
+    expect(noCrds).not.toContain('kind: CustomResourceDefinition');
+    // `kubectl auth can-i` exits 1 for "no"; the answer is the last line either way.
+    const can = async (sa: string, verb: string, resource: string) => {
+      const [res, sub] = resource.split('/');
+      const args = ['auth', 'can-i', verb, res!, ...(sub ? [`--subresource=${sub}`] : []), '-n', ns, `--as=system:serviceaccount:tandem-system:${sa}`];
+      return (await kubectl(args).catch((e: Error) => ({ stdout: e.message }))).stdout.trim().split('\n').pop();
+    };
+    expect(await can('tandem-node-agent', 'patch', 'replicatedvolumereplicas.tandem.dev/status')).toBe('yes');
+    expect(await can('tandem-node-agent', 'patch', 'replicatedvolumereplicas.tandem.dev')).toBe('no');
+    expect(await can('tandem-node-agent', 'patch', 'replicatedvolumes.tandem.dev')).toBe('no');
+    expect(await can('tandem-node-agent', 'list', 'secrets')).toBe('no');
+    expect(await can('tandem-controller', 'delete', 'replicatedvolumes.tandem.dev')).toBe('no');
+    expect(await can('tandem-controller', 'list', 'secrets')).toBe('no');
+  });
+
+  describe('bad volumes', () => {
+    const rv = (name: string, spec: object) => JSON.stringify({ apiVersion: 'tandem.dev/v1alpha1', kind: 'ReplicatedVolume', metadata: { name, namespace: ns }, spec });
+    const good = [{ node: 'master', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' }, { node: 'backup', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' }];
+
+    test('protocol D and the same node twice are refused by the API server, with the reason', async () => {
+      const create = (name: string, spec: object) => cluster.custom.createNamespacedCustomObject({ group: 'tandem.dev', version: 'v1alpha1', namespace: ns, plural: 'replicatedvolumes', body: JSON.parse(rv(name, spec)) });
+      const d = await expectApiError(create('proto-d', { protocol: 'D', replicas: good }));
+      expect(d.code).toBe(422);
+      expect(d.message).toContain('spec.protocol: Unsupported value: "D": supported values: "A", "B", "C"');
+      const twice = await expectApiError(create('twice', { replicas: [good[0], good[0]] }));
+      expect(twice.code).toBe(422);
+      expect(twice.message).toContain('the two replicas must be on two different nodes');
+      const one = await expectApiError(create('one', { replicas: [good[0]] }));
+      expect(one.message).toContain('spec.replicas: Invalid value');
+    });
+
+    test('an unknown node: Ready=False NodeNotFound, no replica is created', async () => {
+      await kubectl(['apply', '-f', '-'], { input: rv('nowhere', { replicas: [good[0], { node: 'nowhere', disk: '/dev/sdb1' }] }) });
+      const got = await eventually(async () => {
+        const r = await getRv('nowhere');
+        expect(ready(r)).toMatchObject({ status: 'False', reason: 'NodeNotFound', message: 'node nowhere does not exist' });
+        return r;
+      }, { timeoutMs: 30_000, what: 'NodeNotFound' });
+      expect(got.status?.phase).toBe('Failed');
+      expect((await kubectl(['get', 'rvr', '-n', ns, '-l', 'tandem.dev/volume=nowhere', '-o', 'name'])).stdout.trim()).toBe('');
+      const events = (await kubectl(['get', 'events', '-n', ns, '--field-selector', 'involvedObject.name=nowhere', '-o', 'jsonpath={.items[*].reason}'])).stdout;
+      expect(events).toContain('NodeNotFound');
+      await kubectl(['delete', 'rv', 'nowhere', '-n', ns, '--timeout=60s']);
+    });
+
+    test('a disk path missing on a node: Ready=False DiskMissing naming it, and no engine starts on either node', async () => {
+      await kubectl(['apply', '-f', '-'], { input: rv('nodisk', { replicas: [{ node: 'master', disk: '/dev/sdc1' }, good[1]] }) });
+      const got = await eventually(async () => {
+        const r = await getRv('nodisk');
+        expect(ready(r)).toMatchObject({ status: 'False', reason: 'DiskMissing' });
+        return r;
+      }, { timeoutMs: 30_000, what: 'DiskMissing' });
+      expect(ready(got)?.message).toBe('master: /dev/sdc1 does not exist on node master; nothing was touched');
+      // The good side is held at Probe: no create-md, no engine.
+      await new Promise((r) => setTimeout(r, 3000));
+      const backup = JSON.parse((await kubectl(['get', 'rvr', 'nodisk-backup', '-n', ns, '-o', 'json'])).stdout) as { spec: { engine: string }; status?: { role?: string } };
+      expect(backup.spec.engine).toBe('Probe');
+      expect(backup.status?.role).toBe('Unconfigured');
+      expect(await engineFiles('backup')).not.toContain(`${ns}.nodisk`);
+      await kubectl(['delete', 'rv', 'nodisk', '-n', ns, '--timeout=60s']);
+    });
+  });
+
+  describe('the tutorial volume (examples/mysql-volume.yaml, unchanged)', () => {
+    beforeAll(async () => {
+      await freshDisks();
+    }, 60_000);
+
+    test('becomes Primary on master, Connected, UpToDate/UpToDate, Ready=True, with the filesystem mounted', async () => {
+      const t0 = Date.now();
+      await kubectl(['apply', '-n', ns, '-f', example]);
+      const rv = await waitReady('mysql', 'master');
+      console.log(`mysql Ready after ${((Date.now() - t0) / 1000).toFixed(1)} s (initial full sync of 1 GiB included)`);
+      expect(rv.status?.epoch).toBe(1);
+      expect(rv.metadata.finalizers).toContain('tandem.dev/replicated-volume');
+      const table = (await kubectl(['get', 'rv', 'mysql', '-n', ns])).stdout;
+      expect(table).toMatch(/^NAME\s+PRIMARY\s+PROTOCOL\s+CONNECTION\s+DISKS\s+SYNC\s+READY\s+AGE/);
+      expect(table).toMatch(/mysql\s+master\s+C\s+Connected\s+UpToDate\/UpToDate\s+True/);
+      const mount = await eventually(async () => {
+        const m = (await execInNode('master', ['findmnt', '-n', '-o', 'FSTYPE', '/mydata/mysql'])).stdout.trim();
+        expect(m).toBe('xfs');
+        return m;
+      }, { timeoutMs: 30_000, what: 'the xfs mount on master' });
+      expect(mount).toBe('xfs');
+      const events = (await kubectl(['get', 'events', '-n', ns, '--field-selector', 'involvedObject.name=mysql', '-o', 'jsonpath={.items[*].reason}'])).stdout;
+      expect(events).toContain('Promoted');
+      expect(events).toContain('SyncFinished');
+    });
+
+    test('data written through the Primary is readable on the other node after a manual role switch (spec.primary)', async () => {
+      await execInNode('master', ['sh', '-c', 'head -c 4194304 /dev/urandom > /mydata/mysql/data.bin && sha256sum /mydata/mysql/data.bin | cut -d" " -f1 > /mydata/mysql/data.sha && sync']);
+      const want = (await execInNode('master', ['cat', '/mydata/mysql/data.sha'])).stdout.trim();
+      await kubectl(['patch', 'rv', 'mysql', '-n', ns, '--type=merge', '-p', '{"spec":{"primary":"backup"}}']);
+      const rv = await waitReady('mysql', 'backup', 60_000);
+      expect(rv.status?.epoch).toBe(2);
+      expect((await execInNode('master', ['sh', '-c', 'findmnt -n /mydata/mysql || echo unmounted'])).stdout.trim()).toBe('unmounted');
+      const got = await eventually(async () => (await execInNode('backup', ['sh', '-c', 'sha256sum /mydata/mysql/data.bin | cut -d" " -f1'])).stdout.trim(), { timeoutMs: 30_000, what: 'the file on backup' });
+      expect(got).toBe(want);
+    });
+
+    test('kill -9 of the controller and both agents under I/O: writes go on, state converges again', async () => {
+      // 400 synchronous 64 KiB writes on the Primary (backup now), about as long as the restart takes.
+      const writer = spawnInNode('backup', ['sh', '-c', 'dd if=/dev/urandom of=/mydata/mysql/stream bs=64k count=400 oflag=sync status=none && echo WROTE']);
+      let out = '';
+      writer.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
+      await new Promise((r) => setTimeout(r, 500));
+      for (const p of ['controller', 'agent-master', 'agent-backup']) await deploy('kill', p);
+      const { code } = await exited(writer);
+      expect({ code, out: out.trim() }).toEqual({ code: 0, out: 'WROTE' });
+      expect((await execInNode('backup', ['stat', '-c', '%s', '/mydata/mysql/stream'])).stdout.trim()).toBe(String(400 * 65536));
+      await deploy('start-controller');
+      await deploy('start-agent', 'master');
+      await deploy('start-agent', 'backup');
+      const rv = await waitReady('mysql', 'backup', 60_000);
+      expect(rv.status?.epoch).toBe(2); // nothing changed hands
+      // Heartbeats are fresh again: the new agents re-attached to the running engines.
+      const rvr = JSON.parse((await kubectl(['get', 'rvr', 'mysql-backup', '-n', ns, '-o', 'json'])).stdout) as { status: { lastHeartbeatTime: string; role: string } };
+      expect(rvr.status.role).toBe('Primary');
+      expect(Date.now() - Date.parse(rvr.status.lastHeartbeatTime)).toBeLessThan(15_000);
+    });
+
+    test('deleting the volume takes the engines down and wipes nothing', async () => {
+      await kubectl(['delete', 'rv', 'mysql', '-n', ns, '--timeout=90s']);
+      for (const n of ['master', 'backup']) {
+        expect(await engineFiles(n)).not.toMatch(/\.ctl|\.res/);
+        expect((await execInNode(n, ['sh', '-c', 'findmnt -n /mydata/mysql || echo unmounted'])).stdout.trim()).toBe('unmounted');
+      }
+      // The data is still on the backing disk (external metadata: /dev/sdb1 holds the filesystem as is).
+      expect((await execInNode('backup', ['blkid', '-p', '-o', 'value', '-s', 'TYPE', '/dev/sdb1'])).stdout.trim()).toBe('xfs');
+    });
+  });
+});
