@@ -61,3 +61,30 @@ describe('ByteQueue', () => {
     );
   });
 });
+
+describe('ByteQueue with transient chunks', () => {
+  it('never hands out a view of a transient chunk, and own() copies what is left', () => {
+    const q = new ByteQueue();
+    const staging = Buffer.alloc(6); // not from Node's shared pool
+    staging.set([1, 2, 3, 4, 5, 6]);
+    q.push(staging.subarray(0, 6), true);
+    const taken = q.take(2);
+    expect(taken.buffer).not.toBe(staging.buffer);
+    expect(q.holdsTransient).toBe(true);
+    q.own();
+    expect(q.holdsTransient).toBe(false);
+    staging.fill(0); // the caller reuses its memory
+    expect(taken).toEqual(bytes(1, 2));
+    expect(q.take(4)).toEqual(bytes(3, 4, 5, 6));
+  });
+
+  it('drain() copies transient bytes', () => {
+    const q = new ByteQueue();
+    const staging = bytes(7, 8, 9);
+    q.push(bytes(1));
+    q.push(staging, true);
+    const out = q.drain();
+    staging.fill(0);
+    expect(Buffer.concat(out)).toEqual(bytes(1, 7, 8, 9));
+  });
+});

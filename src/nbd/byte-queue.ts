@@ -3,9 +3,16 @@
 // bytes it wants lie in one chunk, and copies exactly once (into a buffer of the
 // final size) when they straddle chunks. This is what keeps Buffer.concat off the
 // NBD hot path.
+//
+// A chunk may be pushed as *transient*: the caller will reuse its memory (the
+// connection reads the socket into one staging buffer shared by every client).
+// Nothing taken from a transient chunk is a view of it, and {@link own} copies
+// what is left of it before the caller reuses the memory.
 
 export class ByteQueue {
   #chunks: (Buffer | undefined)[] = [];
+  /** Parallel to #chunks: true for a chunk whose memory the pusher will reuse. */
+  #transient: boolean[] = [];
   /** Index of the first live chunk in #chunks (consumed chunks are dropped lazily). */
   #head = 0;
   /** Read position inside #chunks[#head]. */
@@ -17,10 +24,25 @@ export class ByteQueue {
     return this.#length;
   }
 
-  push(chunk: Buffer): void {
+  push(chunk: Buffer, transient = false): void {
     if (chunk.length === 0) return;
     this.#chunks.push(chunk);
+    this.#transient.push(transient);
     this.#length += chunk.length;
+  }
+
+  /** True if some queued bytes still live in a transient chunk. */
+  get holdsTransient(): boolean {
+    for (let i = this.#head; i < this.#chunks.length; i++) if (this.#transient[i]) return true;
+    return false;
+  }
+
+  /** Copies the queued bytes out of transient chunks, so that their memory may be reused. */
+  own(): void {
+    if (!this.holdsTransient) return;
+    const copy = Buffer.allocUnsafe(this.#length);
+    this.copyTo(copy, 0, this.#length);
+    this.push(copy);
   }
 
   /**
@@ -46,7 +68,7 @@ export class ByteQueue {
     if (n > this.#length) throw new RangeError(`ByteQueue.take(${n}) with only ${this.#length} bytes queued`);
     if (n === 0) return Buffer.alloc(0);
     const chunk = this.#chunks[this.#head]!;
-    if (chunk.length - this.#offset >= n) {
+    if (chunk.length - this.#offset >= n && !this.#transient[this.#head]) {
       const view = chunk.subarray(this.#offset, this.#offset + n);
       this.skip(n);
       return view;
@@ -91,11 +113,13 @@ export class ByteQueue {
       const chunk = this.#chunks[i]!;
       out.push(i === this.#head ? chunk.subarray(this.#offset) : chunk);
     }
+    const transient = this.#transient.slice(this.#head);
     this.#chunks = [];
+    this.#transient = [];
     this.#head = 0;
     this.#offset = 0;
     this.#length = 0;
-    return out.filter((b) => b.length > 0);
+    return out.map((b, i) => (transient[i] ? Buffer.from(b) : b)).filter((b) => b.length > 0);
   }
 
   #advance(step: number): void {
@@ -107,9 +131,11 @@ export class ByteQueue {
       this.#offset = 0;
       if (this.#head === this.#chunks.length) {
         this.#chunks.length = 0;
+        this.#transient.length = 0;
         this.#head = 0;
       } else if (this.#head >= 64 && this.#head * 2 >= this.#chunks.length) {
         this.#chunks = this.#chunks.slice(this.#head);
+        this.#transient = this.#transient.slice(this.#head);
         this.#head = 0;
       }
     }

@@ -198,6 +198,8 @@ export interface RequestFrame extends NbdRequest {
 export interface RequestParserOptions {
   /** A write payload above this many bytes is consumed and dropped, never buffered. */
   readonly maxPayload: number;
+  /** Allocates a payload buffer that will be filled as the bytes arrive. Default Buffer.allocUnsafe. */
+  readonly allocPayload?: (length: number) => Buffer;
 }
 
 type RequestState = 'header' | 'payload' | 'discard' | 'broken';
@@ -210,6 +212,7 @@ type RequestState = 'header' | 'payload' | 'discard' | 'broken';
 export class RequestParser {
   readonly #queue = new ByteQueue();
   readonly #maxPayload: number;
+  readonly #allocPayload: (length: number) => Buffer;
   readonly #scratch = Buffer.alloc(WireSize.REQUEST_HEADER);
   #state: RequestState = 'header';
   // The request whose payload is being received or discarded.
@@ -223,6 +226,7 @@ export class RequestParser {
 
   constructor(options: RequestParserOptions) {
     this.#maxPayload = options.maxPayload;
+    this.#allocPayload = options.allocPayload ?? Buffer.allocUnsafe;
   }
 
   /** Bytes received and not yet framed (bounded: the socket is paused while they wait). */
@@ -230,9 +234,34 @@ export class RequestParser {
     return this.#queue.length;
   }
 
-  push(chunk: Buffer): void {
+  /**
+   * Queues received bytes. `transient`: the caller reuses the chunk's memory after it has
+   * taken the frames it wants and called {@link own}; no frame holds a view of it.
+   */
+  push(chunk: Buffer, transient = false): void {
     if (this.#state === 'broken') return;
-    this.#queue.push(chunk);
+    this.#queue.push(chunk, transient);
+  }
+
+  /** Copies queued bytes out of transient chunks (call before reusing their memory). */
+  own(): void {
+    this.#queue.own();
+  }
+
+  /**
+   * Where the next bytes from the socket may be read to directly: the unfilled rest of the
+   * write payload being received, when nothing else is queued before it; else null. The
+   * caller reads into it and reports with {@link directFilled}: the payload then needs no copy.
+   */
+  directTarget(): Buffer | null {
+    if (this.#state !== 'payload' || this.#queue.length > 0) return null;
+    return this.#payload!.subarray(this.#filled);
+  }
+
+  /** `n` bytes were received into {@link directTarget}'s buffer. */
+  directFilled(n: number): void {
+    if (this.#state !== 'payload' || this.#queue.length > 0 || n > this.#length - this.#filled) throw new RangeError(`directFilled(${n}) outside a payload`);
+    this.#filled += n;
   }
 
   feed(chunk: Buffer): (RequestFrame | CodecError)[] {
@@ -275,7 +304,7 @@ export class RequestParser {
           return this.#discard();
         }
         if (q.length >= length) return frame(flags, command, handle, offset, length, q.take(length), false);
-        this.#payload = Buffer.allocUnsafe(length);
+        this.#payload = this.#allocPayload(length);
         this.#state = 'payload';
         return this.#fill();
       }

@@ -56,9 +56,17 @@ import {
 import { ClientFlag, Cmd, CmdFlag, cmdName, HandshakeFlag, Info, NbdErr, Opt, optName, Rep, type NbdErrno, type RepType } from './constants.ts';
 import { NbdError, NbdErrorCode } from './errors.ts';
 import { checkRequest, describeExport, nbdErrnoFor, type ExportCapabilities } from './policy.ts';
+import type { PayloadPool } from './payload-pool.ts';
 import type { ExportLookup, NbdExport } from './types.ts';
 
+/** A write payload with at least this much left to receive is read into directly. */
+const DIRECT_READ_MIN = 32 * 1024;
+
 export interface ConnectionContext {
+  /** Every client socket reads into this one buffer (or straight into a payload); see readBuffer(). */
+  readonly staging: Buffer;
+  /** Write payloads are taken from it and given back once the backend has settled the write. */
+  readonly payloads: PayloadPool;
   readonly lookup: ExportLookup;
   readonly listExports: (() => string[]) | undefined;
   readonly maxInFlight: number;
@@ -136,7 +144,6 @@ export class NbdConnection {
       this.#settle = resolve;
     });
 
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('end', () => this.#onEnd());
     socket.on('drain', () => this.#pump());
     socket.on('error', (err) => this.#log.debug({ err }, 'NBD socket failed'));
@@ -181,16 +188,35 @@ export class NbdConnection {
   // Socket events
   // -------------------------------------------------------------------------
 
-  #onData(chunk: Buffer): void {
+  /**
+   * Where the socket's next read lands (server.ts reads every client socket with `onread`):
+   * straight into the unfilled rest of a large write payload, so that its bytes are copied
+   * once, by the kernel; otherwise into the staging buffer shared by all connections, which
+   * {@link onRead} empties before it returns.
+   */
+  readBuffer(): Buffer {
+    if (this.#phase === 'transmission') {
+      const direct = this.#requests!.directTarget();
+      if (direct !== null && direct.length >= DIRECT_READ_MIN) return direct;
+    }
+    return this.#ctx.staging;
+  }
+
+  /** `n` bytes were read into `buf`, the buffer {@link readBuffer} gave for this read. */
+  onRead(n: number, buf: Buffer): void {
     switch (this.#phase) {
       case 'handshake':
-        this.#handshake.push(chunk);
+        this.#handshake.push(Buffer.from(buf.subarray(0, n)));
         this.#pumpHandshake();
         return;
-      case 'transmission':
-        this.#requests!.push(chunk);
+      case 'transmission': {
+        const parser = this.#requests!;
+        if (buf === this.#ctx.staging) parser.push(buf.subarray(0, n), true);
+        else parser.directFilled(n);
         this.#pump();
+        parser.own(); // the staging buffer is reused by the next read of any connection
         return;
+      }
       case 'closing':
         return; // proto.md "NBD_CMD_DISC": "A client MUST NOT send anything to the server after sending an NBD_CMD_DISC"
     }
@@ -402,7 +428,8 @@ export class NbdConnection {
     this.#socket.setTimeout(0); // an open export may idle as long as the client likes
     this.#export = exp;
     this.#caps = caps;
-    const parser = new RequestParser({ maxPayload: caps.blockSizes.maximum });
+    const pool = this.#ctx.payloads;
+    const parser = new RequestParser({ maxPayload: caps.blockSizes.maximum, allocPayload: (n) => pool.take(n) });
     for (const chunk of this.#handshake.takeRemaining()) parser.push(chunk);
     this.#requests = parser;
     this.#log.info({ export: name, size: exp.size, readOnly: caps.readOnly, transmissionFlags: caps.transmissionFlags }, 'Opened export');
@@ -521,6 +548,10 @@ export class NbdConnection {
     this.#inFlight--;
     this.#inFlightBytes -= cost;
     if (pending !== null) this.#removePendingWrite(pending);
+    // NbdExport.write: the payload is the backend's until its promise settles; now it is ours
+    // again. Only after a success: a backend that failed may have left a copy of it queued
+    // (a mirror frame still on its way), and a buffer nobody reuses is merely collected.
+    if (req.data !== null && error === 0) this.#ctx.payloads.give(req.data);
     let data: Buffer | null = null;
     if (error === 0 && req.command === Cmd.NBD_CMD_READ) {
       if (Buffer.isBuffer(result) && result.length === req.length) data = result;

@@ -24,7 +24,11 @@ export interface NbdExport {
   readonly description?: string;
   /** Must resolve to exactly `length` bytes. */
   read(offset: number, length: number): Promise<Buffer>;
-  /** With `fua`, resolve only once the data is on stable storage. */
+  /**
+   * With `fua`, resolve only once the data is on stable storage. `data` is the backend's only
+   * until the promise settles: the server reuses the buffer for a later payload, so a backend
+   * that keeps the bytes longer (a queue, a cache) must copy them.
+   */
   write(offset: number, data: Buffer, fua: boolean): Promise<void>;
   /** Resolve once every write that resolved before this call is on stable storage. */
   flush(): Promise<void>;
