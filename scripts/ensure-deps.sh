@@ -20,6 +20,7 @@ command -v qemu-img >/dev/null || missing+=(qemu-utils)
 command -v fio >/dev/null || missing+=(fio)
 command -v mkfs.xfs >/dev/null || missing+=(xfsprogs)
 command -v ip >/dev/null || missing+=(iproute2)
+command -v iptables >/dev/null || missing+=(iptables)
 if ((${#missing[@]})); then
   echo "[deps] apt-get install ${missing[*]}" >&2
   apt-get update -qq >&2

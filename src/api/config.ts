@@ -72,6 +72,12 @@ export const DiskOptions = z.object({
   cMinRate: z.number().int().nonnegative().optional(),
   /** Bytes. */
   cFillTarget: z.number().int().nonnegative().optional(),
+  /**
+   * tandem only: where a resync target saves the blocks it is about to overwrite
+   * when it discards its own changes (a split-brain victim), so they can be recovered.
+   * `none` turns it off.
+   */
+  discardedDataDir: z.string().default('/var/lib/tandem/discarded'),
 });
 export type DiskOptions = z.infer<typeof DiskOptions>;
 

@@ -15,6 +15,7 @@ export interface DaemonOptions {
   self: HostConfig;
   peer: HostConfig | undefined;
   runDir: string;
+  configFile?: string;
   connect: boolean;
   /** fd on which to report READY or the startup error to the waiting `tandemadm up`. */
   reportFd?: number;
@@ -34,7 +35,7 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
   };
   let nbd: NbdServer | undefined;
   const engine = new Engine({
-    config: o.resource, self: o.self, peer: o.peer, logger,
+    config: o.resource, self: o.self, peer: o.peer, logger, ...(o.configFile ? { configFile: o.configFile } : {}),
     openCount: () => nbd?.clientCount ?? 0,
     closeClients: async () => { await nbd?.disconnectAll(); },
   });

@@ -267,7 +267,7 @@ export async function main(argv: string[]): Promise<number> {
     if (o.engine) {
       const res = findResource(config, o.resources[0] ?? '');
       const { self, peer } = selectHosts(res, o.node);
-      await runDaemon({ resource: res, self, peer, runDir: o.runDir, connect: !o.noConnect, ...(o.reportFd !== undefined ? { reportFd: o.reportFd } : {}) });
+      await runDaemon({ resource: res, self, peer, runDir: o.runDir, configFile: o.config, connect: !o.noConnect, ...(o.reportFd !== undefined ? { reportFd: o.reportFd } : {}) });
       return -1;
     }
     const out = new Output();

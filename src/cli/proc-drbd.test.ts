@@ -6,7 +6,7 @@ const base: EngineStatus = {
   cstate: 'Connected', disk: 'UpToDate', peerDisk: 'UpToDate', protocol: 'C', suspended: false, userPaused: false, peerPaused: false,
   size: 7 * 1024 ** 3, counters: { ns: 6850687 * 1024, nr: 2050 * 1024, dw: 16829 * 1024, dr: 6845699 * 1024, al: 15, bm: 0, lo: 0, pe: 0, ua: 0, ap: 0, ep: 1 },
   oosBytes: 0, sync: undefined, uuids: { current: '0'.repeat(16), bitmap: '0'.repeat(16), history: ['0'.repeat(16), '0'.repeat(16)] },
-  lastDecision: undefined, lastError: undefined,
+  lastDecision: undefined, lastError: undefined, discardedBlocksSavedTo: undefined,
 };
 
 describe('formatProcDrbd', () => {

@@ -37,6 +37,10 @@ import { AL_BYTES, AL_OFFSET, locateMetadata, Metadata } from './metadata.ts';
 import { PeerLink, type Connection } from './peer-link.ts';
 import { initialState, transition, type EngineState, type StateChange } from './state.ts';
 import { hasLocalDisk, isConnected, isSyncSource, isSyncTarget, isSyncing, isUpToDate, type ConnectionState, type DiskState, type Role } from './states.ts';
+import { resolveSplitBrain } from './split-brain.ts';
+import { runHandler, type HandlerName } from './handlers.ts';
+import { mkdir, open as openFile, writeFile, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
 import { compareUuids, finishSyncSource, finishSyncTarget, newCurrent, uuidsFromJson, uuidsToJson, type SyncDecision, type Uuids } from './uuids.ts';
 import {
   DATA_FLAGS, FRAME_FLAGS, P, decodeData, decodeRange, decodeRsData, decodeSeq, encodeData, encodeFrame,
@@ -57,6 +61,9 @@ const Params = z.object({
   discardMyData: z.boolean(),
   crashedPrimary: z.boolean(),
   node: z.string(),
+  /** Blocks changed since the last common generation (own bitmap count), for split-brain policies. */
+  changes: z.number().int().nonnegative(),
+  primaryAtSplit: z.boolean(),
 });
 type Params = z.infer<typeof Params>;
 
@@ -97,6 +104,8 @@ export interface EngineOptions {
   openCount?: () => number;
   /** Closes the device's clients before a forced demotion. */
   closeClients?: () => Promise<void>;
+  /** The configuration file, for handlers' DRBD_CONF. */
+  configFile?: string;
 }
 
 export interface SyncProgress {
@@ -130,6 +139,8 @@ export interface EngineStatus {
   uuids: { current: string; bitmap: string; history: [string, string] };
   lastDecision: { decision: SyncDecision; rule: string } | undefined;
   lastError: string | undefined;
+  /** Where this node's discarded blocks were saved by the last resync that overwrote its own changes. */
+  discardedBlocksSavedTo: string | undefined;
 }
 
 export interface EngineEvents {
@@ -143,6 +154,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   readonly log: Logger;
   private readonly openCount: () => number;
   private readonly closeClients: () => Promise<void>;
+  private readonly configFile: string | undefined;
 
   state: EngineState = initialState();
   private backing: Backing | undefined;
@@ -172,6 +184,10 @@ export class Engine extends EventEmitter<EngineEvents> {
   private bitmapTimer: NodeJS.Timeout | undefined;
   private peerBitmapChunks: Buffer[] = [];
   private discardMyData = false;
+  private saveDiscarded = false;
+  private discard: { path: string; handle: FileHandle; saved: Bitmap; bytes: number } | undefined;
+  /** The image where this node's last discarded blocks were saved. */
+  lastSaved: string | undefined;
   private promoteId = 0;
   private readonly promoteWaiters = new Map<number, Deferred<{ ok: boolean; message?: string }>>();
   private peerPromoting = false;
@@ -197,6 +213,15 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.log = opts.logger;
     this.openCount = opts.openCount ?? (() => 0);
     this.closeClients = opts.closeClients ?? (async () => {});
+    this.configFile = opts.configFile;
+  }
+
+  /** Runs a DRBD handler from `handlers {}` with DRBD's environment. */
+  private handler(name: HandlerName, extraEnv: Record<string, string> = {}): Promise<number | undefined> {
+    return runHandler(name, this.config.handlers[name], {
+      resource: this.config.name, minor: this.self.minor, peerAddress: this.peer?.address.host, peerAf: this.peer?.address.family,
+      peerName: this.peer?.name, configFile: this.configFile, logger: this.log,
+    }, extraEnv);
   }
 
   // --- state ---------------------------------------------------------------
@@ -338,6 +363,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       disk: this.state.disk, role: this.state.role === 'Primary' ? 'Primary' : 'Secondary',
       allowTwoPrimaries: this.config.net.allowTwoPrimaries, discardMyData: this.discardMyData,
       crashedPrimary: md.has('crashedPrimary') && this.state.role !== 'Primary', node: this.self.name,
+      changes: md.bitmap.count, primaryAtSplit: md.has('primaryAtSplit'),
     };
   }
 
@@ -381,7 +407,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       // A Primary that loses its peer starts a new data generation, on disk
       // before any further write completes (DRBD: new current UUID).
       const uuids = newCurrent(this.md.sb.uuids);
-      this.generationGate = this.md.update({ uuids }).then(() => this.log.info({ uuids: uuidsToJson(uuids) }, 'Started a new data generation after losing the peer'));
+      this.generationGate = this.md.update({ uuids, set: ['primaryAtSplit'] }).then(() => this.log.info({ uuids: uuidsToJson(uuids) }, 'Started a new data generation after losing the peer'));
     }
     const next: ConnectionState = cs === 'StandAlone' ? 'StandAlone' : cs;
     this.fact({ conn: next }, reason);
@@ -439,9 +465,6 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.peerParams = p;
     const mine = this.sentParams!;
     if (p.protocol !== mine.protocol) return this.abortConnection(c, `incompatible communication protocols: ours ${mine.protocol}, peer ${p.protocol}`);
-    if (p.role === 'Primary' && mine.role === 'Primary' && !(p.allowTwoPrimaries && mine.allowTwoPrimaries)) {
-      return this.abortConnection(c, 'both nodes are Primary and allow-two-primaries is not set on both; refusing to connect (split brain?)');
-    }
     // Size: the smaller disk; never below a size the device already had.
     const agreedLa = Math.max(mine.laSize, p.laSize);
     const fits = Math.min(mine.capacity, p.capacity);
@@ -453,15 +476,54 @@ export class Engine extends EventEmitter<EngineEvents> {
       decision = mine.crashedPrimary ? 'bitmap-source' : 'bitmap-target';
       rule = `${mine.crashedPrimary ? 'we' : 'the peer'} crashed while Primary`;
     }
+    let discardOwn = false;
     if (decision === 'split-brain' || decision === 'split-brain-unrelated') {
       const full = decision === 'split-brain-unrelated';
+      const sbRule = rule;
+      this.log.error({ rule }, 'Split-Brain detected');
+      void this.handler('split-brain');
       if (mine.discardMyData && p.discardMyData) return this.abortConnection(c, 'Split-Brain detected and both sides want to discard their data; refusing');
-      if (mine.discardMyData) { decision = full ? 'full-target' : 'bitmap-target'; rule = `split brain resolved: we discard our data (${rule})`; }
-      else if (p.discardMyData) { decision = full ? 'full-source' : 'bitmap-source'; rule = `split brain resolved: the peer discards its data (${rule})`; }
+      let victim: 'self' | 'peer' | undefined;
+      if (mine.discardMyData) { victim = 'self'; rule = `split brain resolved: we discard our data (${sbRule})`; }
+      else if (p.discardMyData) { victim = 'peer'; rule = `split brain resolved: the peer discards its data (${sbRule})`; }
       else {
-        this.lastDecision = { decision, rule };
-        return this.abortConnection(c, `Split-Brain detected but unresolved, dropping connection! (${rule})`);
+        const out = resolveSplitBrain({
+          policy: this.config.net,
+          self: { name: this.self.name, role: mine.role, changes: mine.changes, primaryAtSplit: mine.primaryAtSplit },
+          peer: { name: p.node, role: p.role, changes: p.changes, primaryAtSplit: p.primaryAtSplit },
+        });
+        this.log.warn({ outcome: out }, 'Evaluated the after-sb policies');
+        if (!out.victim) {
+          this.lastDecision = { decision, rule: `${sbRule}; ${out.rule}` };
+          return this.abortConnection(c, `Split-Brain detected but unresolved, dropping connection! (${sbRule}; ${out.rule})`);
+        }
+        if (out.victim === 'self' && this.state.role === 'Primary') {
+          this.lastDecision = { decision, rule: `${sbRule}; ${out.rule}` };
+          if (out.violent) {
+            // Demote by force, then come back as the victim: the peer keeps retrying.
+            this.log.error({ rule: out.rule }, 'Split brain victim is this Primary: demoting it by force (violently-as0p)');
+            c.close('NetworkFailure', `split brain: demoting this Primary by force (${out.rule})`);
+            void (async () => {
+              try {
+                await this.demote({ force: true });
+                this.discardMyData = true;
+              } catch (err) {
+                this.log.error({ err }, 'Could not demote the split brain victim');
+              }
+            })();
+            return;
+          }
+          if (out.callPriLost) void this.handler('pri-lost-after-sb');
+          return this.abortConnection(c, `Split-Brain detected; this Primary would be the victim (${out.rule}); staying Primary and disconnecting`);
+        }
+        victim = out.victim;
+        rule = `split brain resolved automatically: ${out.rule} (${sbRule})`;
       }
+      decision = victim === 'self' ? (full ? 'full-target' : 'bitmap-target') : (full ? 'full-source' : 'bitmap-source');
+      discardOwn = victim === 'self';
+    }
+    if (decision === 'none' && p.role === 'Primary' && mine.role === 'Primary' && !(p.allowTwoPrimaries && mine.allowTwoPrimaries)) {
+      return this.abortConnection(c, 'both nodes are Primary and allow-two-primaries is not set on both; refusing to connect');
     }
     if (decision === 'unrelated-data') {
       this.lastDecision = { decision, rule };
@@ -469,6 +531,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
     const target = decision === 'bitmap-target' || decision === 'full-target';
     if (target && this.state.role === 'Primary') return this.abortConnection(c, `I shall become SyncTarget, but I am primary! (${rule})`);
+    // Our own changes are about to be overwritten: keep a copy (see saveBeforeOverwrite).
+    this.saveDiscarded = target && (discardOwn || mine.changes > 0) && this.config.disk.discardedDataDir !== 'none';
     this.lastDecision = { decision, rule };
     this.log.info({ decision, rule, size: newSize }, 'Decided how to sync with the peer');
     this.discardMyData = false;
@@ -485,6 +549,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       const disk = same(this.state.disk);
       const peerDisk = same(p.disk);
       if (disk !== this.state.disk) void this.persistDisk(disk);
+      if (this.metadata.has('primaryAtSplit')) void this.metadata.update({ clear: ['primaryAtSplit'] });
       this.fact({ conn: 'Connected', peerRole, peerDisk, disk }, 'connected, no resync needed');
       return;
     }
@@ -492,13 +557,67 @@ export class Engine extends EventEmitter<EngineEvents> {
     const full = decision === 'full-source' || decision === 'full-target';
     this.fact({ conn: source ? 'WFBitMapS' : 'WFBitMapT', peerRole, peerDisk: p.disk as DiskState }, rule);
     if (full) this.metadata.bitmap.setRange(0, Math.ceil(newSize / BLOCK_SIZE));
-    if (target) this.syncGate = this.becomeInconsistent();
+    if (target) this.syncGate = this.prepareSyncTarget();
     this.sendBitmap(c);
   }
 
-  private async becomeInconsistent(): Promise<void> {
+  /** Before the first block lands on a new SyncTarget: Inconsistent on disk, the handler, the save file. */
+  private async prepareSyncTarget(): Promise<void> {
     await this.persistBitmap(true);
     if (this.metadata.has('consistent')) await this.metadata.update({ clear: ['consistent', 'wasUpToDate'] });
+    await this.handler('before-resync-target');
+    if (this.saveDiscarded) {
+      const dir = this.config.disk.discardedDataDir;
+      await mkdir(dir, { recursive: true });
+      const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+      const path = join(dir, `${this.config.name}-${this.self.name}-${stamp}.img`);
+      const handle = await openFile(path, 'w');
+      await handle.truncate(this.size);
+      this.discard = { path, handle, saved: new Bitmap(Math.ceil(this.size / BLOCK_SIZE)), bytes: 0 };
+      this.log.warn({ path }, 'Saving this node\'s blocks before the resync overwrites them');
+    }
+  }
+
+  /**
+   * A split-brain victim's diverged blocks are kept: before a resync (or a
+   * mirrored write during it) overwrites a block this node still holds its own
+   * version of, that version is copied to a sparse image at the same offset.
+   * The device as this node had it = the new device with those blocks laid over.
+   */
+  private async saveBeforeOverwrite(offset: number, length: number): Promise<void> {
+    const d = this.discard;
+    if (!d) return;
+    const bm = this.metadata.bitmap;
+    const from = Math.floor(offset / BLOCK_SIZE);
+    const to = Math.ceil((offset + length) / BLOCK_SIZE);
+    for (let b = from; b < to; b++) {
+      if (!bm.test(b) || d.saved.test(b)) continue;
+      let e = b + 1;
+      while (e < to && bm.test(e) && !d.saved.test(e)) e++;
+      const old = await readExact(this.backing!.handle, b * BLOCK_SIZE, (e - b) * BLOCK_SIZE);
+      await writeExact(d.handle, b * BLOCK_SIZE, old);
+      d.saved.setRange(b, e);
+      d.bytes += old.length;
+      b = e;
+    }
+  }
+
+  private async finishDiscardSave(): Promise<void> {
+    const d = this.discard;
+    this.discard = undefined;
+    this.saveDiscarded = false;
+    if (!d) return;
+    const ranges: [number, number][] = [];
+    for (let b = d.saved.nextSet(0); b >= 0; b = d.saved.nextSet(b)) {
+      const e = d.saved.nextClear(b);
+      ranges.push([b * BLOCK_SIZE, (e - b) * BLOCK_SIZE]);
+      b = e;
+    }
+    await d.handle.datasync();
+    await d.handle.close();
+    await writeFile(`${d.path}.json`, JSON.stringify({ resource: this.config.name, node: this.self.name, deviceSize: this.size, blockSize: BLOCK_SIZE, ranges }, null, 1));
+    this.lastSaved = d.path;
+    this.log.warn({ path: d.path, bytes: d.bytes, ranges: ranges.length }, 'Saved the blocks this node discarded');
   }
 
   private sendBitmap(c: Connection): void {
@@ -596,7 +715,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.requirePrimary();
     this.counters.lo++;
     try {
-      const buf = await readExact(this.backing!.handle, offset, length);
+      const buf = await this.backing!.io.read(offset, length);
       this.counters.dr += length;
       return buf;
     } finally {
@@ -659,7 +778,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   private async localWrite(offset: number, data: Buffer, fua: boolean): Promise<void> {
     this.counters.lo++;
     try {
-      await writeExact(this.backing!.handle, offset, data);
+      await this.backing!.io.write(offset, data);
       if (fua) await this.backing!.handle.datasync();
       this.counters.dw += data.length;
     } finally {
@@ -717,7 +836,10 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.counters.ua++;
     if (this.config.protocol === 'B') c.send(encodeSeq(P.RECV_ACK, seq));
     this.receive(c, offset, data.length,
-      () => this.localWrite(offset, data, (flags & DATA_FLAGS.FUA) !== 0),
+      async () => {
+        await this.saveBeforeOverwrite(offset, data.length);
+        await this.localWrite(offset, data, (flags & DATA_FLAGS.FUA) !== 0);
+      },
       (ok) => ok ? encodeSeq(P.WRITE_ACK, seq) : encodeSeq(P.NEG_ACK, seq, -5));
   }
 
@@ -858,6 +980,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (offset + data.length > this.capacity) throw new Error(`resync data [${offset}, +${data.length}) beyond our disk`);
     this.counters.ua++;
     this.receive(c, offset, data.length, async () => {
+      await this.saveBeforeOverwrite(offset, data.length);
       await this.localWrite(offset, data, false);
       this.metadata.bitmap.clearRange(offset / BLOCK_SIZE, Math.ceil((offset + data.length) / BLOCK_SIZE));
       this.rsDoneBytes += data.length;
@@ -895,8 +1018,10 @@ export class Engine extends EventEmitter<EngineEvents> {
     const md = this.metadata;
     md.bitmap.clearAll();
     await this.persistBitmap(true);
+    await this.finishDiscardSave();
     const uuids = finishSyncTarget(md.sb.uuids, uuidsFromJson(msg.uuids));
-    await md.update({ uuids, set: ['consistent', 'wasUpToDate'], clear: ['outdated'] });
+    await md.update({ uuids, set: ['consistent', 'wasUpToDate'], clear: ['outdated', 'primaryAtSplit'] });
+    void this.handler('after-resync-target');
     this.log.info({ bytes: this.rsDoneBytes, seconds: (Date.now() - this.rsStarted) / 1000 }, 'Resync finished');
     if (c !== this.conn) return;
     this.fact({ conn: 'Connected', disk: 'UpToDate', peerDisk: 'UpToDate' }, 'resync finished');
@@ -906,7 +1031,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   private async onSyncDoneAck(): Promise<void> {
     const md = this.metadata;
     // A crashed Primary's recovery resync is done: the flag has served its purpose.
-    await md.update({ uuids: finishSyncSource(md.sb.uuids), clear: this.state.role === 'Primary' ? [] : ['crashedPrimary'] });
+    await md.update({ uuids: finishSyncSource(md.sb.uuids), clear: this.state.role === 'Primary' ? ['primaryAtSplit'] : ['crashedPrimary', 'primaryAtSplit'] });
     if (isSyncSource(this.state.conn)) this.fact({ conn: 'Connected', peerDisk: 'UpToDate' }, 'resync finished');
   }
 
@@ -1035,7 +1160,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       protocol: this.config.protocol, suspended: this.state.suspended, userPaused: this.state.userIsp, peerPaused: this.state.peerIsp,
       size: this.size, counters: { ...this.counters }, oosBytes: md ? md.bitmap.count * BLOCK_SIZE : 0,
       sync: this.syncProgress(), uuids: uuidsToJson(md?.sb.uuids ?? { current: 0n, bitmap: 0n, history: [0n, 0n] }),
-      lastDecision: this.lastDecision, lastError: this.lastError,
+      lastDecision: this.lastDecision, lastError: this.lastError, discardedBlocksSavedTo: this.lastSaved,
     };
   }
 

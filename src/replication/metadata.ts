@@ -39,6 +39,8 @@ export const MD_FLAGS = {
   peerOutdated: 1 << 6,
   connectedInd: 1 << 7,
   alClean: 1 << 8,
+  /** This node was Primary when it lost its peer (the "older" primary in a split brain). */
+  primaryAtSplit: 1 << 9,
 } as const;
 export type MdFlag = keyof typeof MD_FLAGS;
 

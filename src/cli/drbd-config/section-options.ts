@@ -63,6 +63,7 @@ const DISK: Record<string, Apply> = {
   'c-max-rate': cMaxRate,
   'c-min-rate': cMinRate,
   'c-fill-target': cFillTarget,
+  'discarded-data-dir': (s, o) => { s.disk.discardedDataDir = o.text(); },
 };
 
 const SYNCER: Record<string, Apply> = {

@@ -95,7 +95,7 @@ resource ${this.resourceOf(n)} {
   device /dev/drbd0;
   meta-disk ${this.metaDisk('master')}[0];
   syncer { verify-alg sha1; }
-  net { ping-int 2; ${o.net ?? ''} ${o.perNodeNet?.[n] ?? ''} }
+  net { ping-int 2; connect-int 1; ${o.net ?? ''} ${o.perNodeNet?.[n] ?? ''} }
   on master {
     disk ${this.disk('master')};
     meta-disk ${this.metaDisk('master')}[0];
@@ -185,7 +185,30 @@ resource ${this.resourceOf(n)} {
     }
   }
 
+  /** iptables rules that drop this pair's replication traffic (and only it) both ways. */
+  private linkRules(): string[][] {
+    const port = String(this.port);
+    return [
+      ['INPUT', '-p', 'tcp', '-s', '127.0.0.2', '-d', '127.0.0.3', '--dport', port, '-j', 'DROP'],
+      ['INPUT', '-p', 'tcp', '-s', '127.0.0.3', '-d', '127.0.0.2', '--sport', port, '-j', 'DROP'],
+    ];
+  }
+
+  /** Cuts the link between the nodes, as `ifdown` does in the tutorial §12: packets vanish, sockets stay open. */
+  async cutLink(): Promise<void> {
+    for (const r of this.linkRules()) await run('iptables', ['-I', ...r]);
+    this.cut = true;
+  }
+
+  async healLink(): Promise<void> {
+    for (const r of this.linkRules()) await run('iptables', ['-D', ...r]).catch(() => {});
+    this.cut = false;
+  }
+
+  private cut = false;
+
   async destroy(): Promise<void> {
+    if (this.cut) await this.healLink();
     for (const n of ['master', 'backup'] as const) {
       try { process.kill(await this.pid(n), 'SIGKILL'); } catch { /* not running */ }
     }
