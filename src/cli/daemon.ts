@@ -89,6 +89,9 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
         case 'pause-sync': return engine.pauseSync();
         case 'resume-sync': return engine.resumeSync();
         case 'outdate': return engine.outdate();
+        case 'verify': return engine.verify();
+        case 'invalidate': return engine.invalidate();
+        case 'invalidate-remote': return engine.invalidateRemote();
         case 'new-current-uuid': return engine.newCurrentUuid({ clearBitmap: req.clearBitmap === true });
         case 'down': {
           if (engine.state.role === 'Primary' && (nbd?.clientCount ?? 0) > 0) await engine.demote();

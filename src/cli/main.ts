@@ -34,12 +34,13 @@ command options (also accepted after '--', as drbdadm does):
 commands:
   create-md up down attach detach connect disconnect primary secondary
   role cstate dstate status pause-sync resume-sync outdate dump new-current-uuid
-  verify invalidate invalidate-remote resize (not implemented yet)`;
+  verify invalidate invalidate-remote
+  resize (not implemented yet)`;
 
 const COMMANDS = ['create-md', 'up', 'down', 'attach', 'detach', 'connect', 'disconnect', 'primary', 'secondary', 'role', 'cstate', 'dstate',
   'status', 'verify', 'pause-sync', 'resume-sync', 'invalidate', 'invalidate-remote', 'outdate', 'resize', 'dump', 'new-current-uuid'] as const;
 type Command = (typeof COMMANDS)[number];
-const NOT_YET: ReadonlySet<Command> = new Set(['verify', 'invalidate', 'invalidate-remote', 'resize']);
+const NOT_YET: ReadonlySet<Command> = new Set(['resize']);
 
 interface Options {
   config: string;
@@ -239,7 +240,7 @@ async function runOne(o: Options, res: ResourceConfig, out: Output): Promise<voi
       out.out.push(cmd === 'role' ? `${s.role}/${s.peerRole}` : cmd === 'cstate' ? s.cstate : `${s.disk}/${s.peerDisk}`);
       return;
     }
-    case 'connect': case 'disconnect': case 'primary': case 'secondary': case 'detach': case 'pause-sync': case 'resume-sync': case 'new-current-uuid': {
+    case 'connect': case 'disconnect': case 'primary': case 'secondary': case 'detach': case 'pause-sync': case 'resume-sync': case 'new-current-uuid': case 'verify': case 'invalidate': case 'invalidate-remote': {
       try {
         await control(o, res, { cmd, force: o.force, discardMyData: o.discardMyData, clearBitmap: o.clearBitmap });
       } catch (err) {

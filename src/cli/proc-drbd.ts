@@ -26,7 +26,7 @@ function hms(seconds: number): string {
   return `${h}:${String(m).padStart(2, '0')}:${String(s).padStart(2, '0')}`;
 }
 
-export function progressLines(p: SyncProgress): string[] {
+export function progressLines(p: SyncProgress, label = "sync'ed"): string[] {
   const permille = Math.floor(p.percent * 10);
   const x = Math.floor(permille / 50);
   const bar = '='.repeat(Math.max(0, x - 1)) + '>' + '.'.repeat(20 - Math.max(1, x));
@@ -38,7 +38,7 @@ export function progressLines(p: SyncProgress): string[] {
   const pct = `${Math.floor(permille / 10)}.${permille % 10}`;
   const finish = p.etaSeconds === undefined ? '?:??:??' : hms(p.etaSeconds);
   return [
-    `\t[${bar}] sync'ed:${pct.padStart(5)}% (${left}/${total})${inMiB ? 'M' : 'K'}`,
+    `\t[${bar}] ${label}:${pct.padStart(5)}% (${left}/${total})${inMiB ? 'M' : 'K'}`,
     `\tfinish: ${finish} speed: ${grouped(p.speedKiBps)} (${grouped(p.averageKiBps)}) K/sec${p.paused ? ' (paused)' : ''}`,
   ];
 }
@@ -50,7 +50,7 @@ export function formatProcDrbd(s: EngineStatus): string {
     `${String(s.minor).padStart(2)}: cs:${s.cstate} ro:${s.role}/${s.peerRole} ds:${s.disk}/${s.peerDisk} ${s.protocol} ${flags}`,
     `    ns:${kib(c.ns)} nr:${kib(c.nr)} dw:${kib(c.dw)} dr:${kib(c.dr)} al:${c.al} bm:${c.bm} lo:${c.lo} pe:${c.pe} ua:${c.ua} ap:${c.ap} ep:${c.ep} wo:f oos:${kib(s.oosBytes)}`,
   ];
-  if (s.sync) lines.push(...progressLines(s.sync));
+  if (s.sync) lines.push(...progressLines(s.sync, s.cstate === 'VerifyS' || s.cstate === 'VerifyT' ? 'verified' : "sync'ed"));
   return lines.join('\n');
 }
 

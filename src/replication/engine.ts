@@ -44,8 +44,9 @@ import { join } from 'node:path';
 import { compareUuids, finishSyncSource, finishSyncTarget, newCurrent, uuidsFromJson, uuidsToJson, type SyncDecision, type Uuids } from './uuids.ts';
 import {
   DATA_FLAGS, FRAME_FLAGS, P, decodeData, decodeRange, decodeRsData, decodeSeq, encodeData, encodeFrame,
-  encodeRange, encodeRsData, encodeSeq, type Frame,
+  encodeRange, encodeRsData, encodeSeq, encodeVerify, decodeVerify, type Frame,
 } from './wire.ts';
+import { blockDigests, digestSize, isSupportedAlg } from './digest.ts';
 
 const UuidsJson = z.object({ current: z.string().regex(/^[0-9A-F]{16}$/), bitmap: z.string().regex(/^[0-9A-F]{16}$/), history: z.tuple([z.string().regex(/^[0-9A-F]{16}$/), z.string().regex(/^[0-9A-F]{16}$/)]) });
 
@@ -64,6 +65,8 @@ const Params = z.object({
   /** Blocks changed since the last common generation (own bitmap count), for split-brain policies. */
   changes: z.number().int().nonnegative(),
   primaryAtSplit: z.boolean(),
+  /** `invalidate` (the sender wants to be the full-sync target) or `invalidate-remote` (the receiver should be). */
+  invalidate: z.enum(['none', 'self', 'peer']),
 });
 type Params = z.infer<typeof Params>;
 
@@ -76,6 +79,8 @@ const StateMsg = z.object({
   syncPaused: z.boolean().optional(),
   /** `new-current-uuid --clear-bitmap` on the peer: both blank disks are declared identical. */
   clearBitmapUuid: UuidsJson.optional(),
+  verifyStart: z.boolean().optional(),
+  verifyDone: z.object({ oosBlocks: z.number().int().nonnegative() }).optional(),
 });
 
 const SyncDone = z.object({ uuids: UuidsJson });
@@ -184,6 +189,11 @@ export class Engine extends EventEmitter<EngineEvents> {
   private bitmapTimer: NodeJS.Timeout | undefined;
   private peerBitmapChunks: Buffer[] = [];
   private discardMyData = false;
+  private pendingInvalidate: 'none' | 'self' | 'peer' = 'none';
+  private verifyDoneBytes = 0;
+  private verifyOosBlocks = 0;
+  private verifyInflight = new Map<number, { release: () => void; length: number }>();
+  private verifyWake: Deferred<void> | undefined;
   private saveDiscarded = false;
   private discard: { path: string; handle: FileHandle; saved: Bitmap; bytes: number } | undefined;
   /** The image where this node's last discarded blocks were saved. */
@@ -363,7 +373,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       disk: this.state.disk, role: this.state.role === 'Primary' ? 'Primary' : 'Secondary',
       allowTwoPrimaries: this.config.net.allowTwoPrimaries, discardMyData: this.discardMyData,
       crashedPrimary: md.has('crashedPrimary') && this.state.role !== 'Primary', node: this.self.name,
-      changes: md.bitmap.count, primaryAtSplit: md.has('primaryAtSplit'),
+      changes: md.bitmap.count, primaryAtSplit: md.has('primaryAtSplit'), invalidate: this.pendingInvalidate,
     };
   }
 
@@ -403,6 +413,9 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.rsInflight.clear();
     this.rsInflightBytes = 0;
     this.rsWake?.resolve();
+    for (const v of this.verifyInflight.values()) v.release();
+    this.verifyInflight.clear();
+    this.verifyWake?.resolve();
     if (this.md && lostUpToDatePeer && this.md.sb.uuids.bitmap === 0n) {
       // A Primary that loses its peer starts a new data generation, on disk
       // before any further write completes (DRBD: new current UUID).
@@ -449,6 +462,8 @@ export class Engine extends EventEmitter<EngineEvents> {
       case P.RS_DATA: return this.onRsData(c, f.payload);
       case P.RS_ACK: return this.onRsAck(f.payload, true);
       case P.RS_NEG_ACK: return this.onRsAck(f.payload, false);
+      case P.VERIFY_REQ: return this.onVerifyRequest(c, f.payload);
+      case P.VERIFY_REPLY: return this.onVerifyReply(f.payload);
       default: throw new Error(`unexpected packet type 0x${f.type.toString(16)}`);
     }
   }
@@ -475,7 +490,21 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (decision === 'none' && mine.crashedPrimary !== p.crashedPrimary) {
       decision = mine.crashedPrimary ? 'bitmap-source' : 'bitmap-target';
       rule = `${mine.crashedPrimary ? 'we' : 'the peer'} crashed while Primary`;
+    } else if (decision === 'none' && mine.disk === 'Inconsistent' && p.disk === 'UpToDate') {
+      decision = 'bitmap-target';
+      rule = 'same generation, our disk is Inconsistent (interrupted resync or invalidate)';
+    } else if (decision === 'none' && p.disk === 'Inconsistent' && mine.disk === 'UpToDate') {
+      decision = 'bitmap-source';
+      rule = "same generation, the peer's disk is Inconsistent (interrupted resync or invalidate)";
+    } else if (decision === 'none' && mine.disk === 'UpToDate' && p.disk === 'UpToDate' && mine.changes + p.changes > 0) {
+      // Blocks marked by online verify: the Primary's version wins, else the lower node name's.
+      const weSource = mine.role === 'Primary' || (p.role !== 'Primary' && this.self.name < p.node);
+      decision = weSource ? 'bitmap-source' : 'bitmap-target';
+      rule = `same generation, ${mine.changes + p.changes} blocks marked out of sync (verify)`;
     }
+    if (mine.invalidate === 'self' || p.invalidate === 'peer') { decision = 'full-target'; rule = mine.invalidate === 'self' ? 'invalidate' : 'invalidate-remote on the peer'; }
+    else if (mine.invalidate === 'peer' || p.invalidate === 'self') { decision = 'full-source'; rule = mine.invalidate === 'peer' ? 'invalidate-remote' : 'invalidate on the peer'; }
+    this.pendingInvalidate = 'none';
     let discardOwn = false;
     if (decision === 'split-brain' || decision === 'split-brain-unrelated') {
       const full = decision === 'split-brain-unrelated';
@@ -680,6 +709,17 @@ export class Engine extends EventEmitter<EngineEvents> {
         await this.metadata.update({ uuids, laSize: this.size, set: ['consistent', 'wasUpToDate'], clear: ['outdated'] });
         this.fact({ disk: 'UpToDate', peerDisk: 'UpToDate' }, 'new-current-uuid --clear-bitmap on the peer');
       })();
+      return;
+    }
+    if (s.verifyStart) {
+      this.verifyDoneBytes = 0;
+      this.verifyOosBlocks = 0;
+      this.rsStarted = Date.now();
+      this.fact({ conn: 'VerifyT' }, 'online verify started by the peer');
+      return;
+    }
+    if (s.verifyDone) {
+      this.fact({ conn: 'Connected' }, `online verify finished: ${s.verifyDone.oosBlocks} blocks out of sync`);
       return;
     }
     const change: StateChange = {};
@@ -1119,6 +1159,126 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.fact({ disk: 'UpToDate', peerDisk: 'UpToDate' }, 'new-current-uuid --clear-bitmap');
   }
 
+  /**
+   * Online verify (VerifyS): compares every block's digest with the peer's.
+   * Mismatches are marked out of sync on both sides; a reconnect or `invalidate`
+   * repairs them. Each chunk stays locked from our read until the peer's answer,
+   * so an application write on this node cannot make a false mismatch.
+   */
+  async verify(): Promise<void> {
+    const alg = this.config.net.verifyAlg;
+    if (!alg) throw new TandemError(ERROR_CODES.config, `${this.config.name}: no verify-alg configured (net { verify-alg sha1; })`, 10);
+    if (!isSupportedAlg(alg)) throw new TandemError(ERROR_CODES.config, `${this.config.name}: verify-alg ${alg} is not supported here`, 10);
+    if (this.state.conn !== 'Connected') throw refuse(REFUSALS.needConnection);
+    if (!isUpToDate(this.state.disk) || !isUpToDate(this.state.peerDisk)) throw new StateChangeError(-2, 'Online verify needs UpToDate data on both nodes');
+    const c = this.conn!;
+    this.verifyDoneBytes = 0;
+    this.verifyOosBlocks = 0;
+    this.rsStarted = Date.now();
+    this.fact({ conn: 'VerifyS' }, 'verify');
+    this.sendState({ verifyStart: true });
+    void this.runVerify(c, alg.toLowerCase());
+  }
+
+  private async runVerify(c: Connection, alg: string): Promise<void> {
+    const chunk = RS_CHUNK_BLOCKS * BLOCK_SIZE;
+    for (let offset = 0; offset < this.size; offset += chunk) {
+      while (this.verifyInflight.size >= 8 && this.conn === c) {
+        this.verifyWake = deferred();
+        await this.verifyWake.promise;
+      }
+      if (this.conn !== c || this.state.conn !== 'VerifyS') return;
+      const length = Math.min(chunk, this.size - offset);
+      const release = await this.lock.acquire(offset, length);
+      const data = await readExact(this.backing!.handle, offset, length);
+      this.counters.dr += length;
+      this.verifyInflight.set(offset, { release, length });
+      c.send(encodeVerify(P.VERIFY_REQ, offset, length, blockDigests(alg, data, BLOCK_SIZE)));
+    }
+    while (this.verifyInflight.size > 0 && this.conn === c) {
+      this.verifyWake = deferred();
+      await this.verifyWake.promise;
+    }
+    if (this.conn !== c) return;
+    await this.persistBitmap(true);
+    const oos = this.verifyOosBlocks;
+    this.log.info({ oosBlocks: oos, seconds: (Date.now() - this.rsStarted) / 1000 }, `Online verify done: ${oos * 4} KiB out of sync`);
+    this.sendState({ verifyDone: { oosBlocks: oos } });
+    this.fact({ conn: 'Connected' }, `online verify finished: ${oos} blocks out of sync`);
+    if (oos > 0) void this.handler('out-of-sync');
+  }
+
+  private onVerifyRequest(c: Connection, payload: Buffer): void {
+    const { offset, length, body } = decodeVerify(payload);
+    const alg = (this.config.net.verifyAlg ?? 'sha1').toLowerCase();
+    if (offset + length > this.capacity) throw new Error(`verify request [${offset}, +${length}) beyond our disk`);
+    const lock = this.lock.acquire(offset, length);
+    void (async () => {
+      const release = await lock;
+      try {
+        const data = await readExact(this.backing!.handle, offset, length);
+        const ours = blockDigests(alg, data, BLOCK_SIZE);
+        const n = digestSize(alg);
+        const blocks = Math.ceil(length / BLOCK_SIZE);
+        const mismatch = Buffer.alloc(Math.ceil(blocks / 8));
+        for (let i = 0; i < blocks; i++) {
+          if (!ours.subarray(i * n, (i + 1) * n).equals(body.subarray(i * n, (i + 1) * n))) {
+            mismatch[i >> 3]! |= 1 << (i & 7);
+            this.metadata.bitmap.setRange(offset / BLOCK_SIZE + i, offset / BLOCK_SIZE + i + 1);
+          }
+        }
+        this.verifyDoneBytes += length;
+        if (c === this.conn) c.send(encodeVerify(P.VERIFY_REPLY, offset, length, mismatch));
+      } finally {
+        release();
+      }
+    })();
+  }
+
+  private onVerifyReply(payload: Buffer): void {
+    const { offset, length, body } = decodeVerify(payload);
+    const entry = this.verifyInflight.get(offset);
+    if (!entry) return;
+    this.verifyInflight.delete(offset);
+    const blocks = Math.ceil(length / BLOCK_SIZE);
+    for (let i = 0; i < blocks; i++) {
+      if (((body[i >> 3] ?? 0) >> (i & 7)) & 1) {
+        this.metadata.bitmap.setRange(offset / BLOCK_SIZE + i, offset / BLOCK_SIZE + i + 1);
+        this.verifyOosBlocks++;
+        this.log.warn({ offset: offset + i * BLOCK_SIZE }, 'Online verify found a block out of sync');
+      }
+    }
+    this.verifyDoneBytes += length;
+    entry.release();
+    this.verifyWake?.resolve();
+  }
+
+  /** `invalidate`: this node's data is declared bad; a full resync from the peer replaces it. */
+  async invalidate(): Promise<void> {
+    if (this.state.role === 'Primary') throw new StateChangeError(-13, 'Refusing to invalidate a Primary (demote it first)');
+    if (this.conn && this.state.conn === 'Connected') {
+      if (!isUpToDate(this.state.peerDisk)) throw new StateChangeError(-2, 'invalidate needs an UpToDate peer to sync from');
+      this.pendingInvalidate = 'self';
+      this.sendParams(this.conn, false);
+      return;
+    }
+    if (isConnected(this.state.conn)) throw refuse(REFUSALS.inTransientState);
+    // Alone: everything out of sync and Inconsistent; the next connection resyncs it all.
+    this.metadata.bitmap.setRange(0, Math.ceil(this.size / BLOCK_SIZE));
+    await this.persistBitmap(true);
+    await this.metadata.update({ clear: ['consistent', 'wasUpToDate'] });
+    this.fact({ disk: 'Inconsistent' }, 'invalidate');
+  }
+
+  /** `invalidate-remote`: the peer's data is declared bad; a full resync from here replaces it. */
+  async invalidateRemote(): Promise<void> {
+    if (!this.conn || this.state.conn !== 'Connected') throw refuse(REFUSALS.needConnection);
+    if (this.state.peerRole === 'Primary') throw new StateChangeError(-13, 'Refusing to invalidate the peer while it is Primary');
+    if (!isUpToDate(this.state.disk)) throw new StateChangeError(-2, 'invalidate-remote needs UpToDate data here');
+    this.pendingInvalidate = 'peer';
+    this.sendParams(this.conn, false);
+  }
+
   async outdate(): Promise<void> {
     if (isConnected(this.state.conn)) throw refuse(REFUSALS.lowerThanOutdated);
     if (this.state.role === 'Primary') throw new StateChangeError(-7, 'Refusing to outdate a Primary');
@@ -1134,7 +1294,17 @@ export class Engine extends EventEmitter<EngineEvents> {
   // --- status and shutdown --------------------------------------------------------------
 
   syncProgress(): SyncProgress | undefined {
-    if (!isSyncing(this.state.conn) || !this.md) return undefined;
+    if (!this.md) return undefined;
+    if (this.state.conn === 'VerifyS' || this.state.conn === 'VerifyT') {
+      const elapsed = (Date.now() - this.rsStarted) / 1000;
+      const speed = elapsed > 0 ? this.verifyDoneBytes / elapsed : 0;
+      const remaining = Math.max(0, this.size - this.verifyDoneBytes);
+      return {
+        percent: Math.floor((this.verifyDoneBytes / Math.max(1, this.size)) * 1000) / 10, remainingBytes: remaining, totalBytes: this.size,
+        etaSeconds: speed > 0 ? Math.round(remaining / speed) : undefined, speedKiBps: Math.round(speed / 1024), averageKiBps: Math.round(speed / 1024), paused: false,
+      };
+    }
+    if (!isSyncing(this.state.conn)) return undefined;
     const remaining = this.md.bitmap.count * BLOCK_SIZE;
     const total = Math.max(this.rsTotalBytes, remaining);
     const now = Date.now();

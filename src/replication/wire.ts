@@ -37,11 +37,13 @@ export const P = {
   RS_DATA: 0x18,
   RS_ACK: 0x19,
   RS_NEG_ACK: 0x1a,
+  VERIFY_REQ: 0x1c,
+  VERIFY_REPLY: 0x1d,
 } as const;
 export type PacketType = (typeof P)[keyof typeof P];
 
 const KNOWN_TYPES = new Set<number>(Object.values(P));
-const BINARY_TYPES = new Set<number>([P.AUTH, P.BITMAP, P.DATA, P.RECV_ACK, P.WRITE_ACK, P.NEG_ACK, P.FLUSH, P.FLUSH_ACK, P.ZERO, P.RS_DATA, P.RS_ACK, P.RS_NEG_ACK, P.PING, P.PING_ACK]);
+const BINARY_TYPES = new Set<number>([P.AUTH, P.BITMAP, P.DATA, P.RECV_ACK, P.WRITE_ACK, P.NEG_ACK, P.FLUSH, P.FLUSH_ACK, P.ZERO, P.RS_DATA, P.RS_ACK, P.RS_NEG_ACK, P.PING, P.PING_ACK, P.VERIFY_REQ, P.VERIFY_REPLY]);
 
 export const DATA_FLAGS = { FUA: 1, TRIM: 2 } as const;
 export const FRAME_FLAGS = { LAST: 1 } as const;
@@ -136,8 +138,20 @@ export function decodeRange(p: Buffer): { offset: number; length: number } {
 /** The minimum payload each binary frame type needs; shorter is a protocol error. */
 export const MIN_PAYLOAD: Partial<Record<PacketType, number>> = {
   [P.DATA]: 16, [P.RECV_ACK]: 4, [P.WRITE_ACK]: 4, [P.NEG_ACK]: 8, [P.FLUSH]: 4, [P.FLUSH_ACK]: 4,
-  [P.ZERO]: 20, [P.RS_DATA]: 8, [P.RS_ACK]: 12, [P.RS_NEG_ACK]: 12,
+  [P.ZERO]: 20, [P.RS_DATA]: 8, [P.RS_ACK]: 12, [P.RS_NEG_ACK]: 12, [P.VERIFY_REQ]: 12, [P.VERIFY_REPLY]: 12,
 };
+
+/** VERIFY_REQ / VERIFY_REPLY: offset u64 | length u32 | body (digests, or a bitset of mismatching blocks). */
+export function encodeVerify(type: PacketType, offset: number, length: number, body: Buffer): Buffer[] {
+  const h = header(type, 0, 12 + body.length, 12);
+  h.writeBigUInt64LE(BigInt(offset), 12);
+  h.writeUInt32LE(length, 20);
+  return [h, body];
+}
+
+export function decodeVerify(p: Buffer): { offset: number; length: number; body: Buffer } {
+  return { offset: Number(p.readBigUInt64LE(0)), length: p.readUInt32LE(8), body: p.subarray(12) };
+}
 
 /**
  * Push parser. Keeps a list of received chunks (no concatenation while waiting
