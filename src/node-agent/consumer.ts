@@ -13,7 +13,7 @@
 // picks up where the last one was. "Never over existing data": mkfs runs only
 // when blkid finds no signature and the first MiB is zeros.
 import { execFile, spawn } from 'node:child_process';
-import { mkdir, open, readFile, stat } from 'node:fs/promises';
+import { mkdir, open, readFile, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export type Run = (cmd: string, args: readonly string[], timeoutMs?: number) => Promise<{ code: number; stdout: string; stderr: string }>;
@@ -146,6 +146,7 @@ export class Consumer {
       }
       if (u.code !== 0) throw new ConsumerError('UnmountFailed', `umount ${p.dir}: ${u.stderr.trim()}`);
     }
+    await rmdir(p.dir).catch(() => undefined);
   }
 
   async mounted(hostMountPath: string | undefined): Promise<boolean> {

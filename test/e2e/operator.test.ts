@@ -58,13 +58,13 @@ async function waitReady(name: string, primary: string, timeoutMs = 120_000): Pr
   }, { timeoutMs, intervalMs: 1000, what: `${name}: Ready with ${primary} Primary` });
 }
 
-/** Blank disks on both nodes: no engine, no mount, no metadata left by an earlier run. */
+/** Blank disks and an empty /run/tandem on both nodes: no engine, no mount, no metadata left by an earlier run. */
 async function freshDisks(): Promise<void> {
   const script = [
     'umount /mydata/mysql 2>/dev/null',
     'for d in /run/tandem/*.fuse; do [ -d "$d" ] && { losetup -j "$d/disk" -O NAME -n | xargs -r -n1 losetup -d; umount "$d"; }; done 2>/dev/null',
     'for p in /run/tandem/*.pid; do [ -f "$p" ] && kill -9 "$(cat "$p")"; done 2>/dev/null',
-    'rm -f /run/tandem/*',
+    'rm -rf /run/tandem/*',
     'blkdiscard -f /dev/sdb1 2>/dev/null && blkdiscard -f /dev/sdb2 2>/dev/null',
     'true',
   ].join('; ');
@@ -86,6 +86,8 @@ describeLocal('the operator on the local control plane', () => {
     await kubectl(['delete', 'rv', '--all', '-n', ns, '--timeout=90s']).catch(() => undefined);
     await kubectl(['delete', 'namespace', ns, '--wait=false']).catch(() => undefined);
     await deploy('undeploy').catch(() => undefined);
+    // Later suites expect machines as they booted: empty /run/tandem, blank disks.
+    await freshDisks().catch(() => undefined);
   }, 180_000);
 
   test('the chart lints clean and its RBAC is least privilege', async () => {
