@@ -41,7 +41,7 @@ import { resolveSplitBrain } from './split-brain.ts';
 import { runHandler, type HandlerName } from './handlers.ts';
 import { mkdir, open as openFile, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { compareUuids, finishSyncSource, finishSyncTarget, newCurrent, uuidsFromJson, uuidsToJson, type SyncDecision, type Uuids } from './uuids.ts';
+import { compareUuids, finishSyncSource, finishSyncTarget, newCurrent, randomUuid, UUID_JUST_CREATED, uuidsFromJson, uuidsToJson, type SyncDecision, type Uuids } from './uuids.ts';
 import {
   DATA_FLAGS, FRAME_FLAGS, P, decodeData, decodeRange, decodeRsData, decodeSeq, encodeData, encodeFrame,
   encodeRange, encodeRsData, encodeSeq, encodeVerify, decodeVerify, type Frame,
@@ -80,6 +80,8 @@ const StateMsg = z.object({
   /** `new-current-uuid --clear-bitmap` on the peer: both blank disks are declared identical. */
   clearBitmapUuid: UuidsJson.optional(),
   verifyStart: z.boolean().optional(),
+  /** DRBD's P_SYNC_UUID: the generation a full-sync target carries until it is done, so an interrupted sync resumes. */
+  syncUuid: z.string().regex(/^[0-9A-F]{16}$/).optional(),
   verifyDone: z.object({ oosBlocks: z.number().int().nonnegative() }).optional(),
 });
 
@@ -88,7 +90,7 @@ const SyncDone = z.object({ uuids: UuidsJson });
 /** Resync chunks: at most this many contiguous 4 KiB blocks per RS_DATA. */
 const RS_CHUNK_BLOCKS = 256;
 /** Resync bytes in flight (sent, not yet acked by the target). */
-const RS_WINDOW_BYTES = 16 * 1024 * 1024;
+const RS_WINDOW_BYTES = 32 * 1024 * 1024;
 const BITMAP_FRAME_BYTES = 64 * 1024;
 
 interface PeerRequest {
@@ -587,6 +589,17 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.fact({ conn: source ? 'WFBitMapS' : 'WFBitMapT', peerRole, peerDisk: p.disk as DiskState }, rule);
     if (full) this.metadata.bitmap.setRange(0, Math.ceil(newSize / BLOCK_SIZE));
     if (target) this.syncGate = this.prepareSyncTarget();
+    if (source && full) {
+      // A full sync gets its own generation: the target carries it as its current
+      // until the end, so after an interruption the pair resumes with a bitmap
+      // resync instead of starting over. The source's bits are made durable first.
+      const md = this.metadata;
+      let uuids = md.sb.uuids;
+      if (uuids.bitmap === 0n) uuids = { ...uuids, bitmap: randomUuid() };
+      const syncUuid = uuidsToJson(uuids).bitmap;
+      this.sendState({ syncUuid });
+      void this.persistBitmap(true).then(() => md.update({ uuids }));
+    }
     this.sendBitmap(c);
   }
 
@@ -709,6 +722,17 @@ export class Engine extends EventEmitter<EngineEvents> {
         await this.metadata.update({ uuids, laSize: this.size, set: ['consistent', 'wasUpToDate'], clear: ['outdated'] });
         this.fact({ disk: 'UpToDate', peerDisk: 'UpToDate' }, 'new-current-uuid --clear-bitmap on the peer');
       })();
+      return;
+    }
+    if (s.syncUuid) {
+      const current = BigInt('0x' + s.syncUuid);
+      const prev = this.syncGate;
+      this.syncGate = prev.then(async () => {
+        const md = this.metadata;
+        const old = md.sb.uuids;
+        const history: [bigint, bigint] = old.current === 4n ? old.history : [old.current, old.history[0]];
+        await md.update({ uuids: { current, bitmap: 0n, history } });
+      });
       return;
     }
     if (s.verifyStart) {
@@ -1109,7 +1133,9 @@ export class Engine extends EventEmitter<EngineEvents> {
     let uuids: Uuids = md.sb.uuids;
     if (forced) {
       // `--force`/`--overwrite-data-of-peer`: our data becomes the truth; all of it must reach the peer.
-      uuids = newCurrent({ ...uuids, bitmap: 0n });
+      // A new generation that is not relative to anything: the peer gets a full sync.
+      const history: [bigint, bigint] = uuids.current === UUID_JUST_CREATED ? uuids.history : [uuids.current, uuids.history[0]];
+      uuids = { current: randomUuid(), bitmap: 0n, history };
       md.bitmap.setRange(0, Math.ceil(this.size / BLOCK_SIZE));
       await this.persistBitmap(true);
     } else if (!this.conn && uuids.bitmap === 0n) {

@@ -152,3 +152,31 @@ describe('crash loop: SIGKILL the Primary, the Secondary or both mid-stream', ()
     process.stdout.write(`crash loop: ${iterations} iterations, faults ${JSON.stringify(faults)}, ${acked.size} blocks checked, worst crash resync ${(worstResync / MiB).toFixed(1)} MiB of a ${size / MiB} MiB device\n`);
   });
 });
+
+describe('an interrupted resync resumes where it stopped', () => {
+  test.each(['backup', 'master'] as const)('full initial sync, %s killed at ~40%%, moves about one device in total', async (victim) => {
+    const size = 256 * MiB;
+    const pair = await Pair.create({ masterMiB: 256, backupMiB: 256, rate: '48M' });
+    try {
+      for (const n of ['master', 'backup'] as const) await pair.ok(n, 'create-md', 'mysql');
+      for (const n of ['master', 'backup'] as const) await pair.ok(n, 'up', 'mysql');
+      await pair.waitFor('master', (s) => s.cstate === 'Connected', 20_000, 'Connected');
+      await pair.ok('master', '--', '--force', 'primary', 'mysql');
+      const mid = await pair.waitFor('backup', (s) => (s.sync?.percent ?? 0) >= 40, 60_000, '40% synced');
+      const movedBefore = (await pair.status('backup')).counters.nr;
+      expect(mid.cstate).toBe('SyncTarget');
+      await pair.kill9(victim);
+      await new Promise((r) => setTimeout(r, 1200));
+      await pair.ok(victim, 'up', 'mysql');
+      await pair.waitInSync(120_000);
+      const b = await pair.status('backup');
+      const movedAfter = victim === 'backup' ? b.counters.nr : b.counters.nr - movedBefore;
+      process.stdout.write(`resume after killing ${victim}: ${(movedBefore / MiB).toFixed(0)} MiB before, ${(movedAfter / MiB).toFixed(0)} MiB after, device ${size / MiB} MiB\n`);
+      expect(b.lastDecision?.decision).toBe('bitmap-target');
+      expect(movedBefore + movedAfter).toBeLessThan(size * 1.25);
+      expect((await pair.diskBytes('backup', 0, size)).equals(await pair.diskBytes('master', 0, size))).toBe(true);
+    } finally {
+      await pair.destroy();
+    }
+  });
+});
