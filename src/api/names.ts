@@ -60,4 +60,6 @@ export const CONDITIONS = {
   engineReady: 'EngineReady',
   /** Replica: the consumer filesystem is mounted at spec.mountPath (Primary only). */
   mounted: 'Mounted',
+  /** Replica: the last connect found a split brain (True while it stands unresolved). */
+  splitBrain: 'SplitBrain',
 } as const;

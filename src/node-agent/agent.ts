@@ -238,7 +238,8 @@ export class NodeAgent {
     const key = `${rvr.metadata.namespace}/${rvr.metadata.name}`;
     const now = this.#o.now();
     let conditions: Condition[] = rvr.status?.conditions ?? [];
-    for (const c of outcome.conditions) conditions = setCondition(conditions, { ...c, observedGeneration: rvr.metadata.generation ?? 0 }, now);
+    const split = e ? splitBrainCondition(e) : undefined;
+    for (const c of [...outcome.conditions, ...(split ? [split] : [])]) conditions = setCondition(conditions, { ...c, observedGeneration: rvr.metadata.generation ?? 0 }, now);
     const status: ReplicatedVolumeReplicaStatus = {
       role: e?.role ?? 'Unconfigured',
       ...(e ? {
@@ -283,4 +284,17 @@ export class NodeAgent {
       await this.#engines.adm(res, 'down');
     }
   }
+}
+
+/**
+ * SplitBrain from the engine's last connect decision: True while the pair stays apart
+ * (StandAlone, DRBD's answer when no after-sb policy resolved it), False once connected.
+ */
+export function splitBrainCondition(e: EngineStatusView): ConditionInput | undefined {
+  const d = e.lastDecision;
+  if (!d?.decision.startsWith('split-brain')) return { type: CONDITIONS.splitBrain, status: 'False', reason: 'NoSplitBrain', message: 'The generation identifiers agreed at the last connect' };
+  if (e.cstate === 'StandAlone') {
+    return { type: CONDITIONS.splitBrain, status: 'True', reason: 'SplitBrain', message: `Split brain detected (${d.rule}); the pair stays StandAlone until resolved: tandemadm -- --discard-my-data connect on the victim` };
+  }
+  return { type: CONDITIONS.splitBrain, status: 'False', reason: 'Resolved', message: `Split brain resolved at connect: ${d.rule}` };
 }

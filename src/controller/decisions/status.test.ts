@@ -27,6 +27,8 @@ test.each<[string, [string, ReturnType<typeof rs>][], Partial<StatusInput>, { ph
     { phase: 'Syncing', reason: 'Syncing', sync: '42.5%', disks: 'UpToDate/Inconsistent' }],
   ['a missing disk on one node', [['master', rs({ role: 'Unconfigured', conditions: [{ type: 'DisksFound', status: 'False', reason: 'DiskMissing', message: '/dev/sdc1 does not exist', lastTransitionTime: beat }] })], ['backup', rs({ role: 'Unconfigured' })]], {},
     { phase: 'Failed', reason: 'DiskMissing' }],
+  ['a split brain left StandAlone', [['master', rs({ role: 'Primary', connectionState: 'StandAlone', diskState: 'UpToDate', conditions: [{ type: 'SplitBrain', status: 'True', reason: 'SplitBrain', message: 'Split brain detected', lastTransitionTime: beat }] })], ['backup', rs({ role: 'Secondary', connectionState: 'StandAlone', diskState: 'UpToDate' })]], {},
+    { phase: 'Failed', reason: 'SplitBrain' }],
   ['an unknown node', [], { placementFailure: { reason: 'NodeNotFound', message: 'node nowhere does not exist' }, roles: undefined },
     { phase: 'Failed', reason: 'NodeNotFound' }],
   ['no report yet', [], {}, { phase: 'Pending', reason: 'WaitingForAgents' }],

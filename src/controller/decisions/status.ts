@@ -53,7 +53,7 @@ export function aggregateStatus(i: StatusInput): ReplicatedVolumeStatus {
 
   let phase: Phase;
   if (i.deleting) phase = 'Deleting';
-  else if (i.placementFailure || ready.reason === 'DiskMissing' || ready.reason === 'EngineFailed') phase = 'Failed';
+  else if (i.placementFailure || ready.reason === 'DiskMissing' || ready.reason === 'EngineFailed' || ready.reason === 'SplitBrain') phase = 'Failed';
   else if (ready.status === 'True') phase = 'Ready';
   else if (syncing) phase = 'Syncing';
   else if (summaries.some((s) => s.role === 'Primary')) phase = 'Degraded';
@@ -81,6 +81,8 @@ function readiness(i: StatusInput, summaries: readonly ReplicaStatusSummary[]): 
     const r = i.replicas.get(node);
     const disks = findCondition(r?.status?.conditions, CONDITIONS.disksFound);
     if (disks?.status === 'False') return { status: 'False', reason: 'DiskMissing', message: `${node}: ${disks.message}` };
+    const split = findCondition(r?.status?.conditions, CONDITIONS.splitBrain);
+    if (split?.status === 'True') return { status: 'False', reason: 'SplitBrain', message: `${node}: ${split.message}` };
     const engine = findCondition(r?.status?.conditions, CONDITIONS.engineReady);
     if (engine?.status === 'False' && engine.reason === 'EngineFailed') return { status: 'False', reason: 'EngineFailed', message: `${node}: ${engine.message}` };
   }
@@ -133,7 +135,9 @@ export function eventsBetween(prev: ReplicatedVolumeStatus | undefined, next: Re
   if (readyNow && readyNow.status !== readyBefore?.status && (readyNow.status === 'True' || readyBefore?.status === 'True')) {
     out.push({ type: readyNow.status === 'True' ? 'Normal' : 'Warning', reason: readyNow.status === 'True' ? 'Ready' : 'NotReady', message: readyNow.message });
   }
-  if (readyNow?.reason === 'DiskMissing' && readyBefore?.reason !== 'DiskMissing') out.push({ type: 'Warning', reason: 'DiskMissing', message: readyNow.message });
+  for (const reason of ['DiskMissing', 'SplitBrain', 'EngineFailed']) {
+    if (readyNow?.reason === reason && readyBefore?.reason !== reason) out.push({ type: 'Warning', reason, message: readyNow.message });
+  }
   return out;
 }
 
