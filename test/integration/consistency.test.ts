@@ -180,3 +180,29 @@ describe('an interrupted resync resumes where it stopped', () => {
     }
   });
 });
+
+describe('pause-sync / resume-sync', () => {
+  test('a paused resync shows PausedSyncS/PausedSyncT, moves nothing, and finishes after resume', async () => {
+    const pair = await Pair.create({ masterMiB: 128, backupMiB: 128, rate: '32M' });
+    try {
+      for (const n of ['master', 'backup'] as const) await pair.ok(n, 'create-md', 'mysql');
+      for (const n of ['master', 'backup'] as const) await pair.ok(n, 'up', 'mysql');
+      await pair.waitFor('master', (s) => s.cstate === 'Connected', 20_000, 'Connected');
+      await pair.ok('master', '--', '--force', 'primary', 'mysql');
+      await pair.waitFor('backup', (s) => (s.sync?.percent ?? 0) >= 10, 30_000, '10% synced');
+      await pair.ok('backup', 'pause-sync', 'mysql');
+      const m = await pair.waitFor('master', (s) => s.cstate === 'PausedSyncS', 5_000, 'PausedSyncS');
+      expect(m.peerPaused).toBe(true);
+      expect((await pair.ok('backup', 'status', 'mysql'))).toMatch(/cs:PausedSyncT .* r--u--/);
+      await new Promise((r) => setTimeout(r, 500));
+      const a = (await pair.status('backup')).counters.nr;
+      await new Promise((r) => setTimeout(r, 1500));
+      expect((await pair.status('backup')).counters.nr).toBe(a);
+      await pair.ok('backup', 'resume-sync', 'mysql');
+      await pair.waitInSync(60_000);
+      expect((await pair.diskBytes('backup', 0, 128 * MiB)).equals(await pair.diskBytes('master', 0, 128 * MiB))).toBe(true);
+    } finally {
+      await pair.destroy();
+    }
+  });
+});
