@@ -21,6 +21,7 @@ command -v fio >/dev/null || missing+=(fio)
 command -v mkfs.xfs >/dev/null || missing+=(xfsprogs)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v iptables >/dev/null || missing+=(iptables)
+command -v fusermount3 >/dev/null || missing+=(fuse3)
 if ((${#missing[@]})); then
   echo "[deps] apt-get install ${missing[*]}" >&2
   apt-get update -qq >&2

@@ -44,7 +44,8 @@ import { join } from 'node:path';
 import { compareUuids, finishSyncSource, finishSyncTarget, newCurrent, randomUuid, UUID_JUST_CREATED, uuidsFromJson, uuidsToJson, type SyncDecision, type Uuids } from './uuids.ts';
 import {
   DATA_FLAGS, FRAME_FLAGS, P, decodeData, decodeRange, decodeRsData, decodeSeq, encodeData, encodeFrame,
-  encodeRange, encodeRsData, encodeSeq, encodeVerify, decodeVerify, type Frame,
+  encodeRange, encodeRsData, encodeSeq, encodeVerify, decodeVerify, encodeReadRequest, decodeReadRequest,
+  encodeReadReply, decodeReadReply, type Frame,
 } from './wire.ts';
 import { blockDigests, digestSize, isSupportedAlg } from './digest.ts';
 
@@ -191,6 +192,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   private bitmapTimer: NodeJS.Timeout | undefined;
   private peerBitmapChunks: Buffer[] = [];
   private discardMyData = false;
+  private readonly peerReads = new Map<number, Deferred<{ errno: number; data: Buffer } | undefined>>();
+  private nextReadId = 1;
   private pendingInvalidate: 'none' | 'self' | 'peer' = 'none';
   private verifyDoneBytes = 0;
   private verifyOosBlocks = 0;
@@ -408,6 +411,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
     this.pending.clear();
     this.counters.pe = 0;
+    for (const w of this.peerReads.values()) w.resolve(undefined);
+    this.peerReads.clear();
     for (const w of this.flushWaiters.values()) w.resolve(false);
     this.flushWaiters.clear();
     for (const w of this.promoteWaiters.values()) w.resolve({ ok: false, message: 'connection lost' });
@@ -466,6 +471,8 @@ export class Engine extends EventEmitter<EngineEvents> {
       case P.RS_NEG_ACK: return this.onRsAck(f.payload, false);
       case P.VERIFY_REQ: return this.onVerifyRequest(c, f.payload);
       case P.VERIFY_REPLY: return this.onVerifyReply(f.payload);
+      case P.READ_REQ: return this.onReadRequest(c, f.payload);
+      case P.READ_REPLY: { const r = decodeReadReply(f.payload); this.peerReads.get(r.id)?.resolve(r); this.peerReads.delete(r.id); return; }
       default: throw new Error(`unexpected packet type 0x${f.type.toString(16)}`);
     }
   }
@@ -695,7 +702,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.log.info({ outOfSyncBytes: bm.count * BLOCK_SIZE, exchangedBytes: rle.length }, 'Exchanged bitmaps');
     if (source) {
       this.fact({ conn: this.state.userIsp || this.state.peerIsp ? 'PausedSyncS' : 'SyncSource', peerDisk: 'Inconsistent' }, 'resync started');
-      void this.runResync(c);
+      this.runResync(c).catch((err: unknown) => this.backgroundFailed(c, err, 'resync'));
     } else {
       this.fact({ conn: this.state.userIsp || this.state.peerIsp ? 'PausedSyncT' : 'SyncTarget', disk: 'Inconsistent' }, 'resync started');
     }
@@ -771,20 +778,98 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   private requirePrimary(): void {
     if (this.state.role !== 'Primary') throw Object.assign(new Error(`${this.config.name} is not Primary`), { code: 'EPERM' });
-    if (!this.md || !hasLocalDisk(this.state.disk)) throw Object.assign(new Error(`${this.config.name} has no local disk`), { code: 'EIO' });
+    if (!this.localDiskUsable() && !this.peerServesData()) throw eio(`${this.config.name} has neither a local disk nor an UpToDate peer`);
+  }
+
+  private localDiskUsable(): boolean {
+    return this.md !== undefined && hasLocalDisk(this.state.disk);
+  }
+
+  /** A Diskless Primary keeps serving through a Connected, UpToDate peer (on-io-error detach). */
+  private peerServesData(): boolean {
+    return this.conn !== undefined && this.peerParams !== undefined && isUpToDate(this.state.peerDisk);
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
     this.checkRange(offset, length);
     this.requirePrimary();
-    this.counters.lo++;
-    try {
-      const buf = await this.backing!.io.read(offset, length);
-      this.counters.dr += length;
-      return buf;
-    } finally {
-      this.counters.lo--;
+    if (this.localDiskUsable()) {
+      this.counters.lo++;
+      try {
+        const buf = await this.backing!.io.read(offset, length);
+        this.counters.dr += length;
+        return buf;
+      } catch (err) {
+        if (await this.localIoError(err, 'read') === 'passed') throw eio(`local read failed: ${(err as Error).message}`);
+      } finally {
+        this.counters.lo--;
+      }
     }
+    return this.readFromPeer(offset, length);
+  }
+
+  private async readFromPeer(offset: number, length: number): Promise<Buffer> {
+    const c = this.conn;
+    if (!c || !this.peerServesData()) throw eio(`${this.config.name}: no local disk and no UpToDate peer to read from`);
+    const id = this.nextReadId++ >>> 0;
+    const w = deferred<{ errno: number; data: Buffer } | undefined>();
+    this.peerReads.set(id, w);
+    this.counters.pe++;
+    c.send(encodeReadRequest(id, offset, length));
+    const r = await w.promise;
+    this.counters.pe--;
+    if (!r || r.errno !== 0 || r.data.length !== length) throw eio(`${this.config.name}: reading through the peer failed`);
+    this.counters.nr += length;
+    return r.data;
+  }
+
+  private onReadRequest(c: Connection, payload: Buffer): void {
+    const { id, offset, length } = decodeReadRequest(payload);
+    if (offset + length > this.capacity || length > 32 * 1024 * 1024) throw new Error(`peer read [${offset}, +${length}) out of range`);
+    const lock = this.lock.acquire(offset, length);
+    void (async () => {
+      const release = await lock;
+      let reply: Buffer[];
+      try {
+        if (!this.localDiskUsable()) throw eio('no local disk');
+        const data = await this.backing!.io.read(offset, length);
+        this.counters.dr += length;
+        this.counters.ns += length;
+        reply = encodeReadReply(id, 0, data);
+      } catch (err) {
+        if (this.localDiskUsable()) void this.localIoError(err, 'read for the peer');
+        reply = encodeReadReply(id, -5);
+      } finally {
+        release();
+      }
+      if (c === this.conn) c.send(reply);
+    })();
+  }
+
+  /**
+   * A local disk operation failed. DRBD's on-io-error decides: `detach` (the
+   * default) fails the disk and continues Diskless, serving through the peer;
+   * `pass_on` returns the error to the application; `call-local-io-error` runs
+   * the local-io-error handler and then passes the error on.
+   */
+  private async localIoError(err: unknown, what: string): Promise<'detached' | 'passed'> {
+    const policy = this.config.disk.onIoError;
+    this.log.error({ err, what, policy }, `Local I/O error during ${what}`);
+    if (policy === 'call-local-io-error') {
+      await this.handler('local-io-error');
+      return 'passed';
+    }
+    if (policy === 'pass_on') return 'passed';
+    if (this.state.disk !== 'Diskless' && this.state.disk !== 'Failed') {
+      this.fact({ disk: 'Failed' }, `local I/O error during ${what}`);
+      if (this.bitmapTimer) clearInterval(this.bitmapTimer);
+      this.fact({ disk: 'Diskless' }, 'on-io-error detach');
+      this.sendState({ disk: 'Diskless' });
+      if (this.state.role === 'Primary' && !this.peerServesData()) {
+        this.log.error('Detached the disk of a Primary with no UpToDate peer: application I/O fails from now on');
+      }
+    }
+    return 'detached';
   }
 
   /** Does the peer take mirrored writes right now? */
@@ -792,6 +877,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     const c = this.conn;
     if (!c || !this.peerParams) return undefined;
     const cs = this.state.conn;
+    if (this.state.peerDisk === 'Diskless' || this.state.peerDisk === 'Failed') return undefined;
     return cs === 'Connected' || cs === 'WFBitMapS' || isSyncSource(cs) || cs === 'WFBitMapT' ? c : undefined;
   }
 
@@ -800,10 +886,10 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.requirePrimary();
     this.counters.ap++;
     const release = await this.lock.acquire(offset, data.length);
-    const al = this.al!;
+    const al = this.localDiskUsable() ? this.al : undefined;
     try {
-      await al.begin(offset, data.length);
-      this.counters.al = al.transactions;
+      await al?.begin(offset, data.length);
+      if (al) this.counters.al = al.transactions;
     } catch (err) {
       release();
       this.counters.ap--;
@@ -813,17 +899,26 @@ export class Engine extends EventEmitter<EngineEvents> {
       const c = this.peerTakesWrites();
       let req: PeerRequest | undefined;
       if (c) req = this.mirror(c, offset, data, fua ? DATA_FLAGS.FUA : 0);
-      const local = this.localWrite(offset, data, fua);
+      // true: on the local disk; false: the disk failed and was detached (the peer must have it).
+      const local = this.localDiskUsable()
+        ? this.localWrite(offset, data, fua).then(() => true, async (err: unknown) => {
+          if (await this.localIoError(err, 'write') === 'passed') throw eio(`local write failed: ${(err as Error).message}`);
+          return false;
+        })
+        : Promise.resolve(false);
       if (!req) {
-        await Promise.all([local, this.markOutOfSync(offset, data.length)]);
+        if (!(await local)) throw eio(`${this.config.name}: the write reached neither the local disk nor the peer`);
+        await this.markOutOfSync(offset, data.length);
         return;
       }
-      await local;
+      const onDisk = await local;
       const p = this.config.protocol;
-      const ok = await (p === 'A' ? req.sent.promise : p === 'B' ? req.received.promise : req.written.promise);
+      // Without a local copy, only the peer's disk holds this write: wait for it whatever the protocol.
+      const ok = await (!onDisk || p === 'C' ? req.written.promise : p === 'A' ? req.sent.promise : req.received.promise);
+      if (!ok && !onDisk) throw eio(`${this.config.name}: the write reached neither the local disk nor the peer`);
       if (!ok) await this.markOutOfSync(offset, data.length);
     } finally {
-      al.complete(offset, data.length);
+      al?.complete(offset, data.length);
       release();
       this.counters.ap--;
     }
@@ -853,6 +948,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** Marks a range out of sync and makes the bits durable before the caller completes. */
   private async markOutOfSync(offset: number, length: number): Promise<void> {
     await this.generationGate;
+    if (!this.localDiskUsable()) return;
     const added = this.metadata.bitmap.setRange(Math.floor(offset / BLOCK_SIZE), Math.ceil((offset + length) / BLOCK_SIZE));
     if (added > 0) await this.persistBitmap(false);
   }
@@ -885,10 +981,17 @@ export class Engine extends EventEmitter<EngineEvents> {
       peer = w.promise;
       this.counters.ep++;
     }
-    await this.persistBitmap(false);
-    await this.backing!.handle.datasync();
-    if (this.md && this.md.location.path !== this.self.disk) await this.md.handle.datasync();
-    if (peer && this.config.protocol === 'C') await peer;
+    if (this.localDiskUsable()) {
+      try {
+        await this.persistBitmap(false);
+        await this.backing!.handle.datasync();
+        if (this.md && this.md.location.path !== this.self.disk) await this.md.handle.datasync();
+      } catch (err) {
+        if (await this.localIoError(err, 'flush') === 'passed') throw eio(`local flush failed: ${(err as Error).message}`);
+      }
+    }
+    const peerDurable = peer && (this.config.protocol === 'C' || !this.localDiskUsable()) ? await peer : false;
+    if (!this.localDiskUsable() && !peerDurable) throw eio(`${this.config.name}: flush reached neither the local disk nor the peer`);
   }
 
   // --- the Secondary's side of replication ----------------------------------------
@@ -924,6 +1027,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       } catch (err) {
         ok = false;
         this.log.error({ err, offset, length }, 'Local write of a request from the peer failed');
+        if (this.localDiskUsable()) void this.localIoError(err, 'mirrored write');
       } finally {
         release();
         this.counters.ua--;
@@ -1203,7 +1307,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.rsStarted = Date.now();
     this.fact({ conn: 'VerifyS' }, 'verify');
     this.sendState({ verifyStart: true });
-    void this.runVerify(c, alg.toLowerCase());
+    this.runVerify(c, alg.toLowerCase()).catch((err: unknown) => this.backgroundFailed(c, err, 'online verify'));
   }
 
   private async runVerify(c: Connection, alg: string): Promise<void> {
@@ -1277,6 +1381,12 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.verifyDoneBytes += length;
     entry.release();
     this.verifyWake?.resolve();
+  }
+
+  /** A resync or verify loop failed (a local disk error): apply on-io-error and drop the connection. */
+  private backgroundFailed(c: Connection, err: unknown, what: string): void {
+    this.log.error({ err }, `The ${what} failed`);
+    void this.localIoError(err, what).finally(() => c.close('NetworkFailure', `${what} failed: ${(err as Error).message}`));
   }
 
   /** `invalidate`: this node's data is declared bad; a full resync from the peer replaces it. */
@@ -1379,3 +1489,7 @@ function syncConn(c: ConnectionState, paused: boolean): ConnectionState {
   return c;
 }
 
+
+function eio(message: string): Error {
+  return Object.assign(new Error(message), { code: 'EIO' });
+}

@@ -39,11 +39,13 @@ export const P = {
   RS_NEG_ACK: 0x1a,
   VERIFY_REQ: 0x1c,
   VERIFY_REPLY: 0x1d,
+  READ_REQ: 0x1e,
+  READ_REPLY: 0x1f,
 } as const;
 export type PacketType = (typeof P)[keyof typeof P];
 
 const KNOWN_TYPES = new Set<number>(Object.values(P));
-const BINARY_TYPES = new Set<number>([P.AUTH, P.BITMAP, P.DATA, P.RECV_ACK, P.WRITE_ACK, P.NEG_ACK, P.FLUSH, P.FLUSH_ACK, P.ZERO, P.RS_DATA, P.RS_ACK, P.RS_NEG_ACK, P.PING, P.PING_ACK, P.VERIFY_REQ, P.VERIFY_REPLY]);
+const BINARY_TYPES = new Set<number>([P.AUTH, P.BITMAP, P.DATA, P.RECV_ACK, P.WRITE_ACK, P.NEG_ACK, P.FLUSH, P.FLUSH_ACK, P.ZERO, P.RS_DATA, P.RS_ACK, P.RS_NEG_ACK, P.PING, P.PING_ACK, P.VERIFY_REQ, P.VERIFY_REPLY, P.READ_REQ, P.READ_REPLY]);
 
 export const DATA_FLAGS = { FUA: 1, TRIM: 2 } as const;
 export const FRAME_FLAGS = { LAST: 1 } as const;
@@ -138,7 +140,7 @@ export function decodeRange(p: Buffer): { offset: number; length: number } {
 /** The minimum payload each binary frame type needs; shorter is a protocol error. */
 export const MIN_PAYLOAD: Partial<Record<PacketType, number>> = {
   [P.DATA]: 16, [P.RECV_ACK]: 4, [P.WRITE_ACK]: 4, [P.NEG_ACK]: 8, [P.FLUSH]: 4, [P.FLUSH_ACK]: 4,
-  [P.ZERO]: 20, [P.RS_DATA]: 8, [P.RS_ACK]: 12, [P.RS_NEG_ACK]: 12, [P.VERIFY_REQ]: 12, [P.VERIFY_REPLY]: 12,
+  [P.ZERO]: 20, [P.RS_DATA]: 8, [P.RS_ACK]: 12, [P.RS_NEG_ACK]: 12, [P.VERIFY_REQ]: 12, [P.VERIFY_REPLY]: 12, [P.READ_REQ]: 16, [P.READ_REPLY]: 8,
 };
 
 /** VERIFY_REQ / VERIFY_REPLY: offset u64 | length u32 | body (digests, or a bitset of mismatching blocks). */
@@ -234,4 +236,29 @@ export class FrameParser {
     }
     return out;
   }
+}
+
+/** READ_REQ: id u32 | length u32 | offset u64 — a Diskless Primary reads through its peer. */
+export function encodeReadRequest(id: number, offset: number, length: number): Buffer[] {
+  const h = header(P.READ_REQ, 0, 16, 16);
+  h.writeUInt32LE(id, 12);
+  h.writeUInt32LE(length, 16);
+  h.writeBigUInt64LE(BigInt(offset), 20);
+  return [h];
+}
+
+export function decodeReadRequest(p: Buffer): { id: number; length: number; offset: number } {
+  return { id: p.readUInt32LE(0), length: p.readUInt32LE(4), offset: Number(p.readBigUInt64LE(8)) };
+}
+
+/** READ_REPLY: id u32 | errno i32 | data. */
+export function encodeReadReply(id: number, errno: number, data: Buffer = Buffer.alloc(0)): Buffer[] {
+  const h = header(P.READ_REPLY, 0, 8 + data.length, 8);
+  h.writeUInt32LE(id, 12);
+  h.writeInt32LE(errno, 16);
+  return data.length > 0 ? [h, data] : [h];
+}
+
+export function decodeReadReply(p: Buffer): { id: number; errno: number; data: Buffer } {
+  return { id: p.readUInt32LE(0), errno: p.readInt32LE(4), data: p.subarray(8) };
 }

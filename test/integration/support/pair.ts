@@ -33,6 +33,8 @@ export interface PairOptions {
   rate?: string;
   /** Extra text inside `disk {}` (e.g. `al-extents 7;`). */
   disk?: string;
+  /** A node's backing device, when it is not a file the pair creates (e.g. an nbdfuse file). */
+  diskPath?: Partial<Record<NodeName, string>>;
 }
 
 export type NodeName = 'master' | 'backup';
@@ -59,8 +61,10 @@ export class Pair {
     const p = new Pair(dir, allocPort(), opts);
     const sizes: Record<NodeName, number> = { master: opts.masterMiB ?? 48, backup: opts.backupMiB ?? 64 };
     for (const n of ['master', 'backup'] as const) {
-      await writeFile(p.disk(n), '');
-      await truncate(p.disk(n), sizes[n] * 1024 * 1024);
+      if (!opts.diskPath?.[n]) {
+        await writeFile(p.disk(n), '');
+        await truncate(p.disk(n), sizes[n] * 1024 * 1024);
+      }
       await writeFile(p.metaDisk(n), '');
       await truncate(p.metaDisk(n), 130 * 1024 * 1024);
       await writeFile(p.configPath(n), p.configText(n));
@@ -68,7 +72,7 @@ export class Pair {
     return p;
   }
 
-  disk(n: NodeName): string { return join(this.dir, `${n}-sdb1`); }
+  disk(n: NodeName): string { return this.opts.diskPath?.[n] ?? join(this.dir, `${n}-sdb1`); }
   metaDisk(n: NodeName): string { return join(this.dir, `${n}-sdb2`); }
   configPath(n: NodeName): string { return join(this.dir, `${n}.conf`); }
   runDir(n: NodeName): string { return join(this.dir, `run-${n}`); }
