@@ -34,13 +34,11 @@ command options (also accepted after '--', as drbdadm does):
 commands:
   create-md up down attach detach connect disconnect primary secondary
   role cstate dstate status pause-sync resume-sync outdate dump new-current-uuid
-  verify invalidate invalidate-remote
-  resize (not implemented yet)`;
+  verify invalidate invalidate-remote resize`;
 
 const COMMANDS = ['create-md', 'up', 'down', 'attach', 'detach', 'connect', 'disconnect', 'primary', 'secondary', 'role', 'cstate', 'dstate',
   'status', 'verify', 'pause-sync', 'resume-sync', 'invalidate', 'invalidate-remote', 'outdate', 'resize', 'dump', 'new-current-uuid'] as const;
 type Command = (typeof COMMANDS)[number];
-const NOT_YET: ReadonlySet<Command> = new Set(['resize']);
 
 interface Options {
   config: string;
@@ -215,7 +213,6 @@ async function offlineOutdate(o: Options, res: ResourceConfig): Promise<void> {
 
 async function runOne(o: Options, res: ResourceConfig, out: Output): Promise<void> {
   const cmd = o.command!;
-  if (NOT_YET.has(cmd)) throw new TandemError(ERROR_CODES.notImplemented, `${cmd}: not implemented yet in this tandem version`, 20);
   switch (cmd) {
     case 'create-md': return createMd(o, res, out);
     case 'up': return up(o, res, true);
@@ -240,7 +237,7 @@ async function runOne(o: Options, res: ResourceConfig, out: Output): Promise<voi
       out.out.push(cmd === 'role' ? `${s.role}/${s.peerRole}` : cmd === 'cstate' ? s.cstate : `${s.disk}/${s.peerDisk}`);
       return;
     }
-    case 'connect': case 'disconnect': case 'primary': case 'secondary': case 'detach': case 'pause-sync': case 'resume-sync': case 'new-current-uuid': case 'verify': case 'invalidate': case 'invalidate-remote': {
+    case 'connect': case 'disconnect': case 'primary': case 'secondary': case 'detach': case 'pause-sync': case 'resume-sync': case 'new-current-uuid': case 'verify': case 'invalidate': case 'invalidate-remote': case 'resize': {
       try {
         await control(o, res, { cmd, force: o.force, discardMyData: o.discardMyData, clearBitmap: o.clearBitmap });
       } catch (err) {

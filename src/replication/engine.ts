@@ -68,6 +68,8 @@ const Params = z.object({
   primaryAtSplit: z.boolean(),
   /** `invalidate` (the sender wants to be the full-sync target) or `invalidate-remote` (the receiver should be). */
   invalidate: z.enum(['none', 'self', 'peer']),
+  /** `resize`: both sides re-read their disk sizes and may grow the device. */
+  resize: z.boolean(),
 });
 type Params = z.infer<typeof Params>;
 
@@ -195,6 +197,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   private readonly peerReads = new Map<number, Deferred<{ errno: number; data: Buffer } | undefined>>();
   private nextReadId = 1;
   private pendingInvalidate: 'none' | 'self' | 'peer' = 'none';
+  private pendingResize = false;
   private verifyDoneBytes = 0;
   private verifyOosBlocks = 0;
   private verifyInflight = new Map<number, { release: () => void; length: number }>();
@@ -378,7 +381,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       disk: this.state.disk, role: this.state.role === 'Primary' ? 'Primary' : 'Secondary',
       allowTwoPrimaries: this.config.net.allowTwoPrimaries, discardMyData: this.discardMyData,
       crashedPrimary: md.has('crashedPrimary') && this.state.role !== 'Primary', node: this.self.name,
-      changes: md.bitmap.count, primaryAtSplit: md.has('primaryAtSplit'), invalidate: this.pendingInvalidate,
+      changes: md.bitmap.count, primaryAtSplit: md.has('primaryAtSplit'), invalidate: this.pendingInvalidate, resize: this.pendingResize,
     };
   }
 
@@ -443,7 +446,16 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   private onFrame(c: Connection, f: Frame): void {
     switch (f.type) {
-      case P.PARAMS: return this.onParams(c, Params.parse(JSON.parse(f.payload.toString('utf8'))));
+      case P.PARAMS: {
+        const params = Params.parse(JSON.parse(f.payload.toString('utf8')));
+        // A resize request: look at our own disk again before answering.
+        if (params.resize && !params.reply) {
+          return void this.refreshCapacity()
+            .catch((err: unknown) => this.log.warn({ err }, 'Could not grow for the peer\'s resize; answering with the current size'))
+            .then(() => { if (this.conn === c) this.onParams(c, params); });
+        }
+        return this.onParams(c, params);
+      }
       case P.STATE: return this.onPeerState(c, StateMsg.parse(JSON.parse(f.payload.toString('utf8'))));
       case P.BITMAP: return this.onBitmapFrame(c, f);
       case P.ERROR: {
@@ -493,7 +505,10 @@ export class Engine extends EventEmitter<EngineEvents> {
     const agreedLa = Math.max(mine.laSize, p.laSize);
     const fits = Math.min(mine.capacity, p.capacity);
     if (agreedLa > 0 && fits < agreedLa) return this.abortConnection(c, `The peer's disk size is too small! (${fits} < ${agreedLa} bytes)`);
-    const newSize = agreedLa > 0 ? agreedLa : fits;
+    const resizing = mine.resize || p.resize;
+    this.pendingResize = false;
+    const newSize = agreedLa > 0 && !resizing ? agreedLa : fits;
+    const grownFrom = resizing && agreedLa > 0 && newSize > agreedLa ? agreedLa : undefined;
 
     let { decision, rule } = compareUuids(uuidsFromJson(mine.uuids), uuidsFromJson(p.uuids));
     if (decision === 'none' && mine.crashedPrimary !== p.crashedPrimary) {
@@ -571,6 +586,16 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (target && this.state.role === 'Primary') return this.abortConnection(c, `I shall become SyncTarget, but I am primary! (${rule})`);
     // Our own changes are about to be overwritten: keep a copy (see saveBeforeOverwrite).
     this.saveDiscarded = target && (discardOwn || mine.changes > 0) && this.config.disk.discardedDataDir !== 'none';
+    if (grownFrom !== undefined) {
+      // The new area holds whatever the disks had: sync it from the Primary
+      // (or, with none, from the node that asked for the resize).
+      this.metadata.bitmap.setRange(Math.floor(grownFrom / BLOCK_SIZE), Math.ceil(newSize / BLOCK_SIZE));
+      if (decision === 'none') {
+        const weSource = mine.role === 'Primary' || (p.role !== 'Primary' && mine.resize);
+        decision = weSource ? 'bitmap-source' : 'bitmap-target';
+        rule = `grown from ${grownFrom} to ${newSize} bytes: the new area is synced`;
+      }
+    }
     this.lastDecision = { decision, rule };
     this.log.info({ decision, rule, size: newSize }, 'Decided how to sync with the peer');
     this.discardMyData = false;
@@ -1381,6 +1406,31 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.verifyDoneBytes += length;
     entry.release();
     this.verifyWake?.resolve();
+  }
+
+  /**
+   * Re-reads this disk's usable size (after the backing device grew) and grows
+   * the bitmap to cover it. External metadata only: internal metadata sits at
+   * the end of the device and would have to move.
+   */
+  private async refreshCapacity(): Promise<void> {
+    const md = this.metadata;
+    if (md.location.internal) throw new TandemError(ERROR_CODES.notImplemented, 'resize with internal meta-disk is not implemented yet (use an external meta-disk)', 20);
+    const location = await locateMetadata(this.self.disk, this.self.metaDisk);
+    let capacity = Math.min(location.dataCapacity, md.maxBitmapBits * BLOCK_SIZE, this.config.disk.size ?? Number.MAX_SAFE_INTEGER);
+    capacity -= capacity % BLOCK_SIZE;
+    if (capacity < this.size) throw new StateChangeError(-14, `Refusing to shrink the device: the disk holds ${capacity} bytes, the device is ${this.size}`);
+    await md.growBitmap(Math.ceil(capacity / BLOCK_SIZE));
+    this.capacity = capacity;
+  }
+
+  /** `resize`: grow online after both backing devices grew; the new area is synced. */
+  async resize(): Promise<void> {
+    if (!this.conn || this.state.conn !== 'Connected') throw refuse(REFUSALS.needConnection);
+    if (!isUpToDate(this.state.disk) || !isUpToDate(this.state.peerDisk)) throw new StateChangeError(-2, 'resize needs UpToDate data on both nodes');
+    await this.refreshCapacity();
+    this.pendingResize = true;
+    this.sendParams(this.conn, false);
   }
 
   /** A resync or verify loop failed (a local disk error): apply on-io-error and drop the connection. */

@@ -162,7 +162,7 @@ export class Metadata {
   readonly handle: FileHandle;
   private readonly ownsHandle: boolean;
   sb: Superblock;
-  readonly bitmap: Bitmap;
+  bitmap: Bitmap;
   /** Counters for /proc/drbd: `al` and `bm` writes. */
   bitmapWrites = 0;
 
@@ -241,6 +241,27 @@ export class Metadata {
     await writeExact(this.handle, this.location.offset + slot * SUPER_SLOT_BYTES, encodeSuperblock(next));
     await this.handle.datasync();
     this.sb = next;
+  }
+
+  /** Bits the metadata area can hold: the largest data size it can track. */
+  get maxBitmapBits(): number {
+    return (this.location.bytes - BITMAP_OFFSET) * 8;
+  }
+
+  /**
+   * Grows the bitmap to `bits` (online resize): new pages are zeroed on disk,
+   * existing bits are kept, and the superblock records the new size.
+   */
+  async growBitmap(bits: number): Promise<void> {
+    if (bits <= this.bitmap.bits) return;
+    if (bits > this.maxBitmapBits) throw new TandemError(ERROR_CODES.metadata, `${describe(this.location)}: the metadata area can track ${this.maxBitmapBits * BLOCK_SIZE} bytes, not ${bits * BLOCK_SIZE}`);
+    const bytes = bitmapBytesFor(bits * BLOCK_SIZE);
+    const grown = new Bitmap(bits, (() => { const b = new Uint8Array(bytes); b.set(this.bitmap.bytes); return b; })());
+    const oldPages = this.bitmap.pageCount;
+    for (let p = oldPages; p < grown.pageCount; p++) await writeExact(this.handle, this.location.offset + BITMAP_OFFSET + p * BITMAP_PAGE_BYTES, grown.page(p));
+    await this.handle.datasync();
+    this.bitmap = grown;
+    await this.update({ bitmapBits: bits });
   }
 
   /** Writes the bitmap pages that changed since they were last written. */
