@@ -7,9 +7,9 @@
 //
 //   node scripts/cluster-deploy.ts [deploy]            install/upgrade and (re)start everything
 //   node scripts/cluster-deploy.ts undeploy            stop the processes (the release stays)
-//   node scripts/cluster-deploy.ts start-controller    (re)start the controller only
+//   node scripts/cluster-deploy.ts start-controller [controller-2]   (re)start the controller (or a standby)
 //   node scripts/cluster-deploy.ts start-agent NODE    (re)start one agent
-//   node scripts/cluster-deploy.ts kill controller|agent-NODE   SIGKILL it (engines keep running)
+//   node scripts/cluster-deploy.ts kill|stop controller|agent-NODE   SIGKILL / SIGTERM it (engines keep running)
 //
 // Logs: .cluster/logs/tandem-controller.log, .cluster/logs/tandem-agent-NODE.log.
 import { execFileSync, spawn } from 'node:child_process';
@@ -92,12 +92,15 @@ function launch(name: string, argv: string[], env: Record<string, string>): void
   child.unref();
 }
 
-export async function startController(): Promise<void> {
-  await stopProcess('controller');
-  launch('controller', [process.execPath, join(repoRoot, 'bin/tandem-controller.js'), '--metrics-port', String(controllerMetricsPort)], {
-    KUBECONFIG: join(deployDir, `${release.name}-controller.kubeconfig`), POD_NAMESPACE: release.namespace, POD_NAME: 'tandem-controller-local',
+/** The controller, or a second one (`controller-2`, metrics on the next port) to show leader election. */
+export async function startController(name = 'controller'): Promise<void> {
+  const index = name === 'controller' ? 0 : Number(name.split('-')[1] ?? '2') - 1;
+  const port = controllerMetricsPort + index;
+  await stopProcess(name);
+  launch(name, [process.execPath, join(repoRoot, 'bin/tandem-controller.js'), '--metrics-port', String(port)], {
+    KUBECONFIG: join(deployDir, `${release.name}-controller.kubeconfig`), POD_NAMESPACE: release.namespace, POD_NAME: `tandem-${name}-local`,
   });
-  await waitReady(`http://127.0.0.1:${controllerMetricsPort}/readyz`, 'The controller');
+  await waitReady(`http://127.0.0.1:${port}/readyz`, `The ${name}`);
 }
 
 export function agentUrl(node: string, path = '/readyz'): string {
@@ -133,11 +136,12 @@ export async function deploy(): Promise<void> {
 
 export async function undeploy(): Promise<void> {
   await stopProcess('controller');
+  await stopProcess('controller-2');
   for (const n of nodes()) await stopProcess(`agent-${n}`);
 }
 
-export async function kill(name: string): Promise<void> {
-  await stopProcess(name, 'SIGKILL');
+export async function kill(name: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  await stopProcess(name, signal);
 }
 
 if (import.meta.main) {
@@ -145,10 +149,11 @@ if (import.meta.main) {
   try {
     if (cmd === 'deploy') await deploy();
     else if (cmd === 'undeploy') await undeploy();
-    else if (cmd === 'start-controller') await startController();
+    else if (cmd === 'start-controller') await startController(arg);
     else if (cmd === 'start-agent' && arg) await startAgent(arg);
     else if (cmd === 'kill' && arg) await kill(arg);
-    else throw new Error('usage: cluster-deploy.ts [deploy|undeploy|start-controller|start-agent NODE|kill controller|agent-NODE]');
+    else if (cmd === 'stop' && arg) await kill(arg, 'SIGTERM');
+    else throw new Error('usage: cluster-deploy.ts [deploy|undeploy|start-controller [controller-2]|start-agent NODE|kill|stop controller|controller-2|agent-NODE]');
     log(`${cmd} done`);
   } catch (err) {
     console.error(err instanceof Error ? err.message : err);
