@@ -46,7 +46,7 @@ export const ReplicatedVolumeSpec = z.object({
       cel('self == oldSelf', 'replicas cannot be changed once the volume exists', { reason: 'FieldValueForbidden' }),
     ] })
     .describe('Exactly two replicas, on two different nodes: which disk and metadata each uses.'),
-  primary: NodeName.optional().describe('The preferred Primary. Changing it moves the Primary role (the consumer is unmounted first).'),
+  primary: NodeName.optional().describe('The preferred Primary. Changing it moves the Primary role (the consumer is unmounted first). With failover, the only fields that may change after creation.'),
   verifyAlg: z.string().max(64).regex(/^[a-z0-9-]+$/).optional().describe('verify-alg for online verify, e.g. sha1.'),
   resyncRate: Quantity.optional().describe('Resync rate limit in bytes per second (a quantity, e.g. 100Mi).'),
   onIoError: z.enum(ON_IO_ERROR).default('detach'),
@@ -58,6 +58,12 @@ export const ReplicatedVolumeSpec = z.object({
   cel('!has(self.primary) || self.replicas.exists(r, r.node == self.primary)', 'primary must be the node of one of the replicas', { fieldPath: '.primary' }),
   cel('has(self.filesystem) == has(self.mountPath)', 'filesystem and mountPath must be set together'),
   cel('has(self.size) == has(oldSelf.size) && (!has(self.size) || self.size == oldSelf.size)', 'size cannot be changed yet (online resize is not implemented)', { fieldPath: '.size' }),
+  // The engines take these at `up`; changing them live (drbdadm adjust) is not implemented, so the
+  // API server refuses the change instead of accepting a spec the engines do not follow.
+  ...(['protocol', 'onIoError', 'splitBrain'] as const).map((f) =>
+    cel(`self.${f} == oldSelf.${f}`, `${f} cannot be changed on an existing volume yet (no live adjust)`, { fieldPath: `.${f}` })),
+  ...(['verifyAlg', 'resyncRate', 'filesystem', 'mountPath'] as const).map((f) =>
+    cel(`has(self.${f}) == has(oldSelf.${f}) && (!has(self.${f}) || self.${f} == oldSelf.${f})`, `${f} cannot be changed on an existing volume yet (no live adjust)`, { fieldPath: `.${f}` })),
 ] });
 export type ReplicatedVolumeSpec = z.infer<typeof ReplicatedVolumeSpec>;
 

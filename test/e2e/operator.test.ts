@@ -244,6 +244,11 @@ describeLocal('the operator on the local control plane', () => {
       expect(Date.now() - Date.parse(rvr.status.lastHeartbeatTime)).toBeLessThan(15_000);
     });
 
+    test('options the engines cannot take live are refused with the reason, not silently ignored', async () => {
+      const err = await kubectl(['patch', 'rv', 'mysql', '-n', ns, '--type=merge', '-p', '{"spec":{"protocol":"A"}}']).then(() => '', (e: Error) => e.message);
+      expect(err).toContain('spec.protocol: Invalid value: "object": protocol cannot be changed on an existing volume yet (no live adjust)');
+    });
+
     test('deleting the volume takes the engines down and wipes nothing', async () => {
       await kubectl(['delete', 'rv', 'mysql', '-n', ns, '--timeout=90s']);
       for (const n of ['master', 'backup']) {
