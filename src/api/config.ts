@@ -8,6 +8,7 @@ export const Protocol = z.enum(PROTOCOLS);
 export type Protocol = z.infer<typeof Protocol>;
 
 export const ON_IO_ERROR = ['detach', 'pass_on', 'call-local-io-error'] as const;
+export const FENCING = ['dont-care', 'resource-only', 'resource-and-stonith'] as const;
 export const AFTER_SB_0PRI = ['disconnect', 'discard-younger-primary', 'discard-older-primary', 'discard-zero-changes', 'discard-least-changes', 'discard-local', 'discard-remote'] as const;
 export const AFTER_SB_1PRI = ['disconnect', 'consensus', 'discard-secondary', 'call-pri-lost-after-sb', 'violently-as0p'] as const;
 export const AFTER_SB_2PRI = ['disconnect', 'violently-as0p', 'call-pri-lost-after-sb'] as const;
@@ -59,6 +60,11 @@ export type NetOptions = z.infer<typeof NetOptions>;
 
 export const DiskOptions = z.object({
   onIoError: z.enum(ON_IO_ERROR).default('detach'),
+  /**
+   * DRBD's fencing policy. `resource-and-stonith`: a Primary that loses its peer
+   * freezes I/O and runs the fence-peer handler before completing any write.
+   */
+  fencing: z.enum(FENCING).default('dont-care'),
   /** Bytes per second; `syncer { rate 1024M; }` and `disk { resync-rate … }` land here. */
   resyncRate: z.number().int().positive().optional(),
   alExtents: z.number().int().positive().default(1237),

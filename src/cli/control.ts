@@ -5,7 +5,7 @@ import { unlink } from 'node:fs/promises';
 import { z } from 'zod';
 
 export const ControlRequest = z.object({
-  cmd: z.enum(['status', 'primary', 'secondary', 'connect', 'disconnect', 'attach', 'detach', 'down', 'pause-sync', 'resume-sync', 'outdate', 'new-current-uuid', 'verify', 'invalidate', 'invalidate-remote', 'resize']),
+  cmd: z.enum(['status', 'primary', 'secondary', 'connect', 'disconnect', 'attach', 'detach', 'down', 'pause-sync', 'resume-sync', 'outdate', 'new-current-uuid', 'verify', 'invalidate', 'invalidate-remote', 'resize', 'resume-io']),
   clearBitmap: z.boolean().optional(),
   force: z.boolean().optional(),
   discardMyData: z.boolean().optional(),

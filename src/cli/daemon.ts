@@ -93,6 +93,7 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
         case 'invalidate': return engine.invalidate();
         case 'invalidate-remote': return engine.invalidateRemote();
         case 'resize': return engine.resize();
+        case 'resume-io': return engine.resumeIo('resume-io');
         case 'new-current-uuid': return engine.newCurrentUuid({ clearBitmap: req.clearBitmap === true });
         case 'down': {
           if (engine.state.role === 'Primary' && (nbd?.clientCount ?? 0) > 0) await engine.demote();

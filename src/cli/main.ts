@@ -34,10 +34,10 @@ command options (also accepted after '--', as drbdadm does):
 commands:
   create-md up down attach detach connect disconnect primary secondary
   role cstate dstate status pause-sync resume-sync outdate dump new-current-uuid
-  verify invalidate invalidate-remote resize`;
+  verify invalidate invalidate-remote resize resume-io`;
 
 const COMMANDS = ['create-md', 'up', 'down', 'attach', 'detach', 'connect', 'disconnect', 'primary', 'secondary', 'role', 'cstate', 'dstate',
-  'status', 'verify', 'pause-sync', 'resume-sync', 'invalidate', 'invalidate-remote', 'outdate', 'resize', 'dump', 'new-current-uuid'] as const;
+  'status', 'verify', 'resume-io', 'pause-sync', 'resume-sync', 'invalidate', 'invalidate-remote', 'outdate', 'resize', 'dump', 'new-current-uuid'] as const;
 type Command = (typeof COMMANDS)[number];
 
 interface Options {
@@ -237,7 +237,7 @@ async function runOne(o: Options, res: ResourceConfig, out: Output): Promise<voi
       out.out.push(cmd === 'role' ? `${s.role}/${s.peerRole}` : cmd === 'cstate' ? s.cstate : `${s.disk}/${s.peerDisk}`);
       return;
     }
-    case 'connect': case 'disconnect': case 'primary': case 'secondary': case 'detach': case 'pause-sync': case 'resume-sync': case 'new-current-uuid': case 'verify': case 'invalidate': case 'invalidate-remote': case 'resize': {
+    case 'connect': case 'disconnect': case 'primary': case 'secondary': case 'detach': case 'pause-sync': case 'resume-sync': case 'new-current-uuid': case 'verify': case 'invalidate': case 'invalidate-remote': case 'resize': case 'resume-io': {
       try {
         await control(o, res, { cmd, force: o.force, discardMyData: o.discardMyData, clearBitmap: o.clearBitmap });
       } catch (err) {

@@ -198,6 +198,9 @@ export class Engine extends EventEmitter<EngineEvents> {
   private nextReadId = 1;
   private pendingInvalidate: 'none' | 'self' | 'peer' = 'none';
   private pendingResize = false;
+  /** While I/O is frozen (fencing), requests wait on this; false means "fail them". */
+  private ioGate: Promise<boolean> = Promise.resolve(true);
+  private ioRelease: ((go: boolean) => void) | undefined;
   private verifyDoneBytes = 0;
   private verifyOosBlocks = 0;
   private verifyInflight = new Map<number, { release: () => void; length: number }>();
@@ -297,7 +300,10 @@ export class Engine extends EventEmitter<EngineEvents> {
       }
       await al.clear();
       this.al = al;
-      const disk: DiskState = !md.has('consistent') ? 'Inconsistent' : md.has('outdated') ? 'Outdated' : 'UpToDate';
+      // DRBD: a consistent disk is UpToDate on attach unless fencing is on; then it
+      // stays Consistent until a peer confirms it (a lone node cannot know it is newest).
+      const disk: DiskState = !md.has('consistent') ? 'Inconsistent' : md.has('outdated') ? 'Outdated'
+        : this.config.disk.fencing === 'dont-care' ? 'UpToDate' : 'Consistent';
       this.counters.bm = md.bitmapWrites;
       this.fact({ disk }, 'attach');
       this.bitmapTimer = setInterval(() => { void this.persistBitmap(false); }, 1000);
@@ -407,6 +413,13 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.peerPromoting = false;
     const wasPeerDisk = this.state.peerDisk;
     const lostUpToDatePeer = this.state.role === 'Primary' && wasPeerDisk !== 'DUnknown';
+    const fencing = this.config.disk.fencing;
+    if (this.state.role === 'Primary' && (wasPeerDisk === 'UpToDate' || wasPeerDisk === 'Consistent') && fencing !== 'dont-care') {
+      // Before any write completes without the peer: freeze (resource-and-stonith)
+      // and ask the fence-peer handler to make sure the peer cannot take over.
+      if (fencing === 'resource-and-stonith') this.suspendIo(`fencing: lost the peer (${reason})`);
+      void this.fencePeer();
+    }
     // Everything the peer may not have becomes out of sync (transfer log, resync in flight).
     for (const r of this.pending.values()) {
       this.metadata.bitmap.setRange(r.offset / BLOCK_SIZE, Math.ceil((r.offset + r.length) / BLOCK_SIZE));
@@ -608,17 +621,20 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (decision === 'none') {
       // Same generation: identical data. A Consistent/Outdated disk next to an
       // UpToDate one of the same generation is UpToDate too.
-      const same = (d: string): DiskState => (d === 'Consistent' || d === 'Outdated') && (p.disk === 'UpToDate' || mine.disk === 'UpToDate') ? 'UpToDate' : d as DiskState;
+      const consistent = (d: string): boolean => d === 'UpToDate' || d === 'Consistent';
+      const same = (d: string): DiskState => (d === 'Consistent' && (consistent(p.disk) || consistent(mine.disk))) || (d === 'Outdated' && (p.disk === 'UpToDate' || mine.disk === 'UpToDate')) ? 'UpToDate' : d as DiskState;
       const disk = same(this.state.disk);
       const peerDisk = same(p.disk);
       if (disk !== this.state.disk) void this.persistDisk(disk);
       if (this.metadata.has('primaryAtSplit')) void this.metadata.update({ clear: ['primaryAtSplit'] });
       this.fact({ conn: 'Connected', peerRole, peerDisk, disk }, 'connected, no resync needed');
+      this.resumeIo('the peer is back');
       return;
     }
     const source = decision === 'bitmap-source' || decision === 'full-source';
     const full = decision === 'full-source' || decision === 'full-target';
     this.fact({ conn: source ? 'WFBitMapS' : 'WFBitMapT', peerRole, peerDisk: p.disk as DiskState }, rule);
+    if (source) this.resumeIo('the peer is back');
     if (full) this.metadata.bitmap.setRange(0, Math.ceil(newSize / BLOCK_SIZE));
     if (target) this.syncGate = this.prepareSyncTarget();
     if (source && full) {
@@ -817,6 +833,7 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   async read(offset: number, length: number): Promise<Buffer> {
     this.checkRange(offset, length);
+    if (!(await this.ioGate)) throw eio(`${this.config.name}: I/O was frozen by fencing and then failed`);
     this.requirePrimary();
     if (this.localDiskUsable()) {
       this.counters.lo++;
@@ -908,6 +925,7 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
     this.checkRange(offset, data.length);
+    if (!(await this.ioGate)) throw eio(`${this.config.name}: I/O was frozen by fencing and then failed`);
     this.requirePrimary();
     this.counters.ap++;
     const release = await this.lock.acquire(offset, data.length);
@@ -941,7 +959,11 @@ export class Engine extends EventEmitter<EngineEvents> {
       // Without a local copy, only the peer's disk holds this write: wait for it whatever the protocol.
       const ok = await (!onDisk || p === 'C' ? req.written.promise : p === 'A' ? req.sent.promise : req.received.promise);
       if (!ok && !onDisk) throw eio(`${this.config.name}: the write reached neither the local disk nor the peer`);
-      if (!ok) await this.markOutOfSync(offset, data.length);
+      if (!ok) {
+        await this.markOutOfSync(offset, data.length);
+        // The peer did not confirm it: with fencing, the application hears back only once the peer is fenced.
+        if (!(await this.ioGate)) throw eio(`${this.config.name}: I/O was frozen by fencing and then failed`);
+      }
     } finally {
       al?.complete(offset, data.length);
       release();
@@ -995,6 +1017,7 @@ export class Engine extends EventEmitter<EngineEvents> {
    * connected, on the peer too (protocol C's meaning of a flush).
    */
   async flush(): Promise<void> {
+    if (!(await this.ioGate)) throw eio(`${this.config.name}: I/O was frozen by fencing and then failed`);
     this.requirePrimary();
     const c = this.peerTakesWrites();
     let peer: Promise<boolean> | undefined;
@@ -1282,6 +1305,7 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   async demote(opts: { force?: boolean } = {}): Promise<void> {
     if (this.state.role !== 'Primary') return;
+    if (opts.force && this.state.suspended) this.resumeIo('demoted while frozen: failing the frozen I/O', false);
     if (opts.force && this.openCount() > 0) await this.closeClients();
     if (this.openCount() > 0) throw refuse(REFUSALS.deviceInUse, `${this.openCount()} NBD client(s) connected`);
     await this.lock.drain();
@@ -1431,6 +1455,46 @@ export class Engine extends EventEmitter<EngineEvents> {
     await this.refreshCapacity();
     this.pendingResize = true;
     this.sendParams(this.conn, false);
+  }
+
+  /** Freezes application I/O: requests wait (none completes) until resumeIo. */
+  private suspendIo(cause: string): void {
+    if (this.state.suspended) return;
+    this.ioGate = new Promise<boolean>((r) => { this.ioRelease = r; });
+    this.fact({ suspended: true }, cause);
+  }
+
+  /** Thaws I/O; with `go` false the frozen requests fail with EIO instead of proceeding. */
+  resumeIo(cause: string, go = true): void {
+    if (!this.state.suspended) return;
+    const release = this.ioRelease;
+    this.ioRelease = undefined;
+    this.ioGate = Promise.resolve(true);
+    this.fact({ suspended: false }, cause);
+    release?.(go);
+  }
+
+  /**
+   * DRBD's fence-peer contract: the handler makes sure the peer cannot become
+   * Primary with older data (marks it Outdated, or powers it off) and says so
+   * by its exit code. 3: peer Inconsistent, 4: peer Outdated, 5: peer down,
+   * 7: peer fenced (STONITH) → resume. 6: the peer is Primary → stay frozen.
+   * Anything else → stay frozen until `resume-io` or the peer returns.
+   */
+  private async fencePeer(): Promise<void> {
+    const code = await this.handler('fence-peer');
+    if (code === undefined) {
+      if (this.state.suspended) this.log.error('fencing is on but no fence-peer handler is configured: I/O stays frozen until the peer returns or resume-io');
+      return;
+    }
+    if (code === 3 || code === 4 || code === 5 || code === 7) {
+      await this.metadata.update({ set: ['peerOutdated'] });
+      this.resumeIo(`fence-peer handler exited ${code}: the peer is fenced`);
+    } else if (code === 6) {
+      this.log.error('fence-peer handler exited 6: the peer is Primary; I/O stays frozen (demote this node)');
+    } else {
+      this.log.error({ code }, 'fence-peer handler failed: I/O stays frozen until the peer returns or resume-io');
+    }
   }
 
   /** A resync or verify loop failed (a local disk error): apply on-io-error and drop the connection. */

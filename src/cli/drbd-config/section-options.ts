@@ -3,7 +3,7 @@
 // `syncer {}` is DRBD 8.3's section: 8.4 moved its options to `disk` and `net`,
 // and so do we. Options that DRBD has but tandem does not implement are ignored
 // with a warning; `handlers`, `startup` and `options` keep every entry as text.
-import { AFTER_SB_0PRI, AFTER_SB_1PRI, AFTER_SB_2PRI, ON_IO_ERROR, PROTOCOLS, type Protocol } from '../../api/config.ts';
+import { AFTER_SB_0PRI, AFTER_SB_1PRI, AFTER_SB_2PRI, FENCING, ON_IO_ERROR, PROTOCOLS, type Protocol } from '../../api/config.ts';
 import { ConfigError, formatLocation } from './config-error.ts';
 import type { SettingsDraft } from './draft.ts';
 import type { OptionValue } from './option-value.ts';
@@ -44,6 +44,7 @@ const NET: Record<string, Apply> = {
   'after-sb-0pri': (s, o) => { s.net.afterSb0pri = o.oneOf(AFTER_SB_0PRI, /^discard-node-.+$/); },
   'after-sb-1pri': (s, o) => { s.net.afterSb1pri = o.oneOf(AFTER_SB_1PRI); },
   'after-sb-2pri': (s, o) => { s.net.afterSb2pri = o.oneOf(AFTER_SB_2PRI); },
+  fencing: (s, o) => { s.disk.fencing = o.oneOf(FENCING); },
   'verify-alg': verifyAlg,
   'csums-alg': csumsAlg,
   // drbd.conf(5): timeout and ping-timeout are in tenths of a second, connect-int and ping-int in seconds.
@@ -64,6 +65,7 @@ const DISK: Record<string, Apply> = {
   'c-min-rate': cMinRate,
   'c-fill-target': cFillTarget,
   'discarded-data-dir': (s, o) => { s.disk.discardedDataDir = o.text(); },
+  fencing: (s, o) => { s.disk.fencing = o.oneOf(FENCING); },
 };
 
 const SYNCER: Record<string, Apply> = {

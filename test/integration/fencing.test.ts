@@ -1,0 +1,66 @@
+// fencing resource-and-stonith: a Primary that loses its peer completes no
+// write until the fence-peer handler has confirmed the peer cannot take over.
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { jest } from '@jest/globals';
+import { Pair } from './support/pair.ts';
+import { RawNbdClient } from './support/raw-nbd-client.ts';
+import { nbdWire } from '../../src/nbd/index.ts';
+
+jest.setTimeout(120_000);
+const BLOCK = 4096;
+
+async function fencedPair(handler: string): Promise<Pair> {
+  const pair = await Pair.create({ masterMiB: 32, backupMiB: 32, disk: 'fencing resource-and-stonith;' });
+  for (const n of ['master', 'backup'] as const) {
+    await writeFile(pair.configPath(n), pair.configText(n).replace('resource mysql {', `resource mysql {\n  handlers { fence-peer "${handler}"; }`));
+  }
+  await pair.startBlank();
+  await pair.ok('master', 'primary', 'mysql');
+  return pair;
+}
+
+describe('fencing resource-and-stonith', () => {
+  test('writes after a link cut wait for the fence-peer handler, then complete', async () => {
+    const dir = '/tmp';
+    const pair = await fencedPair(`sleep 1.5; echo fenced $DRBD_RESOURCE $DRBD_PEER_ADDRESS >> ${dir}/tandem-fence-$PPID.log; exit 7`);
+    try {
+      const { client } = await RawNbdClient.open({ path: pair.nbdSocket('master') }, 'mysql');
+      client.send({ command: nbdWire.Cmd.NBD_CMD_WRITE, offset: 0, data: Buffer.alloc(BLOCK, 1) });
+      expect((await client.reply()).error).toBe(0);
+      await pair.cutLink();
+      const t0 = Date.now();
+      client.send({ command: nbdWire.Cmd.NBD_CMD_WRITE, offset: BLOCK, data: Buffer.alloc(BLOCK, 2) });
+      const frozen = await pair.waitFor('master', (s) => s.suspended, 20_000, 'I/O frozen');
+      expect(frozen.cstate).not.toBe('Connected');
+      expect(await pair.ok('master', 'status', 'mysql')).toMatch(/ C s-----/);
+      const r = await client.reply(() => 0, 30_000);
+      const waited = Date.now() - t0;
+      expect(r.error).toBe(0);
+      expect((await pair.status('master')).suspended).toBe(false);
+      expect(waited).toBeGreaterThan(1500); // not before the handler finished
+      expect(await readFile(pair.logPath('master'), 'utf8')).toMatch(/fence-peer handler exited 7: the peer is fenced/);
+      client.destroy();
+    } finally {
+      await pair.destroy();
+    }
+  });
+
+  test('a failing fence-peer handler keeps I/O frozen until resume-io', async () => {
+    const pair = await fencedPair('exit 1');
+    try {
+      const { client } = await RawNbdClient.open({ path: pair.nbdSocket('master') }, 'mysql');
+      await pair.cutLink();
+      client.send({ command: nbdWire.Cmd.NBD_CMD_WRITE, offset: 0, data: Buffer.alloc(BLOCK, 3) });
+      await pair.waitFor('master', (s) => s.suspended, 20_000, 'I/O frozen');
+      await new Promise((r) => setTimeout(r, 1500));
+      expect((await pair.status('master')).suspended).toBe(true);
+      expect(client.pending).toBe(0); // nothing was acknowledged while frozen
+      await pair.ok('master', 'resume-io', 'mysql');
+      expect((await client.reply(() => 0, 10_000)).error).toBe(0);
+      client.destroy();
+    } finally {
+      await pair.destroy();
+    }
+  });
+});
