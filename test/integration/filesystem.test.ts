@@ -1,0 +1,109 @@
+// A real filesystem on a tandem volume, the way these machines (no nbd kernel module) attach
+// one: nbdfuse exposes the Primary's export as a file, losetup makes it /dev/loopN, then
+// mkfs.ext4 / mkfs.xfs, mount, write files, unmount, fsck clean; switch roles (the tutorial's
+// §11) and mount the same filesystem from the other node: the files are there.
+// Needs root, /dev/fuse and loop devices; skipped (with the reason) where they are missing.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { jest } from '@jest/globals';
+import { tool, type NodeName, type Pair } from './support/pair.ts';
+import { runTool } from './support/run-tool.ts';
+import { startTandemExport } from './support/tandem-export.ts';
+
+jest.setTimeout(300_000);
+
+const canAttach = process.getuid?.() === 0 && existsSync('/dev/fuse') && existsSync('/dev/loop-control');
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+/** nbdfuse + losetup on one node's export: a block device, and how to take it away again. */
+class FuseLoop {
+  readonly dev: string;
+  readonly #fuse: ChildProcess;
+  readonly #dir: string;
+  private constructor(dev: string, fuse: ChildProcess, dir: string) {
+    this.dev = dev;
+    this.#fuse = fuse;
+    this.#dir = dir;
+  }
+
+  static async attach(pair: Pair, n: NodeName): Promise<FuseLoop> {
+    const dir = join(pair.dir, `fuse-${n}`);
+    await mkdir(dir, { recursive: true });
+    const pidFile = join(pair.dir, `nbdfuse-${n}.pid`);
+    const fuse = spawn('nbdfuse', ['-P', pidFile, join(dir, 'disk'), '--unix', pair.nbdSocket(n)], { stdio: ['ignore', 'ignore', 'inherit'] });
+    for (let i = 0; i < 200 && !existsSync(pidFile); i++) await new Promise((r) => setTimeout(r, 50));
+    if (!existsSync(pidFile)) throw new Error('nbdfuse did not come up');
+    const dev = (await tool('losetup', ['-f', '--show', join(dir, 'disk')])).trim();
+    return new FuseLoop(dev, fuse, dir);
+  }
+
+  /** losetup -d, unmount the FUSE file, wait for nbdfuse to exit (it closes its NBD client). */
+  async detach(): Promise<void> {
+    await tool('losetup', ['-d', this.dev]);
+    const exited = new Promise((r) => this.#fuse.once('exit', r));
+    await tool('fusermount3', ['-u', this.#dir]);
+    await exited;
+  }
+}
+
+async function mount(dev: string, at: string): Promise<void> {
+  await mkdir(at, { recursive: true });
+  await tool('mount', [dev, at]);
+}
+
+describe.each([
+  ['ext4', ['mkfs.ext4', '-q', '-F'], ['e2fsck', '-fn']],
+  ['xfs', ['mkfs.xfs', '-q', '-f'], ['xfs_repair', '-n']],
+] as const)('%s on nbdfuse + loop over a Connected tandem pair', (fs, mkfs, fsck) => {
+  let pair: Pair;
+  beforeAll(async () => {
+    if (canAttach) pair = await startTandemExport({ mib: 320, connected: true });
+  });
+  afterAll(async () => {
+    await pair?.destroy();
+  });
+
+  (canAttach ? it : it.skip)('mkfs, mount, write files, umount, fsck clean, switch roles, mount on the other node, files there', async () => {
+    const files = new Map<string, string>();
+    const mnt = join(pair.dir, 'mnt');
+
+    const a = await FuseLoop.attach(pair, 'master');
+    await tool(mkfs[0], [...mkfs.slice(1), a.dev]);
+    await mount(a.dev, mnt);
+    for (let i = 0; i < 20; i++) {
+      const data = randomBytes(1000 + i * 37_000);
+      await writeFile(join(mnt, `file-${i}.bin`), data);
+      files.set(`file-${i}.bin`, sha(data));
+    }
+    await tool('sync', []);
+    await tool('umount', [mnt]);
+    const clean = await runTool(fsck[0], [...fsck.slice(1), a.dev], { timeoutMs: 120_000 });
+    expect({ code: clean.code, out: clean.stdout + clean.stderr }).toMatchObject({ code: 0 });
+    await a.detach();
+
+    // §11: the Primary is no longer open, so it may step down; the peer takes over.
+    await pair.ok('master', 'secondary', 'mysql');
+    await pair.ok('backup', 'primary', 'mysql');
+    expect((await pair.ok('backup', 'role', 'mysql')).trim()).toBe('Primary/Secondary');
+
+    const b = await FuseLoop.attach(pair, 'backup');
+    const again = await runTool(fsck[0], [...fsck.slice(1), b.dev], { timeoutMs: 120_000 });
+    expect(again.code).toBe(0);
+    await mount(b.dev, mnt);
+    try {
+      for (const [name, digest] of files) expect(sha(await readFile(join(mnt, name)))).toBe(digest);
+    } finally {
+      await tool('umount', [mnt]);
+      await b.detach();
+    }
+  });
+});
+
+if (!canAttach) {
+  test('filesystem suite needs root, /dev/fuse and loop devices', () => {
+    console.warn('skipped: not root or no /dev/fuse or /dev/loop-control');
+  });
+}
