@@ -56,6 +56,7 @@ export class NodeAgent {
   readonly #informer: SupervisedInformer<k8s.KubernetesObject>;
   /** Last status written per replica key, and when. */
   readonly #reported = new Map<string, { json: string; at: number }>();
+  readonly #secrets = new Map<string, { value: string; at: number }>();
   #workers: Promise<void>[] = [];
   #ticker: NodeJS.Timeout | undefined;
 
@@ -216,15 +217,21 @@ export class NodeAgent {
     return { conditions: [{ type: CONDITIONS.mounted, status: 'False', reason: spec.mountPath ? 'NotPrimary' : 'NoMountPath', message: spec.mountPath ? 'Mounted only on the Primary' : 'spec.mountPath is not set' }], mounted };
   }
 
+  /** The peer secret, read at most once a minute per Secret (the loop runs every few seconds). */
   async #secret(rvr: ReplicatedVolumeReplica): Promise<string | undefined> {
+    const key = `${rvr.metadata.namespace}/${rvr.spec.secretName}`;
+    const cached = this.#secrets.get(key);
+    if (cached && Date.now() - cached.at < 60_000) return cached.value;
+    let value: string | undefined;
     try {
       const s = await this.#core.readNamespacedSecret({ name: rvr.spec.secretName, namespace: rvr.metadata.namespace });
       const v = s.data?.[SECRET_KEY];
-      return v ? Buffer.from(v, 'base64').toString('utf8') : undefined;
+      value = v ? Buffer.from(v, 'base64').toString('utf8') : undefined;
     } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
+      if (!isNotFound(err)) throw err;
     }
+    if (value !== undefined) this.#secrets.set(key, { value, at: Date.now() });
+    return value;
   }
 
   async #writeConfig(spec: ReplicatedVolumeReplicaSpec, secret: string): Promise<void> {
