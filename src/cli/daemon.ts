@@ -8,6 +8,7 @@ import pino from 'pino';
 import type { HostConfig, ResourceConfig } from '../api/config.ts';
 import { Engine } from '../replication/engine.ts';
 import { startNbdServer, type NbdExport, type NbdServer } from '../nbd/index.ts';
+import { chooseAttach, DeviceAttachment, hasNbdModule } from './attach.ts';
 import { serveControl, type ControlRequest } from './control.ts';
 
 export interface DaemonOptions {
@@ -34,6 +35,14 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
     o.reportFd = undefined;
   };
   let nbd: NbdServer | undefined;
+  // The Primary's export as a kernel block device (nbd-client, or nbdfuse + losetup): see attach.ts.
+  const attachment = new DeviceAttachment({
+    choice: chooseAttach({ setting: o.resource.options['attach'], device: o.self.device, hasNbdModule: hasNbdModule() }),
+    socket: p.nbd, resource: o.resource.name, device: o.self.device, runDir: o.runDir,
+  });
+  const attachDevice = async (): Promise<void> => {
+    try { await attachment.attach(); } catch (err) { logger.error({ err, attach: attachment.choice }, 'Failed to attach the device'); }
+  };
   const engine = new Engine({
     config: o.resource, self: o.self, peer: o.peer, logger, ...(o.configFile ? { configFile: o.configFile } : {}),
     openCount: () => nbd?.clientCount ?? 0,
@@ -66,6 +75,7 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
       shuttingDown = true;
       logger.info({ why }, 'Shutting down');
       try {
+        await attachment.detach().catch((err: unknown) => logger.error({ err }, 'Failed to detach the device'));
         await nbd?.close();
         await engine.down();
       } catch (err) {
@@ -79,9 +89,9 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
     };
     const ctl = await serveControl(p.ctl, async (req: ControlRequest) => {
       switch (req.cmd) {
-        case 'status': return engine.status();
-        case 'primary': return engine.promote({ force: req.force === true });
-        case 'secondary': return engine.demote({ force: req.force === true });
+        case 'status': return { ...engine.status(), attach: attachment.status() };
+        case 'primary': { await engine.promote({ force: req.force === true }); await attachDevice(); return undefined; }
+        case 'secondary': { await attachment.detach(); return engine.demote({ force: req.force === true }); }
         case 'connect': return engine.connect({ discardMyData: req.discardMyData === true });
         case 'disconnect': return engine.disconnect();
         case 'attach': return engine.attach();
@@ -96,6 +106,7 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
         case 'resume-io': return engine.resumeIo('resume-io');
         case 'new-current-uuid': return engine.newCurrentUuid({ clearBitmap: req.clearBitmap === true });
         case 'down': {
+          await attachment.detach();
           if (engine.state.role === 'Primary' && (nbd?.clientCount ?? 0) > 0) await engine.demote();
           setImmediate(() => void shutdown('down'));
           return undefined;
