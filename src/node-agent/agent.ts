@@ -65,7 +65,7 @@ export class NodeAgent {
     this.#custom = o.kc.makeApiClient(k8s.CustomObjectsApi);
     this.#core = o.kc.makeApiClient(k8s.CoreV1Api);
     this.#engines = new EngineClient({ runDir: o.runDir, node: o.node });
-    this.#consumer = new Consumer({ runDir: o.runDir, hostRoot: o.hostRoot ?? '' });
+    this.#consumer = new Consumer({ hostRoot: o.hostRoot ?? '' });
     const selector = `${LABELS.node}=${o.node}`;
     this.#informer = new SupervisedInformer({
       kc: o.kc, log: o.log, path: collectionPath(KINDS.replica.plural), labelSelector: selector,
@@ -147,7 +147,7 @@ export class NodeAgent {
     const spec = rvr.spec;
     const res = spec.resource;
     if (spec.engine === 'Down') {
-      await this.#consumer.release(res, spec.mountPath);
+      await this.#consumer.release(spec.mountPath);
       if (await this.#engines.status(res)) {
         const r = await this.#engines.adm(res, 'down');
         if (r.code !== 0) return { conditions: [{ type: CONDITIONS.engineReady, status: 'False', reason: 'DownFailed', message: r.stderr.trim() }], stop: true };
@@ -192,7 +192,7 @@ export class NodeAgent {
       log.info({ epoch: spec.epoch, force }, 'Promoted');
       await this.#event(rvr, 'Normal', 'Promoted', `${spec.node} is Primary (epoch ${spec.epoch}${force ? ', initial full sync' : ''})`);
     } else if (spec.role === 'Secondary' && engine.role === 'Primary') {
-      await this.#consumer.release(res, spec.mountPath);
+      await this.#consumer.release(spec.mountPath);
       const r = await this.#engines.adm(res, 'secondary');
       if (r.code !== 0) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'DemotionRefused', message: r.stderr.trim() }], stop: true };
       log.info({ epoch: spec.epoch }, 'Demoted');
@@ -206,12 +206,17 @@ export class NodeAgent {
     const spec = rvr.spec;
     const res = spec.resource;
     if (spec.role === 'Primary' && spec.filesystem && spec.mountPath) {
-      const m = await this.#consumer.ensure(res, spec.filesystem, spec.mountPath);
-      if (m.created) {
-        log.info({ device: m.device, filesystem: spec.filesystem }, 'Created filesystem');
-        await this.#event(rvr, 'Normal', 'FilesystemCreated', `mkfs.${spec.filesystem} on ${m.device} (the volume was blank)`);
+      const attach = (await this.#engines.status(res))?.attach;
+      if (!attach?.device) {
+        const why = attach?.lastError ?? attach?.reason ?? 'the engine reports no attached device';
+        return { conditions: [{ type: CONDITIONS.mounted, status: 'False', reason: 'NoDevice', message: `No block device for the Primary's export: ${why}` }], mounted: false };
       }
-      return { conditions: [{ type: CONDITIONS.mounted, status: 'True', reason: 'Mounted', message: `${m.device} (${spec.filesystem}) on ${spec.mountPath}` }], mounted: true };
+      const m = await this.#consumer.ensure(attach.device, spec.filesystem, spec.mountPath);
+      if (m.created) {
+        log.info({ device: attach.device, filesystem: spec.filesystem }, 'Created filesystem');
+        await this.#event(rvr, 'Normal', 'FilesystemCreated', `mkfs.${spec.filesystem} on ${attach.device} (the volume was blank)`);
+      }
+      return { conditions: [{ type: CONDITIONS.mounted, status: 'True', reason: 'Mounted', message: `${attach.device} (${spec.filesystem}) on ${spec.mountPath}` }], mounted: true };
     }
     const mounted = await this.#consumer.mounted(spec.mountPath);
     return { conditions: [{ type: CONDITIONS.mounted, status: 'False', reason: spec.mountPath ? 'NotPrimary' : 'NoMountPath', message: spec.mountPath ? 'Mounted only on the Primary' : 'spec.mountPath is not set' }], mounted };
@@ -287,7 +292,6 @@ export class NodeAgent {
     for (const res of await this.#engines.resources()) {
       if (wanted.has(res) || !(await this.#engines.status(res))) continue;
       this.#o.log.info({ resource: res }, 'Taking down an engine no replica names');
-      await this.#consumer.release(res, undefined);
       await this.#engines.adm(res, 'down');
     }
   }

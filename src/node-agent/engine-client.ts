@@ -25,6 +25,8 @@ export const EngineStatusView = z.object({
   sync: z.object({ percent: z.number(), remainingBytes: z.number(), totalBytes: z.number() }).loose().optional().nullable(),
   uuids: z.object({ current: z.string() }).loose(),
   lastError: z.string().optional().nullable(),
+  /** The Primary's export as a kernel block device (tandemadm's attach): /dev/nbdN or /dev/loopN. */
+  attach: z.object({ method: z.string(), reason: z.string(), device: z.string().nullable(), lastError: z.string().nullable() }).loose().optional(),
   /** The sync decision of the last connect (DRBD's uuid_compare), e.g. split-brain. */
   lastDecision: z.object({ decision: z.string(), rule: z.string() }).optional().nullable(),
 }).loose();

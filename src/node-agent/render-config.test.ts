@@ -16,11 +16,11 @@ test('tandemadm parses the rendered file back into the spec', () => {
   const { config, warnings } = parseConfigText(renderConfig(spec, 's3cr"t\\x'), '/run/tandem/db.mysql.res');
   expect(warnings).toEqual([]);
   const res = config.resources[0]!;
-  expect(res).toMatchObject({ name: 'db.mysql', protocol: 'B' });
+  expect(res).toMatchObject({ name: 'db.mysql', protocol: 'B', options: { attach: 'auto' } });
   expect(res.net).toMatchObject({ cramHmacAlg: 'sha256', sharedSecret: 's3cr"t\\x', verifyAlg: 'sha1', afterSb0pri: 'discard-zero-changes', afterSb1pri: 'discard-secondary', afterSb2pri: 'disconnect' });
   expect(res.disk).toMatchObject({ onIoError: 'pass_on', size: 512 * 2 ** 20, resyncRate: 100 * 2 ** 20 });
   expect(res.hosts).toEqual([
-    expect.objectContaining({ name: 'master', disk: '/dev/sdb1', metaDisk: { kind: 'indexed', path: '/dev/sdb2', index: 0 }, address: { family: 'ipv4', host: '10.77.0.11', port: 7790 }, minor: 1 }),
+    expect.objectContaining({ name: 'master', device: '/dev/nbd1', disk: '/dev/sdb1', metaDisk: { kind: 'indexed', path: '/dev/sdb2', index: 0 }, address: { family: 'ipv4', host: '10.77.0.11', port: 7790 }, minor: 1 }),
     expect.objectContaining({ name: 'backup', disk: '/dev/sdb1', metaDisk: { kind: 'internal' }, address: { family: 'ipv4', host: '10.77.0.12', port: 7790 } }),
   ]);
 });

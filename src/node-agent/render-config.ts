@@ -40,7 +40,10 @@ export function renderConfig(spec: ReplicatedVolumeReplicaSpec, sharedSecret: st
     `// Written by tandem-node-agent for ReplicatedVolume ${spec.volume} (replica on ${spec.node}, epoch ${spec.epoch}). Do not edit.`,
     `resource ${spec.resource} {`,
     `  protocol ${spec.protocol};`,
-    `  device /dev/drbd${spec.minor};`,
+    // The Primary's engine attaches its export as this kernel nbd device where the node has
+    // the nbd driver, else as a loop device over nbdfuse (tandemadm's attach auto).
+    `  device /dev/nbd${spec.minor} minor ${spec.minor};`,
+    '  options { attach auto; }',
     `  disk { ${disk.join(' ')} }`,
     `  net { ${net.join(' ')} }`,
     ...host(spec.self),
