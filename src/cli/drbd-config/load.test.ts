@@ -56,7 +56,7 @@ describe('the tutorial configuration, loaded as /etc/drbd.conf', () => {
   it('normalizes protocol, syncer rate, verify-alg, allow-two-primaries and on-io-error', () => {
     const [mysql] = result.config.resources;
     expect(mysql?.protocol).toBe('C');
-    expect(mysql?.disk).toEqual({ onIoError: 'detach', resyncRate: 1073741824, alExtents: 1237, discardedDataDir: '/var/lib/tandem/discarded' });
+    expect(mysql?.disk).toEqual({ onIoError: 'detach', resyncRate: 1073741824, alExtents: 1237, discardedDataDir: '/var/lib/tandem/discarded', fencing: 'dont-care' });
     expect(mysql?.net).toMatchObject({ allowTwoPrimaries: true, verifyAlg: 'sha1', afterSb0pri: 'disconnect', timeoutMs: 6000 });
   });
 
@@ -141,7 +141,7 @@ describe('parseConfigText', () => {
     const [r0] = config.resources;
     expect(r0?.protocol).toBe('B');
     expect(r0?.net).toMatchObject({ maxBuffers: 100, timeoutMs: 3000, cramHmacAlg: 'sha1', sharedSecret: 's3cr"et', allowTwoPrimaries: false });
-    expect(r0?.disk).toEqual({ resyncRate: 204800, alExtents: 257, cMaxRate: 1024 ** 3, cFillTarget: 51200, size: 1024 ** 3, onIoError: 'pass_on', discardedDataDir: '/var/lib/tandem/discarded' });
+    expect(r0?.disk).toEqual({ resyncRate: 204800, alExtents: 257, cMaxRate: 1024 ** 3, cFillTarget: 51200, size: 1024 ** 3, onIoError: 'pass_on', discardedDataDir: '/var/lib/tandem/discarded', fencing: 'dont-care' });
     expect(r0?.handlers).toEqual({ 'split-brain': '/bin/other', 'fence-peer': '/bin/fence' });
     expect(r0?.startup).toEqual({ 'wfc-timeout': '15', 'wait-after-sb': 'yes' });
     expect(r0?.hosts).toEqual([
@@ -162,13 +162,13 @@ describe('parseConfigText', () => {
 
   it('collects options tandem does not implement as warnings and keeps going', () => {
     const { config, warnings } = parse(`resource r {
-      disk { fencing resource-only; }
+      disk { md-flushes no; }
       net { sndbuf-size 0; protocol C; }
       syncer { cpu-mask 3; }
       meta-disk internal; ${TWO_HOSTS} }`);
     expect(config.resources).toHaveLength(1);
     expect(warnings).toEqual([
-      "/etc/tandem/tandem.conf:2:14: ignoring disk option 'fencing': not implemented by tandem",
+      "/etc/tandem/tandem.conf:2:14: ignoring disk option 'md-flushes': not implemented by tandem",
       "/etc/tandem/tandem.conf:3:13: ignoring net option 'sndbuf-size': not implemented by tandem",
       "/etc/tandem/tandem.conf:4:16: ignoring syncer option 'cpu-mask': not implemented by tandem",
     ]);
