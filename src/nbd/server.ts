@@ -7,6 +7,7 @@ import { pino, type Logger } from 'pino';
 import { DEFAULT_MAX_OPTION_LENGTH } from './codec.ts';
 import { NbdConnection, type ConnectionContext } from './connection.ts';
 import { NbdError, NbdErrorCode } from './errors.ts';
+import { adoptWithOnread } from '../net/onread-socket.ts';
 import { PayloadPool } from './payload-pool.ts';
 import type { NbdServer, StartNbdServerOptions } from './types.ts';
 
@@ -123,7 +124,7 @@ class TandemNbdServer implements NbdServer {
     const log = this.#log.child({ conn: id, peer });
     log.debug('Accepted NBD client');
     let conn: NbdConnection | undefined;
-    const socket = withOnread(accepted, this.#net, {
+    const socket = adoptWithOnread(accepted, this.#net, {
       buffer: () => conn?.readBuffer() ?? this.#ctx.staging,
       callback: (n, buf) => {
         conn?.onRead(n, buf as Buffer);
@@ -156,26 +157,6 @@ class TandemNbdServer implements NbdServer {
     })();
     return this.#closing;
   }
-}
-
-/**
- * The accepted connection as a socket that reads with `onread` (a caller-chosen buffer per read:
- * no 64 KiB allocation per read, no copy of a write payload, fewer read syscalls). net.Server has
- * no `onread` option, so the accepted (paused, never read) handle moves into a new net.Socket;
- * the new socket takes over the server's connection count, which its close releases.
- */
-function withOnread(accepted: net.Socket, server: net.Server, onread: net.OnReadOpts): net.Socket {
-  const tcp = accepted.remoteAddress !== undefined;
-  const internals = accepted as unknown as { _handle: unknown };
-  const handle = internals._handle;
-  internals._handle = null;
-  const socket = new net.Socket({ handle, allowHalfOpen: true, readable: true, writable: true, onread } as net.SocketConstructorOpts);
-  const adopted = socket as unknown as { _server: unknown; server: unknown };
-  adopted._server = server;
-  adopted.server = server;
-  if (tcp) socket.setNoDelay(true);
-  socket.resume();
-  return socket;
 }
 
 /** A unix socket file nobody listens on any more (its server died without unlinking it). */

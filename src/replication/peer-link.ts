@@ -18,6 +18,7 @@ import { createHmac, getHashes, randomBytes, timingSafeEqual } from 'node:crypto
 import { z } from 'zod';
 import type { Logger } from 'pino';
 import type { Address } from '../api/config.ts';
+import { adoptWithOnread } from '../net/onread-socket.ts';
 import { FrameParser, P, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, encodeFrame, encodeJson, type Frame } from './wire.ts';
 import type { ConnectionState } from './states.ts';
 
@@ -49,6 +50,38 @@ const Hello = z.object({
 type Hello = z.infer<typeof Hello>;
 
 export type FrameHandler = (frame: Frame) => void;
+
+/** Where a link socket's reads go: the handshake first, then the established Connection. */
+interface LinkReader {
+  parser: FrameParser | undefined;
+  /** Bytes read into the staging buffer (transient: reused by the next read of any link socket). */
+  onChunk: ((chunk: Buffer, transient: boolean) => void) | undefined;
+  /** Bytes read straight into parser.directTarget(). */
+  onDirect: ((n: number) => void) | undefined;
+}
+
+/** Every link socket reads into this buffer, which is emptied before the next read. */
+const STAGING = Buffer.allocUnsafeSlow(256 * 1024);
+/** A payload with at least this much left to receive is read into directly. */
+const DIRECT_READ_MIN = 32 * 1024;
+
+/**
+ * onread options for a link socket (see src/net/onread-socket.ts): a large DATA or RS_DATA
+ * payload is read by the kernel straight into its final buffer; everything else into STAGING.
+ */
+function linkOnread(reader: LinkReader): net.OnReadOpts {
+  return {
+    buffer: () => {
+      const direct = reader.parser?.directTarget();
+      return direct !== undefined && direct.length >= DIRECT_READ_MIN ? direct : STAGING;
+    },
+    callback: (n, buf) => {
+      if (buf === STAGING) reader.onChunk?.(STAGING.subarray(0, n), true);
+      else reader.onDirect?.(n);
+      return true;
+    },
+  };
+}
 
 /**
  * An established, authenticated connection. Sends are batched with cork/uncork
@@ -103,10 +136,19 @@ export class Connection {
     if (this.handler) this.dispatch(f); else this.backlog.push(f);
   }
 
-  private onData(chunk: Buffer): void {
+  /** Bytes from the socket; `transient`: the caller reuses the chunk's memory once this returns. */
+  onData(chunk: Buffer, transient = false): void {
+    this.handleParsed(chunk.length, this.parser.feed(chunk, transient));
+  }
+
+  /** `n` bytes were read straight into the parser's directTarget(). */
+  onDirect(n: number): void {
+    this.handleParsed(n, this.parser.directFilled(n));
+  }
+
+  private handleParsed(n: number, r: ReturnType<FrameParser['feed']>): void {
     this.lastRx = Date.now();
-    this.bytesReceived += chunk.length;
-    const r = this.parser.feed(chunk);
+    this.bytesReceived += n;
     for (const f of r.frames) {
       if (this.closed) return;
       if (this.handler) this.dispatch(f); else this.backlog.push(f);
@@ -191,7 +233,11 @@ export class PeerLink extends EventEmitter<LinkEvents> {
       this.scheduleDial(0);
       return;
     }
-    const server = net.createServer((s) => this.accept(s));
+    // pauseOnConnect: accept() moves the handle into a socket that reads with onread.
+    const server = net.createServer({ pauseOnConnect: true }, (s) => {
+      const reader: LinkReader = { parser: undefined, onChunk: undefined, onDirect: undefined };
+      this.accept(adoptWithOnread(s, server, linkOnread(reader)), reader);
+    });
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -225,9 +271,10 @@ export class PeerLink extends EventEmitter<LinkEvents> {
 
   private dial(): void {
     if (this.stopped || this.busy) return;
-    const s = net.connect({ host: this.opts.peer.host, port: this.opts.peer.port, localAddress: this.opts.self.host });
+    const reader: LinkReader = { parser: undefined, onChunk: undefined, onDirect: undefined };
+    const s = net.connect({ host: this.opts.peer.host, port: this.opts.peer.port, localAddress: this.opts.self.host, onread: linkOnread(reader) });
     this.attempt = s;
-    s.once('connect', () => { this.attempt = undefined; this.handshake(s, 'dialed'); });
+    s.once('connect', () => { this.attempt = undefined; this.handshake(s, 'dialed', reader); });
     s.once('error', (err) => {
       if (this.attempt !== s) return;
       this.attempt = undefined;
@@ -241,15 +288,15 @@ export class PeerLink extends EventEmitter<LinkEvents> {
     if (this.dials) this.scheduleDial(this.backoffMs);
   }
 
-  private accept(s: net.Socket): void {
+  private accept(s: net.Socket, reader: LinkReader): void {
     if (this.stopped || this.busy) {
       s.destroy();
       return;
     }
-    this.handshake(s, 'accepted');
+    this.handshake(s, 'accepted', reader);
   }
 
-  private handshake(s: net.Socket, how: 'dialed' | 'accepted'): void {
+  private handshake(s: net.Socket, how: 'dialed' | 'accepted', reader: LinkReader): void {
     this.busy = true;
     const o = this.opts;
     const log = o.logger.child({ peer: `${s.remoteAddress}:${s.remotePort}`, how });
@@ -277,6 +324,8 @@ export class PeerLink extends EventEmitter<LinkEvents> {
       if (tellPeer) s.end(Buffer.concat(encodeJson(P.ERROR, { message: reason })));
       setTimeout(() => s.destroy(), 100).unref();
       s.removeAllListeners('data');
+      reader.onChunk = undefined;
+      reader.onDirect = undefined;
       this.emit('refused', reason);
       this.busy = false;
       this.emit('state', 'WFConnection', reason);
@@ -295,7 +344,10 @@ export class PeerLink extends EventEmitter<LinkEvents> {
       this.backoffMs = 100;
       this.lastError = undefined;
       log.info({ version }, 'Handshake complete');
-      established = new Connection(s, parser, version, { pingIntMs: o.pingIntMs, pingTimeoutMs: o.pingTimeoutMs });
+      const conn = new Connection(s, parser, version, { pingIntMs: o.pingIntMs, pingTimeoutMs: o.pingTimeoutMs });
+      reader.onChunk = (chunk, transient) => conn.onData(chunk, transient);
+      reader.onDirect = (n) => conn.onDirect(n);
+      established = conn;
     };
     const onFrame = (f: Frame): void => {
       if (done) { established?.deliver(f); return; }
@@ -324,15 +376,18 @@ export class PeerLink extends EventEmitter<LinkEvents> {
         return finish();
       }
     };
-    s.on('data', (chunk: Buffer) => {
-      const r = parser.feed(chunk);
+    const onParsed = (r: ReturnType<FrameParser['feed']>): void => {
       for (const f of r.frames) onFrame(f);
       if (r.error && !done) fail(`protocol error during handshake: ${r.error}`, true);
       else if (r.error) established?.close('ProtocolError', r.error);
       // Announce only after the whole chunk went through, so frames that came
       // with the last handshake frame are already in the connection's backlog.
       if (established && !announced) { announced = true; this.emit('connected', established); }
-    });
+    };
+    reader.parser = parser;
+    reader.onChunk = (chunk, transient) => onParsed(parser.feed(chunk, transient));
+    reader.onDirect = (n) => onParsed(parser.directFilled(n));
+    s.on('data', (chunk: Buffer) => onParsed(parser.feed(chunk)));
     s.on('error', (err) => fail(`connection error during handshake: ${err.message}`, false));
     s.on('close', () => fail('peer closed the connection during handshake', false));
     s.write(Buffer.concat(encodeJson(P.HELLO, hello)));

@@ -56,6 +56,34 @@ describe('FrameParser', () => {
     expect(frames.map((f) => f.payload.toString('hex'))).toEqual(whole.map((f) => f.payload.toString('hex')));
   });
 
+  test('a reused staging buffer and direct payload reads yield the same frames as one whole chunk', () => {
+    // What the peer link's onread does: reads land in one buffer that the next read overwrites
+    // (feed(chunk, true)), or straight into a large frame's payload (directTarget/directFilled).
+    const big = [encodeData(11, 1 << 20, Buffer.alloc(200 * 1024, 0x5a), 0), encodeRsData(0, Buffer.alloc(70 * 1024, 0xa5))];
+    const all = Buffer.concat([...samples.flat(), ...big.flat(), ...samples.flat()]);
+    const expected = parseWhole(all);
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 1, max: 100_000 }), { minLength: 1, maxLength: 30 }), fc.boolean(), (sizes, preferDirect) => {
+        const parser = new FrameParser();
+        const staging = Buffer.alloc(100_000);
+        const frames: Frame[] = [];
+        for (let at = 0, i = 0; at < all.length; i++) {
+          const direct = parser.directTarget();
+          const target = direct !== undefined && (preferDirect || i % 2 === 0) ? direct : staging;
+          const n = Math.min(sizes[i % sizes.length]!, target.length, all.length - at);
+          all.copy(target, 0, at, at + n);
+          at += n;
+          const r = target === staging ? parser.feed(staging.subarray(0, n), true) : parser.directFilled(n);
+          expect(r.error).toBeUndefined();
+          frames.push(...r.frames);
+          staging.fill(0xee);
+        }
+        expect(frames).toEqual(expected);
+      }),
+      { numRuns: 50 },
+    );
+  });
+
   test('reports bad magic and stays poisoned', () => {
     const bad = Buffer.from(stream);
     bad.writeUInt32LE(0xdeadbeef, 0);

@@ -58,6 +58,8 @@ export interface Frame {
 
 export type ParseResult = { frames: Frame[]; error?: string };
 
+const EMPTY = Buffer.alloc(0);
+
 function header(type: PacketType, flags: number, length: number, extra = 0): Buffer {
   const h = Buffer.allocUnsafe(HEADER_BYTES + extra);
   h.writeUInt32LE(FRAME_MAGIC, 0);
@@ -155,24 +157,76 @@ export function decodeVerify(p: Buffer): { offset: number; length: number; body:
   return { offset: Number(p.readBigUInt64LE(0)), length: p.readUInt32LE(8), body: p.subarray(12) };
 }
 
+/** A frame with at least this much payload is received into its final buffer as it arrives. */
+export const DIRECT_PAYLOAD_MIN = 64 * 1024;
+
 /**
  * Push parser. Keeps a list of received chunks (no concatenation while waiting
  * for a header); a frame that lies in one chunk is returned as a zero-copy slice.
+ * A large frame (DATA, RS_DATA of 64 KiB and more) gets its final buffer as soon
+ * as its header is in, and its payload is copied there as it arrives, or read
+ * there directly by the socket ({@link directTarget}).
+ * `feed(chunk, true)`: the caller reuses the chunk's memory once feed returns, so
+ * no frame and nothing kept is a view of it.
  * After an error the parser is poisoned: the stream cannot be trusted any more.
  */
 export class FrameParser {
   private chunks: Buffer[] = [];
   private buffered = 0;
   private failed: string | undefined;
+  /** The large frame whose payload is being received. */
+  private partial: { type: PacketType; flags: number; payload: Buffer; filled: number } | undefined;
+  /** The memory of the chunk being fed, when the caller reuses it. */
+  private transient: ArrayBufferLike | undefined;
 
-  feed(chunk: Buffer): ParseResult {
+  feed(chunk: Buffer, transient = false): ParseResult {
     if (this.failed) return { frames: [], error: this.failed };
     if (chunk.length > 0) {
       this.chunks.push(chunk);
       this.buffered += chunk.length;
     }
+    this.transient = transient ? chunk.buffer : undefined;
+    try {
+      return this.frames();
+    } finally {
+      if (this.transient !== undefined) this.own();
+      this.transient = undefined;
+    }
+  }
+
+  /**
+   * Where the socket may read next without a copy: the unfilled rest of a large frame's
+   * payload, when nothing else is queued before it. Report what was read with directFilled().
+   */
+  directTarget(): Buffer | undefined {
+    const p = this.partial;
+    return p !== undefined && this.buffered === 0 ? p.payload.subarray(p.filled) : undefined;
+  }
+
+  /** `n` bytes were read into directTarget(); returns the frames that completes. */
+  directFilled(n: number): ParseResult {
+    const p = this.partial;
+    if (p === undefined || this.buffered > 0 || n > p.payload.length - p.filled) throw new RangeError(`directFilled(${n}) outside a payload`);
+    p.filled += n;
+    return this.feed(EMPTY);
+  }
+
+  private frames(): ParseResult {
     const frames: Frame[] = [];
-    while (this.buffered >= HEADER_BYTES) {
+    for (;;) {
+      const p = this.partial;
+      if (p !== undefined) {
+        const step = Math.min(this.buffered, p.payload.length - p.filled);
+        if (step > 0) {
+          this.copyOut(p.payload, p.filled, step);
+          p.filled += step;
+        }
+        if (p.filled < p.payload.length) break;
+        this.partial = undefined;
+        frames.push({ type: p.type, flags: p.flags, payload: p.payload });
+        continue;
+      }
+      if (this.buffered < HEADER_BYTES) break;
       const h = this.peek(HEADER_BYTES);
       const magic = h.readUInt32LE(0);
       const type = h.readUInt16LE(4);
@@ -188,13 +242,40 @@ export class FrameParser {
         this.failed = problem;
         this.chunks = [];
         this.buffered = 0;
+        this.partial = undefined;
         return { frames, error: problem };
       }
-      if (this.buffered < HEADER_BYTES + length) break;
+      if (this.buffered < HEADER_BYTES + length) {
+        if (length < DIRECT_PAYLOAD_MIN) break;
+        this.consume(HEADER_BYTES);
+        this.partial = { type: type as PacketType, flags, payload: Buffer.allocUnsafe(length), filled: 0 };
+        continue;
+      }
       this.consume(HEADER_BYTES);
       frames.push({ type: type as PacketType, flags, payload: this.take(length) });
     }
     return { frames };
+  }
+
+  /** Replaces queued views of the transient chunk with copies. */
+  private own(): void {
+    const t = this.transient;
+    for (let i = 0; i < this.chunks.length; i++) if (this.chunks[i]!.buffer === t) this.chunks[i] = Buffer.from(this.chunks[i]!);
+  }
+
+  /** Moves the next n queued bytes into dest at `at`. */
+  private copyOut(dest: Buffer, at: number, n: number): void {
+    let off = at;
+    let left = n;
+    while (left > 0) {
+      const c = this.chunks[0]!;
+      const k = Math.min(c.length, left);
+      c.copy(dest, off, 0, k);
+      off += k;
+      left -= k;
+      if (k === c.length) this.chunks.shift(); else this.chunks[0] = c.subarray(k);
+    }
+    this.buffered -= n;
   }
 
   /** Returns the first n bytes without consuming them (copies only across chunk boundaries). */
@@ -220,7 +301,7 @@ export class FrameParser {
     this.buffered -= n;
     const first = this.chunks[0];
     if (n === 0) return Buffer.alloc(0);
-    if (first && first.length >= n) {
+    if (first && first.length >= n && first.buffer !== this.transient) {
       const out = first.subarray(0, n);
       if (first.length === n) this.chunks.shift(); else this.chunks[0] = first.subarray(n);
       return out;
