@@ -1,6 +1,6 @@
 // The local backing store: a regular file or a block device, opened once.
 import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
-import { constants as fsc, readSync, writeSync } from 'node:fs';
+import { constants as fsc, read as fsRead, readSync, write as fsWrite, writeSync } from 'node:fs';
 import { ERROR_CODES, TandemError } from './errors.ts';
 
 export interface Backing {
@@ -48,12 +48,18 @@ export async function openBacking(path: string): Promise<Backing> {
   return { path, handle, size, isBlockDevice, io: new BackingIo(handle) };
 }
 
-/** Reads exactly `length` bytes (short reads past EOF of a sparse file return zeroes). */
+/**
+ * Reads exactly `length` bytes (short reads past EOF of a sparse file return zeroes).
+ * Uses callback fs.read on the descriptor: FileHandle.read costs about four times
+ * as much per byte for large reads (1.69 s vs 0.43 s per GiB in 1 MiB reads here).
+ */
 export async function readExact(h: FileHandle, offset: number, length: number, into?: Buffer): Promise<Buffer> {
   const buf = into ?? Buffer.allocUnsafe(length);
   let done = 0;
   while (done < length) {
-    const { bytesRead } = await h.read(buf, done, length - done, offset + done);
+    const bytesRead = await new Promise<number>((resolve, reject) => {
+      fsRead(h.fd, buf, done, length - done, offset + done, (err, n) => (err ? reject(err) : resolve(n)));
+    });
     if (bytesRead === 0) { buf.fill(0, done, length); break; }
     done += bytesRead;
   }
@@ -63,7 +69,9 @@ export async function readExact(h: FileHandle, offset: number, length: number, i
 export async function writeExact(h: FileHandle, offset: number, data: Uint8Array): Promise<void> {
   let done = 0;
   while (done < data.byteLength) {
-    const { bytesWritten } = await h.write(data, done, data.byteLength - done, offset + done);
+    const bytesWritten = await new Promise<number>((resolve, reject) => {
+      fsWrite(h.fd, data, done, data.byteLength - done, offset + done, (err, n) => (err ? reject(err) : resolve(n)));
+    });
     if (bytesWritten === 0) throw new TandemError(ERROR_CODES.io, `short write at ${offset + done}`);
     done += bytesWritten;
   }

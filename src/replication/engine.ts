@@ -403,7 +403,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     const link = this.link;
     this.link = undefined;
     void link?.stop();
-    c.close('StandAlone', reason);
+    c.close('StandAlone', reason, true);
   }
 
   private onConnectionLost(c: Connection, cs: ConnectionState, reason: string): void {
@@ -494,6 +494,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       case P.RS_DATA: return this.onRsData(c, f.payload);
       case P.RS_ACK: return this.onRsAck(f.payload, true);
       case P.RS_NEG_ACK: return this.onRsAck(f.payload, false);
+      case P.RS_ZERO: return this.onRsZero(c, f.payload);
       case P.VERIFY_REQ: return this.onVerifyRequest(c, f.payload);
       case P.VERIFY_REPLY: return this.onVerifyReply(f.payload);
       case P.READ_REQ: return this.onReadRequest(c, f.payload);
@@ -1164,8 +1165,13 @@ export class Engine extends EventEmitter<EngineEvents> {
         const data = await readExact(this.backing!.handle, offset, length);
         this.counters.dr += length;
         if (this.conn !== c) return;
-        this.counters.ns += length;
-        c.send(encodeRsData(offset, data));
+        if (isZero(data)) {
+          // A run of zeroes travels as its range only; the target keeps holes holes.
+          c.send(encodeRange(P.RS_ZERO, offset, length));
+        } else {
+          this.counters.ns += length;
+          c.send(encodeRsData(offset, data));
+        }
       } finally {
         release();
       }
@@ -1202,6 +1208,22 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.rsDoneBytes += data.length;
       this.sampleSpeed();
     }, (ok) => encodeRange(ok ? P.RS_ACK : P.RS_NEG_ACK, offset, data.length));
+  }
+
+  private onRsZero(c: Connection, payload: Buffer): void {
+    const { offset, length } = decodeRange(payload);
+    if (offset + length > this.capacity) throw new Error(`resync zeroes [${offset}, +${length}) beyond our disk`);
+    this.counters.ua++;
+    this.receive(c, offset, length, async () => {
+      await this.saveBeforeOverwrite(offset, length);
+      // Already zero (a hole in a thin file, or a blank disk): nothing to write.
+      const current = await this.backing!.io.read(offset, length);
+      this.counters.dr += length;
+      if (!isZero(current)) await this.localWrite(offset, Buffer.alloc(length), false);
+      this.metadata.bitmap.clearRange(offset / BLOCK_SIZE, Math.ceil((offset + length) / BLOCK_SIZE));
+      this.rsDoneBytes += length;
+      this.sampleSpeed();
+    }, (ok) => encodeRange(ok ? P.RS_ACK : P.RS_NEG_ACK, offset, length));
   }
 
   private onRsAck(payload: Buffer, ok: boolean): void {
@@ -1606,4 +1628,14 @@ function syncConn(c: ConnectionState, paused: boolean): ConnectionState {
 
 function eio(message: string): Error {
   return Object.assign(new Error(message), { code: 'EIO' });
+}
+
+const ZEROES = Buffer.alloc(RS_CHUNK_BLOCKS * BLOCK_SIZE);
+
+function isZero(data: Buffer): boolean {
+  for (let off = 0; off < data.length; off += ZEROES.length) {
+    const part = data.subarray(off, off + ZEROES.length);
+    if (!part.equals(ZEROES.subarray(0, part.length))) return false;
+  }
+  return true;
 }

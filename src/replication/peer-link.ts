@@ -187,11 +187,22 @@ export class Connection {
     return this.socket.writableLength;
   }
 
-  close(state: ConnectionState, reason: string): void {
+  /**
+   * Ends the connection. `flush`: our own decision (split brain, a refusal), so
+   * what we queued (our PARAMS, the ERROR saying why) still reaches the peer;
+   * otherwise (the link failed) the socket is dropped at once.
+   */
+  close(state: ConnectionState, reason: string, flush = false): void {
     if (this.closed) return;
     this.closed = true;
     if (this.pingTimer) clearInterval(this.pingTimer);
-    this.socket.destroy();
+    if (flush) {
+      if (this.corked) { this.corked = false; this.socket.uncork(); }
+      this.socket.end();
+      setTimeout(() => this.socket.destroy(), 1000).unref();
+    } else {
+      this.socket.destroy();
+    }
     this.onClose?.(state, reason);
   }
 }
@@ -274,7 +285,12 @@ export class PeerLink extends EventEmitter<LinkEvents> {
     const reader: LinkReader = { parser: undefined, onChunk: undefined, onDirect: undefined };
     const s = net.connect({ host: this.opts.peer.host, port: this.opts.peer.port, localAddress: this.opts.self.host, onread: linkOnread(reader) });
     this.attempt = s;
-    s.once('connect', () => { this.attempt = undefined; this.handshake(s, 'dialed', reader); });
+    // A SYN into a cut link is retransmitted for minutes: give up after a while
+    // and dial again, so the pair reconnects within connect-int of the link healing.
+    const dialTimeout = Math.max(2000, 2 * this.opts.connectIntMs);
+    const timer = setTimeout(() => s.destroy(new Error(`connect timed out after ${dialTimeout} ms`)), dialTimeout);
+    s.once('connect', () => { clearTimeout(timer); this.attempt = undefined; this.handshake(s, 'dialed', reader); });
+    s.once('close', () => clearTimeout(timer));
     s.once('error', (err) => {
       if (this.attempt !== s) return;
       this.attempt = undefined;
