@@ -92,7 +92,7 @@ global { usage-count no; }
 common {
   protocol ${o.protocol ?? 'C'};
   disk { on-io-error detach; ${o.disk ?? ''} }
-  syncer { rate ${o.rate ?? '1024M'}; }
+  ${o.rate === 'none' ? '' : `syncer { rate ${o.rate ?? '1024M'}; }`}
 }
 resource ${this.resourceOf(n)} {
   protocol ${o.protocol ?? 'C'};
