@@ -48,6 +48,7 @@ import {
   encodeReadReply, decodeReadReply, type Frame,
 } from './wire.ts';
 import { blockDigests, digestSize, isSupportedAlg } from './digest.ts';
+import { APP_ACTIVE_WINDOW_MS, resyncRateNow } from './resync-rate.ts';
 
 const UuidsJson = z.object({ current: z.string().regex(/^[0-9A-F]{16}$/), bitmap: z.string().regex(/^[0-9A-F]{16}$/), history: z.tuple([z.string().regex(/^[0-9A-F]{16}$/), z.string().regex(/^[0-9A-F]{16}$/)]) });
 
@@ -198,6 +199,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   private nextReadId = 1;
   private pendingInvalidate: 'none' | 'self' | 'peer' = 'none';
   private pendingResize = false;
+  /** When the application last did I/O here (the resync controller backs off while it does). */
+  private lastAppIo = 0;
   /** While I/O is frozen (fencing), requests wait on this; false means "fail them". */
   private ioGate: Promise<boolean> = Promise.resolve(true);
   private ioRelease: ((go: boolean) => void) | undefined;
@@ -834,6 +837,7 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   async read(offset: number, length: number): Promise<Buffer> {
     this.checkRange(offset, length);
+    this.lastAppIo = Date.now();
     if (!(await this.ioGate)) throw eio(`${this.config.name}: I/O was frozen by fencing and then failed`);
     this.requirePrimary();
     if (this.localDiskUsable()) {
@@ -926,6 +930,7 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
     this.checkRange(offset, data.length);
+    this.lastAppIo = Date.now();
     if (!(await this.ioGate)) throw eio(`${this.config.name}: I/O was frozen by fencing and then failed`);
     this.requirePrimary();
     this.counters.ap++;
@@ -1183,12 +1188,12 @@ export class Engine extends EventEmitter<EngineEvents> {
     c.sendJson(P.SYNC_DONE, { uuids: uuidsToJson(this.metadata.sb.uuids) });
   }
 
-  /** Token bucket on `resync-rate` (bytes/s); no limit when unset. */
+  /** Token bucket at the rate resyncRateNow allows (fixed, or throttled while the application is busy). */
   private async rateLimit(bytes: number): Promise<void> {
-    const rate = this.config.disk.resyncRate;
-    if (!rate) return;
     for (;;) {
       const now = Date.now();
+      const rate = resyncRateNow(this.config.disk, now - this.lastAppIo < APP_ACTIVE_WINDOW_MS);
+      if (!rate) { this.rsTokenTime = now; return; }
       this.rsTokens = Math.min(rate / 4, this.rsTokens + ((now - this.rsTokenTime) / 1000) * rate);
       this.rsTokenTime = now;
       if (this.rsTokens >= bytes || this.rsTokens >= rate / 4) { this.rsTokens -= bytes; return; }
