@@ -199,6 +199,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   private nextReadId = 1;
   private pendingInvalidate: 'none' | 'self' | 'peer' = 'none';
   private pendingResize = false;
+  /** csums-alg: chunks whose digests are with the target, locked until it answers. */
+  private readonly csumPending = new Map<number, { release: () => void; data: Buffer }>();
   /** When the application last did I/O here (the resync controller backs off while it does). */
   private lastAppIo = 0;
   /** While I/O is frozen (fencing), requests wait on this; false means "fail them". */
@@ -439,6 +441,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.rsInflight.clear();
     this.rsInflightBytes = 0;
     this.rsWake?.resolve();
+    for (const v of this.csumPending.values()) v.release();
+    this.csumPending.clear();
     for (const v of this.verifyInflight.values()) v.release();
     this.verifyInflight.clear();
     this.verifyWake?.resolve();
@@ -498,6 +502,8 @@ export class Engine extends EventEmitter<EngineEvents> {
       case P.RS_ACK: return this.onRsAck(f.payload, true);
       case P.RS_NEG_ACK: return this.onRsAck(f.payload, false);
       case P.RS_ZERO: return this.onRsZero(c, f.payload);
+      case P.RS_CSUM: return this.onRsCsum(c, f.payload);
+      case P.RS_CSUM_REPLY: return this.onRsCsumReply(c, f.payload);
       case P.VERIFY_REQ: return this.onVerifyRequest(c, f.payload);
       case P.VERIFY_REPLY: return this.onVerifyReply(f.payload);
       case P.READ_REQ: return this.onReadRequest(c, f.payload);
@@ -1170,15 +1176,24 @@ export class Engine extends EventEmitter<EngineEvents> {
         const data = await readExact(this.backing!.handle, offset, length);
         this.counters.dr += length;
         if (this.conn !== c) return;
+        const csums = this.config.net.csumsAlg?.toLowerCase();
         if (isZero(data)) {
           // A run of zeroes travels as its range only; the target keeps holes holes.
           c.send(encodeRange(P.RS_ZERO, offset, length));
+        } else if (csums && isSupportedAlg(csums)) {
+          // csums-alg: send digests; only blocks the target lacks travel. The
+          // range stays locked until the answer, so no application write can
+          // slip between our read and the data we may still send.
+          this.csumPending.set(offset, { release, data });
+          c.send(encodeVerify(P.RS_CSUM, offset, length, blockDigests(csums, data, BLOCK_SIZE)));
+          cursor = end;
+          continue;
         } else {
           this.counters.ns += length;
           c.send(encodeRsData(offset, data));
         }
       } finally {
-        release();
+        if (!this.csumPending.has(offset)) release();
       }
       cursor = end;
     }
@@ -1229,6 +1244,71 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.rsDoneBytes += length;
       this.sampleSpeed();
     }, (ok) => encodeRange(ok ? P.RS_ACK : P.RS_NEG_ACK, offset, length));
+  }
+
+  /** SyncTarget, csums-alg: compare the source's digests with ours; equal blocks are in sync already. */
+  private onRsCsum(c: Connection, payload: Buffer): void {
+    const { offset, length, body } = decodeVerify(payload);
+    if (offset + length > this.capacity) throw new Error(`resync digests [${offset}, +${length}) beyond our disk`);
+    const alg = (this.config.net.csumsAlg ?? 'sha1').toLowerCase();
+    const lock = this.lock.acquire(offset, length);
+    void (async () => {
+      const release = await lock;
+      const blocks = Math.ceil(length / BLOCK_SIZE);
+      const differ = Buffer.alloc(Math.ceil(blocks / 8));
+      try {
+        await this.syncGate;
+        const ours = blockDigests(alg, await this.backing!.io.read(offset, length), BLOCK_SIZE);
+        this.counters.dr += length;
+        const n = digestSize(alg);
+        for (let i = 0; i < blocks; i++) {
+          if (ours.subarray(i * n, (i + 1) * n).equals(body.subarray(i * n, (i + 1) * n))) {
+            this.metadata.bitmap.clearRange(offset / BLOCK_SIZE + i, offset / BLOCK_SIZE + i + 1);
+            this.rsDoneBytes += BLOCK_SIZE;
+          } else {
+            differ[i >> 3]! |= 1 << (i & 7);
+          }
+        }
+      } catch (err) {
+        this.log.error({ err, offset }, 'Reading for a checksum comparison failed; asking for all of it');
+        differ.fill(0xff);
+      } finally {
+        release();
+      }
+      if (c === this.conn) c.send(encodeVerify(P.RS_CSUM_REPLY, offset, length, differ));
+    })();
+  }
+
+  /** SyncSource, csums-alg: equal blocks are done; the differing runs go as RS_DATA, then the range is released. */
+  private onRsCsumReply(c: Connection, payload: Buffer): void {
+    const { offset, length, body } = decodeVerify(payload);
+    const pending = this.csumPending.get(offset);
+    if (!pending) return;
+    this.csumPending.delete(offset);
+    const bit0 = offset / BLOCK_SIZE;
+    const blocks = Math.ceil(length / BLOCK_SIZE);
+    const differs = (i: number): boolean => (((body[i >> 3] ?? 0) >> (i & 7)) & 1) === 1;
+    const chunk = this.rsInflight.get(bit0);
+    if (chunk !== undefined) { this.rsInflight.delete(bit0); this.rsInflightBytes -= chunk; }
+    for (let i = 0; i < blocks;) {
+      if (!differs(i)) {
+        this.metadata.bitmap.clearRange(bit0 + i, bit0 + i + 1);
+        this.rsDoneBytes += BLOCK_SIZE;
+        i++;
+        continue;
+      }
+      let e = i + 1;
+      while (e < blocks && differs(e)) e++;
+      const data = pending.data.subarray(i * BLOCK_SIZE, Math.min(e * BLOCK_SIZE, length));
+      this.rsInflight.set(bit0 + i, data.length);
+      this.rsInflightBytes += data.length;
+      this.counters.ns += data.length;
+      c.send(encodeRsData(offset + i * BLOCK_SIZE, data));
+      i = e;
+    }
+    pending.release();
+    this.sampleSpeed();
+    this.rsWake?.resolve();
   }
 
   private onRsAck(payload: Buffer, ok: boolean): void {

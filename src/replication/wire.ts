@@ -42,11 +42,13 @@ export const P = {
   VERIFY_REPLY: 0x1d,
   READ_REQ: 0x1e,
   READ_REPLY: 0x1f,
+  RS_CSUM: 0x20,
+  RS_CSUM_REPLY: 0x21,
 } as const;
 export type PacketType = (typeof P)[keyof typeof P];
 
 const KNOWN_TYPES = new Set<number>(Object.values(P));
-const BINARY_TYPES = new Set<number>([P.AUTH, P.BITMAP, P.DATA, P.RECV_ACK, P.WRITE_ACK, P.NEG_ACK, P.FLUSH, P.FLUSH_ACK, P.ZERO, P.RS_DATA, P.RS_ACK, P.RS_NEG_ACK, P.PING, P.PING_ACK, P.VERIFY_REQ, P.VERIFY_REPLY, P.READ_REQ, P.READ_REPLY, P.RS_ZERO]);
+const BINARY_TYPES = new Set<number>([P.AUTH, P.BITMAP, P.DATA, P.RECV_ACK, P.WRITE_ACK, P.NEG_ACK, P.FLUSH, P.FLUSH_ACK, P.ZERO, P.RS_DATA, P.RS_ACK, P.RS_NEG_ACK, P.PING, P.PING_ACK, P.VERIFY_REQ, P.VERIFY_REPLY, P.READ_REQ, P.READ_REPLY, P.RS_ZERO, P.RS_CSUM, P.RS_CSUM_REPLY]);
 
 export const DATA_FLAGS = { FUA: 1, TRIM: 2 } as const;
 export const FRAME_FLAGS = { LAST: 1 } as const;
@@ -143,7 +145,7 @@ export function decodeRange(p: Buffer): { offset: number; length: number } {
 /** The minimum payload each binary frame type needs; shorter is a protocol error. */
 export const MIN_PAYLOAD: Partial<Record<PacketType, number>> = {
   [P.DATA]: 16, [P.RECV_ACK]: 4, [P.WRITE_ACK]: 4, [P.NEG_ACK]: 8, [P.FLUSH]: 4, [P.FLUSH_ACK]: 4,
-  [P.ZERO]: 20, [P.RS_DATA]: 8, [P.RS_ACK]: 12, [P.RS_NEG_ACK]: 12, [P.VERIFY_REQ]: 12, [P.VERIFY_REPLY]: 12, [P.READ_REQ]: 16, [P.READ_REPLY]: 8, [P.RS_ZERO]: 12,
+  [P.ZERO]: 20, [P.RS_DATA]: 8, [P.RS_ACK]: 12, [P.RS_NEG_ACK]: 12, [P.VERIFY_REQ]: 12, [P.VERIFY_REPLY]: 12, [P.READ_REQ]: 16, [P.READ_REPLY]: 8, [P.RS_ZERO]: 12, [P.RS_CSUM]: 12, [P.RS_CSUM_REPLY]: 12,
 };
 
 /** VERIFY_REQ / VERIFY_REPLY: offset u64 | length u32 | body (digests, or a bitset of mismatching blocks). */
