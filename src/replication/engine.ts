@@ -418,6 +418,12 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.peerPromoting = false;
     const wasPeerDisk = this.state.peerDisk;
     const lostUpToDatePeer = this.state.role === 'Primary' && wasPeerDisk !== 'DUnknown';
+    if (this.state.role === 'Primary' && !this.localDiskUsable()) {
+      // DRBD's pri-on-incon-degr: a Primary without good local data just lost the
+      // peer that held it; application I/O fails from here on.
+      this.log.error('Primary without a usable local disk lost its peer: no copy of the data is reachable');
+      void this.handler('pri-on-incon-degr');
+    }
     const fencing = this.config.disk.fencing;
     if (this.state.role === 'Primary' && (wasPeerDisk === 'UpToDate' || wasPeerDisk === 'Consistent') && fencing !== 'dont-care') {
       // Before any write completes without the peer: freeze (resource-and-stonith)

@@ -41,6 +41,8 @@ describe('on-io-error detach', () => {
 
   test('the Primary keeps reading and writing through the peer after its disk fails', async () => {
     const pair = await Pair.create({ masterMiB: 64, backupMiB: 64, diskPath: { master: fuseDisk } });
+    const marker = join(dir, 'pri-on-incon-degr.ran');
+    await writeFile(pair.configPath('master'), pair.configText('master').replace('resource mysql {', `resource mysql {\n  handlers { pri-on-incon-degr "echo $DRBD_RESOURCE > ${marker}"; }`));
     try {
       await pair.startBlank();
       await pair.ok('master', 'primary', 'mysql');
@@ -73,6 +75,10 @@ describe('on-io-error detach', () => {
       expect((await pair.diskBytes('backup', 0, 4 * MiB)).equals(a)).toBe(true);
       expect((await pair.diskBytes('backup', 8 * MiB, 4 * MiB)).equals(b)).toBe(true);
       expect(await readFileText(pair.logPath('master'))).toMatch(/disk\(UpToDate->Failed\)[\s\S]*disk\(Failed->Diskless\)/);
+      // Losing the peer now leaves no reachable copy: pri-on-incon-degr runs, I/O fails.
+      await pair.ok('backup', 'disconnect', 'mysql');
+      for (let i = 0; i < 100 && !existsSync(marker); i++) await new Promise((r) => setTimeout(r, 50));
+      expect((await readFileText(marker)).trim()).toBe('mysql');
     } finally {
       await pair.destroy();
     }
