@@ -4,20 +4,13 @@ import { createHash, randomInt } from 'node:crypto';
 import { jest } from '@jest/globals';
 import { Pair, type NodeName } from './support/pair.ts';
 import { RawNbdClient } from './support/raw-nbd-client.ts';
+import { BLOCK, blockContent as content } from './support/blocks.ts';
 import { nbdWire } from '../../src/nbd/index.ts';
 
 jest.setTimeout(900_000);
 
-const BLOCK = 4096;
 const MiB = 1024 * 1024;
 
-function content(seq: number): Buffer {
-  const b = Buffer.alloc(BLOCK);
-  const h = createHash('sha256').update(`write ${seq}`).digest();
-  for (let o = 0; o < BLOCK; o += h.length) h.copy(b, o);
-  b.writeUInt32LE(seq, 0);
-  return b;
-}
 
 async function sha(pair: Pair, n: NodeName, bytes: number): Promise<string> {
   return createHash('sha256').update(await pair.diskBytes(n, 0, bytes)).digest('hex');

@@ -4,21 +4,12 @@
 import { createHash } from 'node:crypto';
 import { Pair } from './support/pair.ts';
 import { RawNbdClient } from './support/raw-nbd-client.ts';
+import { BLOCK, blockContent } from './support/blocks.ts';
 import { nbdWire } from '../../src/nbd/index.ts';
 import { jest } from '@jest/globals';
 
 jest.setTimeout(180_000);
 
-
-const BLOCK = 4096;
-
-function blockContent(seq: number): Buffer {
-  const b = Buffer.alloc(BLOCK);
-  const h = createHash('sha256').update(`write ${seq}`).digest();
-  for (let o = 0; o < BLOCK; o += h.length) h.copy(b, o);
-  b.writeUInt32LE(seq, 0);
-  return b;
-}
 
 describe('Secondary killed with SIGKILL under protocol C', () => {
   let pair: Pair;
