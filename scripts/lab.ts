@@ -37,7 +37,7 @@ function run(node: Node, ...args: string[]): string {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function main(): Promise<void> {
-  for (const n of ['master', 'backup'] as const) spawnSync(process.execPath, [tandemadm, '-c', join(dir, 'tandem.conf'), '--node', n, '--run-dir', join(dir, `run-${n}`), '--', '--force', 'down', 'mysql'], { stdio: 'ignore' });
+  takeDown('ignore');
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const sizes: Record<Node, number> = { master: 448, backup: 576 };
@@ -126,11 +126,14 @@ address 127.0.0.3:${port};
   process.stdout.write(`Both engines are still running. Try:\n  node ${tandemadm} -c ${join(dir, 'tandem.conf')} --node backup --run-dir ${join(dir, 'run-backup')} status mysql\nStop them with:\n  npm run lab -- --down\n`);
 }
 
-if (process.argv.includes('--down')) {
+/** Stops both engines of a previous lab run: demote (closing NBD clients), then down. */
+function takeDown(stdio: 'ignore' | 'inherit'): void {
   for (const n of ['master', 'backup'] as const) {
-    spawnSync(process.execPath, [tandemadm, '-c', join(dir, 'tandem.conf'), '--node', n, '--run-dir', join(dir, `run-${n}`), '--', '--force', 'secondary', 'mysql'], { stdio: 'ignore' });
-    spawnSync(process.execPath, [tandemadm, '-c', join(dir, 'tandem.conf'), '--node', n, '--run-dir', join(dir, `run-${n}`), 'down', 'mysql'], { stdio: 'inherit' });
+    const base = [tandemadm, '-c', join(dir, 'tandem.conf'), '--node', n, '--run-dir', join(dir, `run-${n}`)];
+    spawnSync(process.execPath, [...base, '--', '--force', 'secondary', 'mysql'], { stdio: 'ignore' });
+    spawnSync(process.execPath, [...base, 'down', 'mysql'], { stdio });
   }
-} else {
-  await main();
 }
+
+if (process.argv.includes('--down')) takeDown('inherit');
+else await main();
