@@ -147,10 +147,6 @@ export class Bitmap {
     return pages;
   }
 
-  markAllPagesDirty(): void {
-    for (let p = 0; p < this.bytes.byteLength / BITMAP_PAGE_BYTES; p++) this.dirtyPages.add(p);
-  }
-
   page(index: number): Uint8Array {
     return this.bytes.subarray(index * BITMAP_PAGE_BYTES, (index + 1) * BITMAP_PAGE_BYTES);
   }

@@ -1704,10 +1704,6 @@ export class Engine extends EventEmitter<EngineEvents> {
     await this.detach();
   }
 
-  /** For tests and diagnostics: the local bitmap's count of out-of-sync blocks. */
-  get outOfSyncBlocks(): number {
-    return this.md?.bitmap.count ?? 0;
-  }
 }
 
 function syncConn(c: ConnectionState, paused: boolean): ConnectionState {

@@ -35,11 +35,6 @@ export function isSyncTarget(c: ConnectionState): boolean {
   return c === 'SyncTarget' || c === 'PausedSyncT';
 }
 
-/** Transient states that follow a lost link; the next state is Unconnected. */
-export function isLinkLoss(c: ConnectionState): boolean {
-  return c === 'Timeout' || c === 'BrokenPipe' || c === 'NetworkFailure' || c === 'ProtocolError' || c === 'TearDown';
-}
-
 /** A disk whose data may be served to an application. */
 export function isUpToDate(d: DiskState): boolean {
   return d === 'UpToDate';

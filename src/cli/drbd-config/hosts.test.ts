@@ -1,6 +1,6 @@
-import { ConfigError } from './config-error.ts';
 import { findResource, selectHosts } from './hosts.ts';
 import { parseConfigText } from './load.ts';
+import { configErrorOf } from './test-support.ts';
 
 const config = parseConfigText(
   `resource mysql {
@@ -17,16 +17,6 @@ const config = parseConfigText(
    }`,
   '/etc/tandem/tandem.conf',
 ).config;
-
-function configErrorOf(run: () => unknown): ConfigError {
-  try {
-    run();
-  } catch (err) {
-    if (err instanceof ConfigError) return err;
-    throw err;
-  }
-  throw new Error('expected a ConfigError, but nothing was thrown');
-}
 
 describe('findResource', () => {
   it('finds a resource by name', () => {

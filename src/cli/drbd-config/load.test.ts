@@ -3,20 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError } from './config-error.ts';
 import { loadConfigFile, parseConfigText, type ParseResult } from './load.ts';
+import { configErrorOf } from './test-support.ts';
 
 // testdata/tutorial holds the tutorial's files (sections 7.1-7.3) exactly as printed,
 // `//` comments included; section 7.1's drbd.conf includes the other two.
 const TUTORIAL = join(import.meta.dirname, 'testdata', 'tutorial');
-
-function configErrorOf(run: () => unknown): ConfigError {
-  try {
-    run();
-  } catch (err) {
-    if (err instanceof ConfigError) return err;
-    throw err;
-  }
-  throw new Error('expected a ConfigError, but nothing was thrown');
-}
 
 /** Serves files from memory; `files` maps absolute paths to their text. */
 function memoryFiles(files: Record<string, string>) {
