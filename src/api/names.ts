@@ -22,6 +22,12 @@ export const LABELS = {
 export const ANNOTATIONS = {
   /** The replication port the controller allocated to the volume; written once. */
   port: `${GROUP}/port`,
+  /**
+   * On a volume, set by a person: promote this node now even if its data is not
+   * UpToDate (the other node is lost and the loss of its newer writes is accepted).
+   * The controller removes it once it has acted.
+   */
+  forcePrimary: `${GROUP}/force-primary`,
 } as const;
 
 /** Held by every ReplicatedVolume until its engines are down. */

@@ -37,6 +37,8 @@ export const ReplicatedVolumeReplicaSpec = z.object({
   role: z.enum(DESIRED_ROLES),
   /** Promote with `--force` (a fresh pair's initial full sync from this node). Set only while both disks are new. */
   initialSync: z.boolean().default(false),
+  /** Promote with `--force` whatever the disk holds: the operator's override (annotation tandem.dev/force-primary), accepting the loss of writes only the peer has. */
+  forcePrimary: z.boolean().default(false),
   /** The volume's epoch when this spec was written; an agent never acts on an older one. */
   epoch: z.number().int().min(0),
   port: z.number().int().min(1).max(65535),

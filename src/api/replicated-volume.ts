@@ -81,6 +81,32 @@ export const ReplicaStatusSummary = z.object({
 });
 export type ReplicaStatusSummary = z.infer<typeof ReplicaStatusSummary>;
 
+/**
+ * The fence: at `epoch`, `node`'s data may lack writes that were acknowledged
+ * without it, so it must never be promoted automatically. Written with the
+ * resourceVersion read (the API server serialises it against a promotion) by the
+ * Primary's agent before its engine acknowledges a write without the peer, or by
+ * the controller in the same write that fails over away from `node`. Cleared by
+ * the Primary's agent once the pair is Connected UpToDate/UpToDate again.
+ */
+export const Fence = z.object({
+  node: z.string(),
+  epoch: z.number().int().min(0),
+  by: z.string().describe('Who fenced: a node name (its agent) or tandem-controller.'),
+  time: z.string(),
+  reason: z.string().max(1024),
+});
+export type Fence = z.infer<typeof Fence>;
+
+export const FailoverRecord = z.object({
+  from: z.string(),
+  to: z.string(),
+  epoch: z.number().int().min(0),
+  time: z.string(),
+  reason: z.string().max(1024),
+});
+export type FailoverRecord = z.infer<typeof FailoverRecord>;
+
 export const ReplicatedVolumeStatus = z.object({
   phase: z.enum(PHASES).optional(),
   primary: z.string().optional().describe('The node the controller has chosen as Primary.'),
@@ -90,6 +116,8 @@ export const ReplicatedVolumeStatus = z.object({
   disks: z.string().optional().describe('Disk states, Primary first: UpToDate/UpToDate.'),
   sync: z.string().optional().describe('Resync progress, e.g. 42.1%.'),
   replicas: z.array(ReplicaStatusSummary).optional(),
+  fence: Fence.optional(),
+  lastFailover: FailoverRecord.optional().describe('The last automatic failover or forced promotion.'),
   conditions: z.array(Condition).optional(),
   observedGeneration: z.number().int().min(0).optional(),
 });

@@ -91,7 +91,17 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
       switch (req.cmd) {
         case 'status': return { ...engine.status(), attach: attachment.status() };
         case 'primary': { await engine.promote({ force: req.force === true }); await attachDevice(); return undefined; }
-        case 'secondary': { await attachment.detach(); return engine.demote({ force: req.force === true }); }
+        case 'secondary': {
+          if (req.force === true) {
+            // --force: fail frozen I/O and close the clients first; the block device goes
+            // when nothing holds it (a mounted filesystem keeps it until it is unmounted).
+            await engine.demote({ force: true });
+            await attachment.detach().catch((err: unknown) => logger.warn({ err }, 'Demoted; the block device stays until it is released'));
+            return undefined;
+          }
+          await attachment.detach();
+          return engine.demote({ force: false });
+        }
         case 'connect': return engine.connect({ discardMyData: req.discardMyData === true });
         case 'disconnect': return engine.disconnect();
         case 'attach': return engine.attach();

@@ -87,11 +87,20 @@ export class VolumeReconciler {
       await this.#ensureSecret(rv, log);
     }
     if (placement.ok && port !== undefined) {
+      const forcePrimary = rv.metadata.annotations?.[ANNOTATIONS.forcePrimary];
       roles = decideRoles({
         nodes: [rv.spec.replicas[0]!.node, rv.spec.replicas[1]!.node],
         preferred: rv.spec.primary,
         chosen: rv.status?.primary,
         epoch: rv.status?.epoch ?? 0,
+        fence: rv.status?.fence,
+        failover: rv.spec.failover,
+        health: Object.fromEntries(rv.spec.replicas.map((r) => {
+          const n = nodes.get(r.node);
+          return [r.node, n ? { ready: n.ready, since: n.readySince } : undefined];
+        })),
+        forcePrimary: deleting ? undefined : forcePrimary,
+        now,
         observed: rv.spec.replicas.map((r) => {
           const have = replicas.get(r.node);
           return {
@@ -100,7 +109,6 @@ export class VolumeReconciler {
           };
         }),
       });
-      await this.#applyReplicas(rv, placement, port, roles, replicas, deleting, log);
     }
 
     const status = aggregateStatus({
@@ -109,12 +117,23 @@ export class VolumeReconciler {
       placementFailure: placement.ok ? undefined : { reason: placement.reason, message: placement.message },
       roles, port, deleting, now,
     });
+    // The status first: a new Primary, epoch or fence is committed by this write, which
+    // is conditional on the resourceVersion read. Only then are the replicas told, so a
+    // promotion never reaches an agent unless it won against a fence written meanwhile.
     await this.#writeStatus(rv, status, log);
+    if (roles?.failover && roles.failover.epoch !== rv.status?.lastFailover?.epoch) {
+      if (roles.reason === 'Failover') this.#metrics.failovers.inc({ namespace, volume: name });
+      log.warn({ ...roles.failover, reason: roles.reason }, roles.message);
+    }
+    if (placement.ok && port !== undefined && roles) await this.#applyReplicas(rv, placement, port, roles, replicas, deleting, log);
     this.#metrics.observe(namespace, name, status);
+    if (roles?.reason === 'Stable' && roles.forcePrimary === undefined && rv.metadata.annotations?.[ANNOTATIONS.forcePrimary] !== undefined) await this.#dropForceAnnotation(rv, log);
 
     if (deleting) return this.#finishDeletion(rv, replicas, nodes, log);
-    // Level-based backstop: agents report every few seconds; look again while not Ready.
-    return { requeueAfterMs: status.phase === 'Ready' ? 30_000 : 3_000 };
+    // Level-based backstop: agents report every few seconds; look again while not Ready,
+    // and when a failover clock runs, when it expires.
+    const backstop = status.phase === 'Ready' ? 30_000 : 3_000;
+    return { requeueAfterMs: Math.min(backstop, roles?.recheckAfterMs ?? Infinity) };
   }
 
   #replicasOf(rv: ReplicatedVolume): Map<string, ReplicatedVolumeReplica> {
@@ -204,6 +223,13 @@ export class VolumeReconciler {
         .catch((err: unknown) => log.warn({ err, reason: e.reason }, 'Could not record event'));
       log.info({ reason: e.reason, detail: e.message }, 'Recorded event');
     }
+  }
+
+  /** The operator's force-primary took effect: the annotation goes, so it never forces again. */
+  async #dropForceAnnotation(rv: ReplicatedVolume, log: Logger): Promise<void> {
+    await this.#custom.patchNamespacedCustomObject({ ...volumeApi, namespace: rv.metadata.namespace, name: rv.metadata.name,
+      body: { metadata: { annotations: { [ANNOTATIONS.forcePrimary]: null } } } }, mergePatch);
+    log.info('Removed the force-primary annotation; the forced node is Primary');
   }
 
   async #finishDeletion(rv: ReplicatedVolume, replicas: Map<string, ReplicatedVolumeReplica>, nodes: Map<string, NodeView>, log: Logger): Promise<ReconcileResult> {

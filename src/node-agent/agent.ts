@@ -16,6 +16,9 @@
 // Engines found running for resources no replica of this node names (after the
 // informer has synced) are taken down: their volume is gone.
 import { readFile, rm, writeFile } from 'node:fs/promises';
+import type { Server } from 'node:net';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { setCondition, type Condition, type ConditionInput } from '../api/condition.ts';
@@ -28,7 +31,10 @@ import { canonicalJson } from '../controller/decisions/status.ts';
 import { Consumer, ConsumerError } from './consumer.ts';
 import { EngineClient, type EngineStatusView } from './engine-client.ts';
 import type { AgentMetrics } from './metrics.ts';
-import { renderConfig } from './render-config.ts';
+import { Fencer, FENCE_EXIT, serveFenceRequests } from './fence.ts';
+import { fenceHandlerCommand, renderConfig } from './render-config.ts';
+
+const FENCE_SCRIPT = fileURLToPath(new URL('../../bin/tandem-fence-peer.js', import.meta.url));
 
 export const HEARTBEAT_MS = 5_000;
 
@@ -57,6 +63,11 @@ export class NodeAgent {
   /** Last status written per replica key, and when. */
   readonly #reported = new Map<string, { json: string; at: number }>();
   readonly #secrets = new Map<string, { value: string; at: number }>();
+  /** The newest epoch seen per replica: an older spec (a stale controller) is never acted on. */
+  readonly #epochs = new Map<string, number>();
+  readonly #fencer: Fencer;
+  readonly #fenceCommand: string;
+  #fenceServer: Server | undefined;
   #workers: Promise<void>[] = [];
   #ticker: NodeJS.Timeout | undefined;
 
@@ -66,6 +77,8 @@ export class NodeAgent {
     this.#core = o.kc.makeApiClient(k8s.CoreV1Api);
     this.#engines = new EngineClient({ runDir: o.runDir, node: o.node });
     this.#consumer = new Consumer({ hostRoot: o.hostRoot ?? '' });
+    this.#fencer = new Fencer({ custom: this.#custom, node: o.node, log: o.log.child({ component: 'fence' }) });
+    this.#fenceCommand = fenceHandlerCommand(process.execPath, FENCE_SCRIPT, this.fenceSocket);
     const selector = `${LABELS.node}=${o.node}`;
     this.#informer = new SupervisedInformer({
       kc: o.kc, log: o.log, path: collectionPath(KINDS.replica.plural), labelSelector: selector,
@@ -79,7 +92,12 @@ export class NodeAgent {
     return this.#informer.synced;
   }
 
+  get fenceSocket(): string {
+    return join(this.#o.runDir, 'agent.sock');
+  }
+
   async start(workers = 2): Promise<void> {
+    this.#fenceServer = await serveFenceRequests(this.fenceSocket, (res) => this.#onFenceRequest(res), this.#o.log);
     await this.#informer.start();
     for (let i = 0; i < workers; i++) this.#workers.push(this.#work());
     this.#enqueueAll();
@@ -91,6 +109,23 @@ export class NodeAgent {
     this.#queue.shutDown();
     await Promise.race([Promise.all(this.#workers), new Promise((r) => setTimeout(r, 10_000))]);
     await this.#informer.stop();
+    await new Promise<void>((r) => { if (this.#fenceServer) this.#fenceServer.close(() => r()); else r(); });
+  }
+
+  /** The fence-peer handler of one of our engines asks: fence its peer in the API. */
+  async #onFenceRequest(resource: string): Promise<number> {
+    const raw = this.#informer.list().find((r) => (r as { spec?: { resource?: string; node?: string } }).spec?.resource === resource);
+    const parsed = raw ? ReplicatedVolumeReplica.safeParse(raw) : undefined;
+    if (!parsed?.success || parsed.data.spec.node !== this.#o.node) {
+      this.#o.log.error({ resource }, 'Fence request for a resource no replica of this node names; the engine stays frozen');
+      return FENCE_EXIT.unreachable;
+    }
+    const rvr = parsed.data;
+    this.#queue.add(`${rvr.metadata.namespace}/${rvr.metadata.name}`);
+    if (rvr.spec.role !== 'Primary') return FENCE_EXIT.superseded;
+    const outcome = await this.#fencer.fencePeer(rvr.metadata.namespace, rvr.spec);
+    if (outcome === 'fenced') await this.#event(rvr, 'Warning', 'PeerFenced', `${rvr.spec.node} lost ${rvr.spec.peer.node} and recorded its fence before writing on alone (epoch ${rvr.spec.epoch})`);
+    return FENCE_EXIT[outcome];
   }
 
   #enqueueAll(): void {
@@ -125,6 +160,12 @@ export class NodeAgent {
     const rvr = parsed.data;
     if (rvr.spec.node !== this.#o.node) return;
     const log = this.#o.log.child({ rvr: key, resource: rvr.spec.resource });
+    const seen = this.#epochs.get(key) ?? 0;
+    if (rvr.spec.epoch < seen) {
+      log.warn({ epoch: rvr.spec.epoch, seen }, 'Ignoring a replica spec from an older epoch');
+      return;
+    }
+    this.#epochs.set(key, rvr.spec.epoch);
     // The engine first and reported at once; the consumer (mkfs can take a while) after.
     for (const step of [(r: ReplicatedVolumeReplica, l: Logger) => this.#converge(r, l), (r: ReplicatedVolumeReplica, l: Logger) => this.#convergeConsumer(r, l)]) {
       let outcome: Outcome | undefined;
@@ -170,6 +211,7 @@ export class NodeAgent {
     const secret = await this.#secret(rvr);
     if (secret === undefined) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'SecretMissing', message: `Secret ${spec.secretName} has no ${SECRET_KEY}` }], stop: true };
     await this.#writeConfig(spec, secret);
+    const ns = rvr.metadata.namespace;
 
     let engine = await this.#engines.status(res);
     if (!engine) {
@@ -186,11 +228,33 @@ export class NodeAgent {
     }
 
     if (spec.role === 'Primary' && engine.role !== 'Primary') {
-      const force = spec.initialSync && engine.disk === 'Inconsistent';
+      const force = (spec.initialSync && engine.disk === 'Inconsistent') || spec.forcePrimary;
       const r = await this.#engines.adm(res, ...(force ? ['--', '--force'] : []), 'primary');
       if (r.code !== 0) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'PromotionRefused', message: r.stderr.trim() }], stop: true };
       log.info({ epoch: spec.epoch, force }, 'Promoted');
-      await this.#event(rvr, 'Normal', 'Promoted', `${spec.node} is Primary (epoch ${spec.epoch}${force ? ', initial full sync' : ''})`);
+      await this.#event(rvr, spec.forcePrimary ? 'Warning' : 'Normal', 'Promoted', `${spec.node} is Primary (epoch ${spec.epoch}${spec.forcePrimary ? ', forced by the operator: writes only the peer had are given up' : force ? ', initial full sync' : ''})`);
+    } else if (spec.role === 'Primary' && engine.suspended) {
+      // Frozen by fencing and the handler's answer did not thaw it (the API was
+      // unreachable, or the agent was away): fence now, then resume.
+      const outcome = await this.#fencer.fencePeer(ns, spec);
+      if (outcome !== 'fenced') {
+        const message = outcome === 'superseded' ? 'I/O is frozen: this node lost its peer and is no longer the rightful Primary (a newer epoch exists); it will be demoted'
+          : 'I/O is frozen: this node lost its peer and cannot reach the API server to fence it; writes wait until the peer returns or the fence is recorded';
+        return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'Frozen', message }], stop: true };
+      }
+      const r = await this.#engines.adm(res, 'resume-io');
+      if (r.code !== 0) throw new Error(`resume-io: ${r.stderr.trim()}`);
+      log.warn({ epoch: spec.epoch }, 'Fenced the peer; resumed I/O');
+      await this.#event(rvr, 'Warning', 'PeerFenced', `${spec.node} lost ${spec.peer.node} and recorded its fence before writing on alone (epoch ${spec.epoch})`);
+    } else if (spec.role === 'Secondary' && engine.role === 'Primary' && engine.suspended) {
+      // Superseded while frozen (the other node was promoted at a newer epoch): the
+      // frozen writes fail, they were never acknowledged; then the consumer goes.
+      const r = await this.#engines.adm(res, '--', '--force', 'secondary');
+      if (r.code !== 0) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'DemotionRefused', message: r.stderr.trim() }], stop: true };
+      log.warn({ epoch: spec.epoch }, 'Demoted while frozen: the frozen I/O failed');
+      await this.#event(rvr, 'Warning', 'Superseded', `${spec.node} was Primary but ${spec.peer.node} took over at epoch ${spec.epoch}; its frozen, unacknowledged writes failed and it is Secondary now`);
+      await this.#consumer.release(spec.mountPath, { force: true });
+      await this.#engines.adm(res, 'secondary'); // the block device goes once nothing holds it
     } else if (spec.role === 'Secondary' && engine.role === 'Primary') {
       await this.#consumer.release(spec.mountPath);
       const r = await this.#engines.adm(res, 'secondary');
@@ -198,7 +262,46 @@ export class NodeAgent {
       log.info({ epoch: spec.epoch }, 'Demoted');
       await this.#event(rvr, 'Normal', 'Demoted', `${spec.node} is Secondary (epoch ${spec.epoch})`);
     }
+    await this.#rejoin(rvr, log);
     return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'True', reason: 'Running', message: `Engine runs as ${spec.role}` }], mounted: await this.#consumer.mounted(spec.mountPath) };
+  }
+
+  /**
+   * Back together without a manual step. StandAlone after a refused connect: the
+   * Primary (the survivor) connects again; a Secondary whose peer is the volume's
+   * Primary at our epoch or later connects with --discard-my-data after a split
+   * brain (it was the old Primary; its blocks are saved to discarded-data-dir). On
+   * the Primary, Connected with an UpToDate peer, a fence on the peer is lifted.
+   */
+  async #rejoin(rvr: ReplicatedVolumeReplica, log: Logger): Promise<void> {
+    const spec = rvr.spec;
+    const res = spec.resource;
+    const ns = rvr.metadata.namespace;
+    const e = await this.#engines.status(res);
+    if (!e) return;
+    if (e.role === 'Primary' && spec.role === 'Primary') {
+      if (e.cstate === 'StandAlone') {
+        const r = await this.#engines.adm(res, 'connect');
+        log.info({ code: r.code }, 'StandAlone Primary: connecting to the peer again');
+      } else if (e.cstate === 'Connected' && e.peerDisk === 'UpToDate' && e.disk === 'UpToDate' && !e.suspended) {
+        await this.#fencer.liftFence(ns, spec, async () => {
+          const now = await this.#engines.status(res);
+          return now?.cstate === 'Connected' && now.peerDisk === 'UpToDate' && now.suspended !== true;
+        });
+      }
+      return;
+    }
+    if (e.role !== 'Secondary' || spec.role !== 'Secondary' || e.cstate !== 'StandAlone') return;
+    const rv = await this.#fencer.readVolume(ns, spec.volume);
+    if (rv?.status?.primary !== spec.peer.node || (rv.status.epoch ?? 0) < spec.epoch) return;
+    if (e.lastDecision?.decision.startsWith('split-brain')) {
+      const r = await this.#engines.adm(res, '--', '--discard-my-data', 'connect');
+      log.warn({ code: r.code, epoch: spec.epoch }, 'Split brain after a failover: discarding this node\'s changes (they are saved) and resyncing from the Primary');
+      await this.#event(rvr, 'Warning', 'DiscardingOwnChanges', `${spec.node} diverged from the Primary ${spec.peer.node} (split brain after a change of Primary, epoch ${spec.epoch}); its own changes are discarded and saved under /var/lib/tandem/discarded/${spec.node}, then it resyncs as SyncTarget`);
+    } else {
+      const r = await this.#engines.adm(res, 'connect');
+      log.info({ code: r.code }, 'StandAlone Secondary: connecting to the Primary again');
+    }
   }
 
   /** On the Primary: filesystem (once) and mount. Runs only after the engine step succeeded. */
@@ -241,7 +344,7 @@ export class NodeAgent {
 
   async #writeConfig(spec: ReplicatedVolumeReplicaSpec, secret: string): Promise<void> {
     const path = this.#engines.configPath(spec.resource);
-    const text = renderConfig(spec, secret);
+    const text = renderConfig(spec, secret, { command: this.#fenceCommand });
     // The epoch is in the header comment only; rewriting for it alone is harmless.
     if ((await readFile(path, 'utf8').catch(() => '')) !== text) await writeFile(path, text, { mode: 0o600 });
   }
@@ -307,5 +410,6 @@ export function splitBrainCondition(e: EngineStatusView): ConditionInput | undef
   if (e.cstate === 'StandAlone') {
     return { type: CONDITIONS.splitBrain, status: 'True', reason: 'SplitBrain', message: `Split brain detected (${d.rule}); the pair stays StandAlone until resolved: tandemadm -- --discard-my-data connect on the victim` };
   }
-  return { type: CONDITIONS.splitBrain, status: 'False', reason: 'Resolved', message: `Split brain resolved at connect: ${d.rule}` };
+  const saved = e.discardedBlocksSavedTo ? `; this node's own diverged blocks were saved to ${e.discardedBlocksSavedTo}` : '';
+  return { type: CONDITIONS.splitBrain, status: 'False', reason: 'Resolved', message: `Split brain resolved at connect: ${d.rule}${saved}` };
 }

@@ -99,11 +99,17 @@ export class Consumer {
   }
 
   /** Unmounts; safe when nothing is mounted. The engine detaches the device itself when it is demoted. */
-  async release(hostMountPath: string | undefined): Promise<void> {
+  async release(hostMountPath: string | undefined, o: { force?: boolean } = {}): Promise<void> {
     if (!hostMountPath) return;
     const mountPath = this.#onHost(hostMountPath);
     if (!(await mountPoints()).has(mountPath)) return;
     const u = await this.#run('umount', [mountPath]);
+    // A superseded Primary's device fails every I/O now; whoever still holds files open
+    // gets errors, and the mount is detached lazily rather than kept.
+    if (u.code !== 0 && o.force) {
+      const l = await this.#run('umount', ['-l', mountPath]);
+      if (l.code === 0) return;
+    }
     if (u.code !== 0) throw new ConsumerError('UnmountFailed', `umount ${hostMountPath}: ${u.stderr.trim()} (is the volume still in use?)`);
   }
 

@@ -29,6 +29,8 @@ export const EngineStatusView = z.object({
   attach: z.object({ method: z.string(), reason: z.string(), device: z.string().nullable(), lastError: z.string().nullable() }).loose().optional(),
   /** The sync decision of the last connect (DRBD's uuid_compare), e.g. split-brain. */
   lastDecision: z.object({ decision: z.string(), rule: z.string() }).optional().nullable(),
+  /** Where a split-brain victim's own blocks were saved before the resync overwrote them. */
+  discardedBlocksSavedTo: z.string().optional().nullable(),
 }).loose();
 export type EngineStatusView = z.infer<typeof EngineStatusView>;
 

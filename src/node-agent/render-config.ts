@@ -13,7 +13,16 @@ function addr(a: string): string {
   return a.includes(':') ? `ipv6 [${a}]` : a;
 }
 
-export function renderConfig(spec: ReplicatedVolumeReplicaSpec, sharedSecret: string): string {
+/** Where the agent is reached by the engines' fence-peer handler, and how the handler is run. */
+export type FenceHandler = { command: string };
+
+/** The fence-peer handler command line: this Node binary, our handler script, the agent's socket. */
+export function fenceHandlerCommand(nodeBinary: string, script: string, agentSocket: string): string {
+  const sh = (a: string) => `'${a.replace(/'/g, `'\\''`)}'`;
+  return [nodeBinary, script, agentSocket].map(sh).join(' ');
+}
+
+export function renderConfig(spec: ReplicatedVolumeReplicaSpec, sharedSecret: string, fence?: FenceHandler): string {
   const host = (e: ReplicatedVolumeReplicaSpec['self']) => [
     `  on ${e.node} {`,
     `    disk ${e.disk};`,
@@ -23,6 +32,10 @@ export function renderConfig(spec: ReplicatedVolumeReplicaSpec, sharedSecret: st
   ];
   const disk = [
     `on-io-error ${spec.onIoError};`,
+    // The API server is the tiebreaker (DESIGN.md §4): a Primary that loses its peer
+    // freezes until the fence is recorded in the volume's status.
+    ...(fence ? ['fencing resource-and-stonith;'] : []),
+    `discarded-data-dir ${quote(`/var/lib/tandem/discarded/${spec.node}`)};`,
     ...(spec.sizeBytes !== undefined ? [`size ${Math.floor(spec.sizeBytes / 1024)}K;`] : []),
     ...(spec.resyncRateBytes !== undefined ? [`resync-rate ${Math.max(1, Math.floor(spec.resyncRateBytes / 1024))}K;`] : []),
   ];
@@ -46,6 +59,7 @@ export function renderConfig(spec: ReplicatedVolumeReplicaSpec, sharedSecret: st
     '  options { attach auto; }',
     `  disk { ${disk.join(' ')} }`,
     `  net { ${net.join(' ')} }`,
+    ...(fence ? [`  handlers { fence-peer ${quote(fence.command)}; }`] : []),
     ...host(spec.self),
     ...host(spec.peer),
     '}',

@@ -35,6 +35,7 @@ export function desiredReplicaSpecs(rv: ReplicatedVolume, placed: readonly [Plac
       node: self.node,
       role,
       initialSync: role === 'Primary' && roles.initialSync === self.node,
+      forcePrimary: role === 'Primary' && roles.forcePrimary === self.node,
       epoch: roles.epoch,
       port,
       minor: port - PORT_RANGE.first,

@@ -57,3 +57,100 @@ test('never more than one desired Primary, whatever is observed', () => {
     }
   }
 });
+
+describe('failover', () => {
+  const now = new Date('2026-11-25T12:00:00Z');
+  const ago = (s: number) => new Date(now.getTime() - s * 1000).toISOString().replace(/\.\d+Z$/, 'Z');
+  const failover = { enabled: true, nodeNotReadySeconds: 10 };
+  const fresh = (r: ObservedReplica, age = 1): ObservedReplica => ({ ...r, lastHeartbeatTime: ago(age) });
+  // master was Primary (epoch 3); backup is UpToDate and has lost it.
+  const base = (o: Partial<RolesInput> = {}): RolesInput => input({
+    preferred: 'master', chosen: 'master', epoch: 3, now, failover,
+    health: { master: { ready: true }, backup: { ready: true } },
+    observed: [fresh(up('master', 'Primary', 'UpToDate', 'WFConnection'), 30), fresh(up('backup', 'Secondary', 'UpToDate', 'WFConnection'))],
+    ...o,
+  });
+  const summary = (d: ReturnType<typeof decideRoles>) => ({ primary: d.primary, epoch: d.epoch, reason: d.reason, master: d.desired.master, backup: d.desired.backup, fenced: d.fence?.node });
+
+  test.each<[string, Partial<RolesInput>, ReturnType<typeof summary>]>([
+    ['the Primary\'s agent silent 30 s and backup lost it: backup is promoted, epoch+1, master fenced in the same write',
+      {}, { primary: 'backup', epoch: 4, reason: 'Failover', master: 'Secondary', backup: 'Primary', fenced: 'master' }],
+    ['the Primary\'s Node not Ready for 12 s (agent fresh): failover too',
+      { health: { master: { ready: false, since: new Date(now.getTime() - 12_000) }, backup: { ready: true } }, observed: [fresh(up('master', 'Primary', 'UpToDate', 'WFConnection')), fresh(up('backup', 'Secondary', 'UpToDate', 'WFConnection'))] },
+      { primary: 'backup', epoch: 4, reason: 'Failover', master: 'Secondary', backup: 'Primary', fenced: 'master' }],
+    ['Node not Ready for only 5 s: not yet',
+      { health: { master: { ready: false, since: new Date(now.getTime() - 5_000) }, backup: { ready: true } }, observed: [fresh(up('master', 'Primary', 'UpToDate', 'WFConnection')), fresh(up('backup', 'Secondary', 'UpToDate', 'WFConnection'))] },
+      { primary: 'master', epoch: 3, reason: 'Stable', master: 'Primary', backup: 'Secondary', fenced: undefined }],
+    ['failover disabled: master stays',
+      { failover: { enabled: false, nodeNotReadySeconds: 10 } }, { primary: 'master', epoch: 3, reason: 'Stable', master: 'Primary', backup: 'Secondary', fenced: undefined }],
+    ['backup still Connected to master (only master\'s agent is gone): no failover',
+      { observed: [fresh(up('master', 'Primary'), 30), fresh(up('backup'))] }, { primary: 'master', epoch: 3, reason: 'FailoverBlocked', master: 'Primary', backup: 'Secondary', fenced: undefined }],
+    ['backup fenced by master: never promoted automatically',
+      { fence: { node: 'backup', epoch: 3, by: 'master', time: ago(60), reason: 'master lost its peer' } }, { primary: 'master', epoch: 3, reason: 'FailoverBlocked', master: 'Primary', backup: 'Secondary', fenced: undefined }],
+    ['backup Inconsistent (the Primary died during the initial sync): not promoted',
+      { observed: [fresh(up('master', 'Primary', 'UpToDate', 'WFConnection'), 30), fresh(up('backup', 'Secondary', 'Inconsistent', 'WFConnection'))] }, { primary: 'master', epoch: 3, reason: 'FailoverBlocked', master: 'Primary', backup: 'Secondary', fenced: undefined }],
+    ['backup Outdated: not promoted',
+      { observed: [fresh(up('master', 'Primary', 'UpToDate', 'WFConnection'), 30), fresh(up('backup', 'Secondary', 'Outdated', 'WFConnection'))] }, { primary: 'master', epoch: 3, reason: 'FailoverBlocked', master: 'Primary', backup: 'Secondary', fenced: undefined }],
+    ['backup\'s agent silent too: no evidence, no failover',
+      { observed: [fresh(up('master', 'Primary', 'UpToDate', 'WFConnection'), 30), fresh(up('backup', 'Secondary', 'UpToDate', 'WFConnection'), 20)] }, { primary: 'master', epoch: 3, reason: 'FailoverBlocked', master: 'Primary', backup: 'Secondary', fenced: undefined }],
+    ['after the failover: master (fenced, still reported Primary) is not a reason to demote backup, even though spec.primary names master',
+      { chosen: 'backup', epoch: 4, fence: { node: 'master', epoch: 4, by: 'tandem-controller', time: ago(5), reason: 'failover' }, observed: [fresh(up('master', 'Primary', 'UpToDate', 'WFConnection'), 1), fresh(up('backup', 'Primary', 'UpToDate', 'WFConnection'))] },
+      { primary: 'backup', epoch: 4, reason: 'Stable', master: 'Secondary', backup: 'Primary', fenced: undefined }],
+    ['master back and resynced, fence lifted: spec.primary asks for master, so it switches back (demote first)',
+      { chosen: 'backup', epoch: 4, observed: [fresh(up('master')), fresh(up('backup', 'Primary'))] }, { primary: 'master', epoch: 5, reason: 'Switching', master: 'Secondary', backup: 'Secondary', fenced: undefined }],
+    ['master back but still SyncTarget: backup stays Primary',
+      { chosen: 'backup', epoch: 4, observed: [fresh(up('master', 'Secondary', 'Inconsistent', 'SyncTarget')), fresh(up('backup', 'Primary', 'UpToDate', 'SyncSource'))] }, { primary: 'backup', epoch: 4, reason: 'Stable', master: 'Secondary', backup: 'Primary', fenced: undefined }],
+    ['no spec.primary: after the failover backup keeps the role when master is back',
+      { preferred: undefined, chosen: 'backup', epoch: 4, observed: [fresh(up('master')), fresh(up('backup', 'Primary'))] }, { primary: 'backup', epoch: 4, reason: 'Stable', master: 'Secondary', backup: 'Primary', fenced: undefined }],
+    ['the operator forces the Inconsistent backup: promoted with --force, master fenced',
+      { forcePrimary: 'backup', observed: [fresh(up('master', 'Primary', 'UpToDate', 'WFConnection'), 30), fresh(up('backup', 'Secondary', 'Inconsistent', 'WFConnection'))] },
+      { primary: 'backup', epoch: 4, reason: 'ForcedPrimary', master: 'Secondary', backup: 'Primary', fenced: 'master' }],
+    ['force refused while master is Primary and reachable',
+      { forcePrimary: 'backup', observed: [fresh(up('master', 'Primary', 'UpToDate', 'WFConnection')), fresh(up('backup', 'Secondary', 'Inconsistent', 'WFConnection'))] },
+      { primary: 'master', epoch: 3, reason: 'ForceRefused', master: 'Primary', backup: 'Secondary', fenced: undefined }],
+  ])('%s', (_name, given, want) => {
+    expect(summary(decideRoles(base(given)))).toEqual(want);
+  });
+
+  test('the forced node is flagged for --force; a blocked failover says why and how to override', () => {
+    const forced = decideRoles(base({ forcePrimary: 'backup', observed: [fresh(up('master', 'Primary', 'UpToDate', 'WFConnection'), 30), fresh(up('backup', 'Secondary', 'Inconsistent', 'WFConnection'))] }));
+    expect(forced.forcePrimary).toBe('backup');
+    expect(forced.failover).toMatchObject({ from: 'master', to: 'backup', epoch: 4 });
+    const blocked = decideRoles(base({ observed: [fresh(up('master', 'Primary', 'UpToDate', 'WFConnection'), 30), fresh(up('backup', 'Secondary', 'Inconsistent', 'WFConnection'))] }));
+    expect(blocked.message).toBe('master is lost (the agent on master has been silent for 30 s) but backup\'s disk is Inconsistent, not UpToDate; not failing over (to accept the loss: kubectl annotate rv <name> tandem.dev/force-primary=backup)');
+    const failover = decideRoles(base());
+    expect(failover.failover).toMatchObject({ from: 'master', to: 'backup', epoch: 4, reason: 'the agent on master has been silent for 30 s' });
+    expect(failover.fence).toMatchObject({ node: 'master', epoch: 4, by: 'tandem-controller' });
+  });
+
+  test('a running failover clock asks to be looked at again when it expires', () => {
+    const d = decideRoles(base({ health: { master: { ready: false, since: new Date(now.getTime() - 7_000) }, backup: { ready: true } }, observed: [fresh(up('master', 'Primary', 'UpToDate', 'WFConnection')), fresh(up('backup', 'Secondary', 'UpToDate', 'WFConnection'))] }));
+    expect(d.recheckAfterMs).toBe(3000);
+  });
+
+  test('never two desired Primaries and never a fenced or non-UpToDate one without force, over 5,000 seeded random inputs', () => {
+    const roles = ['Primary', 'Secondary', undefined];
+    const disks = ['UpToDate', 'Inconsistent', 'Outdated', 'Consistent'];
+    const conns = ['Connected', 'WFConnection', 'StandAlone'];
+    let seed = 20261125;
+    const random = () => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed / 2147483648; };
+    for (let k = 0; k < 5000; k++) {
+      const pick = <T>(a: readonly T[]) => a[Math.floor(random() * a.length)]!;
+      const rep = (node: string): ObservedReplica => ({ node, role: pick(roles), diskState: pick(disks), connectionState: pick(conns), lastHeartbeatTime: ago(pick([1, 8, 30])) });
+      const obs = [rep('master'), rep('backup')];
+      const fence = pick([undefined, 'master', 'backup']);
+      const d = decideRoles(base({
+        observed: obs, chosen: pick(['master', 'backup', undefined]), preferred: pick(['master', 'backup', undefined]),
+        health: { master: { ready: pick([true, false]), since: new Date(now.getTime() - pick([1, 20]) * 1000) }, backup: { ready: pick([true, false]), since: new Date(now.getTime() - pick([1, 20]) * 1000) } },
+        fence: fence ? { node: fence, epoch: 3, by: 'x', time: ago(1), reason: 'r' } : undefined,
+      }));
+      expect(Object.values(d.desired).filter((r) => r === 'Primary').length).toBeLessThanOrEqual(1);
+      for (const [node, role] of Object.entries(d.desired)) {
+        if (role !== 'Primary') continue;
+        const o = obs.find((x) => x.node === node)!;
+        // Ordered Primary only if it already is, or it has UpToDate data and is not fenced.
+        if (!(o.role === 'Primary' || (o.diskState === 'UpToDate' && fence !== node))) throw new Error(JSON.stringify({ obs, fence, d }));
+      }
+    }
+  });
+});

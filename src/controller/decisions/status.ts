@@ -3,7 +3,7 @@
 import { CONDITIONS } from '../../api/names.ts';
 import { findCondition, setCondition, type Condition, type ConditionInput } from '../../api/condition.ts';
 import type { ReplicatedVolumeReplicaStatus } from '../../api/replicated-volume-replica.ts';
-import type { Phase, ReplicatedVolumeStatus, ReplicaStatusSummary } from '../../api/replicated-volume.ts';
+import type { Fence, Phase, ReplicatedVolumeStatus, ReplicaStatusSummary } from '../../api/replicated-volume.ts';
 import type { RolesDecision } from './roles.ts';
 
 /** An agent that has not written its replica's status for this long is not trusted. */
@@ -69,10 +69,20 @@ export function aggregateStatus(i: StatusInput): ReplicatedVolumeStatus {
     ...(summaries.some((s) => s.diskState) ? { disks: ordered.map((s) => s.diskState ?? 'DUnknown').join('/') } : {}),
     ...(syncing ? { sync: `${syncing.syncProgress}%` } : {}),
     replicas: summaries,
+    ...fenceOf(i),
+    ...(i.roles?.failover ?? i.previous?.lastFailover ? { lastFailover: i.roles?.failover ?? i.previous?.lastFailover } : {}),
     conditions,
     observedGeneration: i.generation,
   };
 }
+
+/** The fence to store: the decision's new one, else the stored one (only the Primary's agent lifts it). */
+function fenceOf(i: StatusInput): { fence?: Fence } {
+  const f = i.roles?.fence ?? i.previous?.fence;
+  return f ? { fence: f } : {};
+}
+
+const ROLE_REASONS_FIRST = new Set(['Failover', 'FailoverBlocked', 'ForcedPrimary', 'ForceRefused']);
 
 function readiness(i: StatusInput, summaries: readonly ReplicaStatusSummary[]): { status: 'True' | 'False'; reason: string; message: string } {
   if (i.deleting) return { status: 'False', reason: 'Deleting', message: 'The volume is being deleted; engines are going down' };
@@ -86,6 +96,7 @@ function readiness(i: StatusInput, summaries: readonly ReplicaStatusSummary[]): 
     const engine = findCondition(r?.status?.conditions, CONDITIONS.engineReady);
     if (engine?.status === 'False' && engine.reason === 'EngineFailed') return { status: 'False', reason: 'EngineFailed', message: `${node}: ${engine.message}` };
   }
+  if (i.roles && ROLE_REASONS_FIRST.has(i.roles.reason)) return { status: 'False', reason: i.roles.reason, message: i.roles.message };
   for (const node of i.nodes) {
     const s = i.replicas.get(node)?.status;
     if (!s?.lastHeartbeatTime) return { status: 'False', reason: 'WaitingForAgents', message: `No status from the agent on ${node} yet` };
@@ -135,7 +146,17 @@ export function eventsBetween(prev: ReplicatedVolumeStatus | undefined, next: Re
   if (readyNow && readyNow.status !== readyBefore?.status && (readyNow.status === 'True' || readyBefore?.status === 'True')) {
     out.push({ type: readyNow.status === 'True' ? 'Normal' : 'Warning', reason: readyNow.status === 'True' ? 'Ready' : 'NotReady', message: readyNow.message });
   }
-  for (const reason of ['DiskMissing', 'SplitBrain', 'EngineFailed']) {
+  if (next.lastFailover && next.lastFailover.epoch !== prev?.lastFailover?.epoch) {
+    const f = next.lastFailover;
+    out.push({ type: 'Warning', reason: 'FailedOver', message: `${f.to} is the Primary now (epoch ${f.epoch}), was ${f.from}: ${f.reason}` });
+  }
+  const fb = prev?.fence;
+  const fn = next.fence;
+  if (fn && (fn.node !== fb?.node || fn.epoch !== fb.epoch || fn.time !== fb.time)) {
+    out.push({ type: 'Warning', reason: 'Fenced', message: `${fn.node} is fenced by ${fn.by} at epoch ${fn.epoch}: ${fn.reason}` });
+  }
+  if (fb && !fn) out.push({ type: 'Normal', reason: 'Unfenced', message: `${fb.node} is UpToDate again; the fence is lifted` });
+  for (const reason of ['DiskMissing', 'SplitBrain', 'EngineFailed', 'FailoverBlocked', 'ForceRefused']) {
     if (readyNow?.reason === reason && readyBefore?.reason !== reason) out.push({ type: 'Warning', reason, message: readyNow.message });
   }
   return out;

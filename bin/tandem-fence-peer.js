@@ -1,0 +1,36 @@
+#!/usr/bin/env node
+// The fence-peer handler the node agent configures for its engines:
+//   handlers { fence-peer "node /app/bin/tandem-fence-peer.js /run/tandem/agent.sock"; }
+// It asks the agent to fence the peer of $DRBD_RESOURCE in the Kubernetes API and
+// exits with the agent's answer (DRBD's codes: 4 peer outdated → the engine resumes
+// I/O; 6 this node was superseded → stays frozen). When the agent cannot be asked
+// it exits 1 and the engine stays frozen: the agent fences on its next pass and
+// runs `tandemadm resume-io`. Plain JavaScript: it must start fast and import nothing.
+import { connect } from 'node:net';
+
+const socketPath = process.argv[2] ?? '/run/tandem/agent.sock';
+const resource = process.env.DRBD_RESOURCE;
+if (!resource) {
+  process.stderr.write('tandem-fence-peer: DRBD_RESOURCE is not set (run me as a fence-peer handler)\n');
+  process.exit(1);
+}
+const timer = setTimeout(() => {
+  process.stderr.write('tandem-fence-peer: no answer from the node agent in 50 s\n');
+  process.exit(1);
+}, 50_000);
+const sock = connect(socketPath);
+let reply = '';
+sock.setEncoding('utf8');
+sock.on('connect', () => sock.write(`${JSON.stringify({ resource })}\n`));
+sock.on('data', (d) => { reply += d; });
+sock.on('error', (err) => {
+  process.stderr.write(`tandem-fence-peer: cannot ask the node agent at ${socketPath}: ${err.message}\n`);
+  process.exit(1);
+});
+sock.on('end', () => {
+  clearTimeout(timer);
+  let exit = 1;
+  try { exit = Number(JSON.parse(reply).exit); } catch { /* exit 1 */ }
+  process.stdout.write(`tandem-fence-peer: ${resource}: ${exit === 4 ? 'peer fenced' : exit === 6 ? 'superseded; stay frozen' : 'not fenced; stay frozen'}\n`);
+  process.exit(Number.isInteger(exit) ? exit : 1);
+});

@@ -1,0 +1,157 @@
+// Fencing through the Kubernetes API: the agent's half of failover safety
+// (DESIGN.md §4). The engines run with `fencing resource-and-stonith`: a Primary
+// that loses an UpToDate peer freezes I/O and runs its fence-peer handler, which
+// asks this agent (a line on <run-dir>/agent.sock) to make sure the peer can never
+// be promoted with older data. The agent records the fence in the volume's status
+// with a merge patch conditional on the resourceVersion it read — the same object
+// the controller's failover writes, conditionally too — so the API server decides
+// the race: either the fence lands first (the controller then sees the peer fenced
+// and does not promote it) or the promotion does (the fence write fails, this node
+// has been superseded and stays frozen until its agent demotes it).
+//
+// Answers (DRBD's fence-peer exit codes): 4 = peer fenced, resume; 6 = we are not the
+// rightful Primary any more, stay frozen; 1 = the API could not be reached in time,
+// stay frozen (the agent keeps trying and runs `resume-io` once the fence is written).
+//
+// Fence and lift for one resource are serialised: a lift that read "Connected,
+// peer UpToDate" just before the link dropped completes before the new fence is
+// considered, so the fence is always written after the last lift.
+import { createServer, type Server } from 'node:net';
+import { rm } from 'node:fs/promises';
+import * as k8s from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { ReplicatedVolume, type Fence } from '../api/replicated-volume.ts';
+import type { ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
+import { describeError, isConflict, isNotFound, mergePatch, volumeApi } from '../controller/runtime/kube.ts';
+
+export type FenceOutcome = 'fenced' | 'superseded' | 'unreachable';
+export const FENCE_EXIT: Record<FenceOutcome, number> = { fenced: 4, superseded: 6, unreachable: 1 };
+
+/** How long one fence attempt keeps trying the API before the engine is told to stay frozen. */
+export const FENCE_DEADLINE_MS = 15_000;
+
+export class Fencer {
+  readonly #custom: k8s.CustomObjectsApi;
+  readonly #node: string;
+  readonly #log: Logger;
+  readonly #locks = new Map<string, Promise<unknown>>();
+
+  constructor(o: { custom: k8s.CustomObjectsApi; node: string; log: Logger }) {
+    this.#custom = o.custom;
+    this.#node = o.node;
+    this.#log = o.log;
+  }
+
+  /** Runs fn after every earlier fence/lift of the same resource. */
+  #serial<T>(resource: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.#locks.get(resource) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => undefined);
+    this.#locks.set(resource, tail);
+    void tail.then(() => { if (this.#locks.get(resource) === tail) this.#locks.delete(resource); });
+    return next;
+  }
+
+  async readVolume(namespace: string, name: string, timeoutMs = 5_000): Promise<ReplicatedVolume | undefined> {
+    try {
+      const raw = await withTimeout(this.#custom.getNamespacedCustomObject({ ...volumeApi, namespace, name }), timeoutMs);
+      return ReplicatedVolume.parse(raw);
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  /** Records "the peer is Outdated" before this Primary acknowledges a write without it. */
+  fencePeer(namespace: string, spec: ReplicatedVolumeReplicaSpec, deadlineMs = FENCE_DEADLINE_MS): Promise<FenceOutcome> {
+    return this.#serial(spec.resource, async () => {
+      const deadline = Date.now() + deadlineMs;
+      const log = this.#log.child({ resource: spec.resource, peer: spec.peer.node });
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const rv = await this.readVolume(namespace, spec.volume);
+          if (!rv) return 'superseded';
+          const st = rv.status ?? {};
+          if (st.primary !== this.#node || (st.epoch ?? 0) > spec.epoch) {
+            log.error({ primary: st.primary, epoch: st.epoch, ours: spec.epoch }, 'Not fencing: this node is no longer the rightful Primary; I/O stays frozen');
+            return 'superseded';
+          }
+          const fence: Fence = {
+            node: spec.peer.node, epoch: st.epoch ?? spec.epoch, by: this.#node,
+            time: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+            reason: `${this.#node} lost its peer and writes on without it`,
+          };
+          await withTimeout(this.#custom.patchNamespacedCustomObjectStatus({ ...volumeApi, namespace, name: spec.volume,
+            body: { metadata: { resourceVersion: rv.metadata.resourceVersion }, status: { fence } } }, mergePatch), 5_000);
+          log.warn({ epoch: fence.epoch, attempt }, 'Fenced the peer in the API');
+          return 'fenced';
+        } catch (err) {
+          if (isConflict(err)) continue; // the volume moved: read again
+          if (Date.now() >= deadline) {
+            log.error({ error: describeError(err), attempt }, 'Could not reach the API to fence the peer; I/O stays frozen');
+            return 'unreachable';
+          }
+          await new Promise((r) => setTimeout(r, 300));
+        }
+      }
+    });
+  }
+
+  /**
+   * The Primary's engine is Connected with an UpToDate peer: a fence on the peer
+   * (from this agent, or the controller's on the old Primary after a failover) is lifted.
+   * `stillTrue` re-checks the engine under the lock.
+   */
+  liftFence(namespace: string, spec: ReplicatedVolumeReplicaSpec, stillTrue: () => Promise<boolean>): Promise<boolean> {
+    return this.#serial(spec.resource, async () => {
+      const rv = await this.readVolume(namespace, spec.volume);
+      const st = rv?.status;
+      if (!rv || st?.fence?.node !== spec.peer.node || st.primary !== this.#node || (st.epoch ?? 0) !== spec.epoch) return false;
+      if (!(await stillTrue())) return false;
+      try {
+        await withTimeout(this.#custom.patchNamespacedCustomObjectStatus({ ...volumeApi, namespace, name: spec.volume,
+          body: { metadata: { resourceVersion: rv.metadata.resourceVersion }, status: { fence: null } } }, mergePatch), 5_000);
+      } catch (err) {
+        if (isConflict(err)) return false; // look again next time
+        throw err;
+      }
+      this.#log.info({ resource: spec.resource, peer: spec.peer.node }, 'The peer is UpToDate again; lifted its fence');
+      return true;
+    });
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([p, new Promise<never>((_r, reject) => { timer = setTimeout(() => reject(new Error(`the API did not answer within ${ms} ms`)), ms); })])
+    .finally(() => clearTimeout(timer));
+}
+
+/**
+ * <run-dir>/agent.sock: the fence-peer handler (bin/tandem-fence-peer.js) sends
+ * `{"resource": …}` and gets `{"exit": N}` back.
+ */
+export async function serveFenceRequests(path: string, onRequest: (resource: string) => Promise<number>, log: Logger): Promise<Server> {
+  await rm(path, { force: true });
+  const server = createServer((sock) => {
+    let buf = '';
+    sock.setEncoding('utf8');
+    sock.on('error', () => sock.destroy());
+    sock.on('data', (d: string) => {
+      buf += d;
+      if (buf.length > 4096) { sock.destroy(); return; }
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      let resource = '';
+      try {
+        resource = String((JSON.parse(buf.slice(0, nl)) as { resource?: unknown }).resource ?? '');
+      } catch { /* answered below */ }
+      sock.pause();
+      void (resource ? onRequest(resource) : Promise.resolve(1))
+        .catch((err: unknown) => { log.error({ error: describeError(err), resource }, 'Fence request failed'); return 1; })
+        .then((exit) => sock.end(`${JSON.stringify({ exit })}\n`));
+    });
+  });
+  await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(path, () => resolve()); });
+  return server;
+}
