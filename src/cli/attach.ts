@@ -83,7 +83,29 @@ export class DeviceAttachment {
     return { ...this.choice, device: this.#device, lastError: this.#lastError };
   }
 
-  async attach(): Promise<void> {
+  /** attach and detach never overlap (a background detach after a forced demotion may still run). */
+  #chain: Promise<unknown> = Promise.resolve();
+
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.#chain.then(fn, fn);
+    this.#chain = next.catch(() => undefined);
+    return next;
+  }
+
+  attach(): Promise<void> {
+    return this.#serial(() => this.#attach());
+  }
+
+  /**
+   * Takes the device away; fails (and keeps it) while something holds it open (a
+   * mount). `abort`: the engine has already failed the device's I/O (a forced
+   * demotion); nbdfuse is killed first so nothing waits on it.
+   */
+  detach(o: { abort?: boolean } = {}): Promise<void> {
+    return this.#serial(() => this.#detach(o.abort === true));
+  }
+
+  async #attach(): Promise<void> {
     if (this.#device !== null || this.choice.method === 'none') return;
     try {
       if (this.choice.method === 'nbd') {
@@ -105,15 +127,18 @@ export class DeviceAttachment {
       this.#lastError = null;
     } catch (err) {
       this.#lastError = (err as Error).message;
-      await this.detach().catch(() => {});
+      await this.#detach(true).catch(() => {});
       throw err;
     }
   }
 
-  /** Takes the device away; fails (and keeps it) while something holds it open (a mount). */
-  async detach(): Promise<void> {
+  // Every step is bounded: the control socket must never hang behind a stuck
+  // losetup or FUSE unmount (a dead filesystem on top can keep them busy).
+  async #detach(abort: boolean): Promise<void> {
+    const bounded = { timeout: 10_000, killSignal: 'SIGKILL' as const };
+    if (abort && this.#fuse !== null && this.#fuse.exitCode === null) this.#fuse.kill('SIGKILL');
     if (this.choice.method === 'nbd') {
-      if (this.#device !== null) await run('nbd-client', ['-d', this.#device]);
+      if (this.#device !== null) await run('nbd-client', ['-d', this.#device], bounded);
       this.#device = null;
       return;
     }
@@ -121,14 +146,18 @@ export class DeviceAttachment {
       // losetup -d on a mounted loop device only marks it for autoclear and succeeds: refuse first.
       const mounts = await readFile('/proc/mounts', 'utf8');
       if (mounts.split('\n').some((l) => l.split(' ')[0] === this.#device)) throw new Error(`${this.#device} is mounted; unmount it first`);
-      await run('losetup', ['-d', this.#device]);
+      await run('losetup', ['-d', this.#device], bounded);
       this.#device = null;
     }
     const fuse = this.#fuse;
     if (fuse !== null) {
       const exited = fuse.exitCode !== null ? Promise.resolve() : new Promise((r) => fuse.once('exit', r));
-      await run('fusermount3', ['-u', this.#fuseDir]).catch(() => run('umount', [this.#fuseDir]));
-      await exited;
+      await run('fusermount3', ['-u', this.#fuseDir], bounded).catch(() => run('umount', [this.#fuseDir], bounded));
+      const gone = await Promise.race([exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000))]);
+      if (!gone) {
+        fuse.kill('SIGKILL');
+        await run('umount', ['-l', this.#fuseDir], bounded).catch(() => undefined);
+      }
       this.#fuse = null;
     }
   }

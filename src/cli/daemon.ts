@@ -90,13 +90,22 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
     const ctl = await serveControl(p.ctl, async (req: ControlRequest) => {
       switch (req.cmd) {
         case 'status': return { ...engine.status(), attach: attachment.status() };
-        case 'primary': { await engine.promote({ force: req.force === true }); await attachDevice(); return undefined; }
+        case 'primary': {
+          const was = engine.state.role;
+          await engine.promote({ force: req.force === true });
+          // A device left from an earlier time as Primary (a forced demotion whose
+          // filesystem was still mounted) is dead: start over with a fresh one.
+          if (was !== 'Primary') await attachment.detach({ abort: true }).catch((err: unknown) => logger.warn({ err }, 'An old block device could not be released'));
+          await attachDevice();
+          return undefined;
+        }
         case 'secondary': {
           if (req.force === true) {
             // --force: fail frozen I/O and close the clients first; the block device goes
             // when nothing holds it (a mounted filesystem keeps it until it is unmounted).
             await engine.demote({ force: true });
-            await attachment.detach().catch((err: unknown) => logger.warn({ err }, 'Demoted; the block device stays until it is released'));
+            // In the background: the answer must not wait on a dead filesystem's device.
+            void attachment.detach({ abort: true }).catch((err: unknown) => logger.warn({ err }, 'Demoted; the block device stays until it is released'));
             return undefined;
           }
           await attachment.detach();

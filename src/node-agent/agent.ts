@@ -77,7 +77,14 @@ export class NodeAgent {
     this.#core = o.kc.makeApiClient(k8s.CoreV1Api);
     this.#engines = new EngineClient({ runDir: o.runDir, node: o.node });
     this.#consumer = new Consumer({ hostRoot: o.hostRoot ?? '' });
-    this.#fencer = new Fencer({ custom: this.#custom, node: o.node, log: o.log.child({ component: 'fence' }) });
+    this.#fencer = new Fencer({
+      custom: this.#custom, node: o.node, log: o.log.child({ component: 'fence' }),
+      onChange: (what, rv, f) => recordEvent(this.#core, FIELD_MANAGERS.agent, o.node,
+        { kind: KINDS.volume.kind, name: rv.metadata.name, namespace: rv.metadata.namespace, uid: rv.metadata.uid },
+        what === 'fenced'
+          ? { type: 'Warning', reason: 'Fenced', message: `${f.node} is fenced by ${f.by} at epoch ${f.epoch}: ${f.reason}` }
+          : { type: 'Normal', reason: 'Unfenced', message: `${f.node} is UpToDate again; ${o.node} lifted its fence` }),
+    });
     this.#fenceCommand = fenceHandlerCommand(process.execPath, FENCE_SCRIPT, this.fenceSocket);
     const selector = `${LABELS.node}=${o.node}`;
     this.#informer = new SupervisedInformer({
@@ -123,9 +130,7 @@ export class NodeAgent {
     const rvr = parsed.data;
     this.#queue.add(`${rvr.metadata.namespace}/${rvr.metadata.name}`);
     if (rvr.spec.role !== 'Primary') return FENCE_EXIT.superseded;
-    const outcome = await this.#fencer.fencePeer(rvr.metadata.namespace, rvr.spec);
-    if (outcome === 'fenced') await this.#event(rvr, 'Warning', 'PeerFenced', `${rvr.spec.node} lost ${rvr.spec.peer.node} and recorded its fence before writing on alone (epoch ${rvr.spec.epoch})`);
-    return FENCE_EXIT[outcome];
+    return FENCE_EXIT[await this.#fencer.fencePeer(rvr.metadata.namespace, rvr.spec)];
   }
 
   #enqueueAll(): void {
@@ -245,7 +250,6 @@ export class NodeAgent {
       const r = await this.#engines.adm(res, 'resume-io');
       if (r.code !== 0) throw new Error(`resume-io: ${r.stderr.trim()}`);
       log.warn({ epoch: spec.epoch }, 'Fenced the peer; resumed I/O');
-      await this.#event(rvr, 'Warning', 'PeerFenced', `${spec.node} lost ${spec.peer.node} and recorded its fence before writing on alone (epoch ${spec.epoch})`);
     } else if (spec.role === 'Secondary' && engine.role === 'Primary' && engine.suspended) {
       // Superseded while frozen (the other node was promoted at a newer epoch): the
       // frozen writes fail, they were never acknowledged; then the consumer goes.
@@ -253,10 +257,12 @@ export class NodeAgent {
       if (r.code !== 0) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'DemotionRefused', message: r.stderr.trim() }], stop: true };
       log.warn({ epoch: spec.epoch }, 'Demoted while frozen: the frozen I/O failed');
       await this.#event(rvr, 'Warning', 'Superseded', `${spec.node} was Primary but ${spec.peer.node} took over at epoch ${spec.epoch}; its frozen, unacknowledged writes failed and it is Secondary now`);
-      await this.#consumer.release(spec.mountPath, { force: true });
-      await this.#engines.adm(res, 'secondary'); // the block device goes once nothing holds it
+      // The filesystem on the dead device is unmounted as soon as nothing holds it
+      // (the consumer step retries every pass); never lazily, which would let a
+      // process that reopens a path write into the directory underneath.
+      await this.#consumer.release(spec.mountPath, { placeholder: true }).catch((err: unknown) => log.warn({ error: describeError(err) }, 'The filesystem is still in use; unmounting it later'));
     } else if (spec.role === 'Secondary' && engine.role === 'Primary') {
-      await this.#consumer.release(spec.mountPath);
+      await this.#consumer.release(spec.mountPath, { placeholder: true });
       const r = await this.#engines.adm(res, 'secondary');
       if (r.code !== 0) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'DemotionRefused', message: r.stderr.trim() }], stop: true };
       log.info({ epoch: spec.epoch }, 'Demoted');
@@ -321,8 +327,29 @@ export class NodeAgent {
       }
       return { conditions: [{ type: CONDITIONS.mounted, status: 'True', reason: 'Mounted', message: `${attach.device} (${spec.filesystem}) on ${spec.mountPath}` }], mounted: true };
     }
-    const mounted = await this.#consumer.mounted(spec.mountPath);
-    return { conditions: [{ type: CONDITIONS.mounted, status: 'False', reason: spec.mountPath ? 'NotPrimary' : 'NoMountPath', message: spec.mountPath ? 'Mounted only on the Primary' : 'spec.mountPath is not set' }], mounted };
+    let mounted = await this.#consumer.mounted(spec.mountPath);
+    const engine = await this.#engines.status(res);
+    if (engine && engine.role !== 'Primary' && engine.attach?.device && !mounted) {
+      // A Secondary still holding a block device (left by a forced demotion): let it go.
+      await this.#engines.adm(res, 'secondary');
+    }
+    if (spec.mountPath && engine?.role !== 'Primary') {
+      // Not Primary: the mount path holds a read-only placeholder. A filesystem left
+      // mounted by a demotion that could not unmount (a superseded Primary whose
+      // application still held files; its I/O fails) goes as soon as it is free, and
+      // then the engine detaches the block device.
+      try {
+        await this.#consumer.release(spec.mountPath, { placeholder: true });
+        if (mounted) {
+          log.info({ mountPath: spec.mountPath }, 'Unmounted the filesystem left on this Secondary');
+          await this.#engines.adm(res, 'secondary'); // the block device goes now that nothing holds it
+        }
+        mounted = false;
+      } catch (err) {
+        return { conditions: [{ type: CONDITIONS.mounted, status: 'False', reason: 'StaleMount', message: `${spec.mountPath} is still mounted on this Secondary and in use; every I/O on it fails; it is unmounted as soon as nothing holds it (${describeError(err).message})` }], mounted };
+      }
+    }
+    return { conditions: [{ type: CONDITIONS.mounted, status: 'False', reason: spec.mountPath ? 'NotPrimary' : 'NoMountPath', message: spec.mountPath ? 'Mounted only on the Primary; here the mount path holds a read-only placeholder' : 'spec.mountPath is not set' }], mounted };
   }
 
   /** The peer secret, read at most once a minute per Secret (the loop runs every few seconds). */

@@ -24,6 +24,9 @@ export const run: Run = (cmd, args, timeoutMs = 120_000) => new Promise((resolve
   });
 });
 
+/** The source name of the read-only placeholder a node that is not Primary keeps on the mount path. */
+export const TOMBSTONE = 'tandem-not-primary';
+
 export class ConsumerError extends Error {
   readonly code = 'TANDEM_ERR_CONSUMER';
   readonly reason: string;
@@ -78,8 +81,13 @@ export class Consumer {
   /** Makes the filesystem on `device` (once) and mounts it; says whether it made one. */
   async ensure(device: string, filesystem: 'xfs' | 'ext4', hostMountPath: string): Promise<{ created: boolean }> {
     const mountPath = this.#onHost(hostMountPath);
-    const mounted = (await mountPoints()).get(mountPath);
+    let mounted = (await mountPoints()).get(mountPath);
     if (mounted === device) return { created: false };
+    if (mounted === TOMBSTONE) {
+      const t = await this.#run('umount', [mountPath]);
+      if (t.code !== 0) throw new ConsumerError('MountFailed', `umount the placeholder on ${hostMountPath}: ${t.stderr.trim()}`);
+      mounted = (await mountPoints()).get(mountPath);
+    }
     if (mounted !== undefined) throw new ConsumerError('MountPathBusy', `${hostMountPath} already has ${mounted} mounted`);
     let created = false;
     const probe = await this.#run('blkid', ['-p', '-o', 'value', '-s', 'TYPE', device]);
@@ -93,28 +101,44 @@ export class Consumer {
       throw new ConsumerError('ProbeFailed', `blkid ${device}: ${probe.stderr.trim()}`);
     }
     await mkdir(mountPath, { recursive: true });
-    const m = await this.#run('mount', [device, mountPath]);
+    // nouuid: XFS refuses a second filesystem with the same UUID on one kernel. Both
+    // replicas hold the same filesystem; a kernel that still has the old Primary's
+    // dead mount (nodes sharing a kernel, as in the test harness) must still mount
+    // the new Primary's copy. One kernel never mounts both copies otherwise.
+    const m = await this.#run('mount', [...(filesystem === 'xfs' ? ['-o', 'nouuid'] : []), device, mountPath]);
     if (m.code !== 0) throw new ConsumerError('MountFailed', `mount ${device} ${mountPath}: ${m.stderr.trim()}`);
     return { created };
   }
 
   /** Unmounts; safe when nothing is mounted. The engine detaches the device itself when it is demoted. */
-  async release(hostMountPath: string | undefined, o: { force?: boolean } = {}): Promise<void> {
+  /**
+   * Unmounts; safe when nothing is mounted. The engine detaches the device itself
+   * when it is demoted. With `placeholder` (a node that stops being Primary) an
+   * empty read-only tmpfs takes the filesystem's place, so an application that
+   * reopens a path there gets EROFS/ENOENT instead of writing into the directory
+   * underneath and believing its data is on the volume.
+   */
+  async release(hostMountPath: string | undefined, o: { placeholder?: boolean } = {}): Promise<void> {
     if (!hostMountPath) return;
     const mountPath = this.#onHost(hostMountPath);
-    if (!(await mountPoints()).has(mountPath)) return;
-    const u = await this.#run('umount', [mountPath]);
-    // A superseded Primary's device fails every I/O now; whoever still holds files open
-    // gets errors, and the mount is detached lazily rather than kept.
-    if (u.code !== 0 && o.force) {
-      const l = await this.#run('umount', ['-l', mountPath]);
-      if (l.code === 0) return;
+    const source = (await mountPoints()).get(mountPath);
+    if (source === TOMBSTONE && o.placeholder) return;
+    if (source !== undefined) {
+      const u = await this.#run('umount', [mountPath]);
+      if (u.code !== 0) throw new ConsumerError('UnmountFailed', `umount ${hostMountPath}: ${u.stderr.trim()} (is the volume still in use?)`);
     }
-    if (u.code !== 0) throw new ConsumerError('UnmountFailed', `umount ${hostMountPath}: ${u.stderr.trim()} (is the volume still in use?)`);
+    if (o.placeholder) {
+      await mkdir(mountPath, { recursive: true });
+      const t = await this.#run('mount', ['-t', 'tmpfs', '-o', 'ro,size=4k,mode=0555', TOMBSTONE, mountPath]);
+      if (t.code !== 0) throw new ConsumerError('UnmountFailed', `placeholder on ${hostMountPath}: ${t.stderr.trim()}`);
+    }
   }
 
+  /** The volume's filesystem is mounted there (the placeholder does not count). */
   async mounted(hostMountPath: string | undefined): Promise<boolean> {
-    return hostMountPath !== undefined && (await mountPoints()).has(this.#onHost(hostMountPath));
+    if (hostMountPath === undefined) return false;
+    const source = (await mountPoints()).get(this.#onHost(hostMountPath));
+    return source !== undefined && source !== TOMBSTONE;
   }
 
   static exists = exists;

@@ -36,8 +36,11 @@ export class Fencer {
   readonly #log: Logger;
   readonly #locks = new Map<string, Promise<unknown>>();
 
-  constructor(o: { custom: k8s.CustomObjectsApi; node: string; log: Logger }) {
+  readonly #onChange: (what: 'fenced' | 'lifted', rv: ReplicatedVolume, fence: Fence) => Promise<void>;
+
+  constructor(o: { custom: k8s.CustomObjectsApi; node: string; log: Logger; onChange?: (what: 'fenced' | 'lifted', rv: ReplicatedVolume, fence: Fence) => Promise<void> }) {
     this.#custom = o.custom;
+    this.#onChange = o.onChange ?? (async () => undefined);
     this.#node = o.node;
     this.#log = o.log;
   }
@@ -72,6 +75,10 @@ export class Fencer {
           const rv = await this.readVolume(namespace, spec.volume);
           if (!rv) return 'superseded';
           const st = rv.status ?? {};
+          if (st.primary === this.#node && (st.epoch ?? 0) <= spec.epoch && st.fence?.node === spec.peer.node) {
+            // Recorded already, and under the lock no lift can be in flight: the peer stays fenced.
+            return 'fenced';
+          }
           if (st.primary !== this.#node || (st.epoch ?? 0) > spec.epoch) {
             log.error({ primary: st.primary, epoch: st.epoch, ours: spec.epoch }, 'Not fencing: this node is no longer the rightful Primary; I/O stays frozen');
             return 'superseded';
@@ -84,6 +91,7 @@ export class Fencer {
           await withTimeout(this.#custom.patchNamespacedCustomObjectStatus({ ...volumeApi, namespace, name: spec.volume,
             body: { metadata: { resourceVersion: rv.metadata.resourceVersion }, status: { fence } } }, mergePatch), 5_000);
           log.warn({ epoch: fence.epoch, attempt }, 'Fenced the peer in the API');
+          await this.#onChange('fenced', rv, fence).catch(() => undefined);
           return 'fenced';
         } catch (err) {
           if (isConflict(err)) continue; // the volume moved: read again
@@ -116,6 +124,7 @@ export class Fencer {
         throw err;
       }
       this.#log.info({ resource: spec.resource, peer: spec.peer.node }, 'The peer is UpToDate again; lifted its fence');
+      await this.#onChange('lifted', rv, st.fence).catch(() => undefined);
       return true;
     });
   }

@@ -5,7 +5,6 @@
 // bad volumes refused or conditioned without touching a disk, and deletion that
 // takes the engines down and wipes nothing. Local harness only (it runs the
 // agents inside the simulated nodes).
-import { spawn as spawnLocal } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { jest } from '@jest/globals';
@@ -13,64 +12,15 @@ import { repoRoot } from './harness/paths.ts';
 import { expectApiError, external, helm, kubectl, useCluster } from './lib/cluster.ts';
 import { eventually } from './lib/eventually.ts';
 import { execInNode, exited, spawnInNode } from './lib/nodes.ts';
+import { deploy, freshDisks, getRv as getRvIn, readyCondition as ready, waitReady as waitReadyIn, type Rv } from './lib/volumes.ts';
 
 jest.setTimeout(240_000);
 const describeLocal = external ? describe.skip : describe;
 const cluster = useCluster();
 const ns = `e2e-operator-${process.pid}`;
-const deployScript = join(repoRoot, 'scripts/cluster-deploy.ts');
 const example = join(repoRoot, 'examples/mysql-volume.yaml');
-
-type Rv = {
-  metadata: { name: string; generation: number; finalizers?: string[] };
-  status?: {
-    phase?: string; primary?: string; epoch?: number; connection?: string; disks?: string; observedGeneration?: number;
-    replicas?: { node: string; role?: string; connectionState?: string; diskState?: string }[];
-    conditions?: { type: string; status: string; reason: string; message: string; observedGeneration?: number }[];
-  };
-};
-
-async function deploy(...args: string[]): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const child = spawnLocal(process.execPath, [deployScript, ...args]);
-    let err = '';
-    child.stderr?.on('data', (d: Buffer) => { err += d.toString(); });
-    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`cluster-deploy ${args.join(' ')} exited ${code}: ${err}`))));
-  });
-}
-
-async function getRv(name: string): Promise<Rv> {
-  return JSON.parse((await kubectl(['get', 'rv', name, '-n', ns, '-o', 'json'])).stdout) as Rv;
-}
-
-function ready(rv: Rv): { status: string; reason: string; message: string } | undefined {
-  const c = rv.status?.conditions?.find((x) => x.type === 'Ready');
-  return c && c.observedGeneration === rv.metadata.generation ? c : undefined;
-}
-
-/** Ready=True for the current generation, with `primary` Primary and the pair Connected UpToDate/UpToDate. */
-async function waitReady(name: string, primary: string, timeoutMs = 120_000): Promise<Rv> {
-  return eventually(async () => {
-    const rv = await getRv(name);
-    expect({ ready: ready(rv)?.status, primary: rv.status?.primary, connection: rv.status?.connection, disks: rv.status?.disks })
-      .toEqual({ ready: 'True', primary, connection: 'Connected', disks: 'UpToDate/UpToDate' });
-    expect(rv.status?.replicas?.find((r) => r.role === 'Primary')?.node).toBe(primary);
-    return rv;
-  }, { timeoutMs, intervalMs: 1000, what: `${name}: Ready with ${primary} Primary` });
-}
-
-/** Blank disks and an empty /run/tandem on both nodes: no engine, no mount, no metadata left by an earlier run. */
-async function freshDisks(): Promise<void> {
-  const script = [
-    'umount /mydata/mysql 2>/dev/null',
-    'for d in /run/tandem/*.fuse; do [ -d "$d" ] && { losetup -j "$d/disk" -O NAME -n | xargs -r -n1 losetup -d; umount "$d"; }; done 2>/dev/null',
-    'for p in /run/tandem/*.pid; do [ -f "$p" ] && kill -9 "$(cat "$p")"; done 2>/dev/null',
-    'rm -rf /run/tandem/*',
-    'blkdiscard -f /dev/sdb1 2>/dev/null && blkdiscard -f /dev/sdb2 2>/dev/null',
-    'true',
-  ].join('; ');
-  for (const n of ['master', 'backup']) await execInNode(n, ['sh', '-c', script]);
-}
+const getRv = (name: string) => getRvIn(ns, name);
+const waitReady = (name: string, primary: string, timeoutMs?: number) => waitReadyIn(ns, name, primary, timeoutMs);
 
 async function engineFiles(node: string): Promise<string> {
   return (await execInNode(node, ['sh', '-c', 'ls /run/tandem'])).stdout;

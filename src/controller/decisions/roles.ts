@@ -130,8 +130,10 @@ export function decideRoles(i: RolesInput): RolesDecision {
     if (obs.get(o)?.role === 'Primary' && !loss(o).lost && !fenced(o)) {
       return withPrimary(decide(i.chosen ?? o, 'ForceRefused', `${i.forcePrimary} was not forced: ${o} is Primary and reachable; move the role with spec.primary instead`));
     }
-    const epoch = i.chosen === f ? i.epoch : i.epoch + 1;
     const why = `forced by the ${'tandem.dev/force-primary'} annotation (${f}'s disk was ${describe(f)}); writes only ${o} had are given up`;
+    // Already chosen (the agent has not promoted yet): the order stands, the record is written.
+    if (i.chosen === f) return withPrimary(decide(f, 'ForcedPrimary', `Waiting for ${f} to be promoted with --force`, { forcePrimary: f }));
+    const epoch = i.epoch + 1;
     return withPrimary(decide(f, 'ForcedPrimary', `Promoting ${f} with --force: ${why}`, {
       forcePrimary: f,
       fence: { node: o, epoch, by: CONTROLLER, time: stamp, reason: `${f} was forced Primary; ${o}'s data is no longer the reference` },

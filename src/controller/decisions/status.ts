@@ -150,12 +150,12 @@ export function eventsBetween(prev: ReplicatedVolumeStatus | undefined, next: Re
     const f = next.lastFailover;
     out.push({ type: 'Warning', reason: 'FailedOver', message: `${f.to} is the Primary now (epoch ${f.epoch}), was ${f.from}: ${f.reason}` });
   }
+  // A fence the controller writes (agents record their own fences and lifts as events).
   const fb = prev?.fence;
   const fn = next.fence;
   if (fn && (fn.node !== fb?.node || fn.epoch !== fb.epoch || fn.time !== fb.time)) {
     out.push({ type: 'Warning', reason: 'Fenced', message: `${fn.node} is fenced by ${fn.by} at epoch ${fn.epoch}: ${fn.reason}` });
   }
-  if (fb && !fn) out.push({ type: 'Normal', reason: 'Unfenced', message: `${fb.node} is UpToDate again; the fence is lifted` });
   for (const reason of ['DiskMissing', 'SplitBrain', 'EngineFailed', 'FailoverBlocked', 'ForceRefused']) {
     if (readyNow?.reason === reason && readyBefore?.reason !== reason) out.push({ type: 'Warning', reason, message: readyNow.message });
   }

@@ -282,10 +282,29 @@ function updateNode(name: string, change: Partial<NodeState>): void {
   writeState(s);
 }
 
-/** A crashed machine: every process in it dies, its heartbeat stops. Disks stay. */
+/** The loop devices a node's engines attached (nbdfuse + losetup), asked while nbdfuse still answers. */
+function nodeLoopDevices(name: string): string[] {
+  const out = run('nsenter', [...nsenterArgs(name), 'sh', '-c', 'for f in /run/tandem/*.fuse/disk; do [ -e "$f" ] && losetup -j "$f" -n -O NAME; done; true'], { allowFail: true }).stdout;
+  return out.split('\n').map((l) => l.trim()).filter((l) => /^\/dev\/loop\d+$/.test(l));
+}
+
+/**
+ * A crashed machine: every process in it dies, its heartbeat stops. Disks stay.
+ * Its kernel state goes too: the simulated nodes share this machine's kernel, so
+ * the filesystems its Primary had mounted (and their loop devices) are detached
+ * here — otherwise XFS would refuse to mount the other node's copy ("duplicate
+ * UUID"), which no real pair of machines ever sees.
+ */
 export async function stopNode(name: string): Promise<void> {
   nodeEntry(name);
+  const loops = nodeLoopDevices(name);
   await killNodeProcesses(name);
+  const script = [
+    ...loops.map((d) => `for m in $(findmnt -rn -o TARGET -S ${d}); do umount -l "$m"; done; losetup -d ${d} 2>/dev/null`),
+    'for d in /run/tandem/*.fuse; do mountpoint -q "$d" && umount -l "$d"; done',
+    'true',
+  ].join('\n');
+  run('nsenter', [...nsenterArgs(name), 'sh', '-c', script], { allowFail: true });
   updateNode(name, { stopped: true });
 }
 
