@@ -649,7 +649,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
     const source = decision === 'bitmap-source' || decision === 'full-source';
     const full = decision === 'full-source' || decision === 'full-target';
-    this.fact({ conn: source ? 'WFBitMapS' : 'WFBitMapT', peerRole, peerDisk: p.disk as DiskState }, rule);
+    // DRBD clamps a sync source's disk to UpToDate: the generation identifiers have just
+    // named its data the newer copy (a node that came up alone is only Consistent until then).
+    const sourceDisk = source && (this.state.disk === 'Consistent' || this.state.disk === 'Outdated') ? { disk: 'UpToDate' as const } : {};
+    if (sourceDisk.disk) void this.persistDisk('UpToDate');
+    this.fact({ conn: source ? 'WFBitMapS' : 'WFBitMapT', peerRole, peerDisk: p.disk as DiskState, ...sourceDisk }, rule);
     if (source) this.resumeIo('the peer is back');
     if (full) this.metadata.bitmap.setRange(0, Math.ceil(newSize / BLOCK_SIZE));
     if (target) this.syncGate = this.prepareSyncTarget();

@@ -25,7 +25,7 @@ const nodes = ['master', 'backup'] as const;
 const other = (n: string) => (n === 'master' ? 'backup' : 'master');
 let port: number | undefined;
 let bases = 0;
-const nextBase = () => (bases++) * 5000;
+const nextBase = () => (bases++) * 1_000_000;
 
 function volume(name: string, extra: object = {}): string {
   return JSON.stringify({

@@ -17,7 +17,7 @@ export type Ack = { i: number; t: number; node: string };
 let writers = 0;
 
 /**
- * `record N` in the 4 KiB block N of MOUNT/log, each written with O_DSYNC (on a
+ * `record N` in the 4 KiB block N - BASE of MOUNT/log-BASE, each written with O_DSYNC (on a
  * protocol C volume: on both disks before dd returns); `ack N <ms>` is printed only
  * after dd succeeded. The first error ends it (a superseded Primary's writes fail).
  */
@@ -30,7 +30,7 @@ export class RecordWriter {
   readonly #stopFile: string;
   #exited = false;
 
-  constructor(node: string, mount: string, base: number, limit = 4999) {
+  constructor(node: string, mount: string, base: number, limit = 1_000_000) {
     this.node = node;
     this.base = base;
     this.#stopFile = `/tmp/tandem-e2e-writer-stop-${process.pid}-${++writers}`;
@@ -38,7 +38,7 @@ export class RecordWriter {
     const script = [
       `i=${base}`,
       `while [ $i -lt ${base + limit} ] && [ ! -e ${this.#stopFile} ]; do`,
-      `  printf 'record %d\\n' $i | dd of=${mount}/log bs=4096 count=1 seek=$i conv=notrunc,sync oflag=dsync status=none 2>/tmp/dd-err-$$ || { echo "err $i $(date +%s%3N) $(head -c 200 /tmp/dd-err-$$)"; exit 1; }`,
+      `  printf 'record %d\\n' $i | dd of=${mount}/log-${base} bs=4096 count=1 seek=$((i-${base})) conv=notrunc,sync oflag=dsync status=none 2>/tmp/dd-err-$$ || { echo "err $i $(date +%s%3N) $(head -c 200 /tmp/dd-err-$$)"; exit 1; }`,
       '  echo "ack $i $(date +%s%3N)"',
       '  i=$((i+1))',
       'done',
@@ -84,9 +84,9 @@ export class RecordWriter {
   }
 }
 
-/** The record numbers in MOUNT/log as `node` reads them. */
+/** The record numbers in MOUNT/log-* as `node` reads them. */
 export async function recordsOn(node: string, mount: string): Promise<Set<number>> {
-  const out = (await execInNode(node, ['sh', '-c', `tr -s '\\000' '\\n' < ${mount}/log | grep -a '^record ' || true`])).stdout;
+  const out = (await execInNode(node, ['sh', '-c', `cat ${mount}/log-* | tr -s '\\000' '\\n' | grep -a '^record ' || true`])).stdout;
   return new Set(out.split('\n').filter((l) => l.startsWith('record ')).map((l) => Number(l.slice(7))));
 }
 
