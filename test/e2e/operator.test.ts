@@ -12,7 +12,7 @@ import { repoRoot } from './harness/paths.ts';
 import { expectApiError, external, helm, kubectl, useCluster } from './lib/cluster.ts';
 import { eventually } from './lib/eventually.ts';
 import { execInNode, exited, spawnInNode } from './lib/nodes.ts';
-import { deploy, freshDisks, getRv as getRvIn, readyCondition as ready, waitReady as waitReadyIn, type Rv } from './lib/volumes.ts';
+import { deploy, freshDisks, getRv as getRvIn, readyCondition as ready, waitReady as waitReadyIn } from './lib/volumes.ts';
 
 jest.setTimeout(240_000);
 const describeLocal = external ? describe.skip : describe;
@@ -60,6 +60,9 @@ describeLocal('the operator on the local control plane', () => {
     expect(await can('tandem-node-agent', 'patch', 'replicatedvolumereplicas.tandem.dev/status')).toBe('yes');
     expect(await can('tandem-node-agent', 'patch', 'replicatedvolumereplicas.tandem.dev')).toBe('no');
     expect(await can('tandem-node-agent', 'patch', 'replicatedvolumes.tandem.dev')).toBe('no');
+    // The fence: the agent patches the volume's status (conditionally), nothing else of it.
+    expect(await can('tandem-node-agent', 'patch', 'replicatedvolumes.tandem.dev/status')).toBe('yes');
+    expect(await can('tandem-node-agent', 'update', 'replicatedvolumes.tandem.dev/status')).toBe('no');
     expect(await can('tandem-node-agent', 'list', 'secrets')).toBe('no');
     expect(await can('tandem-controller', 'delete', 'replicatedvolumes.tandem.dev')).toBe('no');
     expect(await can('tandem-controller', 'list', 'secrets')).toBe('no');
