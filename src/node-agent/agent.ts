@@ -297,8 +297,21 @@ export class NodeAgent {
       }
       return;
     }
-    if (e.role !== 'Secondary' || spec.role !== 'Secondary' || e.cstate !== 'StandAlone') return;
+    if (e.role !== 'Secondary' || spec.role !== 'Secondary') return;
+    const apart = e.cstate === 'StandAlone' || e.cstate === 'WFConnection' || e.cstate === 'Unconnected';
+    if (!apart) return;
     const rv = await this.#fencer.readVolume(ns, spec.volume);
+    if (rv?.status?.fence?.node === spec.node && (e.disk === 'UpToDate' || e.disk === 'Consistent')) {
+      // DRBD's fence-peer outdates the peer: our disk may lack acknowledged writes, so
+      // the engine itself refuses a promotion (a person's `tandemadm primary` included)
+      // until a resync has made it UpToDate again.
+      const r = await this.#engines.adm(res, 'outdate');
+      if (r.code === 0) {
+        log.warn({ fencedBy: rv.status.fence.by, epoch: rv.status.fence.epoch }, 'Fenced in the API: outdated this node\'s disk');
+        await this.#event(rvr, 'Warning', 'Outdated', `${spec.node}'s disk is Outdated: ${rv.status.fence.by} fenced it at epoch ${rv.status.fence.epoch} (${rv.status.fence.reason})`);
+      }
+    }
+    if (e.cstate !== 'StandAlone') return;
     if (rv?.status?.primary !== spec.peer.node || (rv.status.epoch ?? 0) < spec.epoch) return;
     if (e.lastDecision?.decision.startsWith('split-brain')) {
       const r = await this.#engines.adm(res, '--', '--discard-my-data', 'connect');
