@@ -13,7 +13,7 @@ import { external, kubectl, useCluster } from './lib/cluster.ts';
 import { eventually } from './lib/eventually.ts';
 import { cutLink, healEverything, healLink, nodeAction, RecordWriter, recordsOn } from './lib/failover.ts';
 import { execInNode } from './lib/nodes.ts';
-import { deploy, freshDisks, getRv, waitReady } from './lib/volumes.ts';
+import { deploy, freshDisks, getRv, tearDown, waitReady } from './lib/volumes.ts';
 
 const rounds = Number(process.env.TANDEM_FAILOVER_ROUNDS ?? 20);
 const seed = Number(process.env.TANDEM_FAILOVER_SEED ?? 20261125);
@@ -59,10 +59,7 @@ describeLocal(`randomized faults under a write stream (${rounds} rounds, seed ${
 
   afterAll(async () => {
     await healEverything(nodes, port).catch(() => undefined);
-    await kubectl(['delete', 'rv', '--all', '-n', ns, '--timeout=90s']).catch(() => undefined);
-    await kubectl(['delete', 'namespace', ns, '--wait=false']).catch(() => undefined);
-    await deploy('undeploy').catch(() => undefined);
-    await freshDisks([mount]).catch(() => undefined);
+    await tearDown(ns, [mount]);
   }, 180_000);
 
   test('every acknowledged record survives, and no two nodes ever acknowledge writes at once', async () => {

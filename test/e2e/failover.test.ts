@@ -14,7 +14,7 @@ import {
   nodeAction, nodeReadyTransition, RecordWriter, recordsOn, type Ack,
 } from './lib/failover.ts';
 import { execInNode } from './lib/nodes.ts';
-import { deploy, eventReasons, freshDisks, getRv, readyCondition, waitReady } from './lib/volumes.ts';
+import { deploy, eventReasons, freshDisks, getRv, readyCondition, tearDown, waitReady } from './lib/volumes.ts';
 
 jest.setTimeout(300_000);
 const describeLocal = external ? describe.skip : describe;
@@ -65,10 +65,7 @@ describeLocal('automatic failover on the local control plane', () => {
   }, 120_000);
 
   afterAll(async () => {
-    await kubectl(['delete', 'rv', '--all', '-n', ns, '--timeout=90s']).catch(() => undefined);
-    await kubectl(['delete', 'namespace', ns, '--wait=false']).catch(() => undefined);
-    await deploy('undeploy').catch(() => undefined);
-    await freshDisks([mount]).catch(() => undefined);
+    await tearDown(ns, [mount]);
   }, 180_000);
 
   test('stop the Primary\'s node mid write stream: the other node takes over by itself with every acknowledged write', async () => {

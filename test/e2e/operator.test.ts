@@ -12,7 +12,7 @@ import { repoRoot } from './harness/paths.ts';
 import { expectApiError, external, helm, kubectl, useCluster } from './lib/cluster.ts';
 import { eventually } from './lib/eventually.ts';
 import { execInNode, exited, spawnInNode } from './lib/nodes.ts';
-import { deploy, freshDisks, getRv as getRvIn, readyCondition as ready, waitReady as waitReadyIn } from './lib/volumes.ts';
+import { deploy, freshDisks, getRv as getRvIn, readyCondition as ready, tearDown, waitReady as waitReadyIn } from './lib/volumes.ts';
 
 jest.setTimeout(240_000);
 const describeLocal = external ? describe.skip : describe;
@@ -33,12 +33,7 @@ describeLocal('the operator on the local control plane', () => {
   }, 180_000);
 
   afterAll(async () => {
-    // Volumes first (the controller must be up to take their engines down), then the processes.
-    await kubectl(['delete', 'rv', '--all', '-n', ns, '--timeout=90s']).catch(() => undefined);
-    await kubectl(['delete', 'namespace', ns, '--wait=false']).catch(() => undefined);
-    await deploy('undeploy').catch(() => undefined);
-    // Later suites expect machines as they booted: empty /run/tandem, blank disks.
-    await freshDisks().catch(() => undefined);
+    await tearDown(ns);
   }, 180_000);
 
   test('the chart lints clean and its RBAC is least privilege', async () => {

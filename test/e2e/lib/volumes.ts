@@ -68,3 +68,15 @@ export async function freshDisks(mountPaths: readonly string[] = ['/mydata/mysql
   ].join('; ');
   for (const n of ['master', 'backup']) await execInNode(n, ['sh', '-c', script]);
 }
+
+/**
+ * After a suite: volumes first (the controller must be up to take their engines down),
+ * then the processes; later suites expect machines as they booted (empty /run/tandem,
+ * blank disks).
+ */
+export async function tearDown(ns: string, mountPaths?: readonly string[]): Promise<void> {
+  await kubectl(['delete', 'rv', '--all', '-n', ns, '--timeout=90s']).catch(() => undefined);
+  await kubectl(['delete', 'namespace', ns, '--wait=false']).catch(() => undefined);
+  await deploy('undeploy').catch(() => undefined);
+  await freshDisks(mountPaths).catch(() => undefined);
+}
