@@ -81,14 +81,11 @@ export class Consumer {
   /** Makes the filesystem on `device` (once) and mounts it; says whether it made one. */
   async ensure(device: string, filesystem: 'xfs' | 'ext4', hostMountPath: string): Promise<{ created: boolean }> {
     const mountPath = this.#onHost(hostMountPath);
-    let mounted = (await mountPoints()).get(mountPath);
+    const mounted = (await mountPoints()).get(mountPath);
     if (mounted === device) return { created: false };
-    if (mounted === TOMBSTONE) {
-      const t = await this.#run('umount', [mountPath]);
-      if (t.code !== 0) throw new ConsumerError('MountFailed', `umount the placeholder on ${hostMountPath}: ${t.stderr.trim()}`);
-      mounted = (await mountPoints()).get(mountPath);
-    }
-    if (mounted !== undefined) throw new ConsumerError('MountPathBusy', `${hostMountPath} already has ${mounted} mounted`);
+    // The filesystem goes on top of the placeholder, never in its place: no instant in
+    // which the path is the bare directory underneath.
+    if (mounted !== undefined && mounted !== TOMBSTONE) throw new ConsumerError('MountPathBusy', `${hostMountPath} already has ${mounted} mounted`);
     let created = false;
     const probe = await this.#run('blkid', ['-p', '-o', 'value', '-s', 'TYPE', device]);
     // blkid -p: exit 2 = no signature found.
@@ -121,9 +118,9 @@ export class Consumer {
   async release(hostMountPath: string | undefined, o: { placeholder?: boolean } = {}): Promise<void> {
     if (!hostMountPath) return;
     const mountPath = this.#onHost(hostMountPath);
-    const source = (await mountPoints()).get(mountPath);
-    if (source === TOMBSTONE && o.placeholder) return;
-    if (source !== undefined) {
+    // The topmost mount first: the filesystem, then (unless it is to stay) the placeholder under it.
+    for (let source = (await mountPoints()).get(mountPath); source !== undefined; source = (await mountPoints()).get(mountPath)) {
+      if (source === TOMBSTONE && o.placeholder) return;
       const u = await this.#run('umount', [mountPath]);
       if (u.code !== 0) throw new ConsumerError('UnmountFailed', `umount ${hostMountPath}: ${u.stderr.trim()} (is the volume still in use?)`);
     }

@@ -39,7 +39,7 @@ function rng(s: number): () => number {
 }
 
 async function mountedOn(node: string): Promise<void> {
-  await eventually(async () => expect((await execInNode(node, ['findmnt', '-n', '-o', 'FSTYPE', mount])).stdout.trim()).toBe('xfs'), { timeoutMs: 60_000, what: `xfs mounted on ${node}` });
+  await eventually(async () => expect((await execInNode(node, ['stat', '-f', '-c', '%T', mount])).stdout.trim()).toBe('xfs'), { timeoutMs: 60_000, what: `xfs mounted on ${node}` });
 }
 
 describeLocal(`randomized faults under a write stream (${rounds} rounds, seed ${seed})`, () => {

@@ -39,7 +39,7 @@ function volume(name: string, extra: object = {}): string {
 }
 
 async function mounted(node: string): Promise<void> {
-  await eventually(async () => expect((await execInNode(node, ['findmnt', '-n', '-o', 'FSTYPE', mount])).stdout.trim()).toBe('xfs'), { timeoutMs: 60_000, what: `xfs mounted on ${node}` });
+  await eventually(async () => expect((await execInNode(node, ['stat', '-f', '-c', '%T', mount])).stdout.trim()).toBe('xfs'), { timeoutMs: 60_000, what: `xfs mounted on ${node}` });
 }
 
 /** Every acknowledged record is on `node`; none is missing. */

@@ -150,7 +150,7 @@ describeLocal('the operator on the local control plane', () => {
       expect(table).toMatch(/^NAME\s+PRIMARY\s+PROTOCOL\s+CONNECTION\s+DISKS\s+SYNC\s+READY\s+AGE/);
       expect(table).toMatch(/mysql\s+master\s+C\s+Connected\s+UpToDate\/UpToDate\s+True/);
       const mount = await eventually(async () => {
-        const m = (await execInNode('master', ['findmnt', '-n', '-o', 'FSTYPE', '/mydata/mysql'])).stdout.trim();
+        const m = (await execInNode('master', ['stat', '-f', '-c', '%T', '/mydata/mysql'])).stdout.trim();
         expect(m).toBe('xfs');
         return m;
       }, { timeoutMs: 30_000, what: 'the xfs mount on master' });

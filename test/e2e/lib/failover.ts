@@ -137,6 +137,8 @@ export async function cutControllerApi(): Promise<void> {
 
 export async function healControllerApi(): Promise<void> {
   await execHost('sh', ['-c', `while iptables -D OUTPUT -p tcp -d ${API.ip} --dport ${API.port} -m cgroup --path ${CONTROLLER_CGROUP} -j DROP 2>/dev/null; do :; done`]);
+  // The cut-off controller has exited (it lost its Lease); its empty cgroup goes too.
+  await execHost('sh', ['-c', `rmdir ${cgroupRoot}/${CONTROLLER_CGROUP} 2>/dev/null; true`]);
 }
 
 async function execHost(cmd: string, args: string[]): Promise<void> {
