@@ -98,6 +98,11 @@ export const Fence = z.object({
 });
 export type Fence = z.infer<typeof Fence>;
 
+/** The fence as one sentence (the Fenced event, whoever wrote it). */
+export function describeFence(f: Fence): string {
+  return `${f.node} is fenced by ${f.by} at epoch ${f.epoch}: ${f.reason}`;
+}
+
 export const FailoverRecord = z.object({
   from: z.string(),
   to: z.string(),

@@ -24,6 +24,7 @@ import type { Logger } from 'pino';
 import { setCondition, type Condition, type ConditionInput } from '../api/condition.ts';
 import { CONDITIONS, FIELD_MANAGERS, KINDS, LABELS, SECRET_KEY } from '../api/names.ts';
 import { ReplicatedVolumeReplica, ReplicatedVolumeReplicaStatus, type ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
+import { describeFence } from '../api/replicated-volume.ts';
 import { SupervisedInformer } from '../controller/runtime/informer.ts';
 import { collectionPath, describeError, isNotFound, listCustom, mergePatch, recordEvent, replicaApi } from '../controller/runtime/kube.ts';
 import { WorkQueue } from '../controller/runtime/work-queue.ts';
@@ -82,7 +83,7 @@ export class NodeAgent {
       onChange: (what, rv, f) => recordEvent(this.#core, FIELD_MANAGERS.agent, o.node,
         { kind: KINDS.volume.kind, name: rv.metadata.name, namespace: rv.metadata.namespace, uid: rv.metadata.uid },
         what === 'fenced'
-          ? { type: 'Warning', reason: 'Fenced', message: `${f.node} is fenced by ${f.by} at epoch ${f.epoch}: ${f.reason}` }
+          ? { type: 'Warning', reason: 'Fenced', message: describeFence(f) }
           : { type: 'Normal', reason: 'Unfenced', message: `${f.node} is UpToDate again; ${o.node} lifted its fence` }),
     });
     this.#fenceCommand = fenceHandlerCommand(process.execPath, FENCE_SCRIPT, this.fenceSocket);
@@ -257,10 +258,7 @@ export class NodeAgent {
       if (r.code !== 0) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'DemotionRefused', message: r.stderr.trim() }], stop: true };
       log.warn({ epoch: spec.epoch }, 'Demoted while frozen: the frozen I/O failed');
       await this.#event(rvr, 'Warning', 'Superseded', `${spec.node} was Primary but ${spec.peer.node} took over at epoch ${spec.epoch}; its frozen, unacknowledged writes failed and it is Secondary now`);
-      // The filesystem on the dead device is unmounted as soon as nothing holds it
-      // (the consumer step retries every pass); never lazily, which would let a
-      // process that reopens a path write into the directory underneath.
-      await this.#consumer.release(spec.mountPath, { placeholder: true }).catch((err: unknown) => log.warn({ error: describeError(err) }, 'The filesystem is still in use; unmounting it later'));
+      // The filesystem on the dead device goes in the consumer step, which follows.
     } else if (spec.role === 'Secondary' && engine.role === 'Primary') {
       await this.#consumer.release(spec.mountPath, { placeholder: true });
       const r = await this.#engines.adm(res, 'secondary');
@@ -342,25 +340,22 @@ export class NodeAgent {
     }
     let mounted = await this.#consumer.mounted(spec.mountPath);
     const engine = await this.#engines.status(res);
-    if (engine && engine.role !== 'Primary' && engine.attach?.device && !mounted) {
-      // A Secondary still holding a block device (left by a forced demotion): let it go.
-      await this.#engines.adm(res, 'secondary');
-    }
-    if (spec.mountPath && engine?.role !== 'Primary') {
-      // Not Primary: the mount path holds a read-only placeholder. A filesystem left
-      // mounted by a demotion that could not unmount (a superseded Primary whose
-      // application still held files; its I/O fails) goes as soon as it is free, and
-      // then the engine detaches the block device.
-      try {
-        await this.#consumer.release(spec.mountPath, { placeholder: true });
-        if (mounted) {
-          log.info({ mountPath: spec.mountPath }, 'Unmounted the filesystem left on this Secondary');
-          await this.#engines.adm(res, 'secondary'); // the block device goes now that nothing holds it
+    if (engine?.role !== 'Primary') {
+      if (spec.mountPath) {
+        // Not Primary: the mount path holds a read-only placeholder. A filesystem left
+        // mounted by a forced demotion (a superseded Primary whose application still held
+        // files; its I/O fails) goes as soon as it is free, every pass, never lazily: a
+        // process reopening a path would write into the directory underneath.
+        try {
+          await this.#consumer.release(spec.mountPath, { placeholder: true });
+          if (mounted) log.info({ mountPath: spec.mountPath }, 'Unmounted the filesystem left on this Secondary');
+          mounted = false;
+        } catch (err) {
+          return { conditions: [{ type: CONDITIONS.mounted, status: 'False', reason: 'StaleMount', message: `${spec.mountPath} is still mounted on this Secondary and in use; every I/O on it fails; it is unmounted as soon as nothing holds it (${describeError(err).message})` }], mounted };
         }
-        mounted = false;
-      } catch (err) {
-        return { conditions: [{ type: CONDITIONS.mounted, status: 'False', reason: 'StaleMount', message: `${spec.mountPath} is still mounted on this Secondary and in use; every I/O on it fails; it is unmounted as soon as nothing holds it (${describeError(err).message})` }], mounted };
       }
+      // A Secondary still holding a block device (left by a forced demotion): let it go.
+      if (engine?.attach?.device) await this.#engines.adm(res, 'secondary');
     }
     return { conditions: [{ type: CONDITIONS.mounted, status: 'False', reason: spec.mountPath ? 'NotPrimary' : 'NoMountPath', message: spec.mountPath ? 'Mounted only on the Primary; here the mount path holds a read-only placeholder' : 'spec.mountPath is not set' }], mounted };
   }

@@ -107,11 +107,10 @@ export class Consumer {
     return { created };
   }
 
-  /** Unmounts; safe when nothing is mounted. The engine detaches the device itself when it is demoted. */
   /**
    * Unmounts; safe when nothing is mounted. The engine detaches the device itself
    * when it is demoted. With `placeholder` (a node that stops being Primary) an
-   * empty read-only tmpfs takes the filesystem's place, so an application that
+   * empty read-only tmpfs stays (or is put) under it, so an application that
    * reopens a path there gets EROFS/ENOENT instead of writing into the directory
    * underneath and believing its data is on the volume.
    */

@@ -3,7 +3,7 @@
 import { CONDITIONS } from '../../api/names.ts';
 import { findCondition, setCondition, type Condition, type ConditionInput } from '../../api/condition.ts';
 import type { ReplicatedVolumeReplicaStatus } from '../../api/replicated-volume-replica.ts';
-import type { Fence, Phase, ReplicatedVolumeStatus, ReplicaStatusSummary } from '../../api/replicated-volume.ts';
+import { describeFence, type Fence, type Phase, type ReplicatedVolumeStatus, type ReplicaStatusSummary } from '../../api/replicated-volume.ts';
 import type { RolesDecision } from './roles.ts';
 
 /** An agent that has not written its replica's status for this long is not trusted. */
@@ -154,7 +154,7 @@ export function eventsBetween(prev: ReplicatedVolumeStatus | undefined, next: Re
   const fb = prev?.fence;
   const fn = next.fence;
   if (fn && (fn.node !== fb?.node || fn.epoch !== fb.epoch || fn.time !== fb.time)) {
-    out.push({ type: 'Warning', reason: 'Fenced', message: `${fn.node} is fenced by ${fn.by} at epoch ${fn.epoch}: ${fn.reason}` });
+    out.push({ type: 'Warning', reason: 'Fenced', message: describeFence(fn) });
   }
   for (const reason of ['DiskMissing', 'SplitBrain', 'EngineFailed', 'FailoverBlocked', 'ForceRefused']) {
     if (readyNow?.reason === reason && readyBefore?.reason !== reason) out.push({ type: 'Warning', reason, message: readyNow.message });
