@@ -11,6 +11,7 @@ export interface Backing {
   readonly isBlockDevice: boolean;
   /** The application's reads and writes (engine read/localWrite) go through this. */
   readonly io: BackingIo;
+  close(): Promise<void>;
 }
 
 /** glibc's encoding of dev_t. */
@@ -45,7 +46,7 @@ export async function openBacking(path: string): Promise<Backing> {
   } catch (err) {
     throw new TandemError(ERROR_CODES.backing, `${path}: cannot open backing device: ${(err as Error).message}`, 10, { cause: err });
   }
-  return { path, handle, size, isBlockDevice, io: new BackingIo(handle) };
+  return { path, handle, size, isBlockDevice, io: new BackingIo(handle), close: () => handle.close() };
 }
 
 /**

@@ -282,8 +282,9 @@ export class Engine extends EventEmitter<EngineEvents> {
   async attach(): Promise<void> {
     if (this.md) return;
     this.fact({ disk: 'Attaching' }, 'attach');
+    let backing: Backing | undefined;
     try {
-      const backing = await openBacking(this.self.disk);
+      backing = await openBacking(this.self.disk);
       const location = await locateMetadata(this.self.disk, this.self.metaDisk);
       const md = await Metadata.open(location, this.config.name, backing);
       this.backing = backing;
@@ -314,6 +315,12 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.bitmapTimer = setInterval(() => { void this.persistBitmap(false); }, 1000);
       this.bitmapTimer.unref();
     } catch (err) {
+      // Leave nothing half attached: a later attach starts from scratch.
+      const md = this.md;
+      this.md = undefined;
+      this.backing = undefined;
+      await md?.close().catch(() => {});
+      await backing?.close().catch(() => {});
       this.fact({ disk: 'Diskless' }, 'attach failed');
       throw err;
     }
@@ -329,7 +336,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.al = undefined;
     if (this.bitmapTimer) clearInterval(this.bitmapTimer);
     await this.md.close();
-    await this.backing?.handle.close();
+    await this.backing?.close();
     this.md = undefined;
     this.backing = undefined;
     this.fact({ disk: 'Diskless' }, 'detach');

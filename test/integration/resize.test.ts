@@ -47,3 +47,23 @@ test('grows online, syncs the new area, refuses to shrink', async () => {
     await pair.destroy();
   }
 });
+
+test('a disk that shrank while detached is refused at attach, and attaches again once it is whole', async () => {
+  const pair = await Pair.create({ masterMiB: 32, backupMiB: 32 });
+  try {
+    await pair.startBlank();
+    await pair.ok('backup', 'detach', 'mysql');
+    await truncate(pair.disk('backup'), 16 * MiB);
+    const r = await pair.adm('backup', 'attach', 'mysql');
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/refusing to attach a shrunk disk/);
+    expect((await pair.status('backup')).disk).toBe('Diskless');
+    // The refused attach left nothing behind: with the disk whole again, attach works.
+    await truncate(pair.disk('backup'), 32 * MiB);
+    await pair.ok('backup', 'attach', 'mysql');
+    await pair.ok('backup', 'connect', 'mysql'); // detach also disconnected
+    await pair.waitFor('backup', (s) => s.disk === 'UpToDate' && s.cstate === 'Connected', 30_000, 'attached and in sync');
+  } finally {
+    await pair.destroy();
+  }
+});
