@@ -9,6 +9,7 @@
 //   npm run bench -- --env UV_USE_IO_URING=1   environment for the tandem engines
 //   npm run bench -- --prof DIR           engines write V8 CPU profiles (--cpu-prof) into DIR
 //   npm run bench -- --only standalone|connected
+//   npm run bench -- --workloads seqwrite,qd1   a subset (seqwrite, randwrite, randread, qd1)
 //
 // The engines are built exactly as the integration tests build them (test/integration/support/
 // pair.ts): `tandemadm create-md` + `up` on 127.0.0.2 and 127.0.0.3, file disks in one temp dir
@@ -35,6 +36,7 @@ const { values: args } = parseArgs({
     env: { type: 'string', multiple: true, default: [] },
     prof: { type: 'string' },
     only: { type: 'string' },
+    workloads: { type: 'string' },
   },
 });
 const SECONDS = Number(args.seconds);
@@ -49,12 +51,18 @@ interface Workload {
   readonly metric: 'MiB/s' | 'IOPS' | 'lat µs';
 }
 
-const WORKLOADS: readonly Workload[] = [
+const ALL_WORKLOADS: readonly Workload[] = [
   { key: 'seqwrite', title: '1 MiB seq write QD8', fio: ['--rw=write', '--bs=1M', '--iodepth=8'], metric: 'MiB/s' },
   { key: 'randwrite', title: '4 KiB rand write QD32', fio: ['--rw=randwrite', '--bs=4k', '--iodepth=32'], metric: 'IOPS' },
   { key: 'randread', title: '4 KiB rand read QD32', fio: ['--rw=randread', '--bs=4k', '--iodepth=32'], metric: 'IOPS' },
   { key: 'qd1', title: '4 KiB rand write QD1 latency', fio: ['--rw=randwrite', '--bs=4k', '--iodepth=1'], metric: 'lat µs' },
 ];
+
+const WORKLOADS: readonly Workload[] = args.workloads === undefined ? ALL_WORKLOADS : args.workloads.split(',').map((k) => {
+  const w = ALL_WORKLOADS.find((x) => x.key === k);
+  if (w === undefined) throw new Error(`--workloads: unknown workload ${k} (known: ${ALL_WORKLOADS.map((x) => x.key).join(', ')})`);
+  return w;
+});
 
 interface Result {
   readonly value: number;

@@ -56,7 +56,7 @@ import {
 import { ClientFlag, Cmd, CmdFlag, cmdName, HandshakeFlag, Info, NbdErr, Opt, optName, Rep, type NbdErrno, type RepType } from './constants.ts';
 import { NbdError, NbdErrorCode } from './errors.ts';
 import { checkRequest, describeExport, nbdErrnoFor, type ExportCapabilities } from './policy.ts';
-import type { PayloadPool } from './payload-pool.ts';
+import type { PayloadPool } from '../net/payload-pool.ts';
 import type { ExportLookup, NbdExport } from './types.ts';
 
 /** A write payload with at least this much left to receive is read into directly. */

@@ -8,7 +8,7 @@ import { DEFAULT_MAX_OPTION_LENGTH } from './codec.ts';
 import { NbdConnection, type ConnectionContext } from './connection.ts';
 import { NbdError, NbdErrorCode } from './errors.ts';
 import { adoptWithOnread } from '../net/onread-socket.ts';
-import { PayloadPool } from './payload-pool.ts';
+import { PayloadPool } from '../net/payload-pool.ts';
 import type { NbdServer, StartNbdServerOptions } from './types.ts';
 
 export const DEFAULT_MAX_IN_FLIGHT = 128;

@@ -35,6 +35,7 @@ import { IntervalLock } from './interval-lock.ts';
 import { ActivityLog, AL_EXTENT_BYTES } from './activity-log.ts';
 import { AL_BYTES, AL_OFFSET, locateMetadata, Metadata } from './metadata.ts';
 import { PeerLink, type Connection } from './peer-link.ts';
+import { PayloadPool } from '../net/payload-pool.ts';
 import { initialState, transition, type EngineState, type StateChange } from './state.ts';
 import { hasLocalDisk, isConnected, isSyncSource, isSyncTarget, isSyncing, isUpToDate, type ConnectionState, type DiskState, type Role } from './states.ts';
 import { resolveSplitBrain } from './split-brain.ts';
@@ -96,6 +97,8 @@ const RS_CHUNK_BLOCKS = 256;
 /** Resync bytes in flight (sent, not yet acked by the target). */
 const RS_WINDOW_BYTES = 32 * 1024 * 1024;
 const BITMAP_FRAME_BYTES = 64 * 1024;
+/** Received payloads kept for reuse: a full window of 1 MiB mirrored writes and then some. */
+const PEER_PAYLOAD_POOL_BYTES = 64 * 1024 * 1024;
 
 interface PeerRequest {
   seq: number;
@@ -187,6 +190,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   private readonly flushWaiters = new Map<number, Deferred<boolean>>();
   /** Writes received from the peer that are not yet on the local disk. */
   private readonly receiving = new Set<Promise<void>>();
+  /** Large DATA/RS_DATA payloads from the peer, reused once they are on the local disk. */
+  private readonly payloads = new PayloadPool(PEER_PAYLOAD_POOL_BYTES);
   /** Holds back disk writes on a new SyncTarget until its Inconsistent state is on disk. */
   private syncGate: Promise<void> = Promise.resolve();
   /** Holds back completions after a lost link until the new generation is on disk. */
@@ -352,7 +357,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     const link = new PeerLink({
       resource: this.config.name, nodeName: this.self.name, peerName: this.peer.name,
       self: this.self.address, peer: this.peer.address, sharedSecret: net.sharedSecret, hmacAlg: net.cramHmacAlg ?? 'sha256',
-      connectIntMs: net.connectIntMs, pingIntMs: net.pingIntMs, pingTimeoutMs: net.pingTimeoutMs, logger: this.log.child({ component: 'link' }),
+      connectIntMs: net.connectIntMs, pingIntMs: net.pingIntMs, pingTimeoutMs: net.pingTimeoutMs, payloads: this.payloads,
+      logger: this.log.child({ component: 'link' }),
     });
     link.on('state', (cs, reason) => { if (!this.conn) this.fact({ conn: cs }, reason); });
     link.on('refused', (reason) => { this.lastError = reason; });
@@ -1083,6 +1089,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       async () => {
         await this.saveBeforeOverwrite(offset, data.length);
         await this.localWrite(offset, data, (flags & DATA_FLAGS.FUA) !== 0);
+        this.payloads.give(payload); // on disk: nothing refers to it any more (after a failure it is simply dropped)
       },
       (ok) => ok ? encodeSeq(P.WRITE_ACK, seq) : encodeSeq(P.NEG_ACK, seq, -5));
   }
@@ -1241,6 +1248,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.receive(c, offset, data.length, async () => {
       await this.saveBeforeOverwrite(offset, data.length);
       await this.localWrite(offset, data, false);
+      this.payloads.give(payload);
       this.metadata.bitmap.clearRange(offset / BLOCK_SIZE, Math.ceil((offset + data.length) / BLOCK_SIZE));
       this.rsDoneBytes += data.length;
       this.sampleSpeed();

@@ -19,6 +19,7 @@ import { z } from 'zod';
 import type { Logger } from 'pino';
 import type { Address } from '../api/config.ts';
 import { adoptWithOnread } from '../net/onread-socket.ts';
+import type { PayloadPool } from '../net/payload-pool.ts';
 import { FrameParser, P, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, encodeFrame, encodeJson, type Frame } from './wire.ts';
 import type { ConnectionState } from './states.ts';
 
@@ -34,6 +35,8 @@ export interface LinkOptions {
   pingIntMs: number;
   pingTimeoutMs: number;
   handshakeTimeoutMs?: number;
+  /** Where large received payloads (DATA, RS_DATA) are allocated; the engine gives them back. */
+  payloads?: PayloadPool;
   logger: Logger;
 }
 
@@ -318,7 +321,8 @@ export class PeerLink extends EventEmitter<LinkEvents> {
     const log = o.logger.child({ peer: `${s.remoteAddress}:${s.remotePort}`, how });
     s.setNoDelay(true);
     this.emit('state', 'WFReportParams', `TCP ${how}`);
-    const parser = new FrameParser();
+    const pool = o.payloads;
+    const parser = new FrameParser(pool ? { allocPayload: (n) => pool.take(n) } : {});
     const nonce = randomBytes(32);
     const hello: Hello = {
       proto: 'tandem', protoMin: PROTOCOL_VERSION_MIN, protoMax: PROTOCOL_VERSION_MAX,

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import {
   FrameParser, P, encodeData, decodeData, encodeSeq, decodeSeq, encodeRsData, decodeRsData,
-  encodeRange, decodeRange, encodeJson, encodeZero, decodeZero, FRAME_MAGIC, type Frame,
+  encodeRange, decodeRange, encodeJson, encodeZero, decodeZero, FRAME_MAGIC, DIRECT_PAYLOAD_MIN, type Frame,
 } from './wire.ts';
 
 const samples: Buffer[][] = [
@@ -64,7 +64,9 @@ describe('FrameParser', () => {
     const expected = parseWhole(all);
     fc.assert(
       fc.property(fc.array(fc.integer({ min: 1, max: 100_000 }), { minLength: 1, maxLength: 30 }), fc.boolean(), (sizes, preferDirect) => {
-        const parser = new FrameParser();
+        // Large payloads come from the caller's allocator (the engine's pool gets them back).
+        const allocated = new Set<Buffer>();
+        const parser = new FrameParser({ allocPayload: (n) => { const b = Buffer.allocUnsafe(n); allocated.add(b); return b; } });
         const staging = Buffer.alloc(100_000);
         const frames: Frame[] = [];
         for (let at = 0, i = 0; at < all.length; i++) {
@@ -79,6 +81,9 @@ describe('FrameParser', () => {
           staging.fill(0xee);
         }
         expect(frames).toEqual(expected);
+        const large = frames.filter((f) => f.payload.length >= DIRECT_PAYLOAD_MIN);
+        expect(large.length).toBe(2);
+        for (const f of large) expect(allocated.has(f.payload)).toBe(true);
       }),
       { numRuns: 50 },
     );

@@ -93,6 +93,7 @@ export function decodeData(p: Buffer): { seq: number; flags: number; offset: num
   return { seq: p.readUInt32LE(0), flags: p.readUInt32LE(4), offset: Number(p.readBigUInt64LE(8)), data: p.subarray(16) };
 }
 
+
 /** ZERO: seq u32 | flags u32 | offset u64 | length u32 (WRITE_ZEROES and TRIM carry no data). */
 export function encodeZero(seq: number, offset: number, length: number, flags: number): Buffer[] {
   const h = header(P.ZERO, 0, 20, 20);
@@ -173,7 +174,13 @@ export const DIRECT_PAYLOAD_MIN = 64 * 1024;
  * no frame and nothing kept is a view of it.
  * After an error the parser is poisoned: the stream cannot be trusted any more.
  */
+export interface FrameParserOptions {
+  /** Buffers for payloads of DIRECT_PAYLOAD_MIN bytes and more (a pool); default Buffer.allocUnsafe. */
+  readonly allocPayload?: (length: number) => Buffer;
+}
+
 export class FrameParser {
+  private readonly alloc: (length: number) => Buffer;
   private chunks: Buffer[] = [];
   private buffered = 0;
   private failed: string | undefined;
@@ -181,6 +188,10 @@ export class FrameParser {
   private partial: { type: PacketType; flags: number; payload: Buffer; filled: number } | undefined;
   /** The memory of the chunk being fed, when the caller reuses it. */
   private transient: ArrayBufferLike | undefined;
+
+  constructor(opts: FrameParserOptions = {}) {
+    this.alloc = opts.allocPayload ?? Buffer.allocUnsafe;
+  }
 
   feed(chunk: Buffer, transient = false): ParseResult {
     if (this.failed) return { frames: [], error: this.failed };
@@ -251,11 +262,11 @@ export class FrameParser {
       if (this.buffered < HEADER_BYTES + length) {
         if (length < DIRECT_PAYLOAD_MIN) break;
         this.consume(HEADER_BYTES);
-        this.partial = { type: type as PacketType, flags, payload: Buffer.allocUnsafe(length), filled: 0 };
+        this.partial = { type: type as PacketType, flags, payload: this.alloc(length), filled: 0 };
         continue;
       }
       this.consume(HEADER_BYTES);
-      frames.push({ type: type as PacketType, flags, payload: this.take(length) });
+      frames.push({ type: type as PacketType, flags, payload: this.take(length, true) });
     }
     return { frames };
   }
@@ -300,7 +311,8 @@ export class FrameParser {
     this.take(n);
   }
 
-  private take(n: number): Buffer {
+  /** The next n queued bytes: a view when they lie in one chunk we may keep, else a copy (a frame's payload from alloc() when large). */
+  private take(n: number, payload = false): Buffer {
     this.buffered -= n;
     const first = this.chunks[0];
     if (n === 0) return Buffer.alloc(0);
@@ -309,7 +321,7 @@ export class FrameParser {
       if (first.length === n) this.chunks.shift(); else this.chunks[0] = first.subarray(n);
       return out;
     }
-    const out = Buffer.allocUnsafe(n);
+    const out = payload && n >= DIRECT_PAYLOAD_MIN ? this.alloc(n) : Buffer.allocUnsafe(n);
     let off = 0;
     while (off < n) {
       const c = this.chunks[0]!;

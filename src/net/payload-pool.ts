@@ -1,8 +1,12 @@
-// Write payloads of a given size, reused. A 1 MiB write payload is an ArrayBuffer
-// outside V8's heap; allocating one per request makes the garbage collector run
-// for the external memory alone (15% of the event loop in `npm run bench`'s
-// sequential writes). Payloads are handed back when the backend has settled the
-// write (NbdExport.write: the data is the backend's only until then).
+// Write payloads of a given size, reused: NBD_CMD_WRITE payloads (src/nbd) and the
+// peer's DATA/RS_DATA frames (src/replication). A 1 MiB payload is an ArrayBuffer
+// outside V8's heap; allocating one per request makes the garbage collector run for
+// the external memory alone (15% of the Primary's event loop in `npm run bench`'s
+// sequential writes; on a Secondary receiving them, V8's concurrent marker and
+// sweeper took about 12% of both cores), and fresh memory costs a page fault and a
+// zeroed page per 4 KiB. Payloads are handed back once nobody reads them any more
+// (NbdExport.write: the data is the backend's until its promise settles; a peer's
+// frame is the engine's until it is on the local disk).
 
 /** Payloads smaller than this come from Node's own pool (or are cheap enough). */
 export const POOLED_PAYLOAD_MIN = 64 * 1024;
