@@ -1,9 +1,9 @@
 // npm run bench: fio's nbd engine against tandem's NBD export and against `nbdkit file` on
 // the same backing file, in one run, then the same workloads on a Connected protocol C pair.
 //
-//   npm run bench                         the table (about 2 minutes)
+//   npm run bench                         the table (about 3 minutes)
 //   npm run bench -- --seconds 10         longer runs per workload (default 4, after 1 s of ramp)
-//   npm run bench -- --repeat 3           runs per workload and server, best one kept (default 2)
+//   npm run bench -- --repeat 5           runs per workload and server, best one kept (default 3)
 //   npm run bench -- --matrix             also the StandAlone workloads under several libuv
 //                                         settings (UV_THREADPOOL_SIZE, UV_USE_IO_URING)
 //   npm run bench -- --env UV_USE_IO_URING=1   environment for the tandem engines
@@ -30,7 +30,7 @@ const run = promisify(execFile);
 const { values: args } = parseArgs({
   options: {
     seconds: { type: 'string', default: '4' },
-    repeat: { type: 'string', default: '2' },
+    repeat: { type: 'string', default: '3' },
     'size-mib': { type: 'string', default: '1024' },
     matrix: { type: 'boolean', default: false },
     env: { type: 'string', multiple: true, default: [] },
