@@ -241,6 +241,14 @@ async function main(): Promise<void> {
         console.log(`  ${pad(w.title, 30)}${lpad(fmt(a.value), 12)}${lpad(fmt(b.value), 12)}${lpad(ratio(w, b, a).toFixed(2), 8)}   ${w.metric}${extra}`);
       }
     }
+    // Memory: each engine's peak resident set over the whole run (payload pools included).
+    const peaks: string[] = [];
+    for (const n of ['master', 'backup'] as const) {
+      const pid = await pair.pid(n).catch(() => undefined);
+      const hwm = pid === undefined ? undefined : (await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')).match(/^VmHWM:\s+(\d+) kB/m)?.[1];
+      if (hwm !== undefined) peaks.push(`${n} ${Math.round(Number(hwm) / 1024)} MiB`);
+    }
+    if (peaks.length > 0) console.log(`\nEngine peak RSS (VmHWM): ${peaks.join(', ')}`);
     for (const n of ['master', 'backup'] as const) await pair.adm(n, 'down', 'mysql');
   } finally {
     nbdkit?.kill();
