@@ -1,7 +1,7 @@
 // npm run bench: fio's nbd engine against tandem's NBD export and against `nbdkit file` on
 // the same backing file, in one run, then the same workloads on a Connected protocol C pair.
 //
-//   npm run bench                         the table (about 3 minutes)
+//   npm run bench                         the table (about 4 minutes)
 //   npm run bench -- --seconds 10         longer runs per workload (default 4, after 1 s of ramp)
 //   npm run bench -- --repeat 5           runs per workload and server, best one kept (default 3)
 //   npm run bench -- --matrix             also the StandAlone workloads under several libuv
