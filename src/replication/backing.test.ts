@@ -27,29 +27,35 @@ describe('BackingIo', () => {
     }
   });
 
-  it('stops going inline for a while after a slow call, longer while probes stay slow', async () => {
+  it('stops going inline for a while after slow calls in a row (not after one), longer while probes stay slow', async () => {
     const h = await open(join(dir, 'b.img'), 'w+');
     try {
       let now = 1000;
       // every call counts as slow
       const io = new BackingIo(h, { slowReadMicros: 0, slowWriteMicros: 0, backoffMs: 10, maxBackoffMs: 40, now: () => now });
       const data = Buffer.alloc(4096, 1);
-      await io.write(0, data);
+      await io.write(0, data); // one slow call: could be a preemption, the gate stays open
       expect([io.inlineCalls, io.slowInlineCalls]).toEqual([1, 1]);
-      await io.write(0, data); // gate closed for 10 ms: threadpool
-      expect(io.inlineCalls).toBe(1);
+      await io.write(0, data); // the second in a row: closed for 10 ms
+      expect([io.inlineCalls, io.slowInlineCalls]).toEqual([2, 2]);
+      await io.write(0, data); // threadpool
+      expect(io.inlineCalls).toBe(2);
       now += 10;
       await io.write(0, data); // probe, slow again: closed for 20 ms
-      expect(io.inlineCalls).toBe(2);
+      expect(io.inlineCalls).toBe(3);
       now += 15;
       await io.write(0, data);
-      expect(io.inlineCalls).toBe(2);
+      expect(io.inlineCalls).toBe(3);
       now += 5;
       await io.write(0, data);
-      expect(io.inlineCalls).toBe(3);
+      expect(io.inlineCalls).toBe(4);
       // reads have their own gate
       await io.read(0, 4096);
-      expect(io.inlineCalls).toBe(4);
+      expect(io.inlineCalls).toBe(5);
+      await io.read(0, 4096);
+      expect(io.inlineCalls).toBe(6);
+      await io.read(0, 4096); // two slow reads in a row closed the read gate
+      expect(io.inlineCalls).toBe(6);
     } finally {
       await h.close();
     }
