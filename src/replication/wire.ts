@@ -93,7 +93,6 @@ export function decodeData(p: Buffer): { seq: number; flags: number; offset: num
   return { seq: p.readUInt32LE(0), flags: p.readUInt32LE(4), offset: Number(p.readBigUInt64LE(8)), data: p.subarray(16) };
 }
 
-
 /** ZERO: seq u32 | flags u32 | offset u64 | length u32 (WRITE_ZEROES and TRIM carry no data). */
 export function encodeZero(seq: number, offset: number, length: number, flags: number): Buffer[] {
   const h = header(P.ZERO, 0, 20, 20);
@@ -164,6 +163,11 @@ export function decodeVerify(p: Buffer): { offset: number; length: number; body:
 /** A frame with at least this much payload is received into its final buffer as it arrives. */
 export const DIRECT_PAYLOAD_MIN = 64 * 1024;
 
+export interface FrameParserOptions {
+  /** Buffers for payloads of DIRECT_PAYLOAD_MIN bytes and more (a pool); default Buffer.allocUnsafe. */
+  readonly allocPayload?: (length: number) => Buffer;
+}
+
 /**
  * Push parser. Keeps a list of received chunks (no concatenation while waiting
  * for a header); a frame that lies in one chunk is returned as a zero-copy slice.
@@ -174,11 +178,6 @@ export const DIRECT_PAYLOAD_MIN = 64 * 1024;
  * no frame and nothing kept is a view of it.
  * After an error the parser is poisoned: the stream cannot be trusted any more.
  */
-export interface FrameParserOptions {
-  /** Buffers for payloads of DIRECT_PAYLOAD_MIN bytes and more (a pool); default Buffer.allocUnsafe. */
-  readonly allocPayload?: (length: number) => Buffer;
-}
-
 export class FrameParser {
   private readonly alloc: (length: number) => Buffer;
   private chunks: Buffer[] = [];
