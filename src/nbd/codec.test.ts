@@ -223,6 +223,33 @@ describe('RequestParser', () => {
     );
   });
 
+  it('after a large streamed write the next header is expected alone, so the next payload is read directly in full', () => {
+    // connection.ts reads REQUEST_HEADER bytes when expectsHeader(): in a stream of large
+    // writes only the first payload's start goes through the staging buffer.
+    const big = [1, 2, 3].map((k): NbdRequest => ({ flags: 0, command: Cmd.NBD_CMD_WRITE, handle: BigInt(k), offset: k << 20, length: 128 * 1024, data: Buffer.alloc(128 * 1024, k) }));
+    const flush: NbdRequest = { flags: 0, command: Cmd.NBD_CMD_FLUSH, handle: 9n, offset: 0, length: 0, data: null };
+    const stream = Buffer.concat([...big, flush].map(encodeRequest));
+    const parser = new RequestParser({ maxPayload: 1 << 20 });
+    expect(parser.expectsHeader()).toBe(false);
+    const staging = Buffer.alloc(64 * 1024);
+    let staged = 0;
+    const frames: RequestFrame[] = [];
+    for (let at = 0; at < stream.length;) {
+      const direct = parser.directTarget();
+      const target = direct ?? (parser.expectsHeader() ? staging.subarray(0, 28) : staging);
+      const n = Math.min(target.length, stream.length - at);
+      stream.copy(target, 0, at, at + n);
+      at += n;
+      if (direct === null) { staged += n; parser.push(staging.subarray(0, n), true); } else parser.directFilled(n);
+      for (let f = parser.next(); f !== null; f = parser.next()) if (f.type === 'request') frames.push(f);
+      parser.own();
+      staging.fill(0xee);
+    }
+    expect(frames).toEqual([...big, flush].map((r) => asFrame(r, false)));
+    expect(staged).toBe(64 * 1024 + 28 + 28 + 28); // the first read, then three headers read alone
+    expect(parser.expectsHeader()).toBe(false); // the last request was not a large write
+  });
+
   it('round-trips through the socket path: one reused staging buffer, payloads read into directly', () => {
     // What connection.ts does with `onread`: every read lands in one staging buffer that is
     // overwritten by the next read (pushed as transient, then own()), unless the parser offers

@@ -204,6 +204,9 @@ export interface RequestParserOptions {
 
 type RequestState = 'header' | 'payload' | 'discard' | 'broken';
 
+/** After a streamed write payload of at least this size, the next header is read on its own. */
+const HEADER_ALONE_AFTER = 64 * 1024;
+
 /**
  * The hot-path parser. A request header is decoded in place when it lies in one received
  * chunk; a write payload is handed on as a view of the received chunk when it lies in one,
@@ -223,6 +226,8 @@ export class RequestParser {
   #length = 0;
   #payload: Buffer | null = null;
   #filled = 0;
+  /** The last request was a large write whose payload streamed in after its header. */
+  #afterStreamed = false;
 
   constructor(options: RequestParserOptions) {
     this.#maxPayload = options.maxPayload;
@@ -258,6 +263,16 @@ export class RequestParser {
     return this.#payload!.subarray(this.#filled);
   }
 
+  /**
+   * Nothing is queued and the last request was a write whose payload arrived after its header:
+   * in a stream of large writes, the next bytes are another header and then its payload. Reading
+   * the header alone lets the payload go straight to {@link directTarget} instead of being read
+   * into a staging buffer behind the header and copied from there.
+   */
+  expectsHeader(): boolean {
+    return this.#afterStreamed && this.#state === 'header' && this.#queue.length === 0;
+  }
+
   /** `n` bytes were received into {@link directTarget}'s buffer. */
   directFilled(n: number): void {
     if (this.#state !== 'payload' || this.#queue.length > 0 || n > this.#length - this.#filled) throw new RangeError(`directFilled(${n}) outside a payload`);
@@ -291,6 +306,7 @@ export class RequestParser {
         const offset = readU64(h, 16);
         const length = h.readUInt32BE(24);
         // proto.md "Request message": C: (*length* bytes of data if the request is of type NBD_CMD_WRITE)
+        this.#afterStreamed = false;
         if (command !== Cmd.NBD_CMD_WRITE) return frame(flags, command, handle, offset, length, null, false);
         if (length === 0) return frame(flags, command, handle, offset, length, Buffer.alloc(0), false);
         this.#flags = flags;
@@ -324,6 +340,7 @@ export class RequestParser {
     if (this.#filled < this.#length) return null;
     this.#payload = null;
     this.#state = 'header';
+    this.#afterStreamed = this.#length >= HEADER_ALONE_AFTER;
     return frame(this.#flags, this.#command, this.#handle, this.#offset, this.#length, payload, false);
   }
 

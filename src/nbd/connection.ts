@@ -65,6 +65,8 @@ const DIRECT_READ_MIN = 32 * 1024;
 export interface ConnectionContext {
   /** Every client socket reads into this one buffer (or straight into a payload); see readBuffer(). */
   readonly staging: Buffer;
+  /** A request header's worth of memory, read into when a header is expected alone; see readBuffer(). */
+  readonly headerStaging: Buffer;
   /** Write payloads are taken from it and given back once the backend has settled the write. */
   readonly payloads: PayloadPool;
   readonly lookup: ExportLookup;
@@ -198,6 +200,7 @@ export class NbdConnection {
     if (this.#phase === 'transmission') {
       const direct = this.#requests!.directTarget();
       if (direct !== null && direct.length >= DIRECT_READ_MIN) return direct;
+      if (this.#requests!.expectsHeader()) return this.#ctx.headerStaging;
     }
     return this.#ctx.staging;
   }
@@ -211,7 +214,7 @@ export class NbdConnection {
         return;
       case 'transmission': {
         const parser = this.#requests!;
-        if (buf === this.#ctx.staging) parser.push(buf.subarray(0, n), true);
+        if (buf === this.#ctx.staging || buf === this.#ctx.headerStaging) parser.push(buf.subarray(0, n), true);
         else parser.directFilled(n);
         this.#pump();
         parser.own(); // the staging buffer is reused by the next read of any connection

@@ -5,6 +5,7 @@ import { lstat, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import { pino, type Logger } from 'pino';
 import { DEFAULT_MAX_OPTION_LENGTH } from './codec.ts';
+import { WireSize } from './constants.ts';
 import { NbdConnection, type ConnectionContext } from './connection.ts';
 import { NbdError, NbdErrorCode } from './errors.ts';
 import { adoptWithOnread } from '../net/onread-socket.ts';
@@ -45,6 +46,7 @@ export async function startNbdServer(opts: StartNbdServerOptions): Promise<NbdSe
     maxOptionLength: DEFAULT_MAX_OPTION_LENGTH,
     handshakeTimeoutMs,
     staging: Buffer.allocUnsafeSlow(STAGING_BYTES),
+    headerStaging: Buffer.allocUnsafeSlow(WireSize.REQUEST_HEADER),
     payloads: new PayloadPool(POOLED_PAYLOAD_BYTES),
   });
   await server.listen();

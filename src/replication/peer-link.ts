@@ -20,7 +20,7 @@ import type { Logger } from 'pino';
 import type { Address } from '../api/config.ts';
 import { adoptWithOnread } from '../net/onread-socket.ts';
 import type { PayloadPool } from '../net/payload-pool.ts';
-import { FrameParser, P, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, encodeFrame, encodeJson, type Frame } from './wire.ts';
+import { FrameParser, HEADER_BYTES, P, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, encodeFrame, encodeJson, type Frame } from './wire.ts';
 import type { ConnectionState } from './states.ts';
 
 export interface LinkOptions {
@@ -65,21 +65,25 @@ interface LinkReader {
 
 /** Every link socket reads into this buffer, which is emptied before the next read. */
 const STAGING = Buffer.allocUnsafeSlow(256 * 1024);
+/** A frame header's worth, read into when a header is expected alone (FrameParser.expectsHeader). */
+const HEADER_STAGING = Buffer.allocUnsafeSlow(HEADER_BYTES);
 /** A payload with at least this much left to receive is read into directly. */
 const DIRECT_READ_MIN = 32 * 1024;
 
 /**
  * onread options for a link socket (see src/net/onread-socket.ts): a large DATA or RS_DATA
- * payload is read by the kernel straight into its final buffer; everything else into STAGING.
+ * payload is read by the kernel straight into its final buffer; the header after a large frame
+ * alone into HEADER_STAGING (so that its payload is read directly too); everything else into STAGING.
  */
 function linkOnread(reader: LinkReader): net.OnReadOpts {
   return {
     buffer: () => {
       const direct = reader.parser?.directTarget();
-      return direct !== undefined && direct.length >= DIRECT_READ_MIN ? direct : STAGING;
+      if (direct !== undefined && direct.length >= DIRECT_READ_MIN) return direct;
+      return reader.parser?.expectsHeader() === true ? HEADER_STAGING : STAGING;
     },
     callback: (n, buf) => {
-      if (buf === STAGING) reader.onChunk?.(STAGING.subarray(0, n), true);
+      if (buf === STAGING || buf === HEADER_STAGING) reader.onChunk?.((buf as Buffer).subarray(0, n), true);
       else reader.onDirect?.(n);
       return true;
     },

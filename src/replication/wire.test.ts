@@ -89,6 +89,33 @@ describe('FrameParser', () => {
     );
   });
 
+  test('after a large frame the next header is expected alone, so the next payload is read directly in full', () => {
+    // The peer link's onread reads HEADER_BYTES when expectsHeader(): in a stream of large DATA
+    // frames only the first payload's start goes through the staging buffer.
+    const payloads = [1, 2, 3].map((k) => Buffer.alloc(300 * 1024, k));
+    const all = Buffer.concat([...payloads.flatMap((d, i) => encodeData(i, i << 20, d, 0)), ...encodeSeq(P.WRITE_ACK, 9)]);
+    const parser = new FrameParser();
+    expect(parser.expectsHeader()).toBe(false);
+    const staging = Buffer.alloc(256 * 1024);
+    let staged = 0;
+    const frames: Frame[] = [];
+    for (let at = 0; at < all.length;) {
+      const direct = parser.directTarget();
+      const target = direct ?? (parser.expectsHeader() ? staging.subarray(0, 12) : staging);
+      const n = Math.min(target.length, all.length - at);
+      all.copy(target, 0, at, at + n);
+      at += n;
+      if (direct === undefined) staged += n;
+      const r = direct === undefined ? parser.feed(staging.subarray(0, n), true) : parser.directFilled(n);
+      expect(r.error).toBeUndefined();
+      frames.push(...r.frames);
+    }
+    expect(frames.map((f) => f.type)).toEqual([P.DATA, P.DATA, P.DATA, P.WRITE_ACK]);
+    frames.slice(0, 3).forEach((f, i) => expect(decodeData(f.payload).data.equals(payloads[i]!)).toBe(true));
+    expect(staged).toBe(256 * 1024 + 3 * 12 + 4); // the first read, three headers read alone, the ack's 4-byte payload
+    expect(parser.expectsHeader()).toBe(false); // the last frame was small
+  });
+
   test('reports bad magic and stays poisoned', () => {
     const bad = Buffer.from(stream);
     bad.writeUInt32LE(0xdeadbeef, 0);

@@ -187,6 +187,8 @@ export class FrameParser {
   private partial: { type: PacketType; flags: number; payload: Buffer; filled: number } | undefined;
   /** The memory of the chunk being fed, when the caller reuses it. */
   private transient: ArrayBufferLike | undefined;
+  /** The last frame was a large one whose payload streamed in after its header. */
+  private afterStreamed = false;
 
   constructor(opts: FrameParserOptions = {}) {
     this.alloc = opts.allocPayload ?? Buffer.allocUnsafe;
@@ -216,6 +218,16 @@ export class FrameParser {
     return p !== undefined && this.buffered === 0 ? p.payload.subarray(p.filled) : undefined;
   }
 
+  /**
+   * Nothing is queued and the last frame was a large one received as a stream: in a stream of
+   * large writes the next bytes are another header and then its payload. A socket that reads
+   * the header alone (HEADER_BYTES) lets that payload go straight to directTarget() instead of
+   * into a staging buffer behind the header, to be copied from there.
+   */
+  expectsHeader(): boolean {
+    return this.afterStreamed && this.partial === undefined && this.buffered === 0;
+  }
+
   /** `n` bytes were read into directTarget(); returns the frames that completes. */
   directFilled(n: number): ParseResult {
     const p = this.partial;
@@ -236,6 +248,7 @@ export class FrameParser {
         }
         if (p.filled < p.payload.length) break;
         this.partial = undefined;
+        this.afterStreamed = true;
         frames.push({ type: p.type, flags: p.flags, payload: p.payload });
         continue;
       }
@@ -265,6 +278,7 @@ export class FrameParser {
         continue;
       }
       this.consume(HEADER_BYTES);
+      this.afterStreamed = false;
       frames.push({ type: type as PacketType, flags, payload: this.take(length, true) });
     }
     return { frames };
