@@ -47,7 +47,7 @@ export async function startNbdServer(opts: StartNbdServerOptions): Promise<NbdSe
     handshakeTimeoutMs,
     staging: Buffer.allocUnsafeSlow(STAGING_BYTES),
     headerStaging: Buffer.allocUnsafeSlow(WireSize.REQUEST_HEADER),
-    payloads: new PayloadPool(POOLED_PAYLOAD_BYTES),
+    payloads: new PayloadPool(POOLED_PAYLOAD_BYTES, opts.allocPayload),
   });
   await server.listen();
   return server;

@@ -69,6 +69,12 @@ export interface StartNbdServerOptions {
   readonly maxInFlightBytes?: number;
   /** A client that has not entered transmission after this long is dropped. Default 30 s; 0 disables. */
   readonly handshakeTimeoutMs?: number;
+  /**
+   * Allocates a new large write payload (later reused from the server's pool). Default
+   * Buffer.allocUnsafeSlow; scripts/bench-ceiling.ts gives SharedArrayBuffer memory so that
+   * a worker thread can send the payload without a copy.
+   */
+  readonly allocPayload?: (length: number) => Buffer;
 }
 
 export interface NbdServer {

@@ -22,4 +22,17 @@ describe('PayloadPool', () => {
     pool.give(small);
     expect(pool.freeBytes).toBe(0);
   });
+
+  it('makes new large payloads with the allocator it was given, and reuses them', () => {
+    const made: Buffer[] = [];
+    const pool = new PayloadPool(4 * 1024 * 1024, (n) => { const b = Buffer.from(new SharedArrayBuffer(n)); made.push(b); return b; });
+    const a = pool.take(1024 * 1024);
+    expect(made).toEqual([a]);
+    expect(a.buffer).toBeInstanceOf(SharedArrayBuffer);
+    pool.give(a);
+    expect(pool.take(1024 * 1024)).toBe(a);
+    expect(made.length).toBe(1);
+    pool.take(POOLED_PAYLOAD_MIN - 1); // small ones come from Node's pool, not the allocator
+    expect(made.length).toBe(1);
+  });
 });

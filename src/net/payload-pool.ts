@@ -16,10 +16,13 @@ export class PayloadPool {
   /** Buffers this pool handed out: only those may come back (never a view of something else). */
   readonly #ours = new WeakSet<Buffer>();
   readonly #maxBytes: number;
+  readonly #alloc: (length: number) => Buffer;
   #freeBytes = 0;
 
-  constructor(maxBytes: number) {
+  /** `alloc`: makes a new large payload (default Buffer.allocUnsafeSlow: memory of its own, outside Node's shared pool). */
+  constructor(maxBytes: number, alloc: (length: number) => Buffer = Buffer.allocUnsafeSlow) {
     this.#maxBytes = maxBytes;
+    this.#alloc = alloc;
   }
 
   /** Bytes held for reuse. */
@@ -35,7 +38,7 @@ export class PayloadPool {
         this.#freeBytes -= length;
         return b;
       }
-      const fresh = Buffer.allocUnsafeSlow(length);
+      const fresh = this.#alloc(length);
       this.#ours.add(fresh);
       return fresh;
     }
