@@ -20,6 +20,7 @@
 // runs, nbdkit and tandem alternating, and the ratios are what to read, not the absolute values.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, open, readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parseArgs } from 'node:util';
@@ -104,13 +105,22 @@ async function settle(): Promise<void> {
   }
 }
 
-async function fio(uri: string, w: Workload): Promise<Result> {
+async function fio(uri: string, w: Workload, extra: string[] = []): Promise<Result> {
   await settle();
-  const a = ['--name=' + w.key, '--ioengine=nbd', `--uri=${uri}`, ...w.fio, `--runtime=${SECONDS}`, '--time_based', '--ramp_time=1',
+  const a = ['--name=' + w.key, '--ioengine=nbd', `--uri=${uri}`, ...w.fio, ...extra, `--runtime=${SECONDS}`, '--time_based', '--ramp_time=1',
     `--size=${SIZE_MIB}M`, '--randrepeat=0', '--norandommap', '--output-format=terse'];
   const { stdout } = await run('fio', a, { timeout: (SECONDS + 60) * 1000, maxBuffer: 16 * 1024 * 1024 });
   return parseTerse(stdout, w);
 }
+
+/** Every run's figure, per table and workload key, printed next to the best one. */
+const allRuns = new Map<string, number[]>();
+function record(table: string, w: Workload, r: Result): Result {
+  const k = `${table}/${w.key}`;
+  allRuns.set(k, [...(allRuns.get(k) ?? []), r.value]);
+  return r;
+}
+const runsOf = (table: string, w: Workload): string => (allRuns.get(`${table}/${w.key}`) ?? []).map(fmt).join(', ');
 
 /** The better of two results of one workload. */
 function best(w: Workload, a: Result | undefined, b: Result): Result {
@@ -163,6 +173,36 @@ function envOf(list: string[]): NodeJS.ProcessEnv {
   return env;
 }
 
+/**
+ * The StandAlone 1 MiB write depends on where the scheduler puts fio: on the core of the
+ * engine's event loop, the data fio wrote into the socket is still in that core's cache when
+ * the engine reads it. Measured once each way (best of 2), engine's main thread pinned to CPU 0
+ * and fio to CPU 0 or CPU 1, then unpinned.
+ */
+async function placement(pair: Pair): Promise<{ same: number; other: number } | undefined> {
+  const cpus = availableParallelism();
+  if (cpus < 2) {
+    console.log('placement: one CPU, fio and the engine always share it (not measured)\n');
+    return undefined;
+  }
+  const w = ALL_WORKLOADS.find((x) => x.key === 'seqwrite')!;
+  const pid = await pair.pid('master');
+  const pinned = async (fioCpu: number): Promise<number> => {
+    let b: Result | undefined;
+    for (let i = 0; i < 2; i++) b = best(w, b, await fio(pair.nbdUri('master'), w, [`--cpus_allowed=${fioCpu}`]));
+    return b!.value;
+  };
+  await run('taskset', ['-p', '-c', '0', String(pid)]);
+  try {
+    const same = await pinned(0);
+    const other = await pinned(1);
+    console.log(`StandAlone 1 MiB seq write QD8 by placement (engine's event loop on CPU 0): fio on CPU 0 ${fmt(same)} MiB/s, on CPU 1 ${fmt(other)} MiB/s\n`);
+    return { same, other };
+  } finally {
+    await run('taskset', ['-p', '-c', `0-${cpus - 1}`, String(pid)]);
+  }
+}
+
 async function main(): Promise<void> {
   const baseEnv = envOf(args.env);
   if (args.prof) {
@@ -199,8 +239,8 @@ async function main(): Promise<void> {
         // Alternate the two servers per workload so drift (page cache, other load on the
         // machine) hits both alike; keep the best of REPEAT runs of each.
         for (let i = 0; i < REPEAT; i++) {
-          nbdkitRes.set(w.key, best(w, nbdkitRes.get(w.key), await fio(nbdkitUri, w)));
-          alone.set(w.key, best(w, alone.get(w.key), await fio(pair.nbdUri('master'), w)));
+          nbdkitRes.set(w.key, best(w, nbdkitRes.get(w.key), record('nbdkit', w, await fio(nbdkitUri, w))));
+          alone.set(w.key, best(w, alone.get(w.key), record('alone', w, await fio(pair.nbdUri('master'), w))));
         }
         process.stderr.write(`  ${w.key}: nbdkit ${fmt(nbdkitRes.get(w.key)!.value)}, tandem ${fmt(alone.get(w.key)!.value)} ${w.metric}\n`);
       }
@@ -212,9 +252,11 @@ async function main(): Promise<void> {
         const extra = w.metric === 'lat µs' ? `   (p99 ${a.p99 ?? '?'} / ${b.p99 ?? '?'} µs)` : '';
         console.log(`  ${pad(w.title, 30)}${lpad(fmt(a.value), 12)}${lpad(fmt(b.value), 12)}${lpad(ratio(w, b, a).toFixed(2), 8)}   ${w.metric}${extra}`);
       }
+      console.log(`  every run: ${WORKLOADS.map((w) => `${w.key} nbdkit ${runsOf('nbdkit', w)}; tandem ${runsOf('alone', w)}`).join(' | ')}`);
       console.log('');
     }
     nbdkit.kill();
+    const placed = WORKLOADS.some((w) => w.key === 'seqwrite') && args.only !== 'connected' ? await placement(pair) : undefined;
     nbdkit = undefined;
 
     if (args.matrix) {
@@ -244,7 +286,7 @@ async function main(): Promise<void> {
       process.stderr.write(`  resync of ${SIZE_MIB} MiB took ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
       const conn = new Map<string, Result>();
       for (const w of WORKLOADS) {
-        for (let i = 0; i < REPEAT; i++) conn.set(w.key, best(w, conn.get(w.key), await fio(pair.nbdUri('master'), w)));
+        for (let i = 0; i < REPEAT; i++) conn.set(w.key, best(w, conn.get(w.key), record('conn', w, await fio(pair.nbdUri('master'), w))));
         if (!alone.has(w.key)) alone.set(w.key, conn.get(w.key)!);
         process.stderr.write(`  ${w.key}: connected ${fmt(conn.get(w.key)!.value)} ${w.metric}\n`);
       }
@@ -255,6 +297,11 @@ async function main(): Promise<void> {
         const b = conn.get(w.key)!;
         const extra = w.metric === 'lat µs' ? `   (+${(b.value - a.value).toFixed(0)} µs; p99 ${a.p99 ?? '?'} / ${b.p99 ?? '?'} µs)` : '';
         console.log(`  ${pad(w.title, 30)}${lpad(fmt(a.value), 12)}${lpad(fmt(b.value), 12)}${lpad(ratio(w, b, a).toFixed(2), 8)}   ${w.metric}${extra}`);
+      }
+      console.log(`  every run: ${WORKLOADS.map((w) => `${w.key} ${runsOf('conn', w)}`).join(' | ')}`);
+      const seq = conn.get('seqwrite');
+      if (placed && seq) {
+        console.log(`  1 MiB seq write against the StandAlone figure by placement: ${(seq.value / placed.same).toFixed(2)} (fio on the engine's core), ${(seq.value / placed.other).toFixed(2)} (fio on the other core)`);
       }
     }
     // Memory: each engine's peak resident set over the whole run (payload pools included).

@@ -22,6 +22,7 @@ command -v mkfs.xfs >/dev/null || missing+=(xfsprogs)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v iptables >/dev/null || missing+=(iptables)
 command -v fusermount3 >/dev/null || missing+=(fuse3)
+command -v taskset >/dev/null || missing+=(util-linux)
 if ((${#missing[@]})); then
   echo "[deps] apt-get install ${missing[*]}" >&2
   apt-get update -qq >&2
