@@ -19,10 +19,11 @@
 // This machine is shared (2 cores; other jobs may run): each figure is the best of --repeat
 // runs, nbdkit and tandem alternating, and the ratios are what to read, not the absolute values.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, open, readFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { Pair } from '../test/integration/support/pair.ts';
 
@@ -105,13 +106,58 @@ async function settle(): Promise<void> {
   }
 }
 
-async function fio(uri: string, w: Workload, extra: string[] = []): Promise<Result> {
+/** CPU time (ms) per MiB written, per process and for the whole machine, over the middle of a run. */
+type CpuPerMiB = Record<string, number>;
+
+/** utime + stime of a process (all its threads) and of its running children (fio forks its jobs), in clock ticks. */
+async function cpuTicks(pid: number): Promise<number> {
+  let total = 0;
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(entry) === pid || Number(f[1]) === pid) total += Number(f[11]) + Number(f[12]);
+  }
+  return total;
+}
+
+/** Busy clock ticks of the whole machine (user, nice, system, irq, softirq). */
+async function machineTicks(): Promise<number> {
+  const f = (await readFile('/proc/stat', 'utf8')).split('\n')[0]!.trim().split(/\s+/).map(Number);
+  return f[1]! + f[2]! + f[3]! + f[6]! + f[7]!;
+}
+
+async function fio(uri: string, w: Workload, extra: string[] = [], cpuOf?: Record<string, number>): Promise<Result & { cpu?: CpuPerMiB }> {
   await settle();
   const a = ['--name=' + w.key, '--ioengine=nbd', `--uri=${uri}`, ...w.fio, ...extra, `--runtime=${SECONDS}`, '--time_based', '--ramp_time=1',
     `--size=${SIZE_MIB}M`, '--randrepeat=0', '--norandommap', '--output-format=terse'];
-  const { stdout } = await run('fio', a, { timeout: (SECONDS + 60) * 1000, maxBuffer: 16 * 1024 * 1024 });
-  return parseTerse(stdout, w);
+  const pending = run('fio', a, { timeout: (SECONDS + 60) * 1000, maxBuffer: 16 * 1024 * 1024 });
+  let sampled: { ms: number; ticks: Record<string, number> } | undefined;
+  if (cpuOf && w.metric === 'MiB/s' && SECONDS >= 2) {
+    // Sample from 1.5 s (after the ramp) to 0.5 s before the end: the steady state only.
+    const pids: Record<string, number> = { ...cpuOf, ...(pending.child.pid ? { fio: pending.child.pid } : {}) };
+    const take = async (): Promise<Record<string, number>> => {
+      const t: Record<string, number> = { machine: await machineTicks() };
+      for (const [name, pid] of Object.entries(pids)) t[name] = await cpuTicks(pid);
+      return t;
+    };
+    await sleep(1500);
+    const t0 = Date.now();
+    const before = await take();
+    await sleep((SECONDS - 1) * 1000);
+    const after = await take();
+    sampled = { ms: Date.now() - t0, ticks: Object.fromEntries(Object.keys(before).map((k) => [k, after[k]! - before[k]!])) };
+  }
+  const { stdout } = await pending;
+  const r = parseTerse(stdout, w);
+  if (!sampled) return r;
+  const mib = r.value * (sampled.ms / 1000);
+  const msPerTick = 1000 / 100; // USER_HZ is 100 on Linux
+  return { ...r, cpu: Object.fromEntries(Object.entries(sampled.ticks).map(([k, t]) => [k, (t * msPerTick) / mib])) };
 }
+
+const fmtCpu = (c: CpuPerMiB | undefined): string =>
+  c === undefined ? 'not measured' : Object.entries(c).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ');
 
 /** Every run's figure, per table and workload key, printed next to the best one. */
 const allRuns = new Map<string, number[]>();
@@ -240,7 +286,7 @@ async function main(): Promise<void> {
         // machine) hits both alike; keep the best of REPEAT runs of each.
         for (let i = 0; i < REPEAT; i++) {
           nbdkitRes.set(w.key, best(w, nbdkitRes.get(w.key), record('nbdkit', w, await fio(nbdkitUri, w))));
-          alone.set(w.key, best(w, alone.get(w.key), record('alone', w, await fio(pair.nbdUri('master'), w))));
+          alone.set(w.key, best(w, alone.get(w.key), record('alone', w, await fio(pair.nbdUri('master'), w, [], { engine: await pair.pid('master') }))));
         }
         process.stderr.write(`  ${w.key}: nbdkit ${fmt(nbdkitRes.get(w.key)!.value)}, tandem ${fmt(alone.get(w.key)!.value)} ${w.metric}\n`);
       }
@@ -253,6 +299,8 @@ async function main(): Promise<void> {
         console.log(`  ${pad(w.title, 30)}${lpad(fmt(a.value), 12)}${lpad(fmt(b.value), 12)}${lpad(ratio(w, b, a).toFixed(2), 8)}   ${w.metric}${extra}`);
       }
       console.log(`  every run: ${WORKLOADS.map((w) => `${w.key} nbdkit ${runsOf('nbdkit', w)}; tandem ${runsOf('alone', w)}`).join(' | ')}`);
+      const seq = alone.get('seqwrite') as { cpu?: CpuPerMiB } | undefined;
+      if (seq) console.log(`  CPU ms per MiB in the best 1 MiB write run: ${fmtCpu(seq.cpu)}`);
       console.log('');
     }
     nbdkit.kill();
@@ -286,7 +334,8 @@ async function main(): Promise<void> {
       process.stderr.write(`  resync of ${SIZE_MIB} MiB took ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
       const conn = new Map<string, Result>();
       for (const w of WORKLOADS) {
-        for (let i = 0; i < REPEAT; i++) conn.set(w.key, best(w, conn.get(w.key), record('conn', w, await fio(pair.nbdUri('master'), w))));
+        const pids = { primary: await pair.pid('master'), secondary: await pair.pid('backup') };
+        for (let i = 0; i < REPEAT; i++) conn.set(w.key, best(w, conn.get(w.key), record('conn', w, await fio(pair.nbdUri('master'), w, [], pids))));
         if (!alone.has(w.key)) alone.set(w.key, conn.get(w.key)!);
         process.stderr.write(`  ${w.key}: connected ${fmt(conn.get(w.key)!.value)} ${w.metric}\n`);
       }
@@ -299,7 +348,8 @@ async function main(): Promise<void> {
         console.log(`  ${pad(w.title, 30)}${lpad(fmt(a.value), 12)}${lpad(fmt(b.value), 12)}${lpad(ratio(w, b, a).toFixed(2), 8)}   ${w.metric}${extra}`);
       }
       console.log(`  every run: ${WORKLOADS.map((w) => `${w.key} ${runsOf('conn', w)}`).join(' | ')}`);
-      const seq = conn.get('seqwrite');
+      const seq = conn.get('seqwrite') as (Result & { cpu?: CpuPerMiB }) | undefined;
+      if (seq) console.log(`  CPU ms per MiB in the best 1 MiB write run: ${fmtCpu(seq.cpu)} (the machine has ${availableParallelism()} cores: ${availableParallelism() * 1000} ms per second)`);
       if (placed && seq) {
         console.log(`  1 MiB seq write against the StandAlone figure by placement: ${(seq.value / placed.same).toFixed(2)} (fio on the engine's core), ${(seq.value / placed.other).toFixed(2)} (fio on the other core)`);
       }
