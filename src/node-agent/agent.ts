@@ -105,7 +105,7 @@ export class NodeAgent {
   }
 
   async start(workers = 2): Promise<void> {
-    this.#fenceServer = await serveFenceRequests(this.fenceSocket, (res) => this.#onFenceRequest(res), this.#o.log);
+    this.#fenceServer = await serveFenceRequests(this.fenceSocket, (res, action) => (action === 'unfence' ? this.#onUnfenceRequest(res) : this.#onFenceRequest(res)), this.#o.log);
     await this.#informer.start();
     for (let i = 0; i < workers; i++) this.#workers.push(this.#work());
     this.#enqueueAll();
@@ -120,18 +120,40 @@ export class NodeAgent {
     await new Promise<void>((r) => { if (this.#fenceServer) this.#fenceServer.close(() => r()); else r(); });
   }
 
-  /** The fence-peer handler of one of our engines asks: fence its peer in the API. */
-  async #onFenceRequest(resource: string): Promise<number> {
+  /** This node's replica of an engine's resource, from the informer's cache. */
+  #replicaOf(resource: string): ReplicatedVolumeReplica | undefined {
     const raw = this.#informer.list().find((r) => (r as { spec?: { resource?: string; node?: string } }).spec?.resource === resource);
     const parsed = raw ? ReplicatedVolumeReplica.safeParse(raw) : undefined;
-    if (!parsed?.success || parsed.data.spec.node !== this.#o.node) {
+    return parsed?.success && parsed.data.spec.node === this.#o.node ? parsed.data : undefined;
+  }
+
+  /** The fence-peer handler of one of our engines asks: fence its peer in the API. */
+  async #onFenceRequest(resource: string): Promise<number> {
+    const rvr = this.#replicaOf(resource);
+    if (!rvr) {
       this.#o.log.error({ resource }, 'Fence request for a resource no replica of this node names; the engine stays frozen');
       return FENCE_EXIT.unreachable;
     }
-    const rvr = parsed.data;
     this.#queue.add(`${rvr.metadata.namespace}/${rvr.metadata.name}`);
     if (rvr.spec.role !== 'Primary') return FENCE_EXIT.superseded;
     return FENCE_EXIT[await this.#fencer.fencePeer(rvr.metadata.namespace, rvr.spec)];
+  }
+
+  /** The unfence-peer handler: the Primary's engine is Connected with an UpToDate peer again. */
+  async #onUnfenceRequest(resource: string): Promise<number> {
+    const rvr = this.#replicaOf(resource);
+    if (!rvr || rvr.spec.role !== 'Primary') return 0;
+    await this.#liftPeerFence(rvr.metadata.namespace, rvr.spec);
+    return 0;
+  }
+
+  /** Lifts a fence on the peer while this Primary's engine is Connected with an UpToDate peer (checked again under the fence lock). */
+  #liftPeerFence(ns: string, spec: ReplicatedVolumeReplicaSpec): Promise<boolean> {
+    const whole = async () => {
+      const e = await this.#engines.status(spec.resource);
+      return e?.role === 'Primary' && e.cstate === 'Connected' && e.disk === 'UpToDate' && e.peerDisk === 'UpToDate' && e.suspended !== true;
+    };
+    return this.#fencer.liftFence(ns, spec, whole);
   }
 
   #enqueueAll(): void {
@@ -288,10 +310,7 @@ export class NodeAgent {
         const r = await this.#engines.adm(res, 'connect');
         log.info({ code: r.code }, 'StandAlone Primary: connecting to the peer again');
       } else if (e.cstate === 'Connected' && e.peerDisk === 'UpToDate' && e.disk === 'UpToDate' && !e.suspended) {
-        await this.#fencer.liftFence(ns, spec, async () => {
-          const now = await this.#engines.status(res);
-          return now?.cstate === 'Connected' && now.peerDisk === 'UpToDate' && now.suspended !== true;
-        });
+        await this.#liftPeerFence(ns, spec);
       }
       return;
     }

@@ -136,11 +136,14 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
     .finally(() => clearTimeout(timer));
 }
 
+export type FenceAction = 'fence' | 'unfence';
+
 /**
  * <run-dir>/agent.sock: the fence-peer handler (bin/tandem-fence-peer.js) sends
- * `{"resource": …}` and gets `{"exit": N}` back.
+ * `{"resource": …}` and gets `{"exit": N}` back; as the unfence-peer handler it
+ * sends `{"resource": …, "action": "unfence"}`.
  */
-export async function serveFenceRequests(path: string, onRequest: (resource: string) => Promise<number>, log: Logger): Promise<Server> {
+export async function serveFenceRequests(path: string, onRequest: (resource: string, action: FenceAction) => Promise<number>, log: Logger): Promise<Server> {
   await rm(path, { force: true });
   const server = createServer((sock) => {
     let buf = '';
@@ -152,11 +155,14 @@ export async function serveFenceRequests(path: string, onRequest: (resource: str
       const nl = buf.indexOf('\n');
       if (nl < 0) return;
       let resource = '';
+      let action: FenceAction | undefined = 'fence';
       try {
-        resource = String((JSON.parse(buf.slice(0, nl)) as { resource?: unknown }).resource ?? '');
+        const req = JSON.parse(buf.slice(0, nl)) as { resource?: unknown; action?: unknown };
+        resource = String(req.resource ?? '');
+        action = req.action === undefined || req.action === 'fence' ? 'fence' : req.action === 'unfence' ? 'unfence' : undefined;
       } catch { /* answered below */ }
       sock.pause();
-      void (resource ? onRequest(resource) : Promise.resolve(1))
+      void (resource && action ? onRequest(resource, action) : Promise.resolve(1))
         .catch((err: unknown) => { log.error({ error: describeError(err), resource }, 'Fence request failed'); return 1; })
         .then((exit) => sock.end(`${JSON.stringify({ exit })}\n`));
     });

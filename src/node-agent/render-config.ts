@@ -59,7 +59,9 @@ export function renderConfig(spec: ReplicatedVolumeReplicaSpec, sharedSecret: st
     '  options { attach auto; }',
     `  disk { ${disk.join(' ')} }`,
     `  net { ${net.join(' ')} }`,
-    ...(fence ? [`  handlers { fence-peer ${quote(fence.command)}; }`] : []),
+    // unfence-peer: the same script asks the agent to lift the peer's fence the moment
+    // the pair is whole again, so a failover right after a resync is not refused.
+    ...(fence ? [`  handlers { fence-peer ${quote(fence.command)}; unfence-peer ${quote(fence.command)}; }`] : []),
     ...host(spec.self),
     ...host(spec.peer),
     '}',

@@ -262,9 +262,14 @@ export class Engine extends EventEmitter<EngineEvents> {
     const r = transition(this.state, change, { allowTwoPrimaries: this.config.net.allowTwoPrimaries, openCount: this.openCount() });
     if (!r.ok) throw r.error;
     if (r.diff === '') return;
+    const wasWhole = isWholePrimary(this.state);
     this.state = r.next;
     this.log.info({ change: r.diff, cause }, `${r.diff} [${cause}]`);
     this.emit('state', this.state, cause);
+    // DRBD 9's unfence-peer: a Primary sees its peer Connected and UpToDate again, so a
+    // fence the fence-peer handler (or a failover) put on the peer can be taken away now,
+    // not at the next poll; until it is, the peer may not be promoted if this node dies.
+    if (!wasWhole && isWholePrimary(this.state)) void this.handler('unfence-peer');
   }
 
   /** Like commit, for facts: a refusal here is a bug, so it is logged, not thrown. */
@@ -1744,4 +1749,9 @@ function isZero(data: Buffer): boolean {
     if (!part.equals(ZEROES.subarray(0, part.length))) return false;
   }
   return true;
+}
+
+/** Primary, Connected, both disks UpToDate and I/O flowing: the peer can take over now. */
+function isWholePrimary(s: EngineState): boolean {
+  return s.role === 'Primary' && s.conn === 'Connected' && s.disk === 'UpToDate' && s.peerDisk === 'UpToDate' && !s.suspended;
 }

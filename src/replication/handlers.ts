@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 
 export const HANDLER_NAMES = [
   'split-brain', 'pri-lost-after-sb', 'pri-on-incon-degr', 'local-io-error', 'fence-peer',
-  'before-resync-target', 'after-resync-target', 'out-of-sync',
+  'before-resync-target', 'after-resync-target', 'out-of-sync', 'unfence-peer',
 ] as const;
 export type HandlerName = (typeof HANDLER_NAMES)[number];
 

@@ -13,7 +13,7 @@ import { external, kubectl, useCluster } from './lib/cluster.ts';
 import { eventually } from './lib/eventually.ts';
 import { cutLink, healEverything, healLink, nodeAction, RecordWriter, recordsOn } from './lib/failover.ts';
 import { execInNode } from './lib/nodes.ts';
-import { deploy, freshDisks, getRv, tearDown, waitReady } from './lib/volumes.ts';
+import { deploy, freshDisks, getRv, readyCondition, tearDown, waitReady } from './lib/volumes.ts';
 
 const rounds = Number(process.env.TANDEM_FAILOVER_ROUNDS ?? 20);
 const seed = Number(process.env.TANDEM_FAILOVER_SEED ?? 20261125);
@@ -93,7 +93,11 @@ describeLocal(`randomized faults under a write stream (${rounds} rounds, seed ${
       const s = other(p);
       const t0 = Date.now();
       const failedOver = async () => {
-        await eventually(async () => expect((await getRv(ns, 'rnd')).status?.primary).toBe(s), { timeoutMs: 90_000, what: `${s} promoted after ${fault}` });
+        await eventually(async () => {
+          const rv = await getRv(ns, 'rnd');
+          // On a timeout the Ready condition says why (FailoverBlocked: …).
+          expect({ primary: rv.status?.primary, ...(rv.status?.primary === s ? {} : { ready: readyCondition(rv)?.message }) }).toEqual({ primary: s });
+        }, { timeoutMs: 90_000, what: `${s} promoted after ${fault}` });
         primary = s;
         const fresh = await ensureWriter();
         await fresh.waitAcks(1);

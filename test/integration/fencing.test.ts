@@ -1,6 +1,7 @@
 // fencing resource-and-stonith: a Primary that loses its peer completes no
-// write until the fence-peer handler has confirmed the peer cannot take over.
-import { readFile, writeFile } from 'node:fs/promises';
+// write until the fence-peer handler has confirmed the peer cannot take over; once
+// the pair is whole again, the unfence-peer handler runs on the Primary.
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { jest } from '@jest/globals';
 import { Pair } from './support/pair.ts';
@@ -10,10 +11,11 @@ import { nbdWire } from '../../src/nbd/index.ts';
 jest.setTimeout(120_000);
 const BLOCK = 4096;
 
-async function fencedPair(handler: string): Promise<Pair> {
+async function fencedPair(handler: string, unfence?: string): Promise<Pair> {
   const pair = await Pair.create({ masterMiB: 32, backupMiB: 32, disk: 'fencing resource-and-stonith;' });
+  const handlers = `fence-peer "${handler}";${unfence ? ` unfence-peer "${unfence}";` : ''}`;
   for (const n of ['master', 'backup'] as const) {
-    await writeFile(pair.configPath(n), pair.configText(n).replace('resource mysql {', `resource mysql {\n  handlers { fence-peer "${handler}"; }`));
+    await writeFile(pair.configPath(n), pair.configText(n).replace('resource mysql {', `resource mysql {\n  handlers { ${handlers} }`));
   }
   await pair.startBlank();
   await pair.ok('master', 'primary', 'mysql');
@@ -63,4 +65,41 @@ describe('fencing resource-and-stonith', () => {
       await pair.destroy();
     }
   });
+
+  test('the unfence-peer handler runs on the Primary when it is Connected with an UpToDate peer again, and only then', async () => {
+    const log = `/tmp/tandem-unfence-${process.pid}.log`;
+    await rm(log, { force: true });
+    const lines = async () => (await readFile(log, 'utf8').catch(() => '')).split('\n').filter(Boolean);
+    const pair = await fencedPair('exit 7', `echo $TANDEM_HANDLER $DRBD_RESOURCE $(hostname) >> ${log}`);
+    try {
+      // The promotion of an UpToDate, Connected node makes the pair whole.
+      await eventuallyLines(lines, 1);
+      expect((await lines())[0]).toMatch(/^unfence-peer mysql /);
+      const { client } = await RawNbdClient.open({ path: pair.nbdSocket('master') }, 'mysql');
+      await pair.cutLink();
+      client.send({ command: nbdWire.Cmd.NBD_CMD_WRITE, offset: 0, data: Buffer.alloc(BLOCK, 5) });
+      expect((await client.reply(() => 0, 30_000)).error).toBe(0); // fenced (exit 7), resumed
+      await new Promise((r) => setTimeout(r, 500));
+      expect(await lines()).toHaveLength(1); // not while apart
+      await pair.healLink();
+      await pair.waitInSync();
+      await eventuallyLines(lines, 2);
+      expect(await pair.diskBytes('backup', 0, BLOCK)).toEqual(Buffer.alloc(BLOCK, 5)); // after the resync
+      await pair.ok('master', 'secondary', 'mysql').catch(() => undefined);
+      client.destroy();
+      await new Promise((r) => setTimeout(r, 500));
+      expect(await lines()).toHaveLength(2); // the Secondary never runs it
+    } finally {
+      await pair.destroy();
+      await rm(log, { force: true });
+    }
+  });
 });
+
+async function eventuallyLines(lines: () => Promise<string[]>, n: number): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while ((await lines()).length < n) {
+    if (Date.now() > deadline) throw new Error(`the unfence-peer handler ran ${(await lines()).length} times, expected ${n}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -44,6 +44,18 @@ test.each<[string, [string, ReturnType<typeof rs>][], Partial<StatusInput>, { ph
   expect(ready?.status).toBe('False');
 });
 
+test('in sync but the Secondary still fenced is not Ready (no failover to it yet); the lift makes it Ready', () => {
+  const fence = { node: 'backup', epoch: 1, by: 'master', time: beat, reason: 'master lost its peer and writes on without it' };
+  const pair: [string, ReturnType<typeof rs>][] = [['master', connected('Primary')], ['backup', connected('Secondary')]];
+  const fenced = aggregateStatus(input(pair, { previous: { fence } }));
+  expect(fenced.fence).toEqual(fence);
+  expect(fenced.phase).toBe('Degraded');
+  expect(fenced.conditions?.find((c) => c.type === 'Ready')).toMatchObject({ status: 'False', reason: 'PeerFenced' });
+  expect(fenced.conditions?.find((c) => c.type === 'Ready')?.message).toMatch(/backup is in sync but still fenced .*master's agent lifts/);
+  const { fence: _lifted, ...rest } = fenced;
+  expect(aggregateStatus(input(pair, { previous: rest })).conditions?.find((c) => c.type === 'Ready')).toMatchObject({ status: 'True', reason: 'Replicated' });
+});
+
 test('an unchanged world gives an identical status (no write), keeping transition times', () => {
   const first = aggregateStatus(input([['master', connected('Primary')], ['backup', connected('Secondary')]]));
   const later = aggregateStatus(input([['master', connected('Primary')], ['backup', connected('Secondary')]], { previous: first, now: new Date(now.getTime() + 10_000) }));

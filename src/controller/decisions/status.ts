@@ -111,6 +111,12 @@ function readiness(i: StatusInput, summaries: readonly ReplicaStatusSummary[]): 
   if (notConnected) return { status: 'False', reason: 'Disconnected', message: `${notConnected.node} is ${notConnected.connectionState ?? 'not reporting'}` };
   const notUpToDate = summaries.find((s) => s.diskState !== 'UpToDate');
   if (notUpToDate) return { status: 'False', reason: 'NotUpToDate', message: `${notUpToDate.node}'s disk is ${notUpToDate.diskState ?? 'unknown'}` };
+  // Ready promises that the Secondary can take over: not while a fence on it stands
+  // (the controller refuses to promote a fenced node; the Primary's agent lifts it).
+  const fence = fenceOf(i).fence;
+  if (fence && i.nodes.includes(fence.node)) {
+    return { status: 'False', reason: 'PeerFenced', message: `${fence.node} is in sync but still fenced (${fence.reason}); ${primary.node}'s agent lifts the fence, and until then no failover to ${fence.node}` };
+  }
   return { status: 'True', reason: 'Replicated', message: `${primary.node} is Primary, Connected, UpToDate/UpToDate` };
 }
 
