@@ -33,7 +33,7 @@ import { deferred, type Deferred } from './deferred.ts';
 import { ERROR_CODES, REFUSALS, refuse, StateChangeError, TandemError } from './errors.ts';
 import { IntervalLock } from './interval-lock.ts';
 import { ActivityLog, AL_EXTENT_BYTES } from './activity-log.ts';
-import { AL_BYTES, AL_OFFSET, locateMetadata, Metadata } from './metadata.ts';
+import { AL_BYTES, AL_OFFSET, locateMetadata, Metadata, type MdFlag } from './metadata.ts';
 import { PeerLink, type Connection } from './peer-link.ts';
 import { PayloadPool } from '../net/payload-pool.ts';
 import { initialState, transition, type EngineState, type StateChange } from './state.ts';
@@ -473,8 +473,9 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (this.md && lostUpToDatePeer && this.md.sb.uuids.bitmap === 0n) {
       // A Primary that loses its peer starts a new data generation, on disk
       // before any further write completes (DRBD: new current UUID).
-      const uuids = newCurrent(this.md.sb.uuids);
-      this.generationGate = this.md.update({ uuids, set: ['primaryAtSplit'] }).then(() => this.log.info({ uuids: uuidsToJson(uuids) }, 'Started a new data generation after losing the peer'));
+      const md = this.md;
+      this.generationGate = md.update((sb) => ({ uuids: newCurrent(sb.uuids), set: ['primaryAtSplit'] }))
+        .then(() => this.log.info({ uuids: uuidsToJson(md.sb.uuids) }, 'Started a new data generation after losing the peer'));
     }
     const next: ConnectionState = cs === 'StandAlone' ? 'StandAlone' : cs;
     this.fact({ conn: next }, reason);
@@ -684,7 +685,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       if (uuids.bitmap === 0n) uuids = { ...uuids, bitmap: randomUuid() };
       const syncUuid = uuidsToJson(uuids).bitmap;
       this.sendState({ syncUuid });
-      void this.persistBitmap(true).then(() => md.update({ uuids }));
+      void this.persistBitmap(true).then(() => md.update((sb) => ({ uuids: { ...sb.uuids, bitmap: uuids.bitmap } })));
     }
     this.sendBitmap(c);
   }
@@ -814,10 +815,10 @@ export class Engine extends EventEmitter<EngineEvents> {
       const current = BigInt('0x' + s.syncUuid);
       const prev = this.syncGate;
       this.syncGate = prev.then(async () => {
-        const md = this.metadata;
-        const old = md.sb.uuids;
-        const history: [bigint, bigint] = old.current === 4n ? old.history : [old.current, old.history[0]];
-        await md.update({ uuids: { current, bitmap: 0n, history } });
+        await this.metadata.update(({ uuids: old }) => {
+          const history: [bigint, bigint] = old.current === 4n ? old.history : [old.current, old.history[0]];
+          return { uuids: { current, bitmap: 0n, history } };
+        });
       });
       return;
     }
@@ -1367,13 +1368,16 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   private async onSyncDone(c: Connection, msg: z.infer<typeof SyncDone>): Promise<void> {
+    // A resync with nothing to move ends before the target's preparation (Inconsistent
+    // on disk, the before-resync-target handler) has finished: let it finish first, so
+    // the end's UpToDate and new generation are written after it, not undone by it.
+    await this.syncGate.catch(() => undefined);
     await Promise.all([...this.receiving]);
     const md = this.metadata;
     md.bitmap.clearAll();
     await this.persistBitmap(true);
     await this.finishDiscardSave();
-    const uuids = finishSyncTarget(md.sb.uuids, uuidsFromJson(msg.uuids));
-    await md.update({ uuids, set: ['consistent', 'wasUpToDate'], clear: ['outdated', 'primaryAtSplit'] });
+    await md.update((sb) => ({ uuids: finishSyncTarget(sb.uuids, uuidsFromJson(msg.uuids)), set: ['consistent', 'wasUpToDate'], clear: ['outdated', 'primaryAtSplit'] }));
     void this.handler('after-resync-target');
     this.log.info({ bytes: this.rsDoneBytes, seconds: (Date.now() - this.rsStarted) / 1000 }, 'Resync finished');
     if (c !== this.conn) return;
@@ -1384,7 +1388,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   private async onSyncDoneAck(): Promise<void> {
     const md = this.metadata;
     // A crashed Primary's recovery resync is done: the flag has served its purpose.
-    await md.update({ uuids: finishSyncSource(md.sb.uuids), clear: this.state.role === 'Primary' ? ['primaryAtSplit'] : ['crashedPrimary', 'primaryAtSplit'] });
+    const clear: MdFlag[] = this.state.role === 'Primary' ? ['primaryAtSplit'] : ['crashedPrimary', 'primaryAtSplit'];
+    await md.update((sb) => ({ uuids: finishSyncSource(sb.uuids), clear }));
     if (isSyncSource(this.state.conn)) this.fact({ conn: 'Connected', peerDisk: 'UpToDate' }, 'resync finished');
   }
 
@@ -1419,21 +1424,26 @@ export class Engine extends EventEmitter<EngineEvents> {
       if (!answer.ok) throw new StateChangeError(-1, answer.message ?? 'peer refused');
     }
     const forced = opts.force === true && !isUpToDate(this.state.disk);
-    let uuids: Uuids = md.sb.uuids;
+    const alone = !this.conn;
     if (forced) {
-      // `--force`/`--overwrite-data-of-peer`: our data becomes the truth; all of it must reach the peer.
-      // A new generation that is not relative to anything: the peer gets a full sync.
-      const history: [bigint, bigint] = uuids.current === UUID_JUST_CREATED ? uuids.history : [uuids.current, uuids.history[0]];
-      uuids = { current: randomUuid(), bitmap: 0n, history };
       md.bitmap.setRange(0, Math.ceil(this.size / BLOCK_SIZE));
       await this.persistBitmap(true);
-    } else if (!this.conn && uuids.bitmap === 0n) {
-      uuids = newCurrent(uuids);
     }
-    await md.update({
-      uuids, laSize: md.sb.laSize > 0 ? md.sb.laSize : this.size,
-      set: forced ? ['consistent', 'wasUpToDate', 'primaryInd', 'crashedPrimary'] : ['primaryInd', 'crashedPrimary'],
-      clear: forced ? ['outdated'] : [],
+    await md.update((sb) => {
+      let uuids: Uuids = sb.uuids;
+      if (forced) {
+        // `--force`/`--overwrite-data-of-peer`: our data becomes the truth; all of it must reach the peer.
+        // A new generation that is not relative to anything: the peer gets a full sync.
+        const history: [bigint, bigint] = uuids.current === UUID_JUST_CREATED ? uuids.history : [uuids.current, uuids.history[0]];
+        uuids = { current: randomUuid(), bitmap: 0n, history };
+      } else if (alone && uuids.bitmap === 0n) {
+        uuids = newCurrent(uuids);
+      }
+      return {
+        uuids, laSize: sb.laSize > 0 ? sb.laSize : this.size,
+        set: forced ? ['consistent', 'wasUpToDate', 'primaryInd', 'crashedPrimary'] : ['primaryInd', 'crashedPrimary'],
+        clear: forced ? ['outdated'] : [],
+      };
     });
     this.commit({ role: 'Primary', ...(forced ? { disk: 'UpToDate' as const } : {}) }, opts.force ? 'primary --force' : 'primary');
     this.sendState({ role: 'Primary', disk: this.state.disk });

@@ -157,10 +157,14 @@ export function newestSuperblock(a: Superblock | undefined, b: Superblock | unde
  * synchronous (written and fdatasync'ed before the state they describe is acted
  * on); bitmap pages are written by the caller when it needs them durable.
  */
+export type SuperblockChange = Partial<Omit<Superblock, 'seq'>> & { set?: MdFlag[]; clear?: MdFlag[] };
+
 export class Metadata {
   readonly location: MdLocation;
   readonly handle: FileHandle;
   private readonly ownsHandle: boolean;
+  /** The tail of the superblock updates, applied in call order. */
+  private updateChain: Promise<void> = Promise.resolve();
   sb: Superblock;
   bitmap: Bitmap;
   /** Counters for /proc/drbd: `al` and `bm` writes. */
@@ -230,17 +234,29 @@ export class Metadata {
     return (this.sb.flags & MD_FLAGS[flag]) !== 0;
   }
 
-  /** Commits a superblock change: the next slot, then fdatasync. */
-  async update(change: Partial<Omit<Superblock, 'seq'>> & { set?: MdFlag[]; clear?: MdFlag[] }): Promise<void> {
-    const { set = [], clear = [], ...fields } = change;
-    let flags = fields.flags ?? this.sb.flags;
-    for (const f of set) flags |= MD_FLAGS[f];
-    for (const f of clear) flags &= ~MD_FLAGS[f];
-    const next: Superblock = { ...this.sb, ...fields, flags, seq: this.sb.seq + 1n };
-    const slot = Number(next.seq % 2n);
-    await writeExact(this.handle, this.location.offset + slot * SUPER_SLOT_BYTES, encodeSuperblock(next));
-    await this.handle.datasync();
-    this.sb = next;
+  /**
+   * Commits a superblock change: the next slot, then fdatasync. Changes are applied
+   * one at a time, each to the superblock the previous one left: two concurrent
+   * updates built from the same superblock would otherwise both write seq+1 and
+   * the later would undo the earlier (a resync's new generation lost to a flag
+   * cleared in the same millisecond). A function computes its change from the
+   * superblock it is applied to, for changes derived from the current identifiers.
+   */
+  update(change: SuperblockChange | ((sb: Superblock) => SuperblockChange)): Promise<void> {
+    const apply = async (): Promise<void> => {
+      const { set = [], clear = [], ...fields } = typeof change === 'function' ? change(this.sb) : change;
+      let flags = fields.flags ?? this.sb.flags;
+      for (const f of set) flags |= MD_FLAGS[f];
+      for (const f of clear) flags &= ~MD_FLAGS[f];
+      const next: Superblock = { ...this.sb, ...fields, flags, seq: this.sb.seq + 1n };
+      const slot = Number(next.seq % 2n);
+      await writeExact(this.handle, this.location.offset + slot * SUPER_SLOT_BYTES, encodeSuperblock(next));
+      await this.handle.datasync();
+      this.sb = next;
+    };
+    const done = this.updateChain.then(apply, apply);
+    this.updateChain = done.catch(() => undefined);
+    return done;
   }
 
   /** Bits the metadata area can hold: the largest data size it can track. */
@@ -276,6 +292,7 @@ export class Metadata {
   }
 
   async close(): Promise<void> {
+    await this.updateChain;
     if (this.ownsHandle) await this.handle.close();
   }
 }

@@ -68,6 +68,47 @@ describe('bitmap resync after a short disconnect', () => {
   });
 });
 
+describe('a Secondary that comes back with nothing to resync', () => {
+  // The resync ends before the target's preparation does; its end (UpToDate, the
+  // Primary's generation) once lost to the preparation's superblock write, and a
+  // later failover then found no common bitmap generation: a full resync.
+  test('holds the Primary\'s generation after each of 6 restarts, and a split brain after it is repaired by a bitmap resync', async () => {
+    const pair = await Pair.create({ masterMiB: 64, backupMiB: 64 });
+    try {
+      await pair.startBlank();
+      await pair.ok('master', 'primary', 'mysql');
+      for (let round = 1; round <= 6; round++) {
+        await pair.kill9('backup');
+        await pair.waitFor('master', (s) => s.cstate !== 'Connected', 20_000, 'the lost peer to be noticed');
+        await pair.ok('backup', 'up', 'mysql');
+        await pair.waitInSync();
+        const [m, b] = [await pair.status('master'), await pair.status('backup')];
+        expect({ round, backup: b.uuids.current, bitmap: b.uuids.bitmap }).toEqual({ round, backup: m.uuids.current, bitmap: '0000000000000000' });
+        expect(b.uuids.history[0]).toBe(m.uuids.history[0]);
+      }
+      // The failover of the tutorial's §12: both sides start a new generation from the
+      // same one, so the split brain is repaired from the bitmaps, not by a full sync.
+      await pair.cutLink();
+      for (const n of ['master', 'backup'] as const) await pair.waitFor(n, (s) => s.cstate === 'WFConnection', 20_000, 'the lost link to be noticed');
+      await pair.ok('backup', 'primary', 'mysql');
+      await writeRandom(pair.nbdSocket('backup'), 64 * MiB, 16);
+      await pair.ok('master', 'secondary', 'mysql');
+      await pair.healLink();
+      await pair.waitFor('master', (s) => s.cstate === 'StandAlone', 20_000, 'the split brain to be detected');
+      expect((await pair.status('master')).lastDecision?.decision).toBe('split-brain');
+      await pair.waitFor('backup', (s) => s.cstate === 'StandAlone', 20_000, 'the split brain to be detected');
+      await pair.ok('master', '--', '--discard-my-data', 'connect', 'mysql');
+      await pair.ok('backup', 'connect', 'mysql');
+      await pair.waitInSync();
+      const m = await pair.status('master');
+      expect(m.lastDecision?.decision).toBe('bitmap-target');
+      expect(await sha(pair, 'master', 64 * MiB)).toBe(await sha(pair, 'backup', 64 * MiB));
+    } finally {
+      await pair.destroy();
+    }
+  });
+});
+
 describe('crash loop: SIGKILL the Primary, the Secondary or both mid-stream', () => {
   const iterations = Number(process.env.TANDEM_CRASH_ITERATIONS ?? 100);
   const size = 256 * MiB;
