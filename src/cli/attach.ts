@@ -120,7 +120,7 @@ export class DeviceAttachment {
         await rm(pidFile, { force: true });
         const fuse = spawn('nbdfuse', ['-P', pidFile, file, '--unix', this.#socket], { stdio: 'ignore', detached: false });
         this.#fuse = fuse;
-        for (let i = 0; i < 200 && !existsSync(pidFile) && fuse.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50));
+        for (let i = 0; i < 200 && !existsSync(pidFile) && running(fuse); i++) await new Promise((r) => setTimeout(r, 50));
         if (!existsSync(pidFile)) throw new Error('nbdfuse did not come up');
         this.#device = (await run('losetup', ['-f', '--show', file])).stdout.trim();
       }
@@ -136,7 +136,7 @@ export class DeviceAttachment {
   // losetup or FUSE unmount (a dead filesystem on top can keep them busy).
   async #detach(abort: boolean): Promise<void> {
     const bounded = { timeout: 10_000, killSignal: 'SIGKILL' as const };
-    if (abort && this.#fuse !== null && this.#fuse.exitCode === null) this.#fuse.kill('SIGKILL');
+    if (abort && this.#fuse !== null && running(this.#fuse)) this.#fuse.kill('SIGKILL');
     if (this.choice.method === 'nbd') {
       if (this.#device !== null) await run('nbd-client', ['-d', this.#device], bounded);
       this.#device = null;
@@ -151,7 +151,9 @@ export class DeviceAttachment {
     }
     const fuse = this.#fuse;
     if (fuse !== null) {
-      const exited = fuse.exitCode !== null ? Promise.resolve() : new Promise((r) => fuse.once('exit', r));
+      // A process killed by a signal has no exit code, only a signal code; its 'exit'
+      // has fired already, so waiting for it would cost the whole timeout.
+      const exited = !running(fuse) ? Promise.resolve() : new Promise((r) => fuse.once('exit', r));
       await run('fusermount3', ['-u', this.#fuseDir], bounded).catch(() => run('umount', [this.#fuseDir], bounded));
       const gone = await Promise.race([exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000))]);
       if (!gone) {
@@ -161,4 +163,9 @@ export class DeviceAttachment {
       this.#fuse = null;
     }
   }
+}
+
+/** Still running: neither exited nor killed by a signal. */
+function running(p: ChildProcess): boolean {
+  return p.exitCode === null && p.signalCode === null;
 }
