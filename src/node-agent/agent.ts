@@ -105,7 +105,8 @@ export class NodeAgent {
   }
 
   async start(workers = 2): Promise<void> {
-    this.#fenceServer = await serveFenceRequests(this.fenceSocket, (res, action) => (action === 'unfence' ? this.#onUnfenceRequest(res) : this.#onFenceRequest(res)), this.#o.log);
+    this.#fenceServer = await serveFenceRequests(this.fenceSocket, (res, action) => (
+      action === 'unfence' ? this.#onUnfenceRequest(res) : action === 'rejoin' ? this.#onSplitBrain(res) : this.#onFenceRequest(res)), this.#o.log);
     await this.#informer.start();
     for (let i = 0; i < workers; i++) this.#workers.push(this.#work());
     this.#enqueueAll();
@@ -144,6 +145,21 @@ export class NodeAgent {
     const rvr = this.#replicaOf(resource);
     if (!rvr || rvr.spec.role !== 'Primary') return 0;
     await this.#liftPeerFence(rvr.metadata.namespace, rvr.spec);
+    return 0;
+  }
+
+  /**
+   * The split-brain handler: the engine has just refused a connection. Look at the
+   * replica now (the rejoin step reconnects a StandAlone Primary, and a Secondary
+   * superseded by a failover with --discard-my-data), and once more a moment later,
+   * when the engine is surely StandAlone.
+   */
+  async #onSplitBrain(resource: string): Promise<number> {
+    const rvr = this.#replicaOf(resource);
+    if (!rvr) return 1;
+    const key = `${rvr.metadata.namespace}/${rvr.metadata.name}`;
+    this.#queue.add(key);
+    this.#queue.addAfter(key, 1000);
     return 0;
   }
 

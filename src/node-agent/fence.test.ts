@@ -17,7 +17,7 @@ const asked: [string, FenceAction][] = [];
 let server: Awaited<ReturnType<typeof serveFenceRequests>>;
 
 beforeAll(async () => {
-  server = await serveFenceRequests(sock, async (resource, action) => { asked.push([resource, action]); return action === 'unfence' ? 0 : resource === 'gone' ? 6 : 4; }, pino({ level: 'silent' }));
+  server = await serveFenceRequests(sock, async (resource, action) => { asked.push([resource, action]); return action !== 'fence' ? 0 : resource === 'gone' ? 6 : 4; }, pino({ level: 'silent' }));
 });
 afterAll(async () => {
   await new Promise<void>((r) => server.close(() => r()));
@@ -41,6 +41,11 @@ test('fence-peer: exits with the agent\'s code (4 fenced, 6 superseded)', async 
 test('unfence-peer: asks for a lift and exits 0', async () => {
   expect(await runHandler({ DRBD_RESOURCE: 'db.mysql', TANDEM_HANDLER: 'unfence-peer' })).toMatchObject({ code: 0, out: expect.stringMatching(/fence is lifted/) });
   expect(asked.splice(0)).toEqual([['db.mysql', 'unfence']]);
+});
+
+test('split-brain: asks the agent to look at the resource now and exits 0', async () => {
+  expect(await runHandler({ DRBD_RESOURCE: 'db.mysql', TANDEM_HANDLER: 'split-brain' })).toMatchObject({ code: 0, out: expect.stringMatching(/looks at the split brain now/) });
+  expect(asked.splice(0)).toEqual([['db.mysql', 'rejoin']]);
 });
 
 test('no agent listening: exit 1 (stay frozen), with the reason', async () => {

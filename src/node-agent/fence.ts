@@ -136,12 +136,13 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
     .finally(() => clearTimeout(timer));
 }
 
-export type FenceAction = 'fence' | 'unfence';
+export type FenceAction = 'fence' | 'unfence' | 'rejoin';
 
 /**
  * <run-dir>/agent.sock: the fence-peer handler (bin/tandem-fence-peer.js) sends
  * `{"resource": …}` and gets `{"exit": N}` back; as the unfence-peer handler it
- * sends `{"resource": …, "action": "unfence"}`.
+ * sends `{"resource": …, "action": "unfence"}`, as the split-brain handler
+ * `{"resource": …, "action": "rejoin"}`.
  */
 export async function serveFenceRequests(path: string, onRequest: (resource: string, action: FenceAction) => Promise<number>, log: Logger): Promise<Server> {
   await rm(path, { force: true });
@@ -159,7 +160,7 @@ export async function serveFenceRequests(path: string, onRequest: (resource: str
       try {
         const req = JSON.parse(buf.slice(0, nl)) as { resource?: unknown; action?: unknown };
         resource = String(req.resource ?? '');
-        action = req.action === undefined || req.action === 'fence' ? 'fence' : req.action === 'unfence' ? 'unfence' : undefined;
+        action = req.action === undefined ? 'fence' : (['fence', 'unfence', 'rejoin'] as const).find((a) => a === req.action);
       } catch { /* answered below */ }
       sock.pause();
       void (resource && action ? onRequest(resource, action) : Promise.resolve(1))

@@ -25,14 +25,14 @@ test('tandemadm parses the rendered file back into the spec', () => {
   ]);
 });
 
-test('with a fence handler: fencing resource-and-stonith and the fence-peer and unfence-peer commands, quoted so sh runs it as written', () => {
+test('with a fence handler: fencing resource-and-stonith and the fence-peer, unfence-peer and split-brain commands, quoted so sh runs it as written', () => {
   const command = fenceHandlerCommand('/usr/local/bin/node', "/app/bin/tandem-fence-peer.js", "/run/it's/agent.sock");
   expect(command).toBe("'/usr/local/bin/node' '/app/bin/tandem-fence-peer.js' '/run/it'\\''s/agent.sock'");
   const { config, warnings } = parseConfigText(renderConfig(spec, 'x', { command }), '/run/tandem/db.mysql.res');
   expect(warnings).toEqual([]);
   const res = config.resources[0]!;
   expect(res.disk).toMatchObject({ fencing: 'resource-and-stonith', discardedDataDir: '/var/lib/tandem/discarded/master' });
-  expect(res.handlers).toEqual({ 'fence-peer': command, 'unfence-peer': command });
+  expect(res.handlers).toEqual({ 'fence-peer': command, 'unfence-peer': command, 'split-brain': command });
 });
 
 test('without a fence handler the engine does not freeze on peer loss', () => {

@@ -60,8 +60,9 @@ export function renderConfig(spec: ReplicatedVolumeReplicaSpec, sharedSecret: st
     `  disk { ${disk.join(' ')} }`,
     `  net { ${net.join(' ')} }`,
     // unfence-peer: the same script asks the agent to lift the peer's fence the moment
-    // the pair is whole again, so a failover right after a resync is not refused.
-    ...(fence ? [`  handlers { fence-peer ${quote(fence.command)}; unfence-peer ${quote(fence.command)}; }`] : []),
+    // the pair is whole again, so a failover right after a resync is not refused;
+    // split-brain: the agent rejoins the pair now, not at its next pass.
+    ...(fence ? [`  handlers { fence-peer ${quote(fence.command)}; unfence-peer ${quote(fence.command)}; split-brain ${quote(fence.command)}; }`] : []),
     ...host(spec.self),
     ...host(spec.peer),
     '}',
