@@ -42,12 +42,13 @@ sock.on('end', () => {
   clearTimeout(timer);
   let exit = 1;
   try { exit = Number(JSON.parse(reply).exit); } catch { /* exit 1 */ }
-  if (action === 'unfence') {
-    process.stdout.write(`tandem-fence-peer: ${resource}: ${exit === 0 ? 'the peer\'s fence is lifted (or there was none)' : 'the fence stays until the agent\'s next pass'}\n`);
-    process.exit(exit === 0 ? 0 : 1);
-  }
-  if (action === 'rejoin') {
-    process.stdout.write(`tandem-fence-peer: ${resource}: ${exit === 0 ? 'the node agent looks at the split brain now' : 'the node agent looks at it on its next pass'}\n`);
+  if (action) {
+    // [answered, not answered]: either way the agent's pass does it in the end.
+    const said = {
+      unfence: ['the peer\'s fence is lifted (or there was none)', 'the fence stays until the agent\'s next pass'],
+      rejoin: ['the node agent looks at the split brain now', 'the node agent looks at it on its next pass'],
+    }[action];
+    process.stdout.write(`tandem-fence-peer: ${resource}: ${said[exit === 0 ? 0 : 1]}\n`);
     process.exit(exit === 0 ? 0 : 1);
   }
   process.stdout.write(`tandem-fence-peer: ${resource}: ${exit === 4 ? 'peer fenced' : exit === 6 ? 'superseded; stay frozen' : 'not fenced; stay frozen'}\n`);

@@ -1,6 +1,7 @@
 // The handler script and the agent's socket speak one line each way: a fence-peer
 // run asks for a fence and exits with the agent's DRBD code; an unfence-peer run
-// asks for a lift and exits 0. A garbled request gets exit 1 (the engine stays frozen).
+// asks for a lift and a split-brain run for a rejoin, and both exit 0. A garbled
+// request gets exit 1 (the engine stays frozen).
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
