@@ -10,7 +10,13 @@ const common = {
 export default {
   projects: [
     { ...common, displayName: 'unit', roots: ['<rootDir>/src'], testMatch: ['<rootDir>/src/**/*.test.ts'] },
-    { ...common, displayName: 'integration', roots: ['<rootDir>/test/integration'], testMatch: ['<rootDir>/test/integration/**/*.test.ts'], slowTestThreshold: 60 },
+    {
+      ...common,
+      displayName: 'integration',
+      roots: ['<rootDir>/test/integration'],
+      testMatch: ['<rootDir>/test/integration/**/*.test.ts'],
+      slowTestThreshold: 60,
+    },
     // e2e: a real kube-apiserver, etcd and kube-controller-manager with simulated nodes
     // (test/e2e/harness), started once per run by globalSetup. Run with --runInBand.
     {

@@ -21,7 +21,9 @@ import { connect } from 'node:net';
 const socketPath = process.argv[2] ?? '/run/tandem/agent.sock';
 const resource = process.env.DRBD_RESOURCE;
 if (!resource) {
-  process.stderr.write('tandem-fence-peer: DRBD_RESOURCE is not set (run me as a fence-peer, unfence-peer or split-brain handler)\n');
+  process.stderr.write(
+    'tandem-fence-peer: DRBD_RESOURCE is not set (run me as a fence-peer, unfence-peer or split-brain handler)\n',
+  );
   process.exit(1);
 }
 const action = { 'unfence-peer': 'unfence', 'split-brain': 'rejoin' }[process.env.TANDEM_HANDLER ?? ''];
@@ -33,7 +35,9 @@ const sock = connect(socketPath);
 let reply = '';
 sock.setEncoding('utf8');
 sock.on('connect', () => sock.write(`${JSON.stringify(action ? { resource, action } : { resource })}\n`));
-sock.on('data', (d) => { reply += d; });
+sock.on('data', (d) => {
+  reply += d;
+});
 sock.on('error', (err) => {
   process.stderr.write(`tandem-fence-peer: cannot ask the node agent at ${socketPath}: ${err.message}\n`);
   process.exit(1);
@@ -41,16 +45,22 @@ sock.on('error', (err) => {
 sock.on('end', () => {
   clearTimeout(timer);
   let exit = 1;
-  try { exit = Number(JSON.parse(reply).exit); } catch { /* exit 1 */ }
+  try {
+    exit = Number(JSON.parse(reply).exit);
+  } catch {
+    /* exit 1 */
+  }
   if (action) {
     // [answered, not answered]: either way the agent's pass does it in the end.
     const said = {
-      unfence: ['the peer\'s fence is lifted (or there was none)', 'the fence stays until the agent\'s next pass'],
+      unfence: ["the peer's fence is lifted (or there was none)", "the fence stays until the agent's next pass"],
       rejoin: ['the node agent looks at the split brain now', 'the node agent looks at it on its next pass'],
     }[action];
     process.stdout.write(`tandem-fence-peer: ${resource}: ${said[exit === 0 ? 0 : 1]}\n`);
     process.exit(exit === 0 ? 0 : 1);
   }
-  process.stdout.write(`tandem-fence-peer: ${resource}: ${exit === 4 ? 'peer fenced' : exit === 6 ? 'superseded; stay frozen' : 'not fenced; stay frozen'}\n`);
+  process.stdout.write(
+    `tandem-fence-peer: ${resource}: ${exit === 4 ? 'peer fenced' : exit === 6 ? 'superseded; stay frozen' : 'not fenced; stay frozen'}\n`,
+  );
   process.exit(Number.isInteger(exit) ? exit : 1);
 });

@@ -16,7 +16,9 @@ import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 
 const run = promisify(execFile);
-const { values: args } = parseArgs({ options: { repeat: { type: 'string', default: '3' }, seconds: { type: 'string', default: '4' } } });
+const { values: args } = parseArgs({
+  options: { repeat: { type: 'string', default: '3' }, seconds: { type: 'string', default: '4' } },
+});
 const REPEAT = Number(args.repeat);
 const SECONDS = Number(args.seconds);
 const SIZE_MIB = 1024;
@@ -27,7 +29,10 @@ const here = new URL('./ceiling/', import.meta.url).pathname;
 function started(child: ChildProcess, what: string): Promise<void> {
   return new Promise((resolve, reject) => {
     let out = '';
-    child.stdout!.on('data', (c: Buffer) => { out += c.toString(); if (out.includes('ready')) resolve(); });
+    child.stdout!.on('data', (c: Buffer) => {
+      out += c.toString();
+      if (out.includes('ready')) resolve();
+    });
     child.stderr!.on('data', (c: Buffer) => process.stderr.write(`[${what}] ${c.toString()}`));
     child.once('exit', (code) => reject(new Error(`${what} exited with code ${code} before it was ready`)));
   });
@@ -51,7 +56,11 @@ async function stop(child: ChildProcess | undefined): Promise<void> {
 async function settle(files: string[]): Promise<void> {
   for (const f of files) {
     const h = await open(f, 'r+');
-    try { await h.sync(); } finally { await h.close(); }
+    try {
+      await h.sync();
+    } finally {
+      await h.close();
+    }
   }
 }
 
@@ -62,16 +71,35 @@ async function once(dir: string, mode: Mode): Promise<number> {
   let primary: ChildProcess | undefined;
   try {
     if (mode !== 'alone') {
-      secondary = spawn(process.execPath, [join(here, 'secondary.ts'), join(dir, 'secondary.img'), String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+      secondary = spawn(process.execPath, [join(here, 'secondary.ts'), join(dir, 'secondary.img'), String(port)], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       await started(secondary, 'secondary');
     }
     primary = spawn(process.execPath, [join(here, 'primary.ts'), join(dir, 'primary.img'), sock, String(port)], {
-      stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MODE: mode, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, MODE: mode, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' },
     });
     await started(primary, 'primary');
     await settle([join(dir, 'primary.img'), join(dir, 'secondary.img')]);
-    const { stdout } = await run('fio', ['--name=seqwrite', '--ioengine=nbd', `--uri=nbd+unix:///?socket=${sock}`, '--rw=write', '--bs=1M', '--iodepth=8',
-      `--runtime=${SECONDS}`, '--time_based', '--ramp_time=1', `--size=${SIZE_MIB}M`, '--norandommap', '--output-format=terse'], { timeout: (SECONDS + 60) * 1000 });
+    const { stdout } = await run(
+      'fio',
+      [
+        '--name=seqwrite',
+        '--ioengine=nbd',
+        `--uri=nbd+unix:///?socket=${sock}`,
+        '--rw=write',
+        '--bs=1M',
+        '--iodepth=8',
+        `--runtime=${SECONDS}`,
+        '--time_based',
+        '--ramp_time=1',
+        `--size=${SIZE_MIB}M`,
+        '--norandommap',
+        '--output-format=terse',
+      ],
+      { timeout: (SECONDS + 60) * 1000 },
+    );
     // terse v3: field 48 is the write bandwidth in KiB/s
     const fields = stdout.trim().split('\n').at(-1)!.split(';');
     const kib = Number(fields[47]);
@@ -86,9 +114,23 @@ async function once(dir: string, mode: Mode): Promise<number> {
 const dir = await mkdtemp('/tmp/tandem-ceiling-');
 try {
   const fioVersion = (await run('fio', ['--version'])).stdout.trim();
-  console.log(`bench:ceiling on Node ${process.version}, ${fioVersion}; 1 MiB sequential write QD8, ${SECONDS} s after 1 s ramp, best of ${REPEAT}`);
+  console.log(
+    `bench:ceiling on Node ${process.version}, ${fioVersion}; 1 MiB sequential write QD8, ${SECONDS} s after 1 s ramp, best of ${REPEAT}`,
+  );
   for (const f of ['primary.img', 'secondary.img']) {
-    await run('fio', ['--name=fill', `--filename=${join(dir, f)}`, '--rw=write', '--bs=1M', `--size=${SIZE_MIB}M`, '--ioengine=psync', '--end_fsync=1'], { timeout: 120_000 });
+    await run(
+      'fio',
+      [
+        '--name=fill',
+        `--filename=${join(dir, f)}`,
+        '--rw=write',
+        '--bs=1M',
+        `--size=${SIZE_MIB}M`,
+        '--ioengine=psync',
+        '--end_fsync=1',
+      ],
+      { timeout: 120_000 },
+    );
   }
   const runs = new Map<Mode, number[]>(MODES.map((m) => [m, []]));
   for (let i = 0; i < REPEAT; i++) {
@@ -107,7 +149,12 @@ try {
     worker: 'Connected, peer socket in a worker thread',
   };
   for (const m of MODES) {
-    console.log(`  ${titles[m].padEnd(42)}${String(Math.round(best(m))).padStart(8)}${(best(m) / alone).toFixed(2).padStart(8)}   ${runs.get(m)!.map((v) => Math.round(v)).join(', ')}`);
+    console.log(
+      `  ${titles[m].padEnd(42)}${String(Math.round(best(m))).padStart(8)}${(best(m) / alone).toFixed(2).padStart(8)}   ${runs
+        .get(m)!
+        .map((v) => Math.round(v))
+        .join(', ')}`,
+    );
   }
 } finally {
   await rm(dir, { recursive: true, force: true });

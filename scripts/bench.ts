@@ -55,16 +55,30 @@ interface Workload {
 
 const ALL_WORKLOADS: readonly Workload[] = [
   { key: 'seqwrite', title: '1 MiB seq write QD8', fio: ['--rw=write', '--bs=1M', '--iodepth=8'], metric: 'MiB/s' },
-  { key: 'randwrite', title: '4 KiB rand write QD32', fio: ['--rw=randwrite', '--bs=4k', '--iodepth=32'], metric: 'IOPS' },
+  {
+    key: 'randwrite',
+    title: '4 KiB rand write QD32',
+    fio: ['--rw=randwrite', '--bs=4k', '--iodepth=32'],
+    metric: 'IOPS',
+  },
   { key: 'randread', title: '4 KiB rand read QD32', fio: ['--rw=randread', '--bs=4k', '--iodepth=32'], metric: 'IOPS' },
-  { key: 'qd1', title: '4 KiB rand write QD1 latency', fio: ['--rw=randwrite', '--bs=4k', '--iodepth=1'], metric: 'lat µs' },
+  {
+    key: 'qd1',
+    title: '4 KiB rand write QD1 latency',
+    fio: ['--rw=randwrite', '--bs=4k', '--iodepth=1'],
+    metric: 'lat µs',
+  },
 ];
 
-const WORKLOADS: readonly Workload[] = args.workloads === undefined ? ALL_WORKLOADS : args.workloads.split(',').map((k) => {
-  const w = ALL_WORKLOADS.find((x) => x.key === k);
-  if (w === undefined) throw new Error(`--workloads: unknown workload ${k} (known: ${ALL_WORKLOADS.map((x) => x.key).join(', ')})`);
-  return w;
-});
+const WORKLOADS: readonly Workload[] =
+  args.workloads === undefined
+    ? ALL_WORKLOADS
+    : args.workloads.split(',').map((k) => {
+        const w = ALL_WORKLOADS.find((x) => x.key === k);
+        if (w === undefined)
+          throw new Error(`--workloads: unknown workload ${k} (known: ${ALL_WORKLOADS.map((x) => x.key).join(', ')})`);
+        return w;
+      });
 
 interface Result {
   readonly value: number;
@@ -83,8 +97,10 @@ function parseTerse(out: string, w: Workload): Result {
   const n = (i: number): number => Number(f[i - 1]);
   if (n(5) !== 0) throw new Error(`fio reported error ${n(5)}`);
   switch (w.metric) {
-    case 'MiB/s': return { value: n(48) / 1024 };
-    case 'IOPS': return { value: w.key === 'randread' ? n(8) : n(49) };
+    case 'MiB/s':
+      return { value: n(48) / 1024 };
+    case 'IOPS':
+      return { value: w.key === 'randread' ? n(8) : n(49) };
     case 'lat µs': {
       const p99 = f.slice(58, 78).find((x) => x.startsWith('99.000000%='));
       return { value: n(81), ...(p99 ? { p99: Number(p99.split('=')[1]) } : {}) };
@@ -102,7 +118,11 @@ let settleFiles: string[] = [];
 async function settle(): Promise<void> {
   for (const f of settleFiles) {
     const h = await open(f, 'r+');
-    try { await h.sync(); } finally { await h.close(); }
+    try {
+      await h.sync();
+    } finally {
+      await h.close();
+    }
   }
 }
 
@@ -127,10 +147,27 @@ async function machineTicks(): Promise<number> {
   return f[1]! + f[2]! + f[3]! + f[6]! + f[7]!;
 }
 
-async function fio(uri: string, w: Workload, extra: string[] = [], cpuOf?: Record<string, number>): Promise<Result & { cpu?: CpuPerMiB }> {
+async function fio(
+  uri: string,
+  w: Workload,
+  extra: string[] = [],
+  cpuOf?: Record<string, number>,
+): Promise<Result & { cpu?: CpuPerMiB }> {
   await settle();
-  const a = ['--name=' + w.key, '--ioengine=nbd', `--uri=${uri}`, ...w.fio, ...extra, `--runtime=${SECONDS}`, '--time_based', '--ramp_time=1',
-    `--size=${SIZE_MIB}M`, '--randrepeat=0', '--norandommap', '--output-format=terse'];
+  const a = [
+    `--name=${w.key}`,
+    '--ioengine=nbd',
+    `--uri=${uri}`,
+    ...w.fio,
+    ...extra,
+    `--runtime=${SECONDS}`,
+    '--time_based',
+    '--ramp_time=1',
+    `--size=${SIZE_MIB}M`,
+    '--randrepeat=0',
+    '--norandommap',
+    '--output-format=terse',
+  ];
   const pending = run('fio', a, { timeout: (SECONDS + 60) * 1000, maxBuffer: 16 * 1024 * 1024 });
   let sampled: { ms: number; ticks: Record<string, number> } | undefined;
   if (cpuOf && w.metric === 'MiB/s' && SECONDS >= 2) {
@@ -146,7 +183,10 @@ async function fio(uri: string, w: Workload, extra: string[] = [], cpuOf?: Recor
     const before = await take();
     await sleep((SECONDS - 1) * 1000);
     const after = await take();
-    sampled = { ms: Date.now() - t0, ticks: Object.fromEntries(Object.keys(before).map((k) => [k, after[k]! - before[k]!])) };
+    sampled = {
+      ms: Date.now() - t0,
+      ticks: Object.fromEntries(Object.keys(before).map((k) => [k, after[k]! - before[k]!])),
+    };
   }
   const { stdout } = await pending;
   const r = parseTerse(stdout, w);
@@ -157,7 +197,11 @@ async function fio(uri: string, w: Workload, extra: string[] = [], cpuOf?: Recor
 }
 
 const fmtCpu = (c: CpuPerMiB | undefined): string =>
-  c === undefined ? 'not measured' : Object.entries(c).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ');
+  c === undefined
+    ? 'not measured'
+    : Object.entries(c)
+        .map(([k, v]) => `${k} ${v.toFixed(2)}`)
+        .join(', ');
 
 /** Every run's figure, per table and workload key, printed next to the best one. */
 const allRuns = new Map<string, number[]>();
@@ -184,12 +228,16 @@ const pad = (s: string, n: number): string => s.padEnd(n);
 const lpad = (s: string, n: number): string => s.padStart(n);
 
 async function startNbdkit(file: string, sock: string): Promise<ChildProcess> {
-  const child = spawn('nbdkit', ['--foreground', '--exit-with-parent', '-U', sock, 'file', `file=${file}`], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn('nbdkit', ['--foreground', '--exit-with-parent', '-U', sock, 'file', `file=${file}`], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   for (let i = 0; i < 100; i++) {
     try {
       await run('nbdinfo', ['--size', `nbd+unix:///?socket=${sock}`]);
       return child;
-    } catch { await new Promise((r) => setTimeout(r, 50)); }
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
   throw new Error('nbdkit did not start');
 }
@@ -198,8 +246,12 @@ async function engineUp(pair: Pair, n: 'master' | 'backup', env: NodeJS.ProcessE
   // tandemadm up spawns the engine with this process's environment (UV_*, NODE_OPTIONS).
   const saved = { ...process.env };
   Object.assign(process.env, env);
-  try { await pair.ok(n, 'up', 'mysql'); } finally {
-    for (const k of Object.keys(env)) if (saved[k] === undefined) delete process.env[k]; else process.env[k] = saved[k];
+  try {
+    await pair.ok(n, 'up', 'mysql');
+  } finally {
+    for (const k of Object.keys(env))
+      if (saved[k] === undefined) delete process.env[k];
+      else process.env[k] = saved[k];
   }
 }
 
@@ -242,7 +294,9 @@ async function placement(pair: Pair): Promise<{ same: number; other: number } | 
   try {
     const same = await pinned(0);
     const other = await pinned(1);
-    console.log(`StandAlone 1 MiB seq write QD8 by placement (engine's event loop on CPU 0): fio on CPU 0 ${fmt(same)} MiB/s, on CPU 1 ${fmt(other)} MiB/s\n`);
+    console.log(
+      `StandAlone 1 MiB seq write QD8 by placement (engine's event loop on CPU 0): fio on CPU 0 ${fmt(same)} MiB/s, on CPU 1 ${fmt(other)} MiB/s\n`,
+    );
     return { same, other };
   } finally {
     await run('taskset', ['-p', '-c', `0-${cpus - 1}`, String(pid)]);
@@ -262,19 +316,46 @@ async function main(): Promise<void> {
     const nbdkitUri = `nbd+unix:///?socket=${nbdkitSock}`;
     const nbdkitVersion = (await run('nbdkit', ['--version'])).stdout.trim();
     const fioVersion = (await run('fio', ['--version'])).stdout.trim();
-    const tandemVersion = (JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+    const tandemVersion = (
+      JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+    ).version;
     const gitRev = (await run('git', ['rev-parse', '--short', 'HEAD']).catch(() => ({ stdout: '?' }))).stdout.trim();
     console.log(`tandem ${tandemVersion} (git ${gitRev}) on Node ${process.version}; ${nbdkitVersion}; ${fioVersion}`);
-    console.log(`backing: ${pair.disk('master')} (${SIZE_MIB} MiB file), peer backing ${pair.disk('backup')}; ${SECONDS} s per workload after 1 s ramp, best of ${REPEAT}`);
-    console.log(`tandem engine env: ${Object.entries({ UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16 (tandemadm default)', ...baseEnv }).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+    console.log(
+      `backing: ${pair.disk('master')} (${SIZE_MIB} MiB file), peer backing ${pair.disk('backup')}; ${SECONDS} s per workload after 1 s ramp, best of ${REPEAT}`,
+    );
+    console.log(
+      `tandem engine env: ${Object.entries({
+        UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16 (tandemadm default)',
+        ...baseEnv,
+      })
+        .map(([k, v]) => `${k}=${v}`)
+        .join(' ')}`,
+    );
     console.log(`nbdkit:  nbdkit --foreground -U ${nbdkitSock} file file=${pair.disk('master')}`);
-    console.log(`tandem:  tandemadm -c ${pair.configPath('master')} --node master up mysql; disconnect; -- --force primary  → ${pair.nbdUri('master')}`);
-    console.log(`fio:     fio --ioengine=nbd --uri=URI --rw=… --bs=… --iodepth=… --runtime=${SECONDS} --time_based --ramp_time=1 --size=${SIZE_MIB}M --norandommap --output-format=terse\n`);
+    console.log(
+      `tandem:  tandemadm -c ${pair.configPath('master')} --node master up mysql; disconnect; -- --force primary  → ${pair.nbdUri('master')}`,
+    );
+    console.log(
+      `fio:     fio --ioengine=nbd --uri=URI --rw=… --bs=… --iodepth=… --runtime=${SECONDS} --time_based --ramp_time=1 --size=${SIZE_MIB}M --norandommap --output-format=terse\n`,
+    );
 
     for (const n of ['master', 'backup'] as const) await pair.ok(n, 'create-md', 'mysql');
     settleFiles = [pair.disk('master'), pair.disk('backup')];
     // Fill the file once so that reads read data, not holes, for both servers.
-    await run('fio', ['--name=fill', `--filename=${pair.disk('master')}`, '--rw=write', '--bs=1M', `--size=${SIZE_MIB}M`, '--ioengine=psync', '--end_fsync=1'], { timeout: 120_000 });
+    await run(
+      'fio',
+      [
+        '--name=fill',
+        `--filename=${pair.disk('master')}`,
+        '--rw=write',
+        '--bs=1M',
+        `--size=${SIZE_MIB}M`,
+        '--ioengine=psync',
+        '--end_fsync=1',
+      ],
+      { timeout: 120_000 },
+    );
     nbdkit = await startNbdkit(pair.disk('master'), nbdkitSock);
     await standalonePrimary(pair, baseEnv);
 
@@ -286,31 +367,50 @@ async function main(): Promise<void> {
         // machine) hits both alike; keep the best of REPEAT runs of each.
         for (let i = 0; i < REPEAT; i++) {
           nbdkitRes.set(w.key, best(w, nbdkitRes.get(w.key), record('nbdkit', w, await fio(nbdkitUri, w))));
-          alone.set(w.key, best(w, alone.get(w.key), record('alone', w, await fio(pair.nbdUri('master'), w, [], { engine: await pair.pid('master') }))));
+          alone.set(
+            w.key,
+            best(
+              w,
+              alone.get(w.key),
+              record('alone', w, await fio(pair.nbdUri('master'), w, [], { engine: await pair.pid('master') })),
+            ),
+          );
         }
-        process.stderr.write(`  ${w.key}: nbdkit ${fmt(nbdkitRes.get(w.key)!.value)}, tandem ${fmt(alone.get(w.key)!.value)} ${w.metric}\n`);
+        process.stderr.write(
+          `  ${w.key}: nbdkit ${fmt(nbdkitRes.get(w.key)!.value)}, tandem ${fmt(alone.get(w.key)!.value)} ${w.metric}\n`,
+        );
       }
-      console.log('StandAlone Primary vs nbdkit file (ratio tandem/nbdkit; for latency nbdkit/tandem, so ≥ 1.0 is as good):');
+      console.log(
+        'StandAlone Primary vs nbdkit file (ratio tandem/nbdkit; for latency nbdkit/tandem, so ≥ 1.0 is as good):',
+      );
       console.log(`  ${pad('workload', 30)}${lpad('nbdkit', 12)}${lpad('tandem', 12)}${lpad('ratio', 8)}   unit`);
       for (const w of WORKLOADS) {
         const a = nbdkitRes.get(w.key)!;
         const b = alone.get(w.key)!;
         const extra = w.metric === 'lat µs' ? `   (p99 ${a.p99 ?? '?'} / ${b.p99 ?? '?'} µs)` : '';
-        console.log(`  ${pad(w.title, 30)}${lpad(fmt(a.value), 12)}${lpad(fmt(b.value), 12)}${lpad(ratio(w, b, a).toFixed(2), 8)}   ${w.metric}${extra}`);
+        console.log(
+          `  ${pad(w.title, 30)}${lpad(fmt(a.value), 12)}${lpad(fmt(b.value), 12)}${lpad(ratio(w, b, a).toFixed(2), 8)}   ${w.metric}${extra}`,
+        );
       }
-      console.log(`  every run: ${WORKLOADS.map((w) => `${w.key} nbdkit ${runsOf('nbdkit', w)}; tandem ${runsOf('alone', w)}`).join(' | ')}`);
+      console.log(
+        `  every run: ${WORKLOADS.map((w) => `${w.key} nbdkit ${runsOf('nbdkit', w)}; tandem ${runsOf('alone', w)}`).join(' | ')}`,
+      );
       const seq = alone.get('seqwrite') as { cpu?: CpuPerMiB } | undefined;
       if (seq) console.log(`  CPU ms per MiB in the best 1 MiB write run: ${fmtCpu(seq.cpu)}`);
       console.log('');
     }
     nbdkit.kill();
-    const placed = WORKLOADS.some((w) => w.key === 'seqwrite') && args.only !== 'connected' ? await placement(pair) : undefined;
+    const placed =
+      WORKLOADS.some((w) => w.key === 'seqwrite') && args.only !== 'connected' ? await placement(pair) : undefined;
     nbdkit = undefined;
 
     if (args.matrix) {
       const variants: NodeJS.ProcessEnv[] = [
-        { UV_THREADPOOL_SIZE: '4' }, { UV_THREADPOOL_SIZE: '16' }, { UV_THREADPOOL_SIZE: '64' },
-        { UV_THREADPOOL_SIZE: '4', UV_USE_IO_URING: '1' }, { UV_THREADPOOL_SIZE: '16', UV_USE_IO_URING: '1' },
+        { UV_THREADPOOL_SIZE: '4' },
+        { UV_THREADPOOL_SIZE: '16' },
+        { UV_THREADPOOL_SIZE: '64' },
+        { UV_THREADPOOL_SIZE: '4', UV_USE_IO_URING: '1' },
+        { UV_THREADPOOL_SIZE: '16', UV_USE_IO_URING: '1' },
       ];
       console.log('StandAlone tandem under libuv settings:');
       console.log(`  ${pad('env', 42)}${WORKLOADS.map((w) => lpad(w.key, 11)).join('')}`);
@@ -321,7 +421,14 @@ async function main(): Promise<void> {
         await pair.ok('master', 'primary', 'mysql');
         const row: string[] = [];
         for (const w of WORKLOADS) row.push(lpad(fmt((await fio(pair.nbdUri('master'), w)).value), 11));
-        console.log(`  ${pad(Object.entries(v).map(([k, x]) => `${k}=${x}`).join(' '), 42)}${row.join('')}`);
+        console.log(
+          `  ${pad(
+            Object.entries(v)
+              .map(([k, x]) => `${k}=${x}`)
+              .join(' '),
+            42,
+          )}${row.join('')}`,
+        );
       }
       console.log('');
     }
@@ -335,30 +442,48 @@ async function main(): Promise<void> {
       const conn = new Map<string, Result>();
       for (const w of WORKLOADS) {
         const pids = { primary: await pair.pid('master'), secondary: await pair.pid('backup') };
-        for (let i = 0; i < REPEAT; i++) conn.set(w.key, best(w, conn.get(w.key), record('conn', w, await fio(pair.nbdUri('master'), w, [], pids))));
+        for (let i = 0; i < REPEAT; i++)
+          conn.set(w.key, best(w, conn.get(w.key), record('conn', w, await fio(pair.nbdUri('master'), w, [], pids))));
         if (!alone.has(w.key)) alone.set(w.key, conn.get(w.key)!);
         process.stderr.write(`  ${w.key}: connected ${fmt(conn.get(w.key)!.value)} ${w.metric}\n`);
       }
-      console.log('Connected protocol C pair (peer on 127.0.0.3, same disk) vs StandAlone (ratio; latency as nbdkit-style speed ratio and delta):');
-      console.log(`  ${pad('workload', 30)}${lpad('StandAlone', 12)}${lpad('Connected', 12)}${lpad('ratio', 8)}   unit`);
+      console.log(
+        'Connected protocol C pair (peer on 127.0.0.3, same disk) vs StandAlone (ratio; latency as nbdkit-style speed ratio and delta):',
+      );
+      console.log(
+        `  ${pad('workload', 30)}${lpad('StandAlone', 12)}${lpad('Connected', 12)}${lpad('ratio', 8)}   unit`,
+      );
       for (const w of WORKLOADS) {
         const a = alone.get(w.key)!;
         const b = conn.get(w.key)!;
-        const extra = w.metric === 'lat µs' ? `   (+${(b.value - a.value).toFixed(0)} µs; p99 ${a.p99 ?? '?'} / ${b.p99 ?? '?'} µs)` : '';
-        console.log(`  ${pad(w.title, 30)}${lpad(fmt(a.value), 12)}${lpad(fmt(b.value), 12)}${lpad(ratio(w, b, a).toFixed(2), 8)}   ${w.metric}${extra}`);
+        const extra =
+          w.metric === 'lat µs'
+            ? `   (+${(b.value - a.value).toFixed(0)} µs; p99 ${a.p99 ?? '?'} / ${b.p99 ?? '?'} µs)`
+            : '';
+        console.log(
+          `  ${pad(w.title, 30)}${lpad(fmt(a.value), 12)}${lpad(fmt(b.value), 12)}${lpad(ratio(w, b, a).toFixed(2), 8)}   ${w.metric}${extra}`,
+        );
       }
       console.log(`  every run: ${WORKLOADS.map((w) => `${w.key} ${runsOf('conn', w)}`).join(' | ')}`);
       const seq = conn.get('seqwrite') as (Result & { cpu?: CpuPerMiB }) | undefined;
-      if (seq) console.log(`  CPU ms per MiB in the best 1 MiB write run: ${fmtCpu(seq.cpu)} (the machine has ${availableParallelism()} cores: ${availableParallelism() * 1000} ms per second)`);
+      if (seq)
+        console.log(
+          `  CPU ms per MiB in the best 1 MiB write run: ${fmtCpu(seq.cpu)} (the machine has ${availableParallelism()} cores: ${availableParallelism() * 1000} ms per second)`,
+        );
       if (placed && seq) {
-        console.log(`  1 MiB seq write against the StandAlone figure by placement: ${(seq.value / placed.same).toFixed(2)} (fio on the engine's core), ${(seq.value / placed.other).toFixed(2)} (fio on the other core)`);
+        console.log(
+          `  1 MiB seq write against the StandAlone figure by placement: ${(seq.value / placed.same).toFixed(2)} (fio on the engine's core), ${(seq.value / placed.other).toFixed(2)} (fio on the other core)`,
+        );
       }
     }
     // Memory: each engine's peak resident set over the whole run (payload pools included).
     const peaks: string[] = [];
     for (const n of ['master', 'backup'] as const) {
       const pid = await pair.pid(n).catch(() => undefined);
-      const hwm = pid === undefined ? undefined : (await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')).match(/^VmHWM:\s+(\d+) kB/m)?.[1];
+      const hwm =
+        pid === undefined
+          ? undefined
+          : (await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')).match(/^VmHWM:\s+(\d+) kB/m)?.[1];
       if (hwm !== undefined) peaks.push(`${n} ${Math.round(Number(hwm) / 1024)} MiB`);
     }
     if (peaks.length > 0) console.log(`\nEngine peak RSS (VmHWM): ${peaks.join(', ')}`);

@@ -26,7 +26,12 @@ const cli = join(repoRoot, 'test/e2e/harness/cli.ts');
 const log = (m: string) => console.error(`[deploy] ${m}`);
 
 function tool(file: string, args: string[], input?: string): string {
-  return execFileSync(file, args, { env: { ...process.env, KUBECONFIG: state.kubeconfig }, encoding: 'utf8', input: input ?? '', stdio: ['pipe', 'pipe', 'pipe'] });
+  return execFileSync(file, args, {
+    env: { ...process.env, KUBECONFIG: state.kubeconfig },
+    encoding: 'utf8',
+    input: input ?? '',
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
 }
 
 function nodes(): string[] {
@@ -37,23 +42,59 @@ function nodes(): string[] {
 /** CRDs applied by hand before the chart existed are adopted by the release instead of failing the install. */
 function adoptCrds(): void {
   for (const crd of ['replicatedvolumes.tandem.dev', 'replicatedvolumereplicas.tandem.dev']) {
-    try { tool(bin.kubectl, ['get', 'crd', crd]); } catch { continue; }
+    try {
+      tool(bin.kubectl, ['get', 'crd', crd]);
+    } catch {
+      continue;
+    }
     tool(bin.kubectl, ['label', '--overwrite', 'crd', crd, 'app.kubernetes.io/managed-by=Helm']);
-    tool(bin.kubectl, ['annotate', '--overwrite', 'crd', crd, `meta.helm.sh/release-name=${release.name}`, `meta.helm.sh/release-namespace=${release.namespace}`]);
+    tool(bin.kubectl, [
+      'annotate',
+      '--overwrite',
+      'crd',
+      crd,
+      `meta.helm.sh/release-name=${release.name}`,
+      `meta.helm.sh/release-namespace=${release.namespace}`,
+    ]);
   }
 }
 
 function kubeconfigFor(serviceAccount: string): string {
-  const token = tool(bin.kubectl, ['create', 'token', serviceAccount, '-n', release.namespace, '--duration=48h']).trim();
+  const token = tool(bin.kubectl, [
+    'create',
+    'token',
+    serviceAccount,
+    '-n',
+    release.namespace,
+    '--duration=48h',
+  ]).trim();
   const ca = join(state.pki, 'ca.crt');
   const path = join(deployDir, `${serviceAccount}.kubeconfig`);
-  writeFileSync(path, [
-    'apiVersion: v1', 'kind: Config',
-    'clusters:', '- name: local', '  cluster:', `    server: ${apiserverUrl}`, `    certificate-authority: ${ca}`,
-    'users:', `- name: ${serviceAccount}`, '  user:', `    token: ${token}`,
-    'contexts:', '- name: local', '  context:', '    cluster: local', `    user: ${serviceAccount}`, `    namespace: ${release.namespace}`,
-    'current-context: local', '',
-  ].join('\n'), { mode: 0o600 });
+  writeFileSync(
+    path,
+    [
+      'apiVersion: v1',
+      'kind: Config',
+      'clusters:',
+      '- name: local',
+      '  cluster:',
+      `    server: ${apiserverUrl}`,
+      `    certificate-authority: ${ca}`,
+      'users:',
+      `- name: ${serviceAccount}`,
+      '  user:',
+      `    token: ${token}`,
+      'contexts:',
+      '- name: local',
+      '  context:',
+      '    cluster: local',
+      `    user: ${serviceAccount}`,
+      `    namespace: ${release.namespace}`,
+      'current-context: local',
+      '',
+    ].join('\n'),
+    { mode: 0o600 },
+  );
   return path;
 }
 
@@ -66,7 +107,13 @@ async function stopProcess(name: string, signal: NodeJS.Signals = 'SIGTERM'): Pr
   const f = pidFile(name);
   if (!existsSync(f)) return;
   const pid = Number(readFileSync(f, 'utf8').trim());
-  const alive = () => { try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('tandem-'); } catch { return false; } };
+  const alive = () => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('tandem-');
+    } catch {
+      return false;
+    }
+  };
   if (pid > 0 && alive()) {
     process.kill(pid, signal);
     for (let i = 0; i < 100 && alive(); i++) await sleep(100);
@@ -80,7 +127,9 @@ async function waitReady(url: string, what: string, timeoutMs = 30_000): Promise
   while (Date.now() < deadline) {
     try {
       if ((await fetch(url, { signal: AbortSignal.timeout(1000) })).ok) return;
-    } catch { /* not yet */ }
+    } catch {
+      /* not yet */
+    }
     await sleep(200);
   }
   throw new Error(`${what} did not become ready at ${url} within ${timeoutMs} ms; see ${state.logs}`);
@@ -88,7 +137,12 @@ async function waitReady(url: string, what: string, timeoutMs = 30_000): Promise
 
 function launch(name: string, argv: string[], env: Record<string, string>): void {
   const out = openSync(join(state.logs, `tandem-${name}.log`), 'a');
-  const child = spawn(argv[0]!, argv.slice(1), { cwd: repoRoot, detached: true, stdio: ['ignore', out, out], env: { ...process.env, ...env, TANDEM_PID_FILE: pidFile(name) } });
+  const child = spawn(argv[0]!, argv.slice(1), {
+    cwd: repoRoot,
+    detached: true,
+    stdio: ['ignore', out, out],
+    env: { ...process.env, ...env, TANDEM_PID_FILE: pidFile(name) },
+  });
   child.unref();
 }
 
@@ -98,21 +152,42 @@ export async function startController(name = 'controller'): Promise<void> {
   const port = controllerMetricsPort + index;
   await stopProcess(name);
   launch(name, [process.execPath, join(repoRoot, 'bin/tandem-controller.js'), '--metrics-port', String(port)], {
-    KUBECONFIG: join(deployDir, `${release.name}-controller.kubeconfig`), POD_NAMESPACE: release.namespace, POD_NAME: `tandem-${name}-local`,
+    KUBECONFIG: join(deployDir, `${release.name}-controller.kubeconfig`),
+    POD_NAMESPACE: release.namespace,
+    POD_NAME: `tandem-${name}-local`,
   });
   await waitReady(`http://127.0.0.1:${port}/readyz`, `The ${name}`);
 }
 
 export function agentUrl(node: string, path = '/readyz'): string {
-  const ip = JSON.parse(tool(bin.kubectl, ['get', 'node', node, '-o', 'json'])).status.addresses.find((a: { type: string }) => a.type === 'InternalIP').address as string;
+  const ip = JSON.parse(tool(bin.kubectl, ['get', 'node', node, '-o', 'json'])).status.addresses.find(
+    (a: { type: string }) => a.type === 'InternalIP',
+  ).address as string;
   return `http://${ip}:${agentMetricsPort}${path}`;
 }
 
 export async function startAgent(node: string): Promise<void> {
   await stopProcess(`agent-${node}`);
-  launch(`agent-${node}`, [process.execPath, cli, 'exec', node, '--', 'env',
-    `KUBECONFIG=${join(deployDir, `${release.name}-node-agent.kubeconfig`)}`, `TANDEM_PID_FILE=${pidFile(`agent-${node}`)}`,
-    process.execPath, join(repoRoot, 'bin/tandem-node-agent.js'), '--node', node, '--metrics-port', String(agentMetricsPort)], {});
+  launch(
+    `agent-${node}`,
+    [
+      process.execPath,
+      cli,
+      'exec',
+      node,
+      '--',
+      'env',
+      `KUBECONFIG=${join(deployDir, `${release.name}-node-agent.kubeconfig`)}`,
+      `TANDEM_PID_FILE=${pidFile(`agent-${node}`)}`,
+      process.execPath,
+      join(repoRoot, 'bin/tandem-node-agent.js'),
+      '--node',
+      node,
+      '--metrics-port',
+      String(agentMetricsPort),
+    ],
+    {},
+  );
   await waitReady(agentUrl(node), `The agent on ${node}`);
 }
 
@@ -121,9 +196,23 @@ export async function deploy(): Promise<void> {
   mkdirSync(state.logs, { recursive: true });
   adoptCrds();
   const t0 = Date.now();
-  tool(bin.helm, ['upgrade', '--install', release.name, join(repoRoot, 'helm/tandem'), '--namespace', release.namespace, '--create-namespace']);
+  tool(bin.helm, [
+    'upgrade',
+    '--install',
+    release.name,
+    join(repoRoot, 'helm/tandem'),
+    '--namespace',
+    release.namespace,
+    '--create-namespace',
+  ]);
   log(`helm upgrade --install ${release.name} done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  tool(bin.kubectl, ['wait', '--for=condition=Established', '--timeout=60s', 'crd/replicatedvolumes.tandem.dev', 'crd/replicatedvolumereplicas.tandem.dev']);
+  tool(bin.kubectl, [
+    'wait',
+    '--for=condition=Established',
+    '--timeout=60s',
+    'crd/replicatedvolumes.tandem.dev',
+    'crd/replicatedvolumereplicas.tandem.dev',
+  ]);
   kubeconfigFor(`${release.name}-controller`);
   kubeconfigFor(`${release.name}-node-agent`);
   await startController();
@@ -153,7 +242,10 @@ if (import.meta.main) {
     else if (cmd === 'start-agent' && arg) await startAgent(arg);
     else if (cmd === 'kill' && arg) await kill(arg);
     else if (cmd === 'stop' && arg) await kill(arg, 'SIGTERM');
-    else throw new Error('usage: cluster-deploy.ts [deploy|undeploy|start-controller [controller-2]|start-agent NODE|kill|stop controller|controller-2|agent-NODE]');
+    else
+      throw new Error(
+        'usage: cluster-deploy.ts [deploy|undeploy|start-controller [controller-2]|start-agent NODE|kill|stop controller|controller-2|agent-NODE]',
+      );
     log(`${cmd} done`);
   } catch (err) {
     console.error(err instanceof Error ? err.message : err);

@@ -11,5 +11,8 @@ for (const { file, object } of customResourceDefinitions()) {
   writeFileSync(join(root, 'crds', file), renderCrdYaml(object));
   console.log(`wrote crds/${file}`);
 }
-writeFileSync(join(root, 'helm/tandem/templates/crds.yaml'), renderHelmCrdTemplate(customResourceDefinitions().map((c) => c.object)));
+writeFileSync(
+  join(root, 'helm/tandem/templates/crds.yaml'),
+  renderHelmCrdTemplate(customResourceDefinitions().map((c) => c.object)),
+);
 console.log('wrote helm/tandem/templates/crds.yaml');

@@ -15,7 +15,11 @@ const tandemadm = join(root, 'bin/tandemadm.js');
 type Node = 'master' | 'backup';
 
 function adm(node: Node, ...args: string[]): string {
-  const r = spawnSync(process.execPath, [tandemadm, '-c', join(dir, 'tandem.conf'), '--node', node, '--run-dir', join(dir, `run-${node}`), ...args], { encoding: 'utf8' });
+  const r = spawnSync(
+    process.execPath,
+    [tandemadm, '-c', join(dir, 'tandem.conf'), '--node', node, '--run-dir', join(dir, `run-${node}`), ...args],
+    { encoding: 'utf8' },
+  );
   if (r.status !== 0) throw new Error(`tandemadm ${args.join(' ')} on ${node} failed (${r.status}): ${r.stderr}`);
   return r.stdout;
 }
@@ -42,8 +46,10 @@ async function main(): Promise<void> {
   mkdirSync(dir, { recursive: true });
   const sizes: Record<Node, number> = { master: 448, backup: 576 };
   for (const n of ['master', 'backup'] as const) {
-    writeFileSync(join(dir, `${n}-sdb1`), ''); truncateSync(join(dir, `${n}-sdb1`), sizes[n] * 1024 * 1024);
-    writeFileSync(join(dir, `${n}-sdb2`), ''); truncateSync(join(dir, `${n}-sdb2`), 200 * 1024 * 1024);
+    writeFileSync(join(dir, `${n}-sdb1`), '');
+    truncateSync(join(dir, `${n}-sdb1`), sizes[n] * 1024 * 1024);
+    writeFileSync(join(dir, `${n}-sdb2`), '');
+    truncateSync(join(dir, `${n}-sdb2`), 200 * 1024 * 1024);
   }
   const conf = `// tandem lab: the tutorial's global_common.conf and mysql.res, on 127.0.0.2/127.0.0.3
 global {
@@ -98,7 +104,7 @@ address 127.0.0.3:${port};
   run('master', 'role', 'mysql');
   run('master', 'dstate', 'mysql');
 
-  step('10   write data through the Primary\'s device (NBD export, as /dev/drbd0)');
+  step("10   write data through the Primary's device (NBD export, as /dev/drbd0)");
   const uri = (n: Node): string => `nbd+unix:///mysql?socket=${join(dir, `run-${n}`, 'mysql.nbd')}`;
   const data = randomBytes(32 * 1024 * 1024);
   const src = join(dir, 'demo.bin');
@@ -118,12 +124,18 @@ address 127.0.0.3:${port};
   execFileSync('nbdcopy', [uri('backup'), out]);
   const back = readFileSync(out).subarray(0, data.length);
   const backSum = createHash('sha256').update(back).digest('hex').slice(0, 16);
-  show('backup', `nbdcopy '${uri('backup')}' readback.bin`, `read 32 MiB, sha256 ${backSum}… ${backSum === sum ? '(same bytes as written on master)' : '(MISMATCH!)'}\n`);
+  show(
+    'backup',
+    `nbdcopy '${uri('backup')}' readback.bin`,
+    `read 32 MiB, sha256 ${backSum}… ${backSum === sum ? '(same bytes as written on master)' : '(MISMATCH!)'}\n`,
+  );
   run('backup', 'status', 'mysql');
   if (backSum !== sum) throw new Error('the data read on backup differs from what was written on master');
 
   step('done');
-  process.stdout.write(`Both engines are still running. Try:\n  node ${tandemadm} -c ${join(dir, 'tandem.conf')} --node backup --run-dir ${join(dir, 'run-backup')} status mysql\nStop them with:\n  npm run lab -- --down\n`);
+  process.stdout.write(
+    `Both engines are still running. Try:\n  node ${tandemadm} -c ${join(dir, 'tandem.conf')} --node backup --run-dir ${join(dir, 'run-backup')} status mysql\nStop them with:\n  npm run lab -- --down\n`,
+  );
 }
 
 /** Stops both engines of a previous lab run: demote (closing NBD clients), then down. */

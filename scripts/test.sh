@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# All of tandem's tests, as CI runs them: typecheck, unit tests of pure code,
+# All of tandem's tests, as CI runs them: typecheck, lint and format check, unit tests of pure code,
 # integration tests with real engine processes and real NBD clients, and the
 # e2e suite against a real kube-apiserver/etcd/kube-controller-manager.
 # Ends with one plain line: "tests: N passed, M failed".
@@ -14,6 +14,8 @@ export NODE_OPTIONS=--experimental-vm-modules
 
 echo "== typecheck"
 tsc -p tsconfig.json --noEmit || status=1
+echo "== lint and format (biome; 'npm run format' fixes what it can)"
+biome check . || status=1
 
 suites=(unit integration)
 [[ "${TANDEM_SKIP_E2E:-}" == 1 ]] && echo "== e2e not run: TANDEM_SKIP_E2E=1" || suites+=(e2e)

@@ -16,31 +16,47 @@ function sources(dir: string): string[] {
 }
 
 /** Every module specifier of static and dynamic imports and re-exports. */
-export function importsOf(text: string): string[] {
+function importsOf(text: string): string[] {
   const found: string[] = [];
-  const re = /(?:^|[\s;])(?:import|export)\s[^'"`;]*?from\s*['"]([^'"]+)['"]|(?:^|[\s;])import\s*['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/gm;
+  const re =
+    /(?:^|[\s;])(?:import|export)\s[^'"`;]*?from\s*['"]([^'"]+)['"]|(?:^|[\s;])import\s*['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/gm;
   for (const m of text.matchAll(re)) found.push((m[1] ?? m[2] ?? m[3])!);
   return found;
 }
 
 /** The top-level src/ directory a specifier points into, or the package name. */
 function target(file: string, spec: string): { internal: string } | { pkg: string } {
-  if (!spec.startsWith('.')) return { pkg: spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0]! };
+  if (!spec.startsWith('.'))
+    return { pkg: spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0]! };
   const rel = relative(src, resolve(dirname(file), spec));
   return { internal: rel.startsWith('..') ? `../${rel}` : rel.split('/')[0]! };
 }
 
 const KUBERNETES = /^@kubernetes\//;
 const RULES: Record<string, { internal: RegExp; pkg?: RegExp; why: string }> = {
-  replication: { internal: /^(controller|node-agent|cli)$/, pkg: KUBERNETES, why: 'the engine knows nothing about Kubernetes or its callers' },
-  nbd: { internal: /^(controller|node-agent|cli|replication)$/, pkg: KUBERNETES, why: 'the NBD server knows nothing about Kubernetes or the engine' },
-  controller: { internal: /^(replication|nbd|cli|node-agent)$/, why: 'the controller drives engines only through ReplicatedVolumeReplica objects' },
+  replication: {
+    internal: /^(controller|node-agent|cli)$/,
+    pkg: KUBERNETES,
+    why: 'the engine knows nothing about Kubernetes or its callers',
+  },
+  nbd: {
+    internal: /^(controller|node-agent|cli|replication)$/,
+    pkg: KUBERNETES,
+    why: 'the NBD server knows nothing about Kubernetes or the engine',
+  },
+  controller: {
+    internal: /^(replication|nbd|cli|node-agent)$/,
+    why: 'the controller drives engines only through ReplicatedVolumeReplica objects',
+  },
   api: { internal: /^(?!api$).+/, why: 'src/api is imported by everyone and imports nothing internal' },
 };
 
 test('the import scanner sees every form of import', () => {
-  expect(importsOf(`import a from './a.ts';\nimport type { B } from "../b.ts";\nexport { c } from './c.ts';\nimport './d.ts';\nconst e = await import('./e.ts');\nimport {\n  f,\n} from '@kubernetes/client-node';`).sort())
-    .toEqual(['./a.ts', '../b.ts', './c.ts', './d.ts', './e.ts', '@kubernetes/client-node'].sort());
+  expect(
+    importsOf(
+      `import a from './a.ts';\nimport type { B } from "../b.ts";\nexport { c } from './c.ts';\nimport './d.ts';\nconst e = await import('./e.ts');\nimport {\n  f,\n} from '@kubernetes/client-node';`,
+    ).sort(),
+  ).toEqual(['./a.ts', '../b.ts', './c.ts', './d.ts', './e.ts', '@kubernetes/client-node'].sort());
 });
 
 test.each(Object.keys(RULES))('src/%s respects the dependency rule', (layer) => {
@@ -49,7 +65,8 @@ test.each(Object.keys(RULES))('src/%s respects the dependency rule', (layer) => 
   for (const file of sources(join(src, layer))) {
     for (const spec of importsOf(readFileSync(file, 'utf8'))) {
       const t = target(file, spec);
-      if ('internal' in t ? rule.internal.test(t.internal) : rule.pkg?.test(t.pkg)) violations.push(`${relative(src, file)} imports ${spec}`);
+      if ('internal' in t ? rule.internal.test(t.internal) : rule.pkg?.test(t.pkg))
+        violations.push(`${relative(src, file)} imports ${spec}`);
     }
   }
   expect({ rule: rule.why, violations }).toEqual({ rule: rule.why, violations: [] });

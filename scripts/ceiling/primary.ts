@@ -14,7 +14,11 @@ const mode = process.env.MODE ?? 'alone';
 const fh = await open(file, 'r+');
 const size = (await fh.stat()).size;
 const waiting = new Map<number, () => void>();
-const acked = (seq: number): void => { const r = waiting.get(seq); waiting.delete(seq); r?.(); };
+const acked = (seq: number): void => {
+  const r = waiting.get(seq);
+  waiting.delete(seq);
+  r?.();
+};
 let send: ((seq: number, offset: number, data: Buffer) => void) | undefined;
 
 if (mode === 'main') {
@@ -30,7 +34,14 @@ if (mode === 'main') {
     rest = Buffer.from(b.subarray(k * 4));
   });
   send = (seq, offset, data) => {
-    if (!corked) { corked = true; s.cork(); process.nextTick(() => { corked = false; s.uncork(); }); }
+    if (!corked) {
+      corked = true;
+      s.cork();
+      process.nextTick(() => {
+        corked = false;
+        s.uncork();
+      });
+    }
     const h = Buffer.allocUnsafe(16);
     h.writeUInt32LE(seq, 0);
     h.writeUInt32LE(data.length, 4);
@@ -40,10 +51,16 @@ if (mode === 'main') {
   };
 } else if (mode === 'worker') {
   const w = new Worker(new URL('./sender.ts', import.meta.url), { workerData: { port: Number(port) } });
-  await new Promise<void>((resolve, reject) => { w.once('message', () => resolve()); w.once('error', reject); });
-  w.on('message', (seqs: Uint32Array) => { for (const q of seqs) acked(q); });
+  await new Promise<void>((resolve, reject) => {
+    w.once('message', () => resolve());
+    w.once('error', reject);
+  });
+  w.on('message', (seqs: Uint32Array) => {
+    for (const q of seqs) acked(q);
+  });
   send = (seq, offset, data) => {
-    if (!(data.buffer instanceof SharedArrayBuffer)) throw new Error('write payload is not in SharedArrayBuffer memory');
+    if (!(data.buffer instanceof SharedArrayBuffer))
+      throw new Error('write payload is not in SharedArrayBuffer memory');
     const m: SendMessage = { seq, offset, memory: data.buffer, at: data.byteOffset, length: data.length };
     w.postMessage(m);
   };
@@ -55,7 +72,11 @@ let nextSeq = 0;
 const exp: NbdExport = {
   size,
   readOnly: false,
-  read: async (offset, length) => { const b = Buffer.allocUnsafe(length); await fh.read(b, 0, length, offset); return b; },
+  read: async (offset, length) => {
+    const b = Buffer.allocUnsafe(length);
+    await fh.read(b, 0, length, offset);
+    return b;
+  },
   write: async (offset, data) => {
     let ack: Promise<void> | undefined;
     if (send) {
@@ -66,7 +87,9 @@ const exp: NbdExport = {
     await fh.write(data, 0, data.length, offset);
     await ack;
   },
-  flush: async () => { await fh.datasync(); },
+  flush: async () => {
+    await fh.datasync();
+  },
 };
 await startNbdServer({
   path: socketPath,

@@ -40,9 +40,19 @@ const server = net.createServer({ pauseOnConnect: true }, (accepted) => {
       headerFilled = 0;
       void fh.write(p, 0, p.length, offset).then(() => {
         let list = free.get(p.length);
-        if (list === undefined) free.set(p.length, (list = []));
+        if (list === undefined) {
+          list = [];
+          free.set(p.length, list);
+        }
         list.push(p);
-        if (!corked) { corked = true; s.cork(); process.nextTick(() => { corked = false; s.uncork(); }); }
+        if (!corked) {
+          corked = true;
+          s.cork();
+          process.nextTick(() => {
+            corked = false;
+            s.uncork();
+          });
+        }
         const ack = Buffer.allocUnsafe(4);
         ack.writeUInt32LE(q, 0);
         s.write(ack);

@@ -3,7 +3,13 @@
 import net from 'node:net';
 import { parentPort, workerData } from 'node:worker_threads';
 
-export interface SendMessage { seq: number; offset: number; memory: SharedArrayBuffer; at: number; length: number }
+export interface SendMessage {
+  seq: number;
+  offset: number;
+  memory: SharedArrayBuffer;
+  at: number;
+  length: number;
+}
 
 const port = parentPort!;
 const s = net.connect({ host: '127.0.0.3', port: (workerData as { port: number }).port });
@@ -11,7 +17,14 @@ s.setNoDelay(true);
 let corked = false;
 let rest = Buffer.alloc(0);
 port.on('message', (m: SendMessage) => {
-  if (!corked) { corked = true; s.cork(); process.nextTick(() => { corked = false; s.uncork(); }); }
+  if (!corked) {
+    corked = true;
+    s.cork();
+    process.nextTick(() => {
+      corked = false;
+      s.uncork();
+    });
+  }
   const h = Buffer.allocUnsafe(16);
   h.writeUInt32LE(m.seq, 0);
   h.writeUInt32LE(m.length, 4);
@@ -28,4 +41,6 @@ s.on('data', (chunk: Buffer) => {
   port.postMessage(seqs);
 });
 s.on('connect', () => port.postMessage('connected'));
-s.on('error', (err) => { throw err; });
+s.on('error', (err) => {
+  throw err;
+});

@@ -9,7 +9,11 @@ export const Condition = z.object({
   status: z.enum(CONDITION_STATUSES),
   observedGeneration: z.number().int().min(0).optional(),
   lastTransitionTime: z.string().meta({ format: 'date-time' }),
-  reason: z.string().min(1).max(1024).regex(/^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$/),
+  reason: z
+    .string()
+    .min(1)
+    .max(1024)
+    .regex(/^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$/),
   message: z.string().max(32768),
 });
 export type Condition = z.infer<typeof Condition>;
@@ -19,8 +23,11 @@ export type ConditionInput = Omit<Condition, 'lastTransitionTime'>;
 /** The list with `c` set: same status keeps its lastTransitionTime, a change takes `now`. */
 export function setCondition(list: readonly Condition[], c: ConditionInput, now: Date): Condition[] {
   const old = list.find((x) => x.type === c.type);
-  const lastTransitionTime = old && old.status === c.status ? old.lastTransitionTime : now.toISOString().replace(/\.\d+Z$/, 'Z');
-  return [...list.filter((x) => x.type !== c.type), { ...c, lastTransitionTime }].sort((a, b) => a.type.localeCompare(b.type));
+  const lastTransitionTime =
+    old && old.status === c.status ? old.lastTransitionTime : now.toISOString().replace(/\.\d+Z$/, 'Z');
+  return [...list.filter((x) => x.type !== c.type), { ...c, lastTransitionTime }].sort((a, b) =>
+    a.type.localeCompare(b.type),
+  );
 }
 
 export function findCondition(list: readonly Condition[] | undefined, type: string): Condition | undefined {

@@ -9,8 +9,22 @@ export type Protocol = z.infer<typeof Protocol>;
 
 export const ON_IO_ERROR = ['detach', 'pass_on', 'call-local-io-error'] as const;
 export const FENCING = ['dont-care', 'resource-only', 'resource-and-stonith'] as const;
-export const AFTER_SB_0PRI = ['disconnect', 'discard-younger-primary', 'discard-older-primary', 'discard-zero-changes', 'discard-least-changes', 'discard-local', 'discard-remote'] as const;
-export const AFTER_SB_1PRI = ['disconnect', 'consensus', 'discard-secondary', 'call-pri-lost-after-sb', 'violently-as0p'] as const;
+export const AFTER_SB_0PRI = [
+  'disconnect',
+  'discard-younger-primary',
+  'discard-older-primary',
+  'discard-zero-changes',
+  'discard-least-changes',
+  'discard-local',
+  'discard-remote',
+] as const;
+export const AFTER_SB_1PRI = [
+  'disconnect',
+  'consensus',
+  'discard-secondary',
+  'call-pri-lost-after-sb',
+  'violently-as0p',
+] as const;
 export const AFTER_SB_2PRI = ['disconnect', 'violently-as0p', 'call-pri-lost-after-sb'] as const;
 
 /** `meta-disk internal`, `meta-disk /dev/sdb2[0]` (indexed, 128 MiB slots) or `meta-disk /dev/sdb2` (flexible, whole device). */
@@ -44,7 +58,10 @@ export const NetOptions = z.object({
   allowTwoPrimaries: z.boolean().default(false),
   cramHmacAlg: z.string().optional(),
   sharedSecret: z.string().optional(),
-  afterSb0pri: z.enum(AFTER_SB_0PRI).or(z.string().regex(/^discard-node-.+$/)).default('disconnect'),
+  afterSb0pri: z
+    .enum(AFTER_SB_0PRI)
+    .or(z.string().regex(/^discard-node-.+$/))
+    .default('disconnect'),
   afterSb1pri: z.enum(AFTER_SB_1PRI).default('disconnect'),
   afterSb2pri: z.enum(AFTER_SB_2PRI).default('disconnect'),
   verifyAlg: z.string().optional(),

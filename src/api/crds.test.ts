@@ -8,12 +8,17 @@ import { ReplicatedVolume } from './replicated-volume.ts';
 
 const root = resolve(import.meta.dirname, '../..');
 
-test.each(customResourceDefinitions().map((c) => [c.file, c]))('crds/%s is up to date (npm run gen:crds)', (file, c) => {
-  expect(readFileSync(join(root, 'crds', file), 'utf8')).toBe(renderCrdYaml(c.object));
-});
+test.each(customResourceDefinitions().map((c) => [c.file, c]))(
+  'crds/%s is up to date (npm run gen:crds)',
+  (file, c) => {
+    expect(readFileSync(join(root, 'crds', file), 'utf8')).toBe(renderCrdYaml(c.object));
+  },
+);
 
 test('helm/tandem/templates/crds.yaml is up to date (npm run gen:crds)', () => {
-  expect(readFileSync(join(root, 'helm/tandem/templates/crds.yaml'), 'utf8')).toBe(renderHelmCrdTemplate(customResourceDefinitions().map((c) => c.object)));
+  expect(readFileSync(join(root, 'helm/tandem/templates/crds.yaml'), 'utf8')).toBe(
+    renderHelmCrdTemplate(customResourceDefinitions().map((c) => c.object)),
+  );
 });
 
 test('examples/mysql-volume.yaml parses with the schema and keeps the tutorial resource', () => {
@@ -27,8 +32,19 @@ test('examples/mysql-volume.yaml parses with the schema and keeps the tutorial r
 });
 
 test('the schemas agree with the CRD on what is invalid', () => {
-  const spec = { replicas: [{ node: 'master', disk: '/dev/sdb1' }, { node: 'backup', disk: '/dev/sdb1' }] };
-  const parse = (s: object) => ReplicatedVolume.safeParse({ apiVersion: 'tandem.dev/v1alpha1', kind: 'ReplicatedVolume', metadata: { name: 'x', namespace: 'y' }, spec: s }).success;
+  const spec = {
+    replicas: [
+      { node: 'master', disk: '/dev/sdb1' },
+      { node: 'backup', disk: '/dev/sdb1' },
+    ],
+  };
+  const parse = (s: object) =>
+    ReplicatedVolume.safeParse({
+      apiVersion: 'tandem.dev/v1alpha1',
+      kind: 'ReplicatedVolume',
+      metadata: { name: 'x', namespace: 'y' },
+      spec: s,
+    }).success;
   expect(parse(spec)).toBe(true);
   expect(parse({ ...spec, protocol: 'D' })).toBe(false);
   expect(parse({ ...spec, replicas: spec.replicas.slice(0, 1) })).toBe(false);

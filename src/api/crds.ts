@@ -16,10 +16,12 @@ function structural(node: unknown): unknown {
   if (node === null || typeof node !== 'object') return node;
   const out: Json = {};
   for (const [k, v] of Object.entries(node as Json)) {
-    if (k === '$schema' || k === 'additionalProperties' && v === false) continue;
+    if (k === '$schema' || (k === 'additionalProperties' && v === false)) continue;
     // zod spells "any safe integer" with these bounds; an int64 needs none.
-    if ((k === 'maximum' && v === Number.MAX_SAFE_INTEGER) || (k === 'minimum' && v === Number.MIN_SAFE_INTEGER)) continue;
-    out[k] = k === 'x-kubernetes-validations' || k === 'enum' || k === 'required' || k === 'default' ? v : structural(v);
+    if ((k === 'maximum' && v === Number.MAX_SAFE_INTEGER) || (k === 'minimum' && v === Number.MIN_SAFE_INTEGER))
+      continue;
+    out[k] =
+      k === 'x-kubernetes-validations' || k === 'enum' || k === 'required' || k === 'default' ? v : structural(v);
   }
   return out;
 }
@@ -28,36 +30,51 @@ function schemaOf(t: z.ZodType): Json {
   return structural(z.toJSONSchema(t, { io: 'input', target: 'openapi-3.0', unrepresentable: 'throw' })) as Json;
 }
 
-function crd(names: { kind: string; plural: string; singular: string; shortNames: readonly string[] }, spec: z.ZodType, status: z.ZodType, columns: Json[], description: string): Json {
+function crd(
+  names: { kind: string; plural: string; singular: string; shortNames: readonly string[] },
+  spec: z.ZodType,
+  status: z.ZodType,
+  columns: Json[],
+  description: string,
+): Json {
   return {
     apiVersion: 'apiextensions.k8s.io/v1',
     kind: 'CustomResourceDefinition',
     metadata: { name: `${names.plural}.${GROUP}`, labels: { 'app.kubernetes.io/part-of': 'tandem' } },
     spec: {
       group: GROUP,
-      names: { kind: names.kind, listKind: `${names.kind}List`, plural: names.plural, singular: names.singular, shortNames: [...names.shortNames], categories: ['tandem'] },
+      names: {
+        kind: names.kind,
+        listKind: `${names.kind}List`,
+        plural: names.plural,
+        singular: names.singular,
+        shortNames: [...names.shortNames],
+        categories: ['tandem'],
+      },
       scope: 'Namespaced',
-      versions: [{
-        name: VERSION,
-        served: true,
-        storage: true,
-        subresources: { status: {} },
-        additionalPrinterColumns: columns,
-        schema: {
-          openAPIV3Schema: {
-            description,
-            type: 'object',
-            required: ['spec'],
-            properties: {
-              apiVersion: { type: 'string' },
-              kind: { type: 'string' },
-              metadata: { type: 'object' },
-              spec: schemaOf(spec),
-              status: schemaOf(status),
+      versions: [
+        {
+          name: VERSION,
+          served: true,
+          storage: true,
+          subresources: { status: {} },
+          additionalPrinterColumns: columns,
+          schema: {
+            openAPIV3Schema: {
+              description,
+              type: 'object',
+              required: ['spec'],
+              properties: {
+                apiVersion: { type: 'string' },
+                kind: { type: 'string' },
+                metadata: { type: 'object' },
+                spec: schemaOf(spec),
+                status: schemaOf(status),
+              },
             },
           },
         },
-      }],
+      ],
     },
   };
 }
@@ -66,27 +83,39 @@ export function customResourceDefinitions(): { file: string; object: Json }[] {
   return [
     {
       file: `${GROUP}_${KINDS.volume.plural}.yaml`,
-      object: crd(KINDS.volume, ReplicatedVolumeSpec, ReplicatedVolumeStatus, [
-        { name: 'Primary', type: 'string', jsonPath: '.status.primary' },
-        { name: 'Protocol', type: 'string', jsonPath: '.spec.protocol' },
-        { name: 'Connection', type: 'string', jsonPath: '.status.connection' },
-        { name: 'Disks', type: 'string', jsonPath: '.status.disks' },
-        { name: 'Sync', type: 'string', jsonPath: '.status.sync' },
-        { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
-        { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
-      ], 'A block volume mirrored between two nodes, DRBD style (tandem).'),
+      object: crd(
+        KINDS.volume,
+        ReplicatedVolumeSpec,
+        ReplicatedVolumeStatus,
+        [
+          { name: 'Primary', type: 'string', jsonPath: '.status.primary' },
+          { name: 'Protocol', type: 'string', jsonPath: '.spec.protocol' },
+          { name: 'Connection', type: 'string', jsonPath: '.status.connection' },
+          { name: 'Disks', type: 'string', jsonPath: '.status.disks' },
+          { name: 'Sync', type: 'string', jsonPath: '.status.sync' },
+          { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
+          { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
+        ],
+        'A block volume mirrored between two nodes, DRBD style (tandem).',
+      ),
     },
     {
       file: `${GROUP}_${KINDS.replica.plural}.yaml`,
-      object: crd(KINDS.replica, ReplicatedVolumeReplicaSpec, ReplicatedVolumeReplicaStatus, [
-        { name: 'Node', type: 'string', jsonPath: '.spec.node' },
-        { name: 'Desired', type: 'string', jsonPath: '.spec.role' },
-        { name: 'Role', type: 'string', jsonPath: '.status.role' },
-        { name: 'Connection', type: 'string', jsonPath: '.status.connectionState' },
-        { name: 'Disk', type: 'string', jsonPath: '.status.diskState' },
-        { name: 'Epoch', type: 'integer', jsonPath: '.spec.epoch' },
-        { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
-      ], 'One node\'s replica of a ReplicatedVolume: spec by the controller, status by that node\'s agent.'),
+      object: crd(
+        KINDS.replica,
+        ReplicatedVolumeReplicaSpec,
+        ReplicatedVolumeReplicaStatus,
+        [
+          { name: 'Node', type: 'string', jsonPath: '.spec.node' },
+          { name: 'Desired', type: 'string', jsonPath: '.spec.role' },
+          { name: 'Role', type: 'string', jsonPath: '.status.role' },
+          { name: 'Connection', type: 'string', jsonPath: '.status.connectionState' },
+          { name: 'Disk', type: 'string', jsonPath: '.status.diskState' },
+          { name: 'Epoch', type: 'integer', jsonPath: '.spec.epoch' },
+          { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
+        ],
+        "One node's replica of a ReplicatedVolume: spec by the controller, status by that node's agent.",
+      ),
     },
   ];
 }

@@ -7,7 +7,12 @@ export const API_VERSION = `${GROUP}/${VERSION}`;
 
 export const KINDS = {
   volume: { kind: 'ReplicatedVolume', plural: 'replicatedvolumes', singular: 'replicatedvolume', shortNames: ['rv'] },
-  replica: { kind: 'ReplicatedVolumeReplica', plural: 'replicatedvolumereplicas', singular: 'replicatedvolumereplica', shortNames: ['rvr'] },
+  replica: {
+    kind: 'ReplicatedVolumeReplica',
+    plural: 'replicatedvolumereplicas',
+    singular: 'replicatedvolumereplica',
+    shortNames: ['rvr'],
+  },
 } as const;
 
 export const LABELS = {

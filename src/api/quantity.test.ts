@@ -1,7 +1,13 @@
 import { parseQuantity } from './quantity.ts';
 
 test.each([
-  ['1Gi', 2 ** 30], ['256Mi', 256 * 2 ** 20], ['1.5Ki', 1536], ['500M', 5e8], ['7G', 7e9], ['4096', 4096], ['0', 0],
+  ['1Gi', 2 ** 30],
+  ['256Mi', 256 * 2 ** 20],
+  ['1.5Ki', 1536],
+  ['500M', 5e8],
+  ['7G', 7e9],
+  ['4096', 4096],
+  ['0', 0],
 ])('%s is %d bytes', (text, bytes) => {
   expect(parseQuantity(text)).toBe(bytes);
 });

@@ -14,7 +14,7 @@ export type DesiredRole = (typeof DESIRED_ROLES)[number];
 
 const Endpoint = z.object({
   node: NodeName,
-  address: z.string().min(1).max(64).describe('The node\'s InternalIP.'),
+  address: z.string().min(1).max(64).describe("The node's InternalIP."),
   disk: DevicePath,
   metaDisk: MetaDiskSpec,
 });
@@ -32,7 +32,10 @@ export const ReplicatedVolumeReplicaSpec = z.object({
   volume: z.string().min(1),
   engine: z.enum(ENGINE_STATES),
   /** The engine's resource name (`<namespace>.<volume>`), also the NBD export name. */
-  resource: z.string().min(1).regex(/^[A-Za-z0-9_.+-]+$/),
+  resource: z
+    .string()
+    .min(1)
+    .regex(/^[A-Za-z0-9_.+-]+$/),
   node: NodeName,
   role: z.enum(DESIRED_ROLES),
   /** Promote with `--force` (a fresh pair's initial full sync from this node). Set only while both disks are new. */

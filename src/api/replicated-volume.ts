@@ -9,12 +9,24 @@ import { QUANTITY_PATTERN } from './quantity.ts';
 
 const cel = (rule: string, message: string, extra: Record<string, unknown> = {}) => ({ rule, message, ...extra });
 
-export const NodeName = z.string().min(1).max(253).regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/)
+export const NodeName = z
+  .string()
+  .min(1)
+  .max(253)
+  .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/)
   .describe('A Kubernetes Node name.');
-export const DevicePath = z.string().max(4096).regex(/^\/[^\s[\]]+$/)
+export const DevicePath = z
+  .string()
+  .max(4096)
+  .regex(/^\/[^\s[\]]+$/)
   .describe('An absolute path of a block device (or file) on the node, e.g. /dev/sdb1.');
-export const MetaDiskSpec = z.string().max(4096).regex(/^(internal|\/[^\s[\]]+(\[[0-9]+\])?)$/)
-  .describe('Where DRBD-style metadata lives: `internal` (end of the disk), `/dev/sdb2[0]` (indexed external, 128 MiB slots) or `/dev/sdb2` (the whole device).');
+export const MetaDiskSpec = z
+  .string()
+  .max(4096)
+  .regex(/^(internal|\/[^\s[\]]+(\[[0-9]+\])?)$/)
+  .describe(
+    'Where DRBD-style metadata lives: `internal` (end of the disk), `/dev/sdb2[0]` (indexed external, 128 MiB slots) or `/dev/sdb2` (the whole device).',
+  );
 export const Quantity = z.string().max(64).regex(new RegExp(QUANTITY_PATTERN));
 
 export const ReplicaPlacement = z.object({
@@ -25,46 +37,107 @@ export const ReplicaPlacement = z.object({
 export type ReplicaPlacement = z.infer<typeof ReplicaPlacement>;
 
 export const FailoverSpec = z.object({
-  enabled: z.boolean().default(true).describe('Promote the Secondary automatically when the Primary\'s node is lost.'),
-  nodeNotReadySeconds: z.number().int().min(1).max(3600).default(10).describe('How long the Primary\'s Node must not be Ready before failing over.'),
+  enabled: z.boolean().default(true).describe("Promote the Secondary automatically when the Primary's node is lost."),
+  nodeNotReadySeconds: z
+    .number()
+    .int()
+    .min(1)
+    .max(3600)
+    .default(10)
+    .describe("How long the Primary's Node must not be Ready before failing over."),
 });
 
-export const SplitBrainSpec = z.object({
-  afterSb0pri: z.enum(AFTER_SB_0PRI).default('disconnect'),
-  afterSb1pri: z.enum(AFTER_SB_1PRI).default('disconnect'),
-  afterSb2pri: z.enum(AFTER_SB_2PRI).default('disconnect'),
-}).describe('drbd.conf after-sb-0pri/1pri/2pri: what to do when the generation identifiers show a split brain at connect.');
+export const SplitBrainSpec = z
+  .object({
+    afterSb0pri: z.enum(AFTER_SB_0PRI).default('disconnect'),
+    afterSb1pri: z.enum(AFTER_SB_1PRI).default('disconnect'),
+    afterSb2pri: z.enum(AFTER_SB_2PRI).default('disconnect'),
+  })
+  .describe(
+    'drbd.conf after-sb-0pri/1pri/2pri: what to do when the generation identifiers show a split brain at connect.',
+  );
 
 export const FILESYSTEMS = ['xfs', 'ext4'] as const;
 
-export const ReplicatedVolumeSpec = z.object({
-  size: Quantity.optional().describe('Usable size (a quantity, e.g. 1Gi). Default: the smaller of the two disks.'),
-  protocol: z.enum(PROTOCOLS).default('C').describe('Replication protocol: A (async), B (memory-synchronous), C (synchronous).'),
-  replicas: z.array(ReplicaPlacement).min(2).max(2)
-    .meta({ 'x-kubernetes-validations': [
-      cel('self.all(r, self.exists_one(s, s.node == r.node))', 'the two replicas must be on two different nodes'),
-      cel('self == oldSelf', 'replicas cannot be changed once the volume exists', { reason: 'FieldValueForbidden' }),
-    ] })
-    .describe('Exactly two replicas, on two different nodes: which disk and metadata each uses.'),
-  primary: NodeName.optional().describe('The preferred Primary. Changing it moves the Primary role (the consumer is unmounted first). With failover, the only fields that may change after creation.'),
-  verifyAlg: z.string().max(64).regex(/^[a-z0-9-]+$/).optional().describe('verify-alg for online verify, e.g. sha1.'),
-  resyncRate: Quantity.optional().describe('Resync rate limit in bytes per second (a quantity, e.g. 100Mi).'),
-  onIoError: z.enum(ON_IO_ERROR).default('detach'),
-  failover: FailoverSpec.default({ enabled: true, nodeNotReadySeconds: 10 }),
-  splitBrain: SplitBrainSpec.default({ afterSb0pri: 'disconnect', afterSb1pri: 'disconnect', afterSb2pri: 'disconnect' }),
-  filesystem: z.enum(FILESYSTEMS).optional().describe('With mountPath: the agent on the Primary creates this filesystem once (never over existing data) and mounts it.'),
-  mountPath: z.string().max(4096).regex(/^\/[^\s]*$/).optional().describe('Host path where the Primary mounts the filesystem, as the tutorial mounts /mydata/mysql.'),
-}).meta({ 'x-kubernetes-validations': [
-  cel('!has(self.primary) || self.replicas.exists(r, r.node == self.primary)', 'primary must be the node of one of the replicas', { fieldPath: '.primary' }),
-  cel('has(self.filesystem) == has(self.mountPath)', 'filesystem and mountPath must be set together'),
-  cel('has(self.size) == has(oldSelf.size) && (!has(self.size) || self.size == oldSelf.size)', 'size cannot be changed yet (online resize is not implemented)', { fieldPath: '.size' }),
-  // The engines take these at `up`; changing them live (drbdadm adjust) is not implemented, so the
-  // API server refuses the change instead of accepting a spec the engines do not follow.
-  ...(['protocol', 'onIoError', 'splitBrain'] as const).map((f) =>
-    cel(`self.${f} == oldSelf.${f}`, `${f} cannot be changed on an existing volume yet (no live adjust)`, { fieldPath: `.${f}` })),
-  ...(['verifyAlg', 'resyncRate', 'filesystem', 'mountPath'] as const).map((f) =>
-    cel(`has(self.${f}) == has(oldSelf.${f}) && (!has(self.${f}) || self.${f} == oldSelf.${f})`, `${f} cannot be changed on an existing volume yet (no live adjust)`, { fieldPath: `.${f}` })),
-] });
+export const ReplicatedVolumeSpec = z
+  .object({
+    size: Quantity.optional().describe('Usable size (a quantity, e.g. 1Gi). Default: the smaller of the two disks.'),
+    protocol: z
+      .enum(PROTOCOLS)
+      .default('C')
+      .describe('Replication protocol: A (async), B (memory-synchronous), C (synchronous).'),
+    replicas: z
+      .array(ReplicaPlacement)
+      .min(2)
+      .max(2)
+      .meta({
+        'x-kubernetes-validations': [
+          cel('self.all(r, self.exists_one(s, s.node == r.node))', 'the two replicas must be on two different nodes'),
+          cel('self == oldSelf', 'replicas cannot be changed once the volume exists', {
+            reason: 'FieldValueForbidden',
+          }),
+        ],
+      })
+      .describe('Exactly two replicas, on two different nodes: which disk and metadata each uses.'),
+    primary: NodeName.optional().describe(
+      'The preferred Primary. Changing it moves the Primary role (the consumer is unmounted first). With failover, the only fields that may change after creation.',
+    ),
+    verifyAlg: z
+      .string()
+      .max(64)
+      .regex(/^[a-z0-9-]+$/)
+      .optional()
+      .describe('verify-alg for online verify, e.g. sha1.'),
+    resyncRate: Quantity.optional().describe('Resync rate limit in bytes per second (a quantity, e.g. 100Mi).'),
+    onIoError: z.enum(ON_IO_ERROR).default('detach'),
+    failover: FailoverSpec.default({ enabled: true, nodeNotReadySeconds: 10 }),
+    splitBrain: SplitBrainSpec.default({
+      afterSb0pri: 'disconnect',
+      afterSb1pri: 'disconnect',
+      afterSb2pri: 'disconnect',
+    }),
+    filesystem: z
+      .enum(FILESYSTEMS)
+      .optional()
+      .describe(
+        'With mountPath: the agent on the Primary creates this filesystem once (never over existing data) and mounts it.',
+      ),
+    mountPath: z
+      .string()
+      .max(4096)
+      .regex(/^\/[^\s]*$/)
+      .optional()
+      .describe('Host path where the Primary mounts the filesystem, as the tutorial mounts /mydata/mysql.'),
+  })
+  .meta({
+    'x-kubernetes-validations': [
+      cel(
+        '!has(self.primary) || self.replicas.exists(r, r.node == self.primary)',
+        'primary must be the node of one of the replicas',
+        { fieldPath: '.primary' },
+      ),
+      cel('has(self.filesystem) == has(self.mountPath)', 'filesystem and mountPath must be set together'),
+      cel(
+        'has(self.size) == has(oldSelf.size) && (!has(self.size) || self.size == oldSelf.size)',
+        'size cannot be changed yet (online resize is not implemented)',
+        { fieldPath: '.size' },
+      ),
+      // The engines take these at `up`; changing them live (drbdadm adjust) is not implemented, so the
+      // API server refuses the change instead of accepting a spec the engines do not follow.
+      ...(['protocol', 'onIoError', 'splitBrain'] as const).map((f) =>
+        cel(`self.${f} == oldSelf.${f}`, `${f} cannot be changed on an existing volume yet (no live adjust)`, {
+          fieldPath: `.${f}`,
+        }),
+      ),
+      ...(['verifyAlg', 'resyncRate', 'filesystem', 'mountPath'] as const).map((f) =>
+        cel(
+          `has(self.${f}) == has(oldSelf.${f}) && (!has(self.${f}) || self.${f} == oldSelf.${f})`,
+          `${f} cannot be changed on an existing volume yet (no live adjust)`,
+          { fieldPath: `.${f}` },
+        ),
+      ),
+    ],
+  });
 export type ReplicatedVolumeSpec = z.infer<typeof ReplicatedVolumeSpec>;
 
 export const PHASES = ['Pending', 'Creating', 'Syncing', 'Ready', 'Degraded', 'Failed', 'Deleting'] as const;
@@ -115,9 +188,14 @@ export type FailoverRecord = z.infer<typeof FailoverRecord>;
 export const ReplicatedVolumeStatus = z.object({
   phase: z.enum(PHASES).optional(),
   primary: z.string().optional().describe('The node the controller has chosen as Primary.'),
-  epoch: z.number().int().min(0).optional().describe('Increases at every change of Primary; agents refuse orders from an older epoch.'),
+  epoch: z
+    .number()
+    .int()
+    .min(0)
+    .optional()
+    .describe('Increases at every change of Primary; agents refuse orders from an older epoch.'),
   port: z.number().int().min(1).max(65535).optional(),
-  connection: z.string().optional().describe('The Primary\'s connection state (or the first replica\'s).'),
+  connection: z.string().optional().describe("The Primary's connection state (or the first replica's)."),
   disks: z.string().optional().describe('Disk states, Primary first: UpToDate/UpToDate.'),
   sync: z.string().optional().describe('Resync progress, e.g. 42.1%.'),
   replicas: z.array(ReplicaStatusSummary).optional(),
@@ -128,18 +206,32 @@ export const ReplicatedVolumeStatus = z.object({
 });
 export type ReplicatedVolumeStatus = z.infer<typeof ReplicatedVolumeStatus>;
 
-export const ObjectMeta = z.object({
-  name: z.string(),
-  namespace: z.string(),
-  uid: z.string().optional(),
-  generation: z.number().optional(),
-  resourceVersion: z.string().optional(),
-  deletionTimestamp: z.string().optional(),
-  finalizers: z.array(z.string()).optional(),
-  labels: z.record(z.string(), z.string()).optional(),
-  annotations: z.record(z.string(), z.string()).optional(),
-  ownerReferences: z.array(z.object({ apiVersion: z.string(), kind: z.string(), name: z.string(), uid: z.string(), controller: z.boolean().optional() }).loose()).optional(),
-}).loose();
+export const ObjectMeta = z
+  .object({
+    name: z.string(),
+    namespace: z.string(),
+    uid: z.string().optional(),
+    generation: z.number().optional(),
+    resourceVersion: z.string().optional(),
+    deletionTimestamp: z.string().optional(),
+    finalizers: z.array(z.string()).optional(),
+    labels: z.record(z.string(), z.string()).optional(),
+    annotations: z.record(z.string(), z.string()).optional(),
+    ownerReferences: z
+      .array(
+        z
+          .object({
+            apiVersion: z.string(),
+            kind: z.string(),
+            name: z.string(),
+            uid: z.string(),
+            controller: z.boolean().optional(),
+          })
+          .loose(),
+      )
+      .optional(),
+  })
+  .loose();
 
 export const ReplicatedVolume = z.object({
   apiVersion: z.string(),

@@ -36,7 +36,11 @@ export interface AttachStatus extends AttachChoice {
 const NBD_DEVICE = /^\/dev\/nbd\d+$/;
 
 /** Pure: which way to attach, from the setting, the configured device and the host. */
-export function chooseAttach(o: { setting: string | undefined; device: string | undefined; hasNbdModule: boolean }): AttachChoice {
+export function chooseAttach(o: {
+  setting: string | undefined;
+  device: string | undefined;
+  hasNbdModule: boolean;
+}): AttachChoice {
   const setting = o.setting ?? (o.device !== undefined && NBD_DEVICE.test(o.device) ? 'auto' : 'none');
   const nbdDevice = o.device !== undefined && NBD_DEVICE.test(o.device);
   switch (setting) {
@@ -45,12 +49,18 @@ export function chooseAttach(o: { setting: string | undefined; device: string | 
     case 'fuse':
       return { method: 'fuse', reason: 'attach fuse: nbdfuse + losetup' };
     case 'nbd':
-      if (!nbdDevice) return { method: 'none', reason: `attach nbd needs 'device /dev/nbdN', not ${o.device ?? 'none'}` };
-      if (!o.hasNbdModule) return { method: 'none', reason: 'attach nbd: this kernel has no nbd driver (/sys/module/nbd)' };
+      if (!nbdDevice)
+        return { method: 'none', reason: `attach nbd needs 'device /dev/nbdN', not ${o.device ?? 'none'}` };
+      if (!o.hasNbdModule)
+        return { method: 'none', reason: 'attach nbd: this kernel has no nbd driver (/sys/module/nbd)' };
       return { method: 'nbd', reason: `attach nbd: nbd-client on ${o.device}` };
     case 'auto':
-      if (nbdDevice && o.hasNbdModule) return { method: 'nbd', reason: `auto: kernel nbd driver present, nbd-client on ${o.device}` };
-      return { method: 'fuse', reason: `auto: ${nbdDevice ? 'no nbd driver in this kernel' : 'no /dev/nbdN configured'}, nbdfuse + losetup` };
+      if (nbdDevice && o.hasNbdModule)
+        return { method: 'nbd', reason: `auto: kernel nbd driver present, nbd-client on ${o.device}` };
+      return {
+        method: 'fuse',
+        reason: `auto: ${nbdDevice ? 'no nbd driver in this kernel' : 'no /dev/nbdN configured'}, nbdfuse + losetup`,
+      };
     default:
       return { method: 'none', reason: `unknown attach setting '${setting}' (auto, nbd, fuse, none)` };
   }
@@ -71,7 +81,13 @@ export class DeviceAttachment {
   #fuse: ChildProcess | null = null;
   #lastError: string | null = null;
 
-  constructor(o: { choice: AttachChoice; socket: string; resource: string; device: string | undefined; runDir: string }) {
+  constructor(o: {
+    choice: AttachChoice;
+    socket: string;
+    resource: string;
+    device: string | undefined;
+    runDir: string;
+  }) {
     this.choice = o.choice;
     this.#socket = o.socket;
     this.#resource = o.resource;
@@ -110,7 +126,17 @@ export class DeviceAttachment {
     try {
       if (this.choice.method === 'nbd') {
         // -N: export name; -t: request timeout (s); -C 1: one connection (tandem does not offer multi-conn).
-        await run('nbd-client', ['-unix', this.#socket, '-N', this.#resource, '-t', '30', '-C', '1', this.#configuredDevice!]);
+        await run('nbd-client', [
+          '-unix',
+          this.#socket,
+          '-N',
+          this.#resource,
+          '-t',
+          '30',
+          '-C',
+          '1',
+          this.#configuredDevice!,
+        ]);
         this.#device = this.#configuredDevice!;
       } else {
         await mkdir(this.#fuseDir, { recursive: true });
@@ -118,9 +144,13 @@ export class DeviceAttachment {
         // Not inside the mount point: looking it up there would wait for nbdfuse, which waits for us.
         const pidFile = `${this.#fuseDir}.nbdfuse.pid`;
         await rm(pidFile, { force: true });
-        const fuse = spawn('nbdfuse', ['-P', pidFile, file, '--unix', this.#socket], { stdio: 'ignore', detached: false });
+        const fuse = spawn('nbdfuse', ['-P', pidFile, file, '--unix', this.#socket], {
+          stdio: 'ignore',
+          detached: false,
+        });
         this.#fuse = fuse;
-        for (let i = 0; i < 200 && !existsSync(pidFile) && running(fuse); i++) await new Promise((r) => setTimeout(r, 50));
+        for (let i = 0; i < 200 && !existsSync(pidFile) && running(fuse); i++)
+          await new Promise((r) => setTimeout(r, 50));
         if (!existsSync(pidFile)) throw new Error('nbdfuse did not come up');
         this.#device = (await run('losetup', ['-f', '--show', file])).stdout.trim();
       }
@@ -145,7 +175,8 @@ export class DeviceAttachment {
     if (this.#device !== null) {
       // losetup -d on a mounted loop device only marks it for autoclear and succeeds: refuse first.
       const mounts = await readFile('/proc/mounts', 'utf8');
-      if (mounts.split('\n').some((l) => l.split(' ')[0] === this.#device)) throw new Error(`${this.#device} is mounted; unmount it first`);
+      if (mounts.split('\n').some((l) => l.split(' ')[0] === this.#device))
+        throw new Error(`${this.#device} is mounted; unmount it first`);
       await run('losetup', ['-d', this.#device], bounded);
       this.#device = null;
     }
@@ -155,7 +186,10 @@ export class DeviceAttachment {
       // has fired already, so waiting for it would cost the whole timeout.
       const exited = !running(fuse) ? Promise.resolve() : new Promise((r) => fuse.once('exit', r));
       await run('fusermount3', ['-u', this.#fuseDir], bounded).catch(() => run('umount', [this.#fuseDir], bounded));
-      const gone = await Promise.race([exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000))]);
+      const gone = await Promise.race([
+        exited.then(() => true),
+        new Promise<boolean>((r) => setTimeout(() => r(false), 10_000)),
+      ]);
       if (!gone) {
         fuse.kill('SIGKILL');
         await run('umount', ['-l', this.#fuseDir], bounded).catch(() => undefined);

@@ -5,7 +5,25 @@ import { unlink } from 'node:fs/promises';
 import { z } from 'zod';
 
 export const ControlRequest = z.object({
-  cmd: z.enum(['status', 'primary', 'secondary', 'connect', 'disconnect', 'attach', 'detach', 'down', 'pause-sync', 'resume-sync', 'outdate', 'new-current-uuid', 'verify', 'invalidate', 'invalidate-remote', 'resize', 'resume-io']),
+  cmd: z.enum([
+    'status',
+    'primary',
+    'secondary',
+    'connect',
+    'disconnect',
+    'attach',
+    'detach',
+    'down',
+    'pause-sync',
+    'resume-sync',
+    'outdate',
+    'new-current-uuid',
+    'verify',
+    'invalidate',
+    'invalidate-remote',
+    'resize',
+    'resume-io',
+  ]),
   clearBitmap: z.boolean().optional(),
   force: z.boolean().optional(),
   discardMyData: z.boolean().optional(),
@@ -16,7 +34,10 @@ export type ControlResponse =
   | { ok: true; result?: unknown }
   | { ok: false; error: { code: string; message: string; exitCode: number } };
 
-export async function serveControl(path: string, handle: (req: ControlRequest) => Promise<unknown>): Promise<net.Server> {
+export async function serveControl(
+  path: string,
+  handle: (req: ControlRequest) => Promise<unknown>,
+): Promise<net.Server> {
   await unlink(path).catch(() => {});
   const server = net.createServer((s) => {
     let buf = '';
@@ -24,7 +45,10 @@ export async function serveControl(path: string, handle: (req: ControlRequest) =
     s.on('error', () => s.destroy());
     s.on('data', (chunk: string) => {
       buf += chunk;
-      if (buf.length > 64 * 1024) { s.destroy(); return; }
+      if (buf.length > 64 * 1024) {
+        s.destroy();
+        return;
+      }
       const nl = buf.indexOf('\n');
       if (nl < 0) return;
       const line = buf.slice(0, nl);
@@ -36,15 +60,25 @@ export async function serveControl(path: string, handle: (req: ControlRequest) =
           res = { ok: true, result: await handle(req) };
         } catch (err) {
           const e = err as { code?: unknown; message?: string; exitCode?: unknown };
-          res = { ok: false, error: { code: typeof e.code === 'string' ? e.code : 'TANDEM_ERR_USAGE', message: e.message ?? String(err), exitCode: typeof e.exitCode === 'number' ? e.exitCode : 10 } };
+          res = {
+            ok: false,
+            error: {
+              code: typeof e.code === 'string' ? e.code : 'TANDEM_ERR_USAGE',
+              message: e.message ?? String(err),
+              exitCode: typeof e.exitCode === 'number' ? e.exitCode : 10,
+            },
+          };
         }
-        s.end(JSON.stringify(res) + '\n');
+        s.end(`${JSON.stringify(res)}\n`);
       })();
     });
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(path, () => { server.off('error', reject); resolve(); });
+    server.listen(path, () => {
+      server.off('error', reject);
+      resolve();
+    });
   });
   return server;
 }
@@ -60,13 +94,22 @@ export function callControl(path: string, req: ControlRequest, timeoutMs = 60_00
   return new Promise((resolve, reject) => {
     const s = net.connect(path);
     let buf = '';
-    const timer = setTimeout(() => { s.destroy(); reject(new Error(`engine on ${path} did not answer within ${timeoutMs} ms`)); }, timeoutMs);
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`engine on ${path} did not answer within ${timeoutMs} ms`));
+    }, timeoutMs);
     s.setEncoding('utf8');
-    s.on('connect', () => s.write(JSON.stringify(req) + '\n'));
-    s.on('data', (c: string) => { buf += c; });
+    s.on('connect', () => s.write(`${JSON.stringify(req)}\n`));
+    s.on('data', (c: string) => {
+      buf += c;
+    });
     s.on('end', () => {
       clearTimeout(timer);
-      try { resolve(JSON.parse(buf) as ControlResponse); } catch { reject(new Error(`engine on ${path} sent a malformed answer`)); }
+      try {
+        resolve(JSON.parse(buf) as ControlResponse);
+      } catch {
+        reject(new Error(`engine on ${path} sent a malformed answer`));
+      }
     });
     s.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);

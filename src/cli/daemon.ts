@@ -23,33 +23,65 @@ export interface DaemonOptions {
 }
 
 export function paths(runDir: string, resource: string): { ctl: string; nbd: string; log: string; pid: string } {
-  return { ctl: join(runDir, `${resource}.ctl`), nbd: join(runDir, `${resource}.nbd`), log: join(runDir, `${resource}.log`), pid: join(runDir, `${resource}.pid`) };
+  return {
+    ctl: join(runDir, `${resource}.ctl`),
+    nbd: join(runDir, `${resource}.nbd`),
+    log: join(runDir, `${resource}.log`),
+    pid: join(runDir, `${resource}.pid`),
+  };
 }
 
 export async function runDaemon(o: DaemonOptions): Promise<void> {
   const p = paths(o.runDir, o.resource.name);
-  const logger = pino({ base: { resource: o.resource.name, node: o.self.name } }, pino.destination({ dest: p.log, sync: true, mkdir: true }));
+  const logger = pino(
+    { base: { resource: o.resource.name, node: o.self.name } },
+    pino.destination({ dest: p.log, sync: true, mkdir: true }),
+  );
   const report = (msg: string): void => {
     if (o.reportFd === undefined) return;
-    try { writeSync(o.reportFd, msg + '\n'); closeSync(o.reportFd); } catch { /* the waiting CLI is gone */ }
+    try {
+      writeSync(o.reportFd, `${msg}\n`);
+      closeSync(o.reportFd);
+    } catch {
+      /* the waiting CLI is gone */
+    }
     o.reportFd = undefined;
   };
   let nbd: NbdServer | undefined;
   // The Primary's export as a kernel block device (nbd-client, or nbdfuse + losetup): see attach.ts.
   const attachment = new DeviceAttachment({
-    choice: chooseAttach({ setting: o.resource.options['attach'], device: o.self.device, hasNbdModule: hasNbdModule() }),
-    socket: p.nbd, resource: o.resource.name, device: o.self.device, runDir: o.runDir,
+    choice: chooseAttach({
+      setting: o.resource.options.attach,
+      device: o.self.device,
+      hasNbdModule: hasNbdModule(),
+    }),
+    socket: p.nbd,
+    resource: o.resource.name,
+    device: o.self.device,
+    runDir: o.runDir,
   });
   const attachDevice = async (): Promise<void> => {
-    try { await attachment.attach(); } catch (err) { logger.error({ err, attach: attachment.choice }, 'Failed to attach the device'); }
+    try {
+      await attachment.attach();
+    } catch (err) {
+      logger.error({ err, attach: attachment.choice }, 'Failed to attach the device');
+    }
   };
   const engine = new Engine({
-    config: o.resource, self: o.self, peer: o.peer, logger, ...(o.configFile ? { configFile: o.configFile } : {}),
+    config: o.resource,
+    self: o.self,
+    peer: o.peer,
+    logger,
+    ...(o.configFile ? { configFile: o.configFile } : {}),
     openCount: () => nbd?.clientCount ?? 0,
-    closeClients: async () => { await nbd?.disconnectAll(); },
+    closeClients: async () => {
+      await nbd?.disconnectAll();
+    },
   });
   const exportOf: NbdExport = {
-    get size() { return engine.size; },
+    get size() {
+      return engine.size;
+    },
     readOnly: false,
     description: `tandem resource ${o.resource.name} on ${o.self.name}`,
     read: (off, len) => engine.read(off, len),
@@ -63,8 +95,13 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
       logger: logger.child({ component: 'nbd' }),
       listExports: () => [o.resource.name],
       lookup: (name) => {
-        if (name !== o.resource.name && name !== '') return { refuse: 'unknown', message: `no export named '${name}' (this is ${o.resource.name})` };
-        if (engine.state.role !== 'Primary') return { refuse: 'policy', message: `${o.resource.name} is ${engine.state.role}: wrong medium type, promote it with 'tandemadm primary ${o.resource.name}' first` };
+        if (name !== o.resource.name && name !== '')
+          return { refuse: 'unknown', message: `no export named '${name}' (this is ${o.resource.name})` };
+        if (engine.state.role !== 'Primary')
+          return {
+            refuse: 'policy',
+            message: `${o.resource.name} is ${engine.state.role}: wrong medium type, promote it with 'tandemadm primary ${o.resource.name}' first`,
+          };
         return exportOf;
       },
     });
@@ -89,13 +126,17 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
     };
     const ctl = await serveControl(p.ctl, async (req: ControlRequest) => {
       switch (req.cmd) {
-        case 'status': return { ...engine.status(), attach: attachment.status() };
+        case 'status':
+          return { ...engine.status(), attach: attachment.status() };
         case 'primary': {
           const was = engine.state.role;
           await engine.promote({ force: req.force === true });
           // A device left from an earlier time as Primary (a forced demotion whose
           // filesystem was still mounted) is dead: start over with a fresh one.
-          if (was !== 'Primary') await attachment.detach({ abort: true }).catch((err: unknown) => logger.warn({ err }, 'An old block device could not be released'));
+          if (was !== 'Primary')
+            await attachment
+              .detach({ abort: true })
+              .catch((err: unknown) => logger.warn({ err }, 'An old block device could not be released'));
           await attachDevice();
           return undefined;
         }
@@ -105,25 +146,40 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
             // when nothing holds it (a mounted filesystem keeps it until it is unmounted).
             await engine.demote({ force: true });
             // In the background: the answer must not wait on a dead filesystem's device.
-            void attachment.detach({ abort: true }).catch((err: unknown) => logger.warn({ err }, 'Demoted; the block device stays until it is released'));
+            void attachment
+              .detach({ abort: true })
+              .catch((err: unknown) => logger.warn({ err }, 'Demoted; the block device stays until it is released'));
             return undefined;
           }
           await attachment.detach();
           return engine.demote({ force: false });
         }
-        case 'connect': return engine.connect({ discardMyData: req.discardMyData === true });
-        case 'disconnect': return engine.disconnect();
-        case 'attach': return engine.attach();
-        case 'detach': return engine.detach();
-        case 'pause-sync': return engine.pauseSync();
-        case 'resume-sync': return engine.resumeSync();
-        case 'outdate': return engine.outdate();
-        case 'verify': return engine.verify();
-        case 'invalidate': return engine.invalidate();
-        case 'invalidate-remote': return engine.invalidateRemote();
-        case 'resize': return engine.resize();
-        case 'resume-io': return engine.resumeIo('resume-io');
-        case 'new-current-uuid': return engine.newCurrentUuid({ clearBitmap: req.clearBitmap === true });
+        case 'connect':
+          return engine.connect({ discardMyData: req.discardMyData === true });
+        case 'disconnect':
+          return engine.disconnect();
+        case 'attach':
+          return engine.attach();
+        case 'detach':
+          return engine.detach();
+        case 'pause-sync':
+          return engine.pauseSync();
+        case 'resume-sync':
+          return engine.resumeSync();
+        case 'outdate':
+          return engine.outdate();
+        case 'verify':
+          return engine.verify();
+        case 'invalidate':
+          return engine.invalidate();
+        case 'invalidate-remote':
+          return engine.invalidateRemote();
+        case 'resize':
+          return engine.resize();
+        case 'resume-io':
+          return engine.resumeIo('resume-io');
+        case 'new-current-uuid':
+          return engine.newCurrentUuid({ clearBitmap: req.clearBitmap === true });
         case 'down': {
           await attachment.detach();
           if (engine.state.role === 'Primary' && (nbd?.clientCount ?? 0) > 0) await engine.demote();
@@ -135,7 +191,11 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
     writeFileSync(p.pid, `${process.pid}\n`);
     process.on('SIGTERM', () => void shutdown('SIGTERM'));
     process.on('SIGINT', () => void shutdown('SIGINT'));
-    process.on('uncaughtException', (err) => { logger.fatal({ err }, 'Uncaught exception'); logger.flush(); process.exit(70); });
+    process.on('uncaughtException', (err) => {
+      logger.fatal({ err }, 'Uncaught exception');
+      logger.flush();
+      process.exit(70);
+    });
     logger.info({ nbd: p.nbd, ctl: p.ctl }, 'Engine is up');
     report('READY');
   } catch (err) {

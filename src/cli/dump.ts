@@ -7,7 +7,10 @@ function metaDisk(m: MetaDisk): string {
 }
 
 function host(h: HostConfig): string[] {
-  const addr = h.address.family === 'ipv6' ? `ipv6 [${h.address.host}]:${h.address.port}` : `ipv4 ${h.address.host}:${h.address.port}`;
+  const addr =
+    h.address.family === 'ipv6'
+      ? `ipv6 [${h.address.host}]:${h.address.port}`
+      : `ipv4 ${h.address.host}:${h.address.port}`;
   return [
     `    on ${h.name} {`,
     `        device           ${h.device ?? `minor ${h.minor}`}${h.device ? ` minor ${h.minor}` : ''};`,
@@ -25,11 +28,16 @@ export function dumpResource(r: ResourceConfig): string {
   if (r.net.sharedSecret) net.push('shared-secret "<hidden>";');
   if (r.net.verifyAlg) net.push(`verify-alg ${r.net.verifyAlg};`);
   if (r.net.csumsAlg) net.push(`csums-alg ${r.net.csumsAlg};`);
-  net.push(`after-sb-0pri ${r.net.afterSb0pri};`, `after-sb-1pri ${r.net.afterSb1pri};`, `after-sb-2pri ${r.net.afterSb2pri};`);
+  net.push(
+    `after-sb-0pri ${r.net.afterSb0pri};`,
+    `after-sb-1pri ${r.net.afterSb1pri};`,
+    `after-sb-2pri ${r.net.afterSb2pri};`,
+  );
   const disk = [`on-io-error ${r.disk.onIoError};`, `al-extents ${r.disk.alExtents};`];
   if (r.disk.resyncRate) disk.push(`resync-rate ${Math.floor(r.disk.resyncRate / 1024)}k;`);
   const handlers = Object.entries(r.handlers).map(([k, v]) => `${k} ${JSON.stringify(v)};`);
-  const block = (name: string, lines: string[]): string[] => lines.length === 0 ? [] : [`    ${name} {`, ...lines.map((l) => `        ${l}`), '    }'];
+  const block = (name: string, lines: string[]): string[] =>
+    lines.length === 0 ? [] : [`    ${name} {`, ...lines.map((l) => `        ${l}`), '    }'];
   return [
     `# resource ${r.name} on ${r.source}`,
     `resource ${r.name} {`,

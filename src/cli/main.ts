@@ -36,8 +36,31 @@ commands:
   role cstate dstate status pause-sync resume-sync outdate dump new-current-uuid
   verify invalidate invalidate-remote resize resume-io`;
 
-const COMMANDS = ['create-md', 'up', 'down', 'attach', 'detach', 'connect', 'disconnect', 'primary', 'secondary', 'role', 'cstate', 'dstate',
-  'status', 'verify', 'resume-io', 'pause-sync', 'resume-sync', 'invalidate', 'invalidate-remote', 'outdate', 'resize', 'dump', 'new-current-uuid'] as const;
+const COMMANDS = [
+  'create-md',
+  'up',
+  'down',
+  'attach',
+  'detach',
+  'connect',
+  'disconnect',
+  'primary',
+  'secondary',
+  'role',
+  'cstate',
+  'dstate',
+  'status',
+  'verify',
+  'resume-io',
+  'pause-sync',
+  'resume-sync',
+  'invalidate',
+  'invalidate-remote',
+  'outdate',
+  'resize',
+  'dump',
+  'new-current-uuid',
+] as const;
 type Command = (typeof COMMANDS)[number];
 
 interface Options {
@@ -61,8 +84,18 @@ function usageError(message: string): TandemError {
 
 export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): Options {
   const o: Options = {
-    config: env.TANDEM_CONFIG ?? '/etc/tandem/tandem.conf', node: env.TANDEM_NODE ?? hostname(), runDir: env.TANDEM_RUN_DIR ?? '/run/tandem',
-    json: false, force: false, discardMyData: false, clearBitmap: false, command: undefined, resources: [], engine: false, noConnect: false, reportFd: undefined,
+    config: env.TANDEM_CONFIG ?? '/etc/tandem/tandem.conf',
+    node: env.TANDEM_NODE ?? hostname(),
+    runDir: env.TANDEM_RUN_DIR ?? '/run/tandem',
+    json: false,
+    force: false,
+    discardMyData: false,
+    clearBitmap: false,
+    command: undefined,
+    resources: [],
+    engine: false,
+    noConnect: false,
+    reportFd: undefined,
   };
   const value = (i: number, flag: string): string => {
     const v = argv[i + 1];
@@ -72,22 +105,56 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     switch (a) {
-      case '--': continue;
-      case '-c': case '--config': o.config = value(i++, a); continue;
-      case '--node': o.node = value(i++, a); continue;
-      case '--run-dir': o.runDir = value(i++, a); continue;
-      case '--json': o.json = true; continue;
-      case '--force': case '--overwrite-data-of-peer': o.force = true; continue;
-      case '--discard-my-data': o.discardMyData = true; continue;
-      case '--clear-bitmap': o.clearBitmap = true; continue;
-      case '--__engine': o.engine = true; continue;
-      case '--__no-connect': o.noConnect = true; continue;
-      case '--__report-fd': o.reportFd = Number(value(i++, a)); continue;
-      case '-h': case '--help': throw Object.assign(new TandemError(ERROR_CODES.usage, USAGE, 0), { help: true });
+      case '--':
+        continue;
+      case '-c':
+      case '--config':
+        o.config = value(i++, a);
+        continue;
+      case '--node':
+        o.node = value(i++, a);
+        continue;
+      case '--run-dir':
+        o.runDir = value(i++, a);
+        continue;
+      case '--json':
+        o.json = true;
+        continue;
+      case '--force':
+      case '--overwrite-data-of-peer':
+        o.force = true;
+        continue;
+      case '--discard-my-data':
+        o.discardMyData = true;
+        continue;
+      case '--clear-bitmap':
+        o.clearBitmap = true;
+        continue;
+      case '--__engine':
+        o.engine = true;
+        continue;
+      case '--__no-connect':
+        o.noConnect = true;
+        continue;
+      case '--__report-fd':
+        o.reportFd = Number(value(i++, a));
+        continue;
+      case '-h':
+      case '--help':
+        throw Object.assign(new TandemError(ERROR_CODES.usage, USAGE, 0), { help: true });
     }
-    if (a.startsWith('--config=')) { o.config = a.slice(9); continue; }
-    if (a.startsWith('--node=')) { o.node = a.slice(7); continue; }
-    if (a.startsWith('--run-dir=')) { o.runDir = a.slice(10); continue; }
+    if (a.startsWith('--config=')) {
+      o.config = a.slice(9);
+      continue;
+    }
+    if (a.startsWith('--node=')) {
+      o.node = a.slice(7);
+      continue;
+    }
+    if (a.startsWith('--run-dir=')) {
+      o.runDir = a.slice(10);
+      continue;
+    }
     if (a.startsWith('-')) throw usageError(`unknown option '${a}'`);
     if (!o.command) {
       if (!(COMMANDS as readonly string[]).includes(a)) throw usageError(`unknown command '${a}'`);
@@ -147,16 +214,32 @@ async function confirm(question: string): Promise<boolean> {
 
 async function createMd(o: Options, res: ResourceConfig, out: Output): Promise<void> {
   const { self } = selectHosts(res, o.node);
-  if (await tryStatus(o, res)) throw new TandemError(ERROR_CODES.alreadyUp, `${res.name}: the resource is up; run 'tandemadm down ${res.name}' before create-md`, 10);
+  if (await tryStatus(o, res))
+    throw new TandemError(
+      ERROR_CODES.alreadyUp,
+      `${res.name}: the resource is up; run 'tandemadm down ${res.name}' before create-md`,
+      10,
+    );
   const location = await locateMetadata(self.disk, self.metaDisk);
   const existing = await Metadata.readSuperblock(location);
   if (existing && !o.force) {
-    const ok = await confirm(`You want me to create a v1 style tandem meta data block on ${describeMd(location)}.\nValid tandem meta data (resource '${existing.resource}') already exists. Do you really want to overwrite it?`);
-    if (!ok) throw new TandemError(ERROR_CODES.metadataExists, `${describeMd(location)}: valid tandem metadata for resource '${existing.resource}' already exists; refusing to overwrite it (use 'tandemadm -- --force create-md ${res.name}' to confirm)`, 10);
+    const ok = await confirm(
+      `You want me to create a v1 style tandem meta data block on ${describeMd(location)}.\nValid tandem meta data (resource '${existing.resource}') already exists. Do you really want to overwrite it?`,
+    );
+    if (!ok)
+      throw new TandemError(
+        ERROR_CODES.metadataExists,
+        `${describeMd(location)}: valid tandem metadata for resource '${existing.resource}' already exists; refusing to overwrite it (use 'tandemadm -- --force create-md ${res.name}' to confirm)`,
+        10,
+      );
   }
   out.out.push('initializing activity log');
   const { bitmapBytes } = await Metadata.create(location, res.name);
-  out.out.push(`initializing bitmap (${Math.ceil(bitmapBytes / 1024)} KB) to all zero`, 'Writing meta data...', 'New tandem meta data block successfully created.');
+  out.out.push(
+    `initializing bitmap (${Math.ceil(bitmapBytes / 1024)} KB) to all zero`,
+    'Writing meta data...',
+    'New tandem meta data block successfully created.',
+  );
 }
 
 async function up(o: Options, res: ResourceConfig, connect: boolean): Promise<void> {
@@ -169,25 +252,52 @@ async function up(o: Options, res: ResourceConfig, connect: boolean): Promise<vo
   }
   await mkdir(o.runDir, { recursive: true });
   const script = fileURLToPath(new URL('../../bin/tandemadm.js', import.meta.url));
-  const args = [script, '--__engine', '--__report-fd', '3', '-c', o.config, '--node', o.node, '--run-dir', o.runDir, ...(connect ? [] : ['--__no-connect']), 'up', res.name];
-  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', 'ignore', 'ignore', 'pipe'], env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' } });
+  const args = [
+    script,
+    '--__engine',
+    '--__report-fd',
+    '3',
+    '-c',
+    o.config,
+    '--node',
+    o.node,
+    '--run-dir',
+    o.runDir,
+    ...(connect ? [] : ['--__no-connect']),
+    'up',
+    res.name,
+  ];
+  const child = spawn(process.execPath, args, {
+    detached: true,
+    stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
+    env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' },
+  });
   const pipe = child.stdio[3] as NodeJS.ReadableStream;
   const answer = await new Promise<string>((resolve) => {
     let buf = '';
     pipe.setEncoding('utf8');
-    pipe.on('data', (c: string) => { buf += c; });
+    pipe.on('data', (c: string) => {
+      buf += c;
+    });
     pipe.on('end', () => resolve(buf.trim()));
-    child.on('exit', (code) => resolve(buf.trim() || `ERROR engine exited with code ${code}; see ${paths(o.runDir, res.name).log}`));
+    child.on('exit', (code) =>
+      resolve(buf.trim() || `ERROR engine exited with code ${code}; see ${paths(o.runDir, res.name).log}`),
+    );
   });
   child.unref();
   (pipe as unknown as { destroy(): void }).destroy();
-  if (answer !== 'READY') throw new TandemError(ERROR_CODES.backing, `${res.name}: ${answer.replace(/^ERROR /, '')}`, 10);
+  if (answer !== 'READY')
+    throw new TandemError(ERROR_CODES.backing, `${res.name}: ${answer.replace(/^ERROR /, '')}`, 10);
 }
 
 async function down(o: Options, res: ResourceConfig): Promise<void> {
   const p = paths(o.runDir, res.name);
   let pid: number | undefined;
-  try { pid = Number((await readFile(p.pid, 'utf8')).trim()); } catch { /* not running */ }
+  try {
+    pid = Number((await readFile(p.pid, 'utf8')).trim());
+  } catch {
+    /* not running */
+  }
   try {
     await control(o, res, { cmd: 'down' });
   } catch (err) {
@@ -196,7 +306,11 @@ async function down(o: Options, res: ResourceConfig): Promise<void> {
   }
   // Wait for the engine to exit, so a following `up` or `create-md` finds the disk free.
   for (let i = 0; pid && i < 200; i++) {
-    try { process.kill(pid, 0); } catch { return; }
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -214,39 +328,76 @@ async function offlineOutdate(o: Options, res: ResourceConfig): Promise<void> {
 async function runOne(o: Options, res: ResourceConfig, out: Output): Promise<void> {
   const cmd = o.command!;
   switch (cmd) {
-    case 'create-md': return createMd(o, res, out);
-    case 'up': return up(o, res, true);
+    case 'create-md':
+      return createMd(o, res, out);
+    case 'up':
+      return up(o, res, true);
     case 'attach': {
-      if (await tryStatus(o, res)) { await control(o, res, { cmd: 'attach' }); return; }
+      if (await tryStatus(o, res)) {
+        await control(o, res, { cmd: 'attach' });
+        return;
+      }
       return up(o, res, false);
     }
-    case 'down': return down(o, res);
-    case 'dump': out.out.push(dumpResource(res)); return;
+    case 'down':
+      return down(o, res);
+    case 'dump':
+      out.out.push(dumpResource(res));
+      return;
     case 'outdate': {
-      if (await tryStatus(o, res)) { await control(o, res, { cmd: 'outdate' }); return; }
+      if (await tryStatus(o, res)) {
+        await control(o, res, { cmd: 'outdate' });
+        return;
+      }
       return offlineOutdate(o, res);
     }
-    case 'role': case 'cstate': case 'dstate': case 'status': {
+    case 'role':
+    case 'cstate':
+    case 'dstate':
+    case 'status': {
       const s = await tryStatus(o, res);
       if (cmd === 'status') {
         if (o.json) out.out.push(JSON.stringify(s ?? { resource: res.name, cstate: 'Unconfigured' }, null, 2));
         else out.out.push(s ? formatProcDrbd(s) : formatUnconfigured(selectHosts(res, o.node).self.minor));
         return;
       }
-      if (!s) { out.out.push('Unconfigured'); return; }
-      out.out.push(cmd === 'role' ? `${s.role}/${s.peerRole}` : cmd === 'cstate' ? s.cstate : `${s.disk}/${s.peerDisk}`);
+      if (!s) {
+        out.out.push('Unconfigured');
+        return;
+      }
+      out.out.push(
+        cmd === 'role' ? `${s.role}/${s.peerRole}` : cmd === 'cstate' ? s.cstate : `${s.disk}/${s.peerDisk}`,
+      );
       return;
     }
-    case 'connect': case 'disconnect': case 'primary': case 'secondary': case 'detach': case 'pause-sync': case 'resume-sync': case 'new-current-uuid': case 'verify': case 'invalidate': case 'invalidate-remote': case 'resize': case 'resume-io': {
+    case 'connect':
+    case 'disconnect':
+    case 'primary':
+    case 'secondary':
+    case 'detach':
+    case 'pause-sync':
+    case 'resume-sync':
+    case 'new-current-uuid':
+    case 'verify':
+    case 'invalidate':
+    case 'invalidate-remote':
+    case 'resize':
+    case 'resume-io': {
       try {
         await control(o, res, { cmd, force: o.force, discardMyData: o.discardMyData, clearBitmap: o.clearBitmap });
       } catch (err) {
-        if (err instanceof NotRunningError) throw new TandemError(ERROR_CODES.notUp, `${res.name}: resource is not up (run 'tandemadm up ${res.name}')`, 10);
+        if (err instanceof NotRunningError)
+          throw new TandemError(
+            ERROR_CODES.notUp,
+            `${res.name}: resource is not up (run 'tandemadm up ${res.name}')`,
+            10,
+          );
         throw err;
       }
       return;
     }
-    default: throw usageError(`unknown command '${String(cmd)}'`);
+    default:
+      throw usageError(`unknown command '${String(cmd)}'`);
   }
 }
 
@@ -256,7 +407,7 @@ export async function main(argv: string[]): Promise<number> {
     o = parseArgs(argv);
   } catch (err) {
     const e = err as TandemError & { help?: boolean };
-    (e.help ? process.stdout : process.stderr).write(e.message + '\n');
+    (e.help ? process.stdout : process.stderr).write(`${e.message}\n`);
     return e.exitCode;
   }
   try {
@@ -265,7 +416,15 @@ export async function main(argv: string[]): Promise<number> {
     if (o.engine) {
       const res = findResource(config, o.resources[0] ?? '');
       const { self, peer } = selectHosts(res, o.node);
-      await runDaemon({ resource: res, self, peer, runDir: o.runDir, configFile: o.config, connect: !o.noConnect, ...(o.reportFd !== undefined ? { reportFd: o.reportFd } : {}) });
+      await runDaemon({
+        resource: res,
+        self,
+        peer,
+        runDir: o.runDir,
+        configFile: o.config,
+        connect: !o.noConnect,
+        ...(o.reportFd !== undefined ? { reportFd: o.reportFd } : {}),
+      });
       return -1;
     }
     const out = new Output();
@@ -277,17 +436,23 @@ export async function main(argv: string[]): Promise<number> {
         await runOne(o, res, out);
       } catch (err) {
         if (!(err instanceof TandemError || err instanceof ConfigError)) throw err;
-        process.stdout.write(out.out.map((l) => l + '\n').join(''));
+        process.stdout.write(out.out.map((l) => `${l}\n`).join(''));
         out.out = [];
         process.stderr.write(`${err.message}\n`);
         code = err instanceof TandemError ? err.exitCode : 10;
       }
     }
-    process.stdout.write(out.out.map((l) => l + '\n').join(''));
+    process.stdout.write(out.out.map((l) => `${l}\n`).join(''));
     return code;
   } catch (err) {
-    if (err instanceof ConfigError) { process.stderr.write(`${err.message}\n`); return 10; }
-    if (err instanceof TandemError) { process.stderr.write(`${err.message}\n`); return err.exitCode; }
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      return 10;
+    }
+    if (err instanceof TandemError) {
+      process.stderr.write(`${err.message}\n`);
+      return err.exitCode;
+    }
     process.stderr.write(`tandemadm: ${(err as Error).stack ?? String(err)}\n`);
     return 1;
   }

@@ -29,7 +29,7 @@ function hms(seconds: number): string {
 export function progressLines(p: SyncProgress, label = "sync'ed"): string[] {
   const permille = Math.floor(p.percent * 10);
   const x = Math.floor(permille / 50);
-  const bar = '='.repeat(Math.max(0, x - 1)) + '>' + '.'.repeat(20 - Math.max(1, x));
+  const bar = `${'='.repeat(Math.max(0, x - 1))}>${'.'.repeat(20 - Math.max(1, x))}`;
   // DRBD switches from K to M above 4 GiB.
   const inMiB = p.totalBytes > 4 * 1024 ** 3;
   const unit = inMiB ? 1024 * 1024 : 1024;
@@ -50,7 +50,8 @@ export function formatProcDrbd(s: EngineStatus): string {
     `${String(s.minor).padStart(2)}: cs:${s.cstate} ro:${s.role}/${s.peerRole} ds:${s.disk}/${s.peerDisk} ${s.protocol} ${flags}`,
     `    ns:${kib(c.ns)} nr:${kib(c.nr)} dw:${kib(c.dw)} dr:${kib(c.dr)} al:${c.al} bm:${c.bm} lo:${c.lo} pe:${c.pe} ua:${c.ua} ap:${c.ap} ep:${c.ep} wo:f oos:${kib(s.oosBytes)}`,
   ];
-  if (s.sync) lines.push(...progressLines(s.sync, s.cstate === 'VerifyS' || s.cstate === 'VerifyT' ? 'verified' : "sync'ed"));
+  if (s.sync)
+    lines.push(...progressLines(s.sync, s.cstate === 'VerifyS' || s.cstate === 'VerifyT' ? 'verified' : "sync'ed"));
   return lines.join('\n');
 }
 

@@ -37,20 +37,35 @@ export async function main(argv: string[]): Promise<void> {
   const core = kc.makeApiClient(k8s.CoreV1Api);
 
   const volumes: SupervisedInformer<k8s.KubernetesObject> = new SupervisedInformer({
-    kc, log, path: collectionPath(KINDS.volume.plural), list: listCustom(custom, KINDS.volume.plural),
+    kc,
+    log,
+    path: collectionPath(KINDS.volume.plural),
+    list: listCustom(custom, KINDS.volume.plural),
     onChange: (o) => queue.add(`${o.metadata?.namespace}/${o.metadata?.name}`),
-    onResync: () => { for (const o of volumes.list()) queue.add(`${o.metadata?.namespace}/${o.metadata?.name}`); },
+    onResync: () => {
+      for (const o of volumes.list()) queue.add(`${o.metadata?.namespace}/${o.metadata?.name}`);
+    },
   });
   const replicas = new SupervisedInformer<k8s.KubernetesObject>({
-    kc, log, path: collectionPath(KINDS.replica.plural), list: listCustom(custom, KINDS.replica.plural),
-    onChange: (o) => { const v = o.metadata?.labels?.[LABELS.volume]; if (v) queue.add(`${o.metadata?.namespace}/${v}`); },
+    kc,
+    log,
+    path: collectionPath(KINDS.replica.plural),
+    list: listCustom(custom, KINDS.replica.plural),
+    onChange: (o) => {
+      const v = o.metadata?.labels?.[LABELS.volume];
+      if (v) queue.add(`${o.metadata?.namespace}/${v}`);
+    },
   });
   const nodes = new SupervisedInformer<k8s.V1Node>({
-    kc, log, path: '/api/v1/nodes', list: () => core.listNode(),
+    kc,
+    log,
+    path: '/api/v1/nodes',
+    list: () => core.listNode(),
     onChange: (n) => {
       for (const o of volumes.list()) {
         const spec = (o as { spec?: { replicas?: { node?: string }[] } }).spec;
-        if (spec?.replicas?.some((r) => r.node === n.metadata?.name)) queue.add(`${o.metadata?.namespace}/${o.metadata?.name}`);
+        if (spec?.replicas?.some((r) => r.node === n.metadata?.name))
+          queue.add(`${o.metadata?.namespace}/${o.metadata?.name}`);
       }
     },
   });
@@ -59,9 +74,12 @@ export async function main(argv: string[]): Promise<void> {
 
   const namespace = process.env.POD_NAMESPACE ?? 'tandem-system';
   const identity = process.env.POD_NAME ?? `${hostname()}-${process.pid}`;
-  const elector = argv.includes('--no-leader-elect') ? undefined : new LeaderElector({ kc, log, namespace, name: 'tandem-controller', identity });
+  const elector = argv.includes('--no-leader-elect')
+    ? undefined
+    : new LeaderElector({ kc, log, namespace, name: 'tandem-controller', identity });
   const server = await startHealthServer({
-    port: Number(flag(argv, '--metrics-port', '8080')), registry: metrics.registry,
+    port: Number(flag(argv, '--metrics-port', '8080')),
+    registry: metrics.registry,
     ready: () => informers.every((i) => i.synced),
   });
   log.info({ port: server.port, identity, namespace }, 'Serving /healthz /readyz /metrics');

@@ -1,8 +1,12 @@
 import { controllerMetrics } from './metrics.ts';
 
-test('a volume\'s state series follow its status: the old state\'s series goes, the new one is 1', async () => {
+test("a volume's state series follow its status: the old state's series goes, the new one is 1", async () => {
   const m = controllerMetrics();
-  const status = (cs: string, ds: string) => ({ epoch: 2, replicas: [{ node: 'master', connectionState: cs, diskState: ds, outOfSyncBytes: 4096, syncProgress: 50 }], conditions: [] });
+  const status = (cs: string, ds: string) => ({
+    epoch: 2,
+    replicas: [{ node: 'master', connectionState: cs, diskState: ds, outOfSyncBytes: 4096, syncProgress: 50 }],
+    conditions: [],
+  });
   m.observe('db', 'mysql', status('SyncSource', 'UpToDate'));
   m.observe('db', 'mysql', status('Connected', 'UpToDate'));
   const text = await m.registry.metrics();

@@ -9,16 +9,65 @@ export function controllerMetrics() {
   const labels = ['namespace', 'volume'] as const;
   const m = {
     registry,
-    reconciles: new Counter({ name: 'tandem_reconcile_total', help: 'Reconciles of ReplicatedVolumes by result', labelNames: ['result'], registers: [registry] }),
-    reconcileErrors: new Counter({ name: 'tandem_reconcile_errors_total', help: 'Reconciles that ended in an error', registers: [registry] }),
-    reconcileSeconds: new Histogram({ name: 'tandem_reconcile_duration_seconds', help: 'Time per reconcile', buckets: [0.01, 0.05, 0.1, 0.5, 1, 5], registers: [registry] }),
-    failovers: new Counter({ name: 'tandem_failovers_total', help: 'Automatic promotions after the Primary\'s node was lost', labelNames: labels, registers: [registry] }),
-    ready: new Gauge({ name: 'tandem_volume_ready', help: '1 when the volume is Ready', labelNames: labels, registers: [registry] }),
-    epoch: new Gauge({ name: 'tandem_volume_epoch', help: 'The volume\'s epoch (changes of Primary)', labelNames: labels, registers: [registry] }),
-    connection: new Gauge({ name: 'tandem_connection_state', help: 'Connection state per replica (DRBD vocabulary), 1 for the current one', labelNames: [...labels, 'node', 'state'], registers: [registry] }),
-    disk: new Gauge({ name: 'tandem_disk_state', help: 'Disk state per replica, 1 for the current one', labelNames: [...labels, 'node', 'state'], registers: [registry] }),
-    outOfSync: new Gauge({ name: 'tandem_peerdevice_outofsync_bytes', help: 'Bytes marked out of sync', labelNames: [...labels, 'node'], registers: [registry] }),
-    resync: new Gauge({ name: 'tandem_resync_progress_ratio', help: 'Resync progress 0..1 while a resync runs', labelNames: [...labels, 'node'], registers: [registry] }),
+    reconciles: new Counter({
+      name: 'tandem_reconcile_total',
+      help: 'Reconciles of ReplicatedVolumes by result',
+      labelNames: ['result'],
+      registers: [registry],
+    }),
+    reconcileErrors: new Counter({
+      name: 'tandem_reconcile_errors_total',
+      help: 'Reconciles that ended in an error',
+      registers: [registry],
+    }),
+    reconcileSeconds: new Histogram({
+      name: 'tandem_reconcile_duration_seconds',
+      help: 'Time per reconcile',
+      buckets: [0.01, 0.05, 0.1, 0.5, 1, 5],
+      registers: [registry],
+    }),
+    failovers: new Counter({
+      name: 'tandem_failovers_total',
+      help: "Automatic promotions after the Primary's node was lost",
+      labelNames: labels,
+      registers: [registry],
+    }),
+    ready: new Gauge({
+      name: 'tandem_volume_ready',
+      help: '1 when the volume is Ready',
+      labelNames: labels,
+      registers: [registry],
+    }),
+    epoch: new Gauge({
+      name: 'tandem_volume_epoch',
+      help: "The volume's epoch (changes of Primary)",
+      labelNames: labels,
+      registers: [registry],
+    }),
+    connection: new Gauge({
+      name: 'tandem_connection_state',
+      help: 'Connection state per replica (DRBD vocabulary), 1 for the current one',
+      labelNames: [...labels, 'node', 'state'],
+      registers: [registry],
+    }),
+    disk: new Gauge({
+      name: 'tandem_disk_state',
+      help: 'Disk state per replica, 1 for the current one',
+      labelNames: [...labels, 'node', 'state'],
+      registers: [registry],
+    }),
+    outOfSync: new Gauge({
+      name: 'tandem_peerdevice_outofsync_bytes',
+      help: 'Bytes marked out of sync',
+      labelNames: [...labels, 'node'],
+      registers: [registry],
+    }),
+    resync: new Gauge({
+      name: 'tandem_resync_progress_ratio',
+      help: 'Resync progress 0..1 while a resync runs',
+      labelNames: [...labels, 'node'],
+      registers: [registry],
+    }),
   };
   // The label sets each volume has now, so that a vanished state's series goes away.
   const series = new Map<string, [Gauge, Record<string, string>][]>();
@@ -35,13 +84,19 @@ export function controllerMetrics() {
         [m.epoch, { namespace, volume }, s.epoch ?? 0],
       ];
       for (const r of s.replicas ?? []) {
-        if (r.connectionState) now.push([m.connection, { namespace, volume, node: r.node, state: r.connectionState }, 1]);
+        if (r.connectionState)
+          now.push([m.connection, { namespace, volume, node: r.node, state: r.connectionState }, 1]);
         if (r.diskState) now.push([m.disk, { namespace, volume, node: r.node, state: r.diskState }, 1]);
-        if (r.outOfSyncBytes !== undefined) now.push([m.outOfSync, { namespace, volume, node: r.node }, r.outOfSyncBytes]);
-        if (r.syncProgress !== undefined) now.push([m.resync, { namespace, volume, node: r.node }, r.syncProgress / 100]);
+        if (r.outOfSyncBytes !== undefined)
+          now.push([m.outOfSync, { namespace, volume, node: r.node }, r.outOfSyncBytes]);
+        if (r.syncProgress !== undefined)
+          now.push([m.resync, { namespace, volume, node: r.node }, r.syncProgress / 100]);
       }
       for (const [g, l, v] of now) g.set(l, v);
-      series.set(key, now.map(([g, l]) => [g, l]));
+      series.set(
+        key,
+        now.map(([g, l]) => [g, l]),
+      );
     },
   };
 }

@@ -9,7 +9,18 @@
 import { randomBytes } from 'node:crypto';
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { ANNOTATIONS, API_VERSION, FIELD_MANAGERS, FINALIZER, KINDS, LABELS, PORT_RANGE, SECRET_KEY, peerSecretName, replicaName } from '../api/names.ts';
+import {
+  ANNOTATIONS,
+  API_VERSION,
+  FIELD_MANAGERS,
+  FINALIZER,
+  KINDS,
+  LABELS,
+  PORT_RANGE,
+  SECRET_KEY,
+  peerSecretName,
+  replicaName,
+} from '../api/names.ts';
 import { ReplicatedVolume, type ReplicatedVolumeStatus } from '../api/replicated-volume.ts';
 import { ReplicatedVolumeReplica, type ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
 import { allocatePort, decidePlacement, type NodeView, type Placement } from './decisions/placement.ts';
@@ -21,7 +32,10 @@ import { TerminalError } from './runtime/errors.ts';
 import { isNotFound, mergePatch, recordEvent, replicaApi, volumeApi } from './runtime/kube.ts';
 
 export interface Caches {
-  volumes: { list(): readonly k8s.KubernetesObject[]; get(name: string, namespace?: string): k8s.KubernetesObject | undefined };
+  volumes: {
+    list(): readonly k8s.KubernetesObject[];
+    get(name: string, namespace?: string): k8s.KubernetesObject | undefined;
+  };
   replicas: { list(namespace?: string): readonly k8s.KubernetesObject[] };
   nodes: { list(): readonly k8s.V1Node[] };
 }
@@ -95,27 +109,42 @@ export class VolumeReconciler {
         epoch: rv.status?.epoch ?? 0,
         fence: rv.status?.fence,
         failover: rv.spec.failover,
-        health: Object.fromEntries(rv.spec.replicas.map((r) => {
-          const n = nodes.get(r.node);
-          return [r.node, n ? { ready: n.ready, since: n.readySince } : undefined];
-        })),
+        health: Object.fromEntries(
+          rv.spec.replicas.map((r) => {
+            const n = nodes.get(r.node);
+            return [r.node, n ? { ready: n.ready, since: n.readySince } : undefined];
+          }),
+        ),
         forcePrimary: deleting ? undefined : forcePrimary,
         now,
         observed: rv.spec.replicas.map((r) => {
           const have = replicas.get(r.node);
           return {
-            node: r.node, ...have?.status,
-            ...(have ? { ordered: { role: have.spec.role, initialSync: have.spec.initialSync }, stale: (have.status?.observedGeneration ?? -1) < (have.metadata.generation ?? 0) } : {}),
+            node: r.node,
+            ...have?.status,
+            ...(have
+              ? {
+                  ordered: { role: have.spec.role, initialSync: have.spec.initialSync },
+                  stale: (have.status?.observedGeneration ?? -1) < (have.metadata.generation ?? 0),
+                }
+              : {}),
           };
         }),
       });
     }
 
     const status = aggregateStatus({
-      generation: rv.metadata.generation ?? 0, previous: rv.status, nodes: rv.spec.replicas.map((r) => r.node),
-      replicas: new Map([...replicas].map(([n, r]) => [n, { status: r.status, generation: r.metadata.generation ?? 0 }])),
+      generation: rv.metadata.generation ?? 0,
+      previous: rv.status,
+      nodes: rv.spec.replicas.map((r) => r.node),
+      replicas: new Map(
+        [...replicas].map(([n, r]) => [n, { status: r.status, generation: r.metadata.generation ?? 0 }]),
+      ),
       placementFailure: placement.ok ? undefined : { reason: placement.reason, message: placement.message },
-      roles, port, deleting, now,
+      roles,
+      port,
+      deleting,
+      now,
     });
     // The status first: a new Primary, epoch or fence is committed by this write, which
     // is conditional on the resourceVersion read. Only then are the replicas told, so a
@@ -125,9 +154,15 @@ export class VolumeReconciler {
       if (roles.reason === 'Failover') this.#metrics.failovers.inc({ namespace, volume: name });
       log.warn({ ...roles.failover, reason: roles.reason }, roles.message);
     }
-    if (placement.ok && port !== undefined && roles) await this.#applyReplicas(rv, placement, port, roles, replicas, deleting, log);
+    if (placement.ok && port !== undefined && roles)
+      await this.#applyReplicas(rv, placement, port, roles, replicas, deleting, log);
     this.#metrics.observe(namespace, name, status);
-    if (roles?.reason === 'Stable' && roles.forcePrimary === undefined && rv.metadata.annotations?.[ANNOTATIONS.forcePrimary] !== undefined) await this.#dropForceAnnotation(rv, log);
+    if (
+      roles?.reason === 'Stable' &&
+      roles.forcePrimary === undefined &&
+      rv.metadata.annotations?.[ANNOTATIONS.forcePrimary] !== undefined
+    )
+      await this.#dropForceAnnotation(rv, log);
 
     if (deleting) return this.#finishDeletion(rv, replicas, nodes, log);
     // Level-based backstop: agents report every few seconds; look again while not Ready,
@@ -141,21 +176,38 @@ export class VolumeReconciler {
     for (const o of this.#caches.replicas.list(rv.metadata.namespace)) {
       if (o.metadata?.labels?.[LABELS.volume] !== rv.metadata.name) continue;
       const r = ReplicatedVolumeReplica.safeParse(o);
-      if (r.success && r.data.metadata.ownerReferences?.some((ref) => ref.uid === rv.metadata.uid)) out.set(r.data.spec.node, r.data);
+      if (r.success && r.data.metadata.ownerReferences?.some((ref) => ref.uid === rv.metadata.uid))
+        out.set(r.data.spec.node, r.data);
     }
     return out;
   }
 
   async #ensureFinalizer(rv: ReplicatedVolume, log: Logger): Promise<ReplicatedVolume> {
     if (rv.metadata.finalizers?.includes(FINALIZER)) return rv;
-    const updated = await this.#custom.patchNamespacedCustomObject({ ...volumeApi, namespace: rv.metadata.namespace, name: rv.metadata.name,
-      body: { metadata: { finalizers: [...(rv.metadata.finalizers ?? []), FINALIZER], resourceVersion: rv.metadata.resourceVersion } } }, mergePatch);
+    const updated = await this.#custom.patchNamespacedCustomObject(
+      {
+        ...volumeApi,
+        namespace: rv.metadata.namespace,
+        name: rv.metadata.name,
+        body: {
+          metadata: {
+            finalizers: [...(rv.metadata.finalizers ?? []), FINALIZER],
+            resourceVersion: rv.metadata.resourceVersion,
+          },
+        },
+      },
+      mergePatch,
+    );
     log.info('Added finalizer');
     return ReplicatedVolume.parse(updated);
   }
 
   /** The volume's replication port, allocated once and kept in an annotation. */
-  async #ensurePort(rv: ReplicatedVolume, current: number | undefined, log: Logger): Promise<{ rv: ReplicatedVolume; port: number }> {
+  async #ensurePort(
+    rv: ReplicatedVolume,
+    current: number | undefined,
+    log: Logger,
+  ): Promise<{ rv: ReplicatedVolume; port: number }> {
     const key = `${rv.metadata.namespace}/${rv.metadata.name}`;
     if (current !== undefined) return { rv, port: current };
     const used = new Set<number>();
@@ -165,10 +217,23 @@ export class VolumeReconciler {
     }
     for (const [p, owner] of this.#reservedPorts) if (owner !== key) used.add(p);
     const port = allocatePort(used, PORT_RANGE);
-    if (port === undefined) throw new TerminalError('NoFreePort', `All ${PORT_RANGE.count} replication ports from ${PORT_RANGE.first} are in use`);
+    if (port === undefined)
+      throw new TerminalError(
+        'NoFreePort',
+        `All ${PORT_RANGE.count} replication ports from ${PORT_RANGE.first} are in use`,
+      );
     this.#reservedPorts.set(port, key);
-    const updated = await this.#custom.patchNamespacedCustomObject({ ...volumeApi, namespace: rv.metadata.namespace, name: rv.metadata.name,
-      body: { metadata: { annotations: { [ANNOTATIONS.port]: String(port) }, resourceVersion: rv.metadata.resourceVersion } } }, mergePatch);
+    const updated = await this.#custom.patchNamespacedCustomObject(
+      {
+        ...volumeApi,
+        namespace: rv.metadata.namespace,
+        name: rv.metadata.name,
+        body: {
+          metadata: { annotations: { [ANNOTATIONS.port]: String(port) }, resourceVersion: rv.metadata.resourceVersion },
+        },
+      },
+      mergePatch,
+    );
     log.info({ port }, 'Allocated replication port');
     return { rv: ReplicatedVolume.parse(updated), port };
   }
@@ -181,58 +246,140 @@ export class VolumeReconciler {
     } catch (err) {
       if (!isNotFound(err)) throw err;
     }
-    await this.#core.createNamespacedSecret({ namespace: rv.metadata.namespace, body: {
-      metadata: { name, namespace: rv.metadata.namespace, labels: { [LABELS.volume]: rv.metadata.name, [LABELS.managedBy]: FIELD_MANAGERS.controller }, ownerReferences: [this.#ownerRef(rv)] },
-      type: 'Opaque',
-      stringData: { [SECRET_KEY]: randomBytes(32).toString('base64url') },
-    } });
+    await this.#core.createNamespacedSecret({
+      namespace: rv.metadata.namespace,
+      body: {
+        metadata: {
+          name,
+          namespace: rv.metadata.namespace,
+          labels: { [LABELS.volume]: rv.metadata.name, [LABELS.managedBy]: FIELD_MANAGERS.controller },
+          ownerReferences: [this.#ownerRef(rv)],
+        },
+        type: 'Opaque',
+        stringData: { [SECRET_KEY]: randomBytes(32).toString('base64url') },
+      },
+    });
     log.info({ secret: name }, 'Created peer secret');
   }
 
   #ownerRef(rv: ReplicatedVolume): k8s.V1OwnerReference {
-    return { apiVersion: API_VERSION, kind: KINDS.volume.kind, name: rv.metadata.name, uid: rv.metadata.uid ?? '', controller: true, blockOwnerDeletion: true };
+    return {
+      apiVersion: API_VERSION,
+      kind: KINDS.volume.kind,
+      name: rv.metadata.name,
+      uid: rv.metadata.uid ?? '',
+      controller: true,
+      blockOwnerDeletion: true,
+    };
   }
 
-  async #applyReplicas(rv: ReplicatedVolume, placement: Placement & { ok: true }, port: number, roles: RolesDecision, current: Map<string, ReplicatedVolumeReplica>, deleting: boolean, log: Logger): Promise<void> {
-    const engine = decideEngineState(deleting, rv.spec.replicas.map((r) => current.get(r.node)?.spec.engine), rv.spec.replicas.map((r) => current.get(r.node)?.status));
+  async #applyReplicas(
+    rv: ReplicatedVolume,
+    placement: Placement & { ok: true },
+    port: number,
+    roles: RolesDecision,
+    current: Map<string, ReplicatedVolumeReplica>,
+    deleting: boolean,
+    log: Logger,
+  ): Promise<void> {
+    const engine = decideEngineState(
+      deleting,
+      rv.spec.replicas.map((r) => current.get(r.node)?.spec.engine),
+      rv.spec.replicas.map((r) => current.get(r.node)?.status),
+    );
     for (const spec of desiredReplicaSpecs(rv, placement.replicas, port, roles, engine)) {
       const have = current.get(spec.node);
       if (have && canonicalJson(have.spec) === canonicalJson(spec)) continue;
       // While deleting, only existing replicas are told to go Down: a replica already gone
       // (namespace teardown deletes them first) leaves an orphan engine its agent takes down.
       if (deleting && !have) continue;
-      await this.#objects.patch({
-        apiVersion: API_VERSION, kind: KINDS.replica.kind,
-        metadata: { name: replicaName(rv.metadata.name, spec.node), namespace: rv.metadata.namespace,
-          labels: { [LABELS.volume]: rv.metadata.name, [LABELS.node]: spec.node, [LABELS.managedBy]: FIELD_MANAGERS.controller },
-          ownerReferences: [this.#ownerRef(rv)] },
-        spec,
-      } as k8s.KubernetesObject & { spec: ReplicatedVolumeReplicaSpec }, undefined, undefined, FIELD_MANAGERS.controller, true, k8s.PatchStrategy.ServerSideApply);
-      log.info({ node: spec.node, role: spec.role, engine: spec.engine, epoch: spec.epoch, ...(spec.initialSync ? { initialSync: true } : {}) }, have ? 'Updated replica' : 'Created replica');
+      await this.#objects.patch(
+        {
+          apiVersion: API_VERSION,
+          kind: KINDS.replica.kind,
+          metadata: {
+            name: replicaName(rv.metadata.name, spec.node),
+            namespace: rv.metadata.namespace,
+            labels: {
+              [LABELS.volume]: rv.metadata.name,
+              [LABELS.node]: spec.node,
+              [LABELS.managedBy]: FIELD_MANAGERS.controller,
+            },
+            ownerReferences: [this.#ownerRef(rv)],
+          },
+          spec,
+        } as k8s.KubernetesObject & { spec: ReplicatedVolumeReplicaSpec },
+        undefined,
+        undefined,
+        FIELD_MANAGERS.controller,
+        true,
+        k8s.PatchStrategy.ServerSideApply,
+      );
+      log.info(
+        {
+          node: spec.node,
+          role: spec.role,
+          engine: spec.engine,
+          epoch: spec.epoch,
+          ...(spec.initialSync ? { initialSync: true } : {}),
+        },
+        have ? 'Updated replica' : 'Created replica',
+      );
     }
   }
 
   async #writeStatus(rv: ReplicatedVolume, status: ReplicatedVolumeStatus, log: Logger): Promise<void> {
     if (sameStatus(rv.status, status)) return;
     // PUT /status with the resourceVersion read: replaces the whole status, refused (409) if it moved.
-    await this.#custom.replaceNamespacedCustomObjectStatus({ ...volumeApi, namespace: rv.metadata.namespace, name: rv.metadata.name,
-      body: { apiVersion: rv.apiVersion, kind: rv.kind, metadata: { name: rv.metadata.name, namespace: rv.metadata.namespace, resourceVersion: rv.metadata.resourceVersion }, spec: rv.spec, status } });
+    await this.#custom.replaceNamespacedCustomObjectStatus({
+      ...volumeApi,
+      namespace: rv.metadata.namespace,
+      name: rv.metadata.name,
+      body: {
+        apiVersion: rv.apiVersion,
+        kind: rv.kind,
+        metadata: {
+          name: rv.metadata.name,
+          namespace: rv.metadata.namespace,
+          resourceVersion: rv.metadata.resourceVersion,
+        },
+        spec: rv.spec,
+        status,
+      },
+    });
     log.debug({ phase: status.phase }, 'Updated status');
     for (const e of eventsBetween(rv.status, status)) {
-      await recordEvent(this.#core, FIELD_MANAGERS.controller, undefined, { kind: KINDS.volume.kind, name: rv.metadata.name, namespace: rv.metadata.namespace, uid: rv.metadata.uid }, e)
-        .catch((err: unknown) => log.warn({ err, reason: e.reason }, 'Could not record event'));
+      await recordEvent(
+        this.#core,
+        FIELD_MANAGERS.controller,
+        undefined,
+        { kind: KINDS.volume.kind, name: rv.metadata.name, namespace: rv.metadata.namespace, uid: rv.metadata.uid },
+        e,
+      ).catch((err: unknown) => log.warn({ err, reason: e.reason }, 'Could not record event'));
       log.info({ reason: e.reason, detail: e.message }, 'Recorded event');
     }
   }
 
   /** The operator's force-primary took effect: the annotation goes, so it never forces again. */
   async #dropForceAnnotation(rv: ReplicatedVolume, log: Logger): Promise<void> {
-    await this.#custom.patchNamespacedCustomObject({ ...volumeApi, namespace: rv.metadata.namespace, name: rv.metadata.name,
-      body: { metadata: { annotations: { [ANNOTATIONS.forcePrimary]: null } } } }, mergePatch);
+    await this.#custom.patchNamespacedCustomObject(
+      {
+        ...volumeApi,
+        namespace: rv.metadata.namespace,
+        name: rv.metadata.name,
+        body: { metadata: { annotations: { [ANNOTATIONS.forcePrimary]: null } } },
+      },
+      mergePatch,
+    );
     log.info('Removed the force-primary annotation; the forced node is Primary');
   }
 
-  async #finishDeletion(rv: ReplicatedVolume, replicas: Map<string, ReplicatedVolumeReplica>, nodes: Map<string, NodeView>, log: Logger): Promise<ReconcileResult> {
+  async #finishDeletion(
+    rv: ReplicatedVolume,
+    replicas: Map<string, ReplicatedVolumeReplica>,
+    nodes: Map<string, NodeView>,
+    log: Logger,
+  ): Promise<ReconcileResult> {
     const waiting = [...replicas.values()].filter((r) => {
       const n = nodes.get(r.spec.node);
       if (!n?.ready) return false; // an unreachable node cannot answer; its engine is left as it is
@@ -245,9 +392,17 @@ export class VolumeReconciler {
       return { requeueAfterMs: 1000 };
     }
     const finalizers = (rv.metadata.finalizers ?? []).filter((f) => f !== FINALIZER);
-    await this.#custom.patchNamespacedCustomObject({ ...volumeApi, namespace: rv.metadata.namespace, name: rv.metadata.name,
-      body: { metadata: { finalizers, resourceVersion: rv.metadata.resourceVersion } } }, mergePatch);
-    for (const [p, owner] of this.#reservedPorts) if (owner === `${rv.metadata.namespace}/${rv.metadata.name}`) this.#reservedPorts.delete(p);
+    await this.#custom.patchNamespacedCustomObject(
+      {
+        ...volumeApi,
+        namespace: rv.metadata.namespace,
+        name: rv.metadata.name,
+        body: { metadata: { finalizers, resourceVersion: rv.metadata.resourceVersion } },
+      },
+      mergePatch,
+    );
+    for (const [p, owner] of this.#reservedPorts)
+      if (owner === `${rv.metadata.namespace}/${rv.metadata.name}`) this.#reservedPorts.delete(p);
     log.info('Removed finalizer; engines are down');
     return {};
   }

@@ -42,7 +42,7 @@ describe('ByteQueue', () => {
         (chunks, ops) => {
           const q = new ByteQueue();
           const all = Buffer.concat(chunks.map((c) => Buffer.from(c)));
-          chunks.forEach((c) => q.push(Buffer.from(c)));
+          for (const c of chunks) q.push(Buffer.from(c));
           let at = 0;
           for (const [op, n0] of ops) {
             const n = Math.min(n0, q.length);

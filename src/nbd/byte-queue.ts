@@ -86,7 +86,7 @@ export class ByteQueue {
     while (remaining > 0) {
       const chunk = this.#chunks[this.#head]!;
       const avail = chunk.length - this.#offset;
-      const step = avail < remaining ? avail : remaining;
+      const step = Math.min(avail, remaining);
       chunk.copy(dest, at, this.#offset, this.#offset + step);
       at += step;
       remaining -= step;
@@ -100,7 +100,7 @@ export class ByteQueue {
     let remaining = n;
     while (remaining > 0) {
       const avail = this.#chunks[this.#head]!.length - this.#offset;
-      const step = avail < remaining ? avail : remaining;
+      const step = Math.min(avail, remaining);
       remaining -= step;
       this.#advance(step);
     }

@@ -38,14 +38,18 @@ function feedSplit<F>(parser: { feed(chunk: Buffer): F[] }, bytes: Buffer, cuts:
   return frames;
 }
 
-const pattern = (n: number, seed: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff));
+const pattern = (n: number, seed: number): Buffer =>
+  Buffer.from(Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff));
 
 // A whole handshake as a client sends it: flags, then a spread of options.
 const handshakeSample = Buffer.concat([
   encodeClientFlags(ClientFlag.NBD_FLAG_C_FIXED_NEWSTYLE | ClientFlag.NBD_FLAG_C_NO_ZEROES),
   encodeOption(Opt.NBD_OPT_LIST),
   encodeOption(Opt.NBD_OPT_STRUCTURED_REPLY),
-  encodeOption(Opt.NBD_OPT_INFO, encodeInfoRequest({ name: 'mysql', infos: [Info.NBD_INFO_NAME, Info.NBD_INFO_BLOCK_SIZE] })),
+  encodeOption(
+    Opt.NBD_OPT_INFO,
+    encodeInfoRequest({ name: 'mysql', infos: [Info.NBD_INFO_NAME, Info.NBD_INFO_BLOCK_SIZE] }),
+  ),
   encodeOption(0x1234, pattern(40, 1)), // unknown option with data
   encodeOption(Opt.NBD_OPT_GO, pattern(100, 2)), // oversized with maxOptionLength 64
   encodeOption(Opt.NBD_OPT_GO, encodeInfoRequest({ name: '', infos: [] })),
@@ -67,21 +71,60 @@ const handshakeExpected: HandshakeFrame[] = [
 
 const requestSamples: NbdRequest[] = [
   { flags: 0, command: Cmd.NBD_CMD_READ, handle: 1n, offset: 4096, length: 512, data: null },
-  { flags: CmdFlag.NBD_CMD_FLAG_FUA, command: Cmd.NBD_CMD_WRITE, handle: 0xffffffffffffffffn, offset: 2 ** 40 + 3, length: 37, data: pattern(37, 3) },
+  {
+    flags: CmdFlag.NBD_CMD_FLAG_FUA,
+    command: Cmd.NBD_CMD_WRITE,
+    handle: 0xffffffffffffffffn,
+    offset: 2 ** 40 + 3,
+    length: 37,
+    data: pattern(37, 3),
+  },
   { flags: 0, command: Cmd.NBD_CMD_WRITE, handle: 2n, offset: 0, length: 0, data: Buffer.alloc(0) },
   { flags: 0, command: Cmd.NBD_CMD_FLUSH, handle: 3n, offset: 0, length: 0, data: null },
-  { flags: CmdFlag.NBD_CMD_FLAG_FUA, command: Cmd.NBD_CMD_TRIM, handle: 4n, offset: 8192, length: 2 ** 32 - 1, data: null },
-  { flags: CmdFlag.NBD_CMD_FLAG_FUA | CmdFlag.NBD_CMD_FLAG_NO_HOLE, command: Cmd.NBD_CMD_WRITE_ZEROES, handle: 5n, offset: 512, length: 1 << 20, data: null },
+  {
+    flags: CmdFlag.NBD_CMD_FLAG_FUA,
+    command: Cmd.NBD_CMD_TRIM,
+    handle: 4n,
+    offset: 8192,
+    length: 2 ** 32 - 1,
+    data: null,
+  },
+  {
+    flags: CmdFlag.NBD_CMD_FLAG_FUA | CmdFlag.NBD_CMD_FLAG_NO_HOLE,
+    command: Cmd.NBD_CMD_WRITE_ZEROES,
+    handle: 5n,
+    offset: 512,
+    length: 1 << 20,
+    data: null,
+  },
   { flags: 0, command: Cmd.NBD_CMD_WRITE, handle: 6n, offset: 0, length: MAX_PAYLOAD, data: pattern(MAX_PAYLOAD, 6) },
   { flags: 0, command: 0x77, handle: 7n, offset: 1, length: 2, data: null }, // unknown command: framed, validated later
   { flags: 0, command: Cmd.NBD_CMD_DISC, handle: 8n, offset: 0, length: 0, data: null },
 ];
-const asFrame = (r: NbdRequest, discarded = false): RequestFrame => ({ type: 'request', ...r, data: discarded ? null : r.data, discarded });
+const asFrame = (r: NbdRequest, discarded = false): RequestFrame => ({
+  type: 'request',
+  ...r,
+  data: discarded ? null : r.data,
+  discarded,
+});
 
 // A write above maxPayload: the parser consumes the payload without buffering it.
-const oversizedWrite: NbdRequest = { flags: 0, command: Cmd.NBD_CMD_WRITE, handle: 9n, offset: 0, length: MAX_PAYLOAD + 1, data: pattern(MAX_PAYLOAD + 1, 9) };
-const requestStream = Buffer.concat([...requestSamples.slice(0, -1), oversizedWrite, requestSamples.at(-1)!].map(encodeRequest));
-const requestExpected = [...requestSamples.slice(0, -1).map((r) => asFrame(r)), asFrame(oversizedWrite, true), asFrame(requestSamples.at(-1)!)];
+const oversizedWrite: NbdRequest = {
+  flags: 0,
+  command: Cmd.NBD_CMD_WRITE,
+  handle: 9n,
+  offset: 0,
+  length: MAX_PAYLOAD + 1,
+  data: pattern(MAX_PAYLOAD + 1, 9),
+};
+const requestStream = Buffer.concat(
+  [...requestSamples.slice(0, -1), oversizedWrite, requestSamples.at(-1)!].map(encodeRequest),
+);
+const requestExpected = [
+  ...requestSamples.slice(0, -1).map((r) => asFrame(r)),
+  asFrame(oversizedWrite, true),
+  asFrame(requestSamples.at(-1)!),
+];
 
 describe('HandshakeParser', () => {
   it('frames a whole handshake fed at once', () => {
@@ -90,7 +133,9 @@ describe('HandshakeParser', () => {
 
   it('yields the same frames when the stream is split at every byte offset', () => {
     for (let cut = 0; cut <= handshakeSample.length; cut++) {
-      expect(feedSplit(new HandshakeParser({ maxOptionLength: 64 }), handshakeSample, [cut])).toEqual(handshakeExpected);
+      expect(feedSplit(new HandshakeParser({ maxOptionLength: 64 }), handshakeSample, [cut])).toEqual(
+        handshakeExpected,
+      );
     }
   });
 
@@ -101,7 +146,10 @@ describe('HandshakeParser', () => {
 
   it('each option sample alone survives every split', () => {
     const options = [
-      encodeOption(Opt.NBD_OPT_GO, encodeInfoRequest({ name: 'vol', infos: [Info.NBD_INFO_EXPORT, Info.NBD_INFO_DESCRIPTION] })),
+      encodeOption(
+        Opt.NBD_OPT_GO,
+        encodeInfoRequest({ name: 'vol', infos: [Info.NBD_INFO_EXPORT, Info.NBD_INFO_DESCRIPTION] }),
+      ),
       encodeOption(Opt.NBD_OPT_EXPORT_NAME, Buffer.from('x')),
       encodeOption(Opt.NBD_OPT_STARTTLS),
     ];
@@ -109,7 +157,8 @@ describe('HandshakeParser', () => {
       const stream = Buffer.concat([encodeClientFlags(1), opt]);
       const whole = new HandshakeParser().feed(stream);
       expect(whole).toHaveLength(2);
-      for (let cut = 0; cut <= stream.length; cut++) expect(feedSplit(new HandshakeParser(), stream, [cut])).toEqual(whole);
+      for (let cut = 0; cut <= stream.length; cut++)
+        expect(feedSplit(new HandshakeParser(), stream, [cut])).toEqual(whole);
     }
   });
 
@@ -125,7 +174,13 @@ describe('HandshakeParser', () => {
   it('hands bytes after the last frame taken to the next phase', () => {
     const p = new HandshakeParser();
     const req = encodeRequest(requestSamples[0]!);
-    p.push(Buffer.concat([encodeClientFlags(1), encodeOption(Opt.NBD_OPT_GO, encodeInfoRequest({ name: '', infos: [] })), req]));
+    p.push(
+      Buffer.concat([
+        encodeClientFlags(1),
+        encodeOption(Opt.NBD_OPT_GO, encodeInfoRequest({ name: '', infos: [] })),
+        req,
+      ]),
+    );
     expect(p.next()).toMatchObject({ type: 'client-flags' });
     expect(p.next()).toMatchObject({ type: 'option', option: Opt.NBD_OPT_GO });
     expect(Buffer.concat(p.takeRemaining())).toEqual(req);
@@ -226,7 +281,16 @@ describe('RequestParser', () => {
   it('after a large streamed write the next header is expected alone, so the next payload is read directly in full', () => {
     // connection.ts reads REQUEST_HEADER bytes when expectsHeader(): in a stream of large
     // writes only the first payload's start goes through the staging buffer.
-    const big = [1, 2, 3].map((k): NbdRequest => ({ flags: 0, command: Cmd.NBD_CMD_WRITE, handle: BigInt(k), offset: k << 20, length: 128 * 1024, data: Buffer.alloc(128 * 1024, k) }));
+    const big = [1, 2, 3].map(
+      (k): NbdRequest => ({
+        flags: 0,
+        command: Cmd.NBD_CMD_WRITE,
+        handle: BigInt(k),
+        offset: k << 20,
+        length: 128 * 1024,
+        data: Buffer.alloc(128 * 1024, k),
+      }),
+    );
     const flush: NbdRequest = { flags: 0, command: Cmd.NBD_CMD_FLUSH, handle: 9n, offset: 0, length: 0, data: null };
     const stream = Buffer.concat([...big, flush].map(encodeRequest));
     const parser = new RequestParser({ maxPayload: 1 << 20 });
@@ -234,13 +298,16 @@ describe('RequestParser', () => {
     const staging = Buffer.alloc(64 * 1024);
     let staged = 0;
     const frames: RequestFrame[] = [];
-    for (let at = 0; at < stream.length;) {
+    for (let at = 0; at < stream.length; ) {
       const direct = parser.directTarget();
       const target = direct ?? (parser.expectsHeader() ? staging.subarray(0, 28) : staging);
       const n = Math.min(target.length, stream.length - at);
       stream.copy(target, 0, at, at + n);
       at += n;
-      if (direct === null) { staged += n; parser.push(staging.subarray(0, n), true); } else parser.directFilled(n);
+      if (direct === null) {
+        staged += n;
+        parser.push(staging.subarray(0, n), true);
+      } else parser.directFilled(n);
       for (let f = parser.next(); f !== null; f = parser.next()) if (f.type === 'request') frames.push(f);
       parser.own();
       staging.fill(0xee);
@@ -255,27 +322,33 @@ describe('RequestParser', () => {
     // overwritten by the next read (pushed as transient, then own()), unless the parser offers
     // the rest of a payload as the read target. Frames must come out intact either way.
     fc.assert(
-      fc.property(fc.array(arbRequest, { maxLength: 12 }), fc.array(fc.integer({ min: 1, max: 200 }), { minLength: 1, maxLength: 20 }), (reqs, sizes) => {
-        const stream = Buffer.concat(reqs.map(encodeRequest));
-        const parser = new RequestParser({ maxPayload: MAX_PAYLOAD });
-        const staging = Buffer.alloc(256);
-        const frames: RequestFrame[] = [];
-        let at = 0;
-        for (let i = 0; at < stream.length; i++) {
-          const size = sizes[i % sizes.length]!;
-          const direct = parser.directTarget();
-          const target = direct !== null && i % 2 === 0 ? direct : staging;
-          const n = Math.min(size, target.length, stream.length - at);
-          stream.copy(target, 0, at, at + n);
-          at += n;
-          if (target === staging) parser.push(staging.subarray(0, n), true);
-          else parser.directFilled(n);
-          for (let f = parser.next(); f !== null; f = parser.next()) if (f.type === 'request') frames.push(f);
-          parser.own();
-          staging.fill(0xee); // the next read overwrites it
-        }
-        expect(frames).toEqual(reqs.map((r) => asFrame(r, r.command === Cmd.NBD_CMD_WRITE && r.length > MAX_PAYLOAD)));
-      }),
+      fc.property(
+        fc.array(arbRequest, { maxLength: 12 }),
+        fc.array(fc.integer({ min: 1, max: 200 }), { minLength: 1, maxLength: 20 }),
+        (reqs, sizes) => {
+          const stream = Buffer.concat(reqs.map(encodeRequest));
+          const parser = new RequestParser({ maxPayload: MAX_PAYLOAD });
+          const staging = Buffer.alloc(256);
+          const frames: RequestFrame[] = [];
+          let at = 0;
+          for (let i = 0; at < stream.length; i++) {
+            const size = sizes[i % sizes.length]!;
+            const direct = parser.directTarget();
+            const target = direct !== null && i % 2 === 0 ? direct : staging;
+            const n = Math.min(size, target.length, stream.length - at);
+            stream.copy(target, 0, at, at + n);
+            at += n;
+            if (target === staging) parser.push(staging.subarray(0, n), true);
+            else parser.directFilled(n);
+            for (let f = parser.next(); f !== null; f = parser.next()) if (f.type === 'request') frames.push(f);
+            parser.own();
+            staging.fill(0xee); // the next read overwrites it
+          }
+          expect(frames).toEqual(
+            reqs.map((r) => asFrame(r, r.command === Cmd.NBD_CMD_WRITE && r.length > MAX_PAYLOAD)),
+          );
+        },
+      ),
     );
   });
 
@@ -296,9 +369,13 @@ describe('RequestParser', () => {
 describe('option payloads', () => {
   it('round-trips NBD_OPT_INFO/NBD_OPT_GO data', () => {
     fc.assert(
-      fc.property(fc.string({ maxLength: 100 }).filter((s) => !s.includes('\0')), fc.uniqueArray(fc.integer({ min: 0, max: 0xffff }), { maxLength: 10 }), (name, infos) => {
-        expect(parseInfoRequest(encodeInfoRequest({ name, infos }))).toEqual({ ok: true, value: { name, infos } });
-      }),
+      fc.property(
+        fc.string({ maxLength: 100 }).filter((s) => !s.includes('\0')),
+        fc.uniqueArray(fc.integer({ min: 0, max: 0xffff }), { maxLength: 10 }),
+        (name, infos) => {
+          expect(parseInfoRequest(encodeInfoRequest({ name, infos }))).toEqual({ ok: true, value: { name, infos } });
+        },
+      ),
     );
   });
 
@@ -306,7 +383,14 @@ describe('option payloads', () => {
     ['shorter than 6 bytes', Buffer.from([0, 0, 0, 0, 0])],
     ['a name length past the data', Buffer.from([0, 0, 0, 9, 0x61, 0, 0])],
     ['an odd number of info bytes', Buffer.concat([encodeInfoRequest({ name: 'a', infos: [] }), Buffer.from([0])])],
-    ['fewer info requests than counted', (() => { const b = encodeInfoRequest({ name: 'a', infos: [1, 2] }); b.writeUInt16BE(3, 5); return b; })()],
+    [
+      'fewer info requests than counted',
+      (() => {
+        const b = encodeInfoRequest({ name: 'a', infos: [1, 2] });
+        b.writeUInt16BE(3, 5);
+        return b;
+      })(),
+    ],
     ['a name that is not UTF-8', Buffer.from([0, 0, 0, 2, 0xc3, 0x28, 0, 0])],
     ['a name with a NUL', Buffer.from([0, 0, 0, 2, 0x61, 0, 0, 0])],
   ])('rejects data with %s as a result, not a throw', (_, data) => {
@@ -332,19 +416,28 @@ describe('server serializers', () => {
 
   it('round-trips option reply headers', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: 0xffffffff }), fc.constantFrom(...Object.values(Rep)), fc.uint8Array({ maxLength: 50 }), (option, reply, data) => {
-        const buf = encodeOptionReply(option, reply, Buffer.from(data));
-        expect(decodeOptionReplyHeader(buf)).toEqual({ option, reply, length: data.length });
-        expect(buf.subarray(20)).toEqual(Buffer.from(data));
-      }),
+      fc.property(
+        fc.integer({ min: 0, max: 0xffffffff }),
+        fc.constantFrom(...Object.values(Rep)),
+        fc.uint8Array({ maxLength: 50 }),
+        (option, reply, data) => {
+          const buf = encodeOptionReply(option, reply, Buffer.from(data));
+          expect(decodeOptionReplyHeader(buf)).toEqual({ option, reply, length: data.length });
+          expect(buf.subarray(20)).toEqual(Buffer.from(data));
+        },
+      ),
     );
   });
 
   it('round-trips simple reply headers', () => {
     fc.assert(
-      fc.property(fc.constantFrom(0 as const, ...Object.values(NbdErr)), fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), (error, handle) => {
-        expect(decodeSimpleReplyHeader(encodeSimpleReply(error, handle))).toEqual({ error, handle });
-      }),
+      fc.property(
+        fc.constantFrom(0 as const, ...Object.values(NbdErr)),
+        fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
+        (error, handle) => {
+          expect(decodeSimpleReplyHeader(encodeSimpleReply(error, handle))).toEqual({ error, handle });
+        },
+      ),
     );
     expect(decodeSimpleReplyHeader(Buffer.alloc(16))).toBeNull();
   });
@@ -361,13 +454,26 @@ describe('server serializers', () => {
   it('lays out NBD_REP_INFO payloads as proto.md specifies', () => {
     const exp = encodeInfoExport(7 * 2 ** 30, 0x6d);
     expect(exp).toHaveLength(12);
-    expect([exp.readUInt16BE(0), exp.readBigUInt64BE(2), exp.readUInt16BE(10)]).toEqual([Info.NBD_INFO_EXPORT, 7n * 2n ** 30n, 0x6d]);
+    expect([exp.readUInt16BE(0), exp.readBigUInt64BE(2), exp.readUInt16BE(10)]).toEqual([
+      Info.NBD_INFO_EXPORT,
+      7n * 2n ** 30n,
+      0x6d,
+    ]);
     const bs = encodeInfoBlockSize(512, 4096, 2 ** 25);
     expect(bs).toHaveLength(14);
-    expect([bs.readUInt16BE(0), bs.readUInt32BE(2), bs.readUInt32BE(6), bs.readUInt32BE(10)]).toEqual([Info.NBD_INFO_BLOCK_SIZE, 512, 4096, 2 ** 25]);
+    expect([bs.readUInt16BE(0), bs.readUInt32BE(2), bs.readUInt32BE(6), bs.readUInt32BE(10)]).toEqual([
+      Info.NBD_INFO_BLOCK_SIZE,
+      512,
+      4096,
+      2 ** 25,
+    ]);
     const name = encodeInfoString(Info.NBD_INFO_NAME, 'mysql');
     expect([name.readUInt16BE(0), name.toString('utf8', 2)]).toEqual([Info.NBD_INFO_NAME, 'mysql']);
     const server = encodeRepServer('mysql', 'r0');
-    expect([server.readUInt32BE(0), server.toString('utf8', 4, 9), server.toString('utf8', 9)]).toEqual([5, 'mysql', 'r0']);
+    expect([server.readUInt32BE(0), server.toString('utf8', 4, 9), server.toString('utf8', 9)]).toEqual([
+      5,
+      'mysql',
+      'r0',
+    ]);
   });
 });

@@ -47,7 +47,8 @@ function readU64(buf: Buffer, at: number): number {
 }
 
 function writeU64(buf: Buffer, value: number, at: number): void {
-  if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`not a u64 the codec can encode exactly: ${value}`);
+  if (!Number.isSafeInteger(value) || value < 0)
+    throw new RangeError(`not a u64 the codec can encode exactly: ${value}`);
   buf.writeUInt32BE(Math.floor(value / TWO_32), at);
   buf.writeUInt32BE(value >>> 0, at + 4);
 }
@@ -122,7 +123,11 @@ export class HandshakeParser {
           if (h.readUInt32BE(0) !== IHAVEOPT_HI || h.readUInt32BE(4) !== IHAVEOPT_LO) {
             this.#state = 'broken';
             q.drain();
-            return { type: 'error', code: NbdErrorCode.BAD_MAGIC, message: `Option without the IHAVEOPT magic (0x${h.toString('hex', 0, 8)})` };
+            return {
+              type: 'error',
+              code: NbdErrorCode.BAD_MAGIC,
+              message: `Option without the IHAVEOPT magic (0x${h.toString('hex', 0, 8)})`,
+            };
           }
           this.#option = h.readUInt32BE(8);
           this.#length = h.readUInt32BE(12);
@@ -275,7 +280,8 @@ export class RequestParser {
 
   /** `n` bytes were received into {@link directTarget}'s buffer. */
   directFilled(n: number): void {
-    if (this.#state !== 'payload' || this.#queue.length > 0 || n > this.#length - this.#filled) throw new RangeError(`directFilled(${n}) outside a payload`);
+    if (this.#state !== 'payload' || this.#queue.length > 0 || n > this.#length - this.#filled)
+      throw new RangeError(`directFilled(${n}) outside a payload`);
     this.#filled += n;
   }
 
@@ -298,7 +304,11 @@ export class RequestParser {
         if (magic !== NBD_REQUEST_MAGIC) {
           this.#state = 'broken';
           q.drain();
-          return { type: 'error', code: NbdErrorCode.BAD_MAGIC, message: `Request with magic 0x${magic.toString(16).padStart(8, '0')}` };
+          return {
+            type: 'error',
+            code: NbdErrorCode.BAD_MAGIC,
+            message: `Request with magic 0x${magic.toString(16).padStart(8, '0')}`,
+          };
         }
         const flags = h.readUInt16BE(4);
         const command = h.readUInt16BE(6);
@@ -355,14 +365,23 @@ export class RequestParser {
   }
 }
 
-function frame(flags: number, command: number, handle: bigint, offset: number, length: number, data: Buffer | null, discarded: boolean): RequestFrame {
+function frame(
+  flags: number,
+  command: number,
+  handle: bigint,
+  offset: number,
+  length: number,
+  data: Buffer | null,
+  discarded: boolean,
+): RequestFrame {
   return { type: 'request', flags, command, handle, offset, length, data, discarded };
 }
 
 /** Client side: proto.md "Request message", followed by the payload of a write. */
 export function encodeRequest(req: NbdRequest): Buffer {
   const payload = req.command === Cmd.NBD_CMD_WRITE ? req.data : null;
-  if (payload !== null && payload.length !== req.length) throw new RangeError(`write payload is ${payload.length} bytes, length says ${req.length}`);
+  if (payload !== null && payload.length !== req.length)
+    throw new RangeError(`write payload is ${payload.length} bytes, length says ${req.length}`);
   const buf = Buffer.alloc(WireSize.REQUEST_HEADER + (payload?.length ?? 0));
   buf.writeUInt32BE(NBD_REQUEST_MAGIC, 0);
   buf.writeUInt16BE(req.flags, 4);
@@ -390,7 +409,8 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** proto.md "Conventions": a string is UTF-8, MUST NOT contain NUL, MUST be no longer than 4096 bytes. */
 export function decodeNbdString(bytes: Buffer): ParseResult<string> {
-  if (bytes.length > NBD_MAX_STRING_LENGTH) return { ok: false, reason: `string of ${bytes.length} bytes exceeds ${NBD_MAX_STRING_LENGTH}` };
+  if (bytes.length > NBD_MAX_STRING_LENGTH)
+    return { ok: false, reason: `string of ${bytes.length} bytes exceeds ${NBD_MAX_STRING_LENGTH}` };
   if (bytes.includes(0)) return { ok: false, reason: 'string contains NUL' };
   try {
     return { ok: true, value: utf8.decode(bytes) };
@@ -421,7 +441,8 @@ export function parseInfoRequest(data: Buffer): ParseResult<InfoRequest> {
   if (!name.ok) return { ok: false, reason: `export name: ${name.reason}` };
   const count = data.readUInt16BE(4 + nameLength);
   const rest = data.length - 6 - nameLength;
-  if (rest !== 2 * count) return { ok: false, reason: `${count} information requests need ${2 * count} bytes, option has ${rest}` };
+  if (rest !== 2 * count)
+    return { ok: false, reason: `${count} information requests need ${2 * count} bytes, option has ${rest}` };
   const infos: number[] = [];
   for (let i = 0; i < count; i++) infos.push(data.readUInt16BE(6 + nameLength + 2 * i));
   return { ok: true, value: { name: name.value, infos } };
@@ -434,7 +455,7 @@ export function encodeInfoRequest(req: InfoRequest): Buffer {
   buf.writeUInt32BE(name.length, 0);
   name.copy(buf, 4);
   buf.writeUInt16BE(req.infos.length, 4 + name.length);
-  req.infos.forEach((info, i) => buf.writeUInt16BE(info, 6 + name.length + 2 * i));
+  for (const [i, info] of req.infos.entries()) buf.writeUInt16BE(info, 6 + name.length + 2 * i);
   return buf;
 }
 
@@ -512,7 +533,10 @@ export function encodeInfoExport(size: number, transmissionFlags: number): Buffe
 }
 
 /** proto.md "NBD_INFO_NAME" / "NBD_INFO_DESCRIPTION": 16 bits type, then the string. */
-export function encodeInfoString(info: typeof Info.NBD_INFO_NAME | typeof Info.NBD_INFO_DESCRIPTION, s: string): Buffer {
+export function encodeInfoString(
+  info: typeof Info.NBD_INFO_NAME | typeof Info.NBD_INFO_DESCRIPTION,
+  s: string,
+): Buffer {
   const str = encodeNbdString(s);
   const buf = Buffer.alloc(2 + str.length);
   buf.writeUInt16BE(info, 0);

@@ -53,7 +53,20 @@ import {
   type HandshakeFrame,
   type RequestFrame,
 } from './codec.ts';
-import { ClientFlag, Cmd, CmdFlag, cmdName, HandshakeFlag, Info, NbdErr, Opt, optName, Rep, type NbdErrno, type RepType } from './constants.ts';
+import {
+  ClientFlag,
+  Cmd,
+  CmdFlag,
+  cmdName,
+  HandshakeFlag,
+  Info,
+  NbdErr,
+  Opt,
+  optName,
+  Rep,
+  type NbdErrno,
+  type RepType,
+} from './constants.ts';
 import { NbdError, NbdErrorCode } from './errors.ts';
 import { checkRequest, describeExport, nbdErrnoFor, type ExportCapabilities } from './policy.ts';
 import type { PayloadPool } from '../net/payload-pool.ts';
@@ -85,7 +98,9 @@ export interface ConnectionContext {
 
 type Phase = 'handshake' | 'transmission' | 'closing';
 
-type Opened = { readonly exp: NbdExport; readonly caps: ExportCapabilities } | { readonly rep: RepType; readonly message: string };
+type Opened =
+  | { readonly exp: NbdExport; readonly caps: ExportCapabilities }
+  | { readonly rep: RepType; readonly message: string };
 
 const REFUSAL_REP = {
   unknown: Rep.NBD_REP_ERR_UNKNOWN,
@@ -387,12 +402,14 @@ export class NbdConnection {
       return;
     }
     const { exp, caps } = opened;
-    const info = (payload: Buffer): void => void this.#socket.write(encodeOptionReply(option, Rep.NBD_REP_INFO, payload));
+    const info = (payload: Buffer): void =>
+      void this.#socket.write(encodeOptionReply(option, Rep.NBD_REP_INFO, payload));
     // proto.md "NBD_REP_INFO": "The server MUST send an NBD_INFO_EXPORT information type at some
     // point before sending an NBD_REP_ACK".
     info(encodeInfoExport(exp.size, caps.transmissionFlags));
     if (infos.includes(Info.NBD_INFO_NAME)) info(encodeInfoString(Info.NBD_INFO_NAME, name));
-    if (infos.includes(Info.NBD_INFO_DESCRIPTION) && exp.description !== undefined) info(encodeInfoString(Info.NBD_INFO_DESCRIPTION, exp.description));
+    if (infos.includes(Info.NBD_INFO_DESCRIPTION) && exp.description !== undefined)
+      info(encodeInfoString(Info.NBD_INFO_DESCRIPTION, exp.description));
     // proto.md "NBD_INFO_BLOCK_SIZE": "The server MUST send this info if it is requested and it
     // intends to enforce block size constraints other than the defaults" (our maximum is 32 MiB,
     // not the default 0xffffffff), and "The server MAY send information requests back which are
@@ -435,7 +452,10 @@ export class NbdConnection {
     const parser = new RequestParser({ maxPayload: caps.blockSizes.maximum, allocPayload: (n) => pool.take(n) });
     for (const chunk of this.#handshake.takeRemaining()) parser.push(chunk);
     this.#requests = parser;
-    this.#log.info({ export: name, size: exp.size, readOnly: caps.readOnly, transmissionFlags: caps.transmissionFlags }, 'Opened export');
+    this.#log.info(
+      { export: name, size: exp.size, readOnly: caps.readOnly, transmissionFlags: caps.transmissionFlags },
+      'Opened export',
+    );
     this.#pump();
   }
 
@@ -447,7 +467,10 @@ export class NbdConnection {
   #saturated(): boolean {
     if (this.#socket.writableLength > this.#ctx.maxOutputBuffered) return true; // the client is not reading its replies
     if (this.#draining) return false; // nothing new goes in flight: requests are answered NBD_ESHUTDOWN
-    return this.#inFlight >= this.#ctx.maxInFlight || (this.#inFlight > 0 && this.#inFlightBytes >= this.#ctx.maxInFlightBytes);
+    return (
+      this.#inFlight >= this.#ctx.maxInFlight ||
+      (this.#inFlight > 0 && this.#inFlightBytes >= this.#ctx.maxInFlightBytes)
+    );
   }
 
   /**
@@ -499,7 +522,10 @@ export class NbdConnection {
     const exp = this.#export!;
     const error = checkRequest(req, this.#caps!, exp.size);
     if (error !== 0) {
-      this.#log.debug({ command: cmdName(req.command), flags: req.flags, offset: req.offset, length: req.length, error }, 'Rejected NBD request');
+      this.#log.debug(
+        { command: cmdName(req.command), flags: req.flags, offset: req.offset, length: req.length, error },
+        'Rejected NBD request',
+      );
       this.#reply(req.handle, error, null);
       return;
     }
@@ -513,6 +539,7 @@ export class NbdConnection {
     const fua = (req.flags & CmdFlag.NBD_CMD_FLAG_FUA) !== 0;
     const cost = req.command === Cmd.NBD_CMD_READ || req.command === Cmd.NBD_CMD_WRITE ? req.length : 0;
     let pending: PendingWrite | null = null;
+    // biome-ignore lint/suspicious/noConfusingVoidType: a read resolves to its Buffer, every other command to void
     let op: Promise<Buffer | void>;
     try {
       switch (req.command) {
@@ -530,7 +557,10 @@ export class NbdConnection {
           pending = this.#addPendingWrite();
           break;
         case Cmd.NBD_CMD_WRITE_ZEROES:
-          op = exp.writeZeroes!(req.offset, req.length, { fua, noHole: (req.flags & CmdFlag.NBD_CMD_FLAG_NO_HOLE) !== 0 });
+          op = exp.writeZeroes!(req.offset, req.length, {
+            fua,
+            noHole: (req.flags & CmdFlag.NBD_CMD_FLAG_NO_HOLE) !== 0,
+          });
           pending = this.#addPendingWrite();
           break;
         default: // NBD_CMD_FLUSH (checkRequest admits nothing else)
@@ -547,7 +577,15 @@ export class NbdConnection {
     );
   }
 
-  #complete(req: RequestFrame, cost: number, pending: PendingWrite | null, error: NbdErrno, result: Buffer | void, err: unknown): void {
+  #complete(
+    req: RequestFrame,
+    cost: number,
+    pending: PendingWrite | null,
+    error: NbdErrno,
+    // biome-ignore lint/suspicious/noConfusingVoidType: the settled value of `op` above
+    result: Buffer | void,
+    err: unknown,
+  ): void {
     this.#inFlight--;
     this.#inFlightBytes -= cost;
     if (pending !== null) this.#removePendingWrite(pending);
@@ -561,12 +599,18 @@ export class NbdConnection {
       else {
         // proto.md "NBD_CMD_READ": with simple replies the error must be known before the header
         // is sent, so a short read becomes NBD_EIO here (and no payload).
-        err = new NbdError(NbdErrorCode.SHORT_READ, `backend read returned ${Buffer.isBuffer(result) ? result.length : typeof result} instead of ${req.length} bytes`);
+        err = new NbdError(
+          NbdErrorCode.SHORT_READ,
+          `backend read returned ${Buffer.isBuffer(result) ? result.length : typeof result} instead of ${req.length} bytes`,
+        );
         error = NbdErr.NBD_EIO;
       }
     }
     if (error !== 0 && err !== null) {
-      this.#log.warn({ err, command: cmdName(req.command), offset: req.offset, length: req.length, error }, 'Backend failed an NBD request');
+      this.#log.warn(
+        { err, command: cmdName(req.command), offset: req.offset, length: req.length, error },
+        'Backend failed an NBD request',
+      );
     }
     this.#reply(req.handle, error, data);
     this.#maybeSettle();
@@ -590,7 +634,10 @@ export class NbdConnection {
     if (this.#pendingWrites.size === 0) return exp.flush();
     return new Promise<void>((release) => {
       const barrier: FlushBarrier = { remaining: this.#pendingWrites.size, release };
-      for (const p of this.#pendingWrites) (p.barriers ??= []).push(barrier);
+      for (const p of this.#pendingWrites) {
+        p.barriers ??= [];
+        p.barriers.push(barrier);
+      }
     }).then(() => exp.flush());
   }
 

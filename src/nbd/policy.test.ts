@@ -5,19 +5,38 @@ import type { NbdExport } from './types.ts';
 
 const MiB = 1024 * 1024;
 const fail = (): Promise<never> => Promise.reject(new Error('not called in these tests'));
-const backend = (over: Partial<NbdExport> = {}): NbdExport => ({ size: 64 * MiB, readOnly: false, read: fail, write: fail, flush: fail, ...over });
+const backend = (over: Partial<NbdExport> = {}): NbdExport => ({
+  size: 64 * MiB,
+  readOnly: false,
+  read: fail,
+  write: fail,
+  flush: fail,
+  ...over,
+});
 const full = describeExport(backend({ trim: fail, writeZeroes: fail }));
 const plain = describeExport(backend());
 const ro = describeExport(backend({ readOnly: true, trim: fail, writeZeroes: fail }));
 const aligned = describeExport(backend({ minBlockSize: 4096, trim: fail, writeZeroes: fail }));
 const SIZE = 64 * MiB;
-const { NBD_CMD_READ: READ, NBD_CMD_WRITE: WRITE, NBD_CMD_FLUSH: FLUSH, NBD_CMD_TRIM: TRIM, NBD_CMD_WRITE_ZEROES: ZEROES } = Cmd;
+const {
+  NBD_CMD_READ: READ,
+  NBD_CMD_WRITE: WRITE,
+  NBD_CMD_FLUSH: FLUSH,
+  NBD_CMD_TRIM: TRIM,
+  NBD_CMD_WRITE_ZEROES: ZEROES,
+} = Cmd;
 const { NBD_CMD_FLAG_FUA: FUA, NBD_CMD_FLAG_NO_HOLE: NO_HOLE } = CmdFlag;
 const { NBD_EINVAL: EINVAL, NBD_ENOSPC: ENOSPC, NBD_EPERM: EPERM } = NbdErr;
 
 describe('describeExport', () => {
   it('advertises exactly what the export supports, never CAN_MULTI_CONN', () => {
-    expect(full.transmissionFlags).toBe(TF.NBD_FLAG_HAS_FLAGS | TF.NBD_FLAG_SEND_FLUSH | TF.NBD_FLAG_SEND_FUA | TF.NBD_FLAG_SEND_TRIM | TF.NBD_FLAG_SEND_WRITE_ZEROES);
+    expect(full.transmissionFlags).toBe(
+      TF.NBD_FLAG_HAS_FLAGS |
+        TF.NBD_FLAG_SEND_FLUSH |
+        TF.NBD_FLAG_SEND_FUA |
+        TF.NBD_FLAG_SEND_TRIM |
+        TF.NBD_FLAG_SEND_WRITE_ZEROES,
+    );
     expect(plain.transmissionFlags).toBe(TF.NBD_FLAG_HAS_FLAGS | TF.NBD_FLAG_SEND_FLUSH | TF.NBD_FLAG_SEND_FUA);
     expect(ro.transmissionFlags).toBe(TF.NBD_FLAG_HAS_FLAGS | TF.NBD_FLAG_SEND_FLUSH | TF.NBD_FLAG_READ_ONLY);
     for (const caps of [full, plain, ro]) expect(caps.transmissionFlags & TF.NBD_FLAG_CAN_MULTI_CONN).toBe(0);
@@ -25,7 +44,11 @@ describe('describeExport', () => {
 
   it('derives block sizes: 1/4096/32 MiB by default, preferred never below the minimum', () => {
     expect(full.blockSizes).toEqual({ minimum: 1, preferred: 4096, maximum: 32 * MiB });
-    expect(describeExport(backend({ minBlockSize: 65536 })).blockSizes).toEqual({ minimum: 65536, preferred: 65536, maximum: 32 * MiB });
+    expect(describeExport(backend({ minBlockSize: 65536 })).blockSizes).toEqual({
+      minimum: 65536,
+      preferred: 65536,
+      maximum: 32 * MiB,
+    });
   });
 
   it.each([[3], [0], [131072], [0.5]])('rejects minBlockSize %p', (minBlockSize) => {
@@ -67,7 +90,15 @@ describe('checkRequest', () => {
     ['trim on a read-only export → EPERM', ro, TRIM, 0, 0, 1, EPERM],
     ['write zeroes with FUA and NO_HOLE', full, ZEROES, FUA | NO_HOLE, 0, MiB, 0],
     ['write zeroes past the end → ENOSPC', full, ZEROES, 0, SIZE - 1, 2, ENOSPC],
-    ['write zeroes with FAST_ZERO (not advertised) → EINVAL', full, ZEROES, CmdFlag.NBD_CMD_FLAG_FAST_ZERO, 0, 1, EINVAL],
+    [
+      'write zeroes with FAST_ZERO (not advertised) → EINVAL',
+      full,
+      ZEROES,
+      CmdFlag.NBD_CMD_FLAG_FAST_ZERO,
+      0,
+      1,
+      EINVAL,
+    ],
     ['write zeroes above the maximum block size → EINVAL', full, ZEROES, 0, 0, 32 * MiB + 1, EINVAL],
     ['write zeroes without backend support → EINVAL', plain, ZEROES, 0, 0, 1, EINVAL],
     ['write zeroes on a read-only export → EPERM', ro, ZEROES, 0, 0, 1, EPERM],

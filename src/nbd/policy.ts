@@ -42,15 +42,27 @@ const isPowerOfTwo = (n: number): boolean => Number.isInteger(n) && n > 0 && (n 
  * SHOULD be at least 2^20"; a power of two up to 2^16 always divides 2^25).
  */
 export function describeExport(exp: NbdExport): ExportCapabilities {
-  if (!Number.isSafeInteger(exp.size) || exp.size < 0) throw new NbdError(NbdErrorCode.BAD_EXPORT, `export size ${exp.size} is not a non-negative safe integer`);
+  if (!Number.isSafeInteger(exp.size) || exp.size < 0)
+    throw new NbdError(NbdErrorCode.BAD_EXPORT, `export size ${exp.size} is not a non-negative safe integer`);
   const minimum = exp.minBlockSize ?? 1;
   // proto.md "Block size constraints": the minimum "MUST be a power of 2, MUST NOT be larger than 2^16".
-  if (!isPowerOfTwo(minimum) || minimum > NBD_MAX_MIN_BLOCK_SIZE) throw new NbdError(NbdErrorCode.BAD_EXPORT, `minBlockSize ${minimum} is not a power of two in [1, 65536]`);
-  const blockSizes = { minimum, preferred: Math.max(NBD_DEFAULT_PREFERRED_BLOCK_SIZE, minimum), maximum: NBD_DEFAULT_MAX_BLOCK_SIZE };
+  if (!isPowerOfTwo(minimum) || minimum > NBD_MAX_MIN_BLOCK_SIZE)
+    throw new NbdError(NbdErrorCode.BAD_EXPORT, `minBlockSize ${minimum} is not a power of two in [1, 65536]`);
+  const blockSizes = {
+    minimum,
+    preferred: Math.max(NBD_DEFAULT_PREFERRED_BLOCK_SIZE, minimum),
+    maximum: NBD_DEFAULT_MAX_BLOCK_SIZE,
+  };
   const readOnly = exp.readOnly;
   const canTrim = !readOnly && typeof exp.trim === 'function';
   const canWriteZeroes = !readOnly && typeof exp.writeZeroes === 'function';
-  return { readOnly, canTrim, canWriteZeroes, blockSizes, transmissionFlags: transmissionFlagsFor({ readOnly, canTrim, canWriteZeroes }) };
+  return {
+    readOnly,
+    canTrim,
+    canWriteZeroes,
+    blockSizes,
+    transmissionFlags: transmissionFlagsFor({ readOnly, canTrim, canWriteZeroes }),
+  };
 }
 
 /**
@@ -76,7 +88,9 @@ export function transmissionFlagsFor(caps: { readOnly: boolean; canTrim: boolean
  * WRITE_ZEROES. DF, REQ_ONE and FAST_ZERO need flags this server does not advertise.
  */
 function allowedFlags(command: number): number {
-  return command === Cmd.NBD_CMD_WRITE_ZEROES ? CmdFlag.NBD_CMD_FLAG_FUA | CmdFlag.NBD_CMD_FLAG_NO_HOLE : CmdFlag.NBD_CMD_FLAG_FUA;
+  return command === Cmd.NBD_CMD_WRITE_ZEROES
+    ? CmdFlag.NBD_CMD_FLAG_FUA | CmdFlag.NBD_CMD_FLAG_NO_HOLE
+    : CmdFlag.NBD_CMD_FLAG_FUA;
 }
 
 export interface RequestShape {

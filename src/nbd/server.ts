@@ -26,14 +26,26 @@ const MAX_OPTIONS = 64;
 
 export async function startNbdServer(opts: StartNbdServerOptions): Promise<NbdServer> {
   if ((opts.path === undefined) === (opts.port === undefined)) {
-    throw new NbdError(NbdErrorCode.BAD_SERVER_OPTIONS, 'startNbdServer needs exactly one of path (unix socket) and port (TCP)');
+    throw new NbdError(
+      NbdErrorCode.BAD_SERVER_OPTIONS,
+      'startNbdServer needs exactly one of path (unix socket) and port (TCP)',
+    );
   }
   const maxInFlight = opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
   const maxInFlightBytes = opts.maxInFlightBytes ?? DEFAULT_MAX_IN_FLIGHT_BYTES;
   const handshakeTimeoutMs = opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
-  if (!Number.isInteger(maxInFlight) || maxInFlight < 1) throw new NbdError(NbdErrorCode.BAD_SERVER_OPTIONS, `maxInFlight must be a positive integer, got ${maxInFlight}`);
-  if (!Number.isInteger(maxInFlightBytes) || maxInFlightBytes < 1) throw new NbdError(NbdErrorCode.BAD_SERVER_OPTIONS, `maxInFlightBytes must be a positive integer, got ${maxInFlightBytes}`);
-  if (!Number.isInteger(handshakeTimeoutMs) || handshakeTimeoutMs < 0) throw new NbdError(NbdErrorCode.BAD_SERVER_OPTIONS, `handshakeTimeoutMs must be a non-negative integer, got ${handshakeTimeoutMs}`);
+  if (!Number.isInteger(maxInFlight) || maxInFlight < 1)
+    throw new NbdError(NbdErrorCode.BAD_SERVER_OPTIONS, `maxInFlight must be a positive integer, got ${maxInFlight}`);
+  if (!Number.isInteger(maxInFlightBytes) || maxInFlightBytes < 1)
+    throw new NbdError(
+      NbdErrorCode.BAD_SERVER_OPTIONS,
+      `maxInFlightBytes must be a positive integer, got ${maxInFlightBytes}`,
+    );
+  if (!Number.isInteger(handshakeTimeoutMs) || handshakeTimeoutMs < 0)
+    throw new NbdError(
+      NbdErrorCode.BAD_SERVER_OPTIONS,
+      `handshakeTimeoutMs must be a non-negative integer, got ${handshakeTimeoutMs}`,
+    );
 
   const log = (opts.logger ?? pino({ enabled: false })).child({ component: 'nbd' });
   const server = new TandemNbdServer(opts, log, {
@@ -71,7 +83,9 @@ class TandemNbdServer implements NbdServer {
     // noDelay: proto.md "If TCP sockets are used, both the client and server SHOULD disable Nagle's algorithm".
     // pauseOnConnect: #accept moves the accepted handle into a socket that reads with `onread`
     // before anything is read.
-    this.#net = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (socket) => this.#accept(socket));
+    this.#net = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (socket) =>
+      this.#accept(socket),
+    );
     this.#net.on('error', (err) => this.#log.error({ err }, 'NBD listener failed'));
   }
 

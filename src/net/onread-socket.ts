@@ -15,7 +15,13 @@ export function adoptWithOnread(accepted: net.Socket, server: net.Server, onread
   const internals = accepted as unknown as { _handle: unknown };
   const handle = internals._handle;
   internals._handle = null;
-  const socket = new net.Socket({ handle, allowHalfOpen: accepted.allowHalfOpen, readable: true, writable: true, onread } as net.SocketConstructorOpts);
+  const socket = new net.Socket({
+    handle,
+    allowHalfOpen: accepted.allowHalfOpen,
+    readable: true,
+    writable: true,
+    onread,
+  } as net.SocketConstructorOpts);
   const adopted = socket as unknown as { _server: unknown; server: unknown };
   adopted._server = server;
   adopted.server = server;

@@ -25,7 +25,11 @@ describe('PayloadPool', () => {
 
   it('makes new large payloads with the allocator it was given, and reuses them', () => {
     const made: Buffer[] = [];
-    const pool = new PayloadPool(4 * 1024 * 1024, (n) => { const b = Buffer.from(new SharedArrayBuffer(n)); made.push(b); return b; });
+    const pool = new PayloadPool(4 * 1024 * 1024, (n) => {
+      const b = Buffer.from(new SharedArrayBuffer(n));
+      made.push(b);
+      return b;
+    });
     const a = pool.take(1024 * 1024);
     expect(made).toEqual([a]);
     expect(a.buffer).toBeInstanceOf(SharedArrayBuffer);

@@ -49,7 +49,10 @@ export class PayloadPool {
   give(buf: Buffer): void {
     if (!this.#ours.has(buf) || this.#freeBytes + buf.length > this.#maxBytes) return;
     let list = this.#free.get(buf.length);
-    if (list === undefined) this.#free.set(buf.length, (list = []));
+    if (list === undefined) {
+      list = [];
+      this.#free.set(buf.length, list);
+    }
     list.push(buf);
     this.#freeBytes += buf.length;
   }

@@ -23,10 +23,22 @@ import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { setCondition, type Condition, type ConditionInput } from '../api/condition.ts';
 import { CONDITIONS, FIELD_MANAGERS, KINDS, LABELS, SECRET_KEY } from '../api/names.ts';
-import { ReplicatedVolumeReplica, ReplicatedVolumeReplicaStatus, type ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
+import {
+  ReplicatedVolumeReplica,
+  ReplicatedVolumeReplicaStatus,
+  type ReplicatedVolumeReplicaSpec,
+} from '../api/replicated-volume-replica.ts';
 import { describeFence } from '../api/replicated-volume.ts';
 import { SupervisedInformer } from '../controller/runtime/informer.ts';
-import { collectionPath, describeError, isNotFound, listCustom, mergePatch, recordEvent, replicaApi } from '../controller/runtime/kube.ts';
+import {
+  collectionPath,
+  describeError,
+  isNotFound,
+  listCustom,
+  mergePatch,
+  recordEvent,
+  replicaApi,
+} from '../controller/runtime/kube.ts';
 import { WorkQueue } from '../controller/runtime/work-queue.ts';
 import { canonicalJson } from '../controller/decisions/status.ts';
 import { Consumer, ConsumerError } from './consumer.ts';
@@ -79,17 +91,31 @@ export class NodeAgent {
     this.#engines = new EngineClient({ runDir: o.runDir, node: o.node });
     this.#consumer = new Consumer({ hostRoot: o.hostRoot ?? '' });
     this.#fencer = new Fencer({
-      custom: this.#custom, node: o.node, log: o.log.child({ component: 'fence' }),
-      onChange: (what, rv, f) => recordEvent(this.#core, FIELD_MANAGERS.agent, o.node,
-        { kind: KINDS.volume.kind, name: rv.metadata.name, namespace: rv.metadata.namespace, uid: rv.metadata.uid },
-        what === 'fenced'
-          ? { type: 'Warning', reason: 'Fenced', message: describeFence(f) }
-          : { type: 'Normal', reason: 'Unfenced', message: `${f.node} is UpToDate again; ${o.node} lifted its fence` }),
+      custom: this.#custom,
+      node: o.node,
+      log: o.log.child({ component: 'fence' }),
+      onChange: (what, rv, f) =>
+        recordEvent(
+          this.#core,
+          FIELD_MANAGERS.agent,
+          o.node,
+          { kind: KINDS.volume.kind, name: rv.metadata.name, namespace: rv.metadata.namespace, uid: rv.metadata.uid },
+          what === 'fenced'
+            ? { type: 'Warning', reason: 'Fenced', message: describeFence(f) }
+            : {
+                type: 'Normal',
+                reason: 'Unfenced',
+                message: `${f.node} is UpToDate again; ${o.node} lifted its fence`,
+              },
+        ),
     });
     this.#fenceCommand = fenceHandlerCommand(process.execPath, FENCE_SCRIPT, this.fenceSocket);
     const selector = `${LABELS.node}=${o.node}`;
     this.#informer = new SupervisedInformer({
-      kc: o.kc, log: o.log, path: collectionPath(KINDS.replica.plural), labelSelector: selector,
+      kc: o.kc,
+      log: o.log,
+      path: collectionPath(KINDS.replica.plural),
+      labelSelector: selector,
       list: listCustom(this.#custom, KINDS.replica.plural, selector),
       onChange: (r) => this.#queue.add(`${r.metadata?.namespace}/${r.metadata?.name}`),
       onResync: () => this.#enqueueAll(),
@@ -105,8 +131,16 @@ export class NodeAgent {
   }
 
   async start(workers = 2): Promise<void> {
-    this.#fenceServer = await serveFenceRequests(this.fenceSocket, (res, action) => (
-      action === 'unfence' ? this.#onUnfenceRequest(res) : action === 'rejoin' ? this.#onSplitBrain(res) : this.#onFenceRequest(res)), this.#o.log);
+    this.#fenceServer = await serveFenceRequests(
+      this.fenceSocket,
+      (res, action) =>
+        action === 'unfence'
+          ? this.#onUnfenceRequest(res)
+          : action === 'rejoin'
+            ? this.#onSplitBrain(res)
+            : this.#onFenceRequest(res),
+      this.#o.log,
+    );
     await this.#informer.start();
     for (let i = 0; i < workers; i++) this.#workers.push(this.#work());
     this.#enqueueAll();
@@ -118,12 +152,17 @@ export class NodeAgent {
     this.#queue.shutDown();
     await Promise.race([Promise.all(this.#workers), new Promise((r) => setTimeout(r, 10_000))]);
     await this.#informer.stop();
-    await new Promise<void>((r) => { if (this.#fenceServer) this.#fenceServer.close(() => r()); else r(); });
+    await new Promise<void>((r) => {
+      if (this.#fenceServer) this.#fenceServer.close(() => r());
+      else r();
+    });
   }
 
   /** This node's replica of an engine's resource, from the informer's cache. */
   #replicaOf(resource: string): ReplicatedVolumeReplica | undefined {
-    const raw = this.#informer.list().find((r) => (r as { spec?: { resource?: string; node?: string } }).spec?.resource === resource);
+    const raw = this.#informer
+      .list()
+      .find((r) => (r as { spec?: { resource?: string; node?: string } }).spec?.resource === resource);
     const parsed = raw ? ReplicatedVolumeReplica.safeParse(raw) : undefined;
     return parsed?.success && parsed.data.spec.node === this.#o.node ? parsed.data : undefined;
   }
@@ -132,7 +171,10 @@ export class NodeAgent {
   async #onFenceRequest(resource: string): Promise<number> {
     const rvr = this.#replicaOf(resource);
     if (!rvr) {
-      this.#o.log.error({ resource }, 'Fence request for a resource no replica of this node names; the engine stays frozen');
+      this.#o.log.error(
+        { resource },
+        'Fence request for a resource no replica of this node names; the engine stays frozen',
+      );
       return FENCE_EXIT.unreachable;
     }
     this.#queue.add(`${rvr.metadata.namespace}/${rvr.metadata.name}`);
@@ -143,7 +185,7 @@ export class NodeAgent {
   /** The unfence-peer handler: the Primary's engine is Connected with an UpToDate peer again. */
   async #onUnfenceRequest(resource: string): Promise<number> {
     const rvr = this.#replicaOf(resource);
-    if (!rvr || rvr.spec.role !== 'Primary') return 0;
+    if (rvr?.spec.role !== 'Primary') return 0;
     await this.#liftPeerFence(rvr.metadata.namespace, rvr.spec);
     return 0;
   }
@@ -167,7 +209,13 @@ export class NodeAgent {
   #liftPeerFence(ns: string, spec: ReplicatedVolumeReplicaSpec): Promise<boolean> {
     const whole = async () => {
       const e = await this.#engines.status(spec.resource);
-      return e?.role === 'Primary' && e.cstate === 'Connected' && e.disk === 'UpToDate' && e.peerDisk === 'UpToDate' && e.suspended !== true;
+      return (
+        e?.role === 'Primary' &&
+        e.cstate === 'Connected' &&
+        e.disk === 'UpToDate' &&
+        e.peerDisk === 'UpToDate' &&
+        e.suspended !== true
+      );
     };
     return this.#fencer.liftFence(ns, spec, whole);
   }
@@ -211,13 +259,26 @@ export class NodeAgent {
     }
     this.#epochs.set(key, rvr.spec.epoch);
     // The engine first and reported at once; the consumer (mkfs can take a while) after.
-    for (const step of [(r: ReplicatedVolumeReplica, l: Logger) => this.#converge(r, l), (r: ReplicatedVolumeReplica, l: Logger) => this.#convergeConsumer(r, l)]) {
+    for (const step of [
+      (r: ReplicatedVolumeReplica, l: Logger) => this.#converge(r, l),
+      (r: ReplicatedVolumeReplica, l: Logger) => this.#convergeConsumer(r, l),
+    ]) {
       let outcome: Outcome | undefined;
       try {
         outcome = await step(rvr, log);
       } catch (err) {
         const reason = err instanceof ConsumerError ? err.reason : 'SyncError';
-        outcome = { conditions: [{ type: err instanceof ConsumerError ? CONDITIONS.mounted : CONDITIONS.engineReady, status: 'False', reason, message: describeError(err).message }], stop: true };
+        outcome = {
+          conditions: [
+            {
+              type: err instanceof ConsumerError ? CONDITIONS.mounted : CONDITIONS.engineReady,
+              status: 'False',
+              reason,
+              message: describeError(err).message,
+            },
+          ],
+          stop: true,
+        };
         log.warn({ reason, error: describeError(err) }, 'Could not converge');
       }
       if (!outcome) return;
@@ -235,25 +296,83 @@ export class NodeAgent {
       await this.#consumer.release(spec.mountPath);
       if (await this.#engines.status(res)) {
         const r = await this.#engines.adm(res, 'down');
-        if (r.code !== 0) return { conditions: [{ type: CONDITIONS.engineReady, status: 'False', reason: 'DownFailed', message: r.stderr.trim() }], stop: true };
+        if (r.code !== 0)
+          return {
+            conditions: [
+              { type: CONDITIONS.engineReady, status: 'False', reason: 'DownFailed', message: r.stderr.trim() },
+            ],
+            stop: true,
+          };
         log.info('Took the engine down');
       }
       await rm(this.#engines.configPath(res), { force: true }); // it holds the shared secret
-      return { conditions: [{ type: CONDITIONS.engineReady, status: 'False', reason: 'Down', message: 'The engine is down (the volume is being deleted)' }], stop: true };
+      return {
+        conditions: [
+          {
+            type: CONDITIONS.engineReady,
+            status: 'False',
+            reason: 'Down',
+            message: 'The engine is down (the volume is being deleted)',
+          },
+        ],
+        stop: true,
+      };
     }
 
     const missing: string[] = [];
-    for (const p of [spec.self.disk, ...(spec.self.metaDisk === 'internal' ? [] : [spec.self.metaDisk.replace(/\[\d+\]$/, '')])]) {
+    for (const p of [
+      spec.self.disk,
+      ...(spec.self.metaDisk === 'internal' ? [] : [spec.self.metaDisk.replace(/\[\d+\]$/, '')]),
+    ]) {
       if (!(await Consumer.exists(p))) missing.push(p);
     }
     if (missing.length > 0) {
-      return { conditions: [{ type: CONDITIONS.disksFound, status: 'False', reason: 'DiskMissing', message: `${missing.join(' and ')} ${missing.length > 1 ? 'do' : 'does'} not exist on node ${spec.node}; nothing was touched` }], stop: true };
+      return {
+        conditions: [
+          {
+            type: CONDITIONS.disksFound,
+            status: 'False',
+            reason: 'DiskMissing',
+            message: `${missing.join(' and ')} ${missing.length > 1 ? 'do' : 'does'} not exist on node ${spec.node}; nothing was touched`,
+          },
+        ],
+        stop: true,
+      };
     }
-    const disks: ConditionInput = { type: CONDITIONS.disksFound, status: 'True', reason: 'Found', message: `${spec.self.disk} and meta-disk ${spec.self.metaDisk}` };
-    if (spec.engine === 'Probe') return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'Probing', message: 'Waiting for the controller to start the engines' }], stop: true };
+    const disks: ConditionInput = {
+      type: CONDITIONS.disksFound,
+      status: 'True',
+      reason: 'Found',
+      message: `${spec.self.disk} and meta-disk ${spec.self.metaDisk}`,
+    };
+    if (spec.engine === 'Probe')
+      return {
+        conditions: [
+          disks,
+          {
+            type: CONDITIONS.engineReady,
+            status: 'False',
+            reason: 'Probing',
+            message: 'Waiting for the controller to start the engines',
+          },
+        ],
+        stop: true,
+      };
 
     const secret = await this.#secret(rvr);
-    if (secret === undefined) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'SecretMissing', message: `Secret ${spec.secretName} has no ${SECRET_KEY}` }], stop: true };
+    if (secret === undefined)
+      return {
+        conditions: [
+          disks,
+          {
+            type: CONDITIONS.engineReady,
+            status: 'False',
+            reason: 'SecretMissing',
+            message: `Secret ${spec.secretName} has no ${SECRET_KEY}`,
+          },
+        ],
+        stop: true,
+      };
     await this.#writeConfig(spec, secret);
     const ns = rvr.metadata.namespace;
 
@@ -263,28 +382,62 @@ export class NodeAgent {
       if (md.code === 0) log.info({ disk: spec.self.disk, metaDisk: spec.self.metaDisk }, 'Created metadata');
       const up = await this.#engines.adm(res, 'up');
       if (up.code !== 0) {
-        const message = [up.stderr.trim(), md.code !== 0 ? `(create-md: ${md.stderr.trim()})` : ''].filter(Boolean).join(' ');
-        return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'EngineFailed', message }], stop: true };
+        const message = [up.stderr.trim(), md.code !== 0 ? `(create-md: ${md.stderr.trim()})` : '']
+          .filter(Boolean)
+          .join(' ');
+        return {
+          conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'EngineFailed', message }],
+          stop: true,
+        };
       }
       log.info('Started the engine');
       engine = await this.#engines.status(res);
-      if (!engine) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'EngineFailed', message: 'The engine exited after up' }], stop: true };
+      if (!engine)
+        return {
+          conditions: [
+            disks,
+            {
+              type: CONDITIONS.engineReady,
+              status: 'False',
+              reason: 'EngineFailed',
+              message: 'The engine exited after up',
+            },
+          ],
+          stop: true,
+        };
     }
 
     if (spec.role === 'Primary' && engine.role !== 'Primary') {
       const force = (spec.initialSync && engine.disk === 'Inconsistent') || spec.forcePrimary;
       const r = await this.#engines.adm(res, ...(force ? ['--', '--force'] : []), 'primary');
-      if (r.code !== 0) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'PromotionRefused', message: r.stderr.trim() }], stop: true };
+      if (r.code !== 0)
+        return {
+          conditions: [
+            disks,
+            { type: CONDITIONS.engineReady, status: 'False', reason: 'PromotionRefused', message: r.stderr.trim() },
+          ],
+          stop: true,
+        };
       log.info({ epoch: spec.epoch, force }, 'Promoted');
-      await this.#event(rvr, spec.forcePrimary ? 'Warning' : 'Normal', 'Promoted', `${spec.node} is Primary (epoch ${spec.epoch}${spec.forcePrimary ? ', forced by the operator: writes only the peer had are given up' : force ? ', initial full sync' : ''})`);
+      await this.#event(
+        rvr,
+        spec.forcePrimary ? 'Warning' : 'Normal',
+        'Promoted',
+        `${spec.node} is Primary (epoch ${spec.epoch}${spec.forcePrimary ? ', forced by the operator: writes only the peer had are given up' : force ? ', initial full sync' : ''})`,
+      );
     } else if (spec.role === 'Primary' && engine.suspended) {
       // Frozen by fencing and the handler's answer did not thaw it (the API was
       // unreachable, or the agent was away): fence now, then resume.
       const outcome = await this.#fencer.fencePeer(ns, spec);
       if (outcome !== 'fenced') {
-        const message = outcome === 'superseded' ? 'I/O is frozen: this node lost its peer and is no longer the rightful Primary (a newer epoch exists); it will be demoted'
-          : 'I/O is frozen: this node lost its peer and cannot reach the API server to fence it; writes wait until the peer returns or the fence is recorded';
-        return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'Frozen', message }], stop: true };
+        const message =
+          outcome === 'superseded'
+            ? 'I/O is frozen: this node lost its peer and is no longer the rightful Primary (a newer epoch exists); it will be demoted'
+            : 'I/O is frozen: this node lost its peer and cannot reach the API server to fence it; writes wait until the peer returns or the fence is recorded';
+        return {
+          conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'Frozen', message }],
+          stop: true,
+        };
       }
       const r = await this.#engines.adm(res, 'resume-io');
       if (r.code !== 0) throw new Error(`resume-io: ${r.stderr.trim()}`);
@@ -293,19 +446,44 @@ export class NodeAgent {
       // Superseded while frozen (the other node was promoted at a newer epoch): the
       // frozen writes fail, they were never acknowledged; then the consumer goes.
       const r = await this.#engines.adm(res, '--', '--force', 'secondary');
-      if (r.code !== 0) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'DemotionRefused', message: r.stderr.trim() }], stop: true };
+      if (r.code !== 0)
+        return {
+          conditions: [
+            disks,
+            { type: CONDITIONS.engineReady, status: 'False', reason: 'DemotionRefused', message: r.stderr.trim() },
+          ],
+          stop: true,
+        };
       log.warn({ epoch: spec.epoch }, 'Demoted while frozen: the frozen I/O failed');
-      await this.#event(rvr, 'Warning', 'Superseded', `${spec.node} was Primary but ${spec.peer.node} took over at epoch ${spec.epoch}; its frozen, unacknowledged writes failed and it is Secondary now`);
+      await this.#event(
+        rvr,
+        'Warning',
+        'Superseded',
+        `${spec.node} was Primary but ${spec.peer.node} took over at epoch ${spec.epoch}; its frozen, unacknowledged writes failed and it is Secondary now`,
+      );
       // The filesystem on the dead device goes in the consumer step, which follows.
     } else if (spec.role === 'Secondary' && engine.role === 'Primary') {
       await this.#consumer.release(spec.mountPath, { placeholder: true });
       const r = await this.#engines.adm(res, 'secondary');
-      if (r.code !== 0) return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'DemotionRefused', message: r.stderr.trim() }], stop: true };
+      if (r.code !== 0)
+        return {
+          conditions: [
+            disks,
+            { type: CONDITIONS.engineReady, status: 'False', reason: 'DemotionRefused', message: r.stderr.trim() },
+          ],
+          stop: true,
+        };
       log.info({ epoch: spec.epoch }, 'Demoted');
       await this.#event(rvr, 'Normal', 'Demoted', `${spec.node} is Secondary (epoch ${spec.epoch})`);
     }
     await this.#rejoin(rvr, log);
-    return { conditions: [disks, { type: CONDITIONS.engineReady, status: 'True', reason: 'Running', message: `Engine runs as ${spec.role}` }], mounted: await this.#consumer.mounted(spec.mountPath) };
+    return {
+      conditions: [
+        disks,
+        { type: CONDITIONS.engineReady, status: 'True', reason: 'Running', message: `Engine runs as ${spec.role}` },
+      ],
+      mounted: await this.#consumer.mounted(spec.mountPath),
+    };
   }
 
   /**
@@ -340,16 +518,32 @@ export class NodeAgent {
       // until a resync has made it UpToDate again.
       const r = await this.#engines.adm(res, 'outdate');
       if (r.code === 0) {
-        log.warn({ fencedBy: rv.status.fence.by, epoch: rv.status.fence.epoch }, 'Fenced in the API: outdated this node\'s disk');
-        await this.#event(rvr, 'Warning', 'Outdated', `${spec.node}'s disk is Outdated: ${rv.status.fence.by} fenced it at epoch ${rv.status.fence.epoch} (${rv.status.fence.reason})`);
+        log.warn(
+          { fencedBy: rv.status.fence.by, epoch: rv.status.fence.epoch },
+          "Fenced in the API: outdated this node's disk",
+        );
+        await this.#event(
+          rvr,
+          'Warning',
+          'Outdated',
+          `${spec.node}'s disk is Outdated: ${rv.status.fence.by} fenced it at epoch ${rv.status.fence.epoch} (${rv.status.fence.reason})`,
+        );
       }
     }
     if (e.cstate !== 'StandAlone') return;
     if (rv?.status?.primary !== spec.peer.node || (rv.status.epoch ?? 0) < spec.epoch) return;
     if (e.lastDecision?.decision.startsWith('split-brain')) {
       const r = await this.#engines.adm(res, '--', '--discard-my-data', 'connect');
-      log.warn({ code: r.code, epoch: spec.epoch }, 'Split brain after a failover: discarding this node\'s changes (they are saved) and resyncing from the Primary');
-      await this.#event(rvr, 'Warning', 'DiscardingOwnChanges', `${spec.node} diverged from the Primary ${spec.peer.node} (split brain after a change of Primary, epoch ${spec.epoch}); its own changes are discarded and saved under /var/lib/tandem/discarded/${spec.node}, then it resyncs as SyncTarget`);
+      log.warn(
+        { code: r.code, epoch: spec.epoch },
+        "Split brain after a failover: discarding this node's changes (they are saved) and resyncing from the Primary",
+      );
+      await this.#event(
+        rvr,
+        'Warning',
+        'DiscardingOwnChanges',
+        `${spec.node} diverged from the Primary ${spec.peer.node} (split brain after a change of Primary, epoch ${spec.epoch}); its own changes are discarded and saved under /var/lib/tandem/discarded/${spec.node}, then it resyncs as SyncTarget`,
+      );
     } else {
       const r = await this.#engines.adm(res, 'connect');
       log.info({ code: r.code }, 'StandAlone Secondary: connecting to the Primary again');
@@ -364,14 +558,39 @@ export class NodeAgent {
       const attach = (await this.#engines.status(res))?.attach;
       if (!attach?.device) {
         const why = attach?.lastError ?? attach?.reason ?? 'the engine reports no attached device';
-        return { conditions: [{ type: CONDITIONS.mounted, status: 'False', reason: 'NoDevice', message: `No block device for the Primary's export: ${why}` }], mounted: false };
+        return {
+          conditions: [
+            {
+              type: CONDITIONS.mounted,
+              status: 'False',
+              reason: 'NoDevice',
+              message: `No block device for the Primary's export: ${why}`,
+            },
+          ],
+          mounted: false,
+        };
       }
       const m = await this.#consumer.ensure(attach.device, spec.filesystem, spec.mountPath);
       if (m.created) {
         log.info({ device: attach.device, filesystem: spec.filesystem }, 'Created filesystem');
-        await this.#event(rvr, 'Normal', 'FilesystemCreated', `mkfs.${spec.filesystem} on ${attach.device} (the volume was blank)`);
+        await this.#event(
+          rvr,
+          'Normal',
+          'FilesystemCreated',
+          `mkfs.${spec.filesystem} on ${attach.device} (the volume was blank)`,
+        );
       }
-      return { conditions: [{ type: CONDITIONS.mounted, status: 'True', reason: 'Mounted', message: `${attach.device} (${spec.filesystem}) on ${spec.mountPath}` }], mounted: true };
+      return {
+        conditions: [
+          {
+            type: CONDITIONS.mounted,
+            status: 'True',
+            reason: 'Mounted',
+            message: `${attach.device} (${spec.filesystem}) on ${spec.mountPath}`,
+          },
+        ],
+        mounted: true,
+      };
     }
     let mounted = await this.#consumer.mounted(spec.mountPath);
     const engine = await this.#engines.status(res);
@@ -386,13 +605,35 @@ export class NodeAgent {
           if (mounted) log.info({ mountPath: spec.mountPath }, 'Unmounted the filesystem left on this Secondary');
           mounted = false;
         } catch (err) {
-          return { conditions: [{ type: CONDITIONS.mounted, status: 'False', reason: 'StaleMount', message: `${spec.mountPath} is still mounted on this Secondary and in use; every I/O on it fails; it is unmounted as soon as nothing holds it (${describeError(err).message})` }], mounted };
+          return {
+            conditions: [
+              {
+                type: CONDITIONS.mounted,
+                status: 'False',
+                reason: 'StaleMount',
+                message: `${spec.mountPath} is still mounted on this Secondary and in use; every I/O on it fails; it is unmounted as soon as nothing holds it (${describeError(err).message})`,
+              },
+            ],
+            mounted,
+          };
         }
       }
       // A Secondary still holding a block device (left by a forced demotion): let it go.
       if (engine?.attach?.device) await this.#engines.adm(res, 'secondary');
     }
-    return { conditions: [{ type: CONDITIONS.mounted, status: 'False', reason: spec.mountPath ? 'NotPrimary' : 'NoMountPath', message: spec.mountPath ? 'Mounted only on the Primary; here the mount path holds a read-only placeholder' : 'spec.mountPath is not set' }], mounted };
+    return {
+      conditions: [
+        {
+          type: CONDITIONS.mounted,
+          status: 'False',
+          reason: spec.mountPath ? 'NotPrimary' : 'NoMountPath',
+          message: spec.mountPath
+            ? 'Mounted only on the Primary; here the mount path holds a read-only placeholder'
+            : 'spec.mountPath is not set',
+        },
+      ],
+      mounted,
+    };
   }
 
   /** The peer secret, read at most once a minute per Secret (the loop runs every few seconds). */
@@ -419,19 +660,33 @@ export class NodeAgent {
     if ((await readFile(path, 'utf8').catch(() => '')) !== text) await writeFile(path, text, { mode: 0o600 });
   }
 
-  async #report(rvr: ReplicatedVolumeReplica, e: EngineStatusView | undefined, outcome: Outcome, log: Logger): Promise<void> {
+  async #report(
+    rvr: ReplicatedVolumeReplica,
+    e: EngineStatusView | undefined,
+    outcome: Outcome,
+    log: Logger,
+  ): Promise<void> {
     const key = `${rvr.metadata.namespace}/${rvr.metadata.name}`;
     const now = this.#o.now();
     let conditions: Condition[] = rvr.status?.conditions ?? [];
     const split = e ? splitBrainCondition(e) : undefined;
-    for (const c of [...outcome.conditions, ...(split ? [split] : [])]) conditions = setCondition(conditions, { ...c, observedGeneration: rvr.metadata.generation ?? 0 }, now);
+    for (const c of [...outcome.conditions, ...(split ? [split] : [])])
+      conditions = setCondition(conditions, { ...c, observedGeneration: rvr.metadata.generation ?? 0 }, now);
     const status: ReplicatedVolumeReplicaStatus = {
       role: e?.role ?? 'Unconfigured',
-      ...(e ? {
-        peerRole: e.peerRole, connectionState: e.cstate, diskState: e.disk, peerDiskState: e.peerDisk,
-        ...(e.sync ? { syncProgress: e.sync.percent } : {}),
-        outOfSyncBytes: e.oosBytes, sizeBytes: e.size, currentUuid: e.uuids.current, counters: e.counters,
-      } : {}),
+      ...(e
+        ? {
+            peerRole: e.peerRole,
+            connectionState: e.cstate,
+            diskState: e.disk,
+            peerDiskState: e.peerDisk,
+            ...(e.sync ? { syncProgress: e.sync.percent } : {}),
+            outOfSyncBytes: e.oosBytes,
+            sizeBytes: e.size,
+            currentUuid: e.uuids.current,
+            counters: e.counters,
+          }
+        : {}),
       epoch: rvr.spec.epoch,
       mounted: outcome.mounted ?? false,
       conditions,
@@ -442,20 +697,36 @@ export class NodeAgent {
     const last = this.#reported.get(key);
     if (last && last.json === json && now.getTime() - last.at < HEARTBEAT_MS - 500) return;
     // A merge patch keeps fields it does not name: name every field, null for "gone".
-    const body: Record<string, unknown> = Object.fromEntries(Object.keys(ReplicatedVolumeReplicaStatus.shape).map((k) => [k, null]));
+    const body: Record<string, unknown> = Object.fromEntries(
+      Object.keys(ReplicatedVolumeReplicaStatus.shape).map((k) => [k, null]),
+    );
     Object.assign(body, status, { lastHeartbeatTime: now.toISOString().replace(/\.\d+Z$/, 'Z') });
     try {
-      await this.#custom.patchNamespacedCustomObjectStatus({ ...replicaApi, namespace: rvr.metadata.namespace, name: rvr.metadata.name, body: { status: body } }, mergePatch);
-      if (last?.json !== json) log.debug({ role: status.role, cstate: status.connectionState, disk: status.diskState }, 'Reported status');
+      await this.#custom.patchNamespacedCustomObjectStatus(
+        { ...replicaApi, namespace: rvr.metadata.namespace, name: rvr.metadata.name, body: { status: body } },
+        mergePatch,
+      );
+      if (last?.json !== json)
+        log.debug({ role: status.role, cstate: status.connectionState, disk: status.diskState }, 'Reported status');
       this.#reported.set(key, { json, at: now.getTime() });
     } catch (err) {
       if (!isNotFound(err)) throw err;
     }
   }
 
-  async #event(rvr: ReplicatedVolumeReplica, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
-    await recordEvent(this.#core, FIELD_MANAGERS.agent, this.#o.node, { kind: KINDS.replica.kind, name: rvr.metadata.name, namespace: rvr.metadata.namespace, uid: rvr.metadata.uid }, { type, reason, message })
-      .catch((err: unknown) => this.#o.log.warn({ error: describeError(err) }, 'Could not record event'));
+  async #event(
+    rvr: ReplicatedVolumeReplica,
+    type: 'Normal' | 'Warning',
+    reason: string,
+    message: string,
+  ): Promise<void> {
+    await recordEvent(
+      this.#core,
+      FIELD_MANAGERS.agent,
+      this.#o.node,
+      { kind: KINDS.replica.kind, name: rvr.metadata.name, namespace: rvr.metadata.namespace, uid: rvr.metadata.uid },
+      { type, reason, message },
+    ).catch((err: unknown) => this.#o.log.warn({ error: describeError(err) }, 'Could not record event'));
   }
 
   /** Engines of this node that no replica names any more: their volume is gone. */
@@ -476,10 +747,28 @@ export class NodeAgent {
  */
 export function splitBrainCondition(e: EngineStatusView): ConditionInput | undefined {
   const d = e.lastDecision;
-  if (!d?.decision.startsWith('split-brain')) return { type: CONDITIONS.splitBrain, status: 'False', reason: 'NoSplitBrain', message: 'The generation identifiers agreed at the last connect' };
+  if (!d?.decision.startsWith('split-brain'))
+    return {
+      type: CONDITIONS.splitBrain,
+      status: 'False',
+      reason: 'NoSplitBrain',
+      message: 'The generation identifiers agreed at the last connect',
+    };
   if (e.cstate === 'StandAlone') {
-    return { type: CONDITIONS.splitBrain, status: 'True', reason: 'SplitBrain', message: `Split brain detected (${d.rule}); the pair stays StandAlone until resolved: tandemadm -- --discard-my-data connect on the victim` };
+    return {
+      type: CONDITIONS.splitBrain,
+      status: 'True',
+      reason: 'SplitBrain',
+      message: `Split brain detected (${d.rule}); the pair stays StandAlone until resolved: tandemadm -- --discard-my-data connect on the victim`,
+    };
   }
-  const saved = e.discardedBlocksSavedTo ? `; this node's own diverged blocks were saved to ${e.discardedBlocksSavedTo}` : '';
-  return { type: CONDITIONS.splitBrain, status: 'False', reason: 'Resolved', message: `Split brain resolved at connect: ${d.rule}${saved}` };
+  const saved = e.discardedBlocksSavedTo
+    ? `; this node's own diverged blocks were saved to ${e.discardedBlocksSavedTo}`
+    : '';
+  return {
+    type: CONDITIONS.splitBrain,
+    status: 'False',
+    reason: 'Resolved',
+    message: `Split brain resolved at connect: ${d.rule}${saved}`,
+  };
 }

@@ -15,14 +15,23 @@
 import { execFile } from 'node:child_process';
 import { mkdir, open, readFile, stat } from 'node:fs/promises';
 
-export type Run = (cmd: string, args: readonly string[], timeoutMs?: number) => Promise<{ code: number; stdout: string; stderr: string }>;
+export type Run = (
+  cmd: string,
+  args: readonly string[],
+  timeoutMs?: number,
+) => Promise<{ code: number; stdout: string; stderr: string }>;
 
-export const run: Run = (cmd, args, timeoutMs = 120_000) => new Promise((resolve) => {
-  execFile(cmd, [...args], { timeout: timeoutMs }, (err, stdout, stderr) => {
-    const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
-    resolve({ code, stdout, stderr: stderr || (err && code === 1 ? err.message : '') });
+export const run: Run = (cmd, args, timeoutMs = 120_000) =>
+  new Promise((resolve) => {
+    execFile(cmd, [...args], { timeout: timeoutMs }, (err, stdout, stderr) => {
+      const code = err
+        ? typeof (err as { code?: unknown }).code === 'number'
+          ? (err as { code: number }).code
+          : 1
+        : 0;
+      resolve({ code, stdout, stderr: stderr || (err && code === 1 ? err.message : '') });
+    });
   });
-});
 
 /** The source name of the read-only placeholder a node that is not Primary keeps on the mount path. */
 export const TOMBSTONE = 'tandem-not-primary';
@@ -50,7 +59,10 @@ async function mountPoints(): Promise<Map<string, string>> {
 }
 
 async function exists(p: string): Promise<boolean> {
-  return stat(p).then(() => true, () => false);
+  return stat(p).then(
+    () => true,
+    () => false,
+  );
 }
 
 async function isZero(device: string, bytes: number): Promise<boolean> {
@@ -85,13 +97,22 @@ export class Consumer {
     if (mounted === device) return { created: false };
     // The filesystem goes on top of the placeholder, never in its place: no instant in
     // which the path is the bare directory underneath.
-    if (mounted !== undefined && mounted !== TOMBSTONE) throw new ConsumerError('MountPathBusy', `${hostMountPath} already has ${mounted} mounted`);
+    if (mounted !== undefined && mounted !== TOMBSTONE)
+      throw new ConsumerError('MountPathBusy', `${hostMountPath} already has ${mounted} mounted`);
     let created = false;
     const probe = await this.#run('blkid', ['-p', '-o', 'value', '-s', 'TYPE', device]);
     // blkid -p: exit 2 = no signature found.
     if (probe.code === 2) {
-      if (!(await isZero(device, 1 << 20))) throw new ConsumerError('UnknownData', `${device} has no filesystem signature but is not blank; refusing to mkfs over data`);
-      const mk = await this.#run(`mkfs.${filesystem}`, filesystem === 'ext4' ? ['-q', '-F', device] : ['-q', device], 600_000);
+      if (!(await isZero(device, 1 << 20)))
+        throw new ConsumerError(
+          'UnknownData',
+          `${device} has no filesystem signature but is not blank; refusing to mkfs over data`,
+        );
+      const mk = await this.#run(
+        `mkfs.${filesystem}`,
+        filesystem === 'ext4' ? ['-q', '-F', device] : ['-q', device],
+        600_000,
+      );
       if (mk.code !== 0) throw new ConsumerError('MkfsFailed', `mkfs.${filesystem} ${device}: ${mk.stderr.trim()}`);
       created = true;
     } else if (probe.code !== 0) {
@@ -118,10 +139,18 @@ export class Consumer {
     if (!hostMountPath) return;
     const mountPath = this.#onHost(hostMountPath);
     // The topmost mount first: the filesystem, then (unless it is to stay) the placeholder under it.
-    for (let source = (await mountPoints()).get(mountPath); source !== undefined; source = (await mountPoints()).get(mountPath)) {
+    for (
+      let source = (await mountPoints()).get(mountPath);
+      source !== undefined;
+      source = (await mountPoints()).get(mountPath)
+    ) {
       if (source === TOMBSTONE && o.placeholder) return;
       const u = await this.#run('umount', [mountPath]);
-      if (u.code !== 0) throw new ConsumerError('UnmountFailed', `umount ${hostMountPath}: ${u.stderr.trim()} (is the volume still in use?)`);
+      if (u.code !== 0)
+        throw new ConsumerError(
+          'UnmountFailed',
+          `umount ${hostMountPath}: ${u.stderr.trim()} (is the volume still in use?)`,
+        );
     }
     if (o.placeholder) {
       await mkdir(mountPath, { recursive: true });

@@ -11,27 +11,41 @@ import { z } from 'zod';
 import { callControl, NotRunningError } from '../cli/control.ts';
 
 /** The part of the engine's status JSON the agent uses (src/replication's EngineStatus). */
-export const EngineStatusView = z.object({
-  resource: z.string(),
-  role: z.string(),
-  peerRole: z.string(),
-  cstate: z.string(),
-  disk: z.string(),
-  peerDisk: z.string(),
-  suspended: z.boolean().optional(),
-  size: z.number(),
-  counters: z.record(z.string(), z.number()),
-  oosBytes: z.number(),
-  sync: z.object({ percent: z.number(), remainingBytes: z.number(), totalBytes: z.number() }).loose().optional().nullable(),
-  uuids: z.object({ current: z.string() }).loose(),
-  lastError: z.string().optional().nullable(),
-  /** The Primary's export as a kernel block device (tandemadm's attach): /dev/nbdN or /dev/loopN. */
-  attach: z.object({ method: z.string(), reason: z.string(), device: z.string().nullable(), lastError: z.string().nullable() }).loose().optional(),
-  /** The sync decision of the last connect (DRBD's uuid_compare), e.g. split-brain. */
-  lastDecision: z.object({ decision: z.string(), rule: z.string() }).optional().nullable(),
-  /** Where a split-brain victim's own blocks were saved before the resync overwrote them. */
-  discardedBlocksSavedTo: z.string().optional().nullable(),
-}).loose();
+export const EngineStatusView = z
+  .object({
+    resource: z.string(),
+    role: z.string(),
+    peerRole: z.string(),
+    cstate: z.string(),
+    disk: z.string(),
+    peerDisk: z.string(),
+    suspended: z.boolean().optional(),
+    size: z.number(),
+    counters: z.record(z.string(), z.number()),
+    oosBytes: z.number(),
+    sync: z
+      .object({ percent: z.number(), remainingBytes: z.number(), totalBytes: z.number() })
+      .loose()
+      .optional()
+      .nullable(),
+    uuids: z.object({ current: z.string() }).loose(),
+    lastError: z.string().optional().nullable(),
+    /** The Primary's export as a kernel block device (tandemadm's attach): /dev/nbdN or /dev/loopN. */
+    attach: z
+      .object({
+        method: z.string(),
+        reason: z.string(),
+        device: z.string().nullable(),
+        lastError: z.string().nullable(),
+      })
+      .loose()
+      .optional(),
+    /** The sync decision of the last connect (DRBD's uuid_compare), e.g. split-brain. */
+    lastDecision: z.object({ decision: z.string(), rule: z.string() }).optional().nullable(),
+    /** Where a split-brain victim's own blocks were saved before the resync overwrote them. */
+    discardedBlocksSavedTo: z.string().optional().nullable(),
+  })
+  .loose();
 export type EngineStatusView = z.infer<typeof EngineStatusView>;
 
 export type AdmResult = { code: number; stdout: string; stderr: string };
@@ -69,10 +83,24 @@ export class EngineClient {
 
   /** Runs `tandemadm -c RUN/RES.res --node NODE --run-dir RUN ARGS… RES`. */
   adm(resource: string, ...args: string[]): Promise<AdmResult> {
-    const argv = [TANDEMADM, '-c', this.configPath(resource), '--node', this.node, '--run-dir', this.runDir, ...args, resource];
+    const argv = [
+      TANDEMADM,
+      '-c',
+      this.configPath(resource),
+      '--node',
+      this.node,
+      '--run-dir',
+      this.runDir,
+      ...args,
+      resource,
+    ];
     return new Promise((resolve) => {
       execFile(process.execPath, argv, { timeout: 120_000 }, (err, stdout, stderr) => {
-        const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
+        const code = err
+          ? typeof (err as { code?: unknown }).code === 'number'
+            ? (err as { code: number }).code
+            : 1
+          : 0;
         resolve({ code, stdout, stderr });
       });
     });

@@ -18,7 +18,14 @@ const asked: [string, FenceAction][] = [];
 let server: Awaited<ReturnType<typeof serveFenceRequests>>;
 
 beforeAll(async () => {
-  server = await serveFenceRequests(sock, async (resource, action) => { asked.push([resource, action]); return action !== 'fence' ? 0 : resource === 'gone' ? 6 : 4; }, pino({ level: 'silent' }));
+  server = await serveFenceRequests(
+    sock,
+    async (resource, action) => {
+      asked.push([resource, action]);
+      return action !== 'fence' ? 0 : resource === 'gone' ? 6 : 4;
+    },
+    pino({ level: 'silent' }),
+  );
 });
 afterAll(async () => {
   await new Promise<void>((r) => server.close(() => r()));
@@ -33,25 +40,43 @@ function runHandler(env: Record<string, string>): Promise<{ code: number; out: s
   });
 }
 
-test('fence-peer: exits with the agent\'s code (4 fenced, 6 superseded)', async () => {
-  expect(await runHandler({ DRBD_RESOURCE: 'db.mysql', TANDEM_HANDLER: 'fence-peer' })).toMatchObject({ code: 4, out: expect.stringMatching(/peer fenced/) });
+test("fence-peer: exits with the agent's code (4 fenced, 6 superseded)", async () => {
+  expect(await runHandler({ DRBD_RESOURCE: 'db.mysql', TANDEM_HANDLER: 'fence-peer' })).toMatchObject({
+    code: 4,
+    out: expect.stringMatching(/peer fenced/),
+  });
   expect(await runHandler({ DRBD_RESOURCE: 'gone', TANDEM_HANDLER: 'fence-peer' })).toMatchObject({ code: 6 });
-  expect(asked.splice(0)).toEqual([['db.mysql', 'fence'], ['gone', 'fence']]);
+  expect(asked.splice(0)).toEqual([
+    ['db.mysql', 'fence'],
+    ['gone', 'fence'],
+  ]);
 });
 
 test('unfence-peer: asks for a lift and exits 0', async () => {
-  expect(await runHandler({ DRBD_RESOURCE: 'db.mysql', TANDEM_HANDLER: 'unfence-peer' })).toMatchObject({ code: 0, out: expect.stringMatching(/fence is lifted/) });
+  expect(await runHandler({ DRBD_RESOURCE: 'db.mysql', TANDEM_HANDLER: 'unfence-peer' })).toMatchObject({
+    code: 0,
+    out: expect.stringMatching(/fence is lifted/),
+  });
   expect(asked.splice(0)).toEqual([['db.mysql', 'unfence']]);
 });
 
 test('split-brain: asks the agent to look at the resource now and exits 0', async () => {
-  expect(await runHandler({ DRBD_RESOURCE: 'db.mysql', TANDEM_HANDLER: 'split-brain' })).toMatchObject({ code: 0, out: expect.stringMatching(/looks at the split brain now/) });
+  expect(await runHandler({ DRBD_RESOURCE: 'db.mysql', TANDEM_HANDLER: 'split-brain' })).toMatchObject({
+    code: 0,
+    out: expect.stringMatching(/looks at the split brain now/),
+  });
   expect(asked.splice(0)).toEqual([['db.mysql', 'rejoin']]);
 });
 
 test('no agent listening: exit 1 (stay frozen), with the reason', async () => {
   const r = await new Promise<{ code: number; out: string }>((resolve) => {
-    execFile(process.execPath, [script, join(dir, 'nobody.sock')], { env: { ...process.env, DRBD_RESOURCE: 'db.mysql' } }, (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code) : 0, out: stdout + stderr }));
+    execFile(
+      process.execPath,
+      [script, join(dir, 'nobody.sock')],
+      { env: { ...process.env, DRBD_RESOURCE: 'db.mysql' } },
+      (err, stdout, stderr) =>
+        resolve({ code: err ? Number((err as { code?: number }).code) : 0, out: stdout + stderr }),
+    );
   });
   expect(r.code).toBe(1);
   expect(r.out).toMatch(/cannot ask the node agent/);
@@ -63,7 +88,9 @@ test('an unknown action or a line that is not JSON gets exit 1 and asks nothing'
       const c = connect(sock);
       let b = '';
       c.setEncoding('utf8');
-      c.on('data', (d: string) => { b += d; });
+      c.on('data', (d: string) => {
+        b += d;
+      });
       c.on('end', () => resolve(b));
       c.write(`${line}\n`);
     });

@@ -18,7 +18,7 @@
 // considered, so the fence is always written after the last lift.
 import { createServer, type Server } from 'node:net';
 import { rm } from 'node:fs/promises';
-import * as k8s from '@kubernetes/client-node';
+import type * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { ReplicatedVolume, type Fence } from '../api/replicated-volume.ts';
 import type { ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
@@ -38,7 +38,12 @@ export class Fencer {
 
   readonly #onChange: (what: 'fenced' | 'lifted', rv: ReplicatedVolume, fence: Fence) => Promise<void>;
 
-  constructor(o: { custom: k8s.CustomObjectsApi; node: string; log: Logger; onChange?: (what: 'fenced' | 'lifted', rv: ReplicatedVolume, fence: Fence) => Promise<void> }) {
+  constructor(o: {
+    custom: k8s.CustomObjectsApi;
+    node: string;
+    log: Logger;
+    onChange?: (what: 'fenced' | 'lifted', rv: ReplicatedVolume, fence: Fence) => Promise<void>;
+  }) {
     this.#custom = o.custom;
     this.#onChange = o.onChange ?? (async () => undefined);
     this.#node = o.node;
@@ -51,13 +56,18 @@ export class Fencer {
     const next = prev.then(fn, fn);
     const tail = next.catch(() => undefined);
     this.#locks.set(resource, tail);
-    void tail.then(() => { if (this.#locks.get(resource) === tail) this.#locks.delete(resource); });
+    void tail.then(() => {
+      if (this.#locks.get(resource) === tail) this.#locks.delete(resource);
+    });
     return next;
   }
 
   async readVolume(namespace: string, name: string, timeoutMs = 5_000): Promise<ReplicatedVolume | undefined> {
     try {
-      const raw = await withTimeout(this.#custom.getNamespacedCustomObject({ ...volumeApi, namespace, name }), timeoutMs);
+      const raw = await withTimeout(
+        this.#custom.getNamespacedCustomObject({ ...volumeApi, namespace, name }),
+        timeoutMs,
+      );
       return ReplicatedVolume.parse(raw);
     } catch (err) {
       if (isNotFound(err)) return undefined;
@@ -66,7 +76,11 @@ export class Fencer {
   }
 
   /** Records "the peer is Outdated" before this Primary acknowledges a write without it. */
-  fencePeer(namespace: string, spec: ReplicatedVolumeReplicaSpec, deadlineMs = FENCE_DEADLINE_MS): Promise<FenceOutcome> {
+  fencePeer(
+    namespace: string,
+    spec: ReplicatedVolumeReplicaSpec,
+    deadlineMs = FENCE_DEADLINE_MS,
+  ): Promise<FenceOutcome> {
     return this.#serial(spec.resource, async () => {
       const deadline = Date.now() + deadlineMs;
       const log = this.#log.child({ resource: spec.resource, peer: spec.peer.node });
@@ -80,23 +94,41 @@ export class Fencer {
             return 'fenced';
           }
           if (st.primary !== this.#node || (st.epoch ?? 0) > spec.epoch) {
-            log.error({ primary: st.primary, epoch: st.epoch, ours: spec.epoch }, 'Not fencing: this node is no longer the rightful Primary; I/O stays frozen');
+            log.error(
+              { primary: st.primary, epoch: st.epoch, ours: spec.epoch },
+              'Not fencing: this node is no longer the rightful Primary; I/O stays frozen',
+            );
             return 'superseded';
           }
           const fence: Fence = {
-            node: spec.peer.node, epoch: st.epoch ?? spec.epoch, by: this.#node,
+            node: spec.peer.node,
+            epoch: st.epoch ?? spec.epoch,
+            by: this.#node,
             time: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
             reason: `${this.#node} lost its peer and writes on without it`,
           };
-          await withTimeout(this.#custom.patchNamespacedCustomObjectStatus({ ...volumeApi, namespace, name: spec.volume,
-            body: { metadata: { resourceVersion: rv.metadata.resourceVersion }, status: { fence } } }, mergePatch), 5_000);
+          await withTimeout(
+            this.#custom.patchNamespacedCustomObjectStatus(
+              {
+                ...volumeApi,
+                namespace,
+                name: spec.volume,
+                body: { metadata: { resourceVersion: rv.metadata.resourceVersion }, status: { fence } },
+              },
+              mergePatch,
+            ),
+            5_000,
+          );
           log.warn({ epoch: fence.epoch, attempt }, 'Fenced the peer in the API');
           await this.#onChange('fenced', rv, fence).catch(() => undefined);
           return 'fenced';
         } catch (err) {
           if (isConflict(err)) continue; // the volume moved: read again
           if (Date.now() >= deadline) {
-            log.error({ error: describeError(err), attempt }, 'Could not reach the API to fence the peer; I/O stays frozen');
+            log.error(
+              { error: describeError(err), attempt },
+              'Could not reach the API to fence the peer; I/O stays frozen',
+            );
             return 'unreachable';
           }
           await new Promise((r) => setTimeout(r, 300));
@@ -114,11 +146,22 @@ export class Fencer {
     return this.#serial(spec.resource, async () => {
       const rv = await this.readVolume(namespace, spec.volume);
       const st = rv?.status;
-      if (!rv || st?.fence?.node !== spec.peer.node || st.primary !== this.#node || (st.epoch ?? 0) !== spec.epoch) return false;
+      if (!rv || st?.fence?.node !== spec.peer.node || st.primary !== this.#node || (st.epoch ?? 0) !== spec.epoch)
+        return false;
       if (!(await stillTrue())) return false;
       try {
-        await withTimeout(this.#custom.patchNamespacedCustomObjectStatus({ ...volumeApi, namespace, name: spec.volume,
-          body: { metadata: { resourceVersion: rv.metadata.resourceVersion }, status: { fence: null } } }, mergePatch), 5_000);
+        await withTimeout(
+          this.#custom.patchNamespacedCustomObjectStatus(
+            {
+              ...volumeApi,
+              namespace,
+              name: spec.volume,
+              body: { metadata: { resourceVersion: rv.metadata.resourceVersion }, status: { fence: null } },
+            },
+            mergePatch,
+          ),
+          5_000,
+        );
       } catch (err) {
         if (isConflict(err)) return false; // look again next time
         throw err;
@@ -132,8 +175,12 @@ export class Fencer {
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<never>((_r, reject) => { timer = setTimeout(() => reject(new Error(`the API did not answer within ${ms} ms`)), ms); })])
-    .finally(() => clearTimeout(timer));
+  return Promise.race([
+    p,
+    new Promise<never>((_r, reject) => {
+      timer = setTimeout(() => reject(new Error(`the API did not answer within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
 }
 
 export type FenceAction = 'fence' | 'unfence' | 'rejoin';
@@ -144,7 +191,11 @@ export type FenceAction = 'fence' | 'unfence' | 'rejoin';
  * sends `{"resource": …, "action": "unfence"}`, as the split-brain handler
  * `{"resource": …, "action": "rejoin"}`.
  */
-export async function serveFenceRequests(path: string, onRequest: (resource: string, action: FenceAction) => Promise<number>, log: Logger): Promise<Server> {
+export async function serveFenceRequests(
+  path: string,
+  onRequest: (resource: string, action: FenceAction) => Promise<number>,
+  log: Logger,
+): Promise<Server> {
   await rm(path, { force: true });
   const server = createServer((sock) => {
     let buf = '';
@@ -152,7 +203,10 @@ export async function serveFenceRequests(path: string, onRequest: (resource: str
     sock.on('error', () => sock.destroy());
     sock.on('data', (d: string) => {
       buf += d;
-      if (buf.length > 4096) { sock.destroy(); return; }
+      if (buf.length > 4096) {
+        sock.destroy();
+        return;
+      }
       const nl = buf.indexOf('\n');
       if (nl < 0) return;
       let resource = '';
@@ -160,14 +214,23 @@ export async function serveFenceRequests(path: string, onRequest: (resource: str
       try {
         const req = JSON.parse(buf.slice(0, nl)) as { resource?: unknown; action?: unknown };
         resource = String(req.resource ?? '');
-        action = req.action === undefined ? 'fence' : (['fence', 'unfence', 'rejoin'] as const).find((a) => a === req.action);
-      } catch { /* answered below */ }
+        action =
+          req.action === undefined ? 'fence' : (['fence', 'unfence', 'rejoin'] as const).find((a) => a === req.action);
+      } catch {
+        /* answered below */
+      }
       sock.pause();
       void (resource && action ? onRequest(resource, action) : Promise.resolve(1))
-        .catch((err: unknown) => { log.error({ error: describeError(err), resource }, 'Fence request failed'); return 1; })
+        .catch((err: unknown) => {
+          log.error({ error: describeError(err), resource }, 'Fence request failed');
+          return 1;
+        })
         .then((exit) => sock.end(`${JSON.stringify({ exit })}\n`));
     });
   });
-  await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(path, () => resolve()); });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(path, () => resolve());
+  });
   return server;
 }

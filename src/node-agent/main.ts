@@ -30,7 +30,11 @@ export async function main(argv: string[]): Promise<void> {
   kc.loadFromDefault();
   const metrics = agentMetrics(node);
   const agent = new NodeAgent({ kc, node, runDir, log, metrics, hostRoot: flag(argv, '--host-root', '') });
-  const server = await startHealthServer({ port: Number(flag(argv, '--metrics-port', '9942')), registry: metrics.registry, ready: () => agent.synced });
+  const server = await startHealthServer({
+    port: Number(flag(argv, '--metrics-port', '9942')),
+    registry: metrics.registry,
+    ready: () => agent.synced,
+  });
   let stopping = false;
   const stop = async (why: string): Promise<void> => {
     if (stopping) return;

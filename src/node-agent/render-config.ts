@@ -37,7 +37,9 @@ export function renderConfig(spec: ReplicatedVolumeReplicaSpec, sharedSecret: st
     ...(fence ? ['fencing resource-and-stonith;'] : []),
     `discarded-data-dir ${quote(`/var/lib/tandem/discarded/${spec.node}`)};`,
     ...(spec.sizeBytes !== undefined ? [`size ${Math.floor(spec.sizeBytes / 1024)}K;`] : []),
-    ...(spec.resyncRateBytes !== undefined ? [`resync-rate ${Math.max(1, Math.floor(spec.resyncRateBytes / 1024))}K;`] : []),
+    ...(spec.resyncRateBytes !== undefined
+      ? [`resync-rate ${Math.max(1, Math.floor(spec.resyncRateBytes / 1024))}K;`]
+      : []),
   ];
   const net = [
     'cram-hmac-alg sha256;',
@@ -62,7 +64,11 @@ export function renderConfig(spec: ReplicatedVolumeReplicaSpec, sharedSecret: st
     // unfence-peer: the same script asks the agent to lift the peer's fence the moment
     // the pair is whole again, so a failover right after a resync is not refused;
     // split-brain: the agent rejoins the pair now, not at its next pass.
-    ...(fence ? [`  handlers { fence-peer ${quote(fence.command)}; unfence-peer ${quote(fence.command)}; split-brain ${quote(fence.command)}; }`] : []),
+    ...(fence
+      ? [
+          `  handlers { fence-peer ${quote(fence.command)}; unfence-peer ${quote(fence.command)}; split-brain ${quote(fence.command)}; }`,
+        ]
+      : []),
     ...host(spec.self),
     ...host(spec.peer),
     '}',

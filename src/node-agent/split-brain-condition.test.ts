@@ -2,8 +2,17 @@ import { splitBrainCondition } from './agent.ts';
 import type { EngineStatusView } from './engine-client.ts';
 
 const engine = (cstate: string, decision?: string): EngineStatusView => ({
-  resource: 'db.mysql', role: 'Secondary', peerRole: 'Unknown', cstate, disk: 'UpToDate', peerDisk: 'DUnknown', size: 1, counters: {}, oosBytes: 0,
-  uuids: { current: 'AB' }, ...(decision ? { lastDecision: { decision, rule: 'both primaries changed data' } } : {}),
+  resource: 'db.mysql',
+  role: 'Secondary',
+  peerRole: 'Unknown',
+  cstate,
+  disk: 'UpToDate',
+  peerDisk: 'DUnknown',
+  size: 1,
+  counters: {},
+  oosBytes: 0,
+  uuids: { current: 'AB' },
+  ...(decision ? { lastDecision: { decision, rule: 'both primaries changed data' } } : {}),
 });
 
 test.each([

@@ -35,12 +35,13 @@ export interface AlStorage {
 
 export function encodeTransaction(seq: bigint, extents: number[], slotBytes: number): Buffer {
   const len = TX_HEADER + extents.length * 4;
-  if (len > slotBytes) throw new RangeError(`${extents.length} active extents do not fit an AL slot of ${slotBytes} bytes`);
+  if (len > slotBytes)
+    throw new RangeError(`${extents.length} active extents do not fit an AL slot of ${slotBytes} bytes`);
   const b = Buffer.alloc(Math.ceil(len / 4096) * 4096);
   TX_MAGIC.copy(b, 0);
   b.writeBigUInt64LE(seq, 8);
   b.writeUInt32LE(extents.length, 16);
-  extents.forEach((e, i) => b.writeUInt32LE(e, TX_HEADER + i * 4));
+  for (const [i, e] of extents.entries()) b.writeUInt32LE(e, TX_HEADER + i * 4);
   b.writeUInt32LE(crc32(b.subarray(TX_HEADER, len)), 20);
   b.writeUInt32LE(crc32(b.subarray(0, 24)), 24);
   return b;
@@ -86,7 +87,8 @@ export class ActivityLog {
       const head = await readExact(this.storage.handle, this.storage.offset + slot * this.slotBytes, 4096);
       const count = head.subarray(0, 8).equals(TX_MAGIC) ? head.readUInt32LE(16) : 0;
       const len = Math.min(this.slotBytes, Math.ceil((TX_HEADER + count * 4) / 4096) * 4096);
-      const whole = len > 4096 ? await readExact(this.storage.handle, this.storage.offset + slot * this.slotBytes, len) : head;
+      const whole =
+        len > 4096 ? await readExact(this.storage.handle, this.storage.offset + slot * this.slotBytes, len) : head;
       const tx = decodeTransaction(whole);
       if (tx && (!best || tx.seq > best.seq)) best = tx;
     }
@@ -113,7 +115,11 @@ export class ActivityLog {
     const last = Math.floor((offset + Math.max(length, 1) - 1) / AL_EXTENT_BYTES);
     for (;;) {
       let missing = false;
-      for (let e = first; e <= last; e++) if (!this.active.has(e)) { missing = true; this.wanted.add(e); }
+      for (let e = first; e <= last; e++)
+        if (!this.active.has(e)) {
+          missing = true;
+          this.wanted.add(e);
+        }
       if (!missing) break;
       await this.commit();
     }
@@ -153,7 +159,10 @@ export class ActivityLog {
           let room = this.capacity - this.active.size;
           for (const [e, refs] of this.active) {
             if (room >= need.length) break;
-            if (refs === 0 && !this.wanted.has(e)) { this.active.delete(e); room++; }
+            if (refs === 0 && !this.wanted.has(e)) {
+              this.active.delete(e);
+              room++;
+            }
           }
           if (room <= 0) {
             // Every extent is busy: wait for a write to complete.

@@ -5,8 +5,12 @@ import { BackingIo } from './backing.ts';
 
 describe('BackingIo', () => {
   let dir: string;
-  beforeAll(async () => { dir = await mkdtemp(join(tmpdir(), 'tandem-backing-')); });
-  afterAll(async () => { await rm(dir, { recursive: true, force: true }); });
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'tandem-backing-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
 
   it('reads back what it wrote, inline for small requests and through the threadpool for large ones', async () => {
     const h = await open(join(dir, 'a.img'), 'w+');
@@ -32,7 +36,13 @@ describe('BackingIo', () => {
     try {
       let now = 1000;
       // every call counts as slow
-      const io = new BackingIo(h, { slowReadMicros: 0, slowWriteMicros: 0, backoffMs: 10, maxBackoffMs: 40, now: () => now });
+      const io = new BackingIo(h, {
+        slowReadMicros: 0,
+        slowWriteMicros: 0,
+        backoffMs: 10,
+        maxBackoffMs: 40,
+        now: () => now,
+      });
       const data = Buffer.alloc(4096, 1);
       await io.write(0, data); // one slow call: could be a preemption, the gate stays open
       expect([io.inlineCalls, io.slowInlineCalls]).toEqual([1, 1]);

@@ -1,4 +1,5 @@
 // The local backing store: a regular file or a block device, opened once.
+import type { Stats } from 'node:fs';
 import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { constants as fsc, read as fsRead, readSync, write as fsWrite, writeSync } from 'node:fs';
 import { ERROR_CODES, TandemError } from './errors.ts';
@@ -23,11 +24,13 @@ function majorMinor(rdev: number): [number, number] {
 }
 
 export async function sizeOf(path: string): Promise<{ size: number; isBlockDevice: boolean }> {
-  let st;
+  let st: Stats;
   try {
     st = await stat(path);
   } catch (err) {
-    throw new TandemError(ERROR_CODES.backing, `${path}: cannot open backing device: ${(err as Error).message}`, 10, { cause: err });
+    throw new TandemError(ERROR_CODES.backing, `${path}: cannot open backing device: ${(err as Error).message}`, 10, {
+      cause: err,
+    });
   }
   if (st.isBlockDevice()) {
     const [maj, min] = majorMinor(st.rdev);
@@ -44,7 +47,9 @@ export async function openBacking(path: string): Promise<Backing> {
   try {
     handle = await open(path, fsc.O_RDWR);
   } catch (err) {
-    throw new TandemError(ERROR_CODES.backing, `${path}: cannot open backing device: ${(err as Error).message}`, 10, { cause: err });
+    throw new TandemError(ERROR_CODES.backing, `${path}: cannot open backing device: ${(err as Error).message}`, 10, {
+      cause: err,
+    });
   }
   return { path, handle, size, isBlockDevice, io: new BackingIo(handle), close: () => handle.close() };
 }
@@ -61,7 +66,10 @@ export async function readExact(h: FileHandle, offset: number, length: number, i
     const bytesRead = await new Promise<number>((resolve, reject) => {
       fsRead(h.fd, buf, done, length - done, offset + done, (err, n) => (err ? reject(err) : resolve(n)));
     });
-    if (bytesRead === 0) { buf.fill(0, done, length); break; }
+    if (bytesRead === 0) {
+      buf.fill(0, done, length);
+      break;
+    }
     done += bytesRead;
   }
   return buf;
@@ -169,11 +177,14 @@ export class BackingIo {
     this.#judge(this.#reads, t0, this.#slowReadNs);
     if (done === length) return Promise.resolve(buf);
     // Short read (end of a sparse file, or a signal): finish it the ordinary way.
-    return done === 0 ? Promise.resolve(buf.fill(0)) : readExact(this.#handle, offset + done, length - done, buf.subarray(done)).then(() => buf);
+    return done === 0
+      ? Promise.resolve(buf.fill(0))
+      : readExact(this.#handle, offset + done, length - done, buf.subarray(done)).then(() => buf);
   }
 
   write(offset: number, data: Buffer): Promise<void> {
-    if (data.length > this.#inlineMax || this.#now() < this.#writes.openAt) return writeExact(this.#handle, offset, data);
+    if (data.length > this.#inlineMax || this.#now() < this.#writes.openAt)
+      return writeExact(this.#handle, offset, data);
     const t0 = process.hrtime.bigint();
     let done: number;
     try {

@@ -17,31 +17,37 @@ describe('Bitmap', () => {
   });
 
   test('matches a naive model for random operations, and RLE round-trips', () => {
-    fc.assert(fc.property(
-      fc.integer({ min: 1, max: 70000 }),
-      fc.array(fc.tuple(fc.boolean(), fc.nat(), fc.nat({ max: 5000 })), { maxLength: 30 }),
-      (bits, ops) => {
-        const bm = new Bitmap(bits);
-        const model = new Uint8Array(bits);
-        for (const [set, a, len] of ops) {
-          const from = a % bits;
-          const to = Math.min(bits, from + len);
-          let changed = 0;
-          for (let i = from; i < to; i++) { if (model[i] !== (set ? 1 : 0)) changed++; model[i] = set ? 1 : 0; }
-          expect(set ? bm.setRange(from, to) : bm.clearRange(from, to)).toBe(changed);
-        }
-        expect(bm.count).toBe(model.reduce((n, v) => n + v, 0));
-        const firstSet = model.indexOf(1);
-        expect(bm.nextSet(0)).toBe(firstSet);
-        const back = decodeRle(encodeRle(bm), bits);
-        for (let i = 0; i < bits; i += 97) expect(back.test(i)).toBe(model[i] === 1);
-        expect(back.count).toBe(bm.count);
-      },
-    ), { numRuns: 200 });
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 70000 }),
+        fc.array(fc.tuple(fc.boolean(), fc.nat(), fc.nat({ max: 5000 })), { maxLength: 30 }),
+        (bits, ops) => {
+          const bm = new Bitmap(bits);
+          const model = new Uint8Array(bits);
+          for (const [set, a, len] of ops) {
+            const from = a % bits;
+            const to = Math.min(bits, from + len);
+            let changed = 0;
+            for (let i = from; i < to; i++) {
+              if (model[i] !== (set ? 1 : 0)) changed++;
+              model[i] = set ? 1 : 0;
+            }
+            expect(set ? bm.setRange(from, to) : bm.clearRange(from, to)).toBe(changed);
+          }
+          expect(bm.count).toBe(model.reduce((n, v) => n + v, 0));
+          const firstSet = model.indexOf(1);
+          expect(bm.nextSet(0)).toBe(firstSet);
+          const back = decodeRle(encodeRle(bm), bits);
+          for (let i = 0; i < bits; i += 97) expect(back.test(i)).toBe(model[i] === 1);
+          expect(back.count).toBe(bm.count);
+        },
+      ),
+      { numRuns: 200 },
+    );
   });
 
   test('a clean bitmap of a 1 TiB device encodes in a few bytes', () => {
-    const bm = new Bitmap((1024 ** 4) / 4096);
+    const bm = new Bitmap(1024 ** 4 / 4096);
     bm.setRange(1000, 3000);
     expect(encodeRle(bm).length).toBeLessThan(16);
   });

@@ -19,7 +19,8 @@ export class Bitmap {
     this.bits = bits;
     const byteLength = Math.ceil(Math.ceil(bits / 8) / BITMAP_PAGE_BYTES) * BITMAP_PAGE_BYTES;
     this.bytes = storage ?? new Uint8Array(byteLength);
-    if (this.bytes.byteLength < byteLength) throw new RangeError(`bitmap storage of ${this.bytes.byteLength} bytes is smaller than ${byteLength}`);
+    if (this.bytes.byteLength < byteLength)
+      throw new RangeError(`bitmap storage of ${this.bytes.byteLength} bytes is smaller than ${byteLength}`);
     this.words = new Uint32Array(this.bytes.buffer, this.bytes.byteOffset, byteLength / 4);
     this.clearTail();
     this.recount();
@@ -49,7 +50,10 @@ export class Bitmap {
     let n = 0;
     for (let i = 0; i < this.words.length; i++) {
       let w = this.words[i]!;
-      while (w !== 0) { w &= w - 1; n++; }
+      while (w !== 0) {
+        w &= w - 1;
+        n++;
+      }
     }
     this.setCount = n;
   }
@@ -76,7 +80,7 @@ export class Bitmap {
   private applyRange(from: number, to: number, set: boolean): number {
     to = Math.min(to, this.bits);
     let changed = 0;
-    for (let b = from; b < to;) {
+    for (let b = from; b < to; ) {
       const wi = b >>> 5;
       const lo = b & 31;
       const hi = Math.min(32, lo + (to - b));
@@ -120,7 +124,10 @@ export class Bitmap {
   /** First clear bit at or after `from`, or `bits`. */
   nextClear(from: number): number {
     for (let b = from; b < this.bits; b++) {
-      if ((b & 31) === 0 && this.words[b >>> 5] === 0xffffffff) { b += 31; continue; }
+      if ((b & 31) === 0 && this.words[b >>> 5] === 0xffffffff) {
+        b += 31;
+        continue;
+      }
       if (!this.test(b)) return b;
     }
     return this.bits;
@@ -158,7 +165,10 @@ export class Bitmap {
 
 function popcount(w: number): number {
   let n = 0;
-  while (w !== 0) { w &= w - 1; n++; }
+  while (w !== 0) {
+    w &= w - 1;
+    n++;
+  }
   return n;
 }
 

@@ -37,7 +37,11 @@ export function blockDigests(alg: string, data: Buffer, blockSize: number): Buff
   for (let i = 0; i < n; i++) {
     const block = data.subarray(i * blockSize, (i + 1) * blockSize);
     if (a === 'crc32c') out.writeUInt32LE(crc32c(block), i * 4);
-    else createHash(a).update(block).digest().copy(out, i * size);
+    else
+      createHash(a)
+        .update(block)
+        .digest()
+        .copy(out, i * size);
   }
   return out;
 }

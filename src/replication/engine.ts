@@ -37,21 +37,62 @@ import { AL_BYTES, AL_OFFSET, locateMetadata, Metadata, type MdFlag } from './me
 import { PeerLink, type Connection } from './peer-link.ts';
 import { PayloadPool } from '../net/payload-pool.ts';
 import { initialState, transition, type EngineState, type StateChange } from './state.ts';
-import { hasLocalDisk, isConnected, isSyncSource, isSyncTarget, isSyncing, isUpToDate, type ConnectionState, type DiskState, type Role } from './states.ts';
+import {
+  hasLocalDisk,
+  isConnected,
+  isSyncSource,
+  isSyncTarget,
+  isSyncing,
+  isUpToDate,
+  type ConnectionState,
+  type DiskState,
+  type Role,
+} from './states.ts';
 import { resolveSplitBrain } from './split-brain.ts';
 import { runHandler, type HandlerName } from './handlers.ts';
 import { mkdir, open as openFile, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { compareUuids, finishSyncSource, finishSyncTarget, newCurrent, randomUuid, UUID_JUST_CREATED, uuidsFromJson, uuidsToJson, type SyncDecision, type Uuids } from './uuids.ts';
 import {
-  DATA_FLAGS, FRAME_FLAGS, P, decodeData, decodeRange, decodeRsData, decodeSeq, encodeData, encodeFrame,
-  encodeRange, encodeRsData, encodeSeq, encodeVerify, decodeVerify, encodeReadRequest, decodeReadRequest,
-  encodeReadReply, decodeReadReply, type Frame,
+  compareUuids,
+  finishSyncSource,
+  finishSyncTarget,
+  newCurrent,
+  randomUuid,
+  UUID_JUST_CREATED,
+  uuidsFromJson,
+  uuidsToJson,
+  type SyncDecision,
+  type Uuids,
+} from './uuids.ts';
+import {
+  DATA_FLAGS,
+  FRAME_FLAGS,
+  P,
+  decodeData,
+  decodeRange,
+  decodeRsData,
+  decodeSeq,
+  encodeData,
+  encodeFrame,
+  encodeRange,
+  encodeRsData,
+  encodeSeq,
+  encodeVerify,
+  decodeVerify,
+  encodeReadRequest,
+  decodeReadRequest,
+  encodeReadReply,
+  decodeReadReply,
+  type Frame,
 } from './wire.ts';
 import { blockDigests, digestSize, isSupportedAlg } from './digest.ts';
 import { APP_ACTIVE_WINDOW_MS, resyncRateNow } from './resync-rate.ts';
 
-const UuidsJson = z.object({ current: z.string().regex(/^[0-9A-F]{16}$/), bitmap: z.string().regex(/^[0-9A-F]{16}$/), history: z.tuple([z.string().regex(/^[0-9A-F]{16}$/), z.string().regex(/^[0-9A-F]{16}$/)]) });
+const UuidsJson = z.object({
+  current: z.string().regex(/^[0-9A-F]{16}$/),
+  bitmap: z.string().regex(/^[0-9A-F]{16}$/),
+  history: z.tuple([z.string().regex(/^[0-9A-F]{16}$/), z.string().regex(/^[0-9A-F]{16}$/)]),
+});
 
 const Params = z.object({
   reply: z.boolean(),
@@ -86,7 +127,10 @@ const StateMsg = z.object({
   clearBitmapUuid: UuidsJson.optional(),
   verifyStart: z.boolean().optional(),
   /** DRBD's P_SYNC_UUID: the generation a full-sync target carries until it is done, so an interrupted sync resumes. */
-  syncUuid: z.string().regex(/^[0-9A-F]{16}$/).optional(),
+  syncUuid: z
+    .string()
+    .regex(/^[0-9A-F]{16}$/)
+    .optional(),
   verifyDone: z.object({ oosBlocks: z.number().int().nonnegative() }).optional(),
 });
 
@@ -249,17 +293,30 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /** Runs a DRBD handler from `handlers {}` with DRBD's environment. */
   private handler(name: HandlerName, extraEnv: Record<string, string> = {}): Promise<number | undefined> {
-    return runHandler(name, this.config.handlers[name], {
-      resource: this.config.name, minor: this.self.minor, peerAddress: this.peer?.address.host, peerAf: this.peer?.address.family,
-      peerName: this.peer?.name, configFile: this.configFile, logger: this.log,
-    }, extraEnv);
+    return runHandler(
+      name,
+      this.config.handlers[name],
+      {
+        resource: this.config.name,
+        minor: this.self.minor,
+        peerAddress: this.peer?.address.host,
+        peerAf: this.peer?.address.family,
+        peerName: this.peer?.name,
+        configFile: this.configFile,
+        logger: this.log,
+      },
+      extraEnv,
+    );
   }
 
   // --- state ---------------------------------------------------------------
 
   /** Commits a state change (facts and soft rules checked), logs the diff with its cause. */
   private commit(change: StateChange, cause: string): void {
-    const r = transition(this.state, change, { allowTwoPrimaries: this.config.net.allowTwoPrimaries, openCount: this.openCount() });
+    const r = transition(this.state, change, {
+      allowTwoPrimaries: this.config.net.allowTwoPrimaries,
+      openCount: this.openCount(),
+    });
     if (!r.ok) throw r.error;
     if (r.diff === '') return;
     const wasWhole = isWholePrimary(this.state);
@@ -299,30 +356,51 @@ export class Engine extends EventEmitter<EngineEvents> {
       const md = await Metadata.open(location, this.config.name, backing);
       this.backing = backing;
       this.md = md;
-      this.capacity = Math.min(location.dataCapacity, md.sb.bitmapBits * BLOCK_SIZE, this.config.disk.size ?? Number.MAX_SAFE_INTEGER);
+      this.capacity = Math.min(
+        location.dataCapacity,
+        md.sb.bitmapBits * BLOCK_SIZE,
+        this.config.disk.size ?? Number.MAX_SAFE_INTEGER,
+      );
       this.capacity -= this.capacity % BLOCK_SIZE;
       if (md.sb.laSize > this.capacity) {
-        throw new TandemError(ERROR_CODES.backing, `${this.self.disk}: the disk holds ${this.capacity} bytes but the device was ${md.sb.laSize} bytes; refusing to attach a shrunk disk`);
+        throw new TandemError(
+          ERROR_CODES.backing,
+          `${this.self.disk}: the disk holds ${this.capacity} bytes but the device was ${md.sb.laSize} bytes; refusing to attach a shrunk disk`,
+        );
       }
       this.size = md.sb.laSize > 0 ? md.sb.laSize : this.capacity;
-      const al = new ActivityLog({ handle: md.handle, offset: location.offset + AL_OFFSET, bytes: AL_BYTES }, this.config.disk.alExtents);
+      const al = new ActivityLog(
+        { handle: md.handle, offset: location.offset + AL_OFFSET, bytes: AL_BYTES },
+        this.config.disk.alExtents,
+      );
       const hot = await al.recover();
       if (hot.length > 0) {
         // Unclean shutdown: writes may have been in flight in these extents,
         // on one disk and not the other. Resync exactly them.
-        for (const e of hot) md.bitmap.setRange((e * AL_EXTENT_BYTES) / BLOCK_SIZE, ((e + 1) * AL_EXTENT_BYTES) / BLOCK_SIZE);
+        for (const e of hot)
+          md.bitmap.setRange((e * AL_EXTENT_BYTES) / BLOCK_SIZE, ((e + 1) * AL_EXTENT_BYTES) / BLOCK_SIZE);
         await md.writeDirtyBitmap(true);
-        this.log.warn({ extents: hot.length, bytes: hot.length * AL_EXTENT_BYTES }, 'Activity log was not empty (unclean shutdown); marked its extents out of sync');
+        this.log.warn(
+          { extents: hot.length, bytes: hot.length * AL_EXTENT_BYTES },
+          'Activity log was not empty (unclean shutdown); marked its extents out of sync',
+        );
       }
       await al.clear();
       this.al = al;
       // DRBD: a consistent disk is UpToDate on attach unless fencing is on; then it
       // stays Consistent until a peer confirms it (a lone node cannot know it is newest).
-      const disk: DiskState = !md.has('consistent') ? 'Inconsistent' : md.has('outdated') ? 'Outdated'
-        : this.config.disk.fencing === 'dont-care' ? 'UpToDate' : 'Consistent';
+      const disk: DiskState = !md.has('consistent')
+        ? 'Inconsistent'
+        : md.has('outdated')
+          ? 'Outdated'
+          : this.config.disk.fencing === 'dont-care'
+            ? 'UpToDate'
+            : 'Consistent';
       this.counters.bm = md.bitmapWrites;
       this.fact({ disk }, 'attach');
-      this.bitmapTimer = setInterval(() => { void this.persistBitmap(false); }, 1000);
+      this.bitmapTimer = setInterval(() => {
+        void this.persistBitmap(false);
+      }, 1000);
       this.bitmapTimer.unref();
     } catch (err) {
       // Leave nothing half attached: a later attach starts from scratch.
@@ -338,7 +416,12 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   async detach(): Promise<void> {
     if (!this.md) return;
-    if (this.state.role === 'Primary') throw new TandemError(ERROR_CODES.notImplemented, `${this.config.name}: detaching the disk of a Primary (serving through the peer) is not implemented yet`, 20);
+    if (this.state.role === 'Primary')
+      throw new TandemError(
+        ERROR_CODES.notImplemented,
+        `${this.config.name}: detaching the disk of a Primary (serving through the peer) is not implemented yet`,
+        20,
+      );
     if (this.conn) await this.disconnect();
     await this.lock.drain();
     await this.persistBitmap(true);
@@ -360,13 +443,25 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (this.link) return;
     const net = this.config.net;
     const link = new PeerLink({
-      resource: this.config.name, nodeName: this.self.name, peerName: this.peer.name,
-      self: this.self.address, peer: this.peer.address, sharedSecret: net.sharedSecret, hmacAlg: net.cramHmacAlg ?? 'sha256',
-      connectIntMs: net.connectIntMs, pingIntMs: net.pingIntMs, pingTimeoutMs: net.pingTimeoutMs, payloads: this.payloads,
+      resource: this.config.name,
+      nodeName: this.self.name,
+      peerName: this.peer.name,
+      self: this.self.address,
+      peer: this.peer.address,
+      sharedSecret: net.sharedSecret,
+      hmacAlg: net.cramHmacAlg ?? 'sha256',
+      connectIntMs: net.connectIntMs,
+      pingIntMs: net.pingIntMs,
+      pingTimeoutMs: net.pingTimeoutMs,
+      payloads: this.payloads,
       logger: this.log.child({ component: 'link' }),
     });
-    link.on('state', (cs, reason) => { if (!this.conn) this.fact({ conn: cs }, reason); });
-    link.on('refused', (reason) => { this.lastError = reason; });
+    link.on('state', (cs, reason) => {
+      if (!this.conn) this.fact({ conn: cs }, reason);
+    });
+    link.on('refused', (reason) => {
+      this.lastError = reason;
+    });
     link.on('connected', (c) => this.onConnected(c));
     this.link = link;
     await link.start();
@@ -375,7 +470,10 @@ export class Engine extends EventEmitter<EngineEvents> {
   async disconnect(): Promise<void> {
     const link = this.link;
     this.link = undefined;
-    if (!link) { this.fact({ conn: 'StandAlone' }, 'disconnect'); return; }
+    if (!link) {
+      this.fact({ conn: 'StandAlone' }, 'disconnect');
+      return;
+    }
     this.fact({ conn: 'Disconnecting' }, 'disconnect');
     // The connection first: a listening server's close() waits for its sockets.
     this.conn?.close('TearDown', 'disconnect');
@@ -406,11 +504,21 @@ export class Engine extends EventEmitter<EngineEvents> {
   private makeParams(reply: boolean): Params {
     const md = this.metadata;
     return {
-      reply, protocol: this.config.protocol, capacity: this.capacity, laSize: md.sb.laSize, uuids: uuidsToJson(md.sb.uuids),
-      disk: this.state.disk, role: this.state.role === 'Primary' ? 'Primary' : 'Secondary',
-      allowTwoPrimaries: this.config.net.allowTwoPrimaries, discardMyData: this.discardMyData,
-      crashedPrimary: md.has('crashedPrimary') && this.state.role !== 'Primary', node: this.self.name,
-      changes: md.bitmap.count, primaryAtSplit: md.has('primaryAtSplit'), invalidate: this.pendingInvalidate, resize: this.pendingResize,
+      reply,
+      protocol: this.config.protocol,
+      capacity: this.capacity,
+      laSize: md.sb.laSize,
+      uuids: uuidsToJson(md.sb.uuids),
+      disk: this.state.disk,
+      role: this.state.role === 'Primary' ? 'Primary' : 'Secondary',
+      allowTwoPrimaries: this.config.net.allowTwoPrimaries,
+      discardMyData: this.discardMyData,
+      crashedPrimary: md.has('crashedPrimary') && this.state.role !== 'Primary',
+      node: this.self.name,
+      changes: md.bitmap.count,
+      primaryAtSplit: md.has('primaryAtSplit'),
+      invalidate: this.pendingInvalidate,
+      resize: this.pendingResize,
     };
   }
 
@@ -443,7 +551,11 @@ export class Engine extends EventEmitter<EngineEvents> {
       void this.handler('pri-on-incon-degr');
     }
     const fencing = this.config.disk.fencing;
-    if (this.state.role === 'Primary' && (wasPeerDisk === 'UpToDate' || wasPeerDisk === 'Consistent') && fencing !== 'dont-care') {
+    if (
+      this.state.role === 'Primary' &&
+      (wasPeerDisk === 'UpToDate' || wasPeerDisk === 'Consistent') &&
+      fencing !== 'dont-care'
+    ) {
       // Before any write completes without the peer: freeze (resource-and-stonith)
       // and ask the fence-peer handler to make sure the peer cannot take over.
       if (fencing === 'resource-and-stonith') this.suspendIo(`fencing: lost the peer (${reason})`);
@@ -452,7 +564,9 @@ export class Engine extends EventEmitter<EngineEvents> {
     // Everything the peer may not have becomes out of sync (transfer log, resync in flight).
     for (const r of this.pending.values()) {
       this.metadata.bitmap.setRange(r.offset / BLOCK_SIZE, Math.ceil((r.offset + r.length) / BLOCK_SIZE));
-      r.sent.resolve(false); r.received.resolve(false); r.written.resolve(false);
+      r.sent.resolve(false);
+      r.received.resolve(false);
+      r.written.resolve(false);
     }
     this.pending.clear();
     this.counters.pe = 0;
@@ -474,8 +588,11 @@ export class Engine extends EventEmitter<EngineEvents> {
       // A Primary that loses its peer starts a new data generation, on disk
       // before any further write completes (DRBD: new current UUID).
       const md = this.md;
-      this.generationGate = md.update((sb) => ({ uuids: newCurrent(sb.uuids), set: ['primaryAtSplit'] }))
-        .then(() => this.log.info({ uuids: uuidsToJson(md.sb.uuids) }, 'Started a new data generation after losing the peer'));
+      this.generationGate = md
+        .update((sb) => ({ uuids: newCurrent(sb.uuids), set: ['primaryAtSplit'] }))
+        .then(() =>
+          this.log.info({ uuids: uuidsToJson(md.sb.uuids) }, 'Started a new data generation after losing the peer'),
+        );
     }
     const next: ConnectionState = cs === 'StandAlone' ? 'StandAlone' : cs;
     this.fact({ conn: next }, reason);
@@ -496,13 +613,19 @@ export class Engine extends EventEmitter<EngineEvents> {
         // A resize request: look at our own disk again before answering.
         if (params.resize && !params.reply) {
           return void this.refreshCapacity()
-            .catch((err: unknown) => this.log.warn({ err }, 'Could not grow for the peer\'s resize; answering with the current size'))
-            .then(() => { if (this.conn === c) this.onParams(c, params); });
+            .catch((err: unknown) =>
+              this.log.warn({ err }, "Could not grow for the peer's resize; answering with the current size"),
+            )
+            .then(() => {
+              if (this.conn === c) this.onParams(c, params);
+            });
         }
         return this.onParams(c, params);
       }
-      case P.STATE: return this.onPeerState(c, StateMsg.parse(JSON.parse(f.payload.toString('utf8'))));
-      case P.BITMAP: return this.onBitmapFrame(c, f);
+      case P.STATE:
+        return this.onPeerState(c, StateMsg.parse(JSON.parse(f.payload.toString('utf8'))));
+      case P.BITMAP:
+        return this.onBitmapFrame(c, f);
       case P.ERROR: {
         const msg = String((JSON.parse(f.payload.toString('utf8')) as { message?: unknown }).message ?? 'unknown');
         this.lastError = `peer: ${msg}`;
@@ -512,28 +635,55 @@ export class Engine extends EventEmitter<EngineEvents> {
         void link?.stop();
         return c.close('StandAlone', `peer: ${msg}`);
       }
-      case P.SYNC_DONE: return void this.onSyncDone(c, SyncDone.parse(JSON.parse(f.payload.toString('utf8'))));
-      case P.SYNC_DONE_ACK: return void this.onSyncDoneAck();
+      case P.SYNC_DONE:
+        return void this.onSyncDone(c, SyncDone.parse(JSON.parse(f.payload.toString('utf8'))));
+      case P.SYNC_DONE_ACK:
+        return void this.onSyncDoneAck();
     }
     if (!this.peerParams) throw new Error(`packet type 0x${f.type.toString(16)} before PARAMS`);
     switch (f.type) {
-      case P.DATA: return this.onData(c, f.payload);
-      case P.RECV_ACK: return this.onAck(f.payload, 'received');
-      case P.WRITE_ACK: return this.onAck(f.payload, 'written');
-      case P.NEG_ACK: return this.onNegAck(f.payload);
-      case P.FLUSH: return this.onPeerFlush(c, decodeSeq(f.payload).seq);
-      case P.FLUSH_ACK: { const { seq } = decodeSeq(f.payload); this.flushWaiters.get(seq)?.resolve(true); this.flushWaiters.delete(seq); return; }
-      case P.RS_DATA: return this.onRsData(c, f.payload);
-      case P.RS_ACK: return this.onRsAck(f.payload, true);
-      case P.RS_NEG_ACK: return this.onRsAck(f.payload, false);
-      case P.RS_ZERO: return this.onRsZero(c, f.payload);
-      case P.RS_CSUM: return this.onRsCsum(c, f.payload);
-      case P.RS_CSUM_REPLY: return this.onRsCsumReply(c, f.payload);
-      case P.VERIFY_REQ: return this.onVerifyRequest(c, f.payload);
-      case P.VERIFY_REPLY: return this.onVerifyReply(f.payload);
-      case P.READ_REQ: return this.onReadRequest(c, f.payload);
-      case P.READ_REPLY: { const r = decodeReadReply(f.payload); this.peerReads.get(r.id)?.resolve(r); this.peerReads.delete(r.id); return; }
-      default: throw new Error(`unexpected packet type 0x${f.type.toString(16)}`);
+      case P.DATA:
+        return this.onData(c, f.payload);
+      case P.RECV_ACK:
+        return this.onAck(f.payload, 'received');
+      case P.WRITE_ACK:
+        return this.onAck(f.payload, 'written');
+      case P.NEG_ACK:
+        return this.onNegAck(f.payload);
+      case P.FLUSH:
+        return this.onPeerFlush(c, decodeSeq(f.payload).seq);
+      case P.FLUSH_ACK: {
+        const { seq } = decodeSeq(f.payload);
+        this.flushWaiters.get(seq)?.resolve(true);
+        this.flushWaiters.delete(seq);
+        return;
+      }
+      case P.RS_DATA:
+        return this.onRsData(c, f.payload);
+      case P.RS_ACK:
+        return this.onRsAck(f.payload, true);
+      case P.RS_NEG_ACK:
+        return this.onRsAck(f.payload, false);
+      case P.RS_ZERO:
+        return this.onRsZero(c, f.payload);
+      case P.RS_CSUM:
+        return this.onRsCsum(c, f.payload);
+      case P.RS_CSUM_REPLY:
+        return this.onRsCsumReply(c, f.payload);
+      case P.VERIFY_REQ:
+        return this.onVerifyRequest(c, f.payload);
+      case P.VERIFY_REPLY:
+        return this.onVerifyReply(f.payload);
+      case P.READ_REQ:
+        return this.onReadRequest(c, f.payload);
+      case P.READ_REPLY: {
+        const r = decodeReadReply(f.payload);
+        this.peerReads.get(r.id)?.resolve(r);
+        this.peerReads.delete(r.id);
+        return;
+      }
+      default:
+        throw new Error(`unexpected packet type 0x${f.type.toString(16)}`);
     }
   }
 
@@ -548,11 +698,13 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
     this.peerParams = p;
     const mine = this.sentParams!;
-    if (p.protocol !== mine.protocol) return this.abortConnection(c, `incompatible communication protocols: ours ${mine.protocol}, peer ${p.protocol}`);
+    if (p.protocol !== mine.protocol)
+      return this.abortConnection(c, `incompatible communication protocols: ours ${mine.protocol}, peer ${p.protocol}`);
     // Size: the smaller disk; never below a size the device already had.
     const agreedLa = Math.max(mine.laSize, p.laSize);
     const fits = Math.min(mine.capacity, p.capacity);
-    if (agreedLa > 0 && fits < agreedLa) return this.abortConnection(c, `The peer's disk size is too small! (${fits} < ${agreedLa} bytes)`);
+    if (agreedLa > 0 && fits < agreedLa)
+      return this.abortConnection(c, `The peer's disk size is too small! (${fits} < ${agreedLa} bytes)`);
     const resizing = mine.resize || p.resize;
     this.pendingResize = false;
     const newSize = agreedLa > 0 && !resizing ? agreedLa : fits;
@@ -568,14 +720,24 @@ export class Engine extends EventEmitter<EngineEvents> {
     } else if (decision === 'none' && p.disk === 'Inconsistent' && mine.disk === 'UpToDate') {
       decision = 'bitmap-source';
       rule = "same generation, the peer's disk is Inconsistent (interrupted resync or invalidate)";
-    } else if (decision === 'none' && mine.disk === 'UpToDate' && p.disk === 'UpToDate' && mine.changes + p.changes > 0) {
+    } else if (
+      decision === 'none' &&
+      mine.disk === 'UpToDate' &&
+      p.disk === 'UpToDate' &&
+      mine.changes + p.changes > 0
+    ) {
       // Blocks marked by online verify: the Primary's version wins, else the lower node name's.
       const weSource = mine.role === 'Primary' || (p.role !== 'Primary' && this.self.name < p.node);
       decision = weSource ? 'bitmap-source' : 'bitmap-target';
       rule = `same generation, ${mine.changes + p.changes} blocks marked out of sync (verify)`;
     }
-    if (mine.invalidate === 'self' || p.invalidate === 'peer') { decision = 'full-target'; rule = mine.invalidate === 'self' ? 'invalidate' : 'invalidate-remote on the peer'; }
-    else if (mine.invalidate === 'peer' || p.invalidate === 'self') { decision = 'full-source'; rule = mine.invalidate === 'peer' ? 'invalidate-remote' : 'invalidate on the peer'; }
+    if (mine.invalidate === 'self' || p.invalidate === 'peer') {
+      decision = 'full-target';
+      rule = mine.invalidate === 'self' ? 'invalidate' : 'invalidate-remote on the peer';
+    } else if (mine.invalidate === 'peer' || p.invalidate === 'self') {
+      decision = 'full-source';
+      rule = mine.invalidate === 'peer' ? 'invalidate-remote' : 'invalidate on the peer';
+    }
     this.pendingInvalidate = 'none';
     let discardOwn = false;
     if (decision === 'split-brain' || decision === 'split-brain-unrelated') {
@@ -583,11 +745,16 @@ export class Engine extends EventEmitter<EngineEvents> {
       const sbRule = rule;
       this.log.error({ rule }, 'Split-Brain detected');
       void this.handler('split-brain');
-      if (mine.discardMyData && p.discardMyData) return this.abortConnection(c, 'Split-Brain detected and both sides want to discard their data; refusing');
+      if (mine.discardMyData && p.discardMyData)
+        return this.abortConnection(c, 'Split-Brain detected and both sides want to discard their data; refusing');
       let victim: 'self' | 'peer' | undefined;
-      if (mine.discardMyData) { victim = 'self'; rule = `split brain resolved: we discard our data (${sbRule})`; }
-      else if (p.discardMyData) { victim = 'peer'; rule = `split brain resolved: the peer discards its data (${sbRule})`; }
-      else {
+      if (mine.discardMyData) {
+        victim = 'self';
+        rule = `split brain resolved: we discard our data (${sbRule})`;
+      } else if (p.discardMyData) {
+        victim = 'peer';
+        rule = `split brain resolved: the peer discards its data (${sbRule})`;
+      } else {
         const out = resolveSplitBrain({
           policy: this.config.net,
           self: { name: this.self.name, role: mine.role, changes: mine.changes, primaryAtSplit: mine.primaryAtSplit },
@@ -596,13 +763,19 @@ export class Engine extends EventEmitter<EngineEvents> {
         this.log.warn({ outcome: out }, 'Evaluated the after-sb policies');
         if (!out.victim) {
           this.lastDecision = { decision, rule: `${sbRule}; ${out.rule}` };
-          return this.abortConnection(c, `Split-Brain detected but unresolved, dropping connection! (${sbRule}; ${out.rule})`);
+          return this.abortConnection(
+            c,
+            `Split-Brain detected but unresolved, dropping connection! (${sbRule}; ${out.rule})`,
+          );
         }
         if (out.victim === 'self' && this.state.role === 'Primary') {
           this.lastDecision = { decision, rule: `${sbRule}; ${out.rule}` };
           if (out.violent) {
             // Demote by force, then come back as the victim: the peer keeps retrying.
-            this.log.error({ rule: out.rule }, 'Split brain victim is this Primary: demoting it by force (violently-as0p)');
+            this.log.error(
+              { rule: out.rule },
+              'Split brain victim is this Primary: demoting it by force (violently-as0p)',
+            );
             c.close('NetworkFailure', `split brain: demoting this Primary by force (${out.rule})`);
             void (async () => {
               try {
@@ -615,23 +788,35 @@ export class Engine extends EventEmitter<EngineEvents> {
             return;
           }
           if (out.callPriLost) void this.handler('pri-lost-after-sb');
-          return this.abortConnection(c, `Split-Brain detected; this Primary would be the victim (${out.rule}); staying Primary and disconnecting`);
+          return this.abortConnection(
+            c,
+            `Split-Brain detected; this Primary would be the victim (${out.rule}); staying Primary and disconnecting`,
+          );
         }
         victim = out.victim;
         rule = `split brain resolved automatically: ${out.rule} (${sbRule})`;
       }
-      decision = victim === 'self' ? (full ? 'full-target' : 'bitmap-target') : (full ? 'full-source' : 'bitmap-source');
+      decision = victim === 'self' ? (full ? 'full-target' : 'bitmap-target') : full ? 'full-source' : 'bitmap-source';
       discardOwn = victim === 'self';
     }
-    if (decision === 'none' && p.role === 'Primary' && mine.role === 'Primary' && !(p.allowTwoPrimaries && mine.allowTwoPrimaries)) {
-      return this.abortConnection(c, 'both nodes are Primary and allow-two-primaries is not set on both; refusing to connect');
+    if (
+      decision === 'none' &&
+      p.role === 'Primary' &&
+      mine.role === 'Primary' &&
+      !(p.allowTwoPrimaries && mine.allowTwoPrimaries)
+    ) {
+      return this.abortConnection(
+        c,
+        'both nodes are Primary and allow-two-primaries is not set on both; refusing to connect',
+      );
     }
     if (decision === 'unrelated-data') {
       this.lastDecision = { decision, rule };
       return this.abortConnection(c, `Unrelated data, aborting! (${rule})`);
     }
     const target = decision === 'bitmap-target' || decision === 'full-target';
-    if (target && this.state.role === 'Primary') return this.abortConnection(c, `I shall become SyncTarget, but I am primary! (${rule})`);
+    if (target && this.state.role === 'Primary')
+      return this.abortConnection(c, `I shall become SyncTarget, but I am primary! (${rule})`);
     // Our own changes are about to be overwritten: keep a copy (see saveBeforeOverwrite).
     this.saveDiscarded = target && (discardOwn || mine.changes > 0) && this.config.disk.discardedDataDir !== 'none';
     if (grownFrom !== undefined) {
@@ -657,7 +842,11 @@ export class Engine extends EventEmitter<EngineEvents> {
       // Same generation: identical data. A Consistent/Outdated disk next to an
       // UpToDate one of the same generation is UpToDate too.
       const consistent = (d: string): boolean => d === 'UpToDate' || d === 'Consistent';
-      const same = (d: string): DiskState => (d === 'Consistent' && (consistent(p.disk) || consistent(mine.disk))) || (d === 'Outdated' && (p.disk === 'UpToDate' || mine.disk === 'UpToDate')) ? 'UpToDate' : d as DiskState;
+      const same = (d: string): DiskState =>
+        (d === 'Consistent' && (consistent(p.disk) || consistent(mine.disk))) ||
+        (d === 'Outdated' && (p.disk === 'UpToDate' || mine.disk === 'UpToDate'))
+          ? 'UpToDate'
+          : (d as DiskState);
       const disk = same(this.state.disk);
       const peerDisk = same(p.disk);
       if (disk !== this.state.disk) void this.persistDisk(disk);
@@ -670,9 +859,15 @@ export class Engine extends EventEmitter<EngineEvents> {
     const full = decision === 'full-source' || decision === 'full-target';
     // DRBD clamps a sync source's disk to UpToDate: the generation identifiers have just
     // named its data the newer copy (a node that came up alone is only Consistent until then).
-    const sourceDisk = source && (this.state.disk === 'Consistent' || this.state.disk === 'Outdated') ? { disk: 'UpToDate' as const } : {};
+    const sourceDisk =
+      source && (this.state.disk === 'Consistent' || this.state.disk === 'Outdated')
+        ? { disk: 'UpToDate' as const }
+        : {};
     if (sourceDisk.disk) void this.persistDisk('UpToDate');
-    this.fact({ conn: source ? 'WFBitMapS' : 'WFBitMapT', peerRole, peerDisk: p.disk as DiskState, ...sourceDisk }, rule);
+    this.fact(
+      { conn: source ? 'WFBitMapS' : 'WFBitMapT', peerRole, peerDisk: p.disk as DiskState, ...sourceDisk },
+      rule,
+    );
     if (source) this.resumeIo('the peer is back');
     if (full) this.metadata.bitmap.setRange(0, Math.ceil(newSize / BLOCK_SIZE));
     if (target) this.syncGate = this.prepareSyncTarget();
@@ -703,7 +898,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       const handle = await openFile(path, 'w');
       await handle.truncate(this.size);
       this.discard = { path, handle, saved: new Bitmap(Math.ceil(this.size / BLOCK_SIZE)), bytes: 0 };
-      this.log.warn({ path }, 'Saving this node\'s blocks before the resync overwrites them');
+      this.log.warn({ path }, "Saving this node's blocks before the resync overwrites them");
     }
   }
 
@@ -744,7 +939,14 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
     await d.handle.datasync();
     await d.handle.close();
-    await writeFile(`${d.path}.json`, JSON.stringify({ resource: this.config.name, node: this.self.name, deviceSize: this.size, blockSize: BLOCK_SIZE, ranges }, null, 1));
+    await writeFile(
+      `${d.path}.json`,
+      JSON.stringify(
+        { resource: this.config.name, node: this.self.name, deviceSize: this.size, blockSize: BLOCK_SIZE, ranges },
+        null,
+        1,
+      ),
+    );
     this.lastSaved = d.path;
     this.log.warn({ path: d.path, bytes: d.bytes, ranges: ranges.length }, 'Saved the blocks this node discarded');
   }
@@ -781,23 +983,35 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.rsSamples = [[this.rsStarted, 0]];
     this.log.info({ outOfSyncBytes: bm.count * BLOCK_SIZE, exchangedBytes: rle.length }, 'Exchanged bitmaps');
     if (source) {
-      this.fact({ conn: this.state.userIsp || this.state.peerIsp ? 'PausedSyncS' : 'SyncSource', peerDisk: 'Inconsistent' }, 'resync started');
+      this.fact(
+        { conn: this.state.userIsp || this.state.peerIsp ? 'PausedSyncS' : 'SyncSource', peerDisk: 'Inconsistent' },
+        'resync started',
+      );
       this.runResync(c).catch((err: unknown) => this.backgroundFailed(c, err, 'resync'));
     } else {
-      this.fact({ conn: this.state.userIsp || this.state.peerIsp ? 'PausedSyncT' : 'SyncTarget', disk: 'Inconsistent' }, 'resync started');
+      this.fact(
+        { conn: this.state.userIsp || this.state.peerIsp ? 'PausedSyncT' : 'SyncTarget', disk: 'Inconsistent' },
+        'resync started',
+      );
     }
   }
 
   private onPeerState(c: Connection, s: z.infer<typeof StateMsg>): void {
     if (s.promoteRequest !== undefined) {
       // Grant unless we are Primary (or about to be) and two primaries are not allowed.
-      const refused = !this.config.net.allowTwoPrimaries && (this.state.role === 'Primary' || this.promoteWaiters.size > 0 && this.link?.dials === true);
+      const refused =
+        !this.config.net.allowTwoPrimaries &&
+        (this.state.role === 'Primary' || (this.promoteWaiters.size > 0 && this.link?.dials === true));
       if (!refused) this.peerPromoting = true;
-      c.sendJson(P.STATE, { promoteReply: { id: s.promoteRequest, ok: !refused, message: refused ? REFUSALS.twoPrimaries[1] : undefined } });
+      c.sendJson(P.STATE, {
+        promoteReply: { id: s.promoteRequest, ok: !refused, message: refused ? REFUSALS.twoPrimaries[1] : undefined },
+      });
       return;
     }
     if (s.promoteReply) {
-      this.promoteWaiters.get(s.promoteReply.id)?.resolve({ ok: s.promoteReply.ok, ...(s.promoteReply.message ? { message: s.promoteReply.message } : {}) });
+      this.promoteWaiters
+        .get(s.promoteReply.id)
+        ?.resolve({ ok: s.promoteReply.ok, ...(s.promoteReply.message ? { message: s.promoteReply.message } : {}) });
       this.promoteWaiters.delete(s.promoteReply.id);
       return;
     }
@@ -806,13 +1020,18 @@ export class Engine extends EventEmitter<EngineEvents> {
       void (async () => {
         this.metadata.bitmap.clearAll();
         await this.persistBitmap(true);
-        await this.metadata.update({ uuids, laSize: this.size, set: ['consistent', 'wasUpToDate'], clear: ['outdated'] });
+        await this.metadata.update({
+          uuids,
+          laSize: this.size,
+          set: ['consistent', 'wasUpToDate'],
+          clear: ['outdated'],
+        });
         this.fact({ disk: 'UpToDate', peerDisk: 'UpToDate' }, 'new-current-uuid --clear-bitmap on the peer');
       })();
       return;
     }
     if (s.syncUuid) {
-      const current = BigInt('0x' + s.syncUuid);
+      const current = BigInt(`0x${s.syncUuid}`);
       const prev = this.syncGate;
       this.syncGate = prev.then(async () => {
         await this.metadata.update(({ uuids: old }) => {
@@ -834,7 +1053,10 @@ export class Engine extends EventEmitter<EngineEvents> {
       return;
     }
     const change: StateChange = {};
-    if (s.role) { change.peerRole = s.role; this.peerPromoting = false; }
+    if (s.role) {
+      change.peerRole = s.role;
+      this.peerPromoting = false;
+    }
     if (s.disk) change.peerDisk = s.disk as DiskState;
     if (s.syncPaused !== undefined) {
       change.peerIsp = s.syncPaused;
@@ -852,13 +1074,17 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   private checkRange(offset: number, length: number): void {
     if (offset < 0 || length < 0 || offset + length > this.size) {
-      throw Object.assign(new Error(`request [${offset}, +${length}) beyond device size ${this.size}`), { code: 'EINVAL' });
+      throw Object.assign(new Error(`request [${offset}, +${length}) beyond device size ${this.size}`), {
+        code: 'EINVAL',
+      });
     }
   }
 
   private requirePrimary(): void {
-    if (this.state.role !== 'Primary') throw Object.assign(new Error(`${this.config.name} is not Primary`), { code: 'EPERM' });
-    if (!this.localDiskUsable() && !this.peerServesData()) throw eio(`${this.config.name} has neither a local disk nor an UpToDate peer`);
+    if (this.state.role !== 'Primary')
+      throw Object.assign(new Error(`${this.config.name} is not Primary`), { code: 'EPERM' });
+    if (!this.localDiskUsable() && !this.peerServesData())
+      throw eio(`${this.config.name} has neither a local disk nor an UpToDate peer`);
   }
 
   private localDiskUsable(): boolean {
@@ -882,7 +1108,8 @@ export class Engine extends EventEmitter<EngineEvents> {
         this.counters.dr += length;
         return buf;
       } catch (err) {
-        if (await this.localIoError(err, 'read') === 'passed') throw eio(`local read failed: ${(err as Error).message}`);
+        if ((await this.localIoError(err, 'read')) === 'passed')
+          throw eio(`local read failed: ${(err as Error).message}`);
       } finally {
         this.counters.lo--;
       }
@@ -900,14 +1127,15 @@ export class Engine extends EventEmitter<EngineEvents> {
     c.send(encodeReadRequest(id, offset, length));
     const r = await w.promise;
     this.counters.pe--;
-    if (!r || r.errno !== 0 || r.data.length !== length) throw eio(`${this.config.name}: reading through the peer failed`);
+    if (r?.errno !== 0 || r.data.length !== length) throw eio(`${this.config.name}: reading through the peer failed`);
     this.counters.nr += length;
     return r.data;
   }
 
   private onReadRequest(c: Connection, payload: Buffer): void {
     const { id, offset, length } = decodeReadRequest(payload);
-    if (offset + length > this.capacity || length > 32 * 1024 * 1024) throw new Error(`peer read [${offset}, +${length}) out of range`);
+    if (offset + length > this.capacity || length > 32 * 1024 * 1024)
+      throw new Error(`peer read [${offset}, +${length}) out of range`);
     const lock = this.lock.acquire(offset, length);
     void (async () => {
       const release = await lock;
@@ -985,10 +1213,14 @@ export class Engine extends EventEmitter<EngineEvents> {
       if (c) req = this.mirror(c, offset, data, fua ? DATA_FLAGS.FUA : 0);
       // true: on the local disk; false: the disk failed and was detached (the peer must have it).
       const local = this.localDiskUsable()
-        ? this.localWrite(offset, data, fua).then(() => true, async (err: unknown) => {
-          if (await this.localIoError(err, 'write') === 'passed') throw eio(`local write failed: ${(err as Error).message}`);
-          return false;
-        })
+        ? this.localWrite(offset, data, fua).then(
+            () => true,
+            async (err: unknown) => {
+              if ((await this.localIoError(err, 'write')) === 'passed')
+                throw eio(`local write failed: ${(err as Error).message}`);
+              return false;
+            },
+          )
         : Promise.resolve(false);
       if (!req) {
         if (!(await local)) throw eio(`${this.config.name}: the write reached neither the local disk nor the peer`);
@@ -998,7 +1230,11 @@ export class Engine extends EventEmitter<EngineEvents> {
       const onDisk = await local;
       const p = this.config.protocol;
       // Without a local copy, only the peer's disk holds this write: wait for it whatever the protocol.
-      const ok = await (!onDisk || p === 'C' ? req.written.promise : p === 'A' ? req.sent.promise : req.received.promise);
+      const ok = await (!onDisk || p === 'C'
+        ? req.written.promise
+        : p === 'A'
+          ? req.sent.promise
+          : req.received.promise);
       if (!ok && !onDisk) throw eio(`${this.config.name}: the write reached neither the local disk nor the peer`);
       if (!ok) {
         await this.markOutOfSync(offset, data.length);
@@ -1014,7 +1250,14 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   private mirror(c: Connection, offset: number, data: Buffer, flags: number): PeerRequest {
     const seq = this.nextSeq++ >>> 0;
-    const req: PeerRequest = { seq, offset, length: data.length, sent: deferred(), received: deferred(), written: deferred() };
+    const req: PeerRequest = {
+      seq,
+      offset,
+      length: data.length,
+      sent: deferred(),
+      received: deferred(),
+      written: deferred(),
+    };
     this.pending.set(seq, req);
     this.counters.pe++;
     this.counters.ns += data.length;
@@ -1037,7 +1280,10 @@ export class Engine extends EventEmitter<EngineEvents> {
   private async markOutOfSync(offset: number, length: number): Promise<void> {
     await this.generationGate;
     if (!this.localDiskUsable()) return;
-    const added = this.metadata.bitmap.setRange(Math.floor(offset / BLOCK_SIZE), Math.ceil((offset + length) / BLOCK_SIZE));
+    const added = this.metadata.bitmap.setRange(
+      Math.floor(offset / BLOCK_SIZE),
+      Math.ceil((offset + length) / BLOCK_SIZE),
+    );
     if (added > 0) await this.persistBitmap(false);
   }
 
@@ -1076,11 +1322,13 @@ export class Engine extends EventEmitter<EngineEvents> {
         await this.backing!.handle.datasync();
         if (this.md && this.md.location.path !== this.self.disk) await this.md.handle.datasync();
       } catch (err) {
-        if (await this.localIoError(err, 'flush') === 'passed') throw eio(`local flush failed: ${(err as Error).message}`);
+        if ((await this.localIoError(err, 'flush')) === 'passed')
+          throw eio(`local flush failed: ${(err as Error).message}`);
       }
     }
     const peerDurable = peer && (this.config.protocol === 'C' || !this.localDiskUsable()) ? await peer : false;
-    if (!this.localDiskUsable() && !peerDurable) throw eio(`${this.config.name}: flush reached neither the local disk nor the peer`);
+    if (!this.localDiskUsable() && !peerDurable)
+      throw eio(`${this.config.name}: flush reached neither the local disk nor the peer`);
   }
 
   // --- the Secondary's side of replication ----------------------------------------
@@ -1088,16 +1336,21 @@ export class Engine extends EventEmitter<EngineEvents> {
   private onData(c: Connection, payload: Buffer): void {
     const { seq, flags, offset, data } = decodeData(payload);
     this.counters.nr += data.length;
-    if (offset + data.length > this.capacity) throw new Error(`peer wrote [${offset}, +${data.length}) beyond our disk of ${this.capacity} bytes`);
+    if (offset + data.length > this.capacity)
+      throw new Error(`peer wrote [${offset}, +${data.length}) beyond our disk of ${this.capacity} bytes`);
     this.counters.ua++;
     if (this.config.protocol === 'B') c.send(encodeSeq(P.RECV_ACK, seq));
-    this.receive(c, offset, data.length,
+    this.receive(
+      c,
+      offset,
+      data.length,
       async () => {
         await this.saveBeforeOverwrite(offset, data.length);
         await this.localWrite(offset, data, (flags & DATA_FLAGS.FUA) !== 0);
         this.payloads.give(payload); // on disk: nothing refers to it any more (after a failure it is simply dropped)
       },
-      (ok) => ok ? encodeSeq(P.WRITE_ACK, seq) : encodeSeq(P.NEG_ACK, seq, -5));
+      (ok) => (ok ? encodeSeq(P.WRITE_ACK, seq) : encodeSeq(P.NEG_ACK, seq, -5)),
+    );
   }
 
   /**
@@ -1106,7 +1359,13 @@ export class Engine extends EventEmitter<EngineEvents> {
    * writes are done (and, on a new SyncTarget, once Inconsistent is on disk);
    * then the peer gets its answer.
    */
-  private receive(c: Connection, offset: number, length: number, write: () => Promise<void>, answer: (ok: boolean) => Buffer[]): void {
+  private receive(
+    c: Connection,
+    offset: number,
+    length: number,
+    write: () => Promise<void>,
+    answer: (ok: boolean) => Buffer[],
+  ): void {
     const lock = this.lock.acquire(offset, length);
     const work = (async () => {
       const release = await lock;
@@ -1158,7 +1417,9 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.counters.pe--;
     this.log.warn({ offset: req.offset, length: req.length }, 'Peer failed to write a block; marked out of sync');
     void this.markOutOfSync(req.offset, req.length).then(() => {
-      req.sent.resolve(true); req.received.resolve(true); req.written.resolve(false);
+      req.sent.resolve(true);
+      req.received.resolve(true);
+      req.written.resolve(false);
     });
   }
 
@@ -1229,7 +1490,10 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
     if (this.conn !== c || !isSyncSource(this.state.conn)) return;
     await this.persistBitmap(true);
-    this.log.info({ bytes: this.rsDoneBytes, seconds: (Date.now() - this.rsStarted) / 1000 }, 'Resync source finished; telling the target');
+    this.log.info(
+      { bytes: this.rsDoneBytes, seconds: (Date.now() - this.rsStarted) / 1000 },
+      'Resync source finished; telling the target',
+    );
     c.sendJson(P.SYNC_DONE, { uuids: uuidsToJson(this.metadata.sb.uuids) });
   }
 
@@ -1238,10 +1502,16 @@ export class Engine extends EventEmitter<EngineEvents> {
     for (;;) {
       const now = Date.now();
       const rate = resyncRateNow(this.config.disk, now - this.lastAppIo < APP_ACTIVE_WINDOW_MS);
-      if (!rate) { this.rsTokenTime = now; return; }
+      if (!rate) {
+        this.rsTokenTime = now;
+        return;
+      }
       this.rsTokens = Math.min(rate / 4, this.rsTokens + ((now - this.rsTokenTime) / 1000) * rate);
       this.rsTokenTime = now;
-      if (this.rsTokens >= bytes || this.rsTokens >= rate / 4) { this.rsTokens -= bytes; return; }
+      if (this.rsTokens >= bytes || this.rsTokens >= rate / 4) {
+        this.rsTokens -= bytes;
+        return;
+      }
       await sleep(Math.max(5, Math.ceil(((bytes - this.rsTokens) / rate) * 1000)));
     }
   }
@@ -1249,32 +1519,45 @@ export class Engine extends EventEmitter<EngineEvents> {
   private onRsData(c: Connection, payload: Buffer): void {
     const { offset, data } = decodeRsData(payload);
     this.counters.nr += data.length;
-    if (offset + data.length > this.capacity) throw new Error(`resync data [${offset}, +${data.length}) beyond our disk`);
+    if (offset + data.length > this.capacity)
+      throw new Error(`resync data [${offset}, +${data.length}) beyond our disk`);
     this.counters.ua++;
-    this.receive(c, offset, data.length, async () => {
-      await this.saveBeforeOverwrite(offset, data.length);
-      await this.localWrite(offset, data, false);
-      this.payloads.give(payload);
-      this.metadata.bitmap.clearRange(offset / BLOCK_SIZE, Math.ceil((offset + data.length) / BLOCK_SIZE));
-      this.rsDoneBytes += data.length;
-      this.sampleSpeed();
-    }, (ok) => encodeRange(ok ? P.RS_ACK : P.RS_NEG_ACK, offset, data.length));
+    this.receive(
+      c,
+      offset,
+      data.length,
+      async () => {
+        await this.saveBeforeOverwrite(offset, data.length);
+        await this.localWrite(offset, data, false);
+        this.payloads.give(payload);
+        this.metadata.bitmap.clearRange(offset / BLOCK_SIZE, Math.ceil((offset + data.length) / BLOCK_SIZE));
+        this.rsDoneBytes += data.length;
+        this.sampleSpeed();
+      },
+      (ok) => encodeRange(ok ? P.RS_ACK : P.RS_NEG_ACK, offset, data.length),
+    );
   }
 
   private onRsZero(c: Connection, payload: Buffer): void {
     const { offset, length } = decodeRange(payload);
     if (offset + length > this.capacity) throw new Error(`resync zeroes [${offset}, +${length}) beyond our disk`);
     this.counters.ua++;
-    this.receive(c, offset, length, async () => {
-      await this.saveBeforeOverwrite(offset, length);
-      // Already zero (a hole in a thin file, or a blank disk): nothing to write.
-      const current = await this.backing!.io.read(offset, length);
-      this.counters.dr += length;
-      if (!isZero(current)) await this.localWrite(offset, Buffer.alloc(length), false);
-      this.metadata.bitmap.clearRange(offset / BLOCK_SIZE, Math.ceil((offset + length) / BLOCK_SIZE));
-      this.rsDoneBytes += length;
-      this.sampleSpeed();
-    }, (ok) => encodeRange(ok ? P.RS_ACK : P.RS_NEG_ACK, offset, length));
+    this.receive(
+      c,
+      offset,
+      length,
+      async () => {
+        await this.saveBeforeOverwrite(offset, length);
+        // Already zero (a hole in a thin file, or a blank disk): nothing to write.
+        const current = await this.backing!.io.read(offset, length);
+        this.counters.dr += length;
+        if (!isZero(current)) await this.localWrite(offset, Buffer.alloc(length), false);
+        this.metadata.bitmap.clearRange(offset / BLOCK_SIZE, Math.ceil((offset + length) / BLOCK_SIZE));
+        this.rsDoneBytes += length;
+        this.sampleSpeed();
+      },
+      (ok) => encodeRange(ok ? P.RS_ACK : P.RS_NEG_ACK, offset, length),
+    );
   }
 
   /** SyncTarget, csums-alg: compare the source's digests with ours; equal blocks are in sync already. */
@@ -1320,8 +1603,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     const blocks = Math.ceil(length / BLOCK_SIZE);
     const differs = (i: number): boolean => (((body[i >> 3] ?? 0) >> (i & 7)) & 1) === 1;
     const chunk = this.rsInflight.get(bit0);
-    if (chunk !== undefined) { this.rsInflight.delete(bit0); this.rsInflightBytes -= chunk; }
-    for (let i = 0; i < blocks;) {
+    if (chunk !== undefined) {
+      this.rsInflight.delete(bit0);
+      this.rsInflightBytes -= chunk;
+    }
+    for (let i = 0; i < blocks; ) {
       if (!differs(i)) {
         this.metadata.bitmap.clearRange(bit0 + i, bit0 + i + 1);
         this.rsDoneBytes += BLOCK_SIZE;
@@ -1377,7 +1663,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     md.bitmap.clearAll();
     await this.persistBitmap(true);
     await this.finishDiscardSave();
-    await md.update((sb) => ({ uuids: finishSyncTarget(sb.uuids, uuidsFromJson(msg.uuids)), set: ['consistent', 'wasUpToDate'], clear: ['outdated', 'primaryAtSplit'] }));
+    await md.update((sb) => ({
+      uuids: finishSyncTarget(sb.uuids, uuidsFromJson(msg.uuids)),
+      set: ['consistent', 'wasUpToDate'],
+      clear: ['outdated', 'primaryAtSplit'],
+    }));
     void this.handler('after-resync-target');
     this.log.info({ bytes: this.rsDoneBytes, seconds: (Date.now() - this.rsStarted) / 1000 }, 'Resync finished');
     if (c !== this.conn) return;
@@ -1395,12 +1685,21 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   async pauseSync(): Promise<void> {
     const paused = this.state.userIsp;
-    this.fact({ userIsp: true, conn: isSyncing(this.state.conn) ? syncConn(this.state.conn, true) : this.state.conn }, 'pause-sync');
+    this.fact(
+      { userIsp: true, conn: isSyncing(this.state.conn) ? syncConn(this.state.conn, true) : this.state.conn },
+      'pause-sync',
+    );
     if (!paused) this.sendState({ syncPaused: true });
   }
 
   async resumeSync(): Promise<void> {
-    this.fact({ userIsp: false, conn: isSyncing(this.state.conn) ? syncConn(this.state.conn, this.state.peerIsp) : this.state.conn }, 'resume-sync');
+    this.fact(
+      {
+        userIsp: false,
+        conn: isSyncing(this.state.conn) ? syncConn(this.state.conn, this.state.peerIsp) : this.state.conn,
+      },
+      'resume-sync',
+    );
     this.sendState({ syncPaused: false });
     this.rsWake?.resolve();
   }
@@ -1411,7 +1710,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (this.state.role === 'Primary') return;
     const md = this.metadata;
     if (!isUpToDate(this.state.disk) && !opts.force) throw refuse(REFUSALS.noUpToDateDisk);
-    if (this.conn && (this.state.peerRole === 'Primary' || this.peerPromoting) && !this.config.net.allowTwoPrimaries) throw refuse(REFUSALS.twoPrimaries);
+    if (this.conn && (this.state.peerRole === 'Primary' || this.peerPromoting) && !this.config.net.allowTwoPrimaries)
+      throw refuse(REFUSALS.twoPrimaries);
     if (isSyncTarget(this.state.conn)) throw refuse(REFUSALS.syncing);
     // Connected: ask the peer first, so two nodes can never both promote at once.
     if (this.conn && !this.config.net.allowTwoPrimaries) {
@@ -1419,7 +1719,10 @@ export class Engine extends EventEmitter<EngineEvents> {
       const w = deferred<{ ok: boolean; message?: string }>();
       this.promoteWaiters.set(id, w);
       this.sendState({ promoteRequest: id });
-      const answer = await Promise.race([w.promise, sleep(this.config.net.timeoutMs).then(() => ({ ok: false, message: 'peer did not answer' }))]);
+      const answer = await Promise.race([
+        w.promise,
+        sleep(this.config.net.timeoutMs).then(() => ({ ok: false, message: 'peer did not answer' })),
+      ]);
       this.promoteWaiters.delete(id);
       if (!answer.ok) throw new StateChangeError(-1, answer.message ?? 'peer refused');
     }
@@ -1434,18 +1737,23 @@ export class Engine extends EventEmitter<EngineEvents> {
       if (forced) {
         // `--force`/`--overwrite-data-of-peer`: our data becomes the truth; all of it must reach the peer.
         // A new generation that is not relative to anything: the peer gets a full sync.
-        const history: [bigint, bigint] = uuids.current === UUID_JUST_CREATED ? uuids.history : [uuids.current, uuids.history[0]];
+        const history: [bigint, bigint] =
+          uuids.current === UUID_JUST_CREATED ? uuids.history : [uuids.current, uuids.history[0]];
         uuids = { current: randomUuid(), bitmap: 0n, history };
       } else if (alone && uuids.bitmap === 0n) {
         uuids = newCurrent(uuids);
       }
       return {
-        uuids, laSize: sb.laSize > 0 ? sb.laSize : this.size,
+        uuids,
+        laSize: sb.laSize > 0 ? sb.laSize : this.size,
         set: forced ? ['consistent', 'wasUpToDate', 'primaryInd', 'crashedPrimary'] : ['primaryInd', 'crashedPrimary'],
         clear: forced ? ['outdated'] : [],
       };
     });
-    this.commit({ role: 'Primary', ...(forced ? { disk: 'UpToDate' as const } : {}) }, opts.force ? 'primary --force' : 'primary');
+    this.commit(
+      { role: 'Primary', ...(forced ? { disk: 'UpToDate' as const } : {}) },
+      opts.force ? 'primary --force' : 'primary',
+    );
     this.sendState({ role: 'Primary', disk: this.state.disk });
     if (forced && this.conn && this.peerParams) this.sendParams(this.conn, false);
   }
@@ -1468,13 +1776,28 @@ export class Engine extends EventEmitter<EngineEvents> {
    * for a Connected pair whose disks have never held data.
    */
   async newCurrentUuid(opts: { clearBitmap: boolean }): Promise<void> {
-    if (!opts.clearBitmap) throw new TandemError(ERROR_CODES.notImplemented, 'new-current-uuid without --clear-bitmap is not implemented yet', 20);
+    if (!opts.clearBitmap)
+      throw new TandemError(
+        ERROR_CODES.notImplemented,
+        'new-current-uuid without --clear-bitmap is not implemented yet',
+        20,
+      );
     const md = this.metadata;
-    if (this.state.conn !== 'Connected' || this.state.disk !== 'Inconsistent' || this.state.peerDisk !== 'Inconsistent') {
-      throw new StateChangeError(-15, 'new-current-uuid --clear-bitmap needs a Connected pair with both disks Inconsistent');
+    if (
+      this.state.conn !== 'Connected' ||
+      this.state.disk !== 'Inconsistent' ||
+      this.state.peerDisk !== 'Inconsistent'
+    ) {
+      throw new StateChangeError(
+        -15,
+        'new-current-uuid --clear-bitmap needs a Connected pair with both disks Inconsistent',
+      );
     }
     if (md.sb.uuids.current !== 4n || this.peerParams?.uuids.current !== '0000000000000004') {
-      throw new StateChangeError(-3, `new-current-uuid --clear-bitmap is only for disks that never held data (both must be just created; ours ${uuidsToJson(md.sb.uuids).current}, peer's ${this.peerParams?.uuids.current ?? 'unknown'})`);
+      throw new StateChangeError(
+        -3,
+        `new-current-uuid --clear-bitmap is only for disks that never held data (both must be just created; ours ${uuidsToJson(md.sb.uuids).current}, peer's ${this.peerParams?.uuids.current ?? 'unknown'})`,
+      );
     }
     const uuids = newCurrent({ ...md.sb.uuids, bitmap: 0n });
     const fresh = { ...uuids, bitmap: 0n };
@@ -1493,10 +1816,17 @@ export class Engine extends EventEmitter<EngineEvents> {
    */
   async verify(): Promise<void> {
     const alg = this.config.net.verifyAlg;
-    if (!alg) throw new TandemError(ERROR_CODES.config, `${this.config.name}: no verify-alg configured (net { verify-alg sha1; })`, 10);
-    if (!isSupportedAlg(alg)) throw new TandemError(ERROR_CODES.config, `${this.config.name}: verify-alg ${alg} is not supported here`, 10);
+    if (!alg)
+      throw new TandemError(
+        ERROR_CODES.config,
+        `${this.config.name}: no verify-alg configured (net { verify-alg sha1; })`,
+        10,
+      );
+    if (!isSupportedAlg(alg))
+      throw new TandemError(ERROR_CODES.config, `${this.config.name}: verify-alg ${alg} is not supported here`, 10);
     if (this.state.conn !== 'Connected') throw refuse(REFUSALS.needConnection);
-    if (!isUpToDate(this.state.disk) || !isUpToDate(this.state.peerDisk)) throw new StateChangeError(-2, 'Online verify needs UpToDate data on both nodes');
+    if (!isUpToDate(this.state.disk) || !isUpToDate(this.state.peerDisk))
+      throw new StateChangeError(-2, 'Online verify needs UpToDate data on both nodes');
     const c = this.conn!;
     this.verifyDoneBytes = 0;
     this.verifyOosBlocks = 0;
@@ -1528,7 +1858,10 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (this.conn !== c) return;
     await this.persistBitmap(true);
     const oos = this.verifyOosBlocks;
-    this.log.info({ oosBlocks: oos, seconds: (Date.now() - this.rsStarted) / 1000 }, `Online verify done: ${oos * 4} KiB out of sync`);
+    this.log.info(
+      { oosBlocks: oos, seconds: (Date.now() - this.rsStarted) / 1000 },
+      `Online verify done: ${oos * 4} KiB out of sync`,
+    );
     this.sendState({ verifyDone: { oosBlocks: oos } });
     this.fact({ conn: 'Connected' }, `online verify finished: ${oos} blocks out of sync`);
     if (oos > 0) void this.handler('out-of-sync');
@@ -1586,11 +1919,24 @@ export class Engine extends EventEmitter<EngineEvents> {
    */
   private async refreshCapacity(): Promise<void> {
     const md = this.metadata;
-    if (md.location.internal) throw new TandemError(ERROR_CODES.notImplemented, 'resize with internal meta-disk is not implemented yet (use an external meta-disk)', 20);
+    if (md.location.internal)
+      throw new TandemError(
+        ERROR_CODES.notImplemented,
+        'resize with internal meta-disk is not implemented yet (use an external meta-disk)',
+        20,
+      );
     const location = await locateMetadata(this.self.disk, this.self.metaDisk);
-    let capacity = Math.min(location.dataCapacity, md.maxBitmapBits * BLOCK_SIZE, this.config.disk.size ?? Number.MAX_SAFE_INTEGER);
+    let capacity = Math.min(
+      location.dataCapacity,
+      md.maxBitmapBits * BLOCK_SIZE,
+      this.config.disk.size ?? Number.MAX_SAFE_INTEGER,
+    );
     capacity -= capacity % BLOCK_SIZE;
-    if (capacity < this.size) throw new StateChangeError(-14, `Refusing to shrink the device: the disk holds ${capacity} bytes, the device is ${this.size}`);
+    if (capacity < this.size)
+      throw new StateChangeError(
+        -14,
+        `Refusing to shrink the device: the disk holds ${capacity} bytes, the device is ${this.size}`,
+      );
     await md.growBitmap(Math.ceil(capacity / BLOCK_SIZE));
     this.capacity = capacity;
   }
@@ -1598,7 +1944,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** `resize`: grow online after both backing devices grew; the new area is synced. */
   async resize(): Promise<void> {
     if (!this.conn || this.state.conn !== 'Connected') throw refuse(REFUSALS.needConnection);
-    if (!isUpToDate(this.state.disk) || !isUpToDate(this.state.peerDisk)) throw new StateChangeError(-2, 'resize needs UpToDate data on both nodes');
+    if (!isUpToDate(this.state.disk) || !isUpToDate(this.state.peerDisk))
+      throw new StateChangeError(-2, 'resize needs UpToDate data on both nodes');
     await this.refreshCapacity();
     this.pendingResize = true;
     this.sendParams(this.conn, false);
@@ -1607,7 +1954,9 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** Freezes application I/O: requests wait (none completes) until resumeIo. */
   private suspendIo(cause: string): void {
     if (this.state.suspended) return;
-    this.ioGate = new Promise<boolean>((r) => { this.ioRelease = r; });
+    this.ioGate = new Promise<boolean>((r) => {
+      this.ioRelease = r;
+    });
     this.fact({ suspended: true }, cause);
   }
 
@@ -1631,7 +1980,10 @@ export class Engine extends EventEmitter<EngineEvents> {
   private async fencePeer(): Promise<void> {
     const code = await this.handler('fence-peer');
     if (code === undefined) {
-      if (this.state.suspended) this.log.error('fencing is on but no fence-peer handler is configured: I/O stays frozen until the peer returns or resume-io');
+      if (this.state.suspended)
+        this.log.error(
+          'fencing is on but no fence-peer handler is configured: I/O stays frozen until the peer returns or resume-io',
+        );
       return;
     }
     if (code === 3 || code === 4 || code === 5 || code === 7) {
@@ -1647,14 +1999,18 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** A resync or verify loop failed (a local disk error): apply on-io-error and drop the connection. */
   private backgroundFailed(c: Connection, err: unknown, what: string): void {
     this.log.error({ err }, `The ${what} failed`);
-    void this.localIoError(err, what).finally(() => c.close('NetworkFailure', `${what} failed: ${(err as Error).message}`));
+    void this.localIoError(err, what).finally(() =>
+      c.close('NetworkFailure', `${what} failed: ${(err as Error).message}`),
+    );
   }
 
   /** `invalidate`: this node's data is declared bad; a full resync from the peer replaces it. */
   async invalidate(): Promise<void> {
-    if (this.state.role === 'Primary') throw new StateChangeError(-13, 'Refusing to invalidate a Primary (demote it first)');
+    if (this.state.role === 'Primary')
+      throw new StateChangeError(-13, 'Refusing to invalidate a Primary (demote it first)');
     if (this.conn && this.state.conn === 'Connected') {
-      if (!isUpToDate(this.state.peerDisk)) throw new StateChangeError(-2, 'invalidate needs an UpToDate peer to sync from');
+      if (!isUpToDate(this.state.peerDisk))
+        throw new StateChangeError(-2, 'invalidate needs an UpToDate peer to sync from');
       this.pendingInvalidate = 'self';
       this.sendParams(this.conn, false);
       return;
@@ -1670,7 +2026,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** `invalidate-remote`: the peer's data is declared bad; a full resync from here replaces it. */
   async invalidateRemote(): Promise<void> {
     if (!this.conn || this.state.conn !== 'Connected') throw refuse(REFUSALS.needConnection);
-    if (this.state.peerRole === 'Primary') throw new StateChangeError(-13, 'Refusing to invalidate the peer while it is Primary');
+    if (this.state.peerRole === 'Primary')
+      throw new StateChangeError(-13, 'Refusing to invalidate the peer while it is Primary');
     if (!isUpToDate(this.state.disk)) throw new StateChangeError(-2, 'invalidate-remote needs UpToDate data here');
     this.pendingInvalidate = 'peer';
     this.sendParams(this.conn, false);
@@ -1697,8 +2054,13 @@ export class Engine extends EventEmitter<EngineEvents> {
       const speed = elapsed > 0 ? this.verifyDoneBytes / elapsed : 0;
       const remaining = Math.max(0, this.size - this.verifyDoneBytes);
       return {
-        percent: Math.floor((this.verifyDoneBytes / Math.max(1, this.size)) * 1000) / 10, remainingBytes: remaining, totalBytes: this.size,
-        etaSeconds: speed > 0 ? Math.round(remaining / speed) : undefined, speedKiBps: Math.round(speed / 1024), averageKiBps: Math.round(speed / 1024), paused: false,
+        percent: Math.floor((this.verifyDoneBytes / Math.max(1, this.size)) * 1000) / 10,
+        remainingBytes: remaining,
+        totalBytes: this.size,
+        etaSeconds: speed > 0 ? Math.round(remaining / speed) : undefined,
+        speedKiBps: Math.round(speed / 1024),
+        averageKiBps: Math.round(speed / 1024),
+        paused: false,
       };
     }
     if (!isSyncing(this.state.conn)) return undefined;
@@ -1712,9 +2074,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     const avg = elapsed > 0 ? this.rsDoneBytes / elapsed : 0;
     return {
       percent: total === 0 ? 100 : Math.floor(((total - remaining) / total) * 1000) / 10,
-      remainingBytes: remaining, totalBytes: total,
+      remainingBytes: remaining,
+      totalBytes: total,
       etaSeconds: speed > 0 ? Math.round(remaining / speed) : undefined,
-      speedKiBps: Math.round(speed / 1024), averageKiBps: Math.round(avg / 1024),
+      speedKiBps: Math.round(speed / 1024),
+      averageKiBps: Math.round(avg / 1024),
       paused: this.state.conn === 'PausedSyncS' || this.state.conn === 'PausedSyncT',
     };
   }
@@ -1722,12 +2086,27 @@ export class Engine extends EventEmitter<EngineEvents> {
   status(): EngineStatus {
     const md = this.md;
     return {
-      resource: this.config.name, minor: this.self.minor, node: this.self.name, peerNode: this.peer?.name,
-      role: this.state.role, peerRole: this.state.peerRole, cstate: this.state.conn, disk: this.state.disk, peerDisk: this.state.peerDisk,
-      protocol: this.config.protocol, suspended: this.state.suspended, userPaused: this.state.userIsp, peerPaused: this.state.peerIsp,
-      size: this.size, counters: { ...this.counters }, oosBytes: md ? md.bitmap.count * BLOCK_SIZE : 0,
-      sync: this.syncProgress(), uuids: uuidsToJson(md?.sb.uuids ?? { current: 0n, bitmap: 0n, history: [0n, 0n] }),
-      lastDecision: this.lastDecision, lastError: this.lastError, discardedBlocksSavedTo: this.lastSaved,
+      resource: this.config.name,
+      minor: this.self.minor,
+      node: this.self.name,
+      peerNode: this.peer?.name,
+      role: this.state.role,
+      peerRole: this.state.peerRole,
+      cstate: this.state.conn,
+      disk: this.state.disk,
+      peerDisk: this.state.peerDisk,
+      protocol: this.config.protocol,
+      suspended: this.state.suspended,
+      userPaused: this.state.userIsp,
+      peerPaused: this.state.peerIsp,
+      size: this.size,
+      counters: { ...this.counters },
+      oosBytes: md ? md.bitmap.count * BLOCK_SIZE : 0,
+      sync: this.syncProgress(),
+      uuids: uuidsToJson(md?.sb.uuids ?? { current: 0n, bitmap: 0n, history: [0n, 0n] }),
+      lastDecision: this.lastDecision,
+      lastError: this.lastError,
+      discardedBlocksSavedTo: this.lastSaved,
     };
   }
 
@@ -1737,7 +2116,6 @@ export class Engine extends EventEmitter<EngineEvents> {
     await this.disconnect();
     await this.detach();
   }
-
 }
 
 function syncConn(c: ConnectionState, paused: boolean): ConnectionState {
@@ -1745,7 +2123,6 @@ function syncConn(c: ConnectionState, paused: boolean): ConnectionState {
   if (isSyncTarget(c)) return paused ? 'PausedSyncT' : 'SyncTarget';
   return c;
 }
-
 
 function eio(message: string): Error {
   return Object.assign(new Error(message), { code: 'EIO' });
@@ -1763,5 +2140,7 @@ function isZero(data: Buffer): boolean {
 
 /** Primary, Connected, both disks UpToDate and I/O flowing: the peer can take over now. */
 function isWholePrimary(s: EngineState): boolean {
-  return s.role === 'Primary' && s.conn === 'Connected' && s.disk === 'UpToDate' && s.peerDisk === 'UpToDate' && !s.suspended;
+  return (
+    s.role === 'Primary' && s.conn === 'Connected' && s.disk === 'UpToDate' && s.peerDisk === 'UpToDate' && !s.suspended
+  );
 }

@@ -6,8 +6,15 @@ import { spawn } from 'node:child_process';
 import type { Logger } from 'pino';
 
 export const HANDLER_NAMES = [
-  'split-brain', 'pri-lost-after-sb', 'pri-on-incon-degr', 'local-io-error', 'fence-peer',
-  'before-resync-target', 'after-resync-target', 'out-of-sync', 'unfence-peer',
+  'split-brain',
+  'pri-lost-after-sb',
+  'pri-on-incon-degr',
+  'local-io-error',
+  'fence-peer',
+  'before-resync-target',
+  'after-resync-target',
+  'out-of-sync',
+  'unfence-peer',
 ] as const;
 export type HandlerName = (typeof HANDLER_NAMES)[number];
 
@@ -23,7 +30,12 @@ export interface HandlerContext {
 }
 
 /** Runs `command` with /bin/sh; resolves with the exit code (undefined when not configured, -1 on timeout). */
-export function runHandler(name: HandlerName, command: string | undefined, ctx: HandlerContext, extraEnv: Record<string, string> = {}): Promise<number | undefined> {
+export function runHandler(
+  name: HandlerName,
+  command: string | undefined,
+  ctx: HandlerContext,
+  extraEnv: Record<string, string> = {},
+): Promise<number | undefined> {
   if (!command) return Promise.resolve(undefined);
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -41,15 +53,26 @@ export function runHandler(name: HandlerName, command: string | undefined, ctx: 
   return new Promise((resolve) => {
     const child = spawn('/bin/sh', ['-c', command], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
-    const collect = (b: Buffer): void => { if (output.length < 4096) output += b.toString('utf8'); };
+    const collect = (b: Buffer): void => {
+      if (output.length < 4096) output += b.toString('utf8');
+    };
     child.stdout.on('data', collect);
     child.stderr.on('data', collect);
-    const timer = setTimeout(() => { child.kill('SIGKILL'); }, ctx.timeoutMs ?? 60_000);
-    child.on('error', (err) => { clearTimeout(timer); log.error({ err }, `The ${name} handler could not be started`); resolve(-1); });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+    }, ctx.timeoutMs ?? 60_000);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      log.error({ err }, `The ${name} handler could not be started`);
+      resolve(-1);
+    });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       const exit = signal ? -1 : (code ?? -1);
-      log[exit === 0 ? 'info' : 'warn']({ exit, signal, output: output.trim() }, `The ${name} handler exited with ${signal ?? exit}`);
+      log[exit === 0 ? 'info' : 'warn'](
+        { exit, signal, output: output.trim() },
+        `The ${name} handler exited with ${signal ?? exit}`,
+      );
       resolve(exit);
     });
   });

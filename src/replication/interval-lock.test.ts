@@ -5,9 +5,15 @@ describe('IntervalLock', () => {
     const lock = new IntervalLock();
     const order: string[] = [];
     const a = await lock.acquire(0, 8192);
-    const b = lock.acquire(4096, 8192).then((rel) => { order.push('b'); return rel; });
+    const b = lock.acquire(4096, 8192).then((rel) => {
+      order.push('b');
+      return rel;
+    });
     // c overlaps only b (which waits), so it must wait for b, not run before it.
-    const c = lock.acquire(8192, 4096).then((rel) => { order.push('c'); rel(); });
+    const c = lock.acquire(8192, 4096).then((rel) => {
+      order.push('c');
+      rel();
+    });
     await new Promise((r) => setImmediate(r));
     expect(order).toEqual([]);
     a();
@@ -22,7 +28,8 @@ describe('IntervalLock', () => {
     const a = await lock.acquire(0, 4096);
     const b = await lock.acquire(4096, 4096);
     expect(lock.size).toBe(2);
-    a(); b();
+    a();
+    b();
     await lock.drain();
     expect(lock.size).toBe(0);
   });

@@ -31,7 +31,9 @@ export class IntervalLock {
     const deps: Promise<void>[] = [];
     for (const e of this.entries) if (e.start < end && start < e.end) deps.push(e.done);
     let release!: () => void;
-    const done = new Promise<void>((r) => { release = r; });
+    const done = new Promise<void>((r) => {
+      release = r;
+    });
     const entry: Entry = { start, end, done, release };
     this.entries.push(entry);
     const unlock = (): void => {

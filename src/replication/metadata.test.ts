@@ -8,7 +8,9 @@ import { locateMetadata, Metadata } from './metadata.ts';
 import { newCurrent } from './uuids.ts';
 
 let dir: string;
-beforeEach(() => { dir = mkdtempSync(join(tmpdir(), 'tandem-md-test-')); });
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'tandem-md-test-'));
+});
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 async function fresh(): Promise<Metadata> {
@@ -47,7 +49,9 @@ test('concurrent updates all land, in call order, each on the superblock the pre
 
 test('a failed update does not stop the ones after it', async () => {
   const md = await fresh();
-  const bad = md.update(() => { throw new Error('boom'); });
+  const bad = md.update(() => {
+    throw new Error('boom');
+  });
   const good = md.update({ set: ['outdated'] });
   await expect(bad).rejects.toThrow('boom');
   await good;

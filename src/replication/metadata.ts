@@ -86,7 +86,11 @@ export async function locateMetadata(diskPath: string, meta: MetaDisk): Promise<
   switch (meta.kind) {
     case 'internal': {
       const mdBytes = internalMdBytes(diskBytes);
-      if (diskBytes <= mdBytes + BLOCK_SIZE) throw new TandemError(ERROR_CODES.metadata, `${diskPath}: device of ${disk.size} bytes is too small for internal metadata`);
+      if (diskBytes <= mdBytes + BLOCK_SIZE)
+        throw new TandemError(
+          ERROR_CODES.metadata,
+          `${diskPath}: device of ${disk.size} bytes is too small for internal metadata`,
+        );
       const offset = roundDown(diskBytes - mdBytes, BLOCK_SIZE);
       return { path: diskPath, offset, bytes: diskBytes - offset, dataCapacity: offset, internal: true };
     }
@@ -94,15 +98,28 @@ export async function locateMetadata(diskPath: string, meta: MetaDisk): Promise<
       const md = await sizeOf(meta.path);
       const offset = meta.index * INDEXED_SLOT_BYTES;
       if (offset + INDEXED_SLOT_BYTES > md.size) {
-        throw new TandemError(ERROR_CODES.metadata, `${meta.path}[${meta.index}]: meta-disk of ${md.size} bytes has no room for index ${meta.index} (each index takes 128 MiB)`);
+        throw new TandemError(
+          ERROR_CODES.metadata,
+          `${meta.path}[${meta.index}]: meta-disk of ${md.size} bytes has no room for index ${meta.index} (each index takes 128 MiB)`,
+        );
       }
       const maxData = (INDEXED_SLOT_BYTES - BITMAP_OFFSET) * 8 * BLOCK_SIZE;
-      return { path: meta.path, offset, bytes: INDEXED_SLOT_BYTES, dataCapacity: Math.min(diskBytes, maxData), internal: false };
+      return {
+        path: meta.path,
+        offset,
+        bytes: INDEXED_SLOT_BYTES,
+        dataCapacity: Math.min(diskBytes, maxData),
+        internal: false,
+      };
     }
     case 'flexible': {
       const md = await sizeOf(meta.path);
       const need = BITMAP_OFFSET + bitmapBytesFor(diskBytes);
-      if (md.size < need) throw new TandemError(ERROR_CODES.metadata, `${meta.path}: meta-disk of ${md.size} bytes is too small, ${need} bytes are needed for a ${diskBytes}-byte disk`);
+      if (md.size < need)
+        throw new TandemError(
+          ERROR_CODES.metadata,
+          `${meta.path}: meta-disk of ${md.size} bytes is too small, ${need} bytes are needed for a ${diskBytes}-byte disk`,
+        );
       return { path: meta.path, offset: 0, bytes: md.size, dataCapacity: diskBytes, internal: false };
     }
   }
@@ -140,7 +157,11 @@ export function decodeSuperblock(b: Buffer): Superblock | undefined {
     laSize: Number(b.readBigUInt64LE(32)),
     dataCapacity: Number(b.readBigUInt64LE(40)),
     bitmapBits: Number(b.readBigUInt64LE(48)),
-    uuids: { current: b.readBigUInt64LE(56), bitmap: b.readBigUInt64LE(64), history: [b.readBigUInt64LE(72), b.readBigUInt64LE(80)] },
+    uuids: {
+      current: b.readBigUInt64LE(56),
+      bitmap: b.readBigUInt64LE(64),
+      history: [b.readBigUInt64LE(72), b.readBigUInt64LE(80)],
+    },
     resource: b.subarray(90, 90 + nameLen).toString('utf8'),
   };
 }
@@ -182,7 +203,10 @@ export class Metadata {
     const b = await openBacking(location.path);
     try {
       const slots = await readExact(b.handle, location.offset, 2 * SUPER_SLOT_BYTES);
-      return newestSuperblock(decodeSuperblock(slots.subarray(0, SUPER_SLOT_BYTES)), decodeSuperblock(slots.subarray(SUPER_SLOT_BYTES)));
+      return newestSuperblock(
+        decodeSuperblock(slots.subarray(0, SUPER_SLOT_BYTES)),
+        decodeSuperblock(slots.subarray(SUPER_SLOT_BYTES)),
+      );
     } finally {
       await b.handle.close();
     }
@@ -193,14 +217,24 @@ export class Metadata {
     const b = await openBacking(location.path);
     try {
       const bitmapBytes = bitmapBytesFor(location.dataCapacity);
-      if (BITMAP_OFFSET + bitmapBytes > location.bytes) throw new TandemError(ERROR_CODES.metadata, `${location.path}: metadata area too small`);
+      if (BITMAP_OFFSET + bitmapBytes > location.bytes)
+        throw new TandemError(ERROR_CODES.metadata, `${location.path}: metadata area too small`);
       const zero = Buffer.alloc(1024 * 1024);
       for (let off = AL_OFFSET; off < BITMAP_OFFSET + bitmapBytes; off += zero.length) {
-        await writeExact(b.handle, location.offset + off, zero.subarray(0, Math.min(zero.length, BITMAP_OFFSET + bitmapBytes - off)));
+        await writeExact(
+          b.handle,
+          location.offset + off,
+          zero.subarray(0, Math.min(zero.length, BITMAP_OFFSET + bitmapBytes - off)),
+        );
       }
       const sb: Superblock = {
-        seq: 1n, flags: 0, laSize: 0, dataCapacity: location.dataCapacity,
-        bitmapBits: Math.ceil(location.dataCapacity / BLOCK_SIZE), uuids: freshUuids(), resource,
+        seq: 1n,
+        flags: 0,
+        laSize: 0,
+        dataCapacity: location.dataCapacity,
+        bitmapBits: Math.ceil(location.dataCapacity / BLOCK_SIZE),
+        uuids: freshUuids(),
+        resource,
       };
       await writeExact(b.handle, location.offset, encodeSuperblock(sb));
       await writeExact(b.handle, location.offset + SUPER_SLOT_BYTES, Buffer.alloc(SUPER_SLOT_BYTES));
@@ -217,9 +251,20 @@ export class Metadata {
     const handle = shared ? dataBacking.handle : (await openBacking(location.path)).handle;
     try {
       const slots = await readExact(handle, location.offset, 2 * SUPER_SLOT_BYTES);
-      const sb = newestSuperblock(decodeSuperblock(slots.subarray(0, SUPER_SLOT_BYTES)), decodeSuperblock(slots.subarray(SUPER_SLOT_BYTES)));
-      if (!sb) throw new TandemError(ERROR_CODES.metadata, `${describe(location)}: no valid tandem metadata found; run 'tandemadm create-md ${resource}' first`);
-      if (sb.resource !== resource) throw new TandemError(ERROR_CODES.metadata, `${describe(location)}: metadata belongs to resource '${sb.resource}', not '${resource}'`);
+      const sb = newestSuperblock(
+        decodeSuperblock(slots.subarray(0, SUPER_SLOT_BYTES)),
+        decodeSuperblock(slots.subarray(SUPER_SLOT_BYTES)),
+      );
+      if (!sb)
+        throw new TandemError(
+          ERROR_CODES.metadata,
+          `${describe(location)}: no valid tandem metadata found; run 'tandemadm create-md ${resource}' first`,
+        );
+      if (sb.resource !== resource)
+        throw new TandemError(
+          ERROR_CODES.metadata,
+          `${describe(location)}: metadata belongs to resource '${sb.resource}', not '${resource}'`,
+        );
       const bitmapBytes = bitmapBytesFor(sb.bitmapBits * BLOCK_SIZE);
       const raw = await readExact(handle, location.offset + BITMAP_OFFSET, bitmapBytes);
       const bitmap = new Bitmap(sb.bitmapBits, new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength));
@@ -270,11 +315,23 @@ export class Metadata {
    */
   async growBitmap(bits: number): Promise<void> {
     if (bits <= this.bitmap.bits) return;
-    if (bits > this.maxBitmapBits) throw new TandemError(ERROR_CODES.metadata, `${describe(this.location)}: the metadata area can track ${this.maxBitmapBits * BLOCK_SIZE} bytes, not ${bits * BLOCK_SIZE}`);
+    if (bits > this.maxBitmapBits)
+      throw new TandemError(
+        ERROR_CODES.metadata,
+        `${describe(this.location)}: the metadata area can track ${this.maxBitmapBits * BLOCK_SIZE} bytes, not ${bits * BLOCK_SIZE}`,
+      );
     const bytes = bitmapBytesFor(bits * BLOCK_SIZE);
-    const grown = new Bitmap(bits, (() => { const b = new Uint8Array(bytes); b.set(this.bitmap.bytes); return b; })());
+    const grown = new Bitmap(
+      bits,
+      (() => {
+        const b = new Uint8Array(bytes);
+        b.set(this.bitmap.bytes);
+        return b;
+      })(),
+    );
     const oldPages = this.bitmap.pageCount;
-    for (let p = oldPages; p < grown.pageCount; p++) await writeExact(this.handle, this.location.offset + BITMAP_OFFSET + p * BITMAP_PAGE_BYTES, grown.page(p));
+    for (let p = oldPages; p < grown.pageCount; p++)
+      await writeExact(this.handle, this.location.offset + BITMAP_OFFSET + p * BITMAP_PAGE_BYTES, grown.page(p));
     await this.handle.datasync();
     this.bitmap = grown;
     await this.update({ bitmapBits: bits });
@@ -298,6 +355,9 @@ export class Metadata {
 }
 
 export function describe(location: MdLocation): string {
-  return location.internal ? `${location.path} (internal meta-disk)` : location.offset > 0 || location.bytes === INDEXED_SLOT_BYTES
-    ? `${location.path}[${location.offset / INDEXED_SLOT_BYTES}]` : location.path;
+  return location.internal
+    ? `${location.path} (internal meta-disk)`
+    : location.offset > 0 || location.bytes === INDEXED_SLOT_BYTES
+      ? `${location.path}[${location.offset / INDEXED_SLOT_BYTES}]`
+      : location.path;
 }

@@ -20,7 +20,16 @@ import type { Logger } from 'pino';
 import type { Address } from '../api/config.ts';
 import { adoptWithOnread } from '../net/onread-socket.ts';
 import type { PayloadPool } from '../net/payload-pool.ts';
-import { FrameParser, HEADER_BYTES, P, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, encodeFrame, encodeJson, type Frame } from './wire.ts';
+import {
+  FrameParser,
+  HEADER_BYTES,
+  P,
+  PROTOCOL_VERSION_MAX,
+  PROTOCOL_VERSION_MIN,
+  encodeFrame,
+  encodeJson,
+  type Frame,
+} from './wire.ts';
 import type { ConnectionState } from './states.ts';
 
 export interface LinkOptions {
@@ -109,17 +118,25 @@ export class Connection {
   bytesReceived = 0;
   onClose: ((state: ConnectionState, reason: string) => void) | undefined;
 
-  constructor(socket: net.Socket, parser: FrameParser, version: number, opts: { pingIntMs: number; pingTimeoutMs: number }) {
+  constructor(
+    socket: net.Socket,
+    parser: FrameParser,
+    version: number,
+    opts: { pingIntMs: number; pingTimeoutMs: number },
+  ) {
     this.socket = socket;
     this.parser = parser;
     this.protocolVersion = version;
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', (err: NodeJS.ErrnoException) => this.close(err.code === 'EPIPE' || err.code === 'ECONNRESET' ? 'BrokenPipe' : 'NetworkFailure', err.message));
+    socket.on('error', (err: NodeJS.ErrnoException) =>
+      this.close(err.code === 'EPIPE' || err.code === 'ECONNRESET' ? 'BrokenPipe' : 'NetworkFailure', err.message),
+    );
     socket.on('close', () => this.close('BrokenPipe', 'connection closed by peer'));
     const tick = Math.max(50, Math.min(opts.pingIntMs, 1000) / 2);
     this.pingTimer = setInterval(() => {
       const now = Date.now();
-      if (now - this.lastRx > opts.pingIntMs + opts.pingTimeoutMs) this.close('NetworkFailure', `no data from peer for ${now - this.lastRx} ms (ping-int + ping-timeout)`);
+      if (now - this.lastRx > opts.pingIntMs + opts.pingTimeoutMs)
+        this.close('NetworkFailure', `no data from peer for ${now - this.lastRx} ms (ping-int + ping-timeout)`);
       else if (now - this.lastTx >= opts.pingIntMs / 2) this.send(encodeFrame(P.PING));
     }, tick);
     this.pingTimer.unref();
@@ -140,7 +157,8 @@ export class Connection {
   /** A frame that was parsed before this connection owned the socket. */
   deliver(f: Frame): void {
     if (this.closed) return;
-    if (this.handler) this.dispatch(f); else this.backlog.push(f);
+    if (this.handler) this.dispatch(f);
+    else this.backlog.push(f);
   }
 
   /** Bytes from the socket; `transient`: the caller reuses the chunk's memory once this returns. */
@@ -158,13 +176,17 @@ export class Connection {
     this.bytesReceived += n;
     for (const f of r.frames) {
       if (this.closed) return;
-      if (this.handler) this.dispatch(f); else this.backlog.push(f);
+      if (this.handler) this.dispatch(f);
+      else this.backlog.push(f);
     }
     if (r.error) this.close('ProtocolError', r.error);
   }
 
   private dispatch(f: Frame): void {
-    if (f.type === P.PING) { this.send(encodeFrame(P.PING_ACK)); return; }
+    if (f.type === P.PING) {
+      this.send(encodeFrame(P.PING_ACK));
+      return;
+    }
     if (f.type === P.PING_ACK) return;
     this.handler!(f);
   }
@@ -175,12 +197,16 @@ export class Connection {
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
-      process.nextTick(() => { this.corked = false; this.socket.uncork(); });
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
     }
     for (let i = 0; i < bufs.length; i++) {
       const b = bufs[i]!;
       this.bytesSent += b.length;
-      if (i === bufs.length - 1 && onSent) this.socket.write(b, () => onSent()); else this.socket.write(b);
+      if (i === bufs.length - 1 && onSent) this.socket.write(b, () => onSent());
+      else this.socket.write(b);
     }
     this.lastTx = Date.now();
     return true;
@@ -204,7 +230,10 @@ export class Connection {
     this.closed = true;
     if (this.pingTimer) clearInterval(this.pingTimer);
     if (flush) {
-      if (this.corked) { this.corked = false; this.socket.uncork(); }
+      if (this.corked) {
+        this.corked = false;
+        this.socket.uncork();
+      }
       this.socket.end();
       setTimeout(() => this.socket.destroy(), 1000).unref();
     } else {
@@ -259,7 +288,10 @@ export class PeerLink extends EventEmitter<LinkEvents> {
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen({ host: this.opts.self.host, port: this.opts.self.port }, () => { server.off('error', reject); resolve(); });
+      server.listen({ host: this.opts.self.host, port: this.opts.self.port }, () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
     server.on('error', (err) => this.opts.logger.error({ err }, 'Peer listener failed'));
   }
@@ -290,13 +322,22 @@ export class PeerLink extends EventEmitter<LinkEvents> {
   private dial(): void {
     if (this.stopped || this.busy) return;
     const reader: LinkReader = { parser: undefined, onChunk: undefined, onDirect: undefined };
-    const s = net.connect({ host: this.opts.peer.host, port: this.opts.peer.port, localAddress: this.opts.self.host, onread: linkOnread(reader) });
+    const s = net.connect({
+      host: this.opts.peer.host,
+      port: this.opts.peer.port,
+      localAddress: this.opts.self.host,
+      onread: linkOnread(reader),
+    });
     this.attempt = s;
     // A SYN into a cut link is retransmitted for minutes: give up after a while
     // and dial again, so the pair reconnects within connect-int of the link healing.
     const dialTimeout = Math.max(2000, 2 * this.opts.connectIntMs);
     const timer = setTimeout(() => s.destroy(new Error(`connect timed out after ${dialTimeout} ms`)), dialTimeout);
-    s.once('connect', () => { clearTimeout(timer); this.attempt = undefined; this.handshake(s, 'dialed', reader); });
+    s.once('connect', () => {
+      clearTimeout(timer);
+      this.attempt = undefined;
+      this.handshake(s, 'dialed', reader);
+    });
     s.once('close', () => clearTimeout(timer));
     s.once('error', (err) => {
       if (this.attempt !== s) return;
@@ -329,8 +370,13 @@ export class PeerLink extends EventEmitter<LinkEvents> {
     const parser = new FrameParser(pool ? { allocPayload: (n) => pool.take(n) } : {});
     const nonce = randomBytes(32);
     const hello: Hello = {
-      proto: 'tandem', protoMin: PROTOCOL_VERSION_MIN, protoMax: PROTOCOL_VERSION_MAX,
-      resource: o.resource, node: o.nodeName, peer: o.peerName, nonce: nonce.toString('base64'),
+      proto: 'tandem',
+      protoMin: PROTOCOL_VERSION_MIN,
+      protoMax: PROTOCOL_VERSION_MAX,
+      resource: o.resource,
+      node: o.nodeName,
+      peer: o.peerName,
+      nonce: nonce.toString('base64'),
       auth: o.sharedSecret !== undefined ? o.hmacAlg.toLowerCase() : null,
     };
     let peerHello: Hello | undefined;
@@ -355,7 +401,10 @@ export class PeerLink extends EventEmitter<LinkEvents> {
       this.emit('state', 'WFConnection', reason);
       this.retry();
     };
-    const timer = setTimeout(() => fail(`handshake timed out after ${o.handshakeTimeoutMs ?? 5000} ms`, true), o.handshakeTimeoutMs ?? 5000);
+    const timer = setTimeout(
+      () => fail(`handshake timed out after ${o.handshakeTimeoutMs ?? 5000} ms`, true),
+      o.handshakeTimeoutMs ?? 5000,
+    );
     const proof = (secret: string, n: Buffer, node: string): Buffer =>
       createHmac(o.hmacAlg.toLowerCase(), secret).update(n).update(`|tandem-auth-v1|${o.resource}|${node}`).digest();
     const finish = (): void => {
@@ -374,7 +423,10 @@ export class PeerLink extends EventEmitter<LinkEvents> {
       established = conn;
     };
     const onFrame = (f: Frame): void => {
-      if (done) { established?.deliver(f); return; }
+      if (done) {
+        established?.deliver(f);
+        return;
+      }
       if (f.type === P.ERROR) return fail(`peer refused us: ${safeMessage(f.payload)}`, false);
       if (!peerHello) {
         if (f.type !== P.HELLO) return fail(`expected HELLO, got packet type 0x${f.type.toString(16)}`, true);
@@ -382,11 +434,26 @@ export class PeerLink extends EventEmitter<LinkEvents> {
         if (!parsed.success) return fail('malformed HELLO', true);
         const h = parsed.data;
         if (h.resource !== o.resource) return fail(`peer is for resource '${h.resource}', not '${o.resource}'`, true);
-        if (h.node !== o.peerName || h.peer !== o.nodeName) return fail(`peer introduced itself as '${h.node}' (expecting '${o.peerName}'), wanting '${h.peer}' (we are '${o.nodeName}')`, true);
+        if (h.node !== o.peerName || h.peer !== o.nodeName)
+          return fail(
+            `peer introduced itself as '${h.node}' (expecting '${o.peerName}'), wanting '${h.peer}' (we are '${o.nodeName}')`,
+            true,
+          );
         version = Math.min(h.protoMax, PROTOCOL_VERSION_MAX);
-        if (version < Math.max(h.protoMin, PROTOCOL_VERSION_MIN)) return fail(`no common protocol version (peer ${h.protoMin}-${h.protoMax}, ours ${PROTOCOL_VERSION_MIN}-${PROTOCOL_VERSION_MAX})`, true);
-        if ((h.auth === null) !== (hello.auth === null)) return fail(h.auth === null ? 'peer has no shared-secret but we require authentication' : 'peer requires authentication but we have no shared-secret', true);
-        if (h.auth !== null && h.auth !== hello.auth) return fail(`cram-hmac-alg differs: peer ${h.auth}, ours ${hello.auth}`, true);
+        if (version < Math.max(h.protoMin, PROTOCOL_VERSION_MIN))
+          return fail(
+            `no common protocol version (peer ${h.protoMin}-${h.protoMax}, ours ${PROTOCOL_VERSION_MIN}-${PROTOCOL_VERSION_MAX})`,
+            true,
+          );
+        if ((h.auth === null) !== (hello.auth === null))
+          return fail(
+            h.auth === null
+              ? 'peer has no shared-secret but we require authentication'
+              : 'peer requires authentication but we have no shared-secret',
+            true,
+          );
+        if (h.auth !== null && h.auth !== hello.auth)
+          return fail(`cram-hmac-alg differs: peer ${h.auth}, ours ${hello.auth}`, true);
         peerHello = h;
         if (o.sharedSecret === undefined) return finish();
         s.write(Buffer.concat(encodeFrame(P.AUTH, proof(o.sharedSecret, Buffer.from(h.nonce, 'base64'), o.nodeName))));
@@ -395,7 +462,8 @@ export class PeerLink extends EventEmitter<LinkEvents> {
       if (!authed) {
         if (f.type !== P.AUTH) return fail(`expected AUTH, got packet type 0x${f.type.toString(16)}`, true);
         const expected = proof(o.sharedSecret!, nonce, peerHello.node);
-        if (f.payload.length !== expected.length || !timingSafeEqual(f.payload, expected)) return fail('Authentication of peer failed', true);
+        if (f.payload.length !== expected.length || !timingSafeEqual(f.payload, expected))
+          return fail('Authentication of peer failed', true);
         authed = true;
         return finish();
       }
@@ -406,7 +474,10 @@ export class PeerLink extends EventEmitter<LinkEvents> {
       else if (r.error) established?.close('ProtocolError', r.error);
       // Announce only after the whole chunk went through, so frames that came
       // with the last handshake frame are already in the connection's backlog.
-      if (established && !announced) { announced = true; this.emit('connected', established); }
+      if (established && !announced) {
+        announced = true;
+        this.emit('connected', established);
+      }
     };
     reader.parser = parser;
     reader.onChunk = (chunk, transient) => onParsed(parser.feed(chunk, transient));
@@ -419,7 +490,11 @@ export class PeerLink extends EventEmitter<LinkEvents> {
 }
 
 function safeJson(b: Buffer): unknown {
-  try { return JSON.parse(b.toString('utf8')); } catch { return undefined; }
+  try {
+    return JSON.parse(b.toString('utf8'));
+  } catch {
+    return undefined;
+  }
 }
 
 function safeMessage(b: Buffer): string {

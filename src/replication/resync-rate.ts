@@ -17,7 +17,10 @@ export const DEFAULT_C_MIN_RATE = 64 * 1024 * 1024;
 export const APP_ACTIVE_WINDOW_MS = 200;
 
 /** Bytes per second the resync may use now; undefined means no limit. */
-export function resyncRateNow(o: Pick<DiskOptions, 'resyncRate' | 'cPlanAhead' | 'cMinRate' | 'cMaxRate'>, appActive: boolean): number | undefined {
+export function resyncRateNow(
+  o: Pick<DiskOptions, 'resyncRate' | 'cPlanAhead' | 'cMinRate' | 'cMaxRate'>,
+  appActive: boolean,
+): number | undefined {
   const dynamic = (o.cPlanAhead ?? DEFAULT_C_PLAN_AHEAD) > 0;
   if (!dynamic) return o.resyncRate || undefined;
   // A configured resync-rate still caps the dynamic controller (the tutorial's

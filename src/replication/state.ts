@@ -32,7 +32,16 @@ export interface TransitionContext {
 export type TransitionResult = { ok: true; next: EngineState; diff: string } | { ok: false; error: StateChangeError };
 
 export function initialState(): EngineState {
-  return { role: 'Secondary', peerRole: 'Unknown', conn: 'StandAlone', disk: 'Diskless', peerDisk: 'DUnknown', suspended: false, userIsp: false, peerIsp: false };
+  return {
+    role: 'Secondary',
+    peerRole: 'Unknown',
+    conn: 'StandAlone',
+    disk: 'Diskless',
+    peerDisk: 'DUnknown',
+    suspended: false,
+    userIsp: false,
+    peerIsp: false,
+  };
 }
 
 export function transition(current: EngineState, change: StateChange, ctx: TransitionContext): TransitionResult {
@@ -46,20 +55,32 @@ export function transition(current: EngineState, change: StateChange, ctx: Trans
   // Soft rules: requests that may be refused.
   if (next.role === 'Primary' && current.role !== 'Primary') {
     if (!isUpToDate(next.disk)) return { ok: false, error: refuse(REFUSALS.noUpToDateDisk) };
-    if (next.peerRole === 'Primary' && !ctx.allowTwoPrimaries) return { ok: false, error: refuse(REFUSALS.twoPrimaries) };
+    if (next.peerRole === 'Primary' && !ctx.allowTwoPrimaries)
+      return { ok: false, error: refuse(REFUSALS.twoPrimaries) };
     if (isSyncTarget(next.conn)) return { ok: false, error: refuse(REFUSALS.syncing) };
   }
   if (next.role === 'Secondary' && current.role === 'Primary' && ctx.openCount > 0) {
-    return { ok: false, error: refuse(REFUSALS.deviceInUse, `${ctx.openCount} NBD client${ctx.openCount === 1 ? '' : 's'} connected`) };
+    return {
+      ok: false,
+      error: refuse(REFUSALS.deviceInUse, `${ctx.openCount} NBD client${ctx.openCount === 1 ? '' : 's'} connected`),
+    };
   }
   return { ok: true, next, diff: describeDiff(current, next) };
 }
 
 const LABELS: [keyof EngineState, string][] = [
-  ['role', 'role'], ['peerRole', 'peer'], ['conn', 'conn'], ['disk', 'disk'], ['peerDisk', 'pdsk'],
-  ['suspended', 'susp'], ['userIsp', 'user_isp'], ['peerIsp', 'peer_isp'],
+  ['role', 'role'],
+  ['peerRole', 'peer'],
+  ['conn', 'conn'],
+  ['disk', 'disk'],
+  ['peerDisk', 'pdsk'],
+  ['suspended', 'susp'],
+  ['userIsp', 'user_isp'],
+  ['peerIsp', 'peer_isp'],
 ];
 
 export function describeDiff(a: EngineState, b: EngineState): string {
-  return LABELS.filter(([k]) => a[k] !== b[k]).map(([k, label]) => `${label}(${String(a[k])}->${String(b[k])})`).join(' ');
+  return LABELS.filter(([k]) => a[k] !== b[k])
+    .map(([k, label]) => `${label}(${String(a[k])}->${String(b[k])})`)
+    .join(' ');
 }

@@ -5,22 +5,61 @@ export const ROLES = ['Primary', 'Secondary', 'Unknown'] as const;
 export type Role = (typeof ROLES)[number];
 
 export const CONNECTION_STATES = [
-  'StandAlone', 'Disconnecting', 'Unconnected', 'Timeout', 'BrokenPipe', 'NetworkFailure',
-  'ProtocolError', 'TearDown', 'WFConnection', 'WFReportParams', 'Connected',
-  'StartingSyncS', 'StartingSyncT', 'WFBitMapS', 'WFBitMapT', 'WFSyncUUID',
-  'SyncSource', 'SyncTarget', 'PausedSyncS', 'PausedSyncT', 'VerifyS', 'VerifyT', 'Ahead', 'Behind',
+  'StandAlone',
+  'Disconnecting',
+  'Unconnected',
+  'Timeout',
+  'BrokenPipe',
+  'NetworkFailure',
+  'ProtocolError',
+  'TearDown',
+  'WFConnection',
+  'WFReportParams',
+  'Connected',
+  'StartingSyncS',
+  'StartingSyncT',
+  'WFBitMapS',
+  'WFBitMapT',
+  'WFSyncUUID',
+  'SyncSource',
+  'SyncTarget',
+  'PausedSyncS',
+  'PausedSyncT',
+  'VerifyS',
+  'VerifyT',
+  'Ahead',
+  'Behind',
 ] as const;
 export type ConnectionState = (typeof CONNECTION_STATES)[number];
 
 export const DISK_STATES = [
-  'Diskless', 'Attaching', 'Failed', 'Negotiating', 'Inconsistent', 'Outdated', 'DUnknown', 'Consistent', 'UpToDate',
+  'Diskless',
+  'Attaching',
+  'Failed',
+  'Negotiating',
+  'Inconsistent',
+  'Outdated',
+  'DUnknown',
+  'Consistent',
+  'UpToDate',
 ] as const;
 export type DiskState = (typeof DISK_STATES)[number];
 
 /** The link is up and both sides exchange replication traffic. */
 export function isConnected(c: ConnectionState): boolean {
-  return c === 'Connected' || isSyncing(c) || c === 'WFBitMapS' || c === 'WFBitMapT' || c === 'WFSyncUUID'
-    || c === 'StartingSyncS' || c === 'StartingSyncT' || c === 'VerifyS' || c === 'VerifyT' || c === 'Ahead' || c === 'Behind';
+  return (
+    c === 'Connected' ||
+    isSyncing(c) ||
+    c === 'WFBitMapS' ||
+    c === 'WFBitMapT' ||
+    c === 'WFSyncUUID' ||
+    c === 'StartingSyncS' ||
+    c === 'StartingSyncT' ||
+    c === 'VerifyS' ||
+    c === 'VerifyT' ||
+    c === 'Ahead' ||
+    c === 'Behind'
+  );
 }
 
 export function isSyncing(c: ConnectionState): boolean {

@@ -1,10 +1,25 @@
 import fc from 'fast-check';
-import { compareUuids, finishSyncSource, finishSyncTarget, freshUuids, newCurrent, UUID_JUST_CREATED, type Uuids, type SyncDecision } from './uuids.ts';
+import {
+  compareUuids,
+  finishSyncSource,
+  finishSyncTarget,
+  freshUuids,
+  newCurrent,
+  UUID_JUST_CREATED,
+  type Uuids,
+  type SyncDecision,
+} from './uuids.ts';
 
 const u = (current: bigint, bitmap = 0n, h0 = 0n, h1 = 0n): Uuids => ({ current, bitmap, history: [h0, h1] });
 const MIRROR: Record<SyncDecision, SyncDecision> = {
-  'none': 'none', 'bitmap-source': 'bitmap-target', 'bitmap-target': 'bitmap-source', 'full-source': 'full-target',
-  'full-target': 'full-source', 'split-brain': 'split-brain', 'split-brain-unrelated': 'split-brain-unrelated', 'unrelated-data': 'unrelated-data',
+  none: 'none',
+  'bitmap-source': 'bitmap-target',
+  'bitmap-target': 'bitmap-source',
+  'full-source': 'full-target',
+  'full-target': 'full-source',
+  'split-brain': 'split-brain',
+  'split-brain-unrelated': 'split-brain-unrelated',
+  'unrelated-data': 'unrelated-data',
 };
 
 describe('compareUuids (DRBD uuid_compare)', () => {
@@ -19,7 +34,12 @@ describe('compareUuids (DRBD uuid_compare)', () => {
     ['tutorial §12: both promoted while cut off', u(0x2000n, 0x1000n), u(0x3000n, 0x1000n), 'split-brain'],
     ['peer lost its bitmap but has us in history', u(0x1000n), u(0x3000n, 0n, 0x1000n), 'full-target'],
     ['disks of different resources', u(0x1000n, 0x0500n), u(0x2000n, 0x0600n), 'unrelated-data'],
-    ['diverged, common ancestor only in history', u(0x2000n, 0x1500n, 0x0700n), u(0x3000n, 0x1600n, 0x0700n), 'split-brain-unrelated'],
+    [
+      'diverged, common ancestor only in history',
+      u(0x2000n, 0x1500n, 0x0700n),
+      u(0x3000n, 0x1600n, 0x0700n),
+      'split-brain-unrelated',
+    ],
   ])('%s', (_n, self, peer, expected) => {
     expect(compareUuids(self, peer).decision).toBe(expected);
     expect(compareUuids(peer, self).decision).toBe(MIRROR[expected]);
@@ -27,10 +47,15 @@ describe('compareUuids (DRBD uuid_compare)', () => {
 
   test('is symmetric for any identifiers drawn from a small pool', () => {
     const pool = fc.constantFrom(0n, UUID_JUST_CREATED, 0x1000n, 0x1001n, 0x2000n, 0x3000n, 0x4000n);
-    const arb = fc.tuple(pool, pool, pool, pool).map(([c, b, h0, h1]) => u(c === 0n ? UUID_JUST_CREATED : c, b, h0, h1));
-    fc.assert(fc.property(arb, arb, (a, b) => {
-      expect(compareUuids(b, a).decision).toBe(MIRROR[compareUuids(a, b).decision]);
-    }), { numRuns: 2000 });
+    const arb = fc
+      .tuple(pool, pool, pool, pool)
+      .map(([c, b, h0, h1]) => u(c === 0n ? UUID_JUST_CREATED : c, b, h0, h1));
+    fc.assert(
+      fc.property(arb, arb, (a, b) => {
+        expect(compareUuids(b, a).decision).toBe(MIRROR[compareUuids(a, b).decision]);
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   test('a disconnect, writes and a resync bring the pair back to the same generation', () => {

@@ -48,8 +48,10 @@ export function finishSyncSource(u: Uuids): Uuids {
 
 /** The SyncTarget's side at resync end: it now holds the source's generation. */
 export function finishSyncTarget(u: Uuids, source: Uuids): Uuids {
-  const history: [bigint, bigint] = strip(u.current) === strip(source.current) || u.current === UUID_JUST_CREATED
-    ? source.history : [u.current, source.history[0]];
+  const history: [bigint, bigint] =
+    strip(u.current) === strip(source.current) || u.current === UUID_JUST_CREATED
+      ? source.history
+      : [u.current, source.history[0]];
   return { current: source.current, bitmap: 0n, history };
 }
 
@@ -104,9 +106,13 @@ export function compareUuids(self: Uuids, peer: Uuids): UuidComparison {
   if (inPeerHistory && inOurHistory) return { decision: 'split-brain-unrelated', rule: 'crossed history generations' };
   if (inPeerHistory) return { decision: 'full-target', rule: "our current is in the peer's history" };
   if (inOurHistory) return { decision: 'full-source', rule: "the peer's current is in our history" };
-  if (strip(self.bitmap) !== 0n && strip(self.bitmap) === strip(peer.bitmap)) return { decision: 'split-brain', rule: 'both sides started a new generation from the same one' };
-  const related = [self.bitmap, ...self.history].some((x) => x !== 0n && [peer.bitmap, ...peer.history].some((y) => strip(x) === strip(y)));
-  if (related) return { decision: 'split-brain-unrelated', rule: 'both sides diverged, a common ancestor lies in history only' };
+  if (strip(self.bitmap) !== 0n && strip(self.bitmap) === strip(peer.bitmap))
+    return { decision: 'split-brain', rule: 'both sides started a new generation from the same one' };
+  const related = [self.bitmap, ...self.history].some(
+    (x) => x !== 0n && [peer.bitmap, ...peer.history].some((y) => strip(x) === strip(y)),
+  );
+  if (related)
+    return { decision: 'split-brain-unrelated', rule: 'both sides diverged, a common ancestor lies in history only' };
   return { decision: 'unrelated-data', rule: 'no generation in common' };
 }
 
@@ -115,9 +121,17 @@ export function uuidHex(u: bigint): string {
 }
 
 export function uuidsToJson(u: Uuids): { current: string; bitmap: string; history: [string, string] } {
-  return { current: uuidHex(u.current), bitmap: uuidHex(u.bitmap), history: [uuidHex(u.history[0]), uuidHex(u.history[1])] };
+  return {
+    current: uuidHex(u.current),
+    bitmap: uuidHex(u.bitmap),
+    history: [uuidHex(u.history[0]), uuidHex(u.history[1])],
+  };
 }
 
 export function uuidsFromJson(j: { current: string; bitmap: string; history: [string, string] }): Uuids {
-  return { current: BigInt('0x' + j.current), bitmap: BigInt('0x' + j.bitmap), history: [BigInt('0x' + j.history[0]), BigInt('0x' + j.history[1])] };
+  return {
+    current: BigInt(`0x${j.current}`),
+    bitmap: BigInt(`0x${j.bitmap}`),
+    history: [BigInt(`0x${j.history[0]}`), BigInt(`0x${j.history[1]}`)],
+  };
 }

@@ -48,7 +48,29 @@ export const P = {
 export type PacketType = (typeof P)[keyof typeof P];
 
 const KNOWN_TYPES = new Set<number>(Object.values(P));
-const BINARY_TYPES = new Set<number>([P.AUTH, P.BITMAP, P.DATA, P.RECV_ACK, P.WRITE_ACK, P.NEG_ACK, P.FLUSH, P.FLUSH_ACK, P.ZERO, P.RS_DATA, P.RS_ACK, P.RS_NEG_ACK, P.PING, P.PING_ACK, P.VERIFY_REQ, P.VERIFY_REPLY, P.READ_REQ, P.READ_REPLY, P.RS_ZERO, P.RS_CSUM, P.RS_CSUM_REPLY]);
+const BINARY_TYPES = new Set<number>([
+  P.AUTH,
+  P.BITMAP,
+  P.DATA,
+  P.RECV_ACK,
+  P.WRITE_ACK,
+  P.NEG_ACK,
+  P.FLUSH,
+  P.FLUSH_ACK,
+  P.ZERO,
+  P.RS_DATA,
+  P.RS_ACK,
+  P.RS_NEG_ACK,
+  P.PING,
+  P.PING_ACK,
+  P.VERIFY_REQ,
+  P.VERIFY_REPLY,
+  P.READ_REQ,
+  P.READ_REPLY,
+  P.RS_ZERO,
+  P.RS_CSUM,
+  P.RS_CSUM_REPLY,
+]);
 
 export const DATA_FLAGS = { FUA: 1, TRIM: 2 } as const;
 export const FRAME_FLAGS = { LAST: 1 } as const;
@@ -90,7 +112,12 @@ export function encodeData(seq: number, offset: number, data: Buffer, flags: num
 }
 
 export function decodeData(p: Buffer): { seq: number; flags: number; offset: number; data: Buffer } {
-  return { seq: p.readUInt32LE(0), flags: p.readUInt32LE(4), offset: Number(p.readBigUInt64LE(8)), data: p.subarray(16) };
+  return {
+    seq: p.readUInt32LE(0),
+    flags: p.readUInt32LE(4),
+    offset: Number(p.readBigUInt64LE(8)),
+    data: p.subarray(16),
+  };
 }
 
 /** ZERO: seq u32 | flags u32 | offset u64 | length u32 (WRITE_ZEROES and TRIM carry no data). */
@@ -104,7 +131,12 @@ export function encodeZero(seq: number, offset: number, length: number, flags: n
 }
 
 export function decodeZero(p: Buffer): { seq: number; flags: number; offset: number; length: number } {
-  return { seq: p.readUInt32LE(0), flags: p.readUInt32LE(4), offset: Number(p.readBigUInt64LE(8)), length: p.readUInt32LE(16) };
+  return {
+    seq: p.readUInt32LE(0),
+    flags: p.readUInt32LE(4),
+    offset: Number(p.readBigUInt64LE(8)),
+    length: p.readUInt32LE(16),
+  };
 }
 
 /** RECV_ACK, WRITE_ACK, FLUSH, FLUSH_ACK: seq u32; NEG_ACK adds errno i32. */
@@ -144,8 +176,23 @@ export function decodeRange(p: Buffer): { offset: number; length: number } {
 
 /** The minimum payload each binary frame type needs; shorter is a protocol error. */
 export const MIN_PAYLOAD: Partial<Record<PacketType, number>> = {
-  [P.DATA]: 16, [P.RECV_ACK]: 4, [P.WRITE_ACK]: 4, [P.NEG_ACK]: 8, [P.FLUSH]: 4, [P.FLUSH_ACK]: 4,
-  [P.ZERO]: 20, [P.RS_DATA]: 8, [P.RS_ACK]: 12, [P.RS_NEG_ACK]: 12, [P.VERIFY_REQ]: 12, [P.VERIFY_REPLY]: 12, [P.READ_REQ]: 16, [P.READ_REPLY]: 8, [P.RS_ZERO]: 12, [P.RS_CSUM]: 12, [P.RS_CSUM_REPLY]: 12,
+  [P.DATA]: 16,
+  [P.RECV_ACK]: 4,
+  [P.WRITE_ACK]: 4,
+  [P.NEG_ACK]: 8,
+  [P.FLUSH]: 4,
+  [P.FLUSH_ACK]: 4,
+  [P.ZERO]: 20,
+  [P.RS_DATA]: 8,
+  [P.RS_ACK]: 12,
+  [P.RS_NEG_ACK]: 12,
+  [P.VERIFY_REQ]: 12,
+  [P.VERIFY_REPLY]: 12,
+  [P.READ_REQ]: 16,
+  [P.READ_REPLY]: 8,
+  [P.RS_ZERO]: 12,
+  [P.RS_CSUM]: 12,
+  [P.RS_CSUM_REPLY]: 12,
 };
 
 /** VERIFY_REQ / VERIFY_REPLY: offset u64 | length u32 | body (digests, or a bitset of mismatching blocks). */
@@ -231,7 +278,8 @@ export class FrameParser {
   /** `n` bytes were read into directTarget(); returns the frames that completes. */
   directFilled(n: number): ParseResult {
     const p = this.partial;
-    if (p === undefined || this.buffered > 0 || n > p.payload.length - p.filled) throw new RangeError(`directFilled(${n}) outside a payload`);
+    if (p === undefined || this.buffered > 0 || n > p.payload.length - p.filled)
+      throw new RangeError(`directFilled(${n}) outside a payload`);
     p.filled += n;
     return this.feed(EMPTY);
   }
@@ -258,12 +306,18 @@ export class FrameParser {
       const type = h.readUInt16LE(4);
       const flags = h.readUInt16LE(6);
       const length = h.readUInt32LE(8);
-      const problem = magic !== FRAME_MAGIC ? `bad frame magic 0x${magic.toString(16)}`
-        : !KNOWN_TYPES.has(type) ? `unknown packet type 0x${type.toString(16)}`
-        : length > MAX_PAYLOAD ? `payload of ${length} bytes exceeds ${MAX_PAYLOAD}`
-        : !BINARY_TYPES.has(type) && length > MAX_CONTROL_PAYLOAD ? `control payload of ${length} bytes exceeds ${MAX_CONTROL_PAYLOAD}`
-        : length < (MIN_PAYLOAD[type as PacketType] ?? 0) ? `payload of ${length} bytes is too short for packet type 0x${type.toString(16)}`
-        : undefined;
+      const problem =
+        magic !== FRAME_MAGIC
+          ? `bad frame magic 0x${magic.toString(16)}`
+          : !KNOWN_TYPES.has(type)
+            ? `unknown packet type 0x${type.toString(16)}`
+            : length > MAX_PAYLOAD
+              ? `payload of ${length} bytes exceeds ${MAX_PAYLOAD}`
+              : !BINARY_TYPES.has(type) && length > MAX_CONTROL_PAYLOAD
+                ? `control payload of ${length} bytes exceeds ${MAX_CONTROL_PAYLOAD}`
+                : length < (MIN_PAYLOAD[type as PacketType] ?? 0)
+                  ? `payload of ${length} bytes is too short for packet type 0x${type.toString(16)}`
+                  : undefined;
       if (problem) {
         this.failed = problem;
         this.chunks = [];
@@ -287,7 +341,8 @@ export class FrameParser {
   /** Replaces queued views of the transient chunk with copies. */
   private own(): void {
     const t = this.transient;
-    for (let i = 0; i < this.chunks.length; i++) if (this.chunks[i]!.buffer === t) this.chunks[i] = Buffer.from(this.chunks[i]!);
+    for (let i = 0; i < this.chunks.length; i++)
+      if (this.chunks[i]!.buffer === t) this.chunks[i] = Buffer.from(this.chunks[i]!);
   }
 
   /** Moves the next n queued bytes into dest at `at`. */
@@ -300,7 +355,8 @@ export class FrameParser {
       c.copy(dest, off, 0, k);
       off += k;
       left -= k;
-      if (k === c.length) this.chunks.shift(); else this.chunks[0] = c.subarray(k);
+      if (k === c.length) this.chunks.shift();
+      else this.chunks[0] = c.subarray(k);
     }
     this.buffered -= n;
   }
@@ -331,7 +387,8 @@ export class FrameParser {
     if (n === 0) return Buffer.alloc(0);
     if (first && first.length >= n && first.buffer !== this.transient) {
       const out = first.subarray(0, n);
-      if (first.length === n) this.chunks.shift(); else this.chunks[0] = first.subarray(n);
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
       return out;
     }
     const out = payload && n >= DIRECT_PAYLOAD_MIN ? this.alloc(n) : Buffer.allocUnsafe(n);
@@ -341,7 +398,8 @@ export class FrameParser {
       const k = Math.min(c.length, n - off);
       c.copy(out, off, 0, k);
       off += k;
-      if (k === c.length) this.chunks.shift(); else this.chunks[0] = c.subarray(k);
+      if (k === c.length) this.chunks.shift();
+      else this.chunks[0] = c.subarray(k);
     }
     return out;
   }

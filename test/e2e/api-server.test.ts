@@ -15,7 +15,10 @@ const mergePatch = k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergeP
 
 type Widget = k8s.KubernetesObject & {
   spec: { replicas?: number; protocol?: string; size?: string };
-  status?: { observedGeneration?: number; conditions?: { type: string; status: string; reason?: string; observedGeneration?: number }[] };
+  status?: {
+    observedGeneration?: number;
+    conditions?: { type: string; status: string; reason?: string; observedGeneration?: number }[];
+  };
 };
 
 const cluster = useCluster();
@@ -33,8 +36,12 @@ afterAll(async () => {
 
 const widgetApi = () => ({ group, version, plural, namespace: ns.name });
 const createWidget = (name: string, spec: Widget['spec']) =>
-  cluster.custom.createNamespacedCustomObject({ ...widgetApi(), body: { apiVersion, kind: 'Widget', metadata: { name }, spec } }) as Promise<Widget>;
-const getWidget = (name: string) => cluster.custom.getNamespacedCustomObject({ ...widgetApi(), name }) as Promise<Widget>;
+  cluster.custom.createNamespacedCustomObject({
+    ...widgetApi(),
+    body: { apiVersion, kind: 'Widget', metadata: { name }, spec },
+  }) as Promise<Widget>;
+const getWidget = (name: string) =>
+  cluster.custom.getNamespacedCustomObject({ ...widgetApi(), name }) as Promise<Widget>;
 
 test('the API server reports the version it was built as', async () => {
   const info = await cluster.kc.makeApiClient(k8s.VersionApi).getCode();
@@ -54,9 +61,13 @@ describe('a CRD with a structural schema', () => {
     expect(err.code).toBe(422);
     expect(err.reason).toBe('Invalid');
     expect(err.message).toContain('Widget.e2e.tandem.dev "bad" is invalid');
-    expect(err.message).toContain('spec.replicas: Invalid value: 9: spec.replicas in body should be less than or equal to 3');
+    expect(err.message).toContain(
+      'spec.replicas: Invalid value: 9: spec.replicas in body should be less than or equal to 3',
+    );
     expect(err.message).toContain('spec.protocol: Unsupported value: "D": supported values: "A", "B", "C"');
-    expect(err.message).toContain('spec.size: Invalid value: "big": spec.size in body should match \'^[0-9]+(Ki|Mi|Gi)$\'');
+    expect(err.message).toContain(
+      'spec.size: Invalid value: "big": spec.size in body should match \'^[0-9]+(Ki|Mi|Gi)$\'',
+    );
 
     const missing = await expectApiError(createWidget('empty', {}));
     expect(missing.code).toBe(422);
@@ -79,7 +90,13 @@ describe('the status subresource', () => {
       {
         ...widgetApi(),
         name: 'w',
-        body: { spec: { replicas: 3 }, status: { observedGeneration: 2, conditions: [{ type: 'Ready', status: 'True', reason: 'Reconciled', observedGeneration: 2 }] } },
+        body: {
+          spec: { replicas: 3 },
+          status: {
+            observedGeneration: 2,
+            conditions: [{ type: 'Ready', status: 'True', reason: 'Reconciled', observedGeneration: 2 }],
+          },
+        },
       },
       mergePatch,
     )) as Widget;
@@ -92,11 +109,23 @@ describe('the status subresource', () => {
     await createWidget('w', { replicas: 1 });
     const writeStatus = (generation: number, status: string) =>
       cluster.custom.patchNamespacedCustomObjectStatus(
-        { ...widgetApi(), name: 'w', body: { status: { observedGeneration: generation, conditions: [{ type: 'Ready', status, reason: 'Test', observedGeneration: generation }] } } },
+        {
+          ...widgetApi(),
+          name: 'w',
+          body: {
+            status: {
+              observedGeneration: generation,
+              conditions: [{ type: 'Ready', status, reason: 'Test', observedGeneration: generation }],
+            },
+          },
+        },
         mergePatch,
       );
     await writeStatus(1, 'True');
-    await cluster.custom.patchNamespacedCustomObject({ ...widgetApi(), name: 'w', body: { spec: { replicas: 3 } } }, mergePatch);
+    await cluster.custom.patchNamespacedCustomObject(
+      { ...widgetApi(), name: 'w', body: { spec: { replicas: 3 } } },
+      mergePatch,
+    );
     // Ready=True is still there, but for generation 1: not an answer about generation 2.
     const stale = await getWidget('w');
     expect(stale.metadata?.generation).toBe(2);
@@ -135,7 +164,9 @@ describe('server-side apply', () => {
     // ...unless forced, which moves the field to the new manager.
     const forced = await apply('tandem-operator-user', { replicas: 3, size: '2Gi' }, true);
     expect(forced.spec.replicas).toBe(3);
-    const controllerFields = JSON.stringify(forced.metadata?.managedFields?.find((f) => f.manager === 'tandem-controller')?.fieldsV1 ?? {});
+    const controllerFields = JSON.stringify(
+      forced.metadata?.managedFields?.find((f) => f.manager === 'tandem-controller')?.fieldsV1 ?? {},
+    );
     expect(controllerFields).not.toContain('f:replicas');
 
     // A manager that drops a field from its apply gives it up; nobody else owns size, so it goes.

@@ -25,21 +25,35 @@ const mount = '/mydata/rnd';
 const nodes = ['master', 'backup'] as const;
 const other = (n: string) => (n === 'master' ? 'backup' : 'master');
 
-const FAULTS = ['stop-primary', 'partition-primary', 'stop-secondary', 'partition-secondary', 'cut-link', 'kill-controller', 'kill-agent-primary', 'kill-agent-secondary'] as const;
+const FAULTS = [
+  'stop-primary',
+  'partition-primary',
+  'stop-secondary',
+  'partition-secondary',
+  'cut-link',
+  'kill-controller',
+  'kill-agent-primary',
+  'kill-agent-secondary',
+] as const;
 type Fault = (typeof FAULTS)[number];
 
 function rng(s: number): () => number {
   let x = s >>> 0 || 1;
   return () => {
-    x ^= x << 13; x >>>= 0;
+    x ^= x << 13;
+    x >>>= 0;
     x ^= x >>> 17;
-    x ^= x << 5; x >>>= 0;
+    x ^= x << 5;
+    x >>>= 0;
     return x / 4294967296;
   };
 }
 
 async function mountedOn(node: string): Promise<void> {
-  await eventually(async () => expect((await execInNode(node, ['stat', '-f', '-c', '%T', mount])).stdout.trim()).toBe('xfs'), { timeoutMs: 60_000, what: `xfs mounted on ${node}` });
+  await eventually(
+    async () => expect((await execInNode(node, ['stat', '-f', '-c', '%T', mount])).stdout.trim()).toBe('xfs'),
+    { timeoutMs: 60_000, what: `xfs mounted on ${node}` },
+  );
 }
 
 describeLocal(`randomized faults under a write stream (${rounds} rounds, seed ${seed})`, () => {
@@ -49,10 +63,19 @@ describeLocal(`randomized faults under a write stream (${rounds} rounds, seed ${
     await deploy('deploy');
     await kubectl(['create', 'namespace', ns]);
     await freshDisks([mount]);
-    await kubectl(['apply', '-f', '-'], { input: JSON.stringify({
-      apiVersion: 'tandem.dev/v1alpha1', kind: 'ReplicatedVolume', metadata: { name: 'rnd', namespace: ns },
-      spec: { protocol: 'C', filesystem: 'xfs', mountPath: mount, replicas: nodes.map((n) => ({ node: n, disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' })) },
-    }) });
+    await kubectl(['apply', '-f', '-'], {
+      input: JSON.stringify({
+        apiVersion: 'tandem.dev/v1alpha1',
+        kind: 'ReplicatedVolume',
+        metadata: { name: 'rnd', namespace: ns },
+        spec: {
+          protocol: 'C',
+          filesystem: 'xfs',
+          mountPath: mount,
+          replicas: nodes.map((n) => ({ node: n, disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' })),
+        },
+      }),
+    });
     await waitReady(ns, 'rnd', 'master', 180_000);
     port = Number((await getRv(ns, 'rnd')).metadata.annotations?.['tandem.dev/port']);
   }, 300_000);
@@ -93,11 +116,17 @@ describeLocal(`randomized faults under a write stream (${rounds} rounds, seed ${
       const s = other(p);
       const t0 = Date.now();
       const failedOver = async () => {
-        await eventually(async () => {
-          const rv = await getRv(ns, 'rnd');
-          // On a timeout the Ready condition says why (FailoverBlocked: …).
-          expect({ primary: rv.status?.primary, ...(rv.status?.primary === s ? {} : { ready: readyCondition(rv)?.message }) }).toEqual({ primary: s });
-        }, { timeoutMs: 90_000, what: `${s} promoted after ${fault}` });
+        await eventually(
+          async () => {
+            const rv = await getRv(ns, 'rnd');
+            // On a timeout the Ready condition says why (FailoverBlocked: …).
+            expect({
+              primary: rv.status?.primary,
+              ...(rv.status?.primary === s ? {} : { ready: readyCondition(rv)?.message }),
+            }).toEqual({ primary: s });
+          },
+          { timeoutMs: 90_000, what: `${s} promoted after ${fault}` },
+        );
         primary = s;
         const fresh = await ensureWriter();
         await fresh.waitAcks(1);
@@ -153,7 +182,9 @@ describeLocal(`randomized faults under a write stream (${rounds} rounds, seed ${
           break;
         }
       }
-      console.log(`round ${round}/${rounds}: ${fault} (Primary ${p} → ${primary}) in ${((Date.now() - t0) / 1000).toFixed(1)} s; ${writers.reduce((n, x) => n + x.acks.length, 0)} records acknowledged so far`);
+      console.log(
+        `round ${round}/${rounds}: ${fault} (Primary ${p} → ${primary}) in ${((Date.now() - t0) / 1000).toFixed(1)} s; ${writers.reduce((n, x) => n + x.acks.length, 0)} records acknowledged so far`,
+      );
     }
 
     const last = await ensureWriter();
@@ -170,15 +201,18 @@ describeLocal(`randomized faults under a write stream (${rounds} rounds, seed ${
       for (const e of writers.slice(0, k)) {
         if (e.node === writers[k]!.node) continue;
         const late = e.acks.filter((a) => a.t >= first);
-        if (late.length > 0) overlaps.push(`${e.node} acknowledged ${late.length} records after ${writers[k]!.node} took writes`);
+        if (late.length > 0)
+          overlaps.push(`${e.node} acknowledged ${late.length} records after ${writers[k]!.node} took writes`);
       }
     }
     const acks = writers.flatMap((x) => x.acks);
     const present = await recordsOn(primary, mount);
     const missing = acks.filter((a) => !present.has(a.i)).map((a) => `${a.node}:${a.i}`);
-    console.log(`randomized faults (seed ${seed}): ${rounds} rounds; faults ${JSON.stringify(injected)}; ${failovers.length} failovers, ` +
-      `worst ${failovers.length ? (Math.max(...failovers) / 1000).toFixed(1) : '-'} s from the fault to the first acknowledged write on the new Primary; ` +
-      `${acks.length} records acknowledged by ${writers.length} writers, ${missing.length} missing; ${overlaps.length} overlaps`);
+    console.log(
+      `randomized faults (seed ${seed}): ${rounds} rounds; faults ${JSON.stringify(injected)}; ${failovers.length} failovers, ` +
+        `worst ${failovers.length ? (Math.max(...failovers) / 1000).toFixed(1) : '-'} s from the fault to the first acknowledged write on the new Primary; ` +
+        `${acks.length} records acknowledged by ${writers.length} writers, ${missing.length} missing; ${overlaps.length} overlaps`,
+    );
     expect({ missing: missing.slice(0, 20), overlaps }).toEqual({ missing: [], overlaps: [] });
   });
 });

@@ -10,8 +10,20 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { external, kubectl, useCluster } from './lib/cluster.ts';
 import { eventually } from './lib/eventually.ts';
 import {
-  controllerAlive, cutApi, cutControllerApi, cutLink, firstWriteOn, healApi, healControllerApi, healEverything, healLink,
-  nodeAction, nodeReadyTransition, RecordWriter, recordsOn, type Ack,
+  controllerAlive,
+  cutApi,
+  cutControllerApi,
+  cutLink,
+  firstWriteOn,
+  healApi,
+  healControllerApi,
+  healEverything,
+  healLink,
+  nodeAction,
+  nodeReadyTransition,
+  RecordWriter,
+  recordsOn,
+  type Ack,
 } from './lib/failover.ts';
 import { execInNode } from './lib/nodes.ts';
 import { deploy, eventReasons, freshDisks, getRv, readyCondition, tearDown, waitReady } from './lib/volumes.ts';
@@ -22,31 +34,43 @@ useCluster();
 const ns = `e2e-failover-${process.pid}`;
 const mount = '/mydata/ft';
 const nodes = ['master', 'backup'] as const;
-const other = (n: string) => (n === 'master' ? 'backup' : 'master');
 let port: number | undefined;
 let bases = 0;
-const nextBase = () => (bases++) * 1_000_000;
+const nextBase = () => bases++ * 1_000_000;
 
 function volume(name: string, extra: object = {}): string {
   return JSON.stringify({
-    apiVersion: 'tandem.dev/v1alpha1', kind: 'ReplicatedVolume', metadata: { name, namespace: ns },
+    apiVersion: 'tandem.dev/v1alpha1',
+    kind: 'ReplicatedVolume',
+    metadata: { name, namespace: ns },
     spec: {
-      protocol: 'C', filesystem: 'xfs', mountPath: mount,
-      replicas: [{ node: 'master', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' }, { node: 'backup', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' }],
+      protocol: 'C',
+      filesystem: 'xfs',
+      mountPath: mount,
+      replicas: [
+        { node: 'master', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' },
+        { node: 'backup', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' },
+      ],
       ...extra,
     },
   });
 }
 
 async function mounted(node: string): Promise<void> {
-  await eventually(async () => expect((await execInNode(node, ['stat', '-f', '-c', '%T', mount])).stdout.trim()).toBe('xfs'), { timeoutMs: 60_000, what: `xfs mounted on ${node}` });
+  await eventually(
+    async () => expect((await execInNode(node, ['stat', '-f', '-c', '%T', mount])).stdout.trim()).toBe('xfs'),
+    { timeoutMs: 60_000, what: `xfs mounted on ${node}` },
+  );
 }
 
 /** Every acknowledged record is on `node`; none is missing. */
 async function expectAllOn(node: string, acks: readonly Ack[]): Promise<void> {
   const present = await recordsOn(node, mount);
   const missing = acks.filter((a) => !present.has(a.i)).map((a) => a.i);
-  expect({ acknowledged: acks.length, missing: missing.slice(0, 20) }).toEqual({ acknowledged: acks.length, missing: [] });
+  expect({ acknowledged: acks.length, missing: missing.slice(0, 20) }).toEqual({
+    acknowledged: acks.length,
+    missing: [],
+  });
 }
 
 describeLocal('automatic failover on the local control plane', () => {
@@ -68,25 +92,33 @@ describeLocal('automatic failover on the local control plane', () => {
     await tearDown(ns, [mount]);
   }, 180_000);
 
-  test('stop the Primary\'s node mid write stream: the other node takes over by itself with every acknowledged write', async () => {
+  test("stop the Primary's node mid write stream: the other node takes over by itself with every acknowledged write", async () => {
     const before = await waitReady(ns, 'db', 'master');
     const writer = new RecordWriter('master', mount, nextBase());
     await writer.waitAcks(200);
     const t0 = Date.now();
     await nodeAction('stop', 'master');
     const tWrite = await firstWriteOn('backup', mount);
-    const rv = await eventually(async () => {
-      const r = await getRv(ns, 'db');
-      expect(r.status?.primary).toBe('backup');
-      return r;
-    }, { timeoutMs: 30_000, what: 'backup chosen' });
-    const notReady = await eventually(async () => {
-      const n = await nodeReadyTransition('master');
-      expect(n.status).not.toBe('True');
-      return n;
-    }, { timeoutMs: 30_000, what: 'master NotReady' });
-    console.log(`failover: node stopped → first write on the new Primary ${((tWrite - t0) / 1000).toFixed(1)} s; ` +
-      `NotReady mark at +${((notReady.at - t0) / 1000).toFixed(1)} s (first write ${((tWrite - notReady.at) / 1000).toFixed(1)} s after it); ${writer.acks.length} records acknowledged before the stop`);
+    const rv = await eventually(
+      async () => {
+        const r = await getRv(ns, 'db');
+        expect(r.status?.primary).toBe('backup');
+        return r;
+      },
+      { timeoutMs: 30_000, what: 'backup chosen' },
+    );
+    const notReady = await eventually(
+      async () => {
+        const n = await nodeReadyTransition('master');
+        expect(n.status).not.toBe('True');
+        return n;
+      },
+      { timeoutMs: 30_000, what: 'master NotReady' },
+    );
+    console.log(
+      `failover: node stopped → first write on the new Primary ${((tWrite - t0) / 1000).toFixed(1)} s; ` +
+        `NotReady mark at +${((notReady.at - t0) / 1000).toFixed(1)} s (first write ${((tWrite - notReady.at) / 1000).toFixed(1)} s after it); ${writer.acks.length} records acknowledged before the stop`,
+    );
     expect(tWrite - t0).toBeLessThan(20_000);
     expect(tWrite - notReady.at).toBeLessThan(10_000);
     expect(rv.status?.epoch).toBe((before.status?.epoch ?? 0) + 1);
@@ -111,11 +143,17 @@ describeLocal('automatic failover on the local control plane', () => {
     const old = new RecordWriter('backup', mount, nextBase());
     await old.waitAcks(200);
     await nodeAction('partition', 'backup');
-    const rv = await eventually(async () => {
-      const r = await getRv(ns, 'db');
-      expect({ primary: r.status?.primary, epoch: r.status?.epoch }).toEqual({ primary: 'master', epoch: (before.status?.epoch ?? 0) + 1 });
-      return r;
-    }, { timeoutMs: 60_000, what: 'master promoted' });
+    const rv = await eventually(
+      async () => {
+        const r = await getRv(ns, 'db');
+        expect({ primary: r.status?.primary, epoch: r.status?.epoch }).toEqual({
+          primary: 'master',
+          epoch: (before.status?.epoch ?? 0) + 1,
+        });
+        return r;
+      },
+      { timeoutMs: 60_000, what: 'master promoted' },
+    );
     expect(rv.status?.fence?.node).toBe('backup');
     await mounted('master');
     const fresh = new RecordWriter('master', mount, nextBase());
@@ -129,16 +167,22 @@ describeLocal('automatic failover on the local control plane', () => {
     // The isolated Primary acknowledged nothing once the other side took writes, and nothing it
     // acknowledged is missing; its frozen write failed and it wrote nothing after the heal.
     const late = old.acks.filter((a) => a.t >= promotedAt);
-    console.log(`partition: old Primary acknowledged ${old.acks.length} records, the last ${promotedAt - (old.lastAckAt ?? 0)} ms before the new Primary's first; its writer ended with: ${old.error ?? 'no error'}`);
+    console.log(
+      `partition: old Primary acknowledged ${old.acks.length} records, the last ${promotedAt - (old.lastAckAt ?? 0)} ms before the new Primary's first; its writer ended with: ${old.error ?? 'no error'}`,
+    );
     expect(late).toEqual([]);
     expect(old.error).toBeDefined();
     await expectAllOn('master', [...old.acks, ...fresh.acks]);
     expect(healed.status?.epoch).toBe(rv.status?.epoch);
-    const replica = JSON.parse((await kubectl(['get', 'rvr', 'db-backup', '-n', ns, '-o', 'json'])).stdout) as { status: { conditions: { type: string; status: string; message: string }[] } };
+    const replica = JSON.parse((await kubectl(['get', 'rvr', 'db-backup', '-n', ns, '-o', 'json'])).stdout) as {
+      status: { conditions: { type: string; status: string; message: string }[] };
+    };
     expect(replica.status.conditions.find((c) => c.type === 'SplitBrain')).toMatchObject({ status: 'False' });
     expect(await eventReasons(ns, 'db-backup')).toEqual(expect.arrayContaining(['Superseded', 'DiscardingOwnChanges']));
     // On the old Primary the mount path is a read-only placeholder now: nothing lands beside the volume.
-    expect((await execInNode('backup', ['findmnt', '-n', '-o', 'SOURCE', mount])).stdout.trim()).toBe('tandem-not-primary');
+    expect((await execInNode('backup', ['findmnt', '-n', '-o', 'SOURCE', mount])).stdout.trim()).toBe(
+      'tandem-not-primary',
+    );
   });
 
   test('the agents cut from the API server: no failover while the pair replicates; with the link cut too, the Primary freezes unfenced and the other side takes over', async () => {
@@ -147,7 +191,11 @@ describeLocal('automatic failover on the local control plane', () => {
     await writer.waitAcks(100);
     await cutApi('master');
     // The Node goes NotReady and the agent falls silent, but backup still sees master on the wire.
-    await eventually(async () => expect(readyCondition(await getRv(ns, 'db'))).toMatchObject({ status: 'False', reason: 'FailoverBlocked' }), { timeoutMs: 40_000, what: 'failover blocked' });
+    await eventually(
+      async () =>
+        expect(readyCondition(await getRv(ns, 'db'))).toMatchObject({ status: 'False', reason: 'FailoverBlocked' }),
+      { timeoutMs: 40_000, what: 'failover blocked' },
+    );
     const blocked = readyCondition(await getRv(ns, 'db'))!;
     expect(blocked.message).toContain('still Connected to master');
     const acked = writer.acks.length;
@@ -156,11 +204,17 @@ describeLocal('automatic failover on the local control plane', () => {
     expect(writer.acks.length).toBeGreaterThan(acked);
     // Now the link as well: master can neither replicate nor fence; it must freeze.
     await cutLink('master', port!);
-    const rv = await eventually(async () => {
-      const r = await getRv(ns, 'db');
-      expect({ primary: r.status?.primary, epoch: r.status?.epoch }).toEqual({ primary: 'backup', epoch: (before.status?.epoch ?? 0) + 1 });
-      return r;
-    }, { timeoutMs: 60_000, what: 'backup promoted' });
+    const rv = await eventually(
+      async () => {
+        const r = await getRv(ns, 'db');
+        expect({ primary: r.status?.primary, epoch: r.status?.epoch }).toEqual({
+          primary: 'backup',
+          epoch: (before.status?.epoch ?? 0) + 1,
+        });
+        return r;
+      },
+      { timeoutMs: 60_000, what: 'backup promoted' },
+    );
     expect(rv.status?.fence?.node).toBe('master');
     await mounted('backup');
     const fresh = new RecordWriter('backup', mount, nextBase());
@@ -182,13 +236,19 @@ describeLocal('automatic failover on the local control plane', () => {
     // The replication link fails: backup freezes, its agent records master's fence in the API
     // (the agents still reach it), and backup writes on alone.
     await cutLink('backup', port!);
-    await eventually(async () => expect((await getRv(ns, 'db')).status?.fence).toMatchObject({ node: 'master', by: 'backup' }), { timeoutMs: 30_000, what: 'master fenced by backup' });
+    await eventually(
+      async () => expect((await getRv(ns, 'db')).status?.fence).toMatchObject({ node: 'master', by: 'backup' }),
+      { timeoutMs: 30_000, what: 'master fenced by backup' },
+    );
     const acked = writer.acks.length;
     await writer.waitAcks(50);
     expect(writer.acks.length).toBeGreaterThan(acked);
     // Now the Primary dies. The controller has lost its Lease and exited (as a pod it would be restarted).
     await nodeAction('stop', 'backup');
-    await eventually(() => expect(controllerAlive()).toBe(false), { timeoutMs: 30_000, what: 'the controller gives up its Lease' });
+    await eventually(() => expect(controllerAlive()).toBe(false), {
+      timeoutMs: 30_000,
+      what: 'the controller gives up its Lease',
+    });
     await healControllerApi();
     await deploy('start-controller');
     await sleep(15_000);
@@ -212,17 +272,25 @@ describeLocal('automatic failover on the local control plane', () => {
     await kubectl(['delete', 'rv', 'db', '-n', ns, '--timeout=90s']);
     await freshDisks([mount]);
     await kubectl(['apply', '-f', '-'], { input: volume('slow', { resyncRate: '8Mi' }) });
-    await eventually(async () => {
-      const r = await getRv(ns, 'slow');
-      expect(r.status?.replicas?.find((x) => x.node === 'backup')?.connectionState).toBe('SyncTarget');
-    }, { timeoutMs: 120_000, what: 'the initial sync runs' });
+    await eventually(
+      async () => {
+        const r = await getRv(ns, 'slow');
+        expect(r.status?.replicas?.find((x) => x.node === 'backup')?.connectionState).toBe('SyncTarget');
+      },
+      { timeoutMs: 120_000, what: 'the initial sync runs' },
+    );
     await nodeAction('stop', 'master');
-    const blocked = await eventually(async () => {
-      const c = readyCondition(await getRv(ns, 'slow'));
-      expect(c).toMatchObject({ status: 'False', reason: 'FailoverBlocked' });
-      return c!;
-    }, { timeoutMs: 40_000, what: 'FailoverBlocked' });
-    expect(blocked.message).toMatch(/^master is lost \(.*\) but backup's disk is Inconsistent, not UpToDate; not failing over \(to accept the loss: kubectl annotate rv <name> tandem\.dev\/force-primary=backup\)$/);
+    const blocked = await eventually(
+      async () => {
+        const c = readyCondition(await getRv(ns, 'slow'));
+        expect(c).toMatchObject({ status: 'False', reason: 'FailoverBlocked' });
+        return c!;
+      },
+      { timeoutMs: 40_000, what: 'FailoverBlocked' },
+    );
+    expect(blocked.message).toMatch(
+      /^master is lost \(.*\) but backup's disk is Inconsistent, not UpToDate; not failing over \(to accept the loss: kubectl annotate rv <name> tandem\.dev\/force-primary=backup\)$/,
+    );
     await sleep(5000);
     const still = await getRv(ns, 'slow');
     expect(still.status?.primary).toBe('master');
@@ -230,12 +298,15 @@ describeLocal('automatic failover on the local control plane', () => {
     expect(await eventReasons(ns, 'slow')).toContain('FailoverBlocked');
     // The operator accepts the loss.
     await kubectl(['annotate', 'rv', 'slow', '-n', ns, 'tandem.dev/force-primary=backup']);
-    const forced = await eventually(async () => {
-      const r = await getRv(ns, 'slow');
-      expect(r.status?.replicas?.find((x) => x.node === 'backup')?.role).toBe('Primary');
-      expect(r.metadata.annotations?.['tandem.dev/force-primary']).toBeUndefined();
-      return r;
-    }, { timeoutMs: 60_000, what: 'backup forced Primary' });
+    const forced = await eventually(
+      async () => {
+        const r = await getRv(ns, 'slow');
+        expect(r.status?.replicas?.find((x) => x.node === 'backup')?.role).toBe('Primary');
+        expect(r.metadata.annotations?.['tandem.dev/force-primary']).toBeUndefined();
+        return r;
+      },
+      { timeoutMs: 60_000, what: 'backup forced Primary' },
+    );
     expect(forced.status?.primary).toBe('backup');
     expect(forced.status?.lastFailover).toMatchObject({ from: 'master', to: 'backup' });
     expect(await eventReasons(ns, 'slow')).toContain('FailedOver');

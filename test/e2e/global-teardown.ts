@@ -6,6 +6,8 @@ import { repoRoot } from './harness/paths.ts';
 
 export default function globalTeardown(): void {
   if (process.env.TANDEM_E2E_STARTED_CLUSTER !== '1' || process.env.TANDEM_E2E_KEEP === '1') return;
-  const r = spawnSync(process.execPath, [join(repoRoot, 'test/e2e/harness/cli.ts'), 'down'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const r = spawnSync(process.execPath, [join(repoRoot, 'test/e2e/harness/cli.ts'), 'down'], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   if (r.status !== 0) throw new Error(`cluster down failed (exit ${r.status})`);
 }

@@ -32,9 +32,16 @@ afterEach(async () => {
 }, 60_000);
 
 localOnlyTest('each node is a machine of its own: IP, hostname, /dev/sdb1 and /dev/sdb2, /run/tandem', async () => {
-  for (const [name, ip] of [['master', masterIp], ['backup', backupIp]] as const) {
+  for (const [name, ip] of [
+    ['master', masterIp],
+    ['backup', backupIp],
+  ] as const) {
     expect(await nodeHealth(cluster.core, name)).toEqual({ ready: 'True', taints: [], internalIp: ip });
-    const r = await execInNode(name, ['sh', '-c', 'hostname; ip -4 -o addr show dev eth0; stat -c "%F" /dev/sdb1 /dev/sdb2; blockdev --getsize64 /dev/sdb1 /dev/sdb2']);
+    const r = await execInNode(name, [
+      'sh',
+      '-c',
+      'hostname; ip -4 -o addr show dev eth0; stat -c "%F" /dev/sdb1 /dev/sdb2; blockdev --getsize64 /dev/sdb1 /dev/sdb2',
+    ]);
     const [hostname, addr, type1, type2, size1, size2] = r.stdout.trim().split('\n');
     expect(hostname).toBe(name);
     expect(addr).toContain(`inet ${ip}/24`);
@@ -51,56 +58,67 @@ localOnlyTest('each node is a machine of its own: IP, hostname, /dev/sdb1 and /d
   expect((await execInNode('backup', ['sh', '-c', 'ls /run/tandem'])).stdout).toBe('');
 });
 
-localOnlyTest('stopping a node kills its processes; within the grace period it is Ready=Unknown and tainted unreachable; starting it makes it Ready', async () => {
-  const sleeper = startTcpServer('master', 7001);
-  await printed(sleeper, 'listening');
+localOnlyTest(
+  'stopping a node kills its processes; within the grace period it is Ready=Unknown and tainted unreachable; starting it makes it Ready',
+  async () => {
+    const sleeper = startTcpServer('master', 7001);
+    await printed(sleeper, 'listening');
 
-  const stoppedAt = Date.now();
-  await harness('node', 'stop', 'master');
-  expect((await exited(sleeper)).code).not.toBe(0);
+    const stoppedAt = Date.now();
+    await harness('node', 'stop', 'master');
+    expect((await exited(sleeper)).code).not.toBe(0);
 
-  await becomesUnreachable('master');
-  const elapsedS = (Date.now() - stoppedAt) / 1000;
-  // The last lease renewal was at most one heartbeat before the stop; the controller
-  // notices within one monitor period after the grace period; 2 s for everything else.
-  expect(elapsedS).toBeGreaterThanOrEqual(timing.nodeMonitorGraceSeconds - timing.heartbeatSeconds);
-  expect(elapsedS).toBeLessThanOrEqual(timing.nodeMonitorGraceSeconds + timing.nodeMonitorPeriodSeconds + 2);
-  // The other node is not affected, and a stopped node refuses commands.
-  expect((await nodeHealth(cluster.core, 'backup')).ready).toBe('True');
-  await expect(execInNode('master', ['true'])).rejects.toThrow('Node master is stopped');
-
-  await harness('node', 'start', 'master');
-  await eventually(async () => expect(await nodeHealth(cluster.core, 'master')).toMatchObject({ ready: 'True', taints: [] }), {
-    timeoutMs: 30_000,
-    what: 'master Ready again without taints',
-  });
-  // A fresh boot: the old run dir is gone.
-  expect((await execInNode('master', ['sh', '-c', 'ls /run/tandem'])).stdout).toBe('');
-}, 90_000);
-
-localOnlyTest('partitioning a node blocks TCP to and from it while its processes keep running; heal restores it', async () => {
-  const server = startTcpServer('master', 7002);
-  const backupServer = startTcpServer('backup', 7003);
-  try {
-    await Promise.all([printed(server, 'listening'), printed(backupServer, 'listening')]);
-    expect(await tcpProbe('backup', masterIp, 7002)).toBe('hello from master');
-    expect(await tcpProbe('master', backupIp, 7003)).toBe('hello from backup');
-
-    await harness('node', 'partition', 'master');
-    expect(await tcpProbe('backup', masterIp, 7002)).toBe('timeout');
-    expect(await tcpProbe('master', backupIp, 7003)).toBe('timeout');
-    // Its kubelet-like heartbeat is cut off too, so the controller reacts as to a lost node.
     await becomesUnreachable('master');
-    expect(server.exitCode).toBeNull();
+    const elapsedS = (Date.now() - stoppedAt) / 1000;
+    // The last lease renewal was at most one heartbeat before the stop; the controller
+    // notices within one monitor period after the grace period; 2 s for everything else.
+    expect(elapsedS).toBeGreaterThanOrEqual(timing.nodeMonitorGraceSeconds - timing.heartbeatSeconds);
+    expect(elapsedS).toBeLessThanOrEqual(timing.nodeMonitorGraceSeconds + timing.nodeMonitorPeriodSeconds + 2);
+    // The other node is not affected, and a stopped node refuses commands.
+    expect((await nodeHealth(cluster.core, 'backup')).ready).toBe('True');
+    await expect(execInNode('master', ['true'])).rejects.toThrow('Node master is stopped');
 
-    await harness('node', 'heal', 'master');
-    // The same server process answers again: it ran through the partition.
-    expect(await tcpProbe('backup', masterIp, 7002)).toBe('hello from master');
-    expect(await tcpProbe('master', backupIp, 7003)).toBe('hello from backup');
-    expect(await nodeHealth(cluster.core, 'master')).toMatchObject({ ready: 'True', taints: [] });
-  } finally {
-    server.stdin?.end();
-    backupServer.stdin?.end();
-    await Promise.all([exited(server), exited(backupServer)]);
-  }
-}, 90_000);
+    await harness('node', 'start', 'master');
+    await eventually(
+      async () => expect(await nodeHealth(cluster.core, 'master')).toMatchObject({ ready: 'True', taints: [] }),
+      {
+        timeoutMs: 30_000,
+        what: 'master Ready again without taints',
+      },
+    );
+    // A fresh boot: the old run dir is gone.
+    expect((await execInNode('master', ['sh', '-c', 'ls /run/tandem'])).stdout).toBe('');
+  },
+  90_000,
+);
+
+localOnlyTest(
+  'partitioning a node blocks TCP to and from it while its processes keep running; heal restores it',
+  async () => {
+    const server = startTcpServer('master', 7002);
+    const backupServer = startTcpServer('backup', 7003);
+    try {
+      await Promise.all([printed(server, 'listening'), printed(backupServer, 'listening')]);
+      expect(await tcpProbe('backup', masterIp, 7002)).toBe('hello from master');
+      expect(await tcpProbe('master', backupIp, 7003)).toBe('hello from backup');
+
+      await harness('node', 'partition', 'master');
+      expect(await tcpProbe('backup', masterIp, 7002)).toBe('timeout');
+      expect(await tcpProbe('master', backupIp, 7003)).toBe('timeout');
+      // Its kubelet-like heartbeat is cut off too, so the controller reacts as to a lost node.
+      await becomesUnreachable('master');
+      expect(server.exitCode).toBeNull();
+
+      await harness('node', 'heal', 'master');
+      // The same server process answers again: it ran through the partition.
+      expect(await tcpProbe('backup', masterIp, 7002)).toBe('hello from master');
+      expect(await tcpProbe('master', backupIp, 7003)).toBe('hello from backup');
+      expect(await nodeHealth(cluster.core, 'master')).toMatchObject({ ready: 'True', taints: [] });
+    } finally {
+      server.stdin?.end();
+      backupServer.stdin?.end();
+      await Promise.all([exited(server), exited(backupServer)]);
+    }
+  },
+  90_000,
+);

@@ -12,7 +12,14 @@ import { repoRoot } from './harness/paths.ts';
 import { expectApiError, external, helm, kubectl, useCluster } from './lib/cluster.ts';
 import { eventually } from './lib/eventually.ts';
 import { execInNode, exited, spawnInNode } from './lib/nodes.ts';
-import { deploy, freshDisks, getRv as getRvIn, readyCondition as ready, tearDown, waitReady as waitReadyIn } from './lib/volumes.ts';
+import {
+  deploy,
+  freshDisks,
+  getRv as getRvIn,
+  readyCondition as ready,
+  tearDown,
+  waitReady as waitReadyIn,
+} from './lib/volumes.ts';
 
 jest.setTimeout(240_000);
 const describeLocal = external ? describe.skip : describe;
@@ -40,16 +47,27 @@ describeLocal('the operator on the local control plane', () => {
     const lint = await helm(['lint', join(repoRoot, 'helm/tandem')]);
     expect(lint.stdout).toContain('1 chart(s) linted, 0 chart(s) failed');
     expect(lint.stdout).not.toContain('[WARNING]');
-    const rendered = (await helm(['template', 'tandem', join(repoRoot, 'helm/tandem'), '--namespace', 'tandem-system'])).stdout;
+    const rendered = (await helm(['template', 'tandem', join(repoRoot, 'helm/tandem'), '--namespace', 'tandem-system']))
+      .stdout;
     expect(rendered).not.toMatch(/verbs:.*\*/);
     expect(rendered).not.toMatch(/resources:.*\*/);
     expect(rendered).not.toMatch(/name: cluster-admin/);
-    const noCrds = (await helm(['template', 'tandem', join(repoRoot, 'helm/tandem'), '--set', 'installCRDs=false'])).stdout;
+    const noCrds = (await helm(['template', 'tandem', join(repoRoot, 'helm/tandem'), '--set', 'installCRDs=false']))
+      .stdout;
     expect(noCrds).not.toContain('kind: CustomResourceDefinition');
     // `kubectl auth can-i` exits 1 for "no"; the answer is the last line either way.
     const can = async (sa: string, verb: string, resource: string) => {
       const [res, sub] = resource.split('/');
-      const args = ['auth', 'can-i', verb, res!, ...(sub ? [`--subresource=${sub}`] : []), '-n', ns, `--as=system:serviceaccount:tandem-system:${sa}`];
+      const args = [
+        'auth',
+        'can-i',
+        verb,
+        res!,
+        ...(sub ? [`--subresource=${sub}`] : []),
+        '-n',
+        ns,
+        `--as=system:serviceaccount:tandem-system:${sa}`,
+      ];
       return (await kubectl(args).catch((e: Error) => ({ stdout: e.message }))).stdout.trim().split('\n').pop();
     };
     expect(await can('tandem-node-agent', 'patch', 'replicatedvolumereplicas.tandem.dev/status')).toBe('yes');
@@ -64,11 +82,27 @@ describeLocal('the operator on the local control plane', () => {
   });
 
   describe('bad volumes', () => {
-    const rv = (name: string, spec: object) => JSON.stringify({ apiVersion: 'tandem.dev/v1alpha1', kind: 'ReplicatedVolume', metadata: { name, namespace: ns }, spec });
-    const good = [{ node: 'master', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' }, { node: 'backup', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' }];
+    const rv = (name: string, spec: object) =>
+      JSON.stringify({
+        apiVersion: 'tandem.dev/v1alpha1',
+        kind: 'ReplicatedVolume',
+        metadata: { name, namespace: ns },
+        spec,
+      });
+    const good = [
+      { node: 'master', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' },
+      { node: 'backup', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' },
+    ];
 
     test('protocol D and the same node twice are refused by the API server, with the reason', async () => {
-      const create = (name: string, spec: object) => cluster.custom.createNamespacedCustomObject({ group: 'tandem.dev', version: 'v1alpha1', namespace: ns, plural: 'replicatedvolumes', body: JSON.parse(rv(name, spec)) });
+      const create = (name: string, spec: object) =>
+        cluster.custom.createNamespacedCustomObject({
+          group: 'tandem.dev',
+          version: 'v1alpha1',
+          namespace: ns,
+          plural: 'replicatedvolumes',
+          body: JSON.parse(rv(name, spec)),
+        });
       const d = await expectApiError(create('proto-d', { protocol: 'D', replicas: good }));
       expect(d.code).toBe(422);
       expect(d.message).toContain('spec.protocol: Unsupported value: "D": supported values: "A", "B", "C"');
@@ -80,30 +114,60 @@ describeLocal('the operator on the local control plane', () => {
     });
 
     test('an unknown node: Ready=False NodeNotFound, no replica is created', async () => {
-      await kubectl(['apply', '-f', '-'], { input: rv('nowhere', { replicas: [good[0], { node: 'nowhere', disk: '/dev/sdb1' }] }) });
-      const got = await eventually(async () => {
-        const r = await getRv('nowhere');
-        expect(ready(r)).toMatchObject({ status: 'False', reason: 'NodeNotFound', message: 'node nowhere does not exist' });
-        return r;
-      }, { timeoutMs: 30_000, what: 'NodeNotFound' });
+      await kubectl(['apply', '-f', '-'], {
+        input: rv('nowhere', { replicas: [good[0], { node: 'nowhere', disk: '/dev/sdb1' }] }),
+      });
+      const got = await eventually(
+        async () => {
+          const r = await getRv('nowhere');
+          expect(ready(r)).toMatchObject({
+            status: 'False',
+            reason: 'NodeNotFound',
+            message: 'node nowhere does not exist',
+          });
+          return r;
+        },
+        { timeoutMs: 30_000, what: 'NodeNotFound' },
+      );
       expect(got.status?.phase).toBe('Failed');
-      expect((await kubectl(['get', 'rvr', '-n', ns, '-l', 'tandem.dev/volume=nowhere', '-o', 'name'])).stdout.trim()).toBe('');
-      const events = (await kubectl(['get', 'events', '-n', ns, '--field-selector', 'involvedObject.name=nowhere', '-o', 'jsonpath={.items[*].reason}'])).stdout;
+      expect(
+        (await kubectl(['get', 'rvr', '-n', ns, '-l', 'tandem.dev/volume=nowhere', '-o', 'name'])).stdout.trim(),
+      ).toBe('');
+      const events = (
+        await kubectl([
+          'get',
+          'events',
+          '-n',
+          ns,
+          '--field-selector',
+          'involvedObject.name=nowhere',
+          '-o',
+          'jsonpath={.items[*].reason}',
+        ])
+      ).stdout;
       expect(events).toContain('NodeNotFound');
       await kubectl(['delete', 'rv', 'nowhere', '-n', ns, '--timeout=60s']);
     });
 
     test('a disk path missing on a node: Ready=False DiskMissing naming it, and no engine starts on either node', async () => {
-      await kubectl(['apply', '-f', '-'], { input: rv('nodisk', { replicas: [{ node: 'master', disk: '/dev/sdc1' }, good[1]] }) });
-      const got = await eventually(async () => {
-        const r = await getRv('nodisk');
-        expect(ready(r)).toMatchObject({ status: 'False', reason: 'DiskMissing' });
-        return r;
-      }, { timeoutMs: 30_000, what: 'DiskMissing' });
+      await kubectl(['apply', '-f', '-'], {
+        input: rv('nodisk', { replicas: [{ node: 'master', disk: '/dev/sdc1' }, good[1]] }),
+      });
+      const got = await eventually(
+        async () => {
+          const r = await getRv('nodisk');
+          expect(ready(r)).toMatchObject({ status: 'False', reason: 'DiskMissing' });
+          return r;
+        },
+        { timeoutMs: 30_000, what: 'DiskMissing' },
+      );
       expect(ready(got)?.message).toBe('master: /dev/sdc1 does not exist on node master; nothing was touched');
       // The good side is held at Probe: no create-md, no engine.
       await new Promise((r) => setTimeout(r, 3000));
-      const backup = JSON.parse((await kubectl(['get', 'rvr', 'nodisk-backup', '-n', ns, '-o', 'json'])).stdout) as { spec: { engine: string }; status?: { role?: string } };
+      const backup = JSON.parse((await kubectl(['get', 'rvr', 'nodisk-backup', '-n', ns, '-o', 'json'])).stdout) as {
+        spec: { engine: string };
+        status?: { role?: string };
+      };
       expect(backup.spec.engine).toBe('Probe');
       expect(backup.status?.role).toBe('Unconfigured');
       expect(await engineFiles('backup')).not.toContain(`${ns}.nodisk`);
@@ -112,7 +176,18 @@ describeLocal('the operator on the local control plane', () => {
   });
 
   test('two controllers: only the Lease holder acts; on SIGTERM it hands the Lease over and the standby takes over at once', async () => {
-    const holder = async () => (await kubectl(['get', 'lease', 'tandem-controller', '-n', 'tandem-system', '-o', 'jsonpath={.spec.holderIdentity}'])).stdout;
+    const holder = async () =>
+      (
+        await kubectl([
+          'get',
+          'lease',
+          'tandem-controller',
+          '-n',
+          'tandem-system',
+          '-o',
+          'jsonpath={.spec.holderIdentity}',
+        ])
+      ).stdout;
     expect(await holder()).toBe('tandem-controller-local');
     const standbyLog = join(repoRoot, '.cluster/logs/tandem-controller-2.log');
     const logFrom = existsSync(standbyLog) ? statSync(standbyLog).size : 0; // the log is appended to across runs
@@ -122,16 +197,37 @@ describeLocal('the operator on the local control plane', () => {
     expect(await holder()).toBe('tandem-controller-local');
     const t0 = Date.now();
     await deploy('stop', 'controller');
-    await eventually(async () => expect(await holder()).toBe('tandem-controller-2-local'), { timeoutMs: 10_000, what: 'the standby holds the Lease' });
+    await eventually(async () => expect(await holder()).toBe('tandem-controller-2-local'), {
+      timeoutMs: 10_000,
+      what: 'the standby holds the Lease',
+    });
     console.log(`Lease handed over in ${Date.now() - t0} ms`);
     // The new leader reconciles: a fresh volume gets its condition.
-    await kubectl(['apply', '-f', '-'], { input: JSON.stringify({ apiVersion: 'tandem.dev/v1alpha1', kind: 'ReplicatedVolume', metadata: { name: 'standby', namespace: ns }, spec: { replicas: [{ node: 'master', disk: '/dev/sdb1' }, { node: 'elsewhere', disk: '/dev/sdb1' }] } }) });
-    await eventually(async () => expect(ready(await getRv('standby'))?.reason).toBe('NodeNotFound'), { timeoutMs: 20_000, what: 'the standby reconciles' });
+    await kubectl(['apply', '-f', '-'], {
+      input: JSON.stringify({
+        apiVersion: 'tandem.dev/v1alpha1',
+        kind: 'ReplicatedVolume',
+        metadata: { name: 'standby', namespace: ns },
+        spec: {
+          replicas: [
+            { node: 'master', disk: '/dev/sdb1' },
+            { node: 'elsewhere', disk: '/dev/sdb1' },
+          ],
+        },
+      }),
+    });
+    await eventually(async () => expect(ready(await getRv('standby'))?.reason).toBe('NodeNotFound'), {
+      timeoutMs: 20_000,
+      what: 'the standby reconciles',
+    });
     await kubectl(['delete', 'rv', 'standby', '-n', ns, '--timeout=60s']);
     // Back to one controller under the usual name for the rest of the suite.
     await deploy('start-controller');
     await deploy('stop', 'controller-2');
-    await eventually(async () => expect(await holder()).toBe('tandem-controller-local'), { timeoutMs: 30_000, what: 'the first controller leads again' });
+    await eventually(async () => expect(await holder()).toBe('tandem-controller-local'), {
+      timeoutMs: 30_000,
+      what: 'the first controller leads again',
+    });
   });
 
   describe('the tutorial volume (examples/mysql-volume.yaml, unchanged)', () => {
@@ -149,63 +245,121 @@ describeLocal('the operator on the local control plane', () => {
       const table = (await kubectl(['get', 'rv', 'mysql', '-n', ns])).stdout;
       expect(table).toMatch(/^NAME\s+PRIMARY\s+PROTOCOL\s+CONNECTION\s+DISKS\s+SYNC\s+READY\s+AGE/);
       expect(table).toMatch(/mysql\s+master\s+C\s+Connected\s+UpToDate\/UpToDate\s+True/);
-      const mount = await eventually(async () => {
-        const m = (await execInNode('master', ['stat', '-f', '-c', '%T', '/mydata/mysql'])).stdout.trim();
-        expect(m).toBe('xfs');
-        return m;
-      }, { timeoutMs: 30_000, what: 'the xfs mount on master' });
+      const mount = await eventually(
+        async () => {
+          const m = (await execInNode('master', ['stat', '-f', '-c', '%T', '/mydata/mysql'])).stdout.trim();
+          expect(m).toBe('xfs');
+          return m;
+        },
+        { timeoutMs: 30_000, what: 'the xfs mount on master' },
+      );
       expect(mount).toBe('xfs');
-      const events = (await kubectl(['get', 'events', '-n', ns, '--field-selector', 'involvedObject.name=mysql', '-o', 'jsonpath={.items[*].reason}'])).stdout;
+      const events = (
+        await kubectl([
+          'get',
+          'events',
+          '-n',
+          ns,
+          '--field-selector',
+          'involvedObject.name=mysql',
+          '-o',
+          'jsonpath={.items[*].reason}',
+        ])
+      ).stdout;
       expect(events).toContain('Promoted');
       expect(events).toContain('SyncFinished');
     });
 
     test('data written through the Primary is readable on the other node after a manual role switch (spec.primary)', async () => {
-      await execInNode('master', ['sh', '-c', 'head -c 4194304 /dev/urandom > /mydata/mysql/data.bin && sha256sum /mydata/mysql/data.bin | cut -d" " -f1 > /mydata/mysql/data.sha && sync']);
+      await execInNode('master', [
+        'sh',
+        '-c',
+        'head -c 4194304 /dev/urandom > /mydata/mysql/data.bin && sha256sum /mydata/mysql/data.bin | cut -d" " -f1 > /mydata/mysql/data.sha && sync',
+      ]);
       const want = (await execInNode('master', ['cat', '/mydata/mysql/data.sha'])).stdout.trim();
       await kubectl(['patch', 'rv', 'mysql', '-n', ns, '--type=merge', '-p', '{"spec":{"primary":"backup"}}']);
       const rv = await waitReady('mysql', 'backup', 60_000);
       expect(rv.status?.epoch).toBe(2);
       // The volume's filesystem left master; an empty read-only placeholder keeps its place.
-      expect((await execInNode('master', ['sh', '-c', 'findmnt -n -o SOURCE,FSTYPE,OPTIONS /mydata/mysql || echo unmounted'])).stdout.trim()).toMatch(/^tandem-not-primary\s+tmpfs\s+ro,/);
-      const got = await eventually(async () => (await execInNode('backup', ['sh', '-c', 'sha256sum /mydata/mysql/data.bin | cut -d" " -f1'])).stdout.trim(), { timeoutMs: 30_000, what: 'the file on backup' });
+      expect(
+        (
+          await execInNode('master', [
+            'sh',
+            '-c',
+            'findmnt -n -o SOURCE,FSTYPE,OPTIONS /mydata/mysql || echo unmounted',
+          ])
+        ).stdout.trim(),
+      ).toMatch(/^tandem-not-primary\s+tmpfs\s+ro,/);
+      const got = await eventually(
+        async () =>
+          (await execInNode('backup', ['sh', '-c', 'sha256sum /mydata/mysql/data.bin | cut -d" " -f1'])).stdout.trim(),
+        { timeoutMs: 30_000, what: 'the file on backup' },
+      );
       expect(got).toBe(want);
     });
 
     test('kill -9 of the controller and both agents under I/O: writes go on, state converges again', async () => {
       // 400 synchronous 64 KiB writes on the Primary (backup now), about as long as the restart takes.
-      const writer = spawnInNode('backup', ['sh', '-c', 'dd if=/dev/urandom of=/mydata/mysql/stream bs=64k count=400 oflag=sync status=none && echo WROTE']);
+      const writer = spawnInNode('backup', [
+        'sh',
+        '-c',
+        'dd if=/dev/urandom of=/mydata/mysql/stream bs=64k count=400 oflag=sync status=none && echo WROTE',
+      ]);
       let out = '';
-      writer.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
+      writer.stdout?.on('data', (d: Buffer) => {
+        out += d.toString();
+      });
       await new Promise((r) => setTimeout(r, 500));
       for (const p of ['controller', 'agent-master', 'agent-backup']) await deploy('kill', p);
       const { code } = await exited(writer);
       expect({ code, out: out.trim() }).toEqual({ code: 0, out: 'WROTE' });
-      expect((await execInNode('backup', ['stat', '-c', '%s', '/mydata/mysql/stream'])).stdout.trim()).toBe(String(400 * 65536));
+      expect((await execInNode('backup', ['stat', '-c', '%s', '/mydata/mysql/stream'])).stdout.trim()).toBe(
+        String(400 * 65536),
+      );
       await deploy('start-controller');
       await deploy('start-agent', 'master');
       await deploy('start-agent', 'backup');
       const rv = await waitReady('mysql', 'backup', 60_000);
       expect(rv.status?.epoch).toBe(2); // nothing changed hands
       // Heartbeats are fresh again: the new agents re-attached to the running engines.
-      const rvr = JSON.parse((await kubectl(['get', 'rvr', 'mysql-backup', '-n', ns, '-o', 'json'])).stdout) as { status: { lastHeartbeatTime: string; role: string } };
+      const rvr = JSON.parse((await kubectl(['get', 'rvr', 'mysql-backup', '-n', ns, '-o', 'json'])).stdout) as {
+        status: { lastHeartbeatTime: string; role: string };
+      };
       expect(rvr.status.role).toBe('Primary');
       expect(Date.now() - Date.parse(rvr.status.lastHeartbeatTime)).toBeLessThan(15_000);
     });
 
     test('options the engines cannot take live are refused with the reason, not silently ignored', async () => {
-      const err = await kubectl(['patch', 'rv', 'mysql', '-n', ns, '--type=merge', '-p', '{"spec":{"protocol":"A"}}']).then(() => '', (e: Error) => e.message);
-      expect(err).toContain('spec.protocol: Invalid value: "object": protocol cannot be changed on an existing volume yet (no live adjust)');
+      const err = await kubectl([
+        'patch',
+        'rv',
+        'mysql',
+        '-n',
+        ns,
+        '--type=merge',
+        '-p',
+        '{"spec":{"protocol":"A"}}',
+      ]).then(
+        () => '',
+        (e: Error) => e.message,
+      );
+      expect(err).toContain(
+        'spec.protocol: Invalid value: "object": protocol cannot be changed on an existing volume yet (no live adjust)',
+      );
     });
 
     test('deleting the volume takes the engines down and wipes nothing', async () => {
       await kubectl(['delete', 'rv', 'mysql', '-n', ns, '--timeout=90s']);
       for (const n of ['master', 'backup']) {
         expect(await engineFiles(n)).not.toMatch(/\.ctl|\.res/);
-        expect((await execInNode(n, ['sh', '-c', 'findmnt -n /mydata/mysql || echo unmounted'])).stdout.trim()).toBe('unmounted');
+        expect((await execInNode(n, ['sh', '-c', 'findmnt -n /mydata/mysql || echo unmounted'])).stdout.trim()).toBe(
+          'unmounted',
+        );
       }
       // The data is still on the backing disk (external metadata: /dev/sdb1 holds the filesystem as is).
-      expect((await execInNode('backup', ['blkid', '-p', '-o', 'value', '-s', 'TYPE', '/dev/sdb1'])).stdout.trim()).toBe('xfs');
+      expect(
+        (await execInNode('backup', ['blkid', '-p', '-o', 'value', '-s', 'TYPE', '/dev/sdb1'])).stdout.trim(),
+      ).toBe('xfs');
     });
   });
 });

@@ -10,11 +10,12 @@ import { jest } from '@jest/globals';
 
 jest.setTimeout(180_000);
 
-
 const SECRET = 'cram-hmac-alg sha256;';
 
 async function digest(pair: Pair, n: NodeName): Promise<string> {
-  return createHash('sha256').update(await readFile(pair.disk(n))).digest('hex');
+  return createHash('sha256')
+    .update(await readFile(pair.disk(n)))
+    .digest('hex');
 }
 
 async function startBoth(pair: Pair): Promise<void> {
@@ -27,11 +28,21 @@ async function startBoth(pair: Pair): Promise<void> {
 
 describe('peer authentication', () => {
   test('a peer with the wrong shared secret is refused and both disks stay untouched', async () => {
-    const pair = await Pair.create({ perNodeNet: { master: `${SECRET} shared-secret "right-secret";`, backup: `${SECRET} shared-secret "wrong-secret";` } });
+    const pair = await Pair.create({
+      perNodeNet: {
+        master: `${SECRET} shared-secret "right-secret";`,
+        backup: `${SECRET} shared-secret "wrong-secret";`,
+      },
+    });
     try {
       const before = await digest(pair, 'backup');
       await startBoth(pair);
-      const m = await pair.waitFor('master', (s) => /Authentication of peer failed|peer refused us/.test(s.lastError ?? ''), 20_000, 'an authentication failure');
+      const m = await pair.waitFor(
+        'master',
+        (s) => /Authentication of peer failed|peer refused us/.test(s.lastError ?? ''),
+        20_000,
+        'an authentication failure',
+      );
       await new Promise((r) => setTimeout(r, 1500));
       for (const n of ['master', 'backup'] as const) {
         const s = await pair.status(n);
@@ -63,7 +74,14 @@ describe('peer authentication', () => {
     const pair = await Pair.create({ perNodeResource: { backup: 'other' } });
     try {
       await startBoth(pair);
-      const m = await pair.waitFor('master', (s) => (s.lastError ?? '').includes("peer is for resource 'other'") || (s.lastError ?? '').includes('peer refused us'), 20_000, 'a wrong-resource refusal');
+      const m = await pair.waitFor(
+        'master',
+        (s) =>
+          (s.lastError ?? '').includes("peer is for resource 'other'") ||
+          (s.lastError ?? '').includes('peer refused us'),
+        20_000,
+        'a wrong-resource refusal',
+      );
       expect(m.cstate).not.toBe('Connected');
       expect((await pair.status('backup')).counters.nr).toBe(0);
     } finally {
@@ -72,7 +90,9 @@ describe('peer authentication', () => {
   });
 
   test('a client that skips the handshake is dropped before anything reaches the disk', async () => {
-    const pair = await Pair.create({ perNodeNet: { master: `${SECRET} shared-secret "s";`, backup: `${SECRET} shared-secret "s";` } });
+    const pair = await Pair.create({
+      perNodeNet: { master: `${SECRET} shared-secret "s";`, backup: `${SECRET} shared-secret "s";` },
+    });
     try {
       await pair.ok('backup', 'create-md', 'mysql');
       await pair.ok('backup', 'up', 'mysql'); // backup (127.0.0.3) is the listening side

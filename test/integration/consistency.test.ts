@@ -3,7 +3,7 @@
 import { createHash, randomInt } from 'node:crypto';
 import { jest } from '@jest/globals';
 import { Pair, type NodeName } from './support/pair.ts';
-import { RawNbdClient } from './support/raw-nbd-client.ts';
+import { RawNbdClient, type SimpleReply } from './support/raw-nbd-client.ts';
 import { BLOCK, blockContent as content } from './support/blocks.ts';
 import { nbdWire } from '../../src/nbd/index.ts';
 
@@ -11,9 +11,10 @@ jest.setTimeout(900_000);
 
 const MiB = 1024 * 1024;
 
-
 async function sha(pair: Pair, n: NodeName, bytes: number): Promise<string> {
-  return createHash('sha256').update(await pair.diskBytes(n, 0, bytes)).digest('hex');
+  return createHash('sha256')
+    .update(await pair.diskBytes(n, 0, bytes))
+    .digest('hex');
 }
 
 /** Writes `count` random 4 KiB blocks with `depth` in flight; returns when all are acknowledged. */
@@ -22,7 +23,11 @@ async function writeRandom(socket: string, sizeBytes: number, count: number, dep
   let sent = 0;
   let inflight = 0;
   const next = (): void => {
-    client.send({ command: nbdWire.Cmd.NBD_CMD_WRITE, offset: randomInt(sizeBytes / BLOCK) * BLOCK, data: content(sent) });
+    client.send({
+      command: nbdWire.Cmd.NBD_CMD_WRITE,
+      offset: randomInt(sizeBytes / BLOCK) * BLOCK,
+      data: content(sent),
+    });
     sent++;
     inflight++;
   };
@@ -38,8 +43,12 @@ async function writeRandom(socket: string, sizeBytes: number, count: number, dep
 
 describe('bitmap resync after a short disconnect', () => {
   let pair: Pair;
-  beforeAll(async () => { pair = await Pair.create({ masterMiB: 1024, backupMiB: 1024 }); });
-  afterAll(async () => { await pair.destroy(); });
+  beforeAll(async () => {
+    pair = await Pair.create({ masterMiB: 1024, backupMiB: 1024 });
+  });
+  afterAll(async () => {
+    await pair.destroy();
+  });
 
   test('8 MiB written during a 10 s disconnect of a 1 GiB volume moves less than 10 MiB', async () => {
     await pair.startBlank();
@@ -61,7 +70,9 @@ describe('bitmap resync after a short disconnect', () => {
     const b = await pair.status('backup');
     expect(m.lastDecision?.decision).toBe('bitmap-source');
     const moved = b.counters.nr - nrBefore;
-    process.stdout.write(`bitmap resync moved ${(moved / MiB).toFixed(2)} MiB (master sent ${((m.counters.ns - nsBefore) / MiB).toFixed(2)} MiB) for ${(during.oosBytes / MiB).toFixed(2)} MiB out of sync\n`);
+    process.stdout.write(
+      `bitmap resync moved ${(moved / MiB).toFixed(2)} MiB (master sent ${((m.counters.ns - nsBefore) / MiB).toFixed(2)} MiB) for ${(during.oosBytes / MiB).toFixed(2)} MiB out of sync\n`,
+    );
     expect(moved).toBeLessThan(10 * MiB);
     expect(moved).toBeGreaterThanOrEqual(during.oosBytes);
     expect(await sha(pair, 'backup', 1024 * MiB)).toBe(await sha(pair, 'master', 1024 * MiB));
@@ -72,7 +83,7 @@ describe('a Secondary that comes back with nothing to resync', () => {
   // The resync ends before the target's preparation does; its end (UpToDate, the
   // Primary's generation) once lost to the preparation's superblock write, and a
   // later failover then found no common bitmap generation: a full resync.
-  test('holds the Primary\'s generation after each of 6 restarts, and a split brain after it is repaired by a bitmap resync', async () => {
+  test("holds the Primary's generation after each of 6 restarts, and a split brain after it is repaired by a bitmap resync", async () => {
     const pair = await Pair.create({ masterMiB: 64, backupMiB: 64 });
     try {
       await pair.startBlank();
@@ -83,13 +94,18 @@ describe('a Secondary that comes back with nothing to resync', () => {
         await pair.ok('backup', 'up', 'mysql');
         await pair.waitInSync();
         const [m, b] = [await pair.status('master'), await pair.status('backup')];
-        expect({ round, backup: b.uuids.current, bitmap: b.uuids.bitmap }).toEqual({ round, backup: m.uuids.current, bitmap: '0000000000000000' });
+        expect({ round, backup: b.uuids.current, bitmap: b.uuids.bitmap }).toEqual({
+          round,
+          backup: m.uuids.current,
+          bitmap: '0000000000000000',
+        });
         expect(b.uuids.history[0]).toBe(m.uuids.history[0]);
       }
       // The failover of the tutorial's §12: both sides start a new generation from the
       // same one, so the split brain is repaired from the bitmaps, not by a full sync.
       await pair.cutLink();
-      for (const n of ['master', 'backup'] as const) await pair.waitFor(n, (s) => s.cstate === 'WFConnection', 20_000, 'the lost link to be noticed');
+      for (const n of ['master', 'backup'] as const)
+        await pair.waitFor(n, (s) => s.cstate === 'WFConnection', 20_000, 'the lost link to be noticed');
       await pair.ok('backup', 'primary', 'mysql');
       await writeRandom(pair.nbdSocket('backup'), 64 * MiB, 16);
       await pair.ok('master', 'secondary', 'mysql');
@@ -114,8 +130,12 @@ describe('crash loop: SIGKILL the Primary, the Secondary or both mid-stream', ()
   const size = 256 * MiB;
   const alExtents = 7;
   let pair: Pair;
-  beforeAll(async () => { pair = await Pair.create({ masterMiB: 256, backupMiB: 256, disk: `al-extents ${alExtents};` }); });
-  afterAll(async () => { await pair.destroy(); });
+  beforeAll(async () => {
+    pair = await Pair.create({ masterMiB: 256, backupMiB: 256, disk: `al-extents ${alExtents};` });
+  });
+  afterAll(async () => {
+    await pair.destroy();
+  });
 
   test(`${iterations} iterations: no acknowledged write lost, disks identical, crash resync bounded by the activity log`, async () => {
     await pair.startBlank();
@@ -142,7 +162,7 @@ describe('crash loop: SIGKILL the Primary, the Secondary or both mid-stream', ()
       let done = 0;
       let killed = false;
       while (inflight.size > 0) {
-        let r;
+        let r: SimpleReply;
         try {
           r = await client.reply(() => 0, 10_000);
         } catch {
@@ -152,14 +172,17 @@ describe('crash loop: SIGKILL the Primary, the Secondary or both mid-stream', ()
         inflight.delete(r.handle);
         expect(r.error).toBe(0);
         acked.set(w.block, w.seq);
-        maybe.set(w.block, (maybe.get(w.block) ?? []).filter((s) => s > w.seq));
+        maybe.set(
+          w.block,
+          (maybe.get(w.block) ?? []).filter((s) => s > w.seq),
+        );
         done++;
         if (done === killAfter && !killed) {
           killed = true;
           if (mode !== 'primary') await pair.kill9('backup');
           if (mode !== 'secondary') await pair.kill9('master');
         }
-        if (!(killed && mode !== 'secondary') && (done < killAfter + (mode === 'secondary' ? 100 : 0))) send();
+        if (!(killed && mode !== 'secondary') && done < killAfter + (mode === 'secondary' ? 100 : 0)) send();
       }
       client.destroy();
       faults[mode]++;
@@ -179,40 +202,51 @@ describe('crash loop: SIGKILL the Primary, the Secondary or both mid-stream', ()
       for (const [block, s] of acked) {
         const allowed = [s, ...(maybe.get(block) ?? [])];
         const got = bDisk.readUInt32LE(block * BLOCK);
-        if (!allowed.includes(got)) throw new Error(`iteration ${it} (${mode}): block ${block} holds write ${got}, expected one of ${allowed.join(',')}`);
-        if (got === s && !bDisk.subarray(block * BLOCK, (block + 1) * BLOCK).equals(content(s))) throw new Error(`iteration ${it}: block ${block} is torn`);
+        if (!allowed.includes(got))
+          throw new Error(
+            `iteration ${it} (${mode}): block ${block} holds write ${got}, expected one of ${allowed.join(',')}`,
+          );
+        if (got === s && !bDisk.subarray(block * BLOCK, (block + 1) * BLOCK).equals(content(s)))
+          throw new Error(`iteration ${it}: block ${block} is torn`);
       }
     }
-    process.stdout.write(`crash loop: ${iterations} iterations, faults ${JSON.stringify(faults)}, ${acked.size} blocks checked, worst crash resync ${(worstResync / MiB).toFixed(1)} MiB of a ${size / MiB} MiB device\n`);
+    process.stdout.write(
+      `crash loop: ${iterations} iterations, faults ${JSON.stringify(faults)}, ${acked.size} blocks checked, worst crash resync ${(worstResync / MiB).toFixed(1)} MiB of a ${size / MiB} MiB device\n`,
+    );
   });
 });
 
 describe('an interrupted resync resumes where it stopped', () => {
-  test.each(['backup', 'master'] as const)('full initial sync, %s killed at ~40%%, moves about one device in total', async (victim) => {
-    const size = 256 * MiB;
-    const pair = await Pair.create({ masterMiB: 256, backupMiB: 256, rate: '48M' });
-    try {
-      for (const n of ['master', 'backup'] as const) await pair.ok(n, 'create-md', 'mysql');
-      for (const n of ['master', 'backup'] as const) await pair.ok(n, 'up', 'mysql');
-      await pair.waitFor('master', (s) => s.cstate === 'Connected', 20_000, 'Connected');
-      await pair.ok('master', '--', '--force', 'primary', 'mysql');
-      const mid = await pair.waitFor('backup', (s) => (s.sync?.percent ?? 0) >= 40, 60_000, '40% synced');
-      const movedBefore = (await pair.status('backup')).counters.nr;
-      expect(mid.cstate).toBe('SyncTarget');
-      await pair.kill9(victim);
-      await new Promise((r) => setTimeout(r, 1200));
-      await pair.ok(victim, 'up', 'mysql');
-      await pair.waitInSync(120_000);
-      const b = await pair.status('backup');
-      const movedAfter = victim === 'backup' ? b.counters.nr : b.counters.nr - movedBefore;
-      process.stdout.write(`resume after killing ${victim}: ${(movedBefore / MiB).toFixed(0)} MiB before, ${(movedAfter / MiB).toFixed(0)} MiB after, device ${size / MiB} MiB\n`);
-      expect(b.lastDecision?.decision).toBe('bitmap-target');
-      expect(movedBefore + movedAfter).toBeLessThan(size * 1.25);
-      expect((await pair.diskBytes('backup', 0, size)).equals(await pair.diskBytes('master', 0, size))).toBe(true);
-    } finally {
-      await pair.destroy();
-    }
-  });
+  test.each(['backup', 'master'] as const)(
+    'full initial sync, %s killed at ~40%%, moves about one device in total',
+    async (victim) => {
+      const size = 256 * MiB;
+      const pair = await Pair.create({ masterMiB: 256, backupMiB: 256, rate: '48M' });
+      try {
+        for (const n of ['master', 'backup'] as const) await pair.ok(n, 'create-md', 'mysql');
+        for (const n of ['master', 'backup'] as const) await pair.ok(n, 'up', 'mysql');
+        await pair.waitFor('master', (s) => s.cstate === 'Connected', 20_000, 'Connected');
+        await pair.ok('master', '--', '--force', 'primary', 'mysql');
+        const mid = await pair.waitFor('backup', (s) => (s.sync?.percent ?? 0) >= 40, 60_000, '40% synced');
+        const movedBefore = (await pair.status('backup')).counters.nr;
+        expect(mid.cstate).toBe('SyncTarget');
+        await pair.kill9(victim);
+        await new Promise((r) => setTimeout(r, 1200));
+        await pair.ok(victim, 'up', 'mysql');
+        await pair.waitInSync(120_000);
+        const b = await pair.status('backup');
+        const movedAfter = victim === 'backup' ? b.counters.nr : b.counters.nr - movedBefore;
+        process.stdout.write(
+          `resume after killing ${victim}: ${(movedBefore / MiB).toFixed(0)} MiB before, ${(movedAfter / MiB).toFixed(0)} MiB after, device ${size / MiB} MiB\n`,
+        );
+        expect(b.lastDecision?.decision).toBe('bitmap-target');
+        expect(movedBefore + movedAfter).toBeLessThan(size * 1.25);
+        expect((await pair.diskBytes('backup', 0, size)).equals(await pair.diskBytes('master', 0, size))).toBe(true);
+      } finally {
+        await pair.destroy();
+      }
+    },
+  );
 });
 
 describe('pause-sync / resume-sync', () => {
@@ -227,14 +261,16 @@ describe('pause-sync / resume-sync', () => {
       await pair.ok('backup', 'pause-sync', 'mysql');
       const m = await pair.waitFor('master', (s) => s.cstate === 'PausedSyncS', 5_000, 'PausedSyncS');
       expect(m.peerPaused).toBe(true);
-      expect((await pair.ok('backup', 'status', 'mysql'))).toMatch(/cs:PausedSyncT .* r--u--/);
+      expect(await pair.ok('backup', 'status', 'mysql')).toMatch(/cs:PausedSyncT .* r--u--/);
       await new Promise((r) => setTimeout(r, 500));
       const a = (await pair.status('backup')).counters.nr;
       await new Promise((r) => setTimeout(r, 1500));
       expect((await pair.status('backup')).counters.nr).toBe(a);
       await pair.ok('backup', 'resume-sync', 'mysql');
       await pair.waitInSync(60_000);
-      expect((await pair.diskBytes('backup', 0, 128 * MiB)).equals(await pair.diskBytes('master', 0, 128 * MiB))).toBe(true);
+      expect((await pair.diskBytes('backup', 0, 128 * MiB)).equals(await pair.diskBytes('master', 0, 128 * MiB))).toBe(
+        true,
+      );
     } finally {
       await pair.destroy();
     }
@@ -246,7 +282,9 @@ describe('dynamic resync controller', () => {
     const pair = await Pair.create({ masterMiB: 256, backupMiB: 256, rate: 'none', disk: 'c-min-rate 8M;' });
     try {
       const { execFileSync } = await import('node:child_process');
-      execFileSync('dd', ['if=/dev/urandom', `of=${pair.disk('master')}`, 'bs=4M', 'count=64', 'conv=notrunc'], { stdio: 'ignore' });
+      execFileSync('dd', ['if=/dev/urandom', `of=${pair.disk('master')}`, 'bs=4M', 'count=64', 'conv=notrunc'], {
+        stdio: 'ignore',
+      });
       for (const n of ['master', 'backup'] as const) await pair.ok(n, 'create-md', 'mysql');
       for (const n of ['master', 'backup'] as const) await pair.ok(n, 'up', 'mysql');
       await pair.waitFor('master', (s) => s.cstate === 'Connected', 20_000, 'Connected');
@@ -269,7 +307,9 @@ describe('dynamic resync controller', () => {
       const busy = (await pair.status('backup')).counters.nr - start;
       writes -= writesBefore;
       client.destroy();
-      process.stdout.write(`resync under application load: ${((busy - writes * BLOCK) / MiB).toFixed(1)} MiB resynced in 2.5 s with c-min-rate 8M, beside ${writes} application writes\n`);
+      process.stdout.write(
+        `resync under application load: ${((busy - writes * BLOCK) / MiB).toFixed(1)} MiB resynced in 2.5 s with c-min-rate 8M, beside ${writes} application writes\n`,
+      );
       // nr counts the application's mirrored writes too; the rest is resync, about
       // 8 MiB/s × 2.5 s plus the bucket. Unthrottled, all 256 MiB would have gone
       // in well under a second.
@@ -278,7 +318,9 @@ describe('dynamic resync controller', () => {
       expect((await pair.status('master')).cstate).toBe('SyncSource');
       // Idle again: the rest goes at full speed.
       await pair.waitInSync(30_000);
-      expect((await pair.diskBytes('backup', 0, size256)).equals(await pair.diskBytes('master', 0, size256))).toBe(true);
+      expect((await pair.diskBytes('backup', 0, size256)).equals(await pair.diskBytes('master', 0, size256))).toBe(
+        true,
+      );
     } finally {
       await pair.destroy();
     }

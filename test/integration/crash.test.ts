@@ -10,11 +10,14 @@ import { jest } from '@jest/globals';
 
 jest.setTimeout(180_000);
 
-
 describe('Secondary killed with SIGKILL under protocol C', () => {
   let pair: Pair;
-  beforeAll(async () => { pair = await Pair.create({ protocol: 'C', masterMiB: 32, backupMiB: 32 }); });
-  afterAll(async () => { await pair.destroy(); });
+  beforeAll(async () => {
+    pair = await Pair.create({ protocol: 'C', masterMiB: 32, backupMiB: 32 });
+  });
+  afterAll(async () => {
+    await pair.destroy();
+  });
 
   test('every acknowledged write reaches the Secondary after it returns', async () => {
     for (const n of ['master', 'backup'] as const) await pair.ok(n, 'create-md', 'mysql');
@@ -62,7 +65,12 @@ describe('Secondary killed with SIGKILL under protocol C', () => {
     await restart;
     client.destroy();
     expect(killedAt).toBe(800);
-    const after = await pair.waitFor('master', (s) => s.cstate === 'Connected' && s.peerDisk === 'UpToDate', 60_000, 'resync after restart');
+    const after = await pair.waitFor(
+      'master',
+      (s) => s.cstate === 'Connected' && s.peerDisk === 'UpToDate',
+      60_000,
+      'resync after restart',
+    );
     // Only what was written while the peer was away moved, not the whole device.
     expect(after.lastDecision?.decision).toBe('bitmap-source');
     await pair.waitInSync();
@@ -70,12 +78,16 @@ describe('Secondary killed with SIGKILL under protocol C', () => {
     let checked = 0;
     for (const [block, s] of acked) {
       const onBackup = await pair.diskBytes('backup', block * BLOCK, BLOCK);
-      if (!onBackup.equals(blockContent(s))) throw new Error(`acknowledged write ${s} to block ${block} is missing on the Secondary`);
+      if (!onBackup.equals(blockContent(s)))
+        throw new Error(`acknowledged write ${s} to block ${block} is missing on the Secondary`);
       checked++;
     }
     expect(checked).toBe(total);
     const size = 32 * 1024 * 1024;
-    const sum = async (n: 'master' | 'backup'): Promise<string> => createHash('sha256').update(await pair.diskBytes(n, 0, size)).digest('hex');
+    const sum = async (n: 'master' | 'backup'): Promise<string> =>
+      createHash('sha256')
+        .update(await pair.diskBytes(n, 0, size))
+        .digest('hex');
     expect(await sum('backup')).toBe(await sum('master'));
   });
 });

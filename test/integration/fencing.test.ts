@@ -2,7 +2,6 @@
 // write until the fence-peer handler has confirmed the peer cannot take over; once
 // the pair is whole again, the unfence-peer handler runs on the Primary.
 import { readFile, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { jest } from '@jest/globals';
 import { Pair } from './support/pair.ts';
 import { RawNbdClient } from './support/raw-nbd-client.ts';
@@ -15,7 +14,10 @@ async function fencedPair(handler: string, unfence?: string): Promise<Pair> {
   const pair = await Pair.create({ masterMiB: 32, backupMiB: 32, disk: 'fencing resource-and-stonith;' });
   const handlers = `fence-peer "${handler}";${unfence ? ` unfence-peer "${unfence}";` : ''}`;
   for (const n of ['master', 'backup'] as const) {
-    await writeFile(pair.configPath(n), pair.configText(n).replace('resource mysql {', `resource mysql {\n  handlers { ${handlers} }`));
+    await writeFile(
+      pair.configPath(n),
+      pair.configText(n).replace('resource mysql {', `resource mysql {\n  handlers { ${handlers} }`),
+    );
   }
   await pair.startBlank();
   await pair.ok('master', 'primary', 'mysql');
@@ -25,7 +27,9 @@ async function fencedPair(handler: string, unfence?: string): Promise<Pair> {
 describe('fencing resource-and-stonith', () => {
   test('writes after a link cut wait for the fence-peer handler, then complete', async () => {
     const dir = '/tmp';
-    const pair = await fencedPair(`sleep 1.5; echo fenced $DRBD_RESOURCE $DRBD_PEER_ADDRESS >> ${dir}/tandem-fence-$PPID.log; exit 7`);
+    const pair = await fencedPair(
+      `sleep 1.5; echo fenced $DRBD_RESOURCE $DRBD_PEER_ADDRESS >> ${dir}/tandem-fence-$PPID.log; exit 7`,
+    );
     try {
       const { client } = await RawNbdClient.open({ path: pair.nbdSocket('master') }, 'mysql');
       client.send({ command: nbdWire.Cmd.NBD_CMD_WRITE, offset: 0, data: Buffer.alloc(BLOCK, 1) });
@@ -99,7 +103,8 @@ describe('fencing resource-and-stonith', () => {
 async function eventuallyLines(lines: () => Promise<string[]>, n: number): Promise<void> {
   const deadline = Date.now() + 20_000;
   while ((await lines()).length < n) {
-    if (Date.now() > deadline) throw new Error(`the unfence-peer handler ran ${(await lines()).length} times, expected ${n}`);
+    if (Date.now() > deadline)
+      throw new Error(`the unfence-peer handler ran ${(await lines()).length} times, expected ${n}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }

@@ -33,7 +33,9 @@ class FuseLoop {
     const dir = join(pair.dir, `fuse-${n}`);
     await mkdir(dir, { recursive: true });
     const pidFile = join(pair.dir, `nbdfuse-${n}.pid`);
-    const fuse = spawn('nbdfuse', ['-P', pidFile, join(dir, 'disk'), '--unix', pair.nbdSocket(n)], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const fuse = spawn('nbdfuse', ['-P', pidFile, join(dir, 'disk'), '--unix', pair.nbdSocket(n)], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
     for (let i = 0; i < 200 && !existsSync(pidFile); i++) await new Promise((r) => setTimeout(r, 50));
     if (!existsSync(pidFile)) throw new Error('nbdfuse did not come up');
     const dev = (await tool('losetup', ['-f', '--show', join(dir, 'disk')])).trim();
@@ -57,7 +59,7 @@ async function mount(dev: string, at: string): Promise<void> {
 describe.each([
   ['ext4', ['mkfs.ext4', '-q', '-F'], ['e2fsck', '-fn']],
   ['xfs', ['mkfs.xfs', '-q', '-f'], ['xfs_repair', '-n']],
-] as const)('%s on nbdfuse + loop over a Connected tandem pair', (fs, mkfs, fsck) => {
+] as const)('%s on nbdfuse + loop over a Connected tandem pair', (_fs, mkfs, fsck) => {
   let pair: Pair;
   beforeAll(async () => {
     if (canAttach) pair = await startTandemExport({ mib: 320, connected: true });
@@ -66,40 +68,43 @@ describe.each([
     await pair?.destroy();
   });
 
-  (canAttach ? it : it.skip)('mkfs, mount, write files, umount, fsck clean, switch roles, mount on the other node, files there', async () => {
-    const files = new Map<string, string>();
-    const mnt = join(pair.dir, 'mnt');
+  (canAttach ? it : it.skip)(
+    'mkfs, mount, write files, umount, fsck clean, switch roles, mount on the other node, files there',
+    async () => {
+      const files = new Map<string, string>();
+      const mnt = join(pair.dir, 'mnt');
 
-    const a = await FuseLoop.attach(pair, 'master');
-    await tool(mkfs[0], [...mkfs.slice(1), a.dev]);
-    await mount(a.dev, mnt);
-    for (let i = 0; i < 20; i++) {
-      const data = randomBytes(1000 + i * 37_000);
-      await writeFile(join(mnt, `file-${i}.bin`), data);
-      files.set(`file-${i}.bin`, sha(data));
-    }
-    await tool('sync', []);
-    await tool('umount', [mnt]);
-    const clean = await runTool(fsck[0], [...fsck.slice(1), a.dev], { timeoutMs: 120_000 });
-    expect({ code: clean.code, out: clean.stdout + clean.stderr }).toMatchObject({ code: 0 });
-    await a.detach();
-
-    // §11: the Primary is no longer open, so it may step down; the peer takes over.
-    await pair.ok('master', 'secondary', 'mysql');
-    await pair.ok('backup', 'primary', 'mysql');
-    expect((await pair.ok('backup', 'role', 'mysql')).trim()).toBe('Primary/Secondary');
-
-    const b = await FuseLoop.attach(pair, 'backup');
-    const again = await runTool(fsck[0], [...fsck.slice(1), b.dev], { timeoutMs: 120_000 });
-    expect(again.code).toBe(0);
-    await mount(b.dev, mnt);
-    try {
-      for (const [name, digest] of files) expect(sha(await readFile(join(mnt, name)))).toBe(digest);
-    } finally {
+      const a = await FuseLoop.attach(pair, 'master');
+      await tool(mkfs[0], [...mkfs.slice(1), a.dev]);
+      await mount(a.dev, mnt);
+      for (let i = 0; i < 20; i++) {
+        const data = randomBytes(1000 + i * 37_000);
+        await writeFile(join(mnt, `file-${i}.bin`), data);
+        files.set(`file-${i}.bin`, sha(data));
+      }
+      await tool('sync', []);
       await tool('umount', [mnt]);
-      await b.detach();
-    }
-  });
+      const clean = await runTool(fsck[0], [...fsck.slice(1), a.dev], { timeoutMs: 120_000 });
+      expect({ code: clean.code, out: clean.stdout + clean.stderr }).toMatchObject({ code: 0 });
+      await a.detach();
+
+      // §11: the Primary is no longer open, so it may step down; the peer takes over.
+      await pair.ok('master', 'secondary', 'mysql');
+      await pair.ok('backup', 'primary', 'mysql');
+      expect((await pair.ok('backup', 'role', 'mysql')).trim()).toBe('Primary/Secondary');
+
+      const b = await FuseLoop.attach(pair, 'backup');
+      const again = await runTool(fsck[0], [...fsck.slice(1), b.dev], { timeoutMs: 120_000 });
+      expect(again.code).toBe(0);
+      await mount(b.dev, mnt);
+      try {
+        for (const [name, digest] of files) expect(sha(await readFile(join(mnt, name)))).toBe(digest);
+      } finally {
+        await tool('umount', [mnt]);
+        await b.detach();
+      }
+    },
+  );
 });
 
 if (!canAttach) {

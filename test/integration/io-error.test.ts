@@ -27,14 +27,26 @@ describe('on-io-error detach', () => {
     trigger = join(dir, 'TRIGGER');
     await writeFile(join(dir, 'disk.img'), '');
     await truncate(join(dir, 'disk.img'), 64 * MiB);
-    await run('nbdkit', ['--unix', join(dir, 'nbdkit.sock'), '--pidfile', join(dir, 'nbdkit.pid'), '--filter=error', 'file', join(dir, 'disk.img'), 'error-rate=100%', `error-file=${trigger}`]);
+    await run('nbdkit', [
+      '--unix',
+      join(dir, 'nbdkit.sock'),
+      '--pidfile',
+      join(dir, 'nbdkit.pid'),
+      '--filter=error',
+      'file',
+      join(dir, 'disk.img'),
+      'error-rate=100%',
+      `error-file=${trigger}`,
+    ]);
     await mkdir(join(dir, 'fuse'));
     fuseDisk = join(dir, 'fuse', 'disk');
     spawn('nbdfuse', [fuseDisk, '--unix', join(dir, 'nbdkit.sock')], { stdio: 'ignore', detached: true }).unref();
     for (let i = 0; i < 100 && !existsSync(fuseDisk); i++) await new Promise((r) => setTimeout(r, 50));
   });
   afterAll(async () => {
-    await run('fusermount3', ['-u', join(dir, 'fuse')]).catch(() => run('umount', ['-l', join(dir, 'fuse')]).catch(() => {}));
+    await run('fusermount3', ['-u', join(dir, 'fuse')]).catch(() =>
+      run('umount', ['-l', join(dir, 'fuse')]).catch(() => {}),
+    );
     await run('pkill', ['-F', join(dir, 'nbdkit.pid')]).catch(() => {});
     await rm(dir, { recursive: true, force: true });
   });
@@ -42,7 +54,15 @@ describe('on-io-error detach', () => {
   test('the Primary keeps reading and writing through the peer after its disk fails', async () => {
     const pair = await Pair.create({ masterMiB: 64, backupMiB: 64, diskPath: { master: fuseDisk } });
     const marker = join(dir, 'pri-on-incon-degr.ran');
-    await writeFile(pair.configPath('master'), pair.configText('master').replace('resource mysql {', `resource mysql {\n  handlers { pri-on-incon-degr "echo $DRBD_RESOURCE > ${marker}"; }`));
+    await writeFile(
+      pair.configPath('master'),
+      pair
+        .configText('master')
+        .replace(
+          'resource mysql {',
+          `resource mysql {\n  handlers { pri-on-incon-degr "echo $DRBD_RESOURCE > ${marker}"; }`,
+        ),
+    );
     try {
       await pair.startBlank();
       await pair.ok('master', 'primary', 'mysql');
@@ -74,7 +94,9 @@ describe('on-io-error detach', () => {
       await unlink(trigger);
       expect((await pair.diskBytes('backup', 0, 4 * MiB)).equals(a)).toBe(true);
       expect((await pair.diskBytes('backup', 8 * MiB, 4 * MiB)).equals(b)).toBe(true);
-      expect(await readFileText(pair.logPath('master'))).toMatch(/disk\(UpToDate->Failed\)[\s\S]*disk\(Failed->Diskless\)/);
+      expect(await readFileText(pair.logPath('master'))).toMatch(
+        /disk\(UpToDate->Failed\)[\s\S]*disk\(Failed->Diskless\)/,
+      );
       // Losing the peer now leaves no reachable copy: pri-on-incon-degr runs, I/O fails.
       await pair.ok('backup', 'disconnect', 'mysql');
       for (let i = 0; i < 100 && !existsSync(marker); i++) await new Promise((r) => setTimeout(r, 50));

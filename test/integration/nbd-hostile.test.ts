@@ -61,7 +61,11 @@ describe('hostile NBD clients against a tandem export', () => {
     const c = await open();
     const r1 = c.send({ command: Cmd.NBD_CMD_READ, offset: SIZE - 4096, length: 8192 });
     const w1 = c.send({ command: Cmd.NBD_CMD_WRITE, offset: SIZE, data: Buffer.alloc(4096, 0xff) });
-    const w2 = c.send({ command: Cmd.NBD_CMD_WRITE, offset: Number.MAX_SAFE_INTEGER - 4095, data: Buffer.alloc(512, 0xff) });
+    const w2 = c.send({
+      command: Cmd.NBD_CMD_WRITE,
+      offset: Number.MAX_SAFE_INTEGER - 4095,
+      data: Buffer.alloc(512, 0xff),
+    });
     // offset + length overflowing 64 bits on the wire
     const r2 = c.send({ command: Cmd.NBD_CMD_READ, offset: Number.MAX_SAFE_INTEGER, length: 0xffffffff });
     const ok = c.send({ command: Cmd.NBD_CMD_READ, offset: 0, length: 512 });
@@ -70,7 +74,15 @@ describe('hostile NBD clients against a tandem export', () => {
       const r = await c.reply((h) => (h === ok ? 512 : 0));
       got.set(r.handle, r.error);
     }
-    expect(got).toEqual(new Map([[r1, NbdErr.NBD_EINVAL], [w1, NbdErr.NBD_ENOSPC], [w2, NbdErr.NBD_ENOSPC], [r2, NbdErr.NBD_EINVAL], [ok, 0]]));
+    expect(got).toEqual(
+      new Map([
+        [r1, NbdErr.NBD_EINVAL],
+        [w1, NbdErr.NBD_ENOSPC],
+        [w2, NbdErr.NBD_ENOSPC],
+        [r2, NbdErr.NBD_EINVAL],
+        [ok, 0],
+      ]),
+    );
     c.destroy();
   });
 
@@ -114,7 +126,9 @@ describe('hostile NBD clients against a tandem export', () => {
     expect((await c.option(Opt.NBD_OPT_STARTTLS))[0]!.reply).toBe(Rep.NBD_REP_ERR_UNSUP);
     expect((await c.option(Opt.NBD_OPT_GO, Buffer.alloc(200 * 1024)))[0]!.reply).toBe(Rep.NBD_REP_ERR_TOO_BIG);
     expect((await c.option(Opt.NBD_OPT_GO, Buffer.from([0, 0, 0, 9, 0])))[0]!.reply).toBe(Rep.NBD_REP_ERR_INVALID);
-    expect((await c.option(Opt.NBD_OPT_GO, nbdCodec.encodeInfoRequest({ name: 'nope', infos: [] })))[0]!.reply).toBe(Rep.NBD_REP_ERR_UNKNOWN);
+    expect((await c.option(Opt.NBD_OPT_GO, nbdCodec.encodeInfoRequest({ name: 'nope', infos: [] })))[0]!.reply).toBe(
+      Rep.NBD_REP_ERR_UNKNOWN,
+    );
     const go = await c.option(Opt.NBD_OPT_GO, nbdCodec.encodeInfoRequest({ name: 'mysql', infos: [] }));
     expect(go.at(-1)!.reply).toBe(Rep.NBD_REP_ACK);
     c.destroy();
@@ -128,7 +142,14 @@ describe('hostile NBD clients against a tandem export', () => {
     expect(await badOpt.closedWithin(5000)).toBe(true);
 
     const badReq = await open();
-    const req = nbdCodec.encodeRequest({ command: Cmd.NBD_CMD_WRITE, flags: 0, handle: 1n, offset: 0, length: 4096, data: Buffer.alloc(4096, 0xcc) });
+    const req = nbdCodec.encodeRequest({
+      command: Cmd.NBD_CMD_WRITE,
+      flags: 0,
+      handle: 1n,
+      offset: 0,
+      length: 4096,
+      data: Buffer.alloc(4096, 0xcc),
+    });
     req.writeUInt32BE(0xdeadbeef, 0);
     badReq.socket.write(req);
     expect(await badReq.closedWithin(5000)).toBe(true);
@@ -141,7 +162,18 @@ describe('hostile NBD clients against a tandem export', () => {
 
     // 20 bytes of a 28-byte header, then the client goes away
     const truncated = await open();
-    truncated.socket.end(nbdCodec.encodeRequest({ command: Cmd.NBD_CMD_WRITE, flags: 0, handle: 2n, offset: 0, length: 4096, data: Buffer.alloc(4096) }).subarray(0, 20));
+    truncated.socket.end(
+      nbdCodec
+        .encodeRequest({
+          command: Cmd.NBD_CMD_WRITE,
+          flags: 0,
+          handle: 2n,
+          offset: 0,
+          length: 4096,
+          data: Buffer.alloc(4096),
+        })
+        .subarray(0, 20),
+    );
     expect(await truncated.closedWithin(5000)).toBe(true);
     await stillServes();
   });
@@ -149,7 +181,14 @@ describe('hostile NBD clients against a tandem export', () => {
   it('never applies a write whose client disconnected before sending all of its payload', async () => {
     for (const cut of [28, 28 + 1, 28 + 4095, 28 + 512 * 1024]) {
       const c = await open();
-      const req = nbdCodec.encodeRequest({ command: Cmd.NBD_CMD_WRITE, flags: 0, handle: 7n, offset: 4 * MiB, length: MiB, data: Buffer.alloc(MiB, 0x99) });
+      const req = nbdCodec.encodeRequest({
+        command: Cmd.NBD_CMD_WRITE,
+        flags: 0,
+        handle: 7n,
+        offset: 4 * MiB,
+        length: MiB,
+        data: Buffer.alloc(MiB, 0x99),
+      });
       c.socket.write(req.subarray(0, cut));
       await new Promise((r) => setTimeout(r, 50));
       c.destroy();
@@ -161,13 +200,31 @@ describe('hostile NBD clients against a tandem export', () => {
     const stages = ['connect', 'greeting', 'flags', 'half-option', 'opened'] as const;
     const one = async (stage: (typeof stages)[number]): Promise<void> => {
       const s = net.connect({ path: sock });
-      await new Promise<void>((resolve, reject) => { s.once('connect', resolve); s.once('error', reject); });
+      await new Promise<void>((resolve, reject) => {
+        s.once('connect', resolve);
+        s.once('error', reject);
+      });
       if (stage !== 'connect') await new Promise((r) => s.once('data', r));
-      if (stage === 'flags' || stage === 'half-option' || stage === 'opened') s.write(nbdCodec.encodeClientFlags(ClientFlag.NBD_FLAG_C_FIXED_NEWSTYLE | ClientFlag.NBD_FLAG_C_NO_ZEROES));
-      if (stage === 'half-option') s.write(nbdCodec.encodeOption(Opt.NBD_OPT_GO, nbdCodec.encodeInfoRequest({ name: 'mysql', infos: [] })).subarray(0, 10));
+      if (stage === 'flags' || stage === 'half-option' || stage === 'opened')
+        s.write(nbdCodec.encodeClientFlags(ClientFlag.NBD_FLAG_C_FIXED_NEWSTYLE | ClientFlag.NBD_FLAG_C_NO_ZEROES));
+      if (stage === 'half-option')
+        s.write(
+          nbdCodec
+            .encodeOption(Opt.NBD_OPT_GO, nbdCodec.encodeInfoRequest({ name: 'mysql', infos: [] }))
+            .subarray(0, 10),
+        );
       if (stage === 'opened') {
         s.write(nbdCodec.encodeOption(Opt.NBD_OPT_GO, nbdCodec.encodeInfoRequest({ name: 'mysql', infos: [] })));
-        s.write(nbdCodec.encodeRequest({ command: Cmd.NBD_CMD_READ, flags: 0, handle: 1n, offset: 0, length: 65536, data: null }));
+        s.write(
+          nbdCodec.encodeRequest({
+            command: Cmd.NBD_CMD_READ,
+            flags: 0,
+            handle: 1n,
+            offset: 0,
+            length: 65536,
+            data: null,
+          }),
+        );
       }
       s.destroy();
     };

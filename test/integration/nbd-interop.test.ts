@@ -33,7 +33,10 @@ async function nbdinfoJson(args: string[]): Promise<{ exports: Record<string, un
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'tandem-nbd-'));
   sock = join(dir, 'nbd.sock');
-  exports.set('disk', await FileExport.open(join(dir, 'disk.img'), { size: 16 * MiB, description: 'tandem test disk' }));
+  exports.set(
+    'disk',
+    await FileExport.open(join(dir, 'disk.img'), { size: 16 * MiB, description: 'tandem test disk' }),
+  );
   exports.set('scratch', await FileExport.open(join(dir, 'scratch.img'), { size: 16 * MiB }));
   exports.set('aligned', await FileExport.open(join(dir, 'aligned.img'), { size: 4 * MiB, minBlockSize: 4096 }));
   await writeFile(join(dir, 'ro.img'), randomBytes(MiB));
@@ -77,7 +80,14 @@ describe('nbdinfo', () => {
 
   it('reports a read-only export as read-only, without write features', async () => {
     const [info] = (await nbdinfoJson([uri('ro')])).exports;
-    expect(info).toMatchObject({ 'export-size': MiB, is_read_only: true, can_fua: false, can_trim: false, can_zero: false, can_flush: true });
+    expect(info).toMatchObject({
+      'export-size': MiB,
+      is_read_only: true,
+      can_fua: false,
+      can_trim: false,
+      can_zero: false,
+      can_flush: true,
+    });
   });
 
   it('reports a minimum block size', async () => {
@@ -141,18 +151,33 @@ describe('data through real clients', () => {
     expect(diff.stdout).toMatch(/Content mismatch at offset 4999[0-9]{3}/);
   });
 
-  it('survives a fio verify run through fio\'s nbd engine', async () => {
+  it("survives a fio verify run through fio's nbd engine", async () => {
     const help = await runTool('fio', ['--enghelp=nbd']);
     expect(help.stdout).toContain('uri'); // this fio has the nbd engine (libnbd)
     const r = await runTool(
       'fio',
-      ['--name=verify', '--ioengine=nbd', `--uri=${uri('scratch')}`, '--rw=randwrite', '--bs=4k', '--size=8M', '--iodepth=16',
-        '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--output-format=json'],
+      [
+        '--name=verify',
+        '--ioengine=nbd',
+        `--uri=${uri('scratch')}`,
+        '--rw=randwrite',
+        '--bs=4k',
+        '--size=8M',
+        '--iodepth=16',
+        '--verify=crc32c',
+        '--do_verify=1',
+        '--verify_fatal=1',
+        '--output-format=json',
+      ],
       { timeoutMs: 120_000 },
     );
     expect(r.stderr).not.toMatch(/verify: bad|error/i);
     expect(r.code).toBe(0);
-    const job = (JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as { jobs: { error: number; write: { io_bytes: number }; read: { io_bytes: number } }[] }).jobs[0]!;
+    const job = (
+      JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as {
+        jobs: { error: number; write: { io_bytes: number }; read: { io_bytes: number } }[];
+      }
+    ).jobs[0]!;
     expect(job.error).toBe(0);
     expect(job.write.io_bytes).toBe(8 * MiB);
     expect(job.read.io_bytes).toBe(8 * MiB); // the verify pass read everything back
@@ -161,7 +186,11 @@ describe('data through real clients', () => {
 
 describe('TCP', () => {
   it('serves the same exports over TCP on an ephemeral port', async () => {
-    const tcp = await startNbdServer({ host: '127.0.0.1', port: 0, lookup: (name) => exports.get(name) ?? { refuse: 'unknown', message: 'no' } });
+    const tcp = await startNbdServer({
+      host: '127.0.0.1',
+      port: 0,
+      lookup: (name) => exports.get(name) ?? { refuse: 'unknown', message: 'no' },
+    });
     try {
       expect(tcp.address()).toMatch(/^127\.0\.0\.1:\d+$/);
       const r = await runTool('nbdinfo', ['--size', tcp.uri('disk')]);

@@ -9,7 +9,14 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { nbdCodec, nbdWire, startNbdServer, type ExportLookup, type NbdServer, type StartNbdServerOptions } from '../../src/nbd/index.ts';
+import {
+  nbdCodec,
+  nbdWire,
+  startNbdServer,
+  type ExportLookup,
+  type NbdServer,
+  type StartNbdServerOptions,
+} from '../../src/nbd/index.ts';
 import { FileExport } from './support/file-export.ts';
 import { GatedExport } from './support/gated-export.ts';
 import { RawNbdClient } from './support/raw-nbd-client.ts';
@@ -54,7 +61,9 @@ async function open(name = 'disk', infos: number[] = []): Promise<RawNbdClient> 
   return client;
 }
 
-async function connect(flags: number = ClientFlag.NBD_FLAG_C_FIXED_NEWSTYLE | ClientFlag.NBD_FLAG_C_NO_ZEROES): Promise<RawNbdClient> {
+async function connect(
+  flags: number = ClientFlag.NBD_FLAG_C_FIXED_NEWSTYLE | ClientFlag.NBD_FLAG_C_NO_ZEROES,
+): Promise<RawNbdClient> {
   const client = await RawNbdClient.connect({ path: sock });
   clients.push(client);
   await client.readGreeting();
@@ -90,18 +99,38 @@ describe('handshake', () => {
   it('greets with NBDMAGIC, IHAVEOPT and exactly FIXED_NEWSTYLE | NO_ZEROES', async () => {
     const client = await RawNbdClient.connect({ path: sock });
     clients.push(client);
-    expect(await client.readGreeting()).toBe(nbdWire.HandshakeFlag.NBD_FLAG_FIXED_NEWSTYLE | nbdWire.HandshakeFlag.NBD_FLAG_NO_ZEROES);
+    expect(await client.readGreeting()).toBe(
+      nbdWire.HandshakeFlag.NBD_FLAG_FIXED_NEWSTYLE | nbdWire.HandshakeFlag.NBD_FLAG_NO_ZEROES,
+    );
   });
 
   it('answers NBD_OPT_INFO with INFO_EXPORT, NAME, DESCRIPTION and BLOCK_SIZE, then still accepts NBD_OPT_GO', async () => {
     const client = await connect();
-    const replies = await client.option(Opt.NBD_OPT_INFO, nbdCodec.encodeInfoRequest({ name: 'disk', infos: [Info.NBD_INFO_NAME, Info.NBD_INFO_DESCRIPTION, Info.NBD_INFO_BLOCK_SIZE] }));
-    expect(replies.map((r) => r.reply)).toEqual([Rep.NBD_REP_INFO, Rep.NBD_REP_INFO, Rep.NBD_REP_INFO, Rep.NBD_REP_INFO, Rep.NBD_REP_ACK]);
+    const replies = await client.option(
+      Opt.NBD_OPT_INFO,
+      nbdCodec.encodeInfoRequest({
+        name: 'disk',
+        infos: [Info.NBD_INFO_NAME, Info.NBD_INFO_DESCRIPTION, Info.NBD_INFO_BLOCK_SIZE],
+      }),
+    );
+    expect(replies.map((r) => r.reply)).toEqual([
+      Rep.NBD_REP_INFO,
+      Rep.NBD_REP_INFO,
+      Rep.NBD_REP_INFO,
+      Rep.NBD_REP_INFO,
+      Rep.NBD_REP_ACK,
+    ]);
     const byType = new Map(replies.slice(0, -1).map((r) => [r.data.readUInt16BE(0), r.data]));
     const exp = byType.get(Info.NBD_INFO_EXPORT)!;
     expect(exp).toHaveLength(12);
     expect(Number(exp.readBigUInt64BE(2))).toBe(SIZE);
-    expect(exp.readUInt16BE(10)).toBe(TF.NBD_FLAG_HAS_FLAGS | TF.NBD_FLAG_SEND_FLUSH | TF.NBD_FLAG_SEND_FUA | TF.NBD_FLAG_SEND_TRIM | TF.NBD_FLAG_SEND_WRITE_ZEROES);
+    expect(exp.readUInt16BE(10)).toBe(
+      TF.NBD_FLAG_HAS_FLAGS |
+        TF.NBD_FLAG_SEND_FLUSH |
+        TF.NBD_FLAG_SEND_FUA |
+        TF.NBD_FLAG_SEND_TRIM |
+        TF.NBD_FLAG_SEND_WRITE_ZEROES,
+    );
     expect(byType.get(Info.NBD_INFO_NAME)!.toString('utf8', 2)).toBe('disk');
     expect(byType.get(Info.NBD_INFO_DESCRIPTION)!.toString('utf8', 2)).toBe('gated disk');
     const bs = byType.get(Info.NBD_INFO_BLOCK_SIZE)!;
@@ -116,22 +145,36 @@ describe('handshake', () => {
   it('refuses a Secondary with NBD_REP_ERR_POLICY and the message, then lets the client continue', async () => {
     const client = await connect();
     const [refusal] = await client.option(Opt.NBD_OPT_GO, nbdCodec.encodeInfoRequest({ name: 'secondary', infos: [] }));
-    expect(refusal).toEqual({ option: Opt.NBD_OPT_GO, reply: Rep.NBD_REP_ERR_POLICY, data: Buffer.from('Resource r0 is Secondary: wrong medium type') });
+    expect(refusal).toEqual({
+      option: Opt.NBD_OPT_GO,
+      reply: Rep.NBD_REP_ERR_POLICY,
+      data: Buffer.from('Resource r0 is Secondary: wrong medium type'),
+    });
     const [unknown] = await client.option(Opt.NBD_OPT_INFO, nbdCodec.encodeInfoRequest({ name: 'nope', infos: [] }));
     expect(unknown!.reply).toBe(Rep.NBD_REP_ERR_UNKNOWN);
-    expect((await client.option(Opt.NBD_OPT_GO, nbdCodec.encodeInfoRequest({ name: 'disk', infos: [] }))).at(-1)!.reply).toBe(Rep.NBD_REP_ACK);
+    expect(
+      (await client.option(Opt.NBD_OPT_GO, nbdCodec.encodeInfoRequest({ name: 'disk', infos: [] }))).at(-1)!.reply,
+    ).toBe(Rep.NBD_REP_ACK);
   });
 
   it('answers unsupported options with NBD_REP_ERR_UNSUP, consuming their data, and stays in sync', async () => {
     const client = await connect();
-    for (const option of [Opt.NBD_OPT_STRUCTURED_REPLY, Opt.NBD_OPT_STARTTLS, Opt.NBD_OPT_SET_META_CONTEXT, Opt.NBD_OPT_EXTENDED_HEADERS, 0xdead]) {
+    for (const option of [
+      Opt.NBD_OPT_STRUCTURED_REPLY,
+      Opt.NBD_OPT_STARTTLS,
+      Opt.NBD_OPT_SET_META_CONTEXT,
+      Opt.NBD_OPT_EXTENDED_HEADERS,
+      0xdead,
+    ]) {
       const [r] = await client.option(option, randomBytes(100));
       expect(r).toMatchObject({ option, reply: Rep.NBD_REP_ERR_UNSUP });
     }
     // An unknown option too long to buffer is skipped as it streams in.
     const [big] = await client.option(0xbeef, randomBytes(1024 * 1024));
     expect(big).toMatchObject({ option: 0xbeef, reply: Rep.NBD_REP_ERR_UNSUP });
-    expect((await client.option(Opt.NBD_OPT_GO, nbdCodec.encodeInfoRequest({ name: 'disk', infos: [] }))).at(-1)!.reply).toBe(Rep.NBD_REP_ACK);
+    expect(
+      (await client.option(Opt.NBD_OPT_GO, nbdCodec.encodeInfoRequest({ name: 'disk', infos: [] }))).at(-1)!.reply,
+    ).toBe(Rep.NBD_REP_ACK);
   });
 
   it('rejects malformed option data with NBD_REP_ERR_INVALID and oversized data with NBD_REP_ERR_TOO_BIG', async () => {
@@ -149,7 +192,9 @@ describe('handshake', () => {
 
   it('replies ACK to NBD_OPT_ABORT and closes', async () => {
     const client = await connect();
-    expect(await client.option(Opt.NBD_OPT_ABORT)).toEqual([{ option: Opt.NBD_OPT_ABORT, reply: Rep.NBD_REP_ACK, data: Buffer.alloc(0) }]);
+    expect(await client.option(Opt.NBD_OPT_ABORT)).toEqual([
+      { option: Opt.NBD_OPT_ABORT, reply: Rep.NBD_REP_ACK, data: Buffer.alloc(0) },
+    ]);
     expect(await client.closedWithin(2000)).toBe(true);
   });
 
@@ -179,7 +224,9 @@ describe('handshake', () => {
     [true, 10],
     [false, 134],
   ])('enters transmission with NBD_OPT_EXPORT_NAME (NO_ZEROES %p: %i bytes)', async (noZeroes, bytes) => {
-    const client = await connect(ClientFlag.NBD_FLAG_C_FIXED_NEWSTYLE | (noZeroes ? ClientFlag.NBD_FLAG_C_NO_ZEROES : 0));
+    const client = await connect(
+      ClientFlag.NBD_FLAG_C_FIXED_NEWSTYLE | (noZeroes ? ClientFlag.NBD_FLAG_C_NO_ZEROES : 0),
+    );
     client.sendOption(Opt.NBD_OPT_EXPORT_NAME, Buffer.from('disk'));
     const reply = await client.read(bytes);
     expect(Number(reply.readBigUInt64BE(0))).toBe(SIZE);
@@ -211,7 +258,12 @@ describe('requests', () => {
     expect((await client.reply(() => data.length)).data).toEqual(data);
     expect((await readFile(join(dir, 'disk.img'))).subarray(8192, 8192 + data.length)).toEqual(data);
 
-    const z = client.send({ command: Cmd.NBD_CMD_WRITE_ZEROES, flags: CmdFlag.NBD_CMD_FLAG_NO_HOLE, offset: 8192, length: 4096 });
+    const z = client.send({
+      command: Cmd.NBD_CMD_WRITE_ZEROES,
+      flags: CmdFlag.NBD_CMD_FLAG_NO_HOLE,
+      offset: 8192,
+      length: 4096,
+    });
     expect(await client.reply()).toMatchObject({ error: 0, handle: z });
     expect(disk.zeroFlags).toEqual([{ fua: false, noHole: true }]);
     const t = client.send({ command: Cmd.NBD_CMD_TRIM, offset: 0, length: SIZE });
@@ -225,13 +277,29 @@ describe('requests', () => {
 
   it.each([
     ['a read past the end', { command: Cmd.NBD_CMD_READ, offset: SIZE, length: 512 }, NbdErr.NBD_EINVAL],
-    ['a write past the end', { command: Cmd.NBD_CMD_WRITE, offset: SIZE - 512, data: randomBytes(1024) }, NbdErr.NBD_ENOSPC],
-    ['a write zeroes past the end', { command: Cmd.NBD_CMD_WRITE_ZEROES, offset: SIZE - 512, length: 1024 }, NbdErr.NBD_ENOSPC],
+    [
+      'a write past the end',
+      { command: Cmd.NBD_CMD_WRITE, offset: SIZE - 512, data: randomBytes(1024) },
+      NbdErr.NBD_ENOSPC,
+    ],
+    [
+      'a write zeroes past the end',
+      { command: Cmd.NBD_CMD_WRITE_ZEROES, offset: SIZE - 512, length: 1024 },
+      NbdErr.NBD_ENOSPC,
+    ],
     ['a trim past the end', { command: Cmd.NBD_CMD_TRIM, offset: SIZE - 512, length: 1024 }, NbdErr.NBD_EINVAL],
-    ['a read above the maximum block size', { command: Cmd.NBD_CMD_READ, offset: 0, length: 32 * MiB + 1 }, NbdErr.NBD_EINVAL],
+    [
+      'a read above the maximum block size',
+      { command: Cmd.NBD_CMD_READ, offset: 0, length: 32 * MiB + 1 },
+      NbdErr.NBD_EINVAL,
+    ],
     ['an unknown command', { command: 0x55, offset: 0, length: 1 }, NbdErr.NBD_EINVAL],
     ['NBD_CMD_BLOCK_STATUS', { command: Cmd.NBD_CMD_BLOCK_STATUS, offset: 0, length: 1 }, NbdErr.NBD_EINVAL],
-    ['a read with the DF flag', { command: Cmd.NBD_CMD_READ, flags: CmdFlag.NBD_CMD_FLAG_DF, offset: 0, length: 1 }, NbdErr.NBD_EINVAL],
+    [
+      'a read with the DF flag',
+      { command: Cmd.NBD_CMD_READ, flags: CmdFlag.NBD_CMD_FLAG_DF, offset: 0, length: 1 },
+      NbdErr.NBD_EINVAL,
+    ],
     ['a flush with an offset', { command: Cmd.NBD_CMD_FLUSH, offset: 512 }, NbdErr.NBD_EINVAL],
   ])('answers %s with an error, never reaching the backend, and stays in sync', async (_, req, error) => {
     const client = await open();
@@ -351,7 +419,9 @@ describe('ordering and concurrency', () => {
     await serve({ maxInFlight: 2 });
     const client = await open();
     disk.holdAll('read');
-    const handles = Array.from({ length: 6 }, (_, i) => client.send({ command: Cmd.NBD_CMD_READ, offset: i * 4096, length: 4096 }));
+    const handles = Array.from({ length: 6 }, (_, i) =>
+      client.send({ command: Cmd.NBD_CMD_READ, offset: i * 4096, length: 4096 }),
+    );
     await sleep(150);
     expect(disk.count('read')).toBe(2);
     disk.releaseAll();
@@ -364,7 +434,8 @@ describe('ordering and concurrency', () => {
     await serve({ maxInFlightBytes: 64 * 1024 });
     const client = await open();
     disk.holdAll('write');
-    for (let i = 0; i < 4; i++) client.send({ command: Cmd.NBD_CMD_WRITE, offset: i * 65536, data: randomBytes(40 * 1024) });
+    for (let i = 0; i < 4; i++)
+      client.send({ command: Cmd.NBD_CMD_WRITE, offset: i * 65536, data: randomBytes(40 * 1024) });
     await sleep(150);
     expect(disk.count('write')).toBe(2); // 40 KiB + 40 KiB crosses 64 KiB: the third waits
     disk.releaseAll();
@@ -449,7 +520,10 @@ describe('server lifecycle', () => {
     expect(existsSync(sock)).toBe(false);
 
     // A process that dies without closing leaves its socket file behind.
-    const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(sock)}, () => console.log('up'))`]);
+    const child = spawn(process.execPath, [
+      '-e',
+      `require('net').createServer().listen(${JSON.stringify(sock)}, () => console.log('up'))`,
+    ]);
     await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
     child.kill('SIGKILL');
     await new Promise((resolve) => child.once('exit', resolve));
@@ -468,6 +542,8 @@ describe('server lifecycle', () => {
 
   it('needs exactly one of path and port', async () => {
     await expect(startNbdServer({ lookup })).rejects.toMatchObject({ code: 'TANDEM_ERR_NBD_BAD_SERVER_OPTIONS' });
-    await expect(startNbdServer({ lookup, path: sock, port: 0 })).rejects.toMatchObject({ code: 'TANDEM_ERR_NBD_BAD_SERVER_OPTIONS' });
+    await expect(startNbdServer({ lookup, path: sock, port: 0 })).rejects.toMatchObject({
+      code: 'TANDEM_ERR_NBD_BAD_SERVER_OPTIONS',
+    });
   });
 });

@@ -23,11 +23,18 @@ test('grows online, syncs the new area, refuses to shrink', async () => {
     await h.write(randomBytes(MiB), 0, MiB, 40 * MiB);
     await h.close();
     await pair.ok('master', 'resize', 'mysql');
-    await pair.waitFor('master', (s) => s.size === 64 * MiB && s.cstate === 'Connected' && s.peerDisk === 'UpToDate', 30_000, 'grown and in sync');
+    await pair.waitFor(
+      'master',
+      (s) => s.size === 64 * MiB && s.cstate === 'Connected' && s.peerDisk === 'UpToDate',
+      30_000,
+      'grown and in sync',
+    );
     await pair.waitInSync();
     expect((await pair.status('backup')).size).toBe(64 * MiB);
     expect((await pair.status('backup')).lastDecision?.rule).toMatch(/grown from 33554432 to 67108864/);
-    const info = JSON.parse(await tool('nbdinfo', ['--json', pair.nbdUri('master')])) as { exports: { 'export-size': number }[] };
+    const info = JSON.parse(await tool('nbdinfo', ['--json', pair.nbdUri('master')])) as {
+      exports: { 'export-size': number }[];
+    };
     expect(info.exports[0]!['export-size']).toBe(64 * MiB);
     // Writes beyond the old end work and are replicated.
     const { client } = await RawNbdClient.open({ path: pair.nbdSocket('master') }, 'mysql');
@@ -36,7 +43,9 @@ test('grows online, syncs the new area, refuses to shrink', async () => {
     expect((await client.reply()).error).toBe(0);
     client.destroy();
     await pair.waitInSync();
-    expect((await pair.diskBytes('backup', 0, 64 * MiB)).equals(await pair.diskBytes('master', 0, 64 * MiB))).toBe(true);
+    expect((await pair.diskBytes('backup', 0, 64 * MiB)).equals(await pair.diskBytes('master', 0, 64 * MiB))).toBe(
+      true,
+    );
     // Shrinking is refused and changes nothing.
     await truncate(pair.disk('master'), 48 * MiB);
     const r = await pair.adm('master', 'resize', 'mysql');
@@ -62,7 +71,12 @@ test('a disk that shrank while detached is refused at attach, and attaches again
     await truncate(pair.disk('backup'), 32 * MiB);
     await pair.ok('backup', 'attach', 'mysql');
     await pair.ok('backup', 'connect', 'mysql'); // detach also disconnected
-    await pair.waitFor('backup', (s) => s.disk === 'UpToDate' && s.cstate === 'Connected', 30_000, 'attached and in sync');
+    await pair.waitFor(
+      'backup',
+      (s) => s.disk === 'UpToDate' && s.cstate === 'Connected',
+      30_000,
+      'attached and in sync',
+    );
   } finally {
     await pair.destroy();
   }

@@ -26,7 +26,8 @@ async function splitBrain(pair: Pair, opts: { demoteBackup?: boolean; demoteMast
   await pair.ok('master', 'primary', 'mysql');
   await writeBlock(pair, 'master', 1, 'A');
   await pair.cutLink();
-  for (const n of ['master', 'backup'] as const) await pair.waitFor(n, (s) => s.cstate === 'WFConnection', 20_000, 'the lost link to be noticed');
+  for (const n of ['master', 'backup'] as const)
+    await pair.waitFor(n, (s) => s.cstate === 'WFConnection', 20_000, 'the lost link to be noticed');
   // §12.3: backup is promoted while cut off, and both sides write
   await pair.ok('backup', 'primary', 'mysql');
   expect((await pair.ok('backup', 'role', 'mysql')).trim()).toBe('Primary/Unknown');
@@ -39,7 +40,7 @@ async function splitBrain(pair: Pair, opts: { demoteBackup?: boolean; demoteMast
 }
 
 describe('split brain (tutorial §12)', () => {
-  test('detected, never merged, recovered with the tutorial\'s commands; the victim\'s blocks are saved', async () => {
+  test("detected, never merged, recovered with the tutorial's commands; the victim's blocks are saved", async () => {
     const pair = await Pair.create({ masterMiB: 64, backupMiB: 64 });
     const handlerLog = join(pair.dir, 'split-brain-handler.log');
     const discarded = join(pair.dir, 'discarded');
@@ -47,7 +48,12 @@ describe('split brain (tutorial §12)', () => {
     // Both nodes' configs get the handler and the directory for saved blocks.
     const { writeFile } = await import('node:fs/promises');
     for (const n of ['master', 'backup'] as const) {
-      const text = pair.configText(n).replace('resource mysql {', `resource mysql {\n  ${handlers}\n  disk { discarded-data-dir ${discarded}/${n}; }`);
+      const text = pair
+        .configText(n)
+        .replace(
+          'resource mysql {',
+          `resource mysql {\n  ${handlers}\n  disk { discarded-data-dir ${discarded}/${n}; }`,
+        );
       await writeFile(pair.configPath(n), text);
     }
     try {
@@ -78,14 +84,23 @@ describe('split brain (tutorial §12)', () => {
       // The survivor's data wins …
       expect((await pair.diskBytes('backup', 10 * BLOCK, BLOCK)).equals(Buffer.alloc(BLOCK, 'M'))).toBe(true);
       expect((await pair.diskBytes('backup', 20 * BLOCK, BLOCK)).equals(Buffer.alloc(BLOCK, 0))).toBe(true);
-      expect((await pair.diskBytes('backup', 0, 64 << 20)).equals(await pair.diskBytes('master', 0, 64 << 20))).toBe(true);
+      expect((await pair.diskBytes('backup', 0, 64 << 20)).equals(await pair.diskBytes('master', 0, 64 << 20))).toBe(
+        true,
+      );
       // … and the victim's overwritten blocks are saved, with a map of where they were.
       expect(b.discardedBlocksSavedTo).toBeDefined();
       const img = await readFile(b.discardedBlocksSavedTo!);
       expect(img.subarray(10 * BLOCK, 11 * BLOCK).equals(Buffer.alloc(BLOCK, 'B'))).toBe(true);
       expect(img.subarray(20 * BLOCK, 21 * BLOCK).equals(Buffer.alloc(BLOCK, 'b'))).toBe(true);
-      const map = JSON.parse(await readFile(`${b.discardedBlocksSavedTo!}.json`, 'utf8')) as { ranges: [number, number][] };
-      expect(map.ranges).toEqual(expect.arrayContaining([[10 * BLOCK, BLOCK], [20 * BLOCK, BLOCK]]));
+      const map = JSON.parse(await readFile(`${b.discardedBlocksSavedTo!}.json`, 'utf8')) as {
+        ranges: [number, number][];
+      };
+      expect(map.ranges).toEqual(
+        expect.arrayContaining([
+          [10 * BLOCK, BLOCK],
+          [20 * BLOCK, BLOCK],
+        ]),
+      );
     } finally {
       await pair.destroy();
     }
@@ -101,13 +116,15 @@ describe('split brain (tutorial §12)', () => {
       expect(m.lastDecision?.decision).toBe('bitmap-target');
       expect(m.lastDecision?.rule).toMatch(/discard-least-changes/);
       expect((await pair.diskBytes('master', 10 * BLOCK, BLOCK)).equals(Buffer.alloc(BLOCK, 'B'))).toBe(true);
-      expect((await pair.diskBytes('backup', 0, 64 << 20)).equals(await pair.diskBytes('master', 0, 64 << 20))).toBe(true);
+      expect((await pair.diskBytes('backup', 0, 64 << 20)).equals(await pair.diskBytes('master', 0, 64 << 20))).toBe(
+        true,
+      );
     } finally {
       await pair.destroy();
     }
   });
 
-  test('after-sb-1pri discard-secondary keeps the Primary\'s data', async () => {
+  test("after-sb-1pri discard-secondary keeps the Primary's data", async () => {
     const pair = await Pair.create({ masterMiB: 64, backupMiB: 64, net: 'after-sb-1pri discard-secondary;' });
     try {
       await splitBrain(pair, { demoteBackup: true });

@@ -37,20 +37,22 @@ describe('real NBD clients against tandem', () => {
     expect(e).toMatchObject({
       'export-name': 'mysql',
       'export-size': SIZE,
-      'is_read_only': false,
-      'can_flush': true,
-      'can_fua': true,
-      'can_multi_conn': false,
-      'can_trim': false,
-      'can_zero': false,
-      'can_cache': false,
-      'block_size_minimum': 1,
-      'block_size_preferred': 4096,
-      'block_size_maximum': 32 * MiB,
+      is_read_only: false,
+      can_flush: true,
+      can_fua: true,
+      can_multi_conn: false,
+      can_trim: false,
+      can_zero: false,
+      can_cache: false,
+      block_size_minimum: 1,
+      block_size_preferred: 4096,
+      block_size_maximum: 32 * MiB,
     });
-    expect(String(e['description'])).toContain('tandem resource mysql on master');
+    expect(String(e.description)).toContain('tandem resource mysql on master');
     const list = await tool('nbdinfo', ['--list', '--json', uri]);
-    expect((JSON.parse(list) as { exports: { 'export-name': string }[] }).exports.map((x) => x['export-name'])).toEqual(['mysql']);
+    expect((JSON.parse(list) as { exports: { 'export-name': string }[] }).exports.map((x) => x['export-name'])).toEqual(
+      ['mysql'],
+    );
     // the flags as the wire carries them
     const raw = await tool('nbdinfo', [uri]);
     expect(raw).toMatch(/can_fua: true/);
@@ -58,7 +60,11 @@ describe('real NBD clients against tandem', () => {
   });
 
   it('nbdcopy round trips with checksums, with and without a final flush, several connections', async () => {
-    for (const [i, args] of [[1, ['--flush']], [2, ['--requests=64', '--request-size=65536']], [3, ['--connections=1', '--flush']]] as const) {
+    for (const [i, args] of [
+      [1, ['--flush']],
+      [2, ['--requests=64', '--request-size=65536']],
+      [3, ['--connections=1', '--flush']],
+    ] as const) {
       const data = randomBytes(SIZE);
       const src = join(pair.dir, `in${i}.bin`);
       const out = join(pair.dir, `out${i}.bin`);
@@ -95,8 +101,18 @@ describe('real NBD clients against tandem', () => {
     ['randrw', '64k', 16],
   ] as const)('fio nbd engine %s bs=%s QD%d with verify=crc32c', async (rw, bs, qd) => {
     const r = await runTool('fio', [
-      '--name=verify', '--ioengine=nbd', `--uri=${uri}`, `--rw=${rw}`, `--bs=${bs}`, `--iodepth=${qd}`,
-      `--size=${16 * MiB}`, `--offset=${(qd % 3) * 16 * MiB}`, '--verify=crc32c', '--verify_fatal=1', '--do_verify=1', '--output-format=terse',
+      '--name=verify',
+      '--ioengine=nbd',
+      `--uri=${uri}`,
+      `--rw=${rw}`,
+      `--bs=${bs}`,
+      `--iodepth=${qd}`,
+      `--size=${16 * MiB}`,
+      `--offset=${(qd % 3) * 16 * MiB}`,
+      '--verify=crc32c',
+      '--verify_fatal=1',
+      '--do_verify=1',
+      '--output-format=terse',
     ]);
     expect(r.stderr).not.toMatch(/verify|bad magic|crc32c/i);
     expect(r.code).toBe(0);

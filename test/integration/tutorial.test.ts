@@ -12,13 +12,16 @@ import { jest } from '@jest/globals';
 
 jest.setTimeout(180_000);
 
-
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 describe.each(['A', 'B', 'C'] as const)('tutorial replay under protocol %s', (protocol) => {
   let pair: Pair;
-  beforeAll(async () => { pair = await Pair.create({ protocol, masterMiB: 48, backupMiB: 64 }); });
-  afterAll(async () => { await pair.destroy(); });
+  beforeAll(async () => {
+    pair = await Pair.create({ protocol, masterMiB: 48, backupMiB: 64 });
+  });
+  afterAll(async () => {
+    await pair.destroy();
+  });
 
   test('create-md, up, primary --force, sync, write, switch roles, read back', async () => {
     // §7.3 create-md on both nodes
@@ -72,7 +75,9 @@ describe.each(['A', 'B', 'C'] as const)('tutorial replay under protocol %s', (pr
     const src = join(pair.dir, 'data.bin');
     await writeFile(src, data);
     await tool('nbdcopy', ['--flush', src, pair.nbdUri('master')]);
-    const info = JSON.parse(await tool('nbdinfo', ['--json', pair.nbdUri('master')])) as { exports: { 'export-size': number }[] };
+    const info = JSON.parse(await tool('nbdinfo', ['--json', pair.nbdUri('master')])) as {
+      exports: { 'export-size': number }[];
+    };
     expect(info.exports[0]!['export-size']).toBe(48 * 1024 * 1024);
     await pair.ok('master', 'secondary', 'mysql');
     expect((await pair.ok('master', 'role', 'mysql')).trim()).toBe('Secondary/Secondary');

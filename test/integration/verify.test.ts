@@ -26,7 +26,7 @@ async function identical(pair: Pair, bytes: number): Promise<boolean> {
 }
 
 describe('online verify', () => {
-  test('finds a block corrupted directly in the Secondary\'s backing file; reconnecting repairs it', async () => {
+  test("finds a block corrupted directly in the Secondary's backing file; reconnecting repairs it", async () => {
     const pair = await Pair.create({ masterMiB: 32, backupMiB: 32 });
     try {
       await pair.startBlank();
@@ -38,17 +38,32 @@ describe('online verify', () => {
       await h.write(Buffer.alloc(BLOCK, 'X'), 0, BLOCK, 1000 * BLOCK);
       await h.close();
       await pair.ok('master', 'verify', 'mysql');
-      const seen = await pair.waitFor('master', (s) => s.cstate === 'VerifyS' || s.cstate === 'Connected', 10_000, 'verify');
+      const seen = await pair.waitFor(
+        'master',
+        (s) => s.cstate === 'VerifyS' || s.cstate === 'Connected',
+        10_000,
+        'verify',
+      );
       expect(['VerifyS', 'Connected']).toContain(seen.cstate);
-      const done = await pair.waitFor('master', (s) => s.cstate === 'Connected' && s.oosBytes > 0, 60_000, 'verify to finish');
+      const done = await pair.waitFor(
+        'master',
+        (s) => s.cstate === 'Connected' && s.oosBytes > 0,
+        60_000,
+        'verify to finish',
+      );
       expect(done.oosBytes).toBe(BLOCK);
       expect((await pair.status('backup')).oosBytes).toBe(BLOCK);
-      expect((await pair.ok('master', 'status', 'mysql'))).toContain('oos:4');
+      expect(await pair.ok('master', 'status', 'mysql')).toContain('oos:4');
       // The repair: the tutorial's disconnect + connect on the node with bad data.
       const nrBefore = (await pair.status('backup')).counters.nr;
       await pair.ok('backup', 'disconnect', 'mysql');
       await pair.ok('backup', 'connect', 'mysql');
-      await pair.waitFor('master', (s) => s.cstate === 'Connected' && s.peerDisk === 'UpToDate' && s.oosBytes === 0, 30_000, 'repair');
+      await pair.waitFor(
+        'master',
+        (s) => s.cstate === 'Connected' && s.peerDisk === 'UpToDate' && s.oosBytes === 0,
+        30_000,
+        'repair',
+      );
       expect(await identical(pair, 32 * MiB)).toBe(true);
       const b = await pair.status('backup');
       expect(b.lastDecision?.decision).toBe('bitmap-target');
@@ -77,7 +92,12 @@ describe('online verify', () => {
       expect(b.counters.nr).toBeGreaterThanOrEqual(16 * MiB); // the 8 MiB written, mirrored once and resynced once
       const before2 = (await pair.status('master')).counters.dr;
       await pair.ok('master', 'invalidate-remote', 'mysql');
-      await pair.waitFor('backup', (s) => s.lastDecision?.rule === 'invalidate-remote on the peer', 10_000, 'invalidate-remote');
+      await pair.waitFor(
+        'backup',
+        (s) => s.lastDecision?.rule === 'invalidate-remote on the peer',
+        10_000,
+        'invalidate-remote',
+      );
       await pair.waitInSync();
       expect((await pair.status('master')).counters.dr - before2).toBeGreaterThanOrEqual(32 * MiB);
       expect(await identical(pair, 32 * MiB)).toBe(true);

@@ -23,7 +23,10 @@ export function parseAddress(family: Token | undefined, address: Token): Address
   const host = match?.[1] ?? '';
   if (!match || !(ipv6 ? isIPv6(host) : isIPv4(host))) {
     const example = ipv6 ? 'ipv6 [fd00::1]:7789' : '192.168.1.101:7789';
-    throw new ConfigError(`bad address '${text}': expected an ${ipv6 ? 'IPv6' : 'IPv4'} address and a port, like 'address ${example}'`, address.at);
+    throw new ConfigError(
+      `bad address '${text}': expected an ${ipv6 ? 'IPv6' : 'IPv4'} address and a port, like 'address ${example}'`,
+      address.at,
+    );
   }
   const port = Number(match[2]);
   if (port < 1 || port > 65535) {

@@ -24,7 +24,9 @@ describe('findResource', () => {
   });
 
   it('names the known resources when there is no such resource', () => {
-    expect(configErrorOf(() => findResource(config, 'pgsql')).message).toBe("no resource 'pgsql' in the configuration (known: mysql, solo, trio)");
+    expect(configErrorOf(() => findResource(config, 'pgsql')).message).toBe(
+      "no resource 'pgsql' in the configuration (known: mysql, solo, trio)",
+    );
   });
 });
 
@@ -40,13 +42,18 @@ describe('selectHosts', () => {
   });
 
   it('has no peer for a resource with a single on section', () => {
-    expect(selectHosts(findResource(config, 'solo'), 'alone')).toMatchObject({ self: { name: 'alone' }, peer: undefined });
+    expect(selectHosts(findResource(config, 'solo'), 'alone')).toMatchObject({
+      self: { name: 'alone' },
+      peer: undefined,
+    });
   });
 
   it('refuses a node that has no on section', () => {
     const err = configErrorOf(() => selectHosts(mysql, 'foo'));
     expect(err.code).toBe('TANDEM_ERR_CONFIG');
-    expect(err.message).toBe("/etc/tandem/tandem.conf:1: resource mysql: no 'on' section matches node 'foo' (known: master, backup)");
+    expect(err.message).toBe(
+      "/etc/tandem/tandem.conf:1: resource mysql: no 'on' section matches node 'foo' (known: master, backup)",
+    );
   });
 
   it('refuses more than two on sections', () => {

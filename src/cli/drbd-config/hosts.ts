@@ -11,10 +11,16 @@ export function findResource(config: TandemConfig, name: string): ResourceConfig
 }
 
 /** This node's `on` section (matched by name) and the other one, if the resource has two. */
-export function selectHosts(resource: ResourceConfig, nodeName: string): { self: HostConfig; peer: HostConfig | undefined } {
+export function selectHosts(
+  resource: ResourceConfig,
+  nodeName: string,
+): { self: HostConfig; peer: HostConfig | undefined } {
   const where = `resource ${resource.name}`;
   if (resource.hosts.length > 2) {
-    throw new ConfigError(`${where}: only two nodes per resource are supported (found ${resource.hosts.length} 'on' sections)`, resource.source);
+    throw new ConfigError(
+      `${where}: only two nodes per resource are supported (found ${resource.hosts.length} 'on' sections)`,
+      resource.source,
+    );
   }
   const self = resource.hosts.find((h) => h.name === nodeName);
   if (!self) {

@@ -53,8 +53,15 @@ function resolveHost(resource: ResourceDraft, on: OnSectionDraft): z.input<typeo
   const host: HostDraft = { ...resource.defaults, ...on };
   const { disk, metaDisk, address } = host;
   if (disk === undefined || metaDisk === undefined || address === undefined) {
-    const missing = [disk === undefined && "'disk'", metaDisk === undefined && "'meta-disk'", address === undefined && "'address'"];
-    throw new ConfigError(`resource ${resource.name}: on ${on.name}: missing ${missing.filter(Boolean).join(', ')}`, on.at);
+    const missing = [
+      disk === undefined && "'disk'",
+      metaDisk === undefined && "'meta-disk'",
+      address === undefined && "'address'",
+    ];
+    throw new ConfigError(
+      `resource ${resource.name}: on ${on.name}: missing ${missing.filter(Boolean).join(', ')}`,
+      on.at,
+    );
   }
   const path = host.device?.path;
   const minorFromPath = path === undefined ? undefined : /drbd(\d+)$/.exec(path)?.[1];

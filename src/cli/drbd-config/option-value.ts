@@ -27,7 +27,10 @@ export class OptionValue {
   flag(): boolean {
     if (this.value === undefined || this.value.text === 'yes') return true;
     if (this.value.text === 'no') return false;
-    throw new ConfigError(`'${this.name.text}' takes 'yes', 'no' or no value, not ${describeToken(this.value)}`, this.value.at);
+    throw new ConfigError(
+      `'${this.name.text}' takes 'yes', 'no' or no value, not ${describeToken(this.value)}`,
+      this.value.at,
+    );
   }
 
   /** For the string-valued sections (handlers, startup, options): a bare flag reads as "yes". */
@@ -38,7 +41,8 @@ export class OptionValue {
   integer(): number {
     const value = this.required();
     const n = parseInteger(value.text);
-    if (n === undefined) throw new ConfigError(`expected a number for '${this.name.text}' but found ${describeToken(value)}`, value.at);
+    if (n === undefined)
+      throw new ConfigError(`expected a number for '${this.name.text}' but found ${describeToken(value)}`, value.at);
     return n;
   }
 
@@ -47,7 +51,10 @@ export class OptionValue {
     const value = this.required();
     const n = parseScaled(value.text, defaultUnit);
     if (n === undefined) {
-      throw new ConfigError(`expected a number with an optional unit (s, K, M, G) for '${this.name.text}' but found ${describeToken(value)}`, value.at);
+      throw new ConfigError(
+        `expected a number with an optional unit (s, K, M, G) for '${this.name.text}' but found ${describeToken(value)}`,
+        value.at,
+      );
     }
     return n;
   }
@@ -55,6 +62,9 @@ export class OptionValue {
   oneOf<T extends string>(choices: readonly T[], alsoAllowed?: RegExp): T {
     const value = this.required();
     if ((choices as readonly string[]).includes(value.text) || alsoAllowed?.test(value.text)) return value.text as T;
-    throw new ConfigError(`'${this.name.text}' must be one of ${choices.join(', ')} but found ${describeToken(value)}`, value.at);
+    throw new ConfigError(
+      `'${this.name.text}' must be one of ${choices.join(', ')} but found ${describeToken(value)}`,
+      value.at,
+    );
   }
 }

@@ -31,7 +31,13 @@ const RESOURCE_STATEMENTS = [...new Set(['on', ...SETTINGS_STATEMENTS, ...HOST_S
 /** `a, b or c` */
 const alternatives = (choices: readonly string[]): string => `${choices.slice(0, -1).join(', ')} or ${choices.at(-1)}`;
 
-export function parseInto(draft: ConfigDraft, text: string, file: string, access: FileAccess, stack: readonly string[] = []): void {
+export function parseInto(
+  draft: ConfigDraft,
+  text: string,
+  file: string,
+  access: FileAccess,
+  stack: readonly string[] = [],
+): void {
   new Parser(draft, tokenize(text, file), file, access, [...stack, resolve(file)]).parseFile();
 }
 
@@ -45,7 +51,13 @@ class Parser {
   readonly stack: readonly string[];
   pos = 0;
 
-  constructor(draft: ConfigDraft, tokens: readonly Token[], file: string, access: FileAccess, stack: readonly string[]) {
+  constructor(
+    draft: ConfigDraft,
+    tokens: readonly Token[],
+    file: string,
+    access: FileAccess,
+    stack: readonly string[],
+  ) {
     this.draft = draft;
     this.tokens = tokens;
     this.file = file;
@@ -139,7 +151,7 @@ class Parser {
   }
 
   parseInclude(keyword: Token): void {
-    const pattern = this.value('a file name or pattern after \'include\'');
+    const pattern = this.value("a file name or pattern after 'include'");
     this.endStatement([keyword, pattern]);
     for (const file of includedFiles(pattern, this.file, this.access)) {
       const text = readIncluded(file, pattern, this.stack, this.access);
@@ -152,7 +164,8 @@ class Parser {
     this.expect('{', `'{' after '${keyword.text}'`);
     for (let depth = 1; depth > 0; ) {
       const token = this.next();
-      if (token.kind === 'eof') this.fail(`'}' to close '${keyword.text}' (opened at ${formatLocation(keyword.at)})`, token);
+      if (token.kind === 'eof')
+        this.fail(`'}' to close '${keyword.text}' (opened at ${formatLocation(keyword.at)})`, token);
       if (token.kind === '{') depth++;
       if (token.kind === '}') depth--;
     }
@@ -177,7 +190,10 @@ class Parser {
 
   parseSettingsStatement(settings: SettingsDraft, keyword: Token, where: string): void {
     if (!this.tryParseSettingsStatement(settings, keyword)) {
-      throw new ConfigError(`unknown statement '${keyword.text}' in ${where} (expected ${alternatives(SETTINGS_STATEMENTS)})`, keyword.at);
+      throw new ConfigError(
+        `unknown statement '${keyword.text}' in ${where} (expected ${alternatives(SETTINGS_STATEMENTS)})`,
+        keyword.at,
+      );
     }
   }
 
@@ -207,13 +223,25 @@ class Parser {
     if (earlier) {
       throw new ConfigError(`resource ${name.text} is defined twice (first at ${formatLocation(earlier.at)})`, name.at);
     }
-    const resource: ResourceDraft = { name: name.text, at: keyword.at, settings: emptySettings(), defaults: {}, hosts: [] };
+    const resource: ResourceDraft = {
+      name: name.text,
+      at: keyword.at,
+      settings: emptySettings(),
+      defaults: {},
+      hosts: [],
+    };
     const where = `resource ${name.text}`;
     this.block([keyword, name], (item) => {
       if (item.text === 'on') this.parseOn(resource, item);
       else if (item.text === 'volume') this.unsupportedVolume(item);
-      else if (!this.tryParseSettingsStatement(resource.settings, item) && !this.tryParseHostStatement(resource.defaults, item)) {
-        throw new ConfigError(`unknown statement '${item.text}' in ${where} (expected ${alternatives(RESOURCE_STATEMENTS)})`, item.at);
+      else if (
+        !this.tryParseSettingsStatement(resource.settings, item) &&
+        !this.tryParseHostStatement(resource.defaults, item)
+      ) {
+        throw new ConfigError(
+          `unknown statement '${item.text}' in ${where} (expected ${alternatives(RESOURCE_STATEMENTS)})`,
+          item.at,
+        );
       }
     });
     this.draft.resources.push(resource);
@@ -223,20 +251,29 @@ class Parser {
     const name = this.value("a host name after 'on'");
     const earlier = resource.hosts.find((h) => h.name === name.text);
     if (earlier) {
-      throw new ConfigError(`resource ${resource.name}: 'on ${name.text}' appears twice (first at ${formatLocation(earlier.at)})`, keyword.at);
+      throw new ConfigError(
+        `resource ${resource.name}: 'on ${name.text}' appears twice (first at ${formatLocation(earlier.at)})`,
+        keyword.at,
+      );
     }
     const host: OnSectionDraft = { name: name.text, at: keyword.at };
     this.block([keyword, name], (item) => {
       if (item.text === 'volume') this.unsupportedVolume(item);
       else if (!this.tryParseHostStatement(host, item)) {
-        throw new ConfigError(`unknown statement '${item.text}' in 'on ${name.text}' (expected ${alternatives(HOST_STATEMENTS)})`, item.at);
+        throw new ConfigError(
+          `unknown statement '${item.text}' in 'on ${name.text}' (expected ${alternatives(HOST_STATEMENTS)})`,
+          item.at,
+        );
       }
     });
     resource.hosts.push(host);
   }
 
   unsupportedVolume(keyword: Token): never {
-    throw new ConfigError("'volume' sections are not supported yet: give device, disk and meta-disk directly in the resource or its 'on' sections", keyword.at);
+    throw new ConfigError(
+      "'volume' sections are not supported yet: give device, disk and meta-disk directly in the resource or its 'on' sections",
+      keyword.at,
+    );
   }
 
   // --- host statements ------------------------------------------------------
@@ -302,7 +339,8 @@ class Parser {
     const indexed = /^(.+)\[(\d+)\]$/.exec(text);
     if (text === 'internal') host.metaDisk = { kind: 'internal' };
     else if (indexed) host.metaDisk = { kind: 'indexed', path: indexed[1] as string, index: Number(indexed[2]) };
-    else if (text.includes('[') || text.includes(']')) this.fail(`'internal', DEVICE or DEVICE[INDEX] after '${keyword.text}'`, target);
+    else if (text.includes('[') || text.includes(']'))
+      this.fail(`'internal', DEVICE or DEVICE[INDEX] after '${keyword.text}'`, target);
     else host.metaDisk = { kind: 'flexible', path: text };
   }
 

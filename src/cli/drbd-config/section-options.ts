@@ -3,7 +3,15 @@
 // `syncer {}` is DRBD 8.3's section: 8.4 moved its options to `disk` and `net`,
 // and so do we. Options that DRBD has but tandem does not implement are ignored
 // with a warning; `handlers`, `startup` and `options` keep every entry as text.
-import { AFTER_SB_0PRI, AFTER_SB_1PRI, AFTER_SB_2PRI, FENCING, ON_IO_ERROR, PROTOCOLS, type Protocol } from '../../api/config.ts';
+import {
+  AFTER_SB_0PRI,
+  AFTER_SB_1PRI,
+  AFTER_SB_2PRI,
+  FENCING,
+  ON_IO_ERROR,
+  PROTOCOLS,
+  type Protocol,
+} from '../../api/config.ts';
 import { ConfigError, formatLocation } from './config-error.ts';
 import type { SettingsDraft } from './draft.ts';
 import type { OptionValue } from './option-value.ts';
@@ -24,48 +32,98 @@ export function parseProtocol(token: Token): Protocol {
 
 type Apply = (settings: SettingsDraft, option: OptionValue) => void;
 
-const protocol: Apply = (s, o) => { s.protocol = parseProtocol(o.required()); };
-const verifyAlg: Apply = (s, o) => { s.net.verifyAlg = o.text(); };
-const csumsAlg: Apply = (s, o) => { s.net.csumsAlg = o.text(); };
+const protocol: Apply = (s, o) => {
+  s.protocol = parseProtocol(o.required());
+};
+const verifyAlg: Apply = (s, o) => {
+  s.net.verifyAlg = o.text();
+};
+const csumsAlg: Apply = (s, o) => {
+  s.net.csumsAlg = o.text();
+};
 // drbd_limits.h: resync-rate, c-max-rate and c-min-rate default to KiB/s; c-fill-target
 // and size to sectors; c-plan-ahead is in tenths of a second and stays so.
-const resyncRate: Apply = (s, o) => { s.disk.resyncRate = o.scaled(UNIT.kib); };
-const alExtents: Apply = (s, o) => { s.disk.alExtents = o.integer(); };
-const cPlanAhead: Apply = (s, o) => { s.disk.cPlanAhead = o.integer(); };
-const cMaxRate: Apply = (s, o) => { s.disk.cMaxRate = o.scaled(UNIT.kib); };
-const cMinRate: Apply = (s, o) => { s.disk.cMinRate = o.scaled(UNIT.kib); };
-const cFillTarget: Apply = (s, o) => { s.disk.cFillTarget = o.scaled(UNIT.sector); };
+const resyncRate: Apply = (s, o) => {
+  s.disk.resyncRate = o.scaled(UNIT.kib);
+};
+const alExtents: Apply = (s, o) => {
+  s.disk.alExtents = o.integer();
+};
+const cPlanAhead: Apply = (s, o) => {
+  s.disk.cPlanAhead = o.integer();
+};
+const cMaxRate: Apply = (s, o) => {
+  s.disk.cMaxRate = o.scaled(UNIT.kib);
+};
+const cMinRate: Apply = (s, o) => {
+  s.disk.cMinRate = o.scaled(UNIT.kib);
+};
+const cFillTarget: Apply = (s, o) => {
+  s.disk.cFillTarget = o.scaled(UNIT.sector);
+};
 
 const NET: Record<string, Apply> = {
   protocol,
-  'allow-two-primaries': (s, o) => { s.net.allowTwoPrimaries = o.flag(); },
-  'cram-hmac-alg': (s, o) => { s.net.cramHmacAlg = o.text(); },
-  'shared-secret': (s, o) => { s.net.sharedSecret = o.text(); },
-  'after-sb-0pri': (s, o) => { s.net.afterSb0pri = o.oneOf(AFTER_SB_0PRI, /^discard-node-.+$/); },
-  'after-sb-1pri': (s, o) => { s.net.afterSb1pri = o.oneOf(AFTER_SB_1PRI); },
-  'after-sb-2pri': (s, o) => { s.net.afterSb2pri = o.oneOf(AFTER_SB_2PRI); },
-  fencing: (s, o) => { s.disk.fencing = o.oneOf(FENCING); },
+  'allow-two-primaries': (s, o) => {
+    s.net.allowTwoPrimaries = o.flag();
+  },
+  'cram-hmac-alg': (s, o) => {
+    s.net.cramHmacAlg = o.text();
+  },
+  'shared-secret': (s, o) => {
+    s.net.sharedSecret = o.text();
+  },
+  'after-sb-0pri': (s, o) => {
+    s.net.afterSb0pri = o.oneOf(AFTER_SB_0PRI, /^discard-node-.+$/);
+  },
+  'after-sb-1pri': (s, o) => {
+    s.net.afterSb1pri = o.oneOf(AFTER_SB_1PRI);
+  },
+  'after-sb-2pri': (s, o) => {
+    s.net.afterSb2pri = o.oneOf(AFTER_SB_2PRI);
+  },
+  fencing: (s, o) => {
+    s.disk.fencing = o.oneOf(FENCING);
+  },
   'verify-alg': verifyAlg,
   'csums-alg': csumsAlg,
   // drbd.conf(5): timeout and ping-timeout are in tenths of a second, connect-int and ping-int in seconds.
-  timeout: (s, o) => { s.net.timeoutMs = o.integer() * 100; },
-  'ping-timeout': (s, o) => { s.net.pingTimeoutMs = o.integer() * 100; },
-  'connect-int': (s, o) => { s.net.connectIntMs = o.integer() * 1000; },
-  'ping-int': (s, o) => { s.net.pingIntMs = o.integer() * 1000; },
-  'max-buffers': (s, o) => { s.net.maxBuffers = o.integer(); },
+  timeout: (s, o) => {
+    s.net.timeoutMs = o.integer() * 100;
+  },
+  'ping-timeout': (s, o) => {
+    s.net.pingTimeoutMs = o.integer() * 100;
+  },
+  'connect-int': (s, o) => {
+    s.net.connectIntMs = o.integer() * 1000;
+  },
+  'ping-int': (s, o) => {
+    s.net.pingIntMs = o.integer() * 1000;
+  },
+  'max-buffers': (s, o) => {
+    s.net.maxBuffers = o.integer();
+  },
 };
 
 const DISK: Record<string, Apply> = {
-  'on-io-error': (s, o) => { s.disk.onIoError = o.oneOf(ON_IO_ERROR); },
+  'on-io-error': (s, o) => {
+    s.disk.onIoError = o.oneOf(ON_IO_ERROR);
+  },
   'resync-rate': resyncRate,
   'al-extents': alExtents,
-  size: (s, o) => { s.disk.size = o.scaled(UNIT.sector); },
+  size: (s, o) => {
+    s.disk.size = o.scaled(UNIT.sector);
+  },
   'c-plan-ahead': cPlanAhead,
   'c-max-rate': cMaxRate,
   'c-min-rate': cMinRate,
   'c-fill-target': cFillTarget,
-  'discarded-data-dir': (s, o) => { s.disk.discardedDataDir = o.text(); },
-  fencing: (s, o) => { s.disk.fencing = o.oneOf(FENCING); },
+  'discarded-data-dir': (s, o) => {
+    s.disk.discardedDataDir = o.text();
+  },
+  fencing: (s, o) => {
+    s.disk.fencing = o.oneOf(FENCING);
+  },
 };
 
 const SYNCER: Record<string, Apply> = {
@@ -82,7 +140,11 @@ const SYNCER: Record<string, Apply> = {
 const TABLES = { net: NET, disk: DISK, syncer: SYNCER } as const;
 
 /** Applies one option of `section`; returns a warning when tandem ignores it. */
-export function applySectionOption(section: SectionName, settings: SettingsDraft, option: OptionValue): string | undefined {
+export function applySectionOption(
+  section: SectionName,
+  settings: SettingsDraft,
+  option: OptionValue,
+): string | undefined {
   const name = option.name.text;
   if (section === 'handlers' || section === 'startup' || section === 'options') {
     settings[section][name] = option.textOrYes();

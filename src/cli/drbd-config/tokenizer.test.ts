@@ -7,10 +7,18 @@ describe('tokenize', () => {
   it('splits words, strings and punctuation and records where each starts', () => {
     const tokens = tokenize('resource mysql {\n\tmeta-disk /dev/sdb2[0];\n  address ipv6 [fd00::1]:7789;\n}', 'f');
     expect(summary(tokens)).toEqual([
-      '1:1 word resource', '1:10 word mysql', '1:16 { {',
-      '2:2 word meta-disk', '2:12 word /dev/sdb2[0]', '2:24 ; ;',
-      '3:3 word address', '3:11 word ipv6', '3:16 word [fd00::1]:7789', '3:30 ; ;',
-      '4:1 } }', '4:2 eof ',
+      '1:1 word resource',
+      '1:10 word mysql',
+      '1:16 { {',
+      '2:2 word meta-disk',
+      '2:12 word /dev/sdb2[0]',
+      '2:24 ; ;',
+      '3:3 word address',
+      '3:11 word ipv6',
+      '3:16 word [fd00::1]:7789',
+      '3:30 ; ;',
+      '4:1 } }',
+      '4:2 eof ',
     ]);
   });
 
@@ -25,8 +33,8 @@ describe('tokenize', () => {
   });
 
   it.each([
-    ['at the end of the line', 'x "abc\ny', 'f:1:3: unterminated string: expected \'"\' before the end of the line'],
-    ['at the end of the file', '\n  "abc\\"', 'f:2:3: unterminated string: expected \'"\' before the end of the file'],
+    ['at the end of the line', 'x "abc\ny', "f:1:3: unterminated string: expected '\"' before the end of the line"],
+    ['at the end of the file', '\n  "abc\\"', "f:2:3: unterminated string: expected '\"' before the end of the file"],
   ])('rejects a string unterminated %s', (_name, text, message) => {
     let caught: unknown;
     try {

@@ -55,7 +55,10 @@ export function tokenize(text: string, file: string): Token[] {
       for (;;) {
         const c = text.charAt(i);
         if (i >= text.length || c === '\n') {
-          throw new ConfigError(`unterminated string: expected '"' before the end of the ${c === '\n' ? 'line' : 'file'}`, at);
+          throw new ConfigError(
+            `unterminated string: expected '"' before the end of the ${c === '\n' ? 'line' : 'file'}`,
+            at,
+          );
         }
         i++;
         if (c === '"') break;

@@ -23,13 +23,23 @@ export type Placement =
  * is refused only for a volume that has no replicas yet: cordoning must not tear
  * down a running volume.
  */
-export function decidePlacement(replicas: readonly ReplicaPlacement[], nodes: ReadonlyMap<string, NodeView>, existing: boolean): Placement {
+export function decidePlacement(
+  replicas: readonly ReplicaPlacement[],
+  nodes: ReadonlyMap<string, NodeView>,
+  existing: boolean,
+): Placement {
   const placed: PlacedReplica[] = [];
   for (const r of replicas) {
     const n = nodes.get(r.node);
     if (!n) return { ok: false, reason: 'NodeNotFound', message: `node ${r.node} does not exist` };
-    if (n.unschedulable && !existing) return { ok: false, reason: 'NodeUnschedulable', message: `node ${r.node} is cordoned (unschedulable)` };
-    if (!n.internalIP) return { ok: false, reason: 'NoInternalIP', message: `node ${r.node} has no InternalIP address for the replication link` };
+    if (n.unschedulable && !existing)
+      return { ok: false, reason: 'NodeUnschedulable', message: `node ${r.node} is cordoned (unschedulable)` };
+    if (!n.internalIP)
+      return {
+        ok: false,
+        reason: 'NoInternalIP',
+        message: `node ${r.node} has no InternalIP address for the replication link`,
+      };
     placed.push({ ...r, address: n.internalIP });
   }
   return { ok: true, replicas: placed as [PlacedReplica, PlacedReplica] };

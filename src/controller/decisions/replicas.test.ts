@@ -3,30 +3,79 @@ import { decideEngineState, desiredReplicaSpecs } from './replicas.ts';
 import { decideRoles } from './roles.ts';
 
 const rv = ReplicatedVolume.parse({
-  apiVersion: 'tandem.dev/v1alpha1', kind: 'ReplicatedVolume', metadata: { name: 'mysql', namespace: 'db' },
-  spec: { size: '512Mi', verifyAlg: 'sha1', resyncRate: '100Mi', replicas: [{ node: 'master', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' }, { node: 'backup', disk: '/dev/sdb1' }], filesystem: 'xfs', mountPath: '/mydata/mysql' },
+  apiVersion: 'tandem.dev/v1alpha1',
+  kind: 'ReplicatedVolume',
+  metadata: { name: 'mysql', namespace: 'db' },
+  spec: {
+    size: '512Mi',
+    verifyAlg: 'sha1',
+    resyncRate: '100Mi',
+    replicas: [
+      { node: 'master', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' },
+      { node: 'backup', disk: '/dev/sdb1' },
+    ],
+    filesystem: 'xfs',
+    mountPath: '/mydata/mysql',
+  },
 });
-const placed = [{ ...rv.spec.replicas[0]!, address: '10.0.0.1' }, { ...rv.spec.replicas[1]!, address: '10.0.0.2' }] as const;
-const fresh = (node: string) => ({ node, role: 'Secondary', connectionState: 'Connected', diskState: 'Inconsistent', currentUuid: '0000000000000004' });
+const placed = [
+  { ...rv.spec.replicas[0]!, address: '10.0.0.1' },
+  { ...rv.spec.replicas[1]!, address: '10.0.0.2' },
+] as const;
+const fresh = (node: string) => ({
+  node,
+  role: 'Secondary',
+  connectionState: 'Connected',
+  diskState: 'Inconsistent',
+  currentUuid: '0000000000000004',
+});
 
 test('each replica gets itself and its peer, the port, the epoch and the volume options in engine units', () => {
-  const roles = decideRoles({ nodes: ['master', 'backup'], preferred: undefined, chosen: undefined, epoch: 0, observed: [fresh('master'), fresh('backup')] });
+  const roles = decideRoles({
+    nodes: ['master', 'backup'],
+    preferred: undefined,
+    chosen: undefined,
+    epoch: 0,
+    observed: [fresh('master'), fresh('backup')],
+  });
   const [m, b] = desiredReplicaSpecs(rv, placed, 7790, roles, 'Up');
   expect(m).toMatchObject({
-    volume: 'mysql', resource: 'db.mysql', node: 'master', engine: 'Up', role: 'Primary', initialSync: true, epoch: 1, port: 7790, minor: 1,
+    volume: 'mysql',
+    resource: 'db.mysql',
+    node: 'master',
+    engine: 'Up',
+    role: 'Primary',
+    initialSync: true,
+    epoch: 1,
+    port: 7790,
+    minor: 1,
     self: { node: 'master', address: '10.0.0.1', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' },
     peer: { node: 'backup', address: '10.0.0.2', disk: '/dev/sdb1', metaDisk: 'internal' },
-    protocol: 'C', sizeBytes: 512 * 2 ** 20, resyncRateBytes: 100 * 2 ** 20, verifyAlg: 'sha1', secretName: 'mysql-peer', filesystem: 'xfs', mountPath: '/mydata/mysql',
+    protocol: 'C',
+    sizeBytes: 512 * 2 ** 20,
+    resyncRateBytes: 100 * 2 ** 20,
+    verifyAlg: 'sha1',
+    secretName: 'mysql-peer',
+    filesystem: 'xfs',
+    mountPath: '/mydata/mysql',
   });
   expect(b).toMatchObject({ node: 'backup', role: 'Secondary', initialSync: false, peer: { node: 'master' } });
 });
 
 test('no Primary is ordered before the engines are Up', () => {
-  const roles = decideRoles({ nodes: ['master', 'backup'], preferred: 'master', chosen: undefined, epoch: 0, observed: [{ node: 'master', role: 'Secondary', diskState: 'UpToDate' }] });
+  const roles = decideRoles({
+    nodes: ['master', 'backup'],
+    preferred: 'master',
+    chosen: undefined,
+    epoch: 0,
+    observed: [{ node: 'master', role: 'Secondary', diskState: 'UpToDate' }],
+  });
   expect(desiredReplicaSpecs(rv, placed, 7789, roles, 'Probe').map((r) => r.role)).toEqual(['Secondary', 'Secondary']);
 });
 
-const found = (status: 'True' | 'False') => ({ conditions: [{ type: 'DisksFound', status, reason: 'X', message: '', lastTransitionTime: '2026-11-25T12:00:00Z' }] });
+const found = (status: 'True' | 'False') => ({
+  conditions: [{ type: 'DisksFound', status, reason: 'X', message: '', lastTransitionTime: '2026-11-25T12:00:00Z' }],
+});
 test.each([
   ['deleting', true, [undefined, undefined], [found('True'), found('True')], 'Down'],
   ['no reports yet', false, [undefined, undefined], [undefined, undefined], 'Probe'],

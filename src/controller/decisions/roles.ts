@@ -50,8 +50,18 @@ export type RolesInput = {
   now?: Date | undefined;
 };
 
-export type RolesReason = 'Stable' | 'Promoting' | 'Switching' | 'InitialSync' | 'WaitingForUpToDate' | 'WaitingForAgents' | 'WaitingForConnection'
-  | 'Failover' | 'FailoverBlocked' | 'ForcedPrimary' | 'ForceRefused';
+export type RolesReason =
+  | 'Stable'
+  | 'Promoting'
+  | 'Switching'
+  | 'InitialSync'
+  | 'WaitingForUpToDate'
+  | 'WaitingForAgents'
+  | 'WaitingForConnection'
+  | 'Failover'
+  | 'FailoverBlocked'
+  | 'ForcedPrimary'
+  | 'ForceRefused';
 
 export type RolesDecision = {
   /** The node that is or is about to be Primary; undefined while none may be. */
@@ -76,17 +86,24 @@ export type RolesDecision = {
 export const MIN_AGENT_SILENCE_MS = 7_000;
 export const CONTROLLER = 'tandem-controller';
 
-const isFresh = (r: ObservedReplica | undefined) => r?.currentUuid === UUID_JUST_CREATED_HEX && r.diskState === 'Inconsistent';
+const isFresh = (r: ObservedReplica | undefined) =>
+  r?.currentUuid === UUID_JUST_CREATED_HEX && r.diskState === 'Inconsistent';
 
 export function decideRoles(i: RolesInput): RolesDecision {
   const now = i.now ?? new Date();
   const obs = new Map(i.observed.map((r) => [r.node, r]));
   const secondaries = Object.fromEntries(i.nodes.map((n) => [n, 'Secondary' as DesiredRole]));
-  const decide = (primary: string | undefined, reason: RolesReason, message: string, extra: Partial<RolesDecision> = {}): RolesDecision => {
+  const decide = (
+    primary: string | undefined,
+    reason: RolesReason,
+    message: string,
+    extra: Partial<RolesDecision> = {},
+  ): RolesDecision => {
     const epoch = primary !== undefined && primary !== i.chosen ? i.epoch + 1 : i.epoch;
     return { primary, epoch, desired: { ...secondaries }, initialSync: undefined, reason, message, ...extra };
   };
-  const withPrimary = (d: RolesDecision): RolesDecision => (d.primary ? { ...d, desired: { ...d.desired, [d.primary]: 'Primary' } } : d);
+  const withPrimary = (d: RolesDecision): RolesDecision =>
+    d.primary ? { ...d, desired: { ...d.desired, [d.primary]: 'Primary' } } : d;
   const otherOf = (n: string) => i.nodes.find((x) => x !== n)!;
   const stamp = now.toISOString().replace(/\.\d+Z$/, 'Z');
 
@@ -109,7 +126,8 @@ export function decideRoles(i: RolesInput): RolesDecision {
     }
     const age = heartbeatAge(n);
     if (age !== undefined && age > HEARTBEAT_MS_HINT) {
-      if (age >= silenceMs) return { lost: true, why: `the agent on ${n} has been silent for ${Math.round(age / 1000)} s` };
+      if (age >= silenceMs)
+        return { lost: true, why: `the agent on ${n} has been silent for ${Math.round(age / 1000)} s` };
       inMs = Math.min(inMs ?? Infinity, silenceMs - age);
     }
     return { lost: false, inMs };
@@ -126,19 +144,37 @@ export function decideRoles(i: RolesInput): RolesDecision {
   if (i.forcePrimary !== undefined && i.nodes.includes(i.forcePrimary)) {
     const f = i.forcePrimary;
     const o = otherOf(f);
-    if (obs.get(f)?.role === 'Primary' && i.chosen === f) return withPrimary(decide(f, 'Stable', `${f} is Primary (forced)`));
+    if (obs.get(f)?.role === 'Primary' && i.chosen === f)
+      return withPrimary(decide(f, 'Stable', `${f} is Primary (forced)`));
     if (obs.get(o)?.role === 'Primary' && !loss(o).lost && !fenced(o)) {
-      return withPrimary(decide(i.chosen ?? o, 'ForceRefused', `${i.forcePrimary} was not forced: ${o} is Primary and reachable; move the role with spec.primary instead`));
+      return withPrimary(
+        decide(
+          i.chosen ?? o,
+          'ForceRefused',
+          `${i.forcePrimary} was not forced: ${o} is Primary and reachable; move the role with spec.primary instead`,
+        ),
+      );
     }
     const why = `forced by the ${'tandem.dev/force-primary'} annotation (${f}'s disk was ${describe(f)}); writes only ${o} had are given up`;
     // Already chosen (the agent has not promoted yet): the order stands, the record is written.
-    if (i.chosen === f) return withPrimary(decide(f, 'ForcedPrimary', `Waiting for ${f} to be promoted with --force`, { forcePrimary: f }));
+    if (i.chosen === f)
+      return withPrimary(
+        decide(f, 'ForcedPrimary', `Waiting for ${f} to be promoted with --force`, { forcePrimary: f }),
+      );
     const epoch = i.epoch + 1;
-    return withPrimary(decide(f, 'ForcedPrimary', `Promoting ${f} with --force: ${why}`, {
-      forcePrimary: f,
-      fence: { node: o, epoch, by: CONTROLLER, time: stamp, reason: `${f} was forced Primary; ${o}'s data is no longer the reference` },
-      failover: { from: i.chosen ?? o, to: f, epoch, time: stamp, reason: why },
-    }));
+    return withPrimary(
+      decide(f, 'ForcedPrimary', `Promoting ${f} with --force: ${why}`, {
+        forcePrimary: f,
+        fence: {
+          node: o,
+          epoch,
+          by: CONTROLLER,
+          time: stamp,
+          reason: `${f} was forced Primary; ${o}'s data is no longer the reference`,
+        },
+        failover: { from: i.chosen ?? o, to: f, epoch, time: stamp, reason: why },
+      }),
+    );
   }
 
   // --- target: preferred, else the last choice, else whoever has UpToDate data ----------
@@ -146,23 +182,38 @@ export function decideRoles(i: RolesInput): RolesDecision {
   const chosen = i.chosen && i.nodes.includes(i.chosen) ? i.chosen : undefined;
   // A lost Primary makes the other node the target: promoted, or the reason why not.
   const lostChosen = chosen && lost(chosen) && !fenced(chosen) ? chosen : undefined;
-  const target = (lostChosen ? otherOf(lostChosen) : undefined)
-    ?? (i.preferred && ok(i.preferred) ? i.preferred : undefined)
-    ?? (chosen && ok(chosen) ? chosen : undefined)
-    ?? i.nodes.find((n) => ok(n) && obs.get(n)?.diskState === 'UpToDate')
-    ?? i.preferred ?? chosen ?? upToDate[0] ?? i.nodes[0];
+  const target =
+    (lostChosen ? otherOf(lostChosen) : undefined) ??
+    (i.preferred && ok(i.preferred) ? i.preferred : undefined) ??
+    (chosen && ok(chosen) ? chosen : undefined) ??
+    i.nodes.find((n) => ok(n) && obs.get(n)?.diskState === 'UpToDate') ??
+    i.preferred ??
+    chosen ??
+    upToDate[0] ??
+    i.nodes[0];
   const other = otherOf(target);
   const t = obs.get(target);
   const o = obs.get(other);
 
   // Primaries that must step down before the target may be promoted. A fenced one is
   // superseded already (its agent demotes it when it sees the newer epoch).
-  const strays = i.nodes.filter((n) => n !== target && (obs.get(n)?.role === 'Primary' || (n === chosen && obs.get(n)?.ordered?.role === 'Primary')) && !fenced(n));
+  const strays = i.nodes.filter(
+    (n) =>
+      n !== target &&
+      (obs.get(n)?.role === 'Primary' || (n === chosen && obs.get(n)?.ordered?.role === 'Primary')) &&
+      !fenced(n),
+  );
   const liveStray = strays.find((n) => !lost(n));
   if (liveStray) {
     // A planned switch (or fail-back) only toward a node that can take over at once.
     if (liveStray === chosen && (t?.diskState !== 'UpToDate' || fenced(target) || t.connectionState !== 'Connected')) {
-      return withPrimary(decide(chosen, 'Stable', `${chosen} stays Primary until ${target} is Connected and UpToDate (it is ${describe(target)}${fenced(target) ? ', fenced' : ''})`));
+      return withPrimary(
+        decide(
+          chosen,
+          'Stable',
+          `${chosen} stays Primary until ${target} is Connected and UpToDate (it is ${describe(target)}${fenced(target) ? ', fenced' : ''})`,
+        ),
+      );
     }
     return decide(target, 'Switching', `Demoting ${liveStray} before ${target} becomes Primary`);
   }
@@ -176,9 +227,14 @@ export function decideRoles(i: RolesInput): RolesDecision {
     if (fenced(target)) blocked = `${target} is fenced (${i.fence?.reason ?? 'it may lack acknowledged writes'})`;
     else if (t?.diskState !== 'UpToDate') blocked = `${target}'s disk is ${t?.diskState ?? 'unknown'}, not UpToDate`;
     else if (age === undefined || age >= silenceMs) blocked = `the agent on ${target} is not reporting either`;
-    else if (t.connectionState === 'Connected') blocked = `${target}'s engine is still Connected to ${lostStray}; waiting for it to notice the loss`;
+    else if (t.connectionState === 'Connected')
+      blocked = `${target}'s engine is still Connected to ${lostStray}; waiting for it to notice the loss`;
     if (blocked) {
-      const d = decide(chosen, 'FailoverBlocked', `${lostStray} is lost (${why}) but ${blocked}; not failing over${t?.diskState && t.diskState !== 'UpToDate' ? ` (to accept the loss: kubectl annotate rv <name> tandem.dev/force-primary=${target})` : ''}`);
+      const d = decide(
+        chosen,
+        'FailoverBlocked',
+        `${lostStray} is lost (${why}) but ${blocked}; not failing over${t?.diskState && t.diskState !== 'UpToDate' ? ` (to accept the loss: kubectl annotate rv <name> tandem.dev/force-primary=${target})` : ''}`,
+      );
       // The lost Primary keeps its order: nothing changes hands.
       return { ...d, desired: { ...d.desired, [lostStray]: 'Primary' }, recheckAfterMs: 1000 };
     }
@@ -192,26 +248,56 @@ export function decideRoles(i: RolesInput): RolesDecision {
   }
   if (t?.role === 'Primary') {
     const l = failoverOn && chosen ? loss(chosen) : undefined;
-    return withPrimary({ ...decide(target, 'Stable', `${target} is Primary`), ...(l && !l.lost && l.inMs !== undefined ? { recheckAfterMs: Math.max(250, l.inMs) } : {}) });
+    return withPrimary({
+      ...decide(target, 'Stable', `${target} is Primary`),
+      ...(l && !l.lost && l.inMs !== undefined ? { recheckAfterMs: Math.max(250, l.inMs) } : {}),
+    });
   }
 
   // An order the agent has not answered yet stands: its last report predates it, and
   // withdrawing it would make the roles flap (the engine itself refuses a promotion
   // without UpToDate data, and the agent forces only a fresh Inconsistent disk).
   if (t?.stale && t.ordered?.role === 'Primary' && i.chosen === target) {
-    return withPrimary(decide(target, t.ordered.initialSync ? 'InitialSync' : 'Promoting', `Waiting for ${target} to act on its promotion`, t.ordered.initialSync ? { initialSync: target } : {}));
+    return withPrimary(
+      decide(
+        target,
+        t.ordered.initialSync ? 'InitialSync' : 'Promoting',
+        `Waiting for ${target} to act on its promotion`,
+        t.ordered.initialSync ? { initialSync: target } : {},
+      ),
+    );
   }
-  if (!t?.role || t.role === 'Unconfigured') return decide(i.chosen, 'WaitingForAgents', `Waiting for the engine on ${target} to come up`);
-  if (t.diskState === 'UpToDate' && !fenced(target)) return withPrimary(decide(target, 'Promoting', `Promoting ${target}`));
-  if (i.preferred === undefined && o?.diskState === 'UpToDate' && !fenced(other)) return withPrimary(decide(other, 'Promoting', `Promoting ${other}, the node with UpToDate data`));
+  if (!t?.role || t.role === 'Unconfigured')
+    return decide(i.chosen, 'WaitingForAgents', `Waiting for the engine on ${target} to come up`);
+  if (t.diskState === 'UpToDate' && !fenced(target))
+    return withPrimary(decide(target, 'Promoting', `Promoting ${target}`));
+  if (i.preferred === undefined && o?.diskState === 'UpToDate' && !fenced(other))
+    return withPrimary(decide(other, 'Promoting', `Promoting ${other}, the node with UpToDate data`));
   if (isFresh(t) && isFresh(o)) {
     if (t.connectionState !== 'Connected' || o?.connectionState !== 'Connected') {
-      return decide(i.chosen, 'WaitingForConnection', `Both disks are new; waiting for ${target} and ${other} to connect before the initial sync`);
+      return decide(
+        i.chosen,
+        'WaitingForConnection',
+        `Both disks are new; waiting for ${target} and ${other} to connect before the initial sync`,
+      );
     }
-    return withPrimary(decide(target, 'InitialSync', `Both disks are new: ${target} becomes Primary and fully syncs ${other}`, { initialSync: target }));
+    return withPrimary(
+      decide(target, 'InitialSync', `Both disks are new: ${target} becomes Primary and fully syncs ${other}`, {
+        initialSync: target,
+      }),
+    );
   }
-  if (fenced(target)) return decide(i.chosen, 'FailoverBlocked', `${target} is fenced (${i.fence?.reason ?? 'it may lack acknowledged writes'}) and ${other} is ${describe(other)}; no node may become Primary (to accept the loss: kubectl annotate rv <name> tandem.dev/force-primary=${target})`);
-  return decide(i.chosen, 'WaitingForUpToDate', `${target}'s disk is ${t.diskState ?? 'unknown'}; a Primary needs UpToDate data`);
+  if (fenced(target))
+    return decide(
+      i.chosen,
+      'FailoverBlocked',
+      `${target} is fenced (${i.fence?.reason ?? 'it may lack acknowledged writes'}) and ${other} is ${describe(other)}; no node may become Primary (to accept the loss: kubectl annotate rv <name> tandem.dev/force-primary=${target})`,
+    );
+  return decide(
+    i.chosen,
+    'WaitingForUpToDate',
+    `${target}'s disk is ${t.diskState ?? 'unknown'}; a Primary needs UpToDate data`,
+  );
 }
 
 /** Below this age a heartbeat is simply recent (the agent reports every 5 s). */

@@ -3,7 +3,13 @@
 import { CONDITIONS } from '../../api/names.ts';
 import { findCondition, setCondition, type Condition, type ConditionInput } from '../../api/condition.ts';
 import type { ReplicatedVolumeReplicaStatus } from '../../api/replicated-volume-replica.ts';
-import { describeFence, type Fence, type Phase, type ReplicatedVolumeStatus, type ReplicaStatusSummary } from '../../api/replicated-volume.ts';
+import {
+  describeFence,
+  type Fence,
+  type Phase,
+  type ReplicatedVolumeStatus,
+  type ReplicaStatusSummary,
+} from '../../api/replicated-volume.ts';
 import type { RolesDecision } from './roles.ts';
 
 /** An agent that has not written its replica's status for this long is not trusted. */
@@ -22,15 +28,25 @@ export type StatusInput = {
   now: Date;
 };
 
-const isSyncingState = (c: string | undefined) => c === 'SyncSource' || c === 'SyncTarget' || c === 'PausedSyncS' || c === 'PausedSyncT';
+const isSyncingState = (c: string | undefined) =>
+  c === 'SyncSource' || c === 'SyncTarget' || c === 'PausedSyncS' || c === 'PausedSyncT';
 
 export function aggregateStatus(i: StatusInput): ReplicatedVolumeStatus {
   let conditions: Condition[] = i.previous?.conditions ?? [];
-  const set = (c: Omit<ConditionInput, 'observedGeneration'>) => { conditions = setCondition(conditions, { ...c, observedGeneration: i.generation }, i.now); };
+  const set = (c: Omit<ConditionInput, 'observedGeneration'>) => {
+    conditions = setCondition(conditions, { ...c, observedGeneration: i.generation }, i.now);
+  };
 
-  set(i.placementFailure
-    ? { type: CONDITIONS.placed, status: 'False', ...i.placementFailure }
-    : { type: CONDITIONS.placed, status: 'True', reason: 'NodesFound', message: `Replicas on ${i.nodes.join(' and ')}` });
+  set(
+    i.placementFailure
+      ? { type: CONDITIONS.placed, status: 'False', ...i.placementFailure }
+      : {
+          type: CONDITIONS.placed,
+          status: 'True',
+          reason: 'NodesFound',
+          message: `Replicas on ${i.nodes.join(' and ')}`,
+        },
+  );
 
   const summaries: ReplicaStatusSummary[] = i.nodes.map((node) => {
     const s = i.replicas.get(node)?.status;
@@ -44,7 +60,9 @@ export function aggregateStatus(i: StatusInput): ReplicatedVolumeStatus {
     };
   });
   const primary = i.roles?.primary;
-  const ordered = primary ? [...summaries].sort((a, b) => (a.node === primary ? -1 : b.node === primary ? 1 : 0)) : summaries;
+  const ordered = primary
+    ? [...summaries].sort((a, b) => (a.node === primary ? -1 : b.node === primary ? 1 : 0))
+    : summaries;
   const lead = ordered[0];
   const syncing = summaries.find((s) => isSyncingState(s.connectionState) && s.syncProgress !== undefined);
 
@@ -53,7 +71,13 @@ export function aggregateStatus(i: StatusInput): ReplicatedVolumeStatus {
 
   let phase: Phase;
   if (i.deleting) phase = 'Deleting';
-  else if (i.placementFailure || ready.reason === 'DiskMissing' || ready.reason === 'EngineFailed' || ready.reason === 'SplitBrain') phase = 'Failed';
+  else if (
+    i.placementFailure ||
+    ready.reason === 'DiskMissing' ||
+    ready.reason === 'EngineFailed' ||
+    ready.reason === 'SplitBrain'
+  )
+    phase = 'Failed';
   else if (ready.status === 'True') phase = 'Ready';
   else if (syncing) phase = 'Syncing';
   else if (summaries.some((s) => s.role === 'Primary')) phase = 'Degraded';
@@ -70,7 +94,9 @@ export function aggregateStatus(i: StatusInput): ReplicatedVolumeStatus {
     ...(syncing ? { sync: `${syncing.syncProgress}%` } : {}),
     replicas: summaries,
     ...fenceOf(i),
-    ...(i.roles?.failover ?? i.previous?.lastFailover ? { lastFailover: i.roles?.failover ?? i.previous?.lastFailover } : {}),
+    ...((i.roles?.failover ?? i.previous?.lastFailover)
+      ? { lastFailover: i.roles?.failover ?? i.previous?.lastFailover }
+      : {}),
     conditions,
     observedGeneration: i.generation,
   };
@@ -84,38 +110,77 @@ function fenceOf(i: StatusInput): { fence?: Fence } {
 
 const ROLE_REASONS_FIRST = new Set(['Failover', 'FailoverBlocked', 'ForcedPrimary', 'ForceRefused']);
 
-function readiness(i: StatusInput, summaries: readonly ReplicaStatusSummary[]): { status: 'True' | 'False'; reason: string; message: string } {
-  if (i.deleting) return { status: 'False', reason: 'Deleting', message: 'The volume is being deleted; engines are going down' };
-  if (i.placementFailure) return { status: 'False', reason: i.placementFailure.reason, message: i.placementFailure.message };
+function readiness(
+  i: StatusInput,
+  summaries: readonly ReplicaStatusSummary[],
+): { status: 'True' | 'False'; reason: string; message: string } {
+  if (i.deleting)
+    return { status: 'False', reason: 'Deleting', message: 'The volume is being deleted; engines are going down' };
+  if (i.placementFailure)
+    return { status: 'False', reason: i.placementFailure.reason, message: i.placementFailure.message };
   for (const node of i.nodes) {
     const r = i.replicas.get(node);
     const disks = findCondition(r?.status?.conditions, CONDITIONS.disksFound);
-    if (disks?.status === 'False') return { status: 'False', reason: 'DiskMissing', message: `${node}: ${disks.message}` };
+    if (disks?.status === 'False')
+      return { status: 'False', reason: 'DiskMissing', message: `${node}: ${disks.message}` };
     const split = findCondition(r?.status?.conditions, CONDITIONS.splitBrain);
-    if (split?.status === 'True') return { status: 'False', reason: 'SplitBrain', message: `${node}: ${split.message}` };
+    if (split?.status === 'True')
+      return { status: 'False', reason: 'SplitBrain', message: `${node}: ${split.message}` };
     const engine = findCondition(r?.status?.conditions, CONDITIONS.engineReady);
-    if (engine?.status === 'False' && engine.reason === 'EngineFailed') return { status: 'False', reason: 'EngineFailed', message: `${node}: ${engine.message}` };
+    if (engine?.status === 'False' && engine.reason === 'EngineFailed')
+      return { status: 'False', reason: 'EngineFailed', message: `${node}: ${engine.message}` };
   }
-  if (i.roles && ROLE_REASONS_FIRST.has(i.roles.reason)) return { status: 'False', reason: i.roles.reason, message: i.roles.message };
+  if (i.roles && ROLE_REASONS_FIRST.has(i.roles.reason))
+    return { status: 'False', reason: i.roles.reason, message: i.roles.message };
   for (const node of i.nodes) {
     const s = i.replicas.get(node)?.status;
-    if (!s?.lastHeartbeatTime) return { status: 'False', reason: 'WaitingForAgents', message: `No status from the agent on ${node} yet` };
+    if (!s?.lastHeartbeatTime)
+      return { status: 'False', reason: 'WaitingForAgents', message: `No status from the agent on ${node} yet` };
     const age = i.now.getTime() - Date.parse(s.lastHeartbeatTime);
-    if (age > HEARTBEAT_STALE_MS) return { status: 'False', reason: 'AgentSilent', message: `The agent on ${node} last reported ${Math.round(age / 1000)} s ago` };
+    if (age > HEARTBEAT_STALE_MS)
+      return {
+        status: 'False',
+        reason: 'AgentSilent',
+        message: `The agent on ${node} last reported ${Math.round(age / 1000)} s ago`,
+      };
   }
   const primary = summaries.find((s) => s.role === 'Primary');
-  if (!primary) return { status: 'False', reason: i.roles?.reason ?? 'NoPrimary', message: i.roles?.message ?? 'No replica is Primary' };
+  if (!primary)
+    return {
+      status: 'False',
+      reason: i.roles?.reason ?? 'NoPrimary',
+      message: i.roles?.message ?? 'No replica is Primary',
+    };
   const syncing = summaries.find((s) => isSyncingState(s.connectionState));
-  if (syncing) return { status: 'False', reason: 'Syncing', message: `Resync ${syncing.connectionState} on ${syncing.node}: ${syncing.syncProgress ?? 0}% done` };
+  if (syncing)
+    return {
+      status: 'False',
+      reason: 'Syncing',
+      message: `Resync ${syncing.connectionState} on ${syncing.node}: ${syncing.syncProgress ?? 0}% done`,
+    };
   const notConnected = summaries.find((s) => s.connectionState !== 'Connected');
-  if (notConnected) return { status: 'False', reason: 'Disconnected', message: `${notConnected.node} is ${notConnected.connectionState ?? 'not reporting'}` };
+  if (notConnected)
+    return {
+      status: 'False',
+      reason: 'Disconnected',
+      message: `${notConnected.node} is ${notConnected.connectionState ?? 'not reporting'}`,
+    };
   const notUpToDate = summaries.find((s) => s.diskState !== 'UpToDate');
-  if (notUpToDate) return { status: 'False', reason: 'NotUpToDate', message: `${notUpToDate.node}'s disk is ${notUpToDate.diskState ?? 'unknown'}` };
+  if (notUpToDate)
+    return {
+      status: 'False',
+      reason: 'NotUpToDate',
+      message: `${notUpToDate.node}'s disk is ${notUpToDate.diskState ?? 'unknown'}`,
+    };
   // Ready promises that the Secondary can take over: not while a fence on it stands
   // (the controller refuses to promote a fenced node; the Primary's agent lifts it).
   const fence = fenceOf(i).fence;
   if (fence && i.nodes.includes(fence.node)) {
-    return { status: 'False', reason: 'PeerFenced', message: `${fence.node} is in sync but still fenced (${fence.reason}); ${primary.node}'s agent lifts the fence, and until then no failover to ${fence.node}` };
+    return {
+      status: 'False',
+      reason: 'PeerFenced',
+      message: `${fence.node} is in sync but still fenced (${fence.reason}); ${primary.node}'s agent lifts the fence, and until then no failover to ${fence.node}`,
+    };
   }
   return { status: 'True', reason: 'Replicated', message: `${primary.node} is Primary, Connected, UpToDate/UpToDate` };
 }
@@ -129,7 +194,11 @@ export function eventsBetween(prev: ReplicatedVolumeStatus | undefined, next: Re
   for (const r of next.replicas ?? []) {
     const b = before.get(r.node);
     if (r.role && b?.role !== r.role && (r.role === 'Primary' || b?.role === 'Primary')) {
-      out.push({ type: 'Normal', reason: r.role === 'Primary' ? 'Promoted' : 'Demoted', message: `${r.node} is ${r.role} (epoch ${next.epoch ?? 0})` });
+      out.push({
+        type: 'Normal',
+        reason: r.role === 'Primary' ? 'Promoted' : 'Demoted',
+        message: `${r.node} is ${r.role} (epoch ${next.epoch ?? 0})`,
+      });
     }
     if (isSyncingState(r.connectionState) && !isSyncingState(b?.connectionState)) {
       out.push({ type: 'Normal', reason: 'SyncStarted', message: `${r.node} is ${r.connectionState}` });
@@ -138,7 +207,11 @@ export function eventsBetween(prev: ReplicatedVolumeStatus | undefined, next: Re
       out.push({ type: 'Normal', reason: 'SyncFinished', message: `${r.node} finished resync: ${r.diskState}` });
     }
     if (r.connectionState === 'StandAlone' && b?.connectionState !== 'StandAlone') {
-      out.push({ type: 'Warning', reason: 'StandAlone', message: `${r.node} is StandAlone: a split brain or a refused peer; see its replica's conditions` });
+      out.push({
+        type: 'Warning',
+        reason: 'StandAlone',
+        message: `${r.node} is StandAlone: a split brain or a refused peer; see its replica's conditions`,
+      });
     }
   }
   const cond = (s: ReplicatedVolumeStatus | undefined, t: string) => findCondition(s?.conditions, t);
@@ -149,12 +222,24 @@ export function eventsBetween(prev: ReplicatedVolumeStatus | undefined, next: Re
   }
   const readyBefore = cond(prev, CONDITIONS.ready);
   const readyNow = cond(next, CONDITIONS.ready);
-  if (readyNow && readyNow.status !== readyBefore?.status && (readyNow.status === 'True' || readyBefore?.status === 'True')) {
-    out.push({ type: readyNow.status === 'True' ? 'Normal' : 'Warning', reason: readyNow.status === 'True' ? 'Ready' : 'NotReady', message: readyNow.message });
+  if (
+    readyNow &&
+    readyNow.status !== readyBefore?.status &&
+    (readyNow.status === 'True' || readyBefore?.status === 'True')
+  ) {
+    out.push({
+      type: readyNow.status === 'True' ? 'Normal' : 'Warning',
+      reason: readyNow.status === 'True' ? 'Ready' : 'NotReady',
+      message: readyNow.message,
+    });
   }
   if (next.lastFailover && next.lastFailover.epoch !== prev?.lastFailover?.epoch) {
     const f = next.lastFailover;
-    out.push({ type: 'Warning', reason: 'FailedOver', message: `${f.to} is the Primary now (epoch ${f.epoch}), was ${f.from}: ${f.reason}` });
+    out.push({
+      type: 'Warning',
+      reason: 'FailedOver',
+      message: `${f.to} is the Primary now (epoch ${f.epoch}), was ${f.from}: ${f.reason}`,
+    });
   }
   // A fence the controller writes (agents record their own fences and lifts as events).
   const fb = prev?.fence;
@@ -163,16 +248,23 @@ export function eventsBetween(prev: ReplicatedVolumeStatus | undefined, next: Re
     out.push({ type: 'Warning', reason: 'Fenced', message: describeFence(fn) });
   }
   for (const reason of ['DiskMissing', 'SplitBrain', 'EngineFailed', 'FailoverBlocked', 'ForceRefused']) {
-    if (readyNow?.reason === reason && readyBefore?.reason !== reason) out.push({ type: 'Warning', reason, message: readyNow.message });
+    if (readyNow?.reason === reason && readyBefore?.reason !== reason)
+      out.push({ type: 'Warning', reason, message: readyNow.message });
   }
   return out;
 }
 
 /** JSON with object keys sorted: the API server returns custom objects with sorted keys. */
 export function canonicalJson(v: unknown): string {
-  return JSON.stringify(v, (_k, x: unknown) => (x && typeof x === 'object' && !Array.isArray(x)
-    ? Object.fromEntries(Object.entries(x as Record<string, unknown>).filter(([, y]) => y !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
-    : x));
+  return JSON.stringify(v, (_k, x: unknown) =>
+    x && typeof x === 'object' && !Array.isArray(x)
+      ? Object.fromEntries(
+          Object.entries(x as Record<string, unknown>)
+            .filter(([, y]) => y !== undefined)
+            .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+        )
+      : x,
+  );
 }
 
 /** Status equality for "write only when changed". */

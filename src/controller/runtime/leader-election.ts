@@ -58,10 +58,13 @@ export class LeaderElector {
           this.#lastRenew = now;
           if (!this.#leading) {
             this.#leading = true;
-            this.#o.log.info({ lease: `${this.#o.namespace}/${this.#o.name}`, identity: this.#o.identity }, 'Became leader');
+            this.#o.log.info(
+              { lease: `${this.#o.namespace}/${this.#o.name}`, identity: this.#o.identity },
+              'Became leader',
+            );
             resolve();
           }
-        } else if (this.#leading && now - this.#lastRenew > this.#o.leaseDurationSeconds * 1000 * 2 / 3) {
+        } else if (this.#leading && now - this.#lastRenew > (this.#o.leaseDurationSeconds * 1000 * 2) / 3) {
           this.#leading = false;
           this.#o.log.error({ identity: this.#o.identity }, 'Lost leadership');
           onStoppedLeading();
@@ -82,18 +85,34 @@ export class LeaderElector {
       lease = await this.#api.readNamespacedLease({ name, namespace });
     } catch (err) {
       if (!(err instanceof k8s.ApiException && err.code === 404)) throw err;
-      await this.#api.createNamespacedLease({ namespace, body: {
-        metadata: { name, namespace },
-        spec: { holderIdentity: identity, leaseDurationSeconds, acquireTime: micro, renewTime: micro, leaseTransitions: 0 },
-      } });
+      await this.#api.createNamespacedLease({
+        namespace,
+        body: {
+          metadata: { name, namespace },
+          spec: {
+            holderIdentity: identity,
+            leaseDurationSeconds,
+            acquireTime: micro,
+            renewTime: micro,
+            leaseTransitions: 0,
+          },
+        },
+      });
       return true;
     }
     const spec = lease.spec ?? {};
-    const view: LeaseView = { holder: spec.holderIdentity ?? undefined, renewTime: spec.renewTime ? new Date(spec.renewTime) : undefined, durationSeconds: spec.leaseDurationSeconds ?? leaseDurationSeconds };
+    const view: LeaseView = {
+      holder: spec.holderIdentity ?? undefined,
+      renewTime: spec.renewTime ? new Date(spec.renewTime) : undefined,
+      durationSeconds: spec.leaseDurationSeconds ?? leaseDurationSeconds,
+    };
     if (!mayAcquire(view, identity, now)) return false;
     const taking = view.holder !== identity;
     lease.spec = {
-      ...spec, holderIdentity: identity, leaseDurationSeconds, renewTime: micro,
+      ...spec,
+      holderIdentity: identity,
+      leaseDurationSeconds,
+      renewTime: micro,
       ...(taking ? { acquireTime: micro, leaseTransitions: (spec.leaseTransitions ?? 0) + 1 } : {}),
     };
     // replace carries metadata.resourceVersion: a concurrent writer makes this a 409.

@@ -5,15 +5,26 @@ function fakeTimers() {
   let next = 0;
   return {
     timers,
-    setTimer: (fn: () => void, ms: number) => { const t = { fn, ms, id: next++ }; timers.push(t); return t; },
-    clearTimer: (t: unknown) => { const i = timers.indexOf(t as never); if (i >= 0) timers.splice(i, 1); },
-    fire: () => { for (const t of timers.splice(0)) t.fn(); },
+    setTimer: (fn: () => void, ms: number) => {
+      const t = { fn, ms, id: next++ };
+      timers.push(t);
+      return t;
+    },
+    clearTimer: (t: unknown) => {
+      const i = timers.indexOf(t as never);
+      if (i >= 0) timers.splice(i, 1);
+    },
+    fire: () => {
+      for (const t of timers.splice(0)) t.fn();
+    },
   };
 }
 
 test('a key added many times while waiting is handed out once', async () => {
   const q = new WorkQueue();
-  q.add('a'); q.add('b'); q.add('a');
+  q.add('a');
+  q.add('b');
+  q.add('a');
   expect(q.length).toBe(2);
   expect(await q.get()).toBe('a');
   expect(await q.get()).toBe('b');
@@ -41,7 +52,13 @@ test('a waiting worker gets the next key at once', async () => {
 test('failures back off exponentially per key, capped; forget resets', () => {
   const t = fakeTimers();
   const q = new WorkQueue({ baseDelayMs: 100, maxDelayMs: 1000, ...t });
-  expect([1, 2, 3, 4, 5].map(() => { const d = q.addRateLimited('a'); t.fire(); return d; })).toEqual([100, 200, 400, 800, 1000]);
+  expect(
+    [1, 2, 3, 4, 5].map(() => {
+      const d = q.addRateLimited('a');
+      t.fire();
+      return d;
+    }),
+  ).toEqual([100, 200, 400, 800, 1000]);
   expect(q.addRateLimited('b')).toBe(100);
   q.forget('a');
   expect(q.failures('a')).toBe(0);

@@ -59,10 +59,13 @@ export class WorkQueue {
     if (this.#shuttingDown) return;
     if (ms <= 0) return this.add(key);
     if (this.#timers.has(key)) return;
-    this.#timers.set(key, this.#setTimer(() => {
-      this.#timers.delete(key);
-      this.add(key);
-    }, ms));
+    this.#timers.set(
+      key,
+      this.#setTimer(() => {
+        this.#timers.delete(key);
+        this.add(key);
+      }, ms),
+    );
   }
 
   /** Re-adds the key after its next backoff delay; returns the delay. */

@@ -24,16 +24,52 @@ export const pkiFile = {
 function ensureCa(): void {
   mkdirSync(state.pki, { recursive: true, mode: 0o700 });
   if (existsSync(caCert()) && existsSync(caKey())) return;
-  run('openssl', ['req', '-x509', ...ecKey, '-keyout', caKey(), '-out', caCert(), '-days', '3650', '-subj', '/CN=tandem-e2e-ca']);
+  run('openssl', [
+    'req',
+    '-x509',
+    ...ecKey,
+    '-keyout',
+    caKey(),
+    '-out',
+    caCert(),
+    '-days',
+    '3650',
+    '-subj',
+    '/CN=tandem-e2e-ca',
+  ]);
 }
 
 function issue(name: string, subject: string, extensions: string[]): void {
   if (existsSync(pkiFile.cert(name)) && existsSync(pkiFile.key(name))) return;
   const csr = join(state.pki, `${name}.csr`);
   const ext = join(state.pki, `${name}.ext`);
-  writeFileSync(ext, ['basicConstraints=critical,CA:FALSE', 'keyUsage=critical,digitalSignature,keyEncipherment', ...extensions, ''].join('\n'));
+  writeFileSync(
+    ext,
+    [
+      'basicConstraints=critical,CA:FALSE',
+      'keyUsage=critical,digitalSignature,keyEncipherment',
+      ...extensions,
+      '',
+    ].join('\n'),
+  );
   run('openssl', ['req', '-new', ...ecKey, '-keyout', pkiFile.key(name), '-out', csr, '-subj', subject]);
-  run('openssl', ['x509', '-req', '-in', csr, '-CA', caCert(), '-CAkey', caKey(), '-CAcreateserial', '-days', '365', '-extfile', ext, '-out', pkiFile.cert(name)]);
+  run('openssl', [
+    'x509',
+    '-req',
+    '-in',
+    csr,
+    '-CA',
+    caCert(),
+    '-CAkey',
+    caKey(),
+    '-CAcreateserial',
+    '-days',
+    '365',
+    '-extfile',
+    ext,
+    '-out',
+    pkiFile.cert(name),
+  ]);
 }
 
 export function ensureServerPki(): void {

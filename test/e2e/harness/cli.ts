@@ -26,7 +26,8 @@ async function main(argv: string[]): Promise<number> {
     case 'up': {
       const i = rest.indexOf('--nodes');
       const nodeCount = i >= 0 ? Number(rest[i + 1]) : undefined;
-      if (nodeCount !== undefined && !(Number.isInteger(nodeCount) && nodeCount >= 1 && nodeCount <= 9)) throw new Error('--nodes takes 1..9');
+      if (nodeCount !== undefined && !(Number.isInteger(nodeCount) && nodeCount >= 1 && nodeCount <= 9))
+        throw new Error('--nodes takes 1..9');
       const t0 = Date.now();
       await up({ nodeCount, log });
       log(`Ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
@@ -59,7 +60,9 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     case 'status': {
       const upNow = await isUp().catch(() => false);
-      console.log(JSON.stringify({ apiserverReady: upNow, kubeconfig: state.kubeconfig, nodes: readState().nodes }, null, 2));
+      console.log(
+        JSON.stringify({ apiserverReady: upNow, kubeconfig: state.kubeconfig, nodes: readState().nodes }, null, 2),
+      );
       return upNow ? 0 : 1;
     }
     default:

@@ -3,15 +3,36 @@
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { adminHttp, apiserverReady, ensureBinaries, restartApiserver, startApiserver, startControllerManager, startEtcd, stopControlPlane } from './control-plane.ts';
+import {
+  adminHttp,
+  apiserverReady,
+  ensureBinaries,
+  restartApiserver,
+  startApiserver,
+  startControllerManager,
+  startEtcd,
+  stopControlPlane,
+} from './control-plane.ts';
 import type { KubeHttp } from './kube-http.ts';
-import { destroyNodes, ensureBridge, ensureNode, healNode, nodesOwner, partitionNode, readState, startNode, stopNode, waitNodesReady } from './nodes.ts';
+import {
+  destroyNodes,
+  ensureBridge,
+  ensureNode,
+  healNode,
+  nodesOwner,
+  partitionNode,
+  readState,
+  startNode,
+  stopNode,
+  waitNodesReady,
+} from './nodes.ts';
 import { net, nodeNames, ports, state, stateDir } from './paths.ts';
 
 export { restartApiserver };
 
 function requireRoot(): void {
-  if (process.getuid?.() !== 0) throw new Error('The local cluster needs root (network namespaces, loop devices, mounts)');
+  if (process.getuid?.() !== 0)
+    throw new Error('The local cluster needs root (network namespaces, loop devices, mounts)');
 }
 
 async function withAdmin<T>(fn: (http: KubeHttp) => Promise<T>): Promise<T> {

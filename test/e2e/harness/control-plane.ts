@@ -107,7 +107,8 @@ export async function startApiserver(): Promise<void> {
     await waitFor(
       `kube-apiserver ${apiserverUrl}/readyz`,
       async () => {
-        if (daemonPid('kube-apiserver') === undefined) throw new Error(`kube-apiserver exited:\n${logTail('kube-apiserver')}`);
+        if (daemonPid('kube-apiserver') === undefined)
+          throw new Error(`kube-apiserver exited:\n${logTail('kube-apiserver')}`);
         return apiserverReady(http);
       },
       90_000,
@@ -149,7 +150,8 @@ export async function startControllerManager(): Promise<void> {
     await waitFor(
       'kube-controller-manager (default ServiceAccount in namespace default)',
       async () => {
-        if (daemonPid('kube-controller-manager') === undefined) throw new Error(`kube-controller-manager exited:\n${logTail('kube-controller-manager')}`);
+        if (daemonPid('kube-controller-manager') === undefined)
+          throw new Error(`kube-controller-manager exited:\n${logTail('kube-controller-manager')}`);
         try {
           return (await http.request('GET', '/api/v1/namespaces/default/serviceaccounts/default')).status === 200;
         } catch {

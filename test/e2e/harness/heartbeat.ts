@@ -34,7 +34,11 @@ const microTime = (d: Date) => d.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z')
 async function renewLease(now: Date): Promise<void> {
   const path = `/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/${node}`;
   const spec = { holderIdentity: node, leaseDurationSeconds: 40, renewTime: microTime(now) };
-  const r = await http.request('PATCH', path, { body: { spec }, contentType: 'application/merge-patch+json', timeoutMs: requestTimeoutMs });
+  const r = await http.request('PATCH', path, {
+    body: { spec },
+    contentType: 'application/merge-patch+json',
+    timeoutMs: requestTimeoutMs,
+  });
   if (r.status === 404) {
     const c = await http.request('POST', '/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases', {
       body: { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: node }, spec },

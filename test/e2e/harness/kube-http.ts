@@ -24,7 +24,11 @@ export class KubeHttp {
   }
 
   /** One request with a hard timeout; network errors reject, HTTP errors resolve with their status. */
-  request(method: string, path: string, opts: { body?: unknown; contentType?: string; timeoutMs?: number } = {}): Promise<KubeResponse> {
+  request(
+    method: string,
+    path: string,
+    opts: { body?: unknown; contentType?: string; timeoutMs?: number } = {},
+  ): Promise<KubeResponse> {
     const payload = opts.body === undefined ? undefined : JSON.stringify(opts.body);
     return new Promise((resolve, reject) => {
       const req = request(
@@ -37,7 +41,12 @@ export class KubeHttp {
           timeout: opts.timeoutMs ?? 5000,
           headers: {
             accept: 'application/json',
-            ...(payload === undefined ? {} : { 'content-type': opts.contentType ?? 'application/json', 'content-length': Buffer.byteLength(payload) }),
+            ...(payload === undefined
+              ? {}
+              : {
+                  'content-type': opts.contentType ?? 'application/json',
+                  'content-length': Buffer.byteLength(payload),
+                }),
           },
         },
         (res) => {
@@ -75,5 +84,10 @@ export function credentialsFromKubeconfig(path: string): Credentials {
     if (!m) throw new Error(`${path} has no ${name}`);
     return m[1]!.trim();
   };
-  return { server: field('server'), ca: field('certificate-authority'), cert: field('client-certificate'), key: field('client-key') };
+  return {
+    server: field('server'),
+    ca: field('certificate-authority'),
+    cert: field('client-certificate'),
+    key: field('client-key'),
+  };
 }

@@ -35,7 +35,7 @@ export function readState(): ClusterState {
 
 export function writeState(s: ClusterState): void {
   mkdirSync(stateDir, { recursive: true });
-  writeFileSync(state.file, JSON.stringify(s, null, 2) + '\n');
+  writeFileSync(state.file, `${JSON.stringify(s, null, 2)}\n`);
 }
 
 function isMountpoint(path: string): boolean {
@@ -58,7 +58,13 @@ function linkExists(name: string, netns?: string): boolean {
 
 /** nsenter arguments that put a command inside all of a node's namespaces. */
 export function nsenterArgs(name: string, cwd = '/'): string[] {
-  return [`--net=${nodeNs.netnsPath(name)}`, `--mount=${nodeNs.mnt(name)}`, `--uts=${nodeNs.uts(name)}`, `--wd=${cwd}`, '--'];
+  return [
+    `--net=${nodeNs.netnsPath(name)}`,
+    `--mount=${nodeNs.mnt(name)}`,
+    `--uts=${nodeNs.uts(name)}`,
+    `--wd=${cwd}`,
+    '--',
+  ];
 }
 
 function inNode(name: string, script: string): void {
@@ -124,7 +130,10 @@ function ensureDisks(name: string): Map<string, string> {
   }
   // Recorded outside the state dir, so a teardown finds them even if that dir is gone.
   mkdirSync(nodeNs.dir(name), { recursive: true });
-  writeFileSync(loopsFile(name), [...loops.values()].map((loop, i) => `${loop} ${join(dir, `${nodeDisks[i]!.dev}.img`)}\n`).join(''));
+  writeFileSync(
+    loopsFile(name),
+    [...loops.values()].map((loop, i) => `${loop} ${join(dir, `${nodeDisks[i]!.dev}.img`)}\n`).join(''),
+  );
   return loops;
 }
 
@@ -135,7 +144,9 @@ function detachDisks(name: string): void {
   if (!existsSync(loopsFile(name))) return;
   for (const line of readFileSync(loopsFile(name), 'utf8').split('\n').filter(Boolean)) {
     const [loop, file] = line.split(' ');
-    const back = run('losetup', ['-n', '-O', 'BACK-FILE', loop!], { allowFail: true }).stdout.trim().replace(/ \(deleted\)$/, '');
+    const back = run('losetup', ['-n', '-O', 'BACK-FILE', loop!], { allowFail: true })
+      .stdout.trim()
+      .replace(/ \(deleted\)$/, '');
     if (back === file) run('losetup', ['-d', loop!], { allowFail: true });
   }
 }
@@ -155,7 +166,9 @@ function ensureMountNamespace(name: string, loops: Map<string, string>): void {
   mkdirSync(etc, { recursive: true });
   run('unshare', [`--mount=${nodeNs.mnt(name)}`, `--uts=${nodeNs.uts(name)}`, '--propagation', 'private', 'true']);
   const devs = [...loops].map(([dev, loop]) => {
-    const [major, minor] = readFileSync(`/sys/class/block/${loop.replace('/dev/', '')}/dev`, 'utf8').trim().split(':');
+    const [major, minor] = readFileSync(`/sys/class/block/${loop.replace('/dev/', '')}/dev`, 'utf8')
+      .trim()
+      .split(':');
     return `mknod -m 0660 /dev/${dev} b ${major} ${minor}`;
   });
   const overlay = join(dir, 'dev');
@@ -193,7 +206,9 @@ async function ensureNodeObject(http: KubeHttp, name: string): Promise<void> {
     'kubernetes.io/arch': process.arch === 'x64' ? 'amd64' : process.arch,
     'tandem.dev/e2e-node': 'true',
   };
-  const c = await http.request('POST', '/api/v1/nodes', { body: { apiVersion: 'v1', kind: 'Node', metadata: { name, labels } } });
+  const c = await http.request('POST', '/api/v1/nodes', {
+    body: { apiVersion: 'v1', kind: 'Node', metadata: { name, labels } },
+  });
   if (c.status >= 300 && c.status !== 409) throw new Error(`Creating Node ${name} answered ${c.status}: ${c.text}`);
 }
 
@@ -220,7 +235,9 @@ export async function nodeReady(http: KubeHttp, name: string): Promise<boolean> 
   if (r?.status !== 200) return false;
   const n = r.body as NodeView;
   const ready = n.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
-  const tainted = (n.spec?.taints ?? []).some((t) => t.key === 'node.kubernetes.io/unreachable' || t.key === 'node.kubernetes.io/not-ready');
+  const tainted = (n.spec?.taints ?? []).some(
+    (t) => t.key === 'node.kubernetes.io/unreachable' || t.key === 'node.kubernetes.io/not-ready',
+  );
   return ready && !tainted;
 }
 
@@ -272,7 +289,8 @@ export async function killNodeProcesses(name: string): Promise<void> {
 
 function nodeEntry(name: string): NodeState {
   const n = readState().nodes[name];
-  if (!n) throw new Error(`No node ${name} in ${state.file}; known: ${Object.keys(readState().nodes).join(', ') || 'none'}`);
+  if (!n)
+    throw new Error(`No node ${name} in ${state.file}; known: ${Object.keys(readState().nodes).join(', ') || 'none'}`);
   return n;
 }
 
@@ -284,8 +302,20 @@ function updateNode(name: string, change: Partial<NodeState>): void {
 
 /** The loop devices a node's engines attached (nbdfuse + losetup), asked while nbdfuse still answers. */
 function nodeLoopDevices(name: string): string[] {
-  const out = run('nsenter', [...nsenterArgs(name), 'sh', '-c', 'for f in /run/tandem/*.fuse/disk; do [ -e "$f" ] && losetup -j "$f" -n -O NAME; done; true'], { allowFail: true }).stdout;
-  return out.split('\n').map((l) => l.trim()).filter((l) => /^\/dev\/loop\d+$/.test(l));
+  const out = run(
+    'nsenter',
+    [
+      ...nsenterArgs(name),
+      'sh',
+      '-c',
+      'for f in /run/tandem/*.fuse/disk; do [ -e "$f" ] && losetup -j "$f" -n -O NAME; done; true',
+    ],
+    { allowFail: true },
+  ).stdout;
+  return out
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => /^\/dev\/loop\d+$/.test(l));
 }
 
 /**
@@ -300,7 +330,9 @@ export async function stopNode(name: string): Promise<void> {
   const loops = nodeLoopDevices(name);
   await killNodeProcesses(name);
   const script = [
-    ...loops.map((d) => `for m in $(findmnt -rn -o TARGET -S ${d}); do umount -l "$m"; done; losetup -d ${d} 2>/dev/null`),
+    ...loops.map(
+      (d) => `for m in $(findmnt -rn -o TARGET -S ${d}); do umount -l "$m"; done; losetup -d ${d} 2>/dev/null`,
+    ),
     'for d in /run/tandem/*.fuse; do mountpoint -q "$d" && umount -l "$d"; done',
     'true',
   ].join('\n');
@@ -328,7 +360,8 @@ export function healNode(name: string): void {
 }
 
 export function assertRunnable(name: string): void {
-  if (nodeEntry(name).stopped) throw new Error(`Node ${name} is stopped; start it with: npm run cluster:node -- start ${name}`);
+  if (nodeEntry(name).stopped)
+    throw new Error(`Node ${name} is stopped; start it with: npm run cluster:node -- start ${name}`);
 }
 
 /** Tears down every simulated node this harness made, whatever state.json says. */

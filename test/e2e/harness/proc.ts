@@ -19,7 +19,11 @@ export class CommandError extends Error {
 }
 
 /** Runs a command to completion; throws CommandError on a non-zero exit unless `allowFail`. */
-export function run(cmd: string, args: readonly string[], opts: { allowFail?: boolean } = {}): { status: number | null; stdout: string; stderr: string } {
+export function run(
+  cmd: string,
+  args: readonly string[],
+  opts: { allowFail?: boolean } = {},
+): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * 1024 * 1024 });
   if (r.error) throw r.error;
   if (r.status !== 0 && !opts.allowFail) throw new CommandError([cmd, ...args].join(' '), r.status, r.stderr);
@@ -66,7 +70,12 @@ export function daemonPid(name: string): number | undefined {
  * Starts a detached daemon (its own session, so it outlives the CLI and can be
  * killed as a group), output to .cluster/logs/NAME.log, pid to .cluster/run/NAME.pid.
  */
-export function startDaemon(name: string, cmd: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env): number {
+export function startDaemon(
+  name: string,
+  cmd: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+): number {
   mkdirSync(state.run, { recursive: true });
   mkdirSync(state.logs, { recursive: true });
   const log = openSync(join(state.logs, `${name}.log`), 'a');
@@ -107,14 +116,22 @@ export async function killAndWait(pid: number, graceMs: number): Promise<void> {
 
 export function logTail(name: string, lines = 30): string {
   try {
-    return readFileSync(join(state.logs, `${name}.log`), 'utf8').split('\n').slice(-lines).join('\n');
+    return readFileSync(join(state.logs, `${name}.log`), 'utf8')
+      .split('\n')
+      .slice(-lines)
+      .join('\n');
   } catch {
     return '(no log)';
   }
 }
 
 /** Polls `check` until it returns true; throws with `describe()` after `timeoutMs`. */
-export async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs: number, describe: () => string = () => ''): Promise<void> {
+export async function waitFor(
+  what: string,
+  check: () => Promise<boolean> | boolean,
+  timeoutMs: number,
+  describe: () => string = () => '',
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (await check()) return;

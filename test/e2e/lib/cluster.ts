@@ -22,14 +22,19 @@ const cli = join(repoRoot, 'test/e2e/harness/cli.ts');
 
 export type RunResult = { stdout: string; stderr: string };
 
-function runTool(file: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+function runTool(
+  file: string,
+  args: readonly string[],
+  opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {},
+): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = execFile(
       file,
       args,
       { env: { ...process.env, ...opts.env }, timeout: opts.timeoutMs ?? 120_000, maxBuffer: 64 * 1024 * 1024 },
       (err, stdout, stderr) => {
-        if (err) reject(new Error(`${[file, ...args].join(' ')} failed: ${err.message}\n${stderr}${stdout}`, { cause: err }));
+        if (err)
+          reject(new Error(`${[file, ...args].join(' ')} failed: ${err.message}\n${stderr}${stdout}`, { cause: err }));
         else resolve({ stdout, stderr });
       },
     );
@@ -96,7 +101,9 @@ export function useCluster(): Cluster {
     const current = { name: '' };
     beforeEach(async () => {
       current.name = `e2e-${randomBytes(4).toString('hex')}`;
-      await ctx.core.createNamespace({ body: { metadata: { name: current.name, labels: { 'tandem.dev/e2e': 'true' } } } });
+      await ctx.core.createNamespace({
+        body: { metadata: { name: current.name, labels: { 'tandem.dev/e2e': 'true' } } },
+      });
     });
     afterEach(async () => {
       if (!current.name) return;

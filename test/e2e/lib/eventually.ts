@@ -28,7 +28,13 @@ export async function eventually<T>(fn: () => Promise<T> | T, opts: EventuallyOp
   }
 }
 
-export type Condition = { type: string; status: string; reason?: string; message?: string; observedGeneration?: number };
+export type Condition = {
+  type: string;
+  status: string;
+  reason?: string;
+  message?: string;
+  observedGeneration?: number;
+};
 
 export type ObjectWithConditions = {
   metadata?: { generation?: number; name?: string };
@@ -48,7 +54,9 @@ export function currentCondition(obj: ObjectWithConditions, type: string): Condi
   if (!condition) throw new Error(`${obj.metadata?.name ?? 'object'} has no ${type} condition yet`);
   const observed = condition.observedGeneration ?? obj.status?.observedGeneration;
   if (observed !== generation) {
-    throw new Error(`${obj.metadata?.name ?? 'object'} condition ${type} is for generation ${observed ?? 'unknown'}, object is at ${generation}`);
+    throw new Error(
+      `${obj.metadata?.name ?? 'object'} condition ${type} is for generation ${observed ?? 'unknown'}, object is at ${generation}`,
+    );
   }
   return condition;
 }
@@ -64,7 +72,8 @@ export async function eventuallyCondition<T extends ObjectWithConditions>(
     async () => {
       const obj = await get();
       const c = currentCondition(obj, type);
-      if (c.status !== status) throw new Error(`condition ${type} is ${c.status} (${c.reason ?? ''}: ${c.message ?? ''}), want ${status}`);
+      if (c.status !== status)
+        throw new Error(`condition ${type} is ${c.status} (${c.reason ?? ''}: ${c.message ?? ''}), want ${status}`);
       return obj;
     },
     { what: `${type}=${status}`, ...opts },

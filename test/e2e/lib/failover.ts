@@ -55,7 +55,9 @@ export class RecordWriter {
         else if (kind === 'err') this.error = `record ${i} at ${t}: ${rest.join(' ')}`;
       }
     });
-    this.#child.on('exit', () => { this.#exited = true; });
+    this.#child.on('exit', () => {
+      this.#exited = true;
+    });
   }
 
   get exited(): boolean {
@@ -68,10 +70,14 @@ export class RecordWriter {
 
   async waitAcks(n: number, timeoutMs = 60_000): Promise<void> {
     const want = this.acks.length + n;
-    await eventually(() => {
-      if (this.acks.length < want && this.#exited) throw new Error(`the writer on ${this.node} ended early: ${this.error ?? 'no error line'}`);
-      expect(this.acks.length).toBeGreaterThanOrEqual(want);
-    }, { timeoutMs, intervalMs: 100, what: `${n} acknowledged records on ${this.node}` });
+    await eventually(
+      () => {
+        if (this.acks.length < want && this.#exited)
+          throw new Error(`the writer on ${this.node} ended early: ${this.error ?? 'no error line'}`);
+        expect(this.acks.length).toBeGreaterThanOrEqual(want);
+      },
+      { timeoutMs, intervalMs: 100, what: `${n} acknowledged records on ${this.node}` },
+    );
   }
 
   /** Asks the loop to end and waits (a frozen dd may keep it until its I/O fails). */
@@ -86,8 +92,15 @@ export class RecordWriter {
 
 /** The record numbers in MOUNT/log-* as `node` reads them. */
 export async function recordsOn(node: string, mount: string): Promise<Set<number>> {
-  const out = (await execInNode(node, ['sh', '-c', `cat ${mount}/log-* | tr -s '\\000' '\\n' | grep -a '^record ' || true`])).stdout;
-  return new Set(out.split('\n').filter((l) => l.startsWith('record ')).map((l) => Number(l.slice(7))));
+  const out = (
+    await execInNode(node, ['sh', '-c', `cat ${mount}/log-* | tr -s '\\000' '\\n' | grep -a '^record ' || true`])
+  ).stdout;
+  return new Set(
+    out
+      .split('\n')
+      .filter((l) => l.startsWith('record '))
+      .map((l) => Number(l.slice(7))),
+  );
 }
 
 /** Polls a write on the node until it succeeds; resolves with the time (ms) of the first success. */
@@ -97,15 +110,24 @@ export async function firstWriteOn(node: string, mount: string, timeoutMs = 60_0
   return Number(out);
 }
 
-export const nodeAction = (action: 'stop' | 'start' | 'partition' | 'heal', node: string) => harness('node', action, node);
+export const nodeAction = (action: 'stop' | 'start' | 'partition' | 'heal', node: string) =>
+  harness('node', action, node);
 
 /** Drops the replication traffic of `port` inside the node (both directions); the API stays reachable. */
 export async function cutLink(node: string, port: number): Promise<void> {
-  for (const chain of ['INPUT', 'OUTPUT']) for (const dir of ['--dport', '--sport']) await execInNode(node, ['iptables', '-I', chain, '-p', 'tcp', dir, String(port), '-j', 'DROP']);
+  for (const chain of ['INPUT', 'OUTPUT'])
+    for (const dir of ['--dport', '--sport'])
+      await execInNode(node, ['iptables', '-I', chain, '-p', 'tcp', dir, String(port), '-j', 'DROP']);
 }
 
 export async function healLink(node: string, port: number): Promise<void> {
-  for (const chain of ['INPUT', 'OUTPUT']) for (const dir of ['--dport', '--sport']) await execInNode(node, ['sh', '-c', `while iptables -D ${chain} -p tcp ${dir} ${port} -j DROP 2>/dev/null; do :; done`]);
+  for (const chain of ['INPUT', 'OUTPUT'])
+    for (const dir of ['--dport', '--sport'])
+      await execInNode(node, [
+        'sh',
+        '-c',
+        `while iptables -D ${chain} -p tcp ${dir} ${port} -j DROP 2>/dev/null; do :; done`,
+      ]);
 }
 
 const API = { ip: '10.77.0.1', port: '6443' };
@@ -116,13 +138,18 @@ export async function cutApi(node: string): Promise<void> {
 }
 
 export async function healApi(node: string): Promise<void> {
-  await execInNode(node, ['sh', '-c', `while iptables -D OUTPUT -p tcp -d ${API.ip} --dport ${API.port} -j DROP 2>/dev/null; do :; done`]);
+  await execInNode(node, [
+    'sh',
+    '-c',
+    `while iptables -D OUTPUT -p tcp -d ${API.ip} --dport ${API.port} -j DROP 2>/dev/null; do :; done`,
+  ]);
 }
 
 // The controller runs on this machine, as does kubectl: its own cgroup (v2) tells
 // its packets apart for iptables' cgroup match.
 const CONTROLLER_CGROUP = 'tandem-e2e-controller';
-const cgroupRoot = ['/sys/fs/cgroup/unified', '/sys/fs/cgroup'].find((p) => existsSync(`${p}/cgroup.procs`)) ?? '/sys/fs/cgroup';
+const cgroupRoot =
+  ['/sys/fs/cgroup/unified', '/sys/fs/cgroup'].find((p) => existsSync(`${p}/cgroup.procs`)) ?? '/sys/fs/cgroup';
 
 function controllerPid(): number {
   return Number(readFileSync(join(state.run, '..', 'deploy', 'controller.pid'), 'utf8').trim());
@@ -132,18 +159,40 @@ function controllerPid(): number {
 export async function cutControllerApi(): Promise<void> {
   mkdirSync(`${cgroupRoot}/${CONTROLLER_CGROUP}`, { recursive: true });
   writeFileSync(`${cgroupRoot}/${CONTROLLER_CGROUP}/cgroup.procs`, `${controllerPid()}\n`);
-  await execHost('iptables', ['-I', 'OUTPUT', '-p', 'tcp', '-d', API.ip, '--dport', API.port, '-m', 'cgroup', '--path', CONTROLLER_CGROUP, '-j', 'DROP']);
+  await execHost('iptables', [
+    '-I',
+    'OUTPUT',
+    '-p',
+    'tcp',
+    '-d',
+    API.ip,
+    '--dport',
+    API.port,
+    '-m',
+    'cgroup',
+    '--path',
+    CONTROLLER_CGROUP,
+    '-j',
+    'DROP',
+  ]);
 }
 
 export async function healControllerApi(): Promise<void> {
-  await execHost('sh', ['-c', `while iptables -D OUTPUT -p tcp -d ${API.ip} --dport ${API.port} -m cgroup --path ${CONTROLLER_CGROUP} -j DROP 2>/dev/null; do :; done`]);
+  await execHost('sh', [
+    '-c',
+    `while iptables -D OUTPUT -p tcp -d ${API.ip} --dport ${API.port} -m cgroup --path ${CONTROLLER_CGROUP} -j DROP 2>/dev/null; do :; done`,
+  ]);
   // The cut-off controller has exited (it lost its Lease); its empty cgroup goes too.
   await execHost('sh', ['-c', `rmdir ${cgroupRoot}/${CONTROLLER_CGROUP} 2>/dev/null; true`]);
 }
 
 async function execHost(cmd: string, args: string[]): Promise<void> {
   const { execFile } = await import('node:child_process');
-  await new Promise<void>((resolve, reject) => execFile(cmd, args, (err, _o, stderr) => (err ? reject(new Error(`${cmd} ${args.join(' ')}: ${stderr}`)) : resolve())));
+  await new Promise<void>((resolve, reject) =>
+    execFile(cmd, args, (err, _o, stderr) =>
+      err ? reject(new Error(`${cmd} ${args.join(' ')}: ${stderr}`)) : resolve(),
+    ),
+  );
 }
 
 /** The controller process is alive (it exits when it loses its Lease). */
@@ -170,7 +219,9 @@ export async function healEverything(nodes: readonly string[], port: number | un
 
 /** The node's Ready condition changed at (ms), from the Node object. */
 export async function nodeReadyTransition(node: string): Promise<{ status: string; at: number }> {
-  const n = JSON.parse((await kubectl(['get', 'node', node, '-o', 'json'])).stdout) as { status: { conditions: { type: string; status: string; lastTransitionTime: string }[] } };
+  const n = JSON.parse((await kubectl(['get', 'node', node, '-o', 'json'])).stdout) as {
+    status: { conditions: { type: string; status: string; lastTransitionTime: string }[] };
+  };
   const c = n.status.conditions.find((x) => x.type === 'Ready')!;
   return { status: c.status, at: Date.parse(c.lastTransitionTime) };
 }

@@ -14,8 +14,12 @@ export async function deploy(...args: string[]): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     const child = spawnLocal(process.execPath, [deployScript, ...args]);
     let err = '';
-    child.stderr?.on('data', (d: Buffer) => { err += d.toString(); });
-    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`cluster-deploy ${args.join(' ')} exited ${code}: ${err}`))));
+    child.stderr?.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    child.on('exit', (code) =>
+      code === 0 ? resolve() : reject(new Error(`cluster-deploy ${args.join(' ')} exited ${code}: ${err}`)),
+    );
   });
 }
 
@@ -23,7 +27,12 @@ export type Condition = { type: string; status: string; reason: string; message:
 export type Rv = {
   metadata: { name: string; generation: number; finalizers?: string[]; annotations?: Record<string, string> };
   status?: {
-    phase?: string; primary?: string; epoch?: number; connection?: string; disks?: string; observedGeneration?: number;
+    phase?: string;
+    primary?: string;
+    epoch?: number;
+    connection?: string;
+    disks?: string;
+    observedGeneration?: number;
     replicas?: { node: string; role?: string; connectionState?: string; diskState?: string }[];
     conditions?: Condition[];
     fence?: { node: string; epoch: number; by: string; reason: string };
@@ -42,18 +51,39 @@ export function readyCondition(rv: Rv): Condition | undefined {
 
 /** Ready=True for the current generation, with `primary` Primary and the pair Connected UpToDate/UpToDate. */
 export async function waitReady(ns: string, name: string, primary: string, timeoutMs = 120_000): Promise<Rv> {
-  return eventually(async () => {
-    const rv = await getRv(ns, name);
-    expect({ ready: readyCondition(rv)?.status, primary: rv.status?.primary, connection: rv.status?.connection, disks: rv.status?.disks })
-      .toEqual({ ready: 'True', primary, connection: 'Connected', disks: 'UpToDate/UpToDate' });
-    expect(rv.status?.replicas?.find((r) => r.role === 'Primary')?.node).toBe(primary);
-    return rv;
-  }, { timeoutMs, intervalMs: 1000, what: `${name}: Ready with ${primary} Primary` });
+  return eventually(
+    async () => {
+      const rv = await getRv(ns, name);
+      expect({
+        ready: readyCondition(rv)?.status,
+        primary: rv.status?.primary,
+        connection: rv.status?.connection,
+        disks: rv.status?.disks,
+      }).toEqual({ ready: 'True', primary, connection: 'Connected', disks: 'UpToDate/UpToDate' });
+      expect(rv.status?.replicas?.find((r) => r.role === 'Primary')?.node).toBe(primary);
+      return rv;
+    },
+    { timeoutMs, intervalMs: 1000, what: `${name}: Ready with ${primary} Primary` },
+  );
 }
 
 /** Event reasons recorded for an object, oldest first. */
 export async function eventReasons(ns: string, name: string): Promise<string[]> {
-  return (await kubectl(['get', 'events', '-n', ns, '--field-selector', `involvedObject.name=${name}`, '--sort-by=.metadata.creationTimestamp', '-o', 'jsonpath={.items[*].reason}'])).stdout.split(' ').filter(Boolean);
+  return (
+    await kubectl([
+      'get',
+      'events',
+      '-n',
+      ns,
+      '--field-selector',
+      `involvedObject.name=${name}`,
+      '--sort-by=.metadata.creationTimestamp',
+      '-o',
+      'jsonpath={.items[*].reason}',
+    ])
+  ).stdout
+    .split(' ')
+    .filter(Boolean);
 }
 
 /** Blank disks and an empty /run/tandem on both nodes: no engine, no mount, no metadata left by an earlier run. */

@@ -27,7 +27,14 @@ export class ResumableWatch {
   #stopped = false;
 
   /** `path` is the collection's watch path, e.g. /api/v1/namespaces/NS/configmaps. */
-  constructor(kc: k8s.KubeConfig, apiVersion: string, kind: string, namespace: string, path: string, labelSelector?: string) {
+  constructor(
+    kc: k8s.KubeConfig,
+    apiVersion: string,
+    kind: string,
+    namespace: string,
+    path: string,
+    labelSelector?: string,
+  ) {
     this.#kc = kc;
     this.#apiVersion = apiVersion;
     this.#kind = kind;
@@ -48,7 +55,16 @@ export class ResumableWatch {
 
   async #list(): Promise<void> {
     const api = k8s.KubernetesObjectApi.makeApiClient(this.#kc);
-    const list = await api.list(this.#apiVersion, this.#kind, this.#namespace, undefined, undefined, undefined, undefined, this.#labelSelector);
+    const list = await api.list(
+      this.#apiVersion,
+      this.#kind,
+      this.#namespace,
+      undefined,
+      undefined,
+      undefined,
+      undefined,
+      this.#labelSelector,
+    );
     this.lists++;
     this.objects.clear();
     for (const item of list.items) this.objects.set(item.metadata?.name ?? '', item);

@@ -15,7 +15,11 @@ export class FileExport implements NbdExport {
   /** Counts backend calls, so tests can assert what reached the backend. */
   readonly calls = { read: 0, write: 0, flush: 0, trim: 0, writeZeroes: 0, fua: 0 };
 
-  private constructor(fh: FileHandle, size: number, opts: { readOnly?: boolean; minBlockSize?: number; description?: string }) {
+  private constructor(
+    fh: FileHandle,
+    size: number,
+    opts: { readOnly?: boolean; minBlockSize?: number; description?: string },
+  ) {
     this.#fh = fh;
     this.size = size;
     this.readOnly = opts.readOnly ?? false;
@@ -24,7 +28,10 @@ export class FileExport implements NbdExport {
   }
 
   /** Opens (creating and sizing it if `size` is given) a file as an export. */
-  static async open(path: string, opts: { size?: number; readOnly?: boolean; minBlockSize?: number; description?: string } = {}): Promise<FileExport> {
+  static async open(
+    path: string,
+    opts: { size?: number; readOnly?: boolean; minBlockSize?: number; description?: string } = {},
+  ): Promise<FileExport> {
     const fh = await open(path, opts.readOnly ? 'r' : opts.size !== undefined ? 'w+' : 'r+');
     if (opts.size !== undefined) await fh.truncate(opts.size);
     const { size } = await fh.stat();

@@ -91,7 +91,9 @@ export class GatedExport implements NbdExport {
       const outcome = await gate.wait;
       if (outcome !== undefined) {
         this.events.push(`${label} failed`);
-        throw outcome === null ? new Error('injected failure') : Object.assign(new Error(`injected ${outcome}`), { code: outcome });
+        throw outcome === null
+          ? new Error('injected failure')
+          : Object.assign(new Error(`injected ${outcome}`), { code: outcome });
       }
     }
     const result = await run();

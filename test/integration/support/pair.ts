@@ -72,13 +72,27 @@ export class Pair {
     return p;
   }
 
-  disk(n: NodeName): string { return this.opts.diskPath?.[n] ?? join(this.dir, `${n}-sdb1`); }
-  metaDisk(n: NodeName): string { return join(this.dir, `${n}-sdb2`); }
-  configPath(n: NodeName): string { return join(this.dir, `${n}.conf`); }
-  runDir(n: NodeName): string { return join(this.dir, `run-${n}`); }
-  nbdSocket(n: NodeName, resource = 'mysql'): string { return join(this.runDir(n), `${resource}.nbd`); }
-  nbdUri(n: NodeName): string { return `nbd+unix:///mysql?socket=${this.nbdSocket(n)}`; }
-  logPath(n: NodeName): string { return join(this.runDir(n), `${this.resourceOf(n)}.log`); }
+  disk(n: NodeName): string {
+    return this.opts.diskPath?.[n] ?? join(this.dir, `${n}-sdb1`);
+  }
+  metaDisk(n: NodeName): string {
+    return join(this.dir, `${n}-sdb2`);
+  }
+  configPath(n: NodeName): string {
+    return join(this.dir, `${n}.conf`);
+  }
+  runDir(n: NodeName): string {
+    return join(this.dir, `run-${n}`);
+  }
+  nbdSocket(n: NodeName, resource = 'mysql'): string {
+    return join(this.runDir(n), `${resource}.nbd`);
+  }
+  nbdUri(n: NodeName): string {
+    return `nbd+unix:///mysql?socket=${this.nbdSocket(n)}`;
+  }
+  logPath(n: NodeName): string {
+    return join(this.runDir(n), `${this.resourceOf(n)}.log`);
+  }
 
   resourceOf(n: NodeName): string {
     return this.opts.perNodeResource?.[n] ?? 'mysql';
@@ -116,7 +130,11 @@ resource ${this.resourceOf(n)} {
 
   async adm(n: NodeName, ...args: string[]): Promise<CmdResult> {
     try {
-      const r = await run(NODE, [TANDEMADM, '-c', this.configPath(n), '--node', n, '--run-dir', this.runDir(n), ...args], { timeout: 60_000 });
+      const r = await run(
+        NODE,
+        [TANDEMADM, '-c', this.configPath(n), '--node', n, '--run-dir', this.runDir(n), ...args],
+        { timeout: 60_000 },
+      );
       return { code: 0, stdout: r.stdout, stderr: r.stderr };
     } catch (err) {
       const e = err as { code?: number; stdout?: string; stderr?: string };
@@ -138,7 +156,12 @@ resource ${this.resourceOf(n)} {
     return r.result as EngineStatus;
   }
 
-  async waitFor(n: NodeName, pred: (s: EngineStatus) => boolean, timeoutMs = 30_000, what = 'condition'): Promise<EngineStatus> {
+  async waitFor(
+    n: NodeName,
+    pred: (s: EngineStatus) => boolean,
+    timeoutMs = 30_000,
+    what = 'condition',
+  ): Promise<EngineStatus> {
     const deadline = Date.now() + timeoutMs;
     let last: EngineStatus | undefined;
     while (Date.now() < deadline) {
@@ -160,7 +183,12 @@ resource ${this.resourceOf(n)} {
 
   async waitInSync(timeoutMs = 60_000): Promise<void> {
     for (const n of ['master', 'backup'] as const) {
-      await this.waitFor(n, (s) => s.cstate === 'Connected' && s.disk === 'UpToDate' && s.peerDisk === 'UpToDate', timeoutMs, 'Connected UpToDate/UpToDate');
+      await this.waitFor(
+        n,
+        (s) => s.cstate === 'Connected' && s.disk === 'UpToDate' && s.peerDisk === 'UpToDate',
+        timeoutMs,
+        'Connected UpToDate/UpToDate',
+      );
     }
   }
 
@@ -172,7 +200,11 @@ resource ${this.resourceOf(n)} {
     const pid = await this.pid(n);
     process.kill(pid, 'SIGKILL');
     for (let i = 0; i < 100; i++) {
-      try { process.kill(pid, 0); } catch { return; }
+      try {
+        process.kill(pid, 0);
+      } catch {
+        return;
+      }
       await new Promise((r) => setTimeout(r, 20));
     }
   }
@@ -214,7 +246,11 @@ resource ${this.resourceOf(n)} {
   async destroy(): Promise<void> {
     if (this.cut) await this.healLink();
     for (const n of ['master', 'backup'] as const) {
-      try { process.kill(await this.pid(n), 'SIGKILL'); } catch { /* not running */ }
+      try {
+        process.kill(await this.pid(n), 'SIGKILL');
+      } catch {
+        /* not running */
+      }
     }
     if (!process.env.TANDEM_KEEP_TEST_DIRS) await rm(this.dir, { recursive: true, force: true });
   }

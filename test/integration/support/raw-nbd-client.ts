@@ -3,10 +3,7 @@
 // Built on the codec's client-side encoders; it is test code, so clarity beats speed.
 
 import net from 'node:net';
-import {
-  nbdCodec,
-  nbdWire,
-} from '../../../src/nbd/index.ts';
+import { nbdCodec, nbdWire } from '../../../src/nbd/index.ts';
 
 const { ClientFlag, Opt, Rep, WireSize } = nbdWire;
 
@@ -59,7 +56,11 @@ export class RawNbdClient {
   }
 
   /** Connects, checks the greeting, sends client flags and NBD_OPT_GO; returns the option replies. */
-  static async open(target: { path: string }, name: string, infos: number[] = []): Promise<{ client: RawNbdClient; replies: OptionReply[] }> {
+  static async open(
+    target: { path: string },
+    name: string,
+    infos: number[] = [],
+  ): Promise<{ client: RawNbdClient; replies: OptionReply[] }> {
     const client = await RawNbdClient.connect(target);
     await client.readGreeting();
     client.sendClientFlags(ClientFlag.NBD_FLAG_C_FIXED_NEWSTYLE | ClientFlag.NBD_FLAG_C_NO_ZEROES);
@@ -125,11 +126,25 @@ export class RawNbdClient {
   }
 
   /** Sends a request; returns its handle. */
-  send(req: { command: number; flags?: number; offset?: number; length?: number; data?: Buffer; handle?: bigint }): bigint {
+  send(req: {
+    command: number;
+    flags?: number;
+    offset?: number;
+    length?: number;
+    data?: Buffer;
+    handle?: bigint;
+  }): bigint {
     const handle = req.handle ?? this.#handle++;
     const data = req.data ?? null;
     this.socket.write(
-      nbdCodec.encodeRequest({ command: req.command, flags: req.flags ?? 0, handle, offset: req.offset ?? 0, length: req.length ?? data?.length ?? 0, data }),
+      nbdCodec.encodeRequest({
+        command: req.command,
+        flags: req.flags ?? 0,
+        handle,
+        offset: req.offset ?? 0,
+        length: req.length ?? data?.length ?? 0,
+        data,
+      }),
     );
     return handle;
   }

@@ -10,7 +10,11 @@ export interface ToolResult {
   readonly stderr: string;
 }
 
-export function runTool(cmd: string, args: readonly string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<ToolResult> {
+export function runTool(
+  cmd: string,
+  args: readonly string[],
+  opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+): Promise<ToolResult> {
   return new Promise((resolve) => {
     execFile(
       cmd,

@@ -35,5 +35,7 @@ export async function startTandemExport(o: TandemExportOptions): Promise<Pair> {
 /** sha256 of the whole device as an NBD client reads it (nbdcopy into `scratch`). */
 export async function deviceSha256(uri: string, scratch: string): Promise<string> {
   await tool('nbdcopy', [uri, scratch], 120_000);
-  return createHash('sha256').update(await readFile(scratch)).digest('hex');
+  return createHash('sha256')
+    .update(await readFile(scratch))
+    .digest('hex');
 }
