@@ -15,7 +15,7 @@ export NODE_OPTIONS=--experimental-vm-modules
 echo "== typecheck"
 tsc -p tsconfig.json --noEmit || status=1
 echo "== lint and format (biome; 'npm run format' fixes what it can)"
-biome check . || status=1
+biome check --error-on-warnings . || status=1
 
 suites=(unit integration)
 [[ "${TANDEM_SKIP_E2E:-}" == 1 ]] && echo "== e2e not run: TANDEM_SKIP_E2E=1" || suites+=(e2e)
