@@ -9,6 +9,7 @@ export type Protocol = z.infer<typeof Protocol>;
 
 export const ON_IO_ERROR = ['detach', 'pass_on', 'call-local-io-error'] as const;
 export const FENCING = ['dont-care', 'resource-only', 'resource-and-stonith'] as const;
+export type FencingPolicy = (typeof FENCING)[number];
 export const AFTER_SB_0PRI = [
   'disconnect',
   'discard-younger-primary',
@@ -71,7 +72,18 @@ export const NetOptions = z.object({
   connectIntMs: z.number().int().positive().default(10000),
   pingIntMs: z.number().int().positive().default(10000),
   pingTimeoutMs: z.number().int().positive().default(500),
+  /** Pages (4 KiB) a receiver may hold in flight before it stops reading from the peer (DRBD's max-buffers). */
   maxBuffers: z.number().int().positive().default(2048),
+  /** Mirrored writes per epoch before a barrier closes it (DRBD's max-epoch-size). */
+  maxEpochSize: z.number().int().positive().default(2048),
+  /** tandem only: bytes per epoch before a barrier closes it. */
+  maxEpochBytes: z
+    .number()
+    .int()
+    .positive()
+    .default(64 * 1024 * 1024),
+  /** tandem only: an epoch is closed at the latest this long (ms) after its first write. */
+  maxEpochAgeMs: z.number().int().positive().default(100),
 });
 export type NetOptions = z.infer<typeof NetOptions>;
 

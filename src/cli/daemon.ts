@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import type { HostConfig, ResourceConfig } from '../api/config.ts';
 import { Engine } from '../replication/engine.ts';
+import { realWorld } from '../replication/real-world.ts';
 import { startNbdServer, type NbdExport, type NbdServer } from '../nbd/index.ts';
 import { chooseAttach, DeviceAttachment, hasNbdModule } from './attach.ts';
 import { serveControl, type ControlRequest } from './control.ts';
@@ -68,6 +69,7 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
     }
   };
   const engine = new Engine({
+    world: realWorld,
     config: o.resource,
     self: o.self,
     peer: o.peer,

@@ -13,6 +13,7 @@ import { callControl, NotRunningError, type ControlRequest } from './control.ts'
 import { paths, runDaemon } from './daemon.ts';
 import { formatProcDrbd, formatUnconfigured, versionHeader } from './proc-drbd.ts';
 import { describe as describeMd, locateMetadata, Metadata } from '../replication/metadata.ts';
+import { realWorld } from '../replication/real-world.ts';
 import type { EngineStatus } from '../replication/engine.ts';
 import { ERROR_CODES, TandemError } from '../replication/errors.ts';
 import { dumpResource } from './dump.ts';
@@ -220,8 +221,8 @@ async function createMd(o: Options, res: ResourceConfig, out: Output): Promise<v
       `${res.name}: the resource is up; run 'tandemadm down ${res.name}' before create-md`,
       10,
     );
-  const location = await locateMetadata(self.disk, self.metaDisk);
-  const existing = await Metadata.readSuperblock(location);
+  const location = await locateMetadata(realWorld.storage, self.disk, self.metaDisk);
+  const existing = await Metadata.readSuperblock(realWorld.storage, location);
   if (existing && !o.force) {
     const ok = await confirm(
       `You want me to create a v1 style tandem meta data block on ${describeMd(location)}.\nValid tandem meta data (resource '${existing.resource}') already exists. Do you really want to overwrite it?`,
@@ -234,7 +235,7 @@ async function createMd(o: Options, res: ResourceConfig, out: Output): Promise<v
       );
   }
   out.out.push('initializing activity log');
-  const { bitmapBytes } = await Metadata.create(location, res.name);
+  const { bitmapBytes } = await Metadata.create(realWorld.storage, location, res.name);
   out.out.push(
     `initializing bitmap (${Math.ceil(bitmapBytes / 1024)} KB) to all zero`,
     'Writing meta data...',
@@ -317,7 +318,11 @@ async function down(o: Options, res: ResourceConfig): Promise<void> {
 
 async function offlineOutdate(o: Options, res: ResourceConfig): Promise<void> {
   const { self } = selectHosts(res, o.node);
-  const md = await Metadata.open(await locateMetadata(self.disk, self.metaDisk), res.name);
+  const md = await Metadata.open(
+    realWorld.storage,
+    await locateMetadata(realWorld.storage, self.disk, self.metaDisk),
+    res.name,
+  );
   try {
     if (md.has('consistent')) await md.update({ set: ['outdated'] });
   } finally {

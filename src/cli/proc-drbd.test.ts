@@ -35,6 +35,7 @@ const base: EngineStatus = {
   lastDecision: undefined,
   lastError: undefined,
   discardedBlocksSavedTo: undefined,
+  transferLog: 0,
 };
 
 describe('formatProcDrbd', () => {

@@ -17,16 +17,15 @@
 // only an extent with no write in flight may leave the log. Writes that need new
 // extents at the same time share one transaction (group commit).
 import { crc32 } from 'node:zlib';
-import type { FileHandle } from 'node:fs/promises';
-import { readExact, writeExact } from './backing.ts';
 import { deferred, type Deferred } from './deferred.ts';
+import type { BlockFile } from './world.ts';
 
 export const AL_EXTENT_BYTES = 4 * 1024 * 1024;
 const TX_MAGIC = Buffer.from('TNDMALTX', 'latin1');
 const TX_HEADER = 32;
 
 export interface AlStorage {
-  handle: FileHandle;
+  file: BlockFile;
   /** Absolute offset of the AL area on the metadata device. */
   offset: number;
   /** Bytes of the AL area (both slots). */
@@ -58,9 +57,21 @@ export function decodeTransaction(b: Buffer): { seq: bigint; extents: number[] }
   return { seq: b.readBigUInt64LE(8), extents };
 }
 
+export interface AlHooks {
+  /**
+   * Runs before a transaction that takes extents out of the log: once an extent is cold,
+   * only the bitmap remembers which of its blocks differ from the peer, so the bitmap's
+   * set bits must be durable first (DRBD writes the extent's bitmap pages on eviction).
+   */
+  beforeEvict?: () => Promise<void>;
+  /** A write waits for room because every extent is held: whoever holds them should let go soon. */
+  onFull?: () => void;
+}
+
 export class ActivityLog {
   private readonly storage: AlStorage;
   private readonly capacity: number;
+  private readonly hooks: AlHooks;
   /** Active extents in LRU order (Map iteration order = least recently used first). */
   private readonly active = new Map<number, number>();
   private seq = 0n;
@@ -71,8 +82,9 @@ export class ActivityLog {
   /** Transactions written, for /proc/drbd's `al:` counter. */
   transactions = 0;
 
-  constructor(storage: AlStorage, capacity: number) {
+  constructor(storage: AlStorage, capacity: number, hooks: AlHooks = {}) {
     this.storage = storage;
+    this.hooks = hooks;
     this.capacity = Math.max(7, Math.min(capacity, Math.floor((storage.bytes / 2 - TX_HEADER) / 4)));
   }
 
@@ -84,11 +96,10 @@ export class ActivityLog {
   async recover(): Promise<number[]> {
     let best: { seq: bigint; extents: number[] } | undefined;
     for (let slot = 0; slot < 2; slot++) {
-      const head = await readExact(this.storage.handle, this.storage.offset + slot * this.slotBytes, 4096);
+      const head = await this.storage.file.read(this.storage.offset + slot * this.slotBytes, 4096);
       const count = head.subarray(0, 8).equals(TX_MAGIC) ? head.readUInt32LE(16) : 0;
       const len = Math.min(this.slotBytes, Math.ceil((TX_HEADER + count * 4) / 4096) * 4096);
-      const whole =
-        len > 4096 ? await readExact(this.storage.handle, this.storage.offset + slot * this.slotBytes, len) : head;
+      const whole = len > 4096 ? await this.storage.file.read(this.storage.offset + slot * this.slotBytes, len) : head;
       const tx = decodeTransaction(whole);
       if (tx && (!best || tx.seq > best.seq)) best = tx;
     }
@@ -152,6 +163,7 @@ export class ActivityLog {
       return d.promise;
     }
     this.committing = (async () => {
+      let evicted = false;
       try {
         while (this.wanted.size > 0) {
           // Make room: evict least recently used extents with no write in flight.
@@ -161,6 +173,7 @@ export class ActivityLog {
             if (room >= need.length) break;
             if (refs === 0 && !this.wanted.has(e)) {
               this.active.delete(e);
+              evicted = true;
               room++;
             }
           }
@@ -168,12 +181,15 @@ export class ActivityLog {
             // Every extent is busy: wait for a write to complete.
             const d = deferred<void>();
             this.slotWaiters.push(d);
+            this.hooks.onFull?.();
             await d.promise;
             continue;
           }
           for (const e of need.slice(0, room)) this.active.set(e, 0);
           for (const e of need.slice(0, room)) this.wanted.delete(e);
           for (const e of [...this.wanted]) if (this.active.has(e)) this.wanted.delete(e);
+          if (evicted) await this.hooks.beforeEvict?.();
+          evicted = false;
           await this.writeTransaction();
         }
       } finally {
@@ -189,8 +205,8 @@ export class ActivityLog {
   private async writeTransaction(): Promise<void> {
     this.seq += 1n;
     const tx = encodeTransaction(this.seq, [...this.active.keys()], this.slotBytes);
-    await writeExact(this.storage.handle, this.storage.offset + Number(this.seq % 2n) * this.slotBytes, tx);
-    await this.storage.handle.datasync();
+    await this.storage.file.write(this.storage.offset + Number(this.seq % 2n) * this.slotBytes, tx);
+    await this.storage.file.datasync();
     this.transactions++;
   }
 }

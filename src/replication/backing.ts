@@ -1,19 +1,9 @@
-// The local backing store: a regular file or a block device, opened once.
+// The local backing store's real I/O: sizes of files and block devices, exact
+// reads and writes, and the inline fast path of the application's small requests.
 import type { Stats } from 'node:fs';
-import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
-import { constants as fsc, read as fsRead, readSync, write as fsWrite, writeSync } from 'node:fs';
+import { readFile, stat, type FileHandle } from 'node:fs/promises';
+import { read as fsRead, readSync, write as fsWrite, writeSync } from 'node:fs';
 import { ERROR_CODES, TandemError } from './errors.ts';
-
-export interface Backing {
-  readonly path: string;
-  readonly handle: FileHandle;
-  /** Capacity in bytes. */
-  readonly size: number;
-  readonly isBlockDevice: boolean;
-  /** The application's reads and writes (engine read/localWrite) go through this. */
-  readonly io: BackingIo;
-  close(): Promise<void>;
-}
 
 /** glibc's encoding of dev_t. */
 function majorMinor(rdev: number): [number, number] {
@@ -39,19 +29,6 @@ export async function sizeOf(path: string): Promise<{ size: number; isBlockDevic
   }
   if (st.isFile()) return { size: st.size, isBlockDevice: false };
   throw new TandemError(ERROR_CODES.backing, `${path}: not a block device or regular file`);
-}
-
-export async function openBacking(path: string): Promise<Backing> {
-  const { size, isBlockDevice } = await sizeOf(path);
-  let handle: FileHandle;
-  try {
-    handle = await open(path, fsc.O_RDWR);
-  } catch (err) {
-    throw new TandemError(ERROR_CODES.backing, `${path}: cannot open backing device: ${(err as Error).message}`, 10, {
-      cause: err,
-    });
-  }
-  return { path, handle, size, isBlockDevice, io: new BackingIo(handle), close: () => handle.close() };
 }
 
 /**
@@ -182,7 +159,7 @@ export class BackingIo {
       : readExact(this.#handle, offset + done, length - done, buf.subarray(done)).then(() => buf);
   }
 
-  write(offset: number, data: Buffer): Promise<void> {
+  write(offset: number, data: Uint8Array): Promise<void> {
     if (data.length > this.#inlineMax || this.#now() < this.#writes.openAt)
       return writeExact(this.#handle, offset, data);
     const t0 = process.hrtime.bigint();

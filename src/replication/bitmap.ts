@@ -14,6 +14,8 @@ export class Bitmap {
   private readonly words: Uint32Array;
   private setCount = 0;
   private readonly dirtyPages = new Set<number>();
+  /** A bit was cleared since the dirty pages were last taken (see takeDirtySnapshot). */
+  private clearedSinceTake = false;
 
   constructor(bits: number, storage?: Uint8Array) {
     this.bits = bits;
@@ -73,6 +75,7 @@ export class Bitmap {
   clearRange(from: number, to: number): number {
     const removed = this.applyRange(from, to, false);
     this.setCount -= removed;
+    if (removed > 0) this.clearedSinceTake = true;
     return removed;
   }
 
@@ -151,7 +154,26 @@ export class Bitmap {
   takeDirtyPages(): number[] {
     const pages = [...this.dirtyPages].sort((a, b) => a - b);
     this.dirtyPages.clear();
+    this.clearedSinceTake = false;
     return pages;
+  }
+
+  /**
+   * The changed pages as copies taken now, and whether any bit was cleared since the
+   * last take. A cleared bit says "this block is on the peer's disk as on ours": it may
+   * reach the disk only after the data that made it true is durable, so the writer
+   * syncs the data device between this snapshot and writing it (Metadata.writeDirtyBitmap).
+   */
+  takeDirtySnapshot(): { pages: { index: number; bytes: Uint8Array }[]; cleared: boolean } {
+    const cleared = this.clearedSinceTake;
+    const pages = this.takeDirtyPages().map((index) => ({ index, bytes: this.page(index).slice() }));
+    return { pages, cleared };
+  }
+
+  /** Puts pages of a snapshot that could not be written back in the dirty set. */
+  restoreDirty(pages: number[], cleared: boolean): void {
+    for (const p of pages) this.dirtyPages.add(p);
+    if (cleared) this.clearedSinceTake = true;
   }
 
   page(index: number): Uint8Array {

@@ -6,6 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { locateMetadata, Metadata } from './metadata.ts';
 import { newCurrent } from './uuids.ts';
+import { realWorld } from './real-world.ts';
+
+const storage = realWorld.storage;
 
 let dir: string;
 beforeEach(() => {
@@ -17,15 +20,15 @@ async function fresh(): Promise<Metadata> {
   const disk = join(dir, 'disk');
   writeFileSync(disk, '');
   truncateSync(disk, 64 * 1024 * 1024);
-  const location = await locateMetadata(disk, { kind: 'internal' });
-  await Metadata.create(location, 'r0');
-  return Metadata.open(location, 'r0');
+  const location = await locateMetadata(storage, disk, { kind: 'internal' });
+  await Metadata.create(storage, location, 'r0');
+  return Metadata.open(storage, location, 'r0');
 }
 
 test('concurrent updates all land, in call order, each on the superblock the previous one left', async () => {
   const md = await fresh();
   const seq0 = md.sb.seq;
-  const generation = newCurrent(md.sb.uuids);
+  const generation = newCurrent(md.sb.uuids, realWorld.random);
   // As at a resync's end on a SyncTarget: the preparation clears "consistent" while
   // the new generation and "consistent" are written, without waiting for each other.
   await Promise.all([
@@ -40,7 +43,7 @@ test('concurrent updates all land, in call order, each on the superblock the pre
   expect([md.has('consistent'), md.has('wasUpToDate'), md.has('outdated')]).toEqual([true, true, false]);
   const location = md.location;
   await md.close();
-  const again = await Metadata.open(location, 'r0');
+  const again = await Metadata.open(storage, location, 'r0');
   expect(again.sb.seq).toBe(seq0 + 4n);
   expect(again.sb.uuids).toEqual(want);
   expect([again.has('consistent'), again.has('wasUpToDate'), again.has('outdated')]).toEqual([true, true, false]);

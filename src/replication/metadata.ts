@@ -13,10 +13,9 @@
 //   DEV[IDX]          indexed: slot IDX of 128 MiB on an external device
 //   DEV               flexible: the whole external device
 import { crc32 } from 'node:zlib';
-import type { FileHandle } from 'node:fs/promises';
 import type { MetaDisk } from '../api/config.ts';
 import { Bitmap, BITMAP_PAGE_BYTES, BLOCK_SIZE } from './bitmap.ts';
-import { openBacking, readExact, sizeOf, writeExact, type Backing } from './backing.ts';
+import type { BlockFile, Storage } from './world.ts';
 import { ERROR_CODES, TandemError } from './errors.ts';
 import { freshUuids, type Uuids } from './uuids.ts';
 
@@ -80,7 +79,8 @@ export function internalMdBytes(backingBytes: number): number {
   return BITMAP_OFFSET + bitmapBytesFor(backingBytes);
 }
 
-export async function locateMetadata(diskPath: string, meta: MetaDisk): Promise<MdLocation> {
+export async function locateMetadata(storage: Storage, diskPath: string, meta: MetaDisk): Promise<MdLocation> {
+  const sizeOf = (path: string) => storage.sizeOf(path);
   const disk = await sizeOf(diskPath);
   const diskBytes = roundDown(disk.size, BLOCK_SIZE);
   switch (meta.kind) {
@@ -182,8 +182,8 @@ export type SuperblockChange = Partial<Omit<Superblock, 'seq'>> & { set?: MdFlag
 
 export class Metadata {
   readonly location: MdLocation;
-  readonly handle: FileHandle;
-  private readonly ownsHandle: boolean;
+  readonly file: BlockFile;
+  private readonly ownsFile: boolean;
   /** The tail of the superblock updates, applied in call order. */
   private updateChain: Promise<void> = Promise.resolve();
   sb: Superblock;
@@ -191,38 +191,37 @@ export class Metadata {
   /** Counters for /proc/drbd: `al` and `bm` writes. */
   bitmapWrites = 0;
 
-  private constructor(location: MdLocation, handle: FileHandle, ownsHandle: boolean, sb: Superblock, bitmap: Bitmap) {
+  private constructor(location: MdLocation, file: BlockFile, ownsFile: boolean, sb: Superblock, bitmap: Bitmap) {
     this.location = location;
-    this.handle = handle;
-    this.ownsHandle = ownsHandle;
+    this.file = file;
+    this.ownsFile = ownsFile;
     this.sb = sb;
     this.bitmap = bitmap;
   }
 
-  static async readSuperblock(location: MdLocation): Promise<Superblock | undefined> {
-    const b = await openBacking(location.path);
+  static async readSuperblock(storage: Storage, location: MdLocation): Promise<Superblock | undefined> {
+    const f = await storage.open(location.path);
     try {
-      const slots = await readExact(b.handle, location.offset, 2 * SUPER_SLOT_BYTES);
+      const slots = await f.read(location.offset, 2 * SUPER_SLOT_BYTES);
       return newestSuperblock(
         decodeSuperblock(slots.subarray(0, SUPER_SLOT_BYTES)),
         decodeSuperblock(slots.subarray(SUPER_SLOT_BYTES)),
       );
     } finally {
-      await b.handle.close();
+      await f.close();
     }
   }
 
   /** Writes fresh metadata: new generation identifiers, a clean bitmap, an empty activity log. */
-  static async create(location: MdLocation, resource: string): Promise<{ bitmapBytes: number }> {
-    const b = await openBacking(location.path);
+  static async create(storage: Storage, location: MdLocation, resource: string): Promise<{ bitmapBytes: number }> {
+    const f = await storage.open(location.path);
     try {
       const bitmapBytes = bitmapBytesFor(location.dataCapacity);
       if (BITMAP_OFFSET + bitmapBytes > location.bytes)
         throw new TandemError(ERROR_CODES.metadata, `${location.path}: metadata area too small`);
       const zero = Buffer.alloc(1024 * 1024);
       for (let off = AL_OFFSET; off < BITMAP_OFFSET + bitmapBytes; off += zero.length) {
-        await writeExact(
-          b.handle,
+        await f.write(
           location.offset + off,
           zero.subarray(0, Math.min(zero.length, BITMAP_OFFSET + bitmapBytes - off)),
         );
@@ -236,21 +235,23 @@ export class Metadata {
         uuids: freshUuids(),
         resource,
       };
-      await writeExact(b.handle, location.offset, encodeSuperblock(sb));
-      await writeExact(b.handle, location.offset + SUPER_SLOT_BYTES, Buffer.alloc(SUPER_SLOT_BYTES));
-      await b.handle.datasync();
+      // The zeroed activity log and bitmap are durable before the superblock that makes them count.
+      await f.datasync();
+      await f.write(location.offset, encodeSuperblock(sb));
+      await f.write(location.offset + SUPER_SLOT_BYTES, Buffer.alloc(SUPER_SLOT_BYTES));
+      await f.datasync();
       return { bitmapBytes };
     } finally {
-      await b.handle.close();
+      await f.close();
     }
   }
 
-  /** Opens existing metadata; `dataHandle` is reused when the metadata is internal. */
-  static async open(location: MdLocation, resource: string, dataBacking?: Backing): Promise<Metadata> {
-    const shared = location.internal && dataBacking !== undefined;
-    const handle = shared ? dataBacking.handle : (await openBacking(location.path)).handle;
+  /** Opens existing metadata; `dataFile` is reused (not closed by close()) when the metadata is internal. */
+  static async open(storage: Storage, location: MdLocation, resource: string, dataFile?: BlockFile): Promise<Metadata> {
+    const shared = location.internal && dataFile !== undefined;
+    const file = shared ? dataFile : await storage.open(location.path);
     try {
-      const slots = await readExact(handle, location.offset, 2 * SUPER_SLOT_BYTES);
+      const slots = await file.read(location.offset, 2 * SUPER_SLOT_BYTES);
       const sb = newestSuperblock(
         decodeSuperblock(slots.subarray(0, SUPER_SLOT_BYTES)),
         decodeSuperblock(slots.subarray(SUPER_SLOT_BYTES)),
@@ -266,11 +267,11 @@ export class Metadata {
           `${describe(location)}: metadata belongs to resource '${sb.resource}', not '${resource}'`,
         );
       const bitmapBytes = bitmapBytesFor(sb.bitmapBits * BLOCK_SIZE);
-      const raw = await readExact(handle, location.offset + BITMAP_OFFSET, bitmapBytes);
+      const raw = await file.read(location.offset + BITMAP_OFFSET, bitmapBytes);
       const bitmap = new Bitmap(sb.bitmapBits, new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength));
-      return new Metadata(location, handle, !shared, sb, bitmap);
+      return new Metadata(location, file, !shared, sb, bitmap);
     } catch (err) {
-      if (!shared) await handle.close();
+      if (!shared) await file.close();
       throw err;
     }
   }
@@ -295,8 +296,8 @@ export class Metadata {
       for (const f of clear) flags &= ~MD_FLAGS[f];
       const next: Superblock = { ...this.sb, ...fields, flags, seq: this.sb.seq + 1n };
       const slot = Number(next.seq % 2n);
-      await writeExact(this.handle, this.location.offset + slot * SUPER_SLOT_BYTES, encodeSuperblock(next));
-      await this.handle.datasync();
+      await this.file.write(this.location.offset + slot * SUPER_SLOT_BYTES, encodeSuperblock(next));
+      await this.file.datasync();
       this.sb = next;
     };
     const done = this.updateChain.then(apply, apply);
@@ -321,36 +322,48 @@ export class Metadata {
         `${describe(this.location)}: the metadata area can track ${this.maxBitmapBits * BLOCK_SIZE} bytes, not ${bits * BLOCK_SIZE}`,
       );
     const bytes = bitmapBytesFor(bits * BLOCK_SIZE);
-    const grown = new Bitmap(
-      bits,
-      (() => {
-        const b = new Uint8Array(bytes);
-        b.set(this.bitmap.bytes);
-        return b;
-      })(),
-    );
+    const grownBytes = new Uint8Array(bytes);
+    grownBytes.set(this.bitmap.bytes);
+    const grown = new Bitmap(bits, grownBytes);
     const oldPages = this.bitmap.pageCount;
     for (let p = oldPages; p < grown.pageCount; p++)
-      await writeExact(this.handle, this.location.offset + BITMAP_OFFSET + p * BITMAP_PAGE_BYTES, grown.page(p));
-    await this.handle.datasync();
+      await this.file.write(this.location.offset + BITMAP_OFFSET + p * BITMAP_PAGE_BYTES, grown.page(p));
+    await this.file.datasync();
     this.bitmap = grown;
     await this.update({ bitmapBits: bits });
   }
 
-  /** Writes the bitmap pages that changed since they were last written. */
-  async writeDirtyBitmap(sync: boolean): Promise<number> {
-    const pages = this.bitmap.takeDirtyPages();
-    for (const p of pages) {
-      await writeExact(this.handle, this.location.offset + BITMAP_OFFSET + p * BITMAP_PAGE_BYTES, this.bitmap.page(p));
-      this.bitmapWrites++;
+  /**
+   * Writes the bitmap pages that changed since they were last written, as they are
+   * now. When bits were cleared since then, `data` (the data device) is synced first:
+   * a clear bit claims the block matches the peer, which is only true on disk once the
+   * write that made it so is durable; a power loss between the two must leave the bit
+   * set, never a clear bit over data that did not survive. Set bits need no such order:
+   * a set bit is only ever too cautious. `sync`: the pages are durable on return.
+   */
+  async writeDirtyBitmap(sync: boolean, data?: BlockFile): Promise<number> {
+    const { pages, cleared } = this.bitmap.takeDirtySnapshot();
+    if (pages.length === 0) return 0;
+    try {
+      if (cleared && data !== undefined) await data.datasync();
+      for (const p of pages) {
+        await this.file.write(this.location.offset + BITMAP_OFFSET + p.index * BITMAP_PAGE_BYTES, p.bytes);
+        this.bitmapWrites++;
+      }
+      if (sync) await this.file.datasync();
+    } catch (err) {
+      this.bitmap.restoreDirty(
+        pages.map((p) => p.index),
+        cleared,
+      );
+      throw err;
     }
-    if (sync && pages.length > 0) await this.handle.datasync();
     return pages.length;
   }
 
   async close(): Promise<void> {
     await this.updateChain;
-    if (this.ownsHandle) await this.handle.close();
+    if (this.ownsFile) await this.file.close();
   }
 }
 

@@ -16,10 +16,7 @@ import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { createHmac, getHashes, randomBytes, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
-import type { Logger } from 'pino';
-import type { Address } from '../api/config.ts';
 import { adoptWithOnread } from '../net/onread-socket.ts';
-import type { PayloadPool } from '../net/payload-pool.ts';
 import {
   FrameParser,
   HEADER_BYTES,
@@ -31,23 +28,7 @@ import {
   type Frame,
 } from './wire.ts';
 import type { ConnectionState } from './states.ts';
-
-export interface LinkOptions {
-  resource: string;
-  nodeName: string;
-  peerName: string;
-  self: Address;
-  peer: Address;
-  sharedSecret: string | undefined;
-  hmacAlg: string;
-  connectIntMs: number;
-  pingIntMs: number;
-  pingTimeoutMs: number;
-  handshakeTimeoutMs?: number;
-  /** Where large received payloads (DATA, RS_DATA) are allocated; the engine gives them back. */
-  payloads?: PayloadPool;
-  logger: Logger;
-}
+import type { LinkEvents, LinkOptions, PeerConnection, PeerLinkHandle, PeerTransport } from './world.ts';
 
 const Hello = z.object({
   proto: z.literal('tandem'),
@@ -103,7 +84,7 @@ function linkOnread(reader: LinkReader): net.OnReadOpts {
  * An established, authenticated connection. Sends are batched with cork/uncork
  * so that a burst of acks or small frames costs one syscall.
  */
-export class Connection {
+export class Connection implements PeerConnection {
   readonly socket: net.Socket;
   readonly parser: FrameParser;
   readonly protocolVersion: number;
@@ -216,8 +197,30 @@ export class Connection {
     return this.send(encodeJson(type, value));
   }
 
-  get writableLength(): number {
+  get queuedBytes(): number {
     return this.socket.writableLength;
+  }
+
+  whenQueuedBelow(bytes: number): Promise<void> {
+    if (this.closed || this.socket.writableLength <= bytes) return Promise.resolve();
+    return new Promise((resolve) => {
+      const check = (): void => {
+        if (!this.closed && this.socket.writableLength > bytes) return;
+        this.socket.off('drain', check);
+        this.socket.off('close', check);
+        resolve();
+      };
+      this.socket.on('drain', check);
+      this.socket.on('close', check);
+    });
+  }
+
+  pauseReading(): void {
+    this.socket.pause();
+  }
+
+  resumeReading(): void {
+    this.socket.resume();
   }
 
   /**
@@ -243,14 +246,7 @@ export class Connection {
   }
 }
 
-export interface LinkEvents {
-  connected: [Connection];
-  /** The link's own transitions while not connected: WFConnection, WFReportParams, and why an attempt failed. */
-  state: [ConnectionState, string];
-  refused: [string];
-}
-
-export class PeerLink extends EventEmitter<LinkEvents> {
+export class PeerLink extends EventEmitter<LinkEvents> implements PeerLinkHandle {
   private readonly opts: LinkOptions;
   private server: net.Server | undefined;
   private stopped = true;
@@ -501,3 +497,6 @@ function safeMessage(b: Buffer): string {
   const j = safeJson(b) as { message?: unknown } | undefined;
   return typeof j?.message === 'string' ? j.message.slice(0, 200) : 'unknown reason';
 }
+
+/** The real peer transport: TCP with the handshake above. */
+export const tcpTransport: PeerTransport = { link: (opts) => new PeerLink(opts) };

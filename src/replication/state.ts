@@ -1,12 +1,24 @@
 // The engine's state and the one place it changes.
 //
-// `transition(current, change, ctx)` applies the facts (hard rules: without a
-// connection the peer's role and disk are Unknown/DUnknown) and then checks the
-// refusable requests (soft rules, DRBD's SS_* codes). The engine commits the
-// result, logs the diff with its cause, and only then runs the effects, e.g.
+// `transition(current, change, ctx)`: sanitize (the facts: without a connection the
+// peer's role and disk are Unknown/DUnknown), then the rules (the connection state
+// may only move along the edges below; DRBD's SS_* refusals for roles), then the
+// caller commits. `effectsOf(prev, next)` says what a committed change obliges the
+// engine to do, and the engine runs those effects after the commit. Every committed
+// change is logged as a diff with its cause:
 //   role(Secondary->Primary) disk(Inconsistent->UpToDate) [primary --force]
-import { isConnected, isSyncTarget, isUpToDate, type ConnectionState, type DiskState, type Role } from './states.ts';
-import { REFUSALS, refuse, type StateChangeError } from './errors.ts';
+import type { FencingPolicy } from '../api/config.ts';
+import { REFUSALS, refuse, StateChangeError } from './errors.ts';
+import {
+  hasLocalDisk,
+  isConnected,
+  isSyncSource,
+  isSyncTarget,
+  isUpToDate,
+  type ConnectionState,
+  type DiskState,
+  type Role,
+} from './states.ts';
 
 export interface EngineState {
   role: Role;
@@ -44,15 +56,61 @@ export function initialState(): EngineState {
   };
 }
 
+const LOST: readonly ConnectionState[] = ['NetworkFailure', 'BrokenPipe', 'Timeout', 'ProtocolError', 'TearDown'];
+const SYNC_S: readonly ConnectionState[] = ['SyncSource', 'PausedSyncS'];
+const SYNC_T: readonly ConnectionState[] = ['SyncTarget', 'PausedSyncT'];
+
+/**
+ * Where the connection state may go from each state (besides StandAlone, reachable from
+ * anywhere: a refusal or an abort, and Disconnecting, from anywhere but StandAlone).
+ * The life of one connection: StandAlone → WFConnection → WFReportParams → Connected,
+ * or WFBitMapS/T → (Paused)SyncSource/Target → Connected; Connected ⇄ VerifyS/T; a
+ * renegotiation (invalidate, resize, a forced promotion) goes Connected → WFBitMapS/T;
+ * losing it: any connected state → NetworkFailure/BrokenPipe/… → Unconnected → WFConnection.
+ */
+const EDGES: Partial<Record<ConnectionState, readonly ConnectionState[]>> = {
+  StandAlone: ['WFConnection', 'Unconnected'],
+  Unconnected: ['WFConnection'],
+  WFConnection: ['WFReportParams'],
+  WFReportParams: ['WFConnection', 'Connected', 'WFBitMapS', 'WFBitMapT', ...LOST],
+  Connected: ['WFBitMapS', 'WFBitMapT', 'VerifyS', 'VerifyT', ...LOST],
+  WFBitMapS: [...SYNC_S, ...LOST],
+  WFBitMapT: [...SYNC_T, ...LOST],
+  SyncSource: ['PausedSyncS', 'Connected', ...LOST],
+  PausedSyncS: ['SyncSource', 'Connected', ...LOST],
+  SyncTarget: ['PausedSyncT', 'Connected', ...LOST],
+  PausedSyncT: ['SyncTarget', 'Connected', ...LOST],
+  VerifyS: ['Connected', ...LOST],
+  VerifyT: ['Connected', ...LOST],
+  NetworkFailure: ['Unconnected'],
+  BrokenPipe: ['Unconnected'],
+  Timeout: ['Unconnected'],
+  ProtocolError: ['Unconnected'],
+  TearDown: ['Unconnected'],
+  Disconnecting: [],
+};
+
+/** May the connection state move from `a` to `b`? */
+export function connEdgeAllowed(a: ConnectionState, b: ConnectionState): boolean {
+  if (a === b || b === 'StandAlone') return true;
+  if (b === 'Disconnecting') return a !== 'StandAlone';
+  return EDGES[a]?.includes(b) ?? false;
+}
+
 export function transition(current: EngineState, change: StateChange, ctx: TransitionContext): TransitionResult {
   const next: EngineState = { ...current, ...change };
-  // Hard rules: facts, never refused.
+  // Sanitize: facts, never refused.
   if (!isConnected(next.conn)) {
     next.peerRole = 'Unknown';
     next.peerDisk = 'DUnknown';
     next.peerIsp = false;
   }
-  // Soft rules: requests that may be refused.
+  // Rules.
+  if (!connEdgeAllowed(current.conn, next.conn))
+    return {
+      ok: false,
+      error: new StateChangeError(-18, `connection state ${current.conn} cannot become ${next.conn}`),
+    };
   if (next.role === 'Primary' && current.role !== 'Primary') {
     if (!isUpToDate(next.disk)) return { ok: false, error: refuse(REFUSALS.noUpToDateDisk) };
     if (next.peerRole === 'Primary' && !ctx.allowTwoPrimaries)
@@ -66,6 +124,52 @@ export function transition(current: EngineState, change: StateChange, ctx: Trans
     };
   }
   return { ok: true, next, diff: describeDiff(current, next) };
+}
+
+/** A Primary whose writes reach an UpToDate peer: both disks hold the data. */
+export function feedsUpToDatePeer(s: EngineState): boolean {
+  return s.role === 'Primary' && isConnected(s.conn) && !isSyncSource(s.conn) && isUpToDate(s.peerDisk);
+}
+
+/** Primary, Connected, both disks UpToDate and I/O flowing: the peer can take over now. */
+export function isWholePrimary(s: EngineState): boolean {
+  return (
+    s.role === 'Primary' && s.conn === 'Connected' && s.disk === 'UpToDate' && s.peerDisk === 'UpToDate' && !s.suspended
+  );
+}
+
+export type Effect =
+  /**
+   * This Primary stopped writing to an UpToDate peer (for any reason: the link, a
+   * `disconnect` on either side, the peer's `down` or crash, the peer's disk
+   * detached): its data now moves ahead of the peer's, so it starts a new data
+   * generation before any further write completes (DRBD's new current UUID). A later
+   * reconnect then resyncs from here, and a peer promoted meanwhile makes a split
+   * brain that the generation identifiers show.
+   */
+  | { kind: 'new-generation' }
+  /** The same moment, with fencing on: make sure the peer cannot be promoted (freeze first with resource-and-stonith). */
+  | { kind: 'fence-peer'; freeze: boolean }
+  /** DRBD 9's unfence-peer: whole again, a fence on the peer can be lifted. */
+  | { kind: 'unfence-peer' }
+  /** A Primary without good local data lost the peer that held it. */
+  | { kind: 'pri-on-incon-degr' };
+
+export function effectsOf(prev: EngineState, next: EngineState, fencing: FencingPolicy): Effect[] {
+  const out: Effect[] = [];
+  const stoppedFeeding = feedsUpToDatePeer(prev) && !feedsUpToDatePeer(next) && next.role === 'Primary';
+  if (stoppedFeeding) out.push({ kind: 'new-generation' });
+  const lostPeer = prev.role === 'Primary' && isConnected(prev.conn) && !isConnected(next.conn);
+  if (
+    lostPeer &&
+    fencing !== 'dont-care' &&
+    (prev.peerDisk === 'UpToDate' || prev.peerDisk === 'Consistent') &&
+    next.role === 'Primary'
+  )
+    out.push({ kind: 'fence-peer', freeze: fencing === 'resource-and-stonith' });
+  if (lostPeer && !hasLocalDisk(next.disk)) out.push({ kind: 'pri-on-incon-degr' });
+  if (!isWholePrimary(prev) && isWholePrimary(next)) out.push({ kind: 'unfence-peer' });
+  return out;
 }
 
 const LABELS: [keyof EngineState, string][] = [

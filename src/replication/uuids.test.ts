@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import {
   compareUuids,
@@ -60,7 +61,7 @@ describe('compareUuids (DRBD uuid_compare)', () => {
 
   test('a disconnect, writes and a resync bring the pair back to the same generation', () => {
     const start = u(0x1000n);
-    const primary = newCurrent(start);
+    const primary = newCurrent(start, { bytes: (n) => randomBytes(n) });
     expect(primary.bitmap).toBe(0x1000n);
     expect(compareUuids(primary, start).decision).toBe('bitmap-source');
     const target = finishSyncTarget(start, primary);

@@ -10,7 +10,7 @@
 //  - a resync finishes: the target adopts the source's current; the source's
 //    bitmap moves into history.
 // Bit 0 of every UUID is the "was Primary" flag, ignored in comparisons.
-import { randomBytes } from 'node:crypto';
+import type { Random } from './world.ts';
 
 export const UUID_JUST_CREATED = 4n;
 
@@ -24,20 +24,20 @@ export function freshUuids(): Uuids {
   return { current: UUID_JUST_CREATED, bitmap: 0n, history: [0n, 0n] };
 }
 
-export function randomUuid(): bigint {
+export function randomUuid(random: Random): bigint {
   // Never 0, never JUST_CREATED, bit 0 cleared (it carries the primary flag).
   let v = 0n;
-  while (v === 0n || v === UUID_JUST_CREATED) v = randomBytes(8).readBigUInt64LE(0) & ~1n;
+  while (v === 0n || v === UUID_JUST_CREATED) v = random.bytes(8).readBigUInt64LE(0) & ~1n;
   return v;
 }
 
 const strip = (u: bigint): bigint => u & ~1n;
 
 /** A new data generation: what a Primary does when it loses its peer, or a disk promoted while alone. */
-export function newCurrent(u: Uuids): Uuids {
+export function newCurrent(u: Uuids, random: Random): Uuids {
   const bitmap = u.bitmap === 0n ? u.current : u.bitmap;
   const history: [bigint, bigint] = u.bitmap === 0n ? u.history : [u.current, u.history[0]];
-  return { current: randomUuid(), bitmap, history };
+  return { current: randomUuid(random), bitmap, history };
 }
 
 /** The SyncSource's side at resync end: the bitmap generation becomes history. */

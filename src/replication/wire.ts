@@ -8,8 +8,13 @@
 
 export const FRAME_MAGIC = 0x4d444e54; // "TNDM" read as little-endian
 export const HEADER_BYTES = 12;
-export const PROTOCOL_VERSION_MIN = 1;
-export const PROTOCOL_VERSION_MAX = 1;
+/**
+ * 2: mirrored writes travel in epochs closed by BARRIER and made durable on the peer
+ * before its BARRIER_ACK (FLUSH/FLUSH_ACK are gone). A version-1 peer is refused at the
+ * handshake: its acknowledgements promise less than this version relies on.
+ */
+export const PROTOCOL_VERSION_MIN = 2;
+export const PROTOCOL_VERSION_MAX = 2;
 /** Largest payload accepted: a 32 MiB write plus its sub-header. */
 export const MAX_PAYLOAD = 32 * 1024 * 1024 + 64;
 /** Control frames (JSON) are small; a peer sending more is broken or hostile. */
@@ -31,8 +36,6 @@ export const P = {
   RECV_ACK: 0x11,
   WRITE_ACK: 0x12,
   NEG_ACK: 0x13,
-  FLUSH: 0x14,
-  FLUSH_ACK: 0x15,
   ZERO: 0x16,
   RS_DATA: 0x18,
   RS_ACK: 0x19,
@@ -44,6 +47,8 @@ export const P = {
   READ_REPLY: 0x1f,
   RS_CSUM: 0x20,
   RS_CSUM_REPLY: 0x21,
+  BARRIER: 0x22,
+  BARRIER_ACK: 0x23,
 } as const;
 export type PacketType = (typeof P)[keyof typeof P];
 
@@ -55,8 +60,8 @@ const BINARY_TYPES = new Set<number>([
   P.RECV_ACK,
   P.WRITE_ACK,
   P.NEG_ACK,
-  P.FLUSH,
-  P.FLUSH_ACK,
+  P.BARRIER,
+  P.BARRIER_ACK,
   P.ZERO,
   P.RS_DATA,
   P.RS_ACK,
@@ -139,7 +144,7 @@ export function decodeZero(p: Buffer): { seq: number; flags: number; offset: num
   };
 }
 
-/** RECV_ACK, WRITE_ACK, FLUSH, FLUSH_ACK: seq u32; NEG_ACK adds errno i32. */
+/** RECV_ACK, WRITE_ACK, BARRIER: seq (or epoch) u32; NEG_ACK adds errno i32. */
 export function encodeSeq(type: PacketType, seq: number, errno?: number): Buffer[] {
   const h = header(type, 0, errno === undefined ? 4 : 8, errno === undefined ? 4 : 8);
   h.writeUInt32LE(seq, 12);
@@ -149,6 +154,22 @@ export function encodeSeq(type: PacketType, seq: number, errno?: number): Buffer
 
 export function decodeSeq(p: Buffer): { seq: number; errno: number } {
   return { seq: p.readUInt32LE(0), errno: p.length >= 8 ? p.readInt32LE(4) : 0 };
+}
+
+/**
+ * BARRIER_ACK: epoch u32 | writes u32 | errno i32. The peer has every write of the epoch
+ * on stable storage (errno 0), or could not make them durable (errno < 0).
+ */
+export function encodeBarrierAck(epoch: number, writes: number, errno: number): Buffer[] {
+  const h = header(P.BARRIER_ACK, 0, 12, 12);
+  h.writeUInt32LE(epoch, 12);
+  h.writeUInt32LE(writes, 16);
+  h.writeInt32LE(errno, 20);
+  return [h];
+}
+
+export function decodeBarrierAck(p: Buffer): { epoch: number; writes: number; errno: number } {
+  return { epoch: p.readUInt32LE(0), writes: p.readUInt32LE(4), errno: p.readInt32LE(8) };
 }
 
 /** RS_DATA: offset u64 | data. */
@@ -180,8 +201,8 @@ export const MIN_PAYLOAD: Partial<Record<PacketType, number>> = {
   [P.RECV_ACK]: 4,
   [P.WRITE_ACK]: 4,
   [P.NEG_ACK]: 8,
-  [P.FLUSH]: 4,
-  [P.FLUSH_ACK]: 4,
+  [P.BARRIER]: 4,
+  [P.BARRIER_ACK]: 12,
   [P.ZERO]: 20,
   [P.RS_DATA]: 8,
   [P.RS_ACK]: 12,

@@ -103,6 +103,16 @@ const NET: Record<string, Apply> = {
   'max-buffers': (s, o) => {
     s.net.maxBuffers = o.integer();
   },
+  'max-epoch-size': (s, o) => {
+    s.net.maxEpochSize = o.integer();
+  },
+  // tandem only: bytes (k/M/G suffixes), and milliseconds.
+  'max-epoch-bytes': (s, o) => {
+    s.net.maxEpochBytes = o.scaled(UNIT.byte);
+  },
+  'max-epoch-age': (s, o) => {
+    s.net.maxEpochAgeMs = o.integer();
+  },
 };
 
 const DISK: Record<string, Apply> = {

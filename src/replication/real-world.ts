@@ -1,0 +1,89 @@
+// The real world of an engine process: the wall clock and Node's timers, files
+// and block devices through node:fs (the application's small I/O inline on the
+// event loop while the page cache serves it, see BackingIo), the TCP peer link,
+// handlers run by /bin/sh, and crypto's random bytes.
+import { randomBytes } from 'node:crypto';
+import { constants as fsc } from 'node:fs';
+import { mkdir, open, writeFile, type FileHandle } from 'node:fs/promises';
+import { BackingIo, sizeOf } from './backing.ts';
+import { ERROR_CODES, TandemError } from './errors.ts';
+import { runHandler } from './handlers.ts';
+import { tcpTransport } from './peer-link.ts';
+import type { BlockFile, Clock, Storage, Timer, World } from './world.ts';
+
+export const realClock: Clock = {
+  now: () => Date.now(),
+  after(ms, fn): Timer {
+    const t = setTimeout(fn, ms);
+    t.unref();
+    return { cancel: () => clearTimeout(t) };
+  },
+  every(ms, fn): Timer {
+    const t = setInterval(fn, ms);
+    t.unref();
+    return { cancel: () => clearInterval(t) };
+  },
+  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+};
+
+/** A file or block device opened read-write; `io` is the application's hot path. */
+export class FileBlock implements BlockFile {
+  readonly path: string;
+  readonly handle: FileHandle;
+  readonly io: BackingIo;
+
+  constructor(path: string, handle: FileHandle) {
+    this.path = path;
+    this.handle = handle;
+    this.io = new BackingIo(handle);
+  }
+
+  read(offset: number, length: number): Promise<Buffer> {
+    return this.io.read(offset, length);
+  }
+
+  write(offset: number, data: Uint8Array): Promise<void> {
+    return this.io.write(offset, data);
+  }
+
+  datasync(): Promise<void> {
+    return this.handle.datasync();
+  }
+
+  close(): Promise<void> {
+    return this.handle.close();
+  }
+}
+
+async function openFile(path: string, flags: number): Promise<FileHandle> {
+  try {
+    return await open(path, flags, 0o600);
+  } catch (err) {
+    throw new TandemError(ERROR_CODES.backing, `${path}: cannot open: ${(err as Error).message}`, 10, { cause: err });
+  }
+}
+
+export const realStorage: Storage = {
+  sizeOf,
+  async open(path) {
+    await sizeOf(path); // a clear error for a missing path, or one that is neither a file nor a block device
+    return new FileBlock(path, await openFile(path, fsc.O_RDWR));
+  },
+  async create(path, size) {
+    const h = await openFile(path, fsc.O_RDWR | fsc.O_CREAT | fsc.O_TRUNC);
+    await h.truncate(size);
+    return new FileBlock(path, h);
+  },
+  async mkdirp(path) {
+    await mkdir(path, { recursive: true });
+  },
+  writeText: (path, text) => writeFile(path, text),
+};
+
+export const realWorld: World = {
+  clock: realClock,
+  storage: realStorage,
+  transport: tcpTransport,
+  handlers: { run: runHandler },
+  random: { bytes: (n) => randomBytes(n) },
+};

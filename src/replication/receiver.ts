@@ -1,0 +1,186 @@
+// The Secondary's side of replication: writes from the peer (mirrored DATA and the
+// resync's RS_DATA/RS_ZERO), the barriers that close the Primary's epochs, and
+// reads for a Diskless Primary.
+//
+// A write from the peer: its range is registered in the conflict lock when it
+// arrives (so overlapping writes land in arrival order, the order the Primary
+// applied them), it is written once earlier overlapping writes are done (and, on a
+// new SyncTarget, once Inconsistent is on disk), then answered. A BARRIER closes
+// the receive epoch: once every write of the epoch is on the local disk, the disk
+// is synced and BARRIER_ACK says the epoch is durable (or, if the sync failed, that
+// it is not: the Primary keeps those blocks out of sync). Acks go out in epoch order.
+//
+// Back-pressure (DRBD's max-buffers): while more than max-buffers pages received
+// from the peer wait for the local disk, the receiver stops reading from the
+// connection; TCP then holds the Primary back, whose send queue fills and makes new
+// application writes wait. Memory stays bounded on both sides.
+import { eio, type Core } from './core.ts';
+import { PeerProtocolError } from './messages.ts';
+import type { PeerConnection } from './world.ts';
+
+const PAGE = 4096;
+
+export class Receiver {
+  readonly #core: Core;
+  /** The current receive epoch's writes: true once on the local disk, false if that failed. */
+  #epochWrites: Promise<boolean>[] = [];
+  #ackChain: Promise<void> = Promise.resolve();
+  /** Writes received from the peer that are not yet on the local disk (any epoch, resync included). */
+  readonly #inflight = new Set<Promise<boolean>>();
+  #inflightBytes = 0;
+  #paused: PeerConnection | undefined;
+  /** Held back on a new SyncTarget until its Inconsistent state is on disk (see Resync.prepareTarget). */
+  gate: Promise<void> = Promise.resolve();
+
+  constructor(core: Core) {
+    this.#core = core;
+  }
+
+  onConnected(): void {
+    this.#epochWrites = [];
+    this.#ackChain = Promise.resolve();
+    this.#paused = undefined;
+  }
+
+  /** Every write received so far is on the local disk (or failed). */
+  async drain(): Promise<void> {
+    await Promise.all([...this.#inflight]);
+  }
+
+  /** Checks a range the peer names against our disk before anything is allocated or touched. */
+  checkRange(offset: number, length: number, what: string): void {
+    if (offset < 0 || length < 0 || offset % 512 !== 0 || offset + length > this.#core.capacity)
+      throw new PeerProtocolError(`${what} [${offset}, +${length}) outside our disk of ${this.#core.capacity} bytes`);
+  }
+
+  onData(c: PeerConnection, seq: number, offset: number, data: Buffer, payload: Buffer, fua: boolean): void {
+    const core = this.#core;
+    this.checkRange(offset, data.length, 'peer write');
+    core.counters.nr += data.length;
+    if (core.config.protocol === 'B') core.send(c, { type: 'recv-ack', seq });
+    const done = this.receive(
+      c,
+      offset,
+      data.length,
+      async (file) => {
+        await core.saveBeforeOverwrite(offset, data.length);
+        core.counters.lo++;
+        try {
+          await file.write(offset, data);
+          if (fua) await file.datasync();
+          core.counters.dw += data.length;
+        } finally {
+          core.counters.lo--;
+        }
+        core.payloads.give(payload); // on disk: nothing refers to it any more (after a failure it is simply dropped)
+      },
+      (ok) => (ok ? { type: 'write-ack', seq } : { type: 'neg-ack', seq, errno: -5 }),
+    );
+    this.#epochWrites.push(done);
+  }
+
+  /** BARRIER: the epoch's writes made durable, then acknowledged (in epoch order). */
+  onBarrier(c: PeerConnection, epoch: number): void {
+    const core = this.#core;
+    const writes = this.#epochWrites;
+    this.#epochWrites = [];
+    this.#ackChain = this.#ackChain.then(async () => {
+      await Promise.all(writes);
+      let errno = 0;
+      const local = core.local;
+      if (!local || !core.localDiskUsable()) errno = -5;
+      else {
+        try {
+          await local.data.datasync();
+        } catch (err) {
+          errno = -5;
+          core.log.error({ err, epoch }, 'Could not make an epoch durable');
+          void core.localIoError(err, 'flush of an epoch');
+        }
+      }
+      if (c === core.conn) core.send(c, { type: 'barrier-ack', epoch, writes: writes.length, errno });
+    });
+  }
+
+  /**
+   * A write from the peer (mirrored or resync). `write` runs once the range's turn came;
+   * `answer` is sent when it is done. Resolves true once the data is on the local disk.
+   */
+  receive(
+    c: PeerConnection,
+    offset: number,
+    length: number,
+    write: (file: NonNullable<Core['local']>['data']) => Promise<void>,
+    answer: (ok: boolean) => Parameters<Core['send']>[1],
+  ): Promise<boolean> {
+    const core = this.#core;
+    core.counters.ua++;
+    this.#took(c, length);
+    const lock = core.lock.acquire(offset, length);
+    const work = (async (): Promise<boolean> => {
+      const release = await lock;
+      let ok = true;
+      try {
+        await this.gate;
+        const local = core.local;
+        if (!local || !core.localDiskUsable()) throw eio('no local disk');
+        await write(local.data);
+      } catch (err) {
+        ok = false;
+        core.log.error({ err, offset, length }, 'Local write of a request from the peer failed');
+        if (core.localDiskUsable()) void core.localIoError(err, 'mirrored write');
+      } finally {
+        release();
+        core.counters.ua--;
+        this.#gave(length);
+      }
+      if (c === core.conn) core.send(c, answer(ok));
+      return ok;
+    })();
+    this.#inflight.add(work);
+    void work.finally(() => this.#inflight.delete(work));
+    return work;
+  }
+
+  #took(c: PeerConnection, bytes: number): void {
+    this.#inflightBytes += bytes;
+    if (this.#paused === undefined && this.#inflightBytes > this.#core.config.net.maxBuffers * PAGE) {
+      this.#paused = c;
+      c.pauseReading();
+    }
+  }
+
+  #gave(bytes: number): void {
+    this.#inflightBytes -= bytes;
+    if (this.#paused !== undefined && this.#inflightBytes <= (this.#core.config.net.maxBuffers * PAGE) / 2) {
+      const c = this.#paused;
+      this.#paused = undefined;
+      c.resumeReading();
+    }
+  }
+
+  /** READ_REQ from a Diskless Primary: served from our disk under the conflict lock. */
+  onReadRequest(c: PeerConnection, id: number, offset: number, length: number): void {
+    const core = this.#core;
+    this.checkRange(offset, length, 'peer read');
+    const lock = core.lock.acquire(offset, length);
+    void (async () => {
+      const release = await lock;
+      let errno = 0;
+      let data: Buffer = Buffer.alloc(0);
+      try {
+        const local = core.local;
+        if (!local || !core.localDiskUsable()) throw eio('no local disk');
+        data = await local.data.read(offset, length);
+        core.counters.dr += length;
+        core.counters.ns += length;
+      } catch (err) {
+        if (core.localDiskUsable()) void core.localIoError(err, 'read for the peer');
+        errno = -5;
+      } finally {
+        release();
+      }
+      if (c === core.conn) core.send(c, { type: 'read-reply', id, errno, data });
+    })();
+  }
+}
