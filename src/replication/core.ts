@@ -52,6 +52,11 @@ export interface Core {
   /** A local disk that takes I/O. */
   localDiskUsable(): boolean;
   handler(name: HandlerName, extraEnv?: Record<string, string>): Promise<number | undefined>;
+  /**
+   * Work nobody waits for (a handler run, a background write): its failure is logged,
+   * never an unhandled rejection. `disk`: a failure is a local disk error (on-io-error).
+   */
+  spawn(what: string, p: Promise<unknown>, disk?: boolean): void;
   /** The application did I/O now (the resync rate controller backs off). */
   lastAppIo: number;
   /** A split-brain victim's own version of a range is saved (durably) before the range is overwritten. */

@@ -184,6 +184,14 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
     );
   }
 
+  spawn(what: string, p: Promise<unknown>, disk = false): void {
+    p.catch((err: unknown) => {
+      this.log.error({ err }, `Failed: ${what}`);
+      if (disk && this.localDiskUsable())
+        this.localIoError(err, what).catch((e: unknown) => this.log.error({ err: e }, 'on-io-error failed'));
+    });
+  }
+
   send(c: PeerConnection, m: PeerMessage, onSent?: () => void): boolean {
     return c.send(encodeMessage(m), onSent);
   }
@@ -226,17 +234,25 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
     for (const e of effects) {
       switch (e.kind) {
         case 'new-generation': {
-          const md = this.local?.md;
-          if (!md) break;
-          // On disk before any further write completes (the write path waits for it).
-          const done = md
-            .update((sb) => ({ uuids: newCurrent(sb.uuids, this.world.random), set: ['primaryAtSplit'] }))
+          const local = this.local;
+          if (!local) break;
+          const md = local.md;
+          // This disk now holds the only copy that takes writes: what was written to it so
+          // far (some of it perhaps on the peer's disk only, durably) is made durable here
+          // too, and the new generation is on disk, before any further write completes (the
+          // write path waits for it). If either fails, the disk is detached (on-io-error).
+          const done = local.data
+            .datasync()
+            .then(() =>
+              md.update((sb) => ({ uuids: newCurrent(sb.uuids, this.world.random), set: ['primaryAtSplit'] })),
+            )
             .then(() =>
               this.log.info(
                 { uuids: uuidsToJson(md.sb.uuids), cause },
                 'Started a new data generation: the peer no longer receives our writes',
               ),
             );
+          this.spawn('starting a new data generation', done, true);
           this.writes.holdCompletions(done);
           break;
         }
@@ -244,16 +260,16 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
           // Before any write completes without the peer: freeze (resource-and-stonith)
           // and ask the fence-peer handler to make sure the peer cannot take over.
           if (e.freeze) this.suspendIo(`fencing: lost the peer (${cause})`);
-          void this.fencePeer();
+          this.spawn('fencing the peer', this.fencePeer());
           break;
         case 'unfence-peer':
           // DRBD 9's unfence-peer: a fence the fence-peer handler (or a failover) put on the
           // peer can be taken away now, not at the next poll.
-          void this.handler('unfence-peer');
+          this.spawn('the unfence-peer handler', this.handler('unfence-peer'));
           break;
         case 'pri-on-incon-degr':
           this.log.error('Primary without a usable local disk lost its peer: no copy of the data is reachable');
-          void this.handler('pri-on-incon-degr');
+          this.spawn('the pri-on-incon-degr handler', this.handler('pri-on-incon-degr'));
           break;
       }
     }
@@ -298,7 +314,13 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
         { file: md.file, offset: location.offset + AL_OFFSET, bytes: AL_BYTES },
         this.config.disk.alExtents,
         {
-          beforeEvict: () => this.persistBitmap(true),
+          // An extent leaving the log must need no resync after a crash: the data written
+          // to it is made durable here first (internal metadata shares the file, so the
+          // log's own sync would do; external metadata would not), then the bitmap's bits.
+          beforeEvict: async () => {
+            if (mdRef.file !== data) await data!.datasync();
+            await this.persistBitmap(true);
+          },
           onFull: () => this.writes.closeEpoch('activity log full'),
         },
       );
@@ -315,9 +337,15 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
         );
       }
       await al.clear();
+      if (md.has('secondaryInd')) {
+        // Stopped while receiving a Primary's writes: what was in the page cache may be gone.
+        await md.update({ set: ['crashedSecondary'], clear: ['secondaryInd'] });
+        this.log.warn('Stopped uncleanly while receiving writes from the Primary; this disk may lack recent writes');
+      }
       this.capacity = capacity;
       this.size = md.sb.laSize > 0 ? md.sb.laSize : capacity;
       this.local = { data, md, al };
+      this.#receiver.onAttached();
       // DRBD: a consistent disk is UpToDate on attach unless fencing is on; then it
       // stays Consistent until a peer confirms it (a lone node cannot know it is newest).
       const disk: DiskState = !md.has('consistent')
@@ -330,7 +358,7 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
       this.counters.bm = md.bitmapWrites;
       this.fact({ disk }, 'attach');
       this.#bitmapTimer = this.world.clock.every(1000, () => {
-        void this.persistBitmap(false);
+        this.spawn('writing the bitmap', this.persistBitmap(false), true);
       });
     } catch (err) {
       // Leave nothing half attached: a later attach starts from scratch.
@@ -354,8 +382,11 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
     if (this.conn || this.#link) await this.disconnect();
     await this.lock.drain();
     await this.#resync.close();
+    await this.#receiver.drain();
+    await local.data.datasync();
     await this.persistBitmap(true);
     await local.al.clear();
+    if (local.md.has('secondaryInd')) await local.md.update({ clear: ['secondaryInd'] });
     this.#bitmapTimer?.cancel();
     this.#bitmapTimer = undefined;
     await local.md.close();
@@ -388,6 +419,13 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
 
   async connect(opts: { discardMyData?: boolean } = {}): Promise<void> {
     if (!this.peer) throw new TandemError(ERROR_CODES.config, `resource ${this.config.name} has no peer section`);
+    // A Diskless node does not connect (tandem has no diskless clients): attach first.
+    if (!this.local)
+      throw new TandemError(
+        ERROR_CODES.stateChange,
+        `${this.config.name}: no local disk (Diskless); attach it first`,
+        11,
+      );
     if (opts.discardMyData) this.#discardMyData = true;
     if (this.#link) return;
     const net = this.config.net;
@@ -432,8 +470,8 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
   }
 
   private onConnected(link: PeerLinkHandle, c: PeerConnection): void {
-    if (this.#link !== link) {
-      c.close('StandAlone', 'disconnected meanwhile');
+    if (this.#link !== link || !this.local) {
+      c.close('StandAlone', this.local ? 'disconnected meanwhile' : 'no local disk');
       return;
     }
     this.conn = c;
@@ -462,10 +500,12 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
       allowTwoPrimaries: this.config.net.allowTwoPrimaries,
       discardMyData: this.#discardMyData,
       crashedPrimary: md.has('crashedPrimary') && this.state.role !== 'Primary',
+      crashedSecondary: md.has('crashedSecondary'),
       node: this.self.name,
       changes: md.bitmap.count,
       primaryAtSplit: md.has('primaryAtSplit'),
-      invalidate: this.#pendingInvalidate,
+      // `invalidate` while alone is remembered on disk until a full sync as target ends.
+      invalidate: this.#pendingInvalidate !== 'none' ? this.#pendingInvalidate : md.has('fullSync') ? 'self' : 'none',
       resize: this.#pendingResize,
     };
   }
@@ -482,7 +522,7 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
     this.send(c, { type: 'error', message: reason });
     const link = this.#link;
     this.#link = undefined;
-    void link?.stop();
+    if (link) this.spawn('stopping the peer link', link.stop());
     c.close('StandAlone', reason, true);
   }
 
@@ -526,7 +566,10 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
     p.catch((err: unknown) => {
       this.log.error({ err }, `Failed: ${what}`);
       const done = this.localDiskUsable() ? this.localIoError(err, what) : Promise.resolve();
-      void done.finally(() => c.close('NetworkFailure', `${what} failed: ${(err as Error).message}`));
+      this.spawn(
+        what,
+        done.finally(() => c.close('NetworkFailure', `${what} failed: ${(err as Error).message}`)),
+      );
     });
   }
 
@@ -556,7 +599,7 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
         this.log.error({ reason: m.message }, 'Peer dropped the connection');
         const link = this.#link;
         this.#link = undefined;
-        void link?.stop();
+        if (link) this.spawn('stopping the peer link', link.stop());
         return c.close('StandAlone', `peer: ${m.message}`);
       }
     }
@@ -627,12 +670,12 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
       (plan.kind === 'sync' && plan.splitBrain);
     if (splitBrain) {
       this.log.error({ rule: plan.kind === 'sync' ? plan.rule : plan.rule }, 'Split-Brain detected');
-      void this.handler('split-brain');
+      this.spawn('the split-brain handler', this.handler('split-brain'));
     }
     switch (plan.kind) {
       case 'refuse':
         if (plan.decision) this.lastDecision = { decision: plan.decision, rule: plan.rule ?? plan.reason };
-        if (plan.callPriLost) void this.handler('pri-lost-after-sb');
+        if (plan.callPriLost) this.spawn('the pri-lost-after-sb handler', this.handler('pri-lost-after-sb'));
         return this.abortConnection(c, plan.reason);
       case 'retry':
         this.lastDecision = { decision: plan.decision, rule: plan.rule };
@@ -645,14 +688,12 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
           'Split brain victim is this Primary: demoting it by force (violently-as0p)',
         );
         c.close('NetworkFailure', plan.reason);
-        void (async () => {
-          try {
-            await this.demote({ force: true });
+        this.spawn(
+          'demoting the split brain victim',
+          this.demote({ force: true }).then(() => {
             this.#discardMyData = true;
-          } catch (err) {
-            this.log.error({ err }, 'Could not demote the split brain victim');
-          }
-        })();
+          }),
+        );
         return;
       case 'sync':
         return this.applySyncPlan(c, p, plan);
@@ -690,6 +731,8 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
     } else {
       this.fact({ conn: 'WFBitMapT', peerRole, peerDisk: plan.peerDisk }, plan.rule);
     }
+    // A `pause-sync` given while apart still holds: the peer learns it before the resync starts.
+    if (this.state.userIsp) this.sendState({ syncPaused: true });
     if (plan.full) md.bitmap.setRange(0, Math.ceil(plan.size / BLOCK_SIZE));
     if (plan.role === 'target') this.#resync.prepareTarget(plan.saveDiscarded);
     if (plan.role === 'source' && plan.full) this.#resync.startFullSource(c);
@@ -860,6 +903,9 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
       md.bitmap.setRange(0, Math.ceil(this.size / BLOCK_SIZE));
       await this.persistBitmap(true);
     }
+    // Alone, this disk becomes the only copy that takes writes: what it received as
+    // Secondary is made durable first (the peer that sent it may be gone for good).
+    if (alone) await this.local!.data.datasync();
     await md.update((sb) => {
       let uuids: Uuids = sb.uuids;
       if (forced) {
@@ -875,7 +921,8 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
         uuids,
         laSize: sb.laSize > 0 ? sb.laSize : this.size,
         set: forced ? ['consistent', 'wasUpToDate', 'primaryInd', 'crashedPrimary'] : ['primaryInd', 'crashedPrimary'],
-        clear: forced ? ['outdated'] : [],
+        // Forced: this node's data is the truth now, whatever an earlier `invalidate` asked.
+        clear: forced ? ['outdated', 'fullSync'] : [],
       };
     });
     this.commit(
@@ -1044,10 +1091,11 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
       return;
     }
     if (isConnected(this.state.conn)) throw refuse(REFUSALS.inTransientState);
-    // Alone: everything out of sync and Inconsistent; the next connection resyncs it all.
+    // Alone: everything out of sync and Inconsistent; the next connection makes this node
+    // the full-sync target whatever the generations say (the request is kept on disk).
     this.metadata.bitmap.setRange(0, Math.ceil(this.size / BLOCK_SIZE));
     await this.persistBitmap(true);
-    await this.metadata.update({ clear: ['consistent', 'wasUpToDate'] });
+    await this.metadata.update({ clear: ['consistent', 'wasUpToDate'], set: ['fullSync'] });
     this.fact({ disk: 'Inconsistent' }, 'invalidate');
   }
 

@@ -40,6 +40,13 @@ export const MD_FLAGS = {
   alClean: 1 << 8,
   /** This node was Primary when it lost its peer (the "older" primary in a split brain). */
   primaryAtSplit: 1 << 9,
+  /** A Secondary is writing what its Primary sends (like primaryInd: cleared on a clean detach). */
+  secondaryInd: 1 << 10,
+  /**
+   * This node stopped uncleanly (crash, power loss) while receiving writes from its Primary:
+   * writes in its page cache may be gone. Cleared when a resync as target completes.
+   */
+  crashedSecondary: 1 << 11,
 } as const;
 export type MdFlag = keyof typeof MD_FLAGS;
 

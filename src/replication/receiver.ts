@@ -31,9 +31,23 @@ export class Receiver {
   #paused: PeerConnection | undefined;
   /** Held back on a new SyncTarget until its Inconsistent state is on disk (see Resync.prepareTarget). */
   gate: Promise<void> = Promise.resolve();
+  /** secondaryInd on disk, once per attach, before the first write from the peer lands. */
+  #indicated: Promise<void> | undefined;
 
   constructor(core: Core) {
     this.#core = core;
+  }
+
+  onAttached(): void {
+    this.#indicated = undefined;
+  }
+
+  /** The first write from the peer after attach records secondaryInd first (see metadata.ts). */
+  private indicate(): Promise<void> {
+    const local = this.#core.local;
+    if (!local) return Promise.resolve();
+    this.#indicated ??= local.md.has('secondaryInd') ? Promise.resolve() : local.md.update({ set: ['secondaryInd'] });
+    return this.#indicated;
   }
 
   onConnected(): void {
@@ -73,6 +87,13 @@ export class Receiver {
           core.counters.lo--;
         }
         core.payloads.give(payload); // on disk: nothing refers to it any more (after a failure it is simply dropped)
+        // A Primary without a disk of its own writes only here (DRBD: "we have the only
+        // disk of the cluster"): the blocks are marked for when its disk comes back.
+        const p = core.state.peerDisk;
+        if (p === 'Diskless' || p === 'Failed') {
+          core.local?.md.bitmap.setRange(Math.floor(offset / 4096), Math.ceil((offset + data.length) / 4096));
+          await core.persistBitmap(fua);
+        }
       },
       (ok) => (ok ? { type: 'write-ack', seq } : { type: 'neg-ack', seq, errno: -5 }),
     );
@@ -92,14 +113,17 @@ export class Receiver {
       else {
         try {
           await local.data.datasync();
+          // Bits this node set for a disk-less Primary live on the metadata device.
+          if (local.md.file !== local.data) await local.md.file.datasync();
         } catch (err) {
           errno = -5;
           core.log.error({ err, epoch }, 'Could not make an epoch durable');
-          void core.localIoError(err, 'flush of an epoch');
+          core.spawn('on-io-error', core.localIoError(err, 'flush of an epoch'));
         }
       }
       if (c === core.conn) core.send(c, { type: 'barrier-ack', epoch, writes: writes.length, errno });
     });
+    core.spawn(`acknowledging epoch ${epoch}`, this.#ackChain);
   }
 
   /**
@@ -124,11 +148,12 @@ export class Receiver {
         await this.gate;
         const local = core.local;
         if (!local || !core.localDiskUsable()) throw eio('no local disk');
+        await this.indicate();
         await write(local.data);
       } catch (err) {
         ok = false;
         core.log.error({ err, offset, length }, 'Local write of a request from the peer failed');
-        if (core.localDiskUsable()) void core.localIoError(err, 'mirrored write');
+        if (core.localDiskUsable()) core.spawn('on-io-error', core.localIoError(err, 'mirrored write'));
       } finally {
         release();
         core.counters.ua--;
@@ -164,7 +189,7 @@ export class Receiver {
     const core = this.#core;
     this.checkRange(offset, length, 'peer read');
     const lock = core.lock.acquire(offset, length);
-    void (async () => {
+    const work = (async () => {
       const release = await lock;
       let errno = 0;
       let data: Buffer = Buffer.alloc(0);
@@ -175,12 +200,13 @@ export class Receiver {
         core.counters.dr += length;
         core.counters.ns += length;
       } catch (err) {
-        if (core.localDiskUsable()) void core.localIoError(err, 'read for the peer');
+        if (core.localDiskUsable()) core.spawn('on-io-error', core.localIoError(err, 'read for the peer'));
         errno = -5;
       } finally {
         release();
       }
       if (c === core.conn) core.send(c, { type: 'read-reply', id, errno, data });
     })();
+    core.spawn('a read for the peer', work);
   }
 }

@@ -105,7 +105,7 @@ export class Resync {
    */
   prepareTarget(saveDiscarded: boolean): void {
     const core = this.#core;
-    this.#receiver.gate = (async () => {
+    this.setGate('preparing the resync target', async () => {
       const md = core.local!.md;
       await core.persistBitmap(true);
       if (md.has('consistent')) await md.update({ clear: ['consistent', 'wasUpToDate'] });
@@ -117,7 +117,18 @@ export class Resync {
           core.log,
         );
       }
-    })();
+    });
+  }
+
+  /**
+   * Chains `step` onto the receiver's gate: writes from the peer wait for it. If it
+   * fails, the writes behind it fail too (answered NEG_ACK), and the failure is a local
+   * disk error.
+   */
+  private setGate(what: string, step: () => Promise<void>): void {
+    const gate = this.#receiver.gate.then(step);
+    this.#receiver.gate = gate;
+    this.#core.spawn(what, gate, true);
   }
 
   /** A full sync gets its own generation: the target carries it until the end, so an interruption resumes with a bitmap resync. */
@@ -128,18 +139,18 @@ export class Resync {
     if (uuids.bitmap === 0n) uuids = { ...uuids, bitmap: randomUuid(core.world.random) };
     const syncUuid = uuidsToJson(uuids).bitmap;
     core.send(c, { type: 'state', state: { syncUuid } });
-    void core
-      .persistBitmap(true)
-      .then(() => md.update((sb) => ({ uuids: { ...sb.uuids, bitmap: uuids.bitmap } })))
-      .catch((err: unknown) => core.log.error({ err }, 'Could not record the full sync generation'));
+    core.spawn(
+      'recording the full sync generation',
+      core.persistBitmap(true).then(() => md.update((sb) => ({ uuids: { ...sb.uuids, bitmap: uuids.bitmap } }))),
+      true,
+    );
   }
 
   /** The source's full-sync generation: adopted as our current once our preparation is on disk. */
   onSyncUuid(uuid: string): void {
     const core = this.#core;
     const current = BigInt(`0x${uuid}`);
-    const prev = this.#receiver.gate;
-    this.#receiver.gate = prev.then(async () => {
+    this.setGate('adopting the full sync generation', async () => {
       await core.local!.md.update(({ uuids: old }) => {
         const history: [bigint, bigint] = old.current === 4n ? old.history : [old.current, old.history[0]];
         return { uuids: { current, bitmap: 0n, history } };
@@ -200,9 +211,12 @@ export class Resync {
   private failed(c: PeerConnection, err: unknown): void {
     const core = this.#core;
     core.log.error({ err }, 'The resync failed');
-    void core
-      .localIoError(err, 'resync')
-      .finally(() => c.close('NetworkFailure', `resync failed: ${(err as Error).message}`));
+    core.spawn(
+      'on-io-error',
+      core
+        .localIoError(err, 'resync')
+        .finally(() => c.close('NetworkFailure', `resync failed: ${(err as Error).message}`)),
+    );
   }
 
   // --- the source ----------------------------------------------------------------
@@ -215,6 +229,11 @@ export class Resync {
     let cursor = 0;
     this.#tokens = 0;
     this.#tokenTime = core.world.clock.now();
+    // What goes out must be on stable storage here first: the target clears its bits for
+    // each block it gets, so a copy that a power loss here could still undo would leave
+    // the two disks different with no bit saying so. (Application writes during the
+    // resync are covered by the transfer log and the activity log as usual.)
+    await local.data.datasync();
     while (core.conn === c && isSyncSource(core.state.conn)) {
       if (core.state.conn === 'PausedSyncS' || this.#inflightBytes >= RS_WINDOW_BYTES) {
         this.#wake = deferred();
@@ -408,7 +427,7 @@ export class Resync {
     this.#receiver.checkRange(offset, length, 'resync digests');
     const alg = (core.config.net.csumsAlg ?? 'sha1').toLowerCase();
     const lock = core.lock.acquire(offset, length);
-    void (async () => {
+    const work = (async () => {
       const release = await lock;
       const blocks = Math.ceil(length / BLOCK_SIZE);
       const differ = Buffer.alloc(Math.ceil(blocks / 8));
@@ -434,6 +453,7 @@ export class Resync {
       }
       if (c === core.conn) core.send(c, { type: 'rs-csum-reply', offset, length, differ });
     })();
+    core.spawn('comparing checksums', work);
   }
 
   /** SYNC_DONE: every block is here; make it durable, then record UpToDate and the source's generation. */
@@ -458,9 +478,10 @@ export class Resync {
     await md.update((sb) => ({
       uuids: finishSyncTarget(sb.uuids, uuidsFromJson(source)),
       set: ['consistent', 'wasUpToDate'],
-      clear: ['outdated', 'primaryAtSplit'],
+      // The target's data is whole again: an unclean stop before it no longer matters.
+      clear: ['outdated', 'primaryAtSplit', 'fullSync', 'crashedPrimary', 'crashedSecondary'],
     }));
-    void core.handler('after-resync-target');
+    core.spawn('the after-resync-target handler', core.handler('after-resync-target'));
     core.log.info(
       { bytes: this.#doneBytes, seconds: (core.world.clock.now() - this.#started) / 1000 },
       'Resync finished',

@@ -126,9 +126,19 @@ export function transition(current: EngineState, change: StateChange, ctx: Trans
   return { ok: true, next, diff: describeDiff(current, next) };
 }
 
-/** A Primary whose writes reach an UpToDate peer: both disks hold the data. */
-export function feedsUpToDatePeer(s: EngineState): boolean {
-  return s.role === 'Primary' && isConnected(s.conn) && !isSyncSource(s.conn) && isUpToDate(s.peerDisk);
+/** Connected to a peer whose disk holds a copy of the data (DRBD: pdsk Consistent or UpToDate). */
+export function hasPeerCopy(s: EngineState): boolean {
+  return isConnected(s.conn) && !isSyncSource(s.conn) && (s.peerDisk === 'UpToDate' || s.peerDisk === 'Consistent');
+}
+
+/** Someone writes to the data this node holds: it is Primary, or its connected peer is. */
+function writable(s: EngineState): boolean {
+  return s.role === 'Primary' || (isConnected(s.conn) && s.peerRole === 'Primary');
+}
+
+/** This node's UpToDate disk takes writes that no copy on the peer receives. */
+export function soleWritableCopy(s: EngineState): boolean {
+  return isUpToDate(s.disk) && writable(s) && !hasPeerCopy(s);
 }
 
 /** Primary, Connected, both disks UpToDate and I/O flowing: the peer can take over now. */
@@ -140,12 +150,14 @@ export function isWholePrimary(s: EngineState): boolean {
 
 export type Effect =
   /**
-   * This Primary stopped writing to an UpToDate peer (for any reason: the link, a
-   * `disconnect` on either side, the peer's `down` or crash, the peer's disk
-   * detached): its data now moves ahead of the peer's, so it starts a new data
-   * generation before any further write completes (DRBD's new current UUID). A later
-   * reconnect then resyncs from here, and a peer promoted meanwhile makes a split
-   * brain that the generation identifiers show.
+   * This node's UpToDate disk became the only copy that takes writes: it is Primary and
+   * lost its peer for any reason (the link, a `disconnect` on either side, the peer's
+   * `down` or crash, the peer's disk detached), or its Primary lost its own disk and
+   * writes through this node (before or since they connected). The data here moves
+   * ahead of the other copy, so this node starts a new data generation before any
+   * further write completes (DRBD's new current UUID). A later reconnect then resyncs
+   * from here, and a peer promoted meanwhile makes a split brain that the generation
+   * identifiers show. (A promotion while alone starts one in promote() itself.)
    */
   | { kind: 'new-generation' }
   /** The same moment, with fencing on: make sure the peer cannot be promoted (freeze first with resource-and-stonith). */
@@ -157,8 +169,8 @@ export type Effect =
 
 export function effectsOf(prev: EngineState, next: EngineState, fencing: FencingPolicy): Effect[] {
   const out: Effect[] = [];
-  const stoppedFeeding = feedsUpToDatePeer(prev) && !feedsUpToDatePeer(next) && next.role === 'Primary';
-  if (stoppedFeeding) out.push({ kind: 'new-generation' });
+  if (!soleWritableCopy(prev) && soleWritableCopy(next) && prev.role === next.role)
+    out.push({ kind: 'new-generation' });
   const lostPeer = prev.role === 'Primary' && isConnected(prev.conn) && !isConnected(next.conn);
   if (
     lostPeer &&

@@ -72,6 +72,8 @@ export type ConnectPlan =
     };
 
 const consistent = (d: DiskState): boolean => d === 'UpToDate' || d === 'Consistent';
+/** Data that may be copied to the peer: consistent, if perhaps old. */
+const canSource = (d: DiskState): boolean => consistent(d) || d === 'Outdated';
 
 /** The Primary goes first; between two Secondaries (or two Primaries) `tie` decides, which the peer computes mirrored. */
 function weLead(mine: Params, peer: Params, tie: boolean): boolean {
@@ -103,21 +105,31 @@ export function planConnect(mine: Params, peer: Params, ctx: PlanContext): Conne
 
   // 3. The data.
   let { decision, rule } = compareUuids(uuidsFromJson(mine.uuids), uuidsFromJson(peer.uuids));
-  if (decision === 'none' && (mine.crashedPrimary || peer.crashedPrimary)) {
-    // The activity log's extents of a crashed Primary may differ from the peer: the
-    // Primary's version goes over (DRBD's rule 40); both crashed: the lower name's.
-    const weSource = mine.crashedPrimary !== peer.crashedPrimary ? mine.crashedPrimary : mine.node < peer.node;
-    decision = weSource ? 'bitmap-source' : 'bitmap-target';
-    rule =
-      mine.crashedPrimary && peer.crashedPrimary
-        ? 'both crashed while Primary'
-        : `${mine.crashedPrimary ? 'we' : 'the peer'} crashed while Primary`;
-  } else if (decision === 'none' && mine.disk === 'Inconsistent' && peer.disk === 'UpToDate') {
+  if (decision === 'none' && mine.disk === 'Inconsistent' && canSource(peer.disk)) {
     decision = 'bitmap-target';
     rule = 'same generation, our disk is Inconsistent (interrupted resync or invalidate)';
-  } else if (decision === 'none' && peer.disk === 'Inconsistent' && mine.disk === 'UpToDate') {
+  } else if (decision === 'none' && peer.disk === 'Inconsistent' && canSource(mine.disk)) {
     decision = 'bitmap-source';
     rule = "same generation, the peer's disk is Inconsistent (interrupted resync or invalidate)";
+  } else if (decision === 'none' && (mine.crashedPrimary || peer.crashedPrimary)) {
+    // A Primary crashed (or lost power) and comes back in the same generation: the blocks
+    // of its activity log's extents may differ between the two disks. Under protocol C a
+    // peer that stayed up holds every write the crashed Primary acknowledged (the
+    // generation did not change, so none was acknowledged without it), while the crashed
+    // Primary may have lost unflushed ones with its power: the peer's version goes over.
+    // If the peer stopped uncleanly too while receiving (crashedSecondary), it may have
+    // lost them itself; then, and under A/B (the peer may lack acknowledged writes), the
+    // crashed Primary's version goes over (DRBD's rule 40); both crashed: the lower name's.
+    const sole = mine.crashedPrimary !== peer.crashedPrimary;
+    const survivor = mine.crashedPrimary ? peer : mine;
+    if (sole && mine.protocol === 'C' && consistent(survivor.disk) && !survivor.crashedSecondary) {
+      decision = mine.crashedPrimary ? 'bitmap-target' : 'bitmap-source';
+      rule = `${mine.crashedPrimary ? 'we' : 'the peer'} crashed while Primary; the node that stayed up holds every acknowledged write (protocol C)`;
+    } else {
+      const weSource = sole ? mine.crashedPrimary : mine.node < peer.node;
+      decision = weSource ? 'bitmap-source' : 'bitmap-target';
+      rule = sole ? `${mine.crashedPrimary ? 'we' : 'the peer'} crashed while Primary` : 'both crashed while Primary';
+    }
   } else if (decision === 'none' && consistent(mine.disk) && consistent(peer.disk) && mine.changes + peer.changes > 0) {
     // Blocks marked out of sync with the generation unchanged (online verify): the
     // Primary's version wins, else the lower node name's.
@@ -233,6 +245,11 @@ export function planConnect(mine: Params, peer: Params, ctx: PlanContext): Conne
     return refuse(`I shall become SyncTarget, but I am primary! (${rule})`, { decision, rule });
   if (role === 'source' && peer.role === 'Primary')
     return refuse(`The peer would become SyncTarget, but it is primary! (${rule})`, { decision, rule });
+  // Only a disk with consistent data can be copied (DRBD: "I shall become SyncSource, but I am inconsistent!").
+  if (role === 'source' && !canSource(mine.disk))
+    return refuse(`I shall become SyncSource, but my disk is ${mine.disk}! (${rule})`, { decision, rule });
+  if (role === 'target' && !canSource(peer.disk))
+    return refuse(`The peer would become SyncSource, but its disk is ${peer.disk}! (${rule})`, { decision, rule });
 
   let disk = mine.disk;
   let peerDisk = peer.disk;

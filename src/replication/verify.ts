@@ -40,9 +40,12 @@ export class Verify {
     this.run(c, alg).catch((err: unknown) => {
       const core = this.#core;
       core.log.error({ err }, 'The online verify failed');
-      void core
-        .localIoError(err, 'online verify')
-        .finally(() => c.close('NetworkFailure', `online verify failed: ${(err as Error).message}`));
+      core.spawn(
+        'on-io-error',
+        core
+          .localIoError(err, 'online verify')
+          .finally(() => c.close('NetworkFailure', `online verify failed: ${(err as Error).message}`)),
+      );
     });
   }
 
@@ -89,7 +92,7 @@ export class Verify {
     );
     core.send(c, { type: 'state', state: { verifyDone: { oosBlocks: oos } } });
     core.fact({ conn: 'Connected' }, `online verify finished: ${oos} blocks out of sync`);
-    if (oos > 0) void core.handler('out-of-sync');
+    if (oos > 0) core.spawn('the out-of-sync handler', core.handler('out-of-sync'));
   }
 
   /** VerifyT: our digests against the peer's; mismatches are marked out of sync here too. */
@@ -98,7 +101,7 @@ export class Verify {
     this.#receiver.checkRange(offset, length, 'verify request');
     const alg = (core.config.net.verifyAlg ?? 'sha1').toLowerCase();
     const lock = core.lock.acquire(offset, length);
-    void (async () => {
+    const work = (async () => {
       const release = await lock;
       try {
         const local = core.local;
@@ -117,11 +120,12 @@ export class Verify {
         if (c === core.conn) core.send(c, { type: 'verify-reply', offset, length, mismatch });
       } catch (err) {
         core.log.error({ err, offset }, 'Reading for online verify failed');
-        if (core.localDiskUsable()) void core.localIoError(err, 'online verify');
+        if (core.localDiskUsable()) core.spawn('on-io-error', core.localIoError(err, 'online verify'));
       } finally {
         release();
       }
     })();
+    core.spawn('answering a verify request', work);
   }
 
   onReply(offset: number, length: number, mismatch: Buffer): void {

@@ -390,11 +390,14 @@ export class WritePath {
     if (!req || req.written.settled) return;
     this.#core.counters.pe--;
     this.#core.log.warn({ offset: req.offset, length: req.length }, 'Peer failed to write a block; marked out of sync');
-    void this.markOutOfSync(req.offset, req.length).then(() => {
+    // The write completes as written locally only: out of sync first (if the bit cannot be
+    // written, the write path tries again and fails the write).
+    const marked = this.markOutOfSync(req.offset, req.length).finally(() => {
       req.sent.resolve(true);
       req.received.resolve(true);
       req.written.resolve(false);
     });
+    this.#core.spawn('marking a block the peer could not write', marked, true);
   }
 
   /** The peer made a whole epoch durable (or could not): its writes leave the transfer log. */
