@@ -1,5 +1,5 @@
 // Where the local control plane keeps its things, and the network plan of the
-// simulated nodes. One place, read by the harness CLI, the heartbeat and the tests.
+// simulated nodes. One place, read by the harness CLI, the node runtime and the tests.
 //
 //   ${TANDEM_CACHE:-~/.cache/tandem}/         built binaries (scripts/e2e-setup.sh), outside git
 //   .cluster/                                 per-cluster state in the work tree (git-ignored):
@@ -75,7 +75,7 @@ export const net = {
 export const ports = { apiserver: 6443, etcdClient: 23790, etcdPeer: 23800 } as const;
 export const apiserverUrl = `https://${net.hostIp}:${ports.apiserver}`;
 
-// Node lifecycle timing: the heartbeat renews every 2 s, kube-controller-manager
+// Node lifecycle timing: each kubelet renews its Lease every 2 s, kube-controller-manager
 // checks every second and gives up on a node after 8 s without a renewal.
 export const timing = { heartbeatSeconds: 2, nodeMonitorPeriodSeconds: 1, nodeMonitorGraceSeconds: 8 } as const;
 
