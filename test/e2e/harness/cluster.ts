@@ -79,13 +79,17 @@ export async function up(opts: { nodeCount?: number; log?: (msg: string) => void
   await startScheduler();
   const images = await nodeImages(log);
   await withAdmin(async (http) => {
+    const started = new Map<string, number>();
     for (const [index, name] of names.entries()) {
       log(`Starting node ${name} (containerd, kube-proxy, kubelet)`);
+      const t0 = Date.now();
       await ensureNode(name, index, images);
+      started.set(name, t0);
     }
-    const t0 = Date.now();
-    await waitNodesReady(http, names);
-    log(`Nodes Ready ${((Date.now() - t0) / 1000).toFixed(1)} s after their kubelets started`);
+    for (const name of names) {
+      await waitNodesReady(http, [name]);
+      log(`Node ${name} is Ready, ${((Date.now() - started.get(name)!) / 1000).toFixed(1)} s after its start`);
+    }
   });
   log(`Cluster is up: KUBECONFIG=${state.kubeconfig}, nodes ${names.join(', ')}`);
 }
