@@ -204,6 +204,12 @@ export async function buildTandem(repo: string, log: Log): Promise<Image> {
 /** Debian's catatonit, static, in pause mode: the pod sandbox image. */
 export async function buildPause(log: Log): Promise<Image> {
   const store = new BlobStore(imagesDir);
+  // Built once: a pause process has nothing to update (delete the archive to rebuild).
+  const archive = join(imagesDir, 'pause.oci.tar');
+  if (existsSync(archive) && existsSync(`${archive}.ref`)) {
+    const [ref, manifestDigest] = readFileSync(`${archive}.ref`, 'utf8').split(' ') as [string, string];
+    return { ref, manifestDigest, archive };
+  }
   const work = mkdtempSync(join(imagesDir, 'pause-'));
   try {
     const version = (await runOk(['apt-cache', 'policy', 'catatonit'])).match(/Candidate:\s*(\S+)/)?.[1];
@@ -222,7 +228,7 @@ export async function buildPause(log: Log): Promise<Image> {
       tagPrefix: '',
       layers: [layer],
       config: { env: [], entrypoint: ['/catatonit', '-P'], cmd: [] },
-      archive: join(imagesDir, 'pause.oci.tar'),
+      archive,
     });
   } finally {
     rmSync(work, { recursive: true, force: true });

@@ -164,6 +164,11 @@ export async function writeImage(
       },
     ],
   };
+  // Unchanged since the last build: the archive is already this image.
+  const stamp = `${o.archive}.ref`;
+  const stamped = `${ref} ${manifest.digest}`;
+  if (existsSync(o.archive) && existsSync(stamp) && readFileSync(stamp, 'utf8') === stamped)
+    return { ref, manifestDigest: manifest.digest, archive: o.archive };
   // The layout is a directory of hard links into the store, packed once.
   const layout = `${o.archive}.layout`;
   rmSync(layout, { recursive: true, force: true });
@@ -178,6 +183,7 @@ export async function writeImage(
   const tmp = `${o.archive}.tmp`;
   await runOk(['tar', '--create', `--file=${tmp}`, `--directory=${layout}`, '--sort=name', '.']);
   renameSync(tmp, o.archive);
+  writeFileSync(stamp, stamped);
   rmSync(layout, { recursive: true, force: true });
   return { ref, manifestDigest: manifest.digest, archive: o.archive };
 }

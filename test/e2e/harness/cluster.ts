@@ -29,6 +29,7 @@ import {
   stopNode,
   waitNodesReady,
 } from './nodes.ts';
+import type { RuntimeStart } from './node-runtime.ts';
 import { net, nodeNames, ports, repoRoot, state, stateDir } from './paths.ts';
 
 export { restartApiserver };
@@ -45,6 +46,11 @@ async function withAdmin<T>(fn: (http: KubeHttp) => Promise<T>): Promise<T> {
   } finally {
     http.close();
   }
+}
+
+const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+function describeStart(s: RuntimeStart): string {
+  return `containerd ${seconds(s.containerdMs)}, images ${seconds(s.imagesMs)}, kubelet to Ready ${seconds(Date.now() - s.kubeletStartedAt!)}`;
 }
 
 /** The pause and tandem images (npm run image; about a second when nothing changed). */
@@ -79,16 +85,15 @@ export async function up(opts: { nodeCount?: number; log?: (msg: string) => void
   await startScheduler();
   const images = await nodeImages(log);
   await withAdmin(async (http) => {
-    const started = new Map<string, number>();
+    const started = new Map<string, RuntimeStart>();
     for (const [index, name] of names.entries()) {
       log(`Starting node ${name} (containerd, kube-proxy, kubelet)`);
-      const t0 = Date.now();
-      await ensureNode(name, index, images);
-      started.set(name, t0);
+      started.set(name, await ensureNode(name, index, images));
     }
     for (const name of names) {
       await waitNodesReady(http, [name]);
-      log(`Node ${name} is Ready, ${((Date.now() - started.get(name)!) / 1000).toFixed(1)} s after its start`);
+      const s = started.get(name)!;
+      if (s.kubeletStartedAt !== undefined) log(`Node ${name} is Ready (${describeStart(s)})`);
     }
   });
   log(`Cluster is up: KUBECONFIG=${state.kubeconfig}, nodes ${names.join(', ')}`);
@@ -154,8 +159,9 @@ export async function nodeAction(action: NodeAction, name: string): Promise<void
     case 'start': {
       const images = await nodeImages(() => {});
       return withAdmin(async (http) => {
-        await startNode(name, images);
+        const s = await startNode(name, images);
         await waitNodesReady(http, [name]);
+        if (s.kubeletStartedAt !== undefined) console.error(`[cluster] Node ${name} is Ready (${describeStart(s)})`);
       });
     }
     case 'heal':

@@ -367,8 +367,8 @@ function startKubeProxy(name: string): void {
   startInNode(name, daemon.kubeProxy(name), [bin.kubeProxy, `--config=${join(configDir(name), 'kube-proxy.yaml')}`]);
 }
 
-function startKubelet(name: string, index: number): void {
-  if (daemonPid(daemon.kubelet(name)) !== undefined) return;
+function startKubelet(name: string, index: number): boolean {
+  if (daemonPid(daemon.kubelet(name)) !== undefined) return false;
   startInNode(name, daemon.kubelet(name), [
     bin.kubelet,
     `--config=${join(configDir(name), 'kubelet.yaml')}`,
@@ -378,7 +378,11 @@ function startKubelet(name: string, index: number): void {
     '--node-labels=tandem.dev/e2e-node=true',
     '--v=1',
   ]);
+  return true;
 }
+
+/** When a node's runtime started: containerd, and the kubelet (undefined: it was running already). */
+export type RuntimeStart = { containerdMs: number; imagesMs: number; kubeletStartedAt?: number };
 
 /**
  * containerd first (with the images loaded into it), then kube-proxy and the
@@ -389,13 +393,17 @@ export async function startRuntime(
   name: string,
   index: number,
   o: { pauseImage: string; loadImages: () => void },
-): Promise<void> {
+): Promise<RuntimeStart> {
   ensureNodeCgroups(name);
   writeConfigs(name, index, o.pauseImage);
+  const t0 = Date.now();
   await startContainerd(name);
+  const t1 = Date.now();
   o.loadImages();
+  const t2 = Date.now();
   startKubeProxy(name);
-  startKubelet(name, index);
+  const started = startKubelet(name, index);
+  return { containerdMs: t1 - t0, imagesMs: t2 - t1, ...(started ? { kubeletStartedAt: Date.now() } : {}) };
 }
 
 /** The runtime daemons' pid files go (their processes die with the node's cgroup). */

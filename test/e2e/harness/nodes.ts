@@ -33,6 +33,7 @@ import {
   forgetRuntime,
   killNodeCgroup,
   removeNodeCgroups,
+  type RuntimeStart,
   runtimeMountScript,
   startRuntime,
 } from './node-runtime.ts';
@@ -231,7 +232,7 @@ export async function nodeReady(http: KubeHttp, name: string): Promise<boolean> 
 export type NodeImages = { pause: Image; tandem: Image };
 
 /** Brings one node to "running, connected, kubelet started": a no-op when it already is. */
-export async function ensureNode(name: string, index: number, images: NodeImages): Promise<void> {
+export async function ensureNode(name: string, index: number, images: NodeImages): Promise<RuntimeStart> {
   const s = readState();
   ensureNsRoot();
   ensureNetwork(name, index);
@@ -239,12 +240,13 @@ export async function ensureNode(name: string, index: number, images: NodeImages
   const loops = ensureDisks(name);
   ensureMountNamespace(name, loops);
   run('ip', ['link', 'set', nodeNs.hostVeth(name), 'up']);
-  await startRuntime(name, index, {
+  const started = await startRuntime(name, index, {
     pauseImage: images.pause.ref,
     loadImages: () => importIntoNode(name, [images.pause, images.tandem]),
   });
   s.nodes[name] = { index, stopped: false, partitioned: false };
   writeState(s);
+  return started;
 }
 
 export async function waitNodesReady(http: KubeHttp, names: readonly string[], timeoutMs = 120_000): Promise<void> {
@@ -343,9 +345,9 @@ function dropMountNamespace(name: string): void {
 }
 
 /** The machine boots again: new mount namespace (fresh /run), containerd, kube-proxy, kubelet. */
-export async function startNode(name: string, images: NodeImages): Promise<void> {
+export async function startNode(name: string, images: NodeImages): Promise<RuntimeStart> {
   const n = nodeEntry(name);
-  await ensureNode(name, n.index, images);
+  return ensureNode(name, n.index, images);
 }
 
 /** Cuts the node's link: its processes keep running, nothing reaches it and it reaches nothing. */
