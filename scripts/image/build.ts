@@ -253,7 +253,17 @@ export async function buildMariadb(log: Log): Promise<Image> {
     layers: [base],
     config: {
       env: [['PATH', '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin']],
-      entrypoint: ['mariadbd'],
+      // /run is empty in the image; a blank data directory (a fresh volume) is initialised once.
+      entrypoint: [
+        '/bin/sh',
+        '-euc',
+        [
+          'mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld /var/lib/mysql',
+          '[ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql --datadir=/var/lib/mysql --skip-test-db >/dev/null',
+          'exec mariadbd "$@"',
+        ].join('\n'),
+        'mariadbd',
+      ],
       cmd: ['--user=mysql', '--datadir=/var/lib/mysql', '--bind-address=0.0.0.0'],
     },
     archive: join(imagesDir, 'mariadb.oci.tar'),
