@@ -212,8 +212,15 @@ export async function buildPause(log: Log): Promise<Image> {
   }
   const work = mkdtempSync(join(imagesDir, 'pause-'));
   try {
-    const version = (await runOk(['apt-cache', 'policy', 'catatonit'])).match(/Candidate:\s*(\S+)/)?.[1];
-    if (!version || version === '(none)') throw new Error('apt-cache knows no catatonit package (run apt-get update)');
+    const candidate = async () =>
+      (await runOk(['apt-cache', 'policy', 'catatonit'])).match(/Candidate:\s*(\S+)/)?.[1]?.replace('(none)', '');
+    let version = await candidate();
+    if (!version) {
+      // A machine whose package lists were never fetched (or were cleaned).
+      await runOk(['apt-get', 'update', '-qq']);
+      version = await candidate();
+    }
+    if (!version) throw new Error('apt-cache knows no catatonit package even after apt-get update');
     const key = `pause-${sha(BUILDER_VERSION, version)}`;
     let layer = store.cachedLayer(key);
     if (!layer) {
