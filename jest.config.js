@@ -9,7 +9,13 @@ const common = {
 };
 export default {
   projects: [
-    { ...common, displayName: 'unit', roots: ['<rootDir>/src'], testMatch: ['<rootDir>/src/**/*.test.ts'] },
+    {
+      ...common,
+      displayName: 'unit',
+      // Pure code: the product (src) and the image recipe (scripts/image).
+      roots: ['<rootDir>/src', '<rootDir>/scripts'],
+      testMatch: ['<rootDir>/src/**/*.test.ts', '<rootDir>/scripts/**/*.test.ts'],
+    },
     {
       ...common,
       displayName: 'integration',

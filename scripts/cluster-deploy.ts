@@ -1,9 +1,14 @@
-// npm run cluster:deploy — tandem on the local control plane, as a user would run it:
-//   1. `helm upgrade --install tandem helm/tandem` (CRDs, RBAC, ServiceAccounts, Deployment,
-//      DaemonSet; there is no kubelet, so their pods never run and…)
-//   2. …the controller runs as a process on the host and one node agent per simulated node
-//      runs inside that node's namespaces (cluster:exec), each authenticated with a token of
+// npm run cluster:deploy — a development shortcut: tandem's controller and agents as
+// host processes instead of the chart's pods (helm install with the image, as a user
+// does it, is test/e2e/chart-pods.test.ts and npm run lab:cluster):
+//   1. `helm upgrade --install tandem helm/tandem` (CRDs, RBAC, ServiceAccounts) with the
+//      Deployment scaled to 0 and the DaemonSet selecting no node, so no pod competes…
+//   2. …with the controller as a process on the host and one node agent per simulated node
+//      inside that node's namespaces (cluster:exec), each authenticated with a token of
 //      the chart's own ServiceAccount, so the chart's RBAC is what is exercised.
+// Why still a shortcut: the failover suites kill agents and expect the engines to
+// live on (issue 14 item 4); in a pod the engines are the agent container's
+// children and die with it.
 //
 //   node scripts/cluster-deploy.ts [deploy]            install/upgrade and (re)start everything
 //   node scripts/cluster-deploy.ts undeploy            stop the processes (the release stays)
@@ -191,6 +196,29 @@ export async function startAgent(node: string): Promise<void> {
   await waitReady(agentUrl(node), `The agent on ${node}`);
 }
 
+/** Chart values that keep the chart's own pods away: the host processes stand in for them. */
+const noPods = ['--set', 'controller.replicas=0', '--set-string', 'agent.nodeSelector.tandem\\.dev/no-node=true'];
+
+/** Pods of the release (from an install with the image) are gone before the host processes start. */
+async function waitNoPods(): Promise<void> {
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const pods = tool(bin.kubectl, [
+      'get',
+      'pods',
+      '-n',
+      release.namespace,
+      '-l',
+      `app.kubernetes.io/instance=${release.name}`,
+      '-o',
+      'name',
+    ]).trim();
+    if (pods === '') return;
+    if (Date.now() > deadline) throw new Error(`The chart's pods are still there after 120 s: ${pods}`);
+    await sleep(500);
+  }
+}
+
 export async function deploy(): Promise<void> {
   mkdirSync(deployDir, { recursive: true });
   mkdirSync(state.logs, { recursive: true });
@@ -204,8 +232,11 @@ export async function deploy(): Promise<void> {
     '--namespace',
     release.namespace,
     '--create-namespace',
+    '--reset-values',
+    ...noPods,
   ]);
   log(`helm upgrade --install ${release.name} done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  await waitNoPods();
   tool(bin.kubectl, [
     'wait',
     '--for=condition=Established',

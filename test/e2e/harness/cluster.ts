@@ -3,6 +3,7 @@
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
+import { build } from '../../../scripts/image/build.ts';
 import {
   adminHttp,
   apiserverReady,
@@ -11,6 +12,7 @@ import {
   startApiserver,
   startControllerManager,
   startEtcd,
+  startScheduler,
   stopControlPlane,
 } from './control-plane.ts';
 import type { KubeHttp } from './kube-http.ts';
@@ -19,6 +21,7 @@ import {
   ensureBridge,
   ensureNode,
   healNode,
+  type NodeImages,
   nodesOwner,
   partitionNode,
   readState,
@@ -26,7 +29,8 @@ import {
   stopNode,
   waitNodesReady,
 } from './nodes.ts';
-import { net, nodeNames, ports, state, stateDir } from './paths.ts';
+import type { RuntimeStart } from './node-runtime.ts';
+import { net, nodeNames, ports, repoRoot, state, stateDir } from './paths.ts';
 
 export { restartApiserver };
 
@@ -44,9 +48,20 @@ async function withAdmin<T>(fn: (http: KubeHttp) => Promise<T>): Promise<T> {
   }
 }
 
+const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+function describeStart(s: RuntimeStart): string {
+  return `containerd ${seconds(s.containerdMs)}, images ${seconds(s.imagesMs)}, kubelet to Ready ${seconds(Date.now() - s.kubeletStartedAt!)}`;
+}
+
+/** The pause and tandem images (npm run image; about a second when nothing changed). */
+async function nodeImages(log: (msg: string) => void): Promise<NodeImages> {
+  const images = await build(repoRoot, ['pause', 'tandem'], log);
+  return { pause: images.pause!, tandem: images.tandem! };
+}
+
 /**
- * Starts whatever is not running and returns when /readyz is ok and every node
- * is Ready. With the cluster already up this only checks, in well under a second.
+ * Starts whatever is not running and returns when /readyz is ok and every node's
+ * kubelet reports it Ready. With the cluster already up this only checks, in about a second.
  * `nodeCount` defaults to the nodes the cluster already has, else 2.
  */
 export async function up(opts: { nodeCount?: number; log?: (msg: string) => void } = {}): Promise<void> {
@@ -66,12 +81,20 @@ export async function up(opts: { nodeCount?: number; log?: (msg: string) => void
   await startApiserver();
   log('Starting kube-controller-manager');
   await startControllerManager();
+  log('Starting kube-scheduler');
+  await startScheduler();
+  const images = await nodeImages(log);
   await withAdmin(async (http) => {
+    const started = new Map<string, RuntimeStart>();
     for (const [index, name] of names.entries()) {
-      log(`Starting node ${name}`);
-      await ensureNode(http, name, index);
+      log(`Starting node ${name} (containerd, kube-proxy, kubelet)`);
+      started.set(name, await ensureNode(name, index, images));
     }
-    await waitNodesReady(http, names);
+    for (const name of names) {
+      await waitNodesReady(http, [name]);
+      const s = started.get(name)!;
+      if (s.kubeletStartedAt !== undefined) log(`Node ${name} is Ready (${describeStart(s)})`);
+    }
   });
   log(`Cluster is up: KUBECONFIG=${state.kubeconfig}, nodes ${names.join(', ')}`);
 }
@@ -133,11 +156,14 @@ export async function nodeAction(action: NodeAction, name: string): Promise<void
       return stopNode(name);
     case 'partition':
       return partitionNode(name);
-    case 'start':
+    case 'start': {
+      const images = await nodeImages(() => {});
       return withAdmin(async (http) => {
-        await startNode(http, name);
+        const s = await startNode(name, images);
         await waitNodesReady(http, [name]);
+        if (s.kubeletStartedAt !== undefined) console.error(`[cluster] Node ${name} is Ready (${describeStart(s)})`);
       });
+    }
     case 'heal':
       healNode(name);
       if (readState().nodes[name]?.stopped) return;

@@ -1,4 +1,4 @@
-// etcd, kube-apiserver and kube-controller-manager as local processes.
+// etcd, kube-apiserver, kube-controller-manager and kube-scheduler as local processes.
 //
 // Flags follow controller-runtime's envtest for etcd and the API server (one
 // member, no fsync, a service CIDR nobody routes), plus what envtest leaves out
@@ -16,6 +16,13 @@ import { daemonPid, logTail, startDaemon, stopDaemon, waitFor } from './proc.ts'
 
 const etcdUrl = `http://127.0.0.1:${ports.etcdClient}`;
 const kcmKubeconfig = () => join(state.pki, 'kube-controller-manager.kubeconfig');
+const schedulerKubeconfig = () => join(state.pki, 'kube-scheduler.kubeconfig');
+// The API server's client certificate towards kubelets (logs, exec, port-forward).
+const kubeletClient = {
+  name: 'apiserver-kubelet-client',
+  cn: 'kube-apiserver-kubelet-client',
+  groups: ['system:masters'],
+};
 
 /** Runs scripts/e2e-setup.sh (a cold build: minutes) when a binary is missing from the cache. */
 export function ensureBinaries(): void {
@@ -80,6 +87,9 @@ function apiserverArgs(): string[] {
     '--authorization-mode=Node,RBAC',
     '--enable-admission-plugins=NodeRestriction',
     '--allow-privileged=true',
+    `--kubelet-client-certificate=${pkiFile.cert(kubeletClient.name)}`,
+    `--kubelet-client-key=${pkiFile.key(kubeletClient.name)}`,
+    '--kubelet-preferred-address-types=InternalIP',
     // Close watches on SIGTERM instead of letting them hold the HTTP server open for a minute.
     '--shutdown-watch-termination-grace-period=2s',
     '--profiling=false',
@@ -99,6 +109,7 @@ export async function apiserverReady(http: KubeHttp): Promise<boolean> {
 export async function startApiserver(): Promise<void> {
   ensureServerPki();
   ensureClient({ name: 'admin', cn: 'tandem-admin', groups: ['system:masters'] }, state.kubeconfig);
+  ensureClient(kubeletClient, join(state.pki, `${kubeletClient.name}.kubeconfig`));
   const http = adminHttp();
   try {
     if (daemonPid('kube-apiserver') !== undefined && (await apiserverReady(http))) return;
@@ -166,7 +177,24 @@ export async function startControllerManager(): Promise<void> {
   }
 }
 
+/** Places pods on nodes: without it the DaemonSet's and Deployment's pods stay Pending. */
+export async function startScheduler(): Promise<void> {
+  if (daemonPid('kube-scheduler') !== undefined) return;
+  ensureClient({ name: 'kube-scheduler', cn: 'system:kube-scheduler' }, schedulerKubeconfig());
+  startDaemon('kube-scheduler', bin.kubeScheduler, [
+    `--kubeconfig=${schedulerKubeconfig()}`,
+    `--authentication-kubeconfig=${schedulerKubeconfig()}`,
+    `--authorization-kubeconfig=${schedulerKubeconfig()}`,
+    '--leader-elect=false',
+    // Its health endpoint on loopback only; nothing else serves from it.
+    '--bind-address=127.0.0.1',
+    '--secure-port=10259',
+    '--v=1',
+  ]);
+}
+
 export async function stopControlPlane(): Promise<void> {
+  await stopDaemon('kube-scheduler');
   await stopDaemon('kube-controller-manager');
   await stopDaemon('kube-apiserver', 15_000);
   await stopDaemon('etcd');

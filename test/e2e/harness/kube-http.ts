@@ -1,5 +1,5 @@
 // A minimal Kubernetes REST client over node:https with client certificates:
-// what the harness and the node heartbeat need (get/create/patch a handful of
+// what the harness needs (get/create/patch a handful of
 // objects, /readyz), with no dependency to load inside every node namespace.
 import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';

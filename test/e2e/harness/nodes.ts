@@ -1,26 +1,44 @@
 // Simulated nodes. A node is
 //   - a network namespace (tandem-e2e-NAME) whose eth0 is a veth on the bridge
 //     tandem-br0, with the node's IP; no default route, so it reaches the other
-//     nodes and the API server (the bridge's host address) and nothing else;
-//   - a persistent mount namespace and UTS namespace (nsfs handles under
-//     /run/tandem-e2e/NAME, as `ip netns` keeps network namespaces), where
+//     nodes (and their pods) and the API server (the bridge's host address) and
+//     nothing else;
+//   - a mount namespace and UTS namespace (nsfs handles under /run/tandem-e2e/NAME,
+//     as `ip netns` keeps network namespaces), made anew at every start (a boot),
+//     where
 //       /dev        is an overlay on the shared devtmpfs (every device stays
 //                   visible, new loop devices included) whose private upper layer
 //                   holds /dev/sdb1 and /dev/sdb2: block device nodes of loop
 //                   devices on sparse files in .cluster/nodes/NAME;
-//       /run/tandem is a private tmpfs (fresh after every start, as after a boot);
+//       /run/tandem is a private tmpfs;
 //       /etc/tandem is the node's own directory .cluster/nodes/NAME/etc-tandem;
+//       the kubelet's and containerd's directories are the node's own
+//                   (node-runtime.ts), and every mount is shared within the node,
+//                   as on a machine booted by systemd (mount propagation for pods);
 //     and the hostname is NAME;
-//   - a Node object and the heartbeat (heartbeat.ts) running inside the namespaces.
-// stop kills every process in the network namespace; partition downs the host
-// side of the veth. Nothing is created in the shared /dev.
+//   - containerd, kube-proxy and a kubelet running in those namespaces and in the
+//     node's cgroup (node-runtime.ts): the kubelet registers the Node and keeps it Ready.
+// stop kills everything in the node's cgroup and network namespace at once (a power
+// cut) and drops its mount namespace; partition downs the host side of the veth.
+// Nothing is created in the shared /dev.
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ensureClient } from './certs.ts';
+import type { Image } from '../../../scripts/image/oci.ts';
+import { importIntoNode } from './images.ts';
 import type { KubeHttp } from './kube-http.ts';
-import { net, nodeDisks, nodeNs, nsRoot, state, stateDir, timing } from './paths.ts';
-import { daemonPid, isAlive, run, startDaemon, stopDaemon, waitFor } from './proc.ts';
+import {
+  ensurePodRoutes,
+  ensureRuntimeDirs,
+  forgetRuntime,
+  killNodeCgroup,
+  removeNodeCgroups,
+  type RuntimeStart,
+  runtimeMountScript,
+  startRuntime,
+} from './node-runtime.ts';
+import { net, nodeDisks, nodeNs, nsRoot, state, stateDir } from './paths.ts';
+import { isAlive, run, waitFor } from './proc.ts';
 
 export type NodeState = { index: number; stopped: boolean; partitioned: boolean };
 export type ClusterState = { nodes: Record<string, NodeState> };
@@ -162,6 +180,7 @@ function ensureMountNamespace(name: string, loops: Map<string, string>): void {
   // Mount points must exist in the shared file system before the copy is made.
   mkdirSync('/run/tandem', { recursive: true });
   mkdirSync('/etc/tandem', { recursive: true });
+  ensureRuntimeDirs(name);
   const etc = join(state.node(name), 'etc-tandem');
   mkdirSync(etc, { recursive: true });
   run('unshare', [`--mount=${nodeNs.mnt(name)}`, `--uts=${nodeNs.uts(name)}`, '--propagation', 'private', 'true']);
@@ -188,44 +207,12 @@ function ensureMountNamespace(name: string, loops: Map<string, string>): void {
       ...devs,
       'mount -t tmpfs -o size=64m,mode=0755 tandem-run /run/tandem',
       `mount --bind ${etc} /etc/tandem`,
+      ...runtimeMountScript(name),
+      // Shared within the node (not with the host: the namespace was copied private),
+      // so a pod's Bidirectional mounts reach the node and other pods.
+      'mount --make-rshared /',
     ].join('\n'),
   );
-}
-
-/** A fresh /run/tandem, as after a boot. */
-function resetRunDir(name: string): void {
-  inNode(name, 'umount /run/tandem 2>/dev/null || true\nmount -t tmpfs -o size=64m,mode=0755 tandem-run /run/tandem');
-}
-
-async function ensureNodeObject(http: KubeHttp, name: string): Promise<void> {
-  const g = await http.request('GET', `/api/v1/nodes/${name}`);
-  if (g.status === 200) return;
-  const labels = {
-    'kubernetes.io/hostname': name,
-    'kubernetes.io/os': 'linux',
-    'kubernetes.io/arch': process.arch === 'x64' ? 'amd64' : process.arch,
-    'tandem.dev/e2e-node': 'true',
-  };
-  const c = await http.request('POST', '/api/v1/nodes', {
-    body: { apiVersion: 'v1', kind: 'Node', metadata: { name, labels } },
-  });
-  if (c.status >= 300 && c.status !== 409) throw new Error(`Creating Node ${name} answered ${c.status}: ${c.text}`);
-}
-
-function startHeartbeat(name: string, index: number): void {
-  if (daemonPid(`heartbeat-${name}`) !== undefined) return;
-  const kubeconfig = join(state.node(name), 'kubeconfig');
-  ensureClient({ name: `node-${name}`, cn: `system:node:${name}`, groups: ['system:nodes'] }, kubeconfig);
-  const script = join(import.meta.dirname, 'heartbeat.ts');
-  startDaemon(`heartbeat-${name}`, 'nsenter', [
-    ...nsenterArgs(name),
-    process.execPath,
-    script,
-    name,
-    net.nodeIp(index),
-    kubeconfig,
-    String(timing.heartbeatSeconds),
-  ]);
 }
 
 type NodeView = { status?: { conditions?: { type: string; status: string }[] }; spec?: { taints?: { key: string }[] } };
@@ -241,23 +228,28 @@ export async function nodeReady(http: KubeHttp, name: string): Promise<boolean> 
   return ready && !tainted;
 }
 
-/** Brings one node to "running, connected, Ready": a no-op when it already is. */
-export async function ensureNode(http: KubeHttp, name: string, index: number): Promise<void> {
+/** The images every node's containerd holds: the pod sandbox and tandem's own. */
+export type NodeImages = { pause: Image; tandem: Image };
+
+/** Brings one node to "running, connected, kubelet started": a no-op when it already is. */
+export async function ensureNode(name: string, index: number, images: NodeImages): Promise<RuntimeStart> {
   const s = readState();
   ensureNsRoot();
   ensureNetwork(name, index);
+  ensurePodRoutes(name, index);
   const loops = ensureDisks(name);
   ensureMountNamespace(name, loops);
-  await ensureNodeObject(http, name);
-  const wasStopped = s.nodes[name]?.stopped ?? false;
-  if (wasStopped) resetRunDir(name);
   run('ip', ['link', 'set', nodeNs.hostVeth(name), 'up']);
-  startHeartbeat(name, index);
+  const started = await startRuntime(name, index, {
+    pauseImage: images.pause.ref,
+    loadImages: () => importIntoNode(name, [images.pause, images.tandem]),
+  });
   s.nodes[name] = { index, stopped: false, partitioned: false };
   writeState(s);
+  return started;
 }
 
-export async function waitNodesReady(http: KubeHttp, names: readonly string[], timeoutMs = 60_000): Promise<void> {
+export async function waitNodesReady(http: KubeHttp, names: readonly string[], timeoutMs = 120_000): Promise<void> {
   for (const name of names) {
     await waitFor(`node ${name} Ready without unreachable/not-ready taints`, () => nodeReady(http, name), timeoutMs);
   }
@@ -269,9 +261,14 @@ function netnsPids(name: string): number[] {
   return out.split('\n').filter(Boolean).map(Number);
 }
 
-/** SIGKILL to everything in the node, heartbeat included, until nothing is left. */
+/**
+ * SIGKILL to everything in the node, until nothing is left: its cgroup (kubelet,
+ * containerd, every pod) at once, then whatever else runs in its network namespace
+ * (processes started with cluster:exec, the host-process deploy's agents).
+ */
 export async function killNodeProcesses(name: string): Promise<void> {
-  await stopDaemon(`heartbeat-${name}`, 0);
+  await killNodeCgroup(name);
+  await forgetRuntime(name);
   for (let round = 0; round < 50; round++) {
     const pids = netnsPids(name).filter((p) => p !== process.pid);
     if (pids.length === 0) return;
@@ -319,7 +316,8 @@ function nodeLoopDevices(name: string): string[] {
 }
 
 /**
- * A crashed machine: every process in it dies, its heartbeat stops. Disks stay.
+ * A crashed machine: every process in it dies at once (kubelet, containerd, pods,
+ * engines), and so does its mount namespace (every mount). Disks stay.
  * Its kernel state goes too: the simulated nodes share this machine's kernel, so
  * the filesystems its Primary had mounted (and their loop devices) are detached
  * here — otherwise XFS would refuse to mount the other node's copy ("duplicate
@@ -337,13 +335,19 @@ export async function stopNode(name: string): Promise<void> {
     'true',
   ].join('\n');
   run('nsenter', [...nsenterArgs(name), 'sh', '-c', script], { allowFail: true });
+  dropMountNamespace(name);
   updateNode(name, { stopped: true });
 }
 
-/** The machine boots again: a fresh /run/tandem, the heartbeat restarts. */
-export async function startNode(http: KubeHttp, name: string): Promise<void> {
+/** Releases the node's mount and UTS namespaces: with no process left in them, every mount goes. */
+function dropMountNamespace(name: string): void {
+  for (const h of [nodeNs.mnt(name), nodeNs.uts(name)]) if (isMountpoint(h)) run('umount', [h]);
+}
+
+/** The machine boots again: new mount namespace (fresh /run), containerd, kube-proxy, kubelet. */
+export async function startNode(name: string, images: NodeImages): Promise<RuntimeStart> {
   const n = nodeEntry(name);
-  await ensureNode(http, name, n.index);
+  return ensureNode(name, n.index, images);
 }
 
 /** Cuts the node's link: its processes keep running, nothing reaches it and it reaches nothing. */
@@ -375,7 +379,8 @@ export async function destroyNodes(): Promise<void> {
   for (const name of names) {
     await killNodeProcesses(name);
     // Dropping the handles frees the mount namespace, and with it the /dev overlay and /run/tandem.
-    for (const h of [nodeNs.mnt(name), nodeNs.uts(name)]) if (isMountpoint(h)) run('umount', [h]);
+    dropMountNamespace(name);
+    removeNodeCgroups(name);
     if (netnsExists(name)) run('ip', ['netns', 'del', nodeNs.netns(name)]);
     if (linkExists(nodeNs.hostVeth(name))) run('ip', ['link', 'del', nodeNs.hostVeth(name)], { allowFail: true });
     detachDisks(name);

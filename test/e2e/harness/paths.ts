@@ -1,5 +1,5 @@
 // Where the local control plane keeps its things, and the network plan of the
-// simulated nodes. One place, read by the harness CLI, the heartbeat and the tests.
+// simulated nodes. One place, read by the harness CLI, the node runtime and the tests.
 //
 //   ${TANDEM_CACHE:-~/.cache/tandem}/         built binaries (scripts/e2e-setup.sh), outside git
 //   .cluster/                                 per-cluster state in the work tree (git-ignored):
@@ -9,6 +9,7 @@
 //   /run/tandem-e2e/NAME/{mnt,uts}            namespace handles (a private bind mount, never
 //                                             inside the work tree so `rm -rf` can't walk a mount)
 //   netns tandem-e2e-NAME, bridge tandem-br0  10.77.0.0/24, host 10.77.0.1
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -30,13 +31,22 @@ function readVersions(): Record<string, string> {
 const versions = readVersions();
 export const kubernetesVersion = versions.KUBERNETES_VERSION!;
 const cacheDir = process.env.TANDEM_CACHE ?? join(homedir(), '.cache/tandem');
-const k8sBin = join(cacheDir, `k8s-${kubernetesVersion}`, 'bin');
+// scripts/e2e-setup.sh names the directory after the hash of the build inputs.
+const buildDir = join(repoRoot, 'test/e2e/build');
+const inputsHash = createHash('sha256')
+  .update(Buffer.concat(['go.mod', 'go.sum', 'tools.go', 'etcd/main.go'].map((f) => readFileSync(join(buildDir, f)))))
+  .digest('hex')
+  .slice(0, 16);
+const k8sBin = join(cacheDir, `k8s-${kubernetesVersion}`, `bin-${inputsHash}`);
 const toolsDir = join(cacheDir, `kubectl-layer-v33-${versions.KUBECTL_LAYER_VERSION}`);
 
 export const bin = {
   etcd: join(k8sBin, 'etcd'),
   kubeApiserver: join(k8sBin, 'kube-apiserver'),
   kubeControllerManager: join(k8sBin, 'kube-controller-manager'),
+  kubeScheduler: join(k8sBin, 'kube-scheduler'),
+  kubelet: join(k8sBin, 'kubelet'),
+  kubeProxy: join(k8sBin, 'kube-proxy'),
   kubectl: process.env.TANDEM_KUBECTL ?? join(toolsDir, 'kubectl'),
   helm: process.env.TANDEM_HELM ?? join(toolsDir, 'helm'),
 } as const;
@@ -65,7 +75,7 @@ export const net = {
 export const ports = { apiserver: 6443, etcdClient: 23790, etcdPeer: 23800 } as const;
 export const apiserverUrl = `https://${net.hostIp}:${ports.apiserver}`;
 
-// Node lifecycle timing: the heartbeat renews every 2 s, kube-controller-manager
+// Node lifecycle timing: each kubelet renews its Lease every 2 s, kube-controller-manager
 // checks every second and gives up on a node after 8 s without a renewal.
 export const timing = { heartbeatSeconds: 2, nodeMonitorPeriodSeconds: 1, nodeMonitorGraceSeconds: 8 } as const;
 

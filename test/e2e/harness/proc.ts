@@ -1,5 +1,5 @@
 // Running commands and keeping daemons: the harness starts long-lived processes
-// (etcd, kube-apiserver, kube-controller-manager, heartbeats) detached from the
+// (etcd, kube-apiserver, kube-controller-manager, kubelets…) detached from the
 // CLI that started them, and finds them again through pid files.
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';

@@ -91,7 +91,9 @@ export async function freshDisks(mountPaths: readonly string[] = ['/mydata/mysql
   const script = [
     ...mountPaths.map((m) => `umount ${m} 2>/dev/null; umount ${m} 2>/dev/null`),
     'for d in /run/tandem/*.fuse; do [ -d "$d" ] && { losetup -j "$d/disk" -O NAME -n | xargs -r -n1 losetup -d; umount "$d"; }; done 2>/dev/null',
-    'for p in /run/tandem/*.pid; do [ -f "$p" ] && kill -9 "$(cat "$p")"; done 2>/dev/null',
+    // A pid file may hold a pid of a container's namespace (an agent pod's engine): kill
+    // only a tandem or nbdfuse process of this node's network namespace.
+    'for p in /run/tandem/*.pid; do [ -f "$p" ] || continue; pid=$(cat "$p"); [ "$(readlink /proc/$pid/ns/net)" = "$(readlink /proc/self/ns/net)" ] && grep -qaE "tandem|nbdfuse" /proc/$pid/cmdline && kill -9 "$pid"; done 2>/dev/null',
     'rm -rf /run/tandem/*',
     'blkdiscard -f /dev/sdb1 2>/dev/null && blkdiscard -f /dev/sdb2 2>/dev/null',
     'true',

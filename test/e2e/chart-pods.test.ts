@@ -1,0 +1,204 @@
+// The chart as a user installs it (issue 14 item 3): `helm install` with only the
+// image values changed, on nodes that run real kubelets and containerd, the image
+// built here (npm run image) and loaded into every node. The controller Deployment
+// and the agent DaemonSet run as pods; the tutorial's volume becomes Ready with the
+// agent and its engines working inside the agent's container (privileged, host
+// network, /dev, Bidirectional mount propagation, FUSE + loop).
+// Local harness only: the image is loaded into the harness's nodes.
+import { join } from 'node:path';
+import { jest } from '@jest/globals';
+import { build } from '../../scripts/image/build.ts';
+import { repoRoot } from './harness/paths.ts';
+import { external, helm, kubectl, useCluster } from './lib/cluster.ts';
+import { eventually } from './lib/eventually.ts';
+import { execInNode } from './lib/nodes.ts';
+import { deploy, freshDisks, waitReady } from './lib/volumes.ts';
+
+jest.setTimeout(300_000);
+const describeLocal = external ? describe.skip : describe;
+useCluster();
+const release = { name: 'tandem', namespace: 'tandem-system' };
+const ns = `e2e-chart-${process.pid}`;
+const nodes = ['master', 'backup'];
+
+type Pod = {
+  metadata: { name: string; labels?: Record<string, string>; deletionTimestamp?: string };
+  spec: { nodeName?: string };
+  status: {
+    phase?: string;
+    podIP?: string;
+    conditions?: { type: string; status: string }[];
+    containerStatuses?: { ready: boolean; restartCount: number; imageID?: string; image?: string }[];
+  };
+};
+
+async function pods(component: 'controller' | 'node-agent'): Promise<Pod[]> {
+  const out = await kubectl([
+    'get',
+    'pods',
+    '-n',
+    release.namespace,
+    '-l',
+    `app.kubernetes.io/instance=${release.name},app.kubernetes.io/component=${component}`,
+    '-o',
+    'json',
+  ]);
+  return (JSON.parse(out.stdout) as { items: Pod[] }).items.filter((p) => !p.metadata.deletionTimestamp);
+}
+
+const ready = (p: Pod) => p.status.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
+
+async function leaseHolder(): Promise<string | undefined> {
+  const out = await kubectl([
+    'get',
+    'lease',
+    '-n',
+    release.namespace,
+    `${release.name}-controller`,
+    '-o',
+    'jsonpath={.spec.holderIdentity}',
+  ]).catch(() => ({ stdout: '' }));
+  return out.stdout || undefined;
+}
+
+describeLocal('the Helm chart as a user installs it, on real kubelets', () => {
+  let image: { repository: string; tag: string };
+
+  beforeAll(async () => {
+    // The host-process shortcut (npm run cluster:deploy) of other suites must not run beside the pods.
+    await deploy('undeploy').catch(() => undefined);
+    await freshDisks();
+    const built = await build(repoRoot, ['tandem'], () => {});
+    const [repository, tag] = built.tandem!.ref.split(':') as [string, string];
+    image = { repository, tag };
+    await kubectl(['create', 'namespace', ns]);
+  }, 300_000);
+
+  afterAll(async () => {
+    // Volumes go while their agents run (they take the engines down and unmount);
+    // then the release goes back to the shortcut's shape (no pods), and the nodes
+    // are left as they booted.
+    await kubectl(['delete', 'rv', '--all', '-n', ns, '--timeout=90s']).catch(() => undefined);
+    await kubectl(['delete', 'namespace', ns, '--wait=false']).catch(() => undefined);
+    await deploy('deploy').catch(() => undefined);
+    await deploy('undeploy').catch(() => undefined);
+    await freshDisks().catch(() => undefined);
+  }, 300_000);
+
+  test('helm install with only the image values: a Ready controller Deployment (one leader) and an agent pod per node', async () => {
+    const t0 = Date.now();
+    await helm([
+      'upgrade',
+      '--install',
+      release.name,
+      join(repoRoot, 'helm/tandem'),
+      '--namespace',
+      release.namespace,
+      '--create-namespace',
+      '--reset-values',
+      '--set',
+      `image.repository=${image.repository}`,
+      '--set',
+      `image.tag=${image.tag}`,
+      '--wait',
+      '--timeout=4m',
+    ]);
+    const installSeconds = (Date.now() - t0) / 1000;
+    console.log(`helm install --wait: ${installSeconds.toFixed(1)} s`);
+
+    const controllers = await pods('controller');
+    expect(controllers).toHaveLength(2);
+    for (const p of controllers) {
+      expect(p.status.phase).toBe('Running');
+      expect(ready(p)).toBe(true);
+      expect(p.status.containerStatuses?.[0]?.image).toContain(image.tag);
+    }
+    const agents = await pods('node-agent');
+    expect(agents.map((p) => p.spec.nodeName).sort()).toEqual([...nodes].sort());
+    for (const p of agents) {
+      expect(p.status.phase).toBe('Running');
+      expect(ready(p)).toBe(true);
+    }
+
+    // Leader election across the replicas: one holds the Lease and says so; the
+    // other stands by. Deleting the leader's pod hands the Lease to the other.
+    const holder = await eventually(
+      async () => {
+        const h = await leaseHolder();
+        expect(controllers.map((p) => p.metadata.name)).toContain(h);
+        return h!;
+      },
+      { timeoutMs: 30_000, what: 'a controller pod holding the Lease' },
+    );
+    const standby = controllers.find((p) => p.metadata.name !== holder)!.metadata.name;
+    const logs = async (pod: string) => (await kubectl(['logs', '-n', release.namespace, pod])).stdout;
+    expect(await logs(holder)).toContain('Became leader');
+    expect(await logs(standby)).not.toContain('Became leader');
+    await kubectl(['delete', 'pod', '-n', release.namespace, holder, '--wait=false']);
+    await eventually(async () => expect(await leaseHolder()).toBe(standby), {
+      timeoutMs: 30_000,
+      what: `the Lease handed to ${standby}`,
+    });
+    expect(await logs(standby)).toContain('Became leader');
+    // The Deployment makes a new replica, which stands by.
+    await eventually(
+      async () => {
+        const now = await pods('controller');
+        expect(now).toHaveLength(2);
+        expect(now.every(ready)).toBe(true);
+      },
+      { timeoutMs: 120_000, what: 'two Ready controller pods again' },
+    );
+  });
+
+  test('kubectl apply -f examples/mysql-volume.yaml: Ready, with the agent and its engine working inside the pod', async () => {
+    await kubectl(['apply', '-n', ns, '-f', join(repoRoot, 'examples/mysql-volume.yaml')]);
+    const rv = await waitReady(ns, 'mysql', 'master', 180_000);
+    expect(rv.status?.replicas?.map((r) => r.node).sort()).toEqual(['backup', 'master']);
+
+    const agentOn = async (node: string) => (await pods('node-agent')).find((p) => p.spec.nodeName === node)!;
+    const agent = (await agentOn('master')).metadata.name;
+    const inPod = async (script: string) =>
+      (await kubectl(['exec', '-n', release.namespace, agent, '--', 'sh', '-c', script])).stdout.trim();
+    const res = `${ns}.mysql`;
+
+    // The engine is a process of the agent's container (its pid namespace), and its
+    // FUSE export and loop device were made from inside it.
+    expect(await inPod(`tr '\\0' ' ' < /proc/$(cat /run/tandem/${res}.pid)/cmdline`)).toContain('tandemadm');
+    expect(await inPod(`findmnt -n -o FSTYPE /run/tandem/${res}.fuse`)).toBe('fuse');
+    const device = await inPod(`losetup -j /run/tandem/${res}.fuse/disk -n -O NAME`);
+    expect(device).toMatch(/^\/dev\/loop\d+$/);
+    // The filesystem it mounted through /mnt/tandem-host reached the node (Bidirectional).
+    expect(await inPod('findmnt -rn -o SOURCE,FSTYPE /mnt/tandem-host/mydata/mysql | tail -n1')).toBe(`${device} xfs`);
+    const onNode = await execInNode('master', ['sh', '-c', 'findmnt -rn -o SOURCE,FSTYPE /mydata/mysql | tail -n1']);
+    expect(onNode.stdout.trim()).toBe(`${device} xfs`);
+
+    // Data written on the node goes through the pod's engine to the peer.
+    const received = async () =>
+      (
+        JSON.parse(
+          (await kubectl(['get', 'rvr', '-n', ns, 'mysql-backup', '-o', 'jsonpath={.status.counters}'])).stdout,
+        ) as { nr: number }
+      ).nr;
+    const before = await received();
+    await execInNode('master', [
+      'sh',
+      '-c',
+      'head -c 4194304 /dev/urandom > /mydata/mysql/blob && echo "written on master through the agent pod" > /mydata/mysql/hello && sync',
+    ]);
+    expect((await execInNode('master', ['cat', '/mydata/mysql/hello'])).stdout).toBe(
+      'written on master through the agent pod\n',
+    );
+    await eventually(async () => expect(await received()).toBeGreaterThanOrEqual(before + 4 * 1024 * 1024), {
+      timeoutMs: 30_000,
+      what: 'the Secondary received the 4 MiB written on the Primary',
+    });
+
+    // Deleting the volume: the agent in the pod unmounts and takes its engine down.
+    await kubectl(['delete', 'rv', 'mysql', '-n', ns, '--timeout=90s']);
+    expect(
+      (await execInNode('master', ['sh', '-c', 'findmnt -n /mydata/mysql | grep -c xfs; true'])).stdout.trim(),
+    ).toBe('0');
+    expect(await inPod(`ls /run/tandem/${res}.pid 2>/dev/null; true`)).toBe('');
+  });
+});
