@@ -337,11 +337,12 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
         );
       }
       await al.clear();
-      if (md.has('secondaryInd')) {
-        // Stopped while receiving a Primary's writes: what was in the page cache may be gone.
-        await md.update({ set: ['crashedSecondary'], clear: ['secondaryInd'] });
-        this.log.warn('Stopped uncleanly while receiving writes from the Primary; this disk may lack recent writes');
+      if ((md.has('secondaryInd') || md.has('primaryInd')) && md.sb.bootId !== this.world.host.bootId()) {
+        // Stopped uncleanly, and the machine restarted since: what was in its page cache is gone.
+        await md.update({ set: ['cacheLost'] });
+        this.log.warn('The machine restarted since this disk last took writes: unflushed writes may be lost here');
       }
+      if (md.has('secondaryInd')) await md.update({ clear: ['secondaryInd'] });
       this.capacity = capacity;
       this.size = md.sb.laSize > 0 ? md.sb.laSize : capacity;
       this.local = { data, md, al };
@@ -399,15 +400,19 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
   persistBitmap(sync: boolean): Promise<void> {
     const local = this.local;
     if (!local) return Promise.resolve();
-    // On a resync target a cleared bit says "this block arrived": only true on disk once the
-    // block is durable. Elsewhere a clear is the peer's news (a source's RS_ACK) and needs no sync here.
+    // A cleared bit reaches the disk only after the data behind it: on a resync target it
+    // says "this block arrived", which a power loss could still undo. (On a source the
+    // sync costs little and keeps the rule whole, whatever the state says at the time.)
     const round = this.#bitmapChain.then(async () => {
-      const s = this.state;
-      const target = isSyncTarget(s.conn) || s.conn === 'WFBitMapT' || s.disk === 'Inconsistent';
-      await local.md.writeDirtyBitmap(sync, target ? local.data : undefined);
+      await local.md.writeDirtyBitmap(sync, local.data);
       this.counters.bm = local.md.bitmapWrites;
     });
-    this.#bitmapChain = round.catch((err: unknown) => this.log.error({ err }, 'Failed to write the bitmap'));
+    // The bitmap could not be written: the disk failed (on-io-error decides, as for data).
+    this.#bitmapChain = round.catch((err: unknown) =>
+      this.localIoError(err, 'writing the bitmap').catch((e: unknown) =>
+        this.log.error({ err: e }, 'on-io-error failed'),
+      ),
+    );
     return round;
   }
 
@@ -500,7 +505,7 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
       allowTwoPrimaries: this.config.net.allowTwoPrimaries,
       discardMyData: this.#discardMyData,
       crashedPrimary: md.has('crashedPrimary') && this.state.role !== 'Primary',
-      crashedSecondary: md.has('crashedSecondary'),
+      cacheLost: md.has('cacheLost'),
       node: this.self.name,
       changes: md.bitmap.count,
       primaryAtSplit: md.has('primaryAtSplit'),
@@ -664,10 +669,9 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
     this.#pendingResize = false;
     this.emit('plan', plan);
     const splitBrain =
-      (plan.kind === 'refuse' && plan.splitBrain) ||
+      ((plan.kind === 'refuse' || plan.kind === 'retry') && plan.splitBrain) ||
       plan.kind === 'demote-victim' ||
-      plan.kind === 'retry' ||
-      (plan.kind === 'sync' && plan.splitBrain);
+      (plan.kind === 'sync' && plan.splitBrain !== undefined);
     if (splitBrain) {
       this.log.error({ rule: plan.kind === 'sync' ? plan.rule : plan.rule }, 'Split-Brain detected');
       this.spawn('the split-brain handler', this.handler('split-brain'));
@@ -716,6 +720,8 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
       if (plan.disk === 'UpToDate' && this.state.disk !== 'UpToDate')
         this.background(c, 'recording UpToDate', this.persistUpToDate());
       if (md.has('primaryAtSplit')) this.background(c, 'clearing a flag', md.update({ clear: ['primaryAtSplit'] }));
+      if (md.has('cacheLost') && plan.disk === 'UpToDate' && plan.peerDisk === 'UpToDate')
+        this.background(c, 'clearing a flag', md.update({ clear: ['cacheLost'] }));
       this.fact(
         { conn: 'Connected', peerRole, peerDisk: plan.peerDisk, disk: plan.disk },
         'connected, no resync needed',
@@ -843,6 +849,22 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
       this.#bitmapTimer = undefined;
       this.fact({ disk: 'Diskless' }, 'on-io-error detach');
       this.sendState({ disk: 'Diskless' });
+      // A resync cannot go on without this disk (as source it has nothing to send, as target
+      // nowhere to write): the connection starts over, and the plan sees the disk is gone.
+      const c = this.conn;
+      if (c && (isSyncing(this.state.conn) || this.state.conn === 'WFBitMapS' || this.state.conn === 'WFBitMapT'))
+        c.close('NetworkFailure', `the local disk failed during the resync (${what})`);
+      // Writes in flight may still land on this disk without their bits: when it is attached
+      // again it is Inconsistent and wholly out of sync (a full resync from the peer, or a
+      // person's `primary --force`), never trusted as it was. Best effort: the disk failed.
+      const md = this.local?.md;
+      if (md) {
+        md.bitmap.setAll();
+        this.spawn(
+          'marking the failed disk for a full resync',
+          md.writeDirtyBitmap(true).then(() => md.update({ clear: ['consistent', 'wasUpToDate'] })),
+        );
+      }
       if (this.state.role === 'Primary' && !isUpToDate(this.state.peerDisk)) {
         this.log.error('Detached the disk of a Primary with no UpToDate peer: application I/O fails from now on');
       }
@@ -875,7 +897,24 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
 
   // --- roles ------------------------------------------------------------------------
 
-  async promote(opts: { force?: boolean } = {}): Promise<void> {
+  /** Role changes run one at a time (two `primary --force` at once would start two generations). */
+  #roleChain: Promise<unknown> = Promise.resolve();
+
+  private serialRole<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#roleChain.then(fn, fn);
+    this.#roleChain = run.catch(() => undefined);
+    return run;
+  }
+
+  promote(opts: { force?: boolean } = {}): Promise<void> {
+    return this.serialRole(() => this.promoteNow(opts));
+  }
+
+  demote(opts: { force?: boolean } = {}): Promise<void> {
+    return this.serialRole(() => this.demoteNow(opts));
+  }
+
+  private async promoteNow(opts: { force?: boolean }): Promise<void> {
     if (this.state.role === 'Primary') return;
     const md = this.metadata;
     if (!isUpToDate(this.state.disk) && !opts.force) throw refuse(REFUSALS.noUpToDateDisk);
@@ -911,16 +950,24 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
       if (forced) {
         // `--force`/`--overwrite-data-of-peer`: our data becomes the truth; all of it must reach the peer.
         // A new generation that is not relative to anything: the peer gets a full sync.
+        // The old generation and, if set, the one the bitmap was relative to stay in history,
+        // so the peer's data is recognised as an ancestor (a full sync, or a detectable split brain).
         const history: [bigint, bigint] =
-          uuids.current === UUID_JUST_CREATED ? uuids.history : [uuids.current, uuids.history[0]];
+          uuids.current === UUID_JUST_CREATED
+            ? uuids.history
+            : [uuids.current, uuids.bitmap !== 0n ? uuids.bitmap : uuids.history[0]];
         uuids = { current: randomUuid(this.world.random), bitmap: 0n, history };
-      } else if (alone && uuids.bitmap === 0n) {
+      } else if (alone) {
+        // Always a new generation, even with a bitmap generation left over (a resync whose
+        // end the target confirmed too late): the peer may have adopted our current since,
+        // and writes under it would then look like no change at all.
         uuids = newCurrent(uuids, this.world.random);
       }
       return {
         uuids,
         laSize: sb.laSize > 0 ? sb.laSize : this.size,
         set: forced ? ['consistent', 'wasUpToDate', 'primaryInd', 'crashedPrimary'] : ['primaryInd', 'crashedPrimary'],
+        bootId: this.world.host.bootId(),
         // Forced: this node's data is the truth now, whatever an earlier `invalidate` asked.
         clear: forced ? ['outdated', 'fullSync'] : [],
       };
@@ -933,7 +980,7 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
     if (forced && this.conn && this.peerParams) this.sendParams(this.conn, false);
   }
 
-  async demote(opts: { force?: boolean } = {}): Promise<void> {
+  private async demoteNow(opts: { force?: boolean }): Promise<void> {
     if (this.state.role !== 'Primary') return;
     if (opts.force && this.state.suspended) this.resumeIo('demoted while frozen: failing the frozen I/O', false);
     if (opts.force && this.#openCount() > 0) await this.#closeClients();

@@ -55,8 +55,8 @@ export const Params = z.object({
   allowTwoPrimaries: z.boolean(),
   discardMyData: z.boolean(),
   crashedPrimary: z.boolean(),
-  /** Stopped uncleanly while receiving a Primary's writes (see metadata.ts crashedSecondary). */
-  crashedSecondary: z.boolean(),
+  /** This node's machine restarted while it held unflushed writes (see metadata.ts cacheLost). */
+  cacheLost: z.boolean(),
   node: z.string(),
   /** Blocks changed since the last common generation (own bitmap count), for split-brain policies. */
   changes: z.number().int().nonnegative(),

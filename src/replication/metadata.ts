@@ -43,10 +43,12 @@ export const MD_FLAGS = {
   /** A Secondary is writing what its Primary sends (like primaryInd: cleared on a clean detach). */
   secondaryInd: 1 << 10,
   /**
-   * This node stopped uncleanly (crash, power loss) while receiving writes from its Primary:
-   * writes in its page cache may be gone. Cleared when a resync as target completes.
+   * This node's machine restarted (its boot id changed) while it was Primary or receiving
+   * as Secondary, without a clean detach: writes that were in its page cache may be gone.
+   * A process crash alone keeps the page cache and does not set it. Cleared when the pair
+   * is in sync again.
    */
-  crashedSecondary: 1 << 11,
+  cacheLost: 1 << 11,
 } as const;
 export type MdFlag = keyof typeof MD_FLAGS;
 
@@ -60,6 +62,8 @@ export interface Superblock {
   bitmapBits: number;
   uuids: Uuids;
   resource: string;
+  /** The host's boot id when primaryInd/secondaryInd were set (0: unknown). */
+  bootId: bigint;
 }
 
 export interface MdLocation {
@@ -148,6 +152,7 @@ export function encodeSuperblock(sb: Superblock): Buffer {
   const name = Buffer.from(sb.resource, 'utf8').subarray(0, 128);
   b.writeUInt16LE(name.length, 88);
   name.copy(b, 90);
+  b.writeBigUInt64LE(sb.bootId, 224);
   b.writeUInt32LE(crc32(b.subarray(0, SUPER_SLOT_BYTES - 4)), SUPER_SLOT_BYTES - 4);
   return b;
 }
@@ -170,6 +175,7 @@ export function decodeSuperblock(b: Buffer): Superblock | undefined {
       history: [b.readBigUInt64LE(72), b.readBigUInt64LE(80)],
     },
     resource: b.subarray(90, 90 + nameLen).toString('utf8'),
+    bootId: b.readBigUInt64LE(224),
   };
 }
 
@@ -241,6 +247,7 @@ export class Metadata {
         bitmapBits: Math.ceil(location.dataCapacity / BLOCK_SIZE),
         uuids: freshUuids(),
         resource,
+        bootId: 0n,
       };
       // The zeroed activity log and bitmap are durable before the superblock that makes them count.
       await f.datasync();

@@ -3,7 +3,8 @@
 // event loop while the page cache serves it, see BackingIo), the TCP peer link,
 // handlers run by /bin/sh, and crypto's random bytes.
 import { randomBytes } from 'node:crypto';
-import { constants as fsc } from 'node:fs';
+import { constants as fsc, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { mkdir, open, writeFile, type FileHandle } from 'node:fs/promises';
 import { BackingIo, sizeOf } from './backing.ts';
 import { ERROR_CODES, TandemError } from './errors.ts';
@@ -80,7 +81,28 @@ export const realStorage: Storage = {
   writeText: (path, text) => writeFile(path, text),
 };
 
+/**
+ * The kernel's boot id, read once (it changes only with a reboot). TANDEM_BOOT_ID_FILE
+ * points elsewhere: a test that kills a volatile disk cache stands in for a reboot by
+ * changing the file (test/integration/power-loss.test.ts).
+ */
+let bootId: bigint | undefined;
+function readBootId(): bigint {
+  if (bootId === undefined) {
+    const path = process.env.TANDEM_BOOT_ID_FILE ?? '/proc/sys/kernel/random/boot_id';
+    let text = '';
+    try {
+      text = readFileSync(path, 'utf8').trim();
+    } catch {
+      // Unknown: every unclean stop then counts as a lost cache (the cautious reading).
+    }
+    bootId = text === '' ? 0n : createHash('sha256').update(text).digest().readBigUInt64LE(0) | 1n;
+  }
+  return bootId;
+}
+
 export const realWorld: World = {
+  host: { bootId: readBootId },
   clock: realClock,
   storage: realStorage,
   transport: tcpTransport,

@@ -46,7 +46,11 @@ export class Receiver {
   private indicate(): Promise<void> {
     const local = this.#core.local;
     if (!local) return Promise.resolve();
-    this.#indicated ??= local.md.has('secondaryInd') ? Promise.resolve() : local.md.update({ set: ['secondaryInd'] });
+    const bootId = this.#core.world.host.bootId();
+    this.#indicated ??=
+      local.md.has('secondaryInd') && local.md.sb.bootId === bootId
+        ? Promise.resolve()
+        : local.md.update({ set: ['secondaryInd'], bootId });
     return this.#indicated;
   }
 

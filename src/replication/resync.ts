@@ -204,6 +204,9 @@ export class Resync {
       core.fact({ conn: paused ? 'PausedSyncS' : 'SyncSource', peerDisk: 'Inconsistent' }, 'resync started');
       this.run(c).catch((err: unknown) => this.failed(c, err));
     } else {
+      // The merged bits are on disk before the first block lands: the source clears its own
+      // bit as each block is acknowledged, so after a crash only this side would remember.
+      this.setGate('recording the merged bitmap', () => core.persistBitmap(true));
       core.fact({ conn: paused ? 'PausedSyncT' : 'SyncTarget', disk: 'Inconsistent' }, 'resync started');
     }
   }
@@ -234,7 +237,7 @@ export class Resync {
     // the two disks different with no bit saying so. (Application writes during the
     // resync are covered by the transfer log and the activity log as usual.)
     await local.data.datasync();
-    while (core.conn === c && isSyncSource(core.state.conn)) {
+    while (core.conn === c && isSyncSource(core.state.conn) && core.localDiskUsable()) {
       if (core.state.conn === 'PausedSyncS' || this.#inflightBytes >= RS_WINDOW_BYTES) {
         this.#wake = deferred();
         await this.#wake.promise;
@@ -314,6 +317,7 @@ export class Resync {
   }
 
   onRsAck(offset: number, length: number, ok: boolean): void {
+    if (!this.#core.localDiskUsable()) return; // detached: its bitmap says "everything", leave it so
     const bit = offset / BLOCK_SIZE;
     const inflight = this.#inflight.get(bit);
     if (inflight !== undefined) {
@@ -369,7 +373,10 @@ export class Resync {
     const core = this.#core;
     const md = core.local!.md;
     // A crashed Primary's recovery resync is done: the flag has served its purpose.
-    const clear: MdFlag[] = core.state.role === 'Primary' ? ['primaryAtSplit'] : ['crashedPrimary', 'primaryAtSplit'];
+    const clear: MdFlag[] =
+      core.state.role === 'Primary'
+        ? ['primaryAtSplit', 'cacheLost']
+        : ['crashedPrimary', 'primaryAtSplit', 'cacheLost'];
     await md.update((sb) => ({ uuids: finishSyncSource(sb.uuids), clear }));
     if (isSyncSource(core.state.conn)) core.fact({ conn: 'Connected', peerDisk: 'UpToDate' }, 'resync finished');
   }
@@ -479,7 +486,7 @@ export class Resync {
       uuids: finishSyncTarget(sb.uuids, uuidsFromJson(source)),
       set: ['consistent', 'wasUpToDate'],
       // The target's data is whole again: an unclean stop before it no longer matters.
-      clear: ['outdated', 'primaryAtSplit', 'fullSync', 'crashedPrimary', 'crashedSecondary'],
+      clear: ['outdated', 'primaryAtSplit', 'fullSync', 'crashedPrimary', 'cacheLost'],
     }));
     core.spawn('the after-resync-target handler', core.handler('after-resync-target'));
     core.log.info(

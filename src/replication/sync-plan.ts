@@ -47,11 +47,12 @@ export type ConnectPlan =
       rule: string;
     }
   | {
-      /** The peer's Primary is the victim and demotes itself by force: drop this connection and wait for its return. */
+      /** Drop this connection and wait for the next: the peer's Primary demotes itself by force (a split-brain victim), or has no disk. */
       kind: 'retry';
       reason: string;
       decision: SyncDecision;
       rule: string;
+      splitBrain: boolean;
     }
   | {
       kind: 'sync';
@@ -72,6 +73,8 @@ export type ConnectPlan =
     };
 
 const consistent = (d: DiskState): boolean => d === 'UpToDate' || d === 'Consistent';
+const hasDisk = (d: DiskState): boolean =>
+  d === 'UpToDate' || d === 'Consistent' || d === 'Outdated' || d === 'Inconsistent';
 /** Data that may be copied to the peer: consistent, if perhaps old. */
 const canSource = (d: DiskState): boolean => consistent(d) || d === 'Outdated';
 
@@ -93,6 +96,17 @@ export function planConnect(mine: Params, peer: Params, ctx: PlanContext): Conne
   });
   if (peer.protocol !== mine.protocol)
     return refuse(`incompatible communication protocols: ours ${mine.protocol}, peer ${peer.protocol}`);
+  // Two disks or nothing: a side whose disk failed (or is detached) has no data to offer and
+  // takes none; it comes back with `attach` (a restart). The side with a disk keeps trying.
+  if (!hasDisk(mine.disk)) return refuse(`no local disk (${mine.disk}): attach it before connecting`);
+  if (!hasDisk(peer.disk))
+    return {
+      kind: 'retry',
+      reason: `the peer has no disk (${peer.disk})`,
+      decision: 'none',
+      rule: 'the peer has no disk',
+      splitBrain: false,
+    };
 
   // 2. Size: the smaller disk; never below a size the device already had.
   const agreedLa = Math.max(mine.laSize, peer.laSize);
@@ -112,20 +126,21 @@ export function planConnect(mine: Params, peer: Params, ctx: PlanContext): Conne
     decision = 'bitmap-source';
     rule = "same generation, the peer's disk is Inconsistent (interrupted resync or invalidate)";
   } else if (decision === 'none' && (mine.crashedPrimary || peer.crashedPrimary)) {
-    // A Primary crashed (or lost power) and comes back in the same generation: the blocks
-    // of its activity log's extents may differ between the two disks. Under protocol C a
-    // peer that stayed up holds every write the crashed Primary acknowledged (the
-    // generation did not change, so none was acknowledged without it), while the crashed
-    // Primary may have lost unflushed ones with its power: the peer's version goes over.
-    // If the peer stopped uncleanly too while receiving (crashedSecondary), it may have
-    // lost them itself; then, and under A/B (the peer may lack acknowledged writes), the
+    // A Primary stopped uncleanly and the pair meets again in the same generation: the
+    // blocks of its activity log's extents may differ between the disks. The copy to keep
+    // is the one on the machine that kept its page cache: a process crash loses nothing the
+    // application was told was written, a reboot or power loss loses what was not yet
+    // durable (cacheLost). The generation did not change, so every write the Primary
+    // acknowledged reached the peer too (under protocol C; under A/B the Primary's is the
+    // fuller copy unless it lost its cache). When both or neither lost their cache, the
     // crashed Primary's version goes over (DRBD's rule 40); both crashed: the lower name's.
-    const sole = mine.crashedPrimary !== peer.crashedPrimary;
-    const survivor = mine.crashedPrimary ? peer : mine;
-    if (sole && mine.protocol === 'C' && consistent(survivor.disk) && !survivor.crashedSecondary) {
-      decision = mine.crashedPrimary ? 'bitmap-target' : 'bitmap-source';
-      rule = `${mine.crashedPrimary ? 'we' : 'the peer'} crashed while Primary; the node that stayed up holds every acknowledged write (protocol C)`;
+    const oneLost = mine.cacheLost !== peer.cacheLost;
+    const keeper = mine.cacheLost ? peer : mine;
+    if (oneLost && canSource(keeper.disk)) {
+      decision = mine.cacheLost ? 'bitmap-target' : 'bitmap-source';
+      rule = `${mine.crashedPrimary ? 'we' : 'the peer'} crashed while Primary; ${mine.cacheLost ? 'our' : "the peer's"} machine restarted and lost unflushed writes, ${mine.cacheLost ? 'the peer' : 'we'} did not`;
     } else {
+      const sole = mine.crashedPrimary !== peer.crashedPrimary;
       const weSource = sole ? mine.crashedPrimary : mine.node < peer.node;
       decision = weSource ? 'bitmap-source' : 'bitmap-target';
       rule = sole ? `${mine.crashedPrimary ? 'we' : 'the peer'} crashed while Primary` : 'both crashed while Primary';
@@ -162,7 +177,13 @@ export function planConnect(mine: Params, peer: Params, ctx: PlanContext): Conne
         rule,
         splitBrain: true,
       });
-    if (mine.discardMyData || peer.discardMyData) {
+    const halfOverwritten = mine.disk === 'Inconsistent' ? 'self' : peer.disk === 'Inconsistent' ? 'peer' : undefined;
+    if (halfOverwritten !== undefined && (mine.disk === 'Inconsistent') !== (peer.disk === 'Inconsistent')) {
+      // One side is Inconsistent: an earlier recovery was overwriting it when it stopped. It is
+      // the victim again, whatever the policies say: its data is no longer a whole version.
+      splitBrain = { victim: halfOverwritten, by: 'after-sb policy' };
+      rule = `split brain resolved: ${halfOverwritten === 'self' ? 'our' : "the peer's"} disk is Inconsistent from an earlier recovery (${sbRule})`;
+    } else if (mine.discardMyData || peer.discardMyData) {
       splitBrain = { victim: mine.discardMyData ? 'self' : 'peer', by: 'discard-my-data' };
       rule = `split brain resolved: ${mine.discardMyData ? 'we discard our' : 'the peer discards its'} data (${sbRule})`;
     } else {
@@ -203,6 +224,7 @@ export function planConnect(mine: Params, peer: Params, ctx: PlanContext): Conne
             reason: `split brain: the peer's Primary is the victim and demotes itself (${out.rule})`,
             decision,
             rule: `${sbRule}; ${out.rule}`,
+            splitBrain: true,
           };
         return refuse(`Split-Brain detected; the peer's Primary is the victim (${out.rule}); disconnecting`, {
           decision,

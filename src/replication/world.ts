@@ -137,7 +137,17 @@ export interface Random {
   bytes(n: number): Buffer;
 }
 
+/** The machine the engine runs on. */
+export interface Host {
+  /**
+   * Identifies this boot of the machine (Linux: /proc/sys/kernel/random/boot_id, as 64 bits).
+   * A process crash keeps it, and the page cache with it; a reboot or power loss changes it.
+   */
+  bootId(): bigint;
+}
+
 export interface World {
+  host: Host;
   clock: Clock;
   storage: Storage;
   transport: PeerTransport;

@@ -64,20 +64,40 @@ export class WritePath {
     return this.#tl.size;
   }
 
-  /** No completion until `p` settled (a new generation or the bits of a lost link on disk). */
+  /**
+   * No completion until `p` is done (a new generation or the bits of a lost link on disk).
+   * If `p` fails, what it was to record is not on disk, and no write may complete as if it
+   * were: every completion from here fails (EIO) until the next connection starts over.
+   */
   holdCompletions(p: Promise<void>): void {
-    const prev = this.#lossGate;
-    this.#lossGate = Promise.all([prev, p.catch(() => undefined)]).then(() => undefined);
+    p.catch(() => undefined); // handled: its failure reaches completions through the gate
+    const gate = this.#lossGate.then(() => p);
+    gate.catch(() => undefined); // waited for by completions; a failure is theirs to report
+    this.#lossGate = gate;
   }
 
-  /** Waits for what holdCompletions asked (disconnect waits for it too). */
+  /** Waits for what holdCompletions asked (disconnect waits for it too); never rejects. */
   settled(): Promise<void> {
-    return this.#lossGate;
+    return this.#lossGate.catch(() => undefined);
+  }
+
+  /** The gate, for a completion: a failed record fails the request. */
+  private async passLossGate(): Promise<void> {
+    try {
+      await this.#lossGate;
+    } catch (err) {
+      throw eio(
+        `${this.#core.config.name}: could not record on disk what this write depends on (${(err as Error).message})`,
+      );
+    }
   }
 
   // --- the connection ---------------------------------------------------------
 
   onConnected(c: PeerConnection): void {
+    // A new connection starts over from what is on disk (a failed record stays failed:
+    // its disk was detached, and the plan is made from the metadata as it is).
+    this.#lossGate = Promise.resolve();
     this.#tl = new TransferLog();
     this.#tlConn = c;
     this.#epochTimer?.cancel();
@@ -120,9 +140,15 @@ export class WritePath {
     if (!c || !this.#core.peerParams || c !== this.#tlConn) return undefined;
     const s = this.#core.state;
     if (s.peerDisk === 'Diskless' || s.peerDisk === 'Failed') return undefined;
-    return s.conn === 'Connected' || s.conn === 'WFBitMapS' || isSyncSource(s.conn) || s.conn === 'WFBitMapT'
-      ? c
-      : undefined;
+    // Online verify (either direction) does not stop replication.
+    const takes =
+      s.conn === 'Connected' ||
+      s.conn === 'WFBitMapS' ||
+      isSyncSource(s.conn) ||
+      s.conn === 'WFBitMapT' ||
+      s.conn === 'VerifyS' ||
+      s.conn === 'VerifyT';
+    return takes ? c : undefined;
   }
 
   // --- the application's I/O ----------------------------------------------------
@@ -240,6 +266,10 @@ export class WritePath {
       if (!req) {
         if (!(await onDisk)) throw eio(`${core.config.name}: the write reached neither the local disk nor the peer`);
         await this.markOutOfSync(offset, data.length);
+        this.requireLocalCopy();
+        // Not on the peer: with fencing, the application hears back only once the peer is
+        // fenced (I/O may have frozen after this write passed the gate at its start).
+        await this.passFreeze();
         return;
       }
       const wrote = await onDisk;
@@ -253,10 +283,11 @@ export class WritePath {
       if (!ok && !wrote) throw eio(`${core.config.name}: the write reached neither the local disk nor the peer`);
       if (!ok) {
         await this.markOutOfSync(offset, data.length);
+        this.requireLocalCopy();
         // The peer did not confirm it: with fencing, the application hears back only once the peer is fenced.
         await this.passFreeze();
       }
-      await this.#lossGate;
+      await this.passLossGate();
     } finally {
       if (alHeld) local?.al.complete(offset, data.length);
       release();
@@ -317,12 +348,24 @@ export class WritePath {
     }
   }
 
+  /**
+   * A write that only the local disk holds: if that disk was detached meanwhile (an I/O
+   * error, so it will come back Inconsistent), no copy anyone trusts holds it.
+   */
+  private requireLocalCopy(): void {
+    if (!this.#core.localDiskUsable())
+      throw eio(`${this.#core.config.name}: the local disk failed and the peer does not have this write`);
+  }
+
   /** Marks a range out of sync; completions after a lost link wait for its bits and generation. */
   async markOutOfSync(offset: number, length: number): Promise<void> {
-    await this.#lossGate;
+    // The bit first: the data is on this disk whatever happens to the request now.
     const local = this.#core.local;
-    if (!local || !this.#core.localDiskUsable()) return;
-    const added = local.md.bitmap.setRange(Math.floor(offset / BLOCK_SIZE), Math.ceil((offset + length) / BLOCK_SIZE));
+    const usable = local !== undefined && this.#core.localDiskUsable();
+    const added = usable
+      ? local.md.bitmap.setRange(Math.floor(offset / BLOCK_SIZE), Math.ceil((offset + length) / BLOCK_SIZE))
+      : 0;
+    await this.passLossGate();
     // The page cache is enough: the write's extent stays in the activity log until it
     // completes, and an extent leaves the log only after the bitmap is durable.
     if (added > 0) await this.#core.persistBitmap(false);
@@ -359,7 +402,7 @@ export class WritePath {
       throw eio(`${core.config.name}: flush reached neither the local disk nor the peer`);
     // The peer was lost meanwhile: with fencing, the application hears back only once it is fenced.
     if (waitsForPeer && !peerDurable) await this.passFreeze();
-    await this.#lossGate;
+    await this.passLossGate();
   }
 
   private waitEpoch(epoch: number): Promise<boolean> {

@@ -95,9 +95,13 @@ export class Oracle {
     fua: boolean,
     peer: string | undefined,
     certain: boolean,
+    localDisk = true,
+    peerRestarted = false,
   ): void {
-    this.entries(node, block).push({ w, a, durable: fua, lost: false });
-    if (peer) this.entries(peer, block).push({ w, a, durable: fua && certain, lost: !certain });
+    // A Primary without a disk of its own (detached after an I/O error) holds nothing itself.
+    if (localDisk) this.entries(node, block).push({ w, a, durable: fua, lost: false });
+    // The peer's copy may already be gone if its machine restarted since the write was sent.
+    if (peer) this.entries(peer, block).push({ w, a, durable: fua && certain, lost: !certain || peerRestarted });
   }
 
   /**
@@ -119,6 +123,14 @@ export class Oracle {
           e.lost = m ? m.lost : e.lost;
         }
     }
+  }
+
+  /**
+   * `node`'s disk failed (an I/O error detached it): the engine no longer trusts anything on
+   * it (it comes back Inconsistent and wholly out of sync), and neither does the oracle.
+   */
+  diskFailed(node: string): void {
+    for (const entries of this.lin(node).values()) for (const e of entries) e.lost = true;
   }
 
   powerLoss(node: string): void {
@@ -193,6 +205,16 @@ export class Oracle {
    * `victim`: the target's own writes are discarded by a person's or a policy's choice.
    */
   resyncStarts(target: string, source: string, victim: boolean, why: string): void {
+    // Until it finishes, the target holds a mix of its own and the source's blocks.
+    const maybe = this.#maybe.get(target)!;
+    for (const [block, entries] of this.lin(source)) {
+      let s = maybe.get(block);
+      if (!s) {
+        s = new Set();
+        maybe.set(block, s);
+      }
+      for (const e of entries) s.add(e.w);
+    }
     if (victim) return;
     const u = this.unique(target, source);
     if (u.length > 0)
@@ -212,6 +234,14 @@ export class Oracle {
       );
     this.#lineage.set(target, copy);
     this.#maybe.set(target, cloneMaybe(this.#maybe.get(source)!));
+  }
+
+  /**
+   * A person forced `node` Primary while its disk was Inconsistent (no whole copy was left):
+   * from here it holds whatever its disk holds; none of its writes is certain any more.
+   */
+  forcedInconsistent(node: string): void {
+    for (const entries of this.lin(node).values()) for (const e of entries) e.lost = true;
   }
 
   /** The latest write of `block` that some node still holds for certain. */

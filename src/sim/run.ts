@@ -14,7 +14,15 @@
 import pino, { type Logger } from 'pino';
 import { ResourceConfig, type HostConfig } from '../api/config.ts';
 import { Engine } from '../replication/engine.ts';
-import { locateMetadata, Metadata } from '../replication/metadata.ts';
+import {
+  AL_BYTES,
+  AL_OFFSET,
+  BITMAP_OFFSET,
+  internalMdBytes,
+  locateMetadata,
+  Metadata,
+} from '../replication/metadata.ts';
+import { decodeTransaction } from '../replication/activity-log.ts';
 import { isConnected, isSyncTarget } from '../replication/states.ts';
 import type { EngineState } from '../replication/state.ts';
 import type { ConnectPlan } from '../replication/sync-plan.ts';
@@ -64,6 +72,8 @@ class SimNode {
   readonly disks: SimDisks;
   readonly host: HostConfig;
   incarnation = 0;
+  /** The machine's boot: a power loss starts a new one, a process crash does not. */
+  boot = 1;
   running = false;
   engine: Engine | undefined;
   last: EngineState | undefined;
@@ -94,11 +104,16 @@ interface Arbiter {
 
 export async function runRound(o: RoundOptions): Promise<RoundResult> {
   const undo = applyMutants(o.mutants ?? []);
+  const sim = new Sim(o);
+  // In an engine process an unhandled rejection is fatal: here it fails the round.
+  const onUnhandled = (err: unknown): void =>
+    sim.oracle.fail('no unhandled failure (it would kill the engine process)', (err as Error).stack ?? String(err));
+  process.on('unhandledRejection', onUnhandled);
   try {
-    const sim = new Sim(o);
     await sim.run();
     return sim.result();
   } finally {
+    process.off('unhandledRejection', onUnhandled);
     undo();
   }
 }
@@ -218,6 +233,38 @@ class Sim {
         };
       }
     }
+    if (watch !== undefined) {
+      const wb = Number(watch);
+      for (const n of NODES) {
+        const f = this.nodes[n].disks.file(internal ? hosts[NODES.indexOf(n)]!.disk : `/dev/${n}/meta`);
+        const base = internal ? Math.floor((f.size - internalMdBytes(f.size)) / 4096) * 4096 : 0;
+        const at = base + BITMAP_OFFSET + (wb >> 3);
+        const dataWatch = f.onWrite;
+        const alStart = base + AL_OFFSET;
+        f.onWrite = (offset, data) => {
+          dataWatch?.(offset, data);
+          if (offset >= alStart && offset < alStart + AL_BYTES) {
+            const tx = decodeTransaction(Buffer.from(data));
+            this.note(
+              `${n}: AL transaction ${tx ? `seq ${tx.seq}: [${tx.extents.join(',')}]` : 'undecodable'} (extent of block ${wb}: ${Math.floor(wb / 1024)})`,
+            );
+          }
+          if (at < offset || at >= offset + data.length) return;
+          this.note(
+            `${n}: METADATA bit of block ${wb} written as ${(data[at - offset]! >> (wb & 7)) & 1} ${new Error().stack
+              ?.split('\n')
+              .slice(3, 12)
+              .map((l) =>
+                l
+                  .trim()
+                  .replace(/^at /, '')
+                  .replace(/\(file:\/\/\/work\/main\//, '('),
+              )
+              .join(' < ')}`,
+          );
+        };
+      }
+    }
     // The blocks the application works on: a few per 4 MiB extent, so the activity log (7 extents) evicts.
     const blocks = size / BLOCK;
     this.hot = [...new Set(Array.from({ length: 48 }, () => r.int(0, blocks - 9)))].sort((a, b) => a - b);
@@ -287,6 +334,7 @@ class Sim {
 
   private world(node: SimNode, alive: () => boolean, rng: Rng): World {
     return {
+      host: { bootId: () => BigInt(node.boot) * 2n + 1n },
       clock: this.q.clock(alive),
       storage: node.disks.storage(alive),
       transport: this.net.transport(node.name, alive),
@@ -385,6 +433,7 @@ class Sim {
     this.net.processDied(name, powerLoss);
     this.stats.faults++;
     if (powerLoss) {
+      node.boot++;
       const lost = node.disks.powerLoss(this.rng.pick([0, 0.5, 0.9]));
       this.oracle.powerLoss(name);
       this.note(`${name}: POWER LOSS (${lost} cached sectors lost)`);
@@ -412,12 +461,24 @@ class Sim {
     node.last = { ...s };
     if (!prev) return;
     const peer = this.other(node.name);
+    if (prev.disk !== 'Failed' && s.disk === 'Failed') {
+      this.oracle.diskFailed(node.name);
+      this.note(`${node.name}: disk failed (${cause})`);
+    }
     const fromTarget = isSyncTarget(prev.conn) || prev.conn === 'WFBitMapT';
     if (fromTarget && s.conn === 'Connected' && s.disk === 'UpToDate') {
       this.oracle.resyncDone(node.name, peer);
+      this.userDiscard[node.name] = false;
       this.note(`${node.name}: resync finished, now holds ${peer}'s data`);
     }
-    if (this.mode === 'managed' && prev.role !== 'Primary' && s.role === 'Primary' && s.disk === 'UpToDate') {
+    // A person's `primary --force` accepts whatever that node holds: no check there.
+    if (
+      this.mode === 'managed' &&
+      prev.role !== 'Primary' &&
+      s.role === 'Primary' &&
+      s.disk === 'UpToDate' &&
+      !cause.includes('--force')
+    ) {
       const file = node.disks.file(node.host.disk);
       this.oracle.promoted(node.name, (block) => decodeBlock(file.view(block * BLOCK, BLOCK), block));
     }
@@ -437,8 +498,8 @@ class Sim {
     if (p.role === 'none' && data(p.disk) && data(p.peerDisk)) this.oracle.connectedInSync(node.name, peer);
     if (p.role === 'target') {
       const victim = p.splitBrain?.victim === 'self' || this.userDiscard[node.name];
+      // A person's choice holds until a resync as target completes (an interrupted one resumes).
       this.oracle.resyncStarts(node.name, peer, victim, p.rule);
-      this.userDiscard[node.name] = false;
     }
   }
 
@@ -470,7 +531,9 @@ class Sim {
       s.conn === 'WFBitMapS' ||
       s.conn === 'SyncSource' ||
       s.conn === 'PausedSyncS' ||
-      s.conn === 'WFBitMapT';
+      s.conn === 'WFBitMapT' ||
+      s.conn === 'VerifyS' ||
+      s.conn === 'VerifyT';
     return takes && s.peerDisk !== 'Diskless' && s.peerDisk !== 'Failed' && s.peerDisk !== 'DUnknown'
       ? this.other(name)
       : undefined;
@@ -488,6 +551,7 @@ class Sim {
     const fua = this.rng.chance(0.1);
     const inc = node.incarnation;
     const peerAtIssue = this.replicatesTo(name);
+    const peerBoot = this.nodes[this.other(name)].boot;
     for (const b of blocks) {
       this.inflight[name].add(b);
       this.oracle.issued(name, peerAtIssue, b, w);
@@ -498,24 +562,30 @@ class Sim {
         if (node.incarnation !== inc || !node.running) return;
         const a = ++this.ackSeq;
         const peer = this.replicatesTo(name);
-        for (const b of blocks) this.oracle.acked(name, b, w, a, fua, peer, this.config.protocol === 'C');
+        const disk = e.localDiskUsable();
+        // The peer holds it for certain under protocol C, and only as a whole copy (UpToDate):
+        // a SyncTarget's blocks are overwritten by the resync that has to finish first.
+        const certain = this.config.protocol === 'C' && e.state.peerDisk === 'UpToDate';
+        const restarted = this.nodes[this.other(name)].boot !== peerBoot;
+        for (const b of blocks) this.oracle.acked(name, b, w, a, fua, peer, certain, disk, restarted);
         if (this.debug)
           this.note(
             `${name}: ack write ${w} blocks ${blocks.join(',')}${fua ? ' FUA' : ''} (replicated to ${peer ?? 'nobody'})`,
           );
         this.stats.acked++;
-        // Managed (fencing through the arbiter): the other node may not be writing on its own
-        // at the same time: Primary, I/O flowing, and not connected to this one (where
-        // two-phase promotion rules it out). In manual mode a person may do just that.
+        // Managed (fencing through the arbiter): this node acknowledged a write on its own
+        // (no connection), so the other may not be able to do the same at this moment:
+        // Primary, I/O flowing, not connected either. In manual mode a person may do just that.
         const other = this.nodes[this.other(name)];
         const oe = other.running ? other.engine : undefined;
         if (
           this.mode === 'managed' &&
           oe &&
           !this.config.net.allowTwoPrimaries &&
+          !isConnected(e.state.conn) &&
           oe.state.role === 'Primary' &&
           !oe.state.suspended &&
-          !(isConnected(oe.state.conn) && isConnected(e.state.conn))
+          !isConnected(oe.state.conn)
         )
           this.oracle.fail(
             'never two nodes acknowledge writes at once',
@@ -788,8 +858,9 @@ class Sim {
           await e.connect({ discardMyData: true });
         });
       if (e.state.conn === 'StandAlone' && e.state.disk !== 'Diskless' && e.state.disk !== 'Attaching') {
+        // The agent's discard is no person's choice: fencing must have kept the superseded
+        // Primary from acknowledging anything the new one lacks, and the oracle checks it.
         const discard = a.primary !== n && e.lastDecision?.decision.startsWith('split-brain') === true;
-        if (discard) this.userDiscard[n] = true;
         this.op(n, discard ? 'agent: connect --discard-my-data' : 'agent: connect', () =>
           e.connect({ discardMyData: discard }),
         );
@@ -886,7 +957,66 @@ class Sim {
     for (let attempt = 0; attempt < 8 && !whole(); attempt++) {
       for (const n of NODES) if (!this.nodes[n].running) this.start(n);
       await this.advance(2000);
-      if (this.mode === 'manual') {
+      // No consistent copy left (an interrupted initial sync, a disk error, `invalidate` on the
+      // good one), or two copies with no generation in common: a person declares one node's
+      // data the truth and the other's to be overwritten (its `invalidate`).
+      const es = NODES.map((n) => this.nodes[n].engine);
+      const refusing = es.some((e) =>
+        /I shall become SyncSource, but my disk is Inconsistent/.test(e?.lastError ?? ''),
+      );
+      const unrelated = es.some((e) => /Unrelated data/.test(e?.lastError ?? '') && e?.state.conn === 'StandAlone');
+      let decided = false;
+      if (!refusing && (unrelated || es.every((e) => e?.state.disk === 'Inconsistent'))) {
+        decided = true;
+        const chosen = this.rng.pick(NODES);
+        const e = this.nodes[chosen].engine!;
+        const other = this.other(chosen);
+        const eo = this.nodes[other].engine!;
+        this.userDiscard[other] = true;
+        this.oracle.forcedInconsistent(chosen);
+        if (this.mode === 'managed') {
+          this.arbiter.primary = chosen;
+          this.arbiter.epoch++;
+          this.note(`arbiter: a person makes ${chosen} Primary (epoch ${this.arbiter.epoch})`);
+        }
+        const keep = this.mode === 'managed';
+        this.op(other, 'settle: disconnect, invalidate, connect', async () => {
+          await eo.demote({ force: true });
+          await eo.disconnect();
+          await eo.invalidate();
+          await eo.connect();
+        });
+        this.op(chosen, `settle: primary --force${keep ? '' : ', secondary'}, connect`, async () => {
+          await e.promote({ force: true });
+          if (!keep) await e.demote();
+          await e.connect();
+        });
+      }
+      // The newest data is on a disk that is not trusted (a disk error, an interrupted
+      // resync) and the other is older: the engines refuse to guess; a person decides to
+      // keep the newest data.
+      for (const n of refusing ? NODES : []) {
+        const e = this.nodes[n].engine;
+        if (!e || !/I shall become SyncSource, but my disk is Inconsistent/.test(e.lastError ?? '')) continue;
+        this.userDiscard[this.other(n)] = true;
+        this.oracle.forcedInconsistent(n);
+        if (this.mode === 'managed') {
+          this.arbiter.primary = n;
+          this.arbiter.epoch++;
+          this.note(`arbiter: a person makes ${n} Primary (epoch ${this.arbiter.epoch})`);
+        }
+        const managed = this.mode === 'managed';
+        this.op(n, `settle: primary --force${managed ? '' : ', secondary'}, connect`, async () => {
+          await e.promote({ force: true });
+          if (!managed) await e.demote();
+          await e.connect();
+        });
+        const eo = this.nodes[this.other(n)].engine;
+        if (eo?.state.conn === 'StandAlone') this.op(this.other(n), 'settle: connect', () => eo.connect());
+        decided = true;
+        break;
+      }
+      if (this.mode === 'manual' && !decided) {
         const sb = NODES.filter((n) => {
           const e = this.nodes[n].engine;
           return e?.state.conn === 'StandAlone';
@@ -915,23 +1045,19 @@ class Sim {
             if (e?.state.conn === 'StandAlone') this.op(n, 'settle: connect', () => e.connect());
           }
         }
-        // No consistent copy left (an interrupted initial sync, `invalidate` on the good one):
-        // a person declares one node's data the truth.
-        const es = NODES.map((n) => this.nodes[n].engine);
-        if (es.every((e) => e?.state.disk === 'Inconsistent')) {
-          const chosen = this.rng.pick(NODES);
-          const e = this.nodes[chosen].engine!;
-          this.userDiscard[this.other(chosen)] = true;
-          this.op(chosen, 'settle: primary --force, then secondary', async () => {
-            await e.promote({ force: true });
-            await e.demote();
-          });
-        }
-        // Two Primaries cannot connect: one steps down.
+        // Two Primaries cannot connect: one steps down; so does a Primary that must become SyncTarget.
         const ea = this.nodes.alpha.engine;
         const eb = this.nodes.beta.engine;
         if (ea?.state.role === 'Primary' && eb?.state.role === 'Primary')
           this.op('beta', 'settle: secondary', () => eb.demote({ force: true }));
+        for (const n of NODES) {
+          const e = this.nodes[n].engine;
+          if (e?.state.role === 'Primary' && /I shall become SyncTarget, but I am primary/.test(e.lastError ?? ''))
+            this.op(n, 'settle: secondary, connect', async () => {
+              await e.demote({ force: true });
+              await e.connect();
+            });
+        }
       }
       // A person resumes a paused resync.
       for (const n of NODES) {
