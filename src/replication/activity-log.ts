@@ -77,6 +77,8 @@ export class ActivityLog {
   private seq = 0n;
   private committing: Promise<void> | undefined;
   private readonly wanted = new Set<number>();
+  /** Extents in `active` whose transaction is written but not yet durable: no write may enter them yet. */
+  private readonly pending = new Set<number>();
   private waiters: Deferred<void>[] = [];
   private slotWaiters: Deferred<void>[] = [];
   /** Transactions written, for /proc/drbd's `al:` counter. */
@@ -130,7 +132,7 @@ export class ActivityLog {
         if (!this.active.has(e)) {
           missing = true;
           this.wanted.add(e);
-        }
+        } else if (this.pending.has(e)) missing = true;
       if (!missing) break;
       await this.commit();
     }
@@ -185,12 +187,24 @@ export class ActivityLog {
             await d.promise;
             continue;
           }
-          for (const e of need.slice(0, room)) this.active.set(e, 0);
-          for (const e of need.slice(0, room)) this.wanted.delete(e);
+          const adding = need.slice(0, room);
+          for (const e of adding) {
+            this.active.set(e, 0);
+            this.pending.add(e);
+            this.wanted.delete(e);
+          }
           for (const e of [...this.wanted]) if (this.active.has(e)) this.wanted.delete(e);
-          if (evicted) await this.hooks.beforeEvict?.();
-          evicted = false;
-          await this.writeTransaction();
+          try {
+            if (evicted) await this.hooks.beforeEvict?.();
+            evicted = false;
+            await this.writeTransaction();
+          } catch (err) {
+            // Not durable: the extents are not in the log, and no write may behave as if they were.
+            for (const e of adding) this.active.delete(e);
+            throw err;
+          } finally {
+            for (const e of adding) this.pending.delete(e);
+          }
         }
       } finally {
         this.committing = undefined;
