@@ -3,6 +3,7 @@
 // and 127.0.0.3, file-backed disks of different sizes with indexed external
 // metadata (`meta-disk …sdb2[0]`), each node with its own run dir.
 import { execFile, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { mkdtemp, open, readFile, rm, writeFile, truncate } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -35,6 +36,8 @@ export interface PairOptions {
   disk?: string;
   /** A node's backing device, when it is not a file the pair creates (e.g. an nbdfuse file). */
   diskPath?: Partial<Record<NodeName, string>>;
+  /** A node's metadata device, when it is not a file the pair creates. */
+  metaPath?: Partial<Record<NodeName, string>>;
 }
 
 export type NodeName = 'master' | 'backup';
@@ -65,9 +68,12 @@ export class Pair {
         await writeFile(p.disk(n), '');
         await truncate(p.disk(n), sizes[n] * 1024 * 1024);
       }
-      await writeFile(p.metaDisk(n), '');
-      await truncate(p.metaDisk(n), 130 * 1024 * 1024);
+      if (!opts.metaPath?.[n]) {
+        await writeFile(p.metaDisk(n), '');
+        await truncate(p.metaDisk(n), 130 * 1024 * 1024);
+      }
       await writeFile(p.configPath(n), p.configText(n));
+      await p.reboot(n);
     }
     return p;
   }
@@ -76,7 +82,15 @@ export class Pair {
     return this.opts.diskPath?.[n] ?? join(this.dir, `${n}-sdb1`);
   }
   metaDisk(n: NodeName): string {
-    return join(this.dir, `${n}-sdb2`);
+    return this.opts.metaPath?.[n] ?? join(this.dir, `${n}-sdb2`);
+  }
+  /** Each node's own kernel boot id, so that one node can "reboot" while the other does not. */
+  bootIdFile(n: NodeName): string {
+    return join(this.dir, `${n}-boot_id`);
+  }
+  /** A new boot id for a node: what its engine sees after a power cut, when it starts again. */
+  async reboot(n: NodeName): Promise<void> {
+    await writeFile(this.bootIdFile(n), `${randomUUID()}\n`);
   }
   configPath(n: NodeName): string {
     return join(this.dir, `${n}.conf`);
@@ -133,7 +147,7 @@ resource ${this.resourceOf(n)} {
       const r = await run(
         NODE,
         [TANDEMADM, '-c', this.configPath(n), '--node', n, '--run-dir', this.runDir(n), ...args],
-        { timeout: 60_000 },
+        { timeout: 60_000, env: { ...process.env, TANDEM_BOOT_ID_FILE: this.bootIdFile(n) } },
       );
       return { code: 0, stdout: r.stdout, stderr: r.stderr };
     } catch (err) {
