@@ -6,30 +6,20 @@
 // Deletion: replicas are told engine=Down (demote, `down`, wipe nothing); once
 // every reachable agent reports its engine gone, the finalizer is removed and
 // the garbage collector takes the replicas and the Secret (owner references).
-import { randomBytes } from 'node:crypto';
-import * as k8s from '@kubernetes/client-node';
+import type * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import {
-  ANNOTATIONS,
-  API_VERSION,
-  FIELD_MANAGERS,
-  FINALIZER,
-  KINDS,
-  LABELS,
-  PORT_RANGE,
-  SECRET_KEY,
-  peerSecretName,
-  replicaName,
-} from '../api/names.ts';
+import { ANNOTATIONS, FINALIZER, LABELS, PORT_RANGE } from '../api/names.ts';
 import { ReplicatedVolume, type ReplicatedVolumeStatus } from '../api/replicated-volume.ts';
-import { ReplicatedVolumeReplica, type ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
+import { ReplicatedVolumeReplica } from '../api/replicated-volume-replica.ts';
+import { canonicalJson } from '../runtime/canonical-json.ts';
+import { type Clock, systemClock } from '../runtime/clock.ts';
+import { TerminalError } from '../runtime/errors.ts';
 import { allocatePort, decidePlacement, type NodeView, type Placement } from './decisions/placement.ts';
 import { decideEngineState, desiredReplicaSpecs } from './decisions/replicas.ts';
 import { decideRoles, type RolesDecision } from './decisions/roles.ts';
-import { aggregateStatus, canonicalJson, eventsBetween, sameStatus } from './decisions/status.ts';
+import { aggregateStatus, eventsBetween, sameStatus } from './decisions/status.ts';
 import type { ControllerMetrics } from './metrics.ts';
-import { TerminalError } from './runtime/errors.ts';
-import { isNotFound, mergePatch, recordEvent, replicaApi, volumeApi } from './runtime/kube.ts';
+import type { VolumeApi } from './volume-api.ts';
 
 export interface Caches {
   volumes: {
@@ -53,39 +43,38 @@ export function nodeView(n: k8s.V1Node): NodeView {
   };
 }
 
+/** What the reconciler reports to metrics; the simulator passes none. */
+export type ReconcilerMetrics = Pick<ControllerMetrics, 'observe'> & { failovers: { inc(l: object): void } };
+
 export class VolumeReconciler {
-  readonly #custom: k8s.CustomObjectsApi;
-  readonly #core: k8s.CoreV1Api;
-  readonly #objects: k8s.KubernetesObjectApi;
+  readonly #api: VolumeApi;
   readonly #caches: Caches;
   readonly #log: Logger;
-  readonly #metrics: ControllerMetrics;
-  readonly #now: () => Date;
+  readonly #metrics: ReconcilerMetrics | undefined;
+  readonly #clock: Clock;
   /** Ports handed out but maybe not yet seen in the cache (several workers). */
   readonly #reservedPorts = new Map<number, string>();
 
-  constructor(o: { kc: k8s.KubeConfig; caches: Caches; log: Logger; metrics: ControllerMetrics; now?: () => Date }) {
-    this.#custom = o.kc.makeApiClient(k8s.CustomObjectsApi);
-    this.#core = o.kc.makeApiClient(k8s.CoreV1Api);
-    this.#objects = k8s.KubernetesObjectApi.makeApiClient(o.kc);
+  constructor(o: { api: VolumeApi; caches: Caches; log: Logger; metrics?: ReconcilerMetrics; clock?: Clock }) {
+    this.#api = o.api;
     this.#caches = o.caches;
     this.#log = o.log;
     this.#metrics = o.metrics;
-    this.#now = o.now ?? (() => new Date());
+    this.#clock = o.clock ?? systemClock;
   }
 
   async reconcile(key: string): Promise<ReconcileResult> {
     const [namespace, name] = key.split('/') as [string, string];
     const raw = this.#caches.volumes.get(name, namespace);
     if (!raw) {
-      this.#metrics.observe(namespace, name, undefined);
+      this.#metrics?.observe(namespace, name, undefined);
       return {};
     }
     const parsed = ReplicatedVolume.safeParse(raw);
     if (!parsed.success) throw new TerminalError('InvalidSpec', `${key}: ${parsed.error.message}`);
     let rv = parsed.data;
     const log = this.#log.child({ rv: key });
-    const now = this.#now();
+    const now = this.#clock.now();
     const nodes = new Map(this.#caches.nodes.list().map((n) => [n.metadata?.name ?? '', nodeView(n)]));
     const replicas = this.#replicasOf(rv);
     const deleting = rv.metadata.deletionTimestamp !== undefined;
@@ -151,12 +140,12 @@ export class VolumeReconciler {
     // promotion never reaches an agent unless it won against a fence written meanwhile.
     await this.#writeStatus(rv, status, log);
     if (roles?.failover && roles.failover.epoch !== rv.status?.lastFailover?.epoch) {
-      if (roles.reason === 'Failover') this.#metrics.failovers.inc({ namespace, volume: name });
+      if (roles.reason === 'Failover') this.#metrics?.failovers.inc({ namespace, volume: name });
       log.warn({ ...roles.failover, reason: roles.reason }, roles.message);
     }
     if (placement.ok && port !== undefined && roles)
       await this.#applyReplicas(rv, placement, port, roles, replicas, deleting, log);
-    this.#metrics.observe(namespace, name, status);
+    this.#metrics?.observe(namespace, name, status);
     if (
       roles?.reason === 'Stable' &&
       roles.forcePrimary === undefined &&
@@ -184,19 +173,10 @@ export class VolumeReconciler {
 
   async #ensureFinalizer(rv: ReplicatedVolume, log: Logger): Promise<ReplicatedVolume> {
     if (rv.metadata.finalizers?.includes(FINALIZER)) return rv;
-    const updated = await this.#custom.patchNamespacedCustomObject(
-      {
-        ...volumeApi,
-        namespace: rv.metadata.namespace,
-        name: rv.metadata.name,
-        body: {
-          metadata: {
-            finalizers: [...(rv.metadata.finalizers ?? []), FINALIZER],
-            resourceVersion: rv.metadata.resourceVersion,
-          },
-        },
-      },
-      mergePatch,
+    const updated = await this.#api.patchVolumeMeta(
+      rv,
+      { finalizers: [...(rv.metadata.finalizers ?? []), FINALIZER] },
+      true,
     );
     log.info('Added finalizer');
     return ReplicatedVolume.parse(updated);
@@ -223,54 +203,13 @@ export class VolumeReconciler {
         `All ${PORT_RANGE.count} replication ports from ${PORT_RANGE.first} are in use`,
       );
     this.#reservedPorts.set(port, key);
-    const updated = await this.#custom.patchNamespacedCustomObject(
-      {
-        ...volumeApi,
-        namespace: rv.metadata.namespace,
-        name: rv.metadata.name,
-        body: {
-          metadata: { annotations: { [ANNOTATIONS.port]: String(port) }, resourceVersion: rv.metadata.resourceVersion },
-        },
-      },
-      mergePatch,
-    );
+    const updated = await this.#api.patchVolumeMeta(rv, { annotations: { [ANNOTATIONS.port]: String(port) } }, true);
     log.info({ port }, 'Allocated replication port');
     return { rv: ReplicatedVolume.parse(updated), port };
   }
 
   async #ensureSecret(rv: ReplicatedVolume, log: Logger): Promise<void> {
-    const name = peerSecretName(rv.metadata.name);
-    try {
-      await this.#core.readNamespacedSecret({ name, namespace: rv.metadata.namespace });
-      return;
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-    }
-    await this.#core.createNamespacedSecret({
-      namespace: rv.metadata.namespace,
-      body: {
-        metadata: {
-          name,
-          namespace: rv.metadata.namespace,
-          labels: { [LABELS.volume]: rv.metadata.name, [LABELS.managedBy]: FIELD_MANAGERS.controller },
-          ownerReferences: [this.#ownerRef(rv)],
-        },
-        type: 'Opaque',
-        stringData: { [SECRET_KEY]: randomBytes(32).toString('base64url') },
-      },
-    });
-    log.info({ secret: name }, 'Created peer secret');
-  }
-
-  #ownerRef(rv: ReplicatedVolume): k8s.V1OwnerReference {
-    return {
-      apiVersion: API_VERSION,
-      kind: KINDS.volume.kind,
-      name: rv.metadata.name,
-      uid: rv.metadata.uid ?? '',
-      controller: true,
-      blockOwnerDeletion: true,
-    };
+    if (await this.#api.ensurePeerSecret(rv)) log.info('Created peer secret');
   }
 
   async #applyReplicas(
@@ -293,28 +232,7 @@ export class VolumeReconciler {
       // While deleting, only existing replicas are told to go Down: a replica already gone
       // (namespace teardown deletes them first) leaves an orphan engine its agent takes down.
       if (deleting && !have) continue;
-      await this.#objects.patch(
-        {
-          apiVersion: API_VERSION,
-          kind: KINDS.replica.kind,
-          metadata: {
-            name: replicaName(rv.metadata.name, spec.node),
-            namespace: rv.metadata.namespace,
-            labels: {
-              [LABELS.volume]: rv.metadata.name,
-              [LABELS.node]: spec.node,
-              [LABELS.managedBy]: FIELD_MANAGERS.controller,
-            },
-            ownerReferences: [this.#ownerRef(rv)],
-          },
-          spec,
-        } as k8s.KubernetesObject & { spec: ReplicatedVolumeReplicaSpec },
-        undefined,
-        undefined,
-        FIELD_MANAGERS.controller,
-        true,
-        k8s.PatchStrategy.ServerSideApply,
-      );
+      await this.#api.applyReplica(rv, spec);
       log.info(
         {
           node: spec.node,
@@ -330,47 +248,19 @@ export class VolumeReconciler {
 
   async #writeStatus(rv: ReplicatedVolume, status: ReplicatedVolumeStatus, log: Logger): Promise<void> {
     if (sameStatus(rv.status, status)) return;
-    // PUT /status with the resourceVersion read: replaces the whole status, refused (409) if it moved.
-    await this.#custom.replaceNamespacedCustomObjectStatus({
-      ...volumeApi,
-      namespace: rv.metadata.namespace,
-      name: rv.metadata.name,
-      body: {
-        apiVersion: rv.apiVersion,
-        kind: rv.kind,
-        metadata: {
-          name: rv.metadata.name,
-          namespace: rv.metadata.namespace,
-          resourceVersion: rv.metadata.resourceVersion,
-        },
-        spec: rv.spec,
-        status,
-      },
-    });
+    await this.#api.replaceVolumeStatus(rv, status);
     log.debug({ phase: status.phase }, 'Updated status');
     for (const e of eventsBetween(rv.status, status)) {
-      await recordEvent(
-        this.#core,
-        FIELD_MANAGERS.controller,
-        undefined,
-        { kind: KINDS.volume.kind, name: rv.metadata.name, namespace: rv.metadata.namespace, uid: rv.metadata.uid },
-        e,
-      ).catch((err: unknown) => log.warn({ err, reason: e.reason }, 'Could not record event'));
+      await this.#api
+        .recordEvent(rv, e)
+        .catch((err: unknown) => log.warn({ err, reason: e.reason }, 'Could not record event'));
       log.info({ reason: e.reason, detail: e.message }, 'Recorded event');
     }
   }
 
   /** The operator's force-primary took effect: the annotation goes, so it never forces again. */
   async #dropForceAnnotation(rv: ReplicatedVolume, log: Logger): Promise<void> {
-    await this.#custom.patchNamespacedCustomObject(
-      {
-        ...volumeApi,
-        namespace: rv.metadata.namespace,
-        name: rv.metadata.name,
-        body: { metadata: { annotations: { [ANNOTATIONS.forcePrimary]: null } } },
-      },
-      mergePatch,
-    );
+    await this.#api.patchVolumeMeta(rv, { annotations: { [ANNOTATIONS.forcePrimary]: null } }, false);
     log.info('Removed the force-primary annotation; the forced node is Primary');
   }
 
@@ -392,20 +282,10 @@ export class VolumeReconciler {
       return { requeueAfterMs: 1000 };
     }
     const finalizers = (rv.metadata.finalizers ?? []).filter((f) => f !== FINALIZER);
-    await this.#custom.patchNamespacedCustomObject(
-      {
-        ...volumeApi,
-        namespace: rv.metadata.namespace,
-        name: rv.metadata.name,
-        body: { metadata: { finalizers, resourceVersion: rv.metadata.resourceVersion } },
-      },
-      mergePatch,
-    );
+    await this.#api.patchVolumeMeta(rv, { finalizers }, true);
     for (const [p, owner] of this.#reservedPorts)
       if (owner === `${rv.metadata.namespace}/${rv.metadata.name}`) this.#reservedPorts.delete(p);
     log.info('Removed finalizer; engines are down');
     return {};
   }
 }
-
-export { replicaApi };

@@ -1,7 +1,9 @@
 // The volume's status, computed from the replicas' statuses: a pure function,
 // so the reconcile can compare it with what is stored and write only a change.
 import { CONDITIONS } from '../../api/names.ts';
-import { findCondition, setCondition, type Condition, type ConditionInput } from '../../api/condition.ts';
+import { findCondition } from '../../api/condition.ts';
+import { canonicalJson } from '../../runtime/canonical-json.ts';
+import { Conditions } from '../../runtime/conditions.ts';
 import type { ReplicatedVolumeReplicaStatus } from '../../api/replicated-volume-replica.ts';
 import {
   describeFence,
@@ -32,10 +34,8 @@ const isSyncingState = (c: string | undefined) =>
   c === 'SyncSource' || c === 'SyncTarget' || c === 'PausedSyncS' || c === 'PausedSyncT';
 
 export function aggregateStatus(i: StatusInput): ReplicatedVolumeStatus {
-  let conditions: Condition[] = i.previous?.conditions ?? [];
-  const set = (c: Omit<ConditionInput, 'observedGeneration'>) => {
-    conditions = setCondition(conditions, { ...c, observedGeneration: i.generation }, i.now);
-  };
+  const conditions = new Conditions(i.previous?.conditions, i.generation, i.now);
+  const set = (c: Parameters<Conditions['set']>[0]) => conditions.set(c);
 
   set(
     i.placementFailure
@@ -97,7 +97,7 @@ export function aggregateStatus(i: StatusInput): ReplicatedVolumeStatus {
     ...((i.roles?.failover ?? i.previous?.lastFailover)
       ? { lastFailover: i.roles?.failover ?? i.previous?.lastFailover }
       : {}),
-    conditions,
+    conditions: conditions.list,
     observedGeneration: i.generation,
   };
 }
@@ -252,19 +252,6 @@ export function eventsBetween(prev: ReplicatedVolumeStatus | undefined, next: Re
       out.push({ type: 'Warning', reason, message: readyNow.message });
   }
   return out;
-}
-
-/** JSON with object keys sorted: the API server returns custom objects with sorted keys. */
-export function canonicalJson(v: unknown): string {
-  return JSON.stringify(v, (_k, x: unknown) =>
-    x && typeof x === 'object' && !Array.isArray(x)
-      ? Object.fromEntries(
-          Object.entries(x as Record<string, unknown>)
-            .filter(([, y]) => y !== undefined)
-            .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
-        )
-      : x,
-  );
 }
 
 /** Status equality for "write only when changed". */
