@@ -499,3 +499,69 @@ describe('failover', () => {
     }
   });
 });
+
+describe('every change of the chosen Primary carries its cause (status.lastRoleChange)', () => {
+  const now = new Date('2026-11-25T12:00:00Z');
+  const ago = (s: number) => new Date(now.getTime() - s * 1000).toISOString().replace(/\.\d+Z$/, 'Z');
+  const beat = (r: ObservedReplica, age = 1): ObservedReplica => ({ ...r, lastHeartbeatTime: ago(age) });
+  const failover = { enabled: true, nodeNotReadySeconds: 10 };
+  test.each<[string, Partial<RolesInput>, { from?: string; to: string; epoch: number; reason: string } | undefined]>([
+    [
+      'the first choice of a fresh pair',
+      { observed: [fresh('master'), fresh('backup')] },
+      { to: 'master', epoch: 1, reason: 'InitialPlacement' },
+    ],
+    [
+      "the user's spec.primary",
+      { preferred: 'backup', chosen: 'master', epoch: 3, observed: [up('master', 'Primary'), up('backup')] },
+      { from: 'master', to: 'backup', epoch: 4, reason: 'PreferredPrimary' },
+    ],
+    [
+      'a failover from a silent Primary',
+      {
+        chosen: 'master',
+        epoch: 3,
+        now,
+        failover,
+        observed: [
+          beat(up('master', 'Primary', 'UpToDate', 'WFConnection'), 30),
+          beat(up('backup', 'Secondary', 'UpToDate', 'WFConnection')),
+        ],
+      },
+      { from: 'master', to: 'backup', epoch: 4, reason: 'Failover' },
+    ],
+    [
+      "the operator's force",
+      {
+        chosen: 'master',
+        epoch: 3,
+        now,
+        failover,
+        forcePrimary: 'backup',
+        observed: [
+          beat(up('master', 'Primary', 'UpToDate', 'WFConnection'), 30),
+          beat(up('backup', 'Secondary', 'Inconsistent', 'WFConnection')),
+        ],
+      },
+      { from: 'master', to: 'backup', epoch: 4, reason: 'ForcePrimary' },
+    ],
+    [
+      'no change, no record',
+      { chosen: 'master', epoch: 3, observed: [up('master', 'Primary'), up('backup')] },
+      undefined,
+    ],
+  ])('%s', (_name, given, want) => {
+    const d = decideRoles(input(given));
+    expect(
+      d.roleChange
+        ? {
+            ...(d.roleChange.from ? { from: d.roleChange.from } : {}),
+            to: d.roleChange.to,
+            epoch: d.roleChange.epoch,
+            reason: d.roleChange.reason,
+          }
+        : undefined,
+    ).toEqual(want);
+    if (d.roleChange) expect(d.roleChange.epoch).toBe(d.epoch);
+  });
+});

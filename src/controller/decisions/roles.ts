@@ -16,7 +16,7 @@
 // agent fenced this node first, the write fails and the next look sees the fence.
 import { UUID_JUST_CREATED_HEX } from '../../api/replicated-volume-replica.ts';
 import type { DesiredRole } from '../../api/replicated-volume-replica.ts';
-import type { FailoverRecord, Fence } from '../../api/replicated-volume.ts';
+import type { FailoverRecord, Fence, RoleChange, RoleChangeReason } from '../../api/replicated-volume.ts';
 
 export type ObservedReplica = {
   node: string;
@@ -76,6 +76,8 @@ export type RolesDecision = {
   fence?: Fence | undefined;
   /** Set when this decision is a failover or a forced promotion. */
   failover?: FailoverRecord | undefined;
+  /** Set when the chosen Primary changes: from, to, the new epoch and the cause (status.lastRoleChange). */
+  roleChange?: RoleChange | undefined;
   /** Look again after this long: a failover clock is running. */
   recheckAfterMs?: number | undefined;
   reason: RolesReason;
@@ -93,19 +95,36 @@ export function decideRoles(i: RolesInput): RolesDecision {
   const now = i.now ?? new Date();
   const obs = new Map(i.observed.map((r) => [r.node, r]));
   const secondaries = Object.fromEntries(i.nodes.map((n) => [n, 'Secondary' as DesiredRole]));
+  const stamp = now.toISOString().replace(/\.\d+Z$/, 'Z');
   const decide = (
     primary: string | undefined,
     reason: RolesReason,
     message: string,
     extra: Partial<RolesDecision> = {},
+    cause?: RoleChangeReason,
   ): RolesDecision => {
-    const epoch = primary !== undefined && primary !== i.chosen ? i.epoch + 1 : i.epoch;
-    return { primary, epoch, desired: { ...secondaries }, initialSync: undefined, reason, message, ...extra };
+    const changes = primary !== undefined && primary !== i.chosen;
+    const epoch = changes ? i.epoch + 1 : i.epoch;
+    const why =
+      cause ?? (i.chosen === undefined ? 'InitialPlacement' : primary === i.preferred ? 'PreferredPrimary' : undefined);
+    const roleChange: RoleChange | undefined =
+      changes && why
+        ? { ...(i.chosen ? { from: i.chosen } : {}), to: primary, epoch, reason: why, time: stamp, message }
+        : undefined;
+    return {
+      primary,
+      epoch,
+      desired: { ...secondaries },
+      initialSync: undefined,
+      reason,
+      message,
+      ...(roleChange ? { roleChange } : {}),
+      ...extra,
+    };
   };
   const withPrimary = (d: RolesDecision): RolesDecision =>
     d.primary ? { ...d, desired: { ...d.desired, [d.primary]: 'Primary' } } : d;
   const otherOf = (n: string) => i.nodes.find((x) => x !== n)!;
-  const stamp = now.toISOString().replace(/\.\d+Z$/, 'Z');
 
   // --- health -----------------------------------------------------------------
   const failoverOn = i.failover?.enabled ?? false;
@@ -163,17 +182,23 @@ export function decideRoles(i: RolesInput): RolesDecision {
       );
     const epoch = i.epoch + 1;
     return withPrimary(
-      decide(f, 'ForcedPrimary', `Promoting ${f} with --force: ${why}`, {
-        forcePrimary: f,
-        fence: {
-          node: o,
-          epoch,
-          by: CONTROLLER,
-          time: stamp,
-          reason: `${f} was forced Primary; ${o}'s data is no longer the reference`,
+      decide(
+        f,
+        'ForcedPrimary',
+        `Promoting ${f} with --force: ${why}`,
+        {
+          forcePrimary: f,
+          fence: {
+            node: o,
+            epoch,
+            by: CONTROLLER,
+            time: stamp,
+            reason: `${f} was forced Primary; ${o}'s data is no longer the reference`,
+          },
+          failover: { from: i.chosen ?? o, to: f, epoch, time: stamp, reason: why },
         },
-        failover: { from: i.chosen ?? o, to: f, epoch, time: stamp, reason: why },
-      }),
+        'ForcePrimary',
+      ),
     );
   }
 
@@ -240,7 +265,7 @@ export function decideRoles(i: RolesInput): RolesDecision {
     }
     const epoch = i.epoch + 1;
     return withPrimary({
-      ...decide(target, 'Failover', `Failing over from ${lostStray} to ${target}: ${why}`),
+      ...decide(target, 'Failover', `Failing over from ${lostStray} to ${target}: ${why}`, {}, 'Failover'),
       epoch,
       fence: { node: lostStray, epoch, by: CONTROLLER, time: stamp, reason: `failover from ${lostStray} (${why})` },
       failover: { from: lostStray, to: target, epoch, time: stamp, reason: why },

@@ -97,6 +97,9 @@ export function aggregateStatus(i: StatusInput): ReplicatedVolumeStatus {
     ...((i.roles?.failover ?? i.previous?.lastFailover)
       ? { lastFailover: i.roles?.failover ?? i.previous?.lastFailover }
       : {}),
+    ...((i.roles?.roleChange ?? i.previous?.lastRoleChange)
+      ? { lastRoleChange: i.roles?.roleChange ?? i.previous?.lastRoleChange }
+      : {}),
     conditions: conditions.list,
     observedGeneration: i.generation,
   };
@@ -231,6 +234,14 @@ export function eventsBetween(prev: ReplicatedVolumeStatus | undefined, next: Re
       type: readyNow.status === 'True' ? 'Normal' : 'Warning',
       reason: readyNow.status === 'True' ? 'Ready' : 'NotReady',
       message: readyNow.message,
+    });
+  }
+  const rc = next.lastRoleChange;
+  if (rc && (rc.epoch !== prev?.lastRoleChange?.epoch || rc.to !== prev.lastRoleChange.to)) {
+    out.push({
+      type: rc.reason === 'Failover' || rc.reason === 'ForcePrimary' ? 'Warning' : 'Normal',
+      reason: 'RoleChanged',
+      message: `Primary ${rc.from ?? '(none)'} -> ${rc.to} at epoch ${rc.epoch} (${rc.reason}): ${rc.message}`,
     });
   }
   if (next.lastFailover && next.lastFailover.epoch !== prev?.lastFailover?.epoch) {
