@@ -10,10 +10,11 @@ import type * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { ANNOTATIONS, FINALIZER, LABELS, PORT_RANGE } from '../api/names.ts';
 import { ReplicatedVolume, type ReplicatedVolumeStatus } from '../api/replicated-volume.ts';
-import { ReplicatedVolumeReplica } from '../api/replicated-volume-replica.ts';
+import { ReplicatedVolumeReplica, type ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
 import { canonicalJson } from '../runtime/canonical-json.ts';
 import { type Clock, systemClock } from '../runtime/clock.ts';
 import { TerminalError } from '../runtime/errors.ts';
+import { isNotFound } from '../runtime/kube.ts';
 import { allocatePort, decidePlacement, type NodeView, type Placement } from './decisions/placement.ts';
 import { decideEngineState, desiredReplicaSpecs } from './decisions/replicas.ts';
 import { decideRoles, type RolesDecision } from './decisions/roles.ts';
@@ -31,6 +32,24 @@ export interface Caches {
 }
 
 export type ReconcileResult = { requeueAfterMs?: number };
+
+/** What one decision reads: the volume, its replicas by node, the nodes. */
+type Snapshot = {
+  rv: ReplicatedVolume;
+  replicas: Map<string, ReplicatedVolumeReplica>;
+  nodes: Map<string, NodeView>;
+};
+
+type Plan = {
+  placement: Placement;
+  port: number | undefined;
+  roles: RolesDecision | undefined;
+  status: ReplicatedVolumeStatus;
+  /** Replica specs to write (only those that differ from what was read). */
+  replicaSpecs: ReplicatedVolumeReplicaSpec[];
+  /** The plan orders an engine, or moves the Primary, the epoch or the fence. */
+  changesOrders: boolean;
+};
 
 export function nodeView(n: k8s.V1Node): NodeView {
   const ready = n.status?.conditions?.find((c) => c.type === 'Ready');
@@ -75,20 +94,69 @@ export class VolumeReconciler {
     let rv = parsed.data;
     const log = this.#log.child({ rv: key });
     const now = this.#clock.now();
-    const nodes = new Map(this.#caches.nodes.list().map((n) => [n.metadata?.name ?? '', nodeView(n)]));
-    const replicas = this.#replicasOf(rv);
     const deleting = rv.metadata.deletionTimestamp !== undefined;
-
     if (deleting && !rv.metadata.finalizers?.includes(FINALIZER)) return {};
     if (!deleting) rv = await this.#ensureFinalizer(rv, log);
 
-    const placement = decidePlacement(rv.spec.replicas, nodes, replicas.size > 0);
-    let roles: RolesDecision | undefined;
-    let port: number | undefined = Number(rv.metadata.annotations?.[ANNOTATIONS.port]) || undefined;
-    if (placement.ok && !deleting) {
-      ({ rv, port } = await this.#ensurePort(rv, port, log));
+    let snap: Snapshot = {
+      rv,
+      replicas: this.#replicasOf(rv, this.#caches.replicas.list(rv.metadata.namespace)),
+      nodes: new Map(this.#caches.nodes.list().map((n) => [n.metadata?.name ?? '', nodeView(n)])),
+    };
+    const placement0 = decidePlacement(rv.spec.replicas, snap.nodes, snap.replicas.size > 0);
+    if (placement0.ok && !deleting) {
+      const port = Number(rv.metadata.annotations?.[ANNOTATIONS.port]) || undefined;
+      ({ rv } = await this.#ensurePort(rv, port, log));
       await this.#ensureSecret(rv, log);
+      snap = { ...snap, rv };
     }
+
+    let plan = this.#plan(snap, now, deleting);
+    if (plan.changesOrders) {
+      // Orders to engines and a new chosen Primary are decided again on a fresh read
+      // of the volume, its replicas and its nodes, never on the caches alone: a cache
+      // may lag the API server (our own writes included) by seconds.
+      const fresh = await this.#readFresh(snap.rv);
+      if (!fresh) return {};
+      snap = fresh;
+      plan = this.#plan(snap, now, deleting);
+    }
+    rv = snap.rv;
+    const { placement, port, roles, status } = plan;
+    // The status first, conditional on the resourceVersion read (written even when it did
+    // not change, when orders follow: then it only confirms that the volume has not moved):
+    // a new Primary, epoch or fence is committed by it, and a replica is told only after
+    // it won against a fence an agent wrote meanwhile.
+    await this.#writeStatus(rv, status, log, plan.changesOrders);
+    if (roles?.failover && roles.failover.epoch !== rv.status?.lastFailover?.epoch) {
+      if (roles.reason === 'Failover') this.#metrics?.failovers.inc({ namespace, volume: name });
+      log.warn({ ...roles.failover, reason: roles.reason }, roles.message);
+    }
+    if (roles?.roleChange && roles.roleChange.epoch !== rv.status?.lastRoleChange?.epoch)
+      log.info({ ...roles.roleChange }, 'Changed the Primary');
+    if (placement.ok && port !== undefined && roles)
+      await this.#applyReplicas(rv, plan.replicaSpecs, snap.replicas, deleting, log);
+    this.#metrics?.observe(namespace, name, status);
+    if (
+      roles?.reason === 'Stable' &&
+      roles.forcePrimary === undefined &&
+      rv.metadata.annotations?.[ANNOTATIONS.forcePrimary] !== undefined
+    )
+      await this.#dropForceAnnotation(rv, log);
+
+    if (deleting) return this.#finishDeletion(rv, snap.replicas, snap.nodes, log);
+    // Level-based backstop: agents report every few seconds; look again while not Ready,
+    // and when a failover clock runs, when it expires.
+    const backstop = status.phase === 'Ready' ? 30_000 : 3_000;
+    return { requeueAfterMs: Math.min(backstop, roles?.recheckAfterMs ?? Infinity) };
+  }
+
+  /** Placement, roles, status and the replicas' specs: pure, from one snapshot. */
+  #plan(snap: Snapshot, now: Date, deleting: boolean): Plan {
+    const { rv, replicas, nodes } = snap;
+    const placement = decidePlacement(rv.spec.replicas, nodes, replicas.size > 0);
+    const port: number | undefined = Number(rv.metadata.annotations?.[ANNOTATIONS.port]) || undefined;
+    let roles: RolesDecision | undefined;
     if (placement.ok && port !== undefined) {
       const forcePrimary = rv.metadata.annotations?.[ANNOTATIONS.forcePrimary];
       roles = decideRoles({
@@ -113,7 +181,7 @@ export class VolumeReconciler {
             ...have?.status,
             ...(have
               ? {
-                  ordered: { role: have.spec.role, initialSync: have.spec.initialSync },
+                  ordered: { role: have.spec.role, initialSync: have.spec.initialSync, epoch: have.spec.epoch },
                   stale: (have.status?.observedGeneration ?? -1) < (have.metadata.generation ?? 0),
                 }
               : {}),
@@ -121,7 +189,6 @@ export class VolumeReconciler {
         }),
       });
     }
-
     const status = aggregateStatus({
       generation: rv.metadata.generation ?? 0,
       previous: rv.status,
@@ -135,34 +202,55 @@ export class VolumeReconciler {
       deleting,
       now,
     });
-    // The status first: a new Primary, epoch or fence is committed by this write, which
-    // is conditional on the resourceVersion read. Only then are the replicas told, so a
-    // promotion never reaches an agent unless it won against a fence written meanwhile.
-    await this.#writeStatus(rv, status, log);
-    if (roles?.failover && roles.failover.epoch !== rv.status?.lastFailover?.epoch) {
-      if (roles.reason === 'Failover') this.#metrics?.failovers.inc({ namespace, volume: name });
-      log.warn({ ...roles.failover, reason: roles.reason }, roles.message);
+    let replicaSpecs: ReplicatedVolumeReplicaSpec[] = [];
+    if (placement.ok && port !== undefined && roles) {
+      const engine = decideEngineState(
+        deleting,
+        rv.spec.replicas.map((r) => replicas.get(r.node)?.spec.engine),
+        rv.spec.replicas.map((r) => replicas.get(r.node)?.status),
+      );
+      replicaSpecs = desiredReplicaSpecs(rv, placement.replicas, port, roles, engine).filter((spec) => {
+        const have = replicas.get(spec.node);
+        // While deleting, only existing replicas are told to go Down: a replica already gone
+        // (namespace teardown deletes them first) leaves an orphan engine its agent takes down.
+        if (deleting && !have) return false;
+        return !have || canonicalJson(have.spec) !== canonicalJson(spec);
+      });
     }
-    if (placement.ok && port !== undefined && roles)
-      await this.#applyReplicas(rv, placement, port, roles, replicas, deleting, log);
-    this.#metrics?.observe(namespace, name, status);
-    if (
-      roles?.reason === 'Stable' &&
-      roles.forcePrimary === undefined &&
-      rv.metadata.annotations?.[ANNOTATIONS.forcePrimary] !== undefined
-    )
-      await this.#dropForceAnnotation(rv, log);
-
-    if (deleting) return this.#finishDeletion(rv, replicas, nodes, log);
-    // Level-based backstop: agents report every few seconds; look again while not Ready,
-    // and when a failover clock runs, when it expires.
-    const backstop = status.phase === 'Ready' ? 30_000 : 3_000;
-    return { requeueAfterMs: Math.min(backstop, roles?.recheckAfterMs ?? Infinity) };
+    const s0 = rv.status;
+    const changesOrders =
+      replicaSpecs.length > 0 ||
+      status.primary !== s0?.primary ||
+      (status.epoch ?? 0) !== (s0?.epoch ?? 0) ||
+      canonicalJson(status.fence) !== canonicalJson(s0?.fence);
+    return { placement, port, roles, status, replicaSpecs, changesOrders };
   }
 
-  #replicasOf(rv: ReplicatedVolume): Map<string, ReplicatedVolumeReplica> {
+  /** The volume, its replicas and its nodes as the API server has them now; undefined when the volume is gone. */
+  async #readFresh(rv: ReplicatedVolume): Promise<Snapshot | undefined> {
+    let fresh: Awaited<ReturnType<VolumeApi['readFresh']>>;
+    try {
+      fresh = await this.#api.readFresh(
+        rv.metadata.namespace,
+        rv.metadata.name,
+        rv.spec.replicas.map((r) => r.node),
+      );
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+    const parsed = ReplicatedVolume.safeParse(fresh.volume);
+    if (!parsed.success) throw new TerminalError('InvalidSpec', parsed.error.message);
+    return {
+      rv: parsed.data,
+      replicas: this.#replicasOf(parsed.data, fresh.replicas as k8s.KubernetesObject[]),
+      nodes: new Map(fresh.nodes.map((n) => [n.metadata?.name ?? '', nodeView(n)])),
+    };
+  }
+
+  #replicasOf(rv: ReplicatedVolume, objects: readonly k8s.KubernetesObject[]): Map<string, ReplicatedVolumeReplica> {
     const out = new Map<string, ReplicatedVolumeReplica>();
-    for (const o of this.#caches.replicas.list(rv.metadata.namespace)) {
+    for (const o of objects) {
       if (o.metadata?.labels?.[LABELS.volume] !== rv.metadata.name) continue;
       const r = ReplicatedVolumeReplica.safeParse(o);
       if (r.success && r.data.metadata.ownerReferences?.some((ref) => ref.uid === rv.metadata.uid))
@@ -212,27 +300,21 @@ export class VolumeReconciler {
     if (await this.#api.ensurePeerSecret(rv)) log.info('Created peer secret');
   }
 
+  /** Each replica's spec, conditional on the resourceVersion of the replica the decision read. */
   async #applyReplicas(
     rv: ReplicatedVolume,
-    placement: Placement & { ok: true },
-    port: number,
-    roles: RolesDecision,
+    specs: readonly ReplicatedVolumeReplicaSpec[],
     current: Map<string, ReplicatedVolumeReplica>,
     deleting: boolean,
     log: Logger,
   ): Promise<void> {
-    const engine = decideEngineState(
-      deleting,
-      rv.spec.replicas.map((r) => current.get(r.node)?.spec.engine),
-      rv.spec.replicas.map((r) => current.get(r.node)?.status),
-    );
-    for (const spec of desiredReplicaSpecs(rv, placement.replicas, port, roles, engine)) {
+    // Secondary orders first: a Primary order never reaches a node before the other's demotion.
+    const ordered = [...specs].sort((a, b) => (a.role === b.role ? 0 : a.role === 'Secondary' ? -1 : 1));
+    for (const spec of ordered) {
       const have = current.get(spec.node);
-      if (have && canonicalJson(have.spec) === canonicalJson(spec)) continue;
-      // While deleting, only existing replicas are told to go Down: a replica already gone
-      // (namespace teardown deletes them first) leaves an orphan engine its agent takes down.
       if (deleting && !have) continue;
-      await this.#api.applyReplica(rv, spec);
+      if (have) await this.#api.replaceReplica(rv, have, spec);
+      else await this.#api.createReplica(rv, spec);
       log.info(
         {
           node: spec.node,
@@ -246,8 +328,13 @@ export class VolumeReconciler {
     }
   }
 
-  async #writeStatus(rv: ReplicatedVolume, status: ReplicatedVolumeStatus, log: Logger): Promise<void> {
-    if (sameStatus(rv.status, status)) return;
+  async #writeStatus(
+    rv: ReplicatedVolume,
+    status: ReplicatedVolumeStatus,
+    log: Logger,
+    confirm: boolean,
+  ): Promise<void> {
+    if (sameStatus(rv.status, status) && !confirm) return;
     await this.#api.replaceVolumeStatus(rv, status);
     log.debug({ phase: status.phase }, 'Updated status');
     for (const e of eventsBetween(rv.status, status)) {

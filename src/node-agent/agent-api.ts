@@ -13,6 +13,8 @@ export interface AgentApi extends FenceApi {
   /** Merge patch on the replica's /status (not conditional: the agent is its only writer); false when the replica is gone. */
   reportStatus(namespace: string, name: string, status: Record<string, unknown>): Promise<boolean>;
   recordEvent(obj: ObjectRef, e: EventInput): Promise<void>;
+  /** The replica's spec as the API server has it now (not the cache); undefined when it is gone. */
+  readReplica(namespace: string, name: string): Promise<{ role: string; epoch: number } | undefined>;
   /** The Secret's shared-secret, or undefined when the Secret or the key is missing. */
   readSecret(namespace: string, name: string): Promise<string | undefined>;
 }
@@ -43,6 +45,18 @@ export class KubeAgentApi implements AgentApi {
 
   recordEvent(obj: ObjectRef, e: EventInput): Promise<void> {
     return recordEvent(this.#core, FIELD_MANAGERS.agent, this.#node, obj, e);
+  }
+
+  async readReplica(namespace: string, name: string): Promise<{ role: string; epoch: number } | undefined> {
+    try {
+      const r = (await this.#custom.getNamespacedCustomObject({ ...replicaApi, namespace, name })) as {
+        spec?: { role?: string; epoch?: number };
+      };
+      return { role: String(r.spec?.role), epoch: Number(r.spec?.epoch) };
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
   }
 
   async readSecret(namespace: string, name: string): Promise<string | undefined> {

@@ -23,7 +23,7 @@ import { KINDS } from '../api/names.ts';
 import { describeFence } from '../api/replicated-volume.ts';
 import { ReplicatedVolumeReplica, ReplicatedVolumeReplicaStatus } from '../api/replicated-volume-replica.ts';
 import { canonicalJson } from '../runtime/canonical-json.ts';
-import { type Clock, metaTime, systemClock } from '../runtime/clock.ts';
+import { type Clock, systemClock } from '../runtime/clock.ts';
 import { Conditions } from '../runtime/conditions.ts';
 import type { CacheFactory, ObjectCache } from '../runtime/informer.ts';
 import { WorkQueue } from '../runtime/work-queue.ts';
@@ -37,6 +37,11 @@ import { type PassSnapshot, PLACEHOLDER_SOURCE, type Plan, planPass } from './pl
 export { splitBrainCondition } from './plan.ts';
 
 export const HEARTBEAT_MS = 5_000;
+/**
+ * While the engine is apart from its peer the agent reports every second: a failover
+ * acts only on a report of the survivor younger than FAILOVER_EVIDENCE_MS (roles.ts).
+ */
+export const APART_HEARTBEAT_MS = 1_000;
 /** After a pass that acted, the next one comes this soon (it reads what the actions did, and reports it). */
 export const ACT_AGAIN_MS = 100;
 
@@ -245,7 +250,7 @@ export class NodeAgent {
 
     // --- report: nothing moved, what was read is still the truth ---
     await this.#report(key, rvr, snapshot, log, false);
-    return undefined;
+    return apart(snapshot) ? { requeueAfterMs: APART_HEARTBEAT_MS } : undefined;
   }
 
   /**
@@ -294,12 +299,14 @@ export class NodeAgent {
     };
     // Counters move with every write; they alone do not make a report due before the heartbeat.
     const json = canonicalJson({ ...status, counters: undefined });
-    if (last && last.json === json && now.getTime() - last.at < HEARTBEAT_MS - 500) return;
+    const every = apart(snap) ? APART_HEARTBEAT_MS : HEARTBEAT_MS;
+    if (last && last.json === json && now.getTime() - last.at < every - Math.min(500, every / 4)) return;
     // A merge patch keeps fields it does not name: name every field, null for "gone".
     const body: Record<string, unknown> = Object.fromEntries(
       Object.keys(ReplicatedVolumeReplicaStatus.shape).map((k) => [k, null]),
     );
-    Object.assign(body, status, { lastHeartbeatTime: metaTime(now) });
+    // Milliseconds: the controller compares heartbeat ages with thresholds of a few seconds.
+    Object.assign(body, status, { lastHeartbeatTime: now.toISOString() });
     if (await this.#o.api.reportStatus(rvr.metadata.namespace, rvr.metadata.name, body)) {
       if (last?.json !== json)
         log.debug({ role: status.role, cstate: status.connectionState, disk: status.diskState }, 'Reported status');
@@ -318,6 +325,13 @@ export class NodeAgent {
     }
     return undefined;
   }
+}
+
+const TOGETHER = new Set(['Connected', 'SyncSource', 'SyncTarget', 'PausedSyncS', 'PausedSyncT', 'VerifyS', 'VerifyT']);
+
+/** A running engine of a started volume that is not with its peer. */
+function apart(s: PassSnapshot): boolean {
+  return s.spec.engine === 'Up' && s.engine !== undefined && !TOGETHER.has(s.engine.cstate);
 }
 
 function keyOf(r: ReplicatedVolumeReplica): string {

@@ -89,6 +89,14 @@ export class PlanExecutor {
         if (lastDidSomething) await this.event(rvr, a.type, a.reason, a.message);
         continue;
       }
+      if (a.kind === 'confirm-order') {
+        const why = await this.#confirm(rvr, a);
+        if (why) {
+          log.info({ ordered: `${a.role}@${a.epoch}`, why }, 'Not acting on the order; looking again');
+          return { conditions: plan.conditions, acted: true };
+        }
+        continue;
+      }
       try {
         lastDidSomething = await this.#run(rvr, a, log);
         if (lastDidSomething && a.kind !== 'write-config') acted = true;
@@ -106,7 +114,11 @@ export class PlanExecutor {
   }
 
   /** Runs one action; false when it found nothing to do (or did not succeed, harmlessly). */
-  async #run(rvr: ReplicatedVolumeReplica, a: Exclude<Action, { kind: 'event' }>, log: Logger): Promise<boolean> {
+  async #run(
+    rvr: ReplicatedVolumeReplica,
+    a: Exclude<Action, { kind: 'event' | 'confirm-order' }>,
+    log: Logger,
+  ): Promise<boolean> {
     const spec = rvr.spec;
     const res = spec.resource;
     const ns = rvr.metadata.namespace;
@@ -209,6 +221,27 @@ export class PlanExecutor {
         await this.#engines.adm(res, 'secondary');
         return true;
     }
+  }
+
+  /**
+   * An engine's role moves only on the volume's current order: the replica as the API
+   * server has it now must still say this role at this epoch (the cache may lag), and
+   * the volume must be at that epoch (a controller that stopped between writing the
+   * volume's status and the replicas leaves orders of an older epoch behind), naming
+   * this node Primary, unfenced, for a promotion. Why not, or undefined.
+   */
+  async #confirm(rvr: ReplicatedVolumeReplica, a: { role: string; epoch: number }): Promise<string | undefined> {
+    const [now, rv] = await Promise.all([
+      this.#api.readReplica(rvr.metadata.namespace, rvr.metadata.name),
+      this.#fencer.readVolume(rvr.metadata.namespace, rvr.spec.volume),
+    ]);
+    if (now?.role !== a.role || now.epoch !== a.epoch)
+      return `the replica now orders ${now ? `${now.role} at epoch ${now.epoch}` : 'nothing (it is gone)'}`;
+    const st = rv?.status;
+    if ((st?.epoch ?? 0) !== a.epoch) return `the volume is at epoch ${st?.epoch ?? 0}`;
+    if (a.role === 'Primary' && st?.primary !== this.#node) return `the volume's Primary is ${st?.primary ?? 'none'}`;
+    if (a.role === 'Primary' && st?.fence?.node === this.#node) return 'this node is fenced';
+    return undefined;
   }
 
   /** Lifts a fence on the peer while this Primary's engine is Connected with an UpToDate peer (checked again under the fence lock). */

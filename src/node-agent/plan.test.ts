@@ -111,7 +111,7 @@ test.each<[string, Partial<PassSnapshot>, ReturnType<typeof summary>]>([
     'ordered Primary, UpToDate Secondary: promote (no force)',
     { spec: spec({ role: 'Primary' }) },
     {
-      actions: ['write-config', 'promote', 'event Promoted'],
+      actions: ['write-config', 'confirm-order', 'promote', 'event Promoted'],
       conditions: ['DisksFound=True/Found', 'EngineReady=True/Running', 'SplitBrain=False/NoSplitBrain'],
     },
   ],
@@ -119,7 +119,7 @@ test.each<[string, Partial<PassSnapshot>, ReturnType<typeof summary>]>([
     'the initial sync of a fresh Inconsistent disk: promote --force',
     { spec: spec({ role: 'Primary', initialSync: true }), engine: engine({ disk: 'Inconsistent' }) },
     {
-      actions: ['write-config', 'promote --force', 'event Promoted'],
+      actions: ['write-config', 'confirm-order', 'promote --force', 'event Promoted'],
       conditions: ['DisksFound=True/Found', 'EngineReady=True/Running', 'SplitBrain=False/NoSplitBrain'],
     },
   ],
@@ -127,7 +127,7 @@ test.each<[string, Partial<PassSnapshot>, ReturnType<typeof summary>]>([
     'initialSync on a disk that is no longer Inconsistent: no force',
     { spec: spec({ role: 'Primary', initialSync: true }), engine: engine({ disk: 'Outdated' }) },
     {
-      actions: ['write-config', 'promote', 'event Promoted'],
+      actions: ['write-config', 'confirm-order', 'promote', 'event Promoted'],
       conditions: ['DisksFound=True/Found', 'EngineReady=True/Running', 'SplitBrain=False/NoSplitBrain'],
     },
   ],
@@ -135,7 +135,7 @@ test.each<[string, Partial<PassSnapshot>, ReturnType<typeof summary>]>([
     "the operator's force: promote --force whatever the disk",
     { spec: spec({ role: 'Primary', forcePrimary: true }), engine: engine({ disk: 'Outdated' }) },
     {
-      actions: ['write-config', 'promote --force', 'event Promoted'],
+      actions: ['write-config', 'confirm-order', 'promote --force', 'event Promoted'],
       conditions: ['DisksFound=True/Found', 'EngineReady=True/Running', 'SplitBrain=False/NoSplitBrain'],
     },
   ],
@@ -143,7 +143,7 @@ test.each<[string, Partial<PassSnapshot>, ReturnType<typeof summary>]>([
     'a frozen Primary, still ordered Primary: fence the peer, then resume',
     { spec: spec({ role: 'Primary' }), engine: primaryEngine({ suspended: true, cstate: 'WFConnection' }) },
     {
-      actions: ['write-config', 'fence-peer-and-resume'],
+      actions: ['write-config', 'confirm-order', 'fence-peer-and-resume'],
       conditions: ['DisksFound=True/Found', 'EngineReady=True/Running', 'SplitBrain=False/NoSplitBrain'],
     },
   ],
@@ -151,7 +151,7 @@ test.each<[string, Partial<PassSnapshot>, ReturnType<typeof summary>]>([
     'a frozen Primary superseded (ordered Secondary): --force secondary, the frozen writes fail',
     { engine: primaryEngine({ suspended: true, cstate: 'WFConnection' }) },
     {
-      actions: ['write-config', 'demote --force', 'event Superseded'],
+      actions: ['write-config', 'confirm-order', 'demote --force', 'event Superseded'],
       conditions: ['DisksFound=True/Found', 'EngineReady=True/Running', 'SplitBrain=False/NoSplitBrain'],
     },
   ],
@@ -159,7 +159,7 @@ test.each<[string, Partial<PassSnapshot>, ReturnType<typeof summary>]>([
     'a planned demotion: the consumer goes first, then secondary',
     { engine: primaryEngine(), mountSource: '/dev/loop7' },
     {
-      actions: ['write-config', 'release-consumer (placeholder)', 'demote', 'event Demoted'],
+      actions: ['write-config', 'confirm-order', 'release-consumer (placeholder)', 'demote', 'event Demoted'],
       conditions: ['DisksFound=True/Found', 'EngineReady=True/Running', 'SplitBrain=False/NoSplitBrain'],
     },
   ],

@@ -58,6 +58,12 @@ export type Action =
   | { kind: 'down'; failure: FailureCondition }
   | { kind: 'remove-config' }
   | { kind: 'write-config'; failure: FailureCondition }
+  /**
+   * Before a promotion or a demotion: the replica as the API server has it now must
+   * still order this role at this epoch (the cache may lag); if not, the pass ends
+   * and the next one decides on the newer order.
+   */
+  | { kind: 'confirm-order'; role: 'Primary' | 'Secondary'; epoch: number }
   | { kind: 'up'; failure: FailureCondition }
   | { kind: 'promote'; force: boolean; failure: FailureCondition }
   | { kind: 'demote'; force: boolean; failure: FailureCondition }
@@ -146,7 +152,7 @@ export function planPass(s: PassSnapshot): Plan {
   const role = roleActions(spec, e);
   if (role.length > 0) {
     return {
-      actions: [config, ...role],
+      actions: [config, { kind: 'confirm-order', role: spec.role, epoch: spec.epoch }, ...role],
       conditions: withSplit([disks, cond(CONDITIONS.engineReady, 'True', 'Running', `Engine runs as ${spec.role}`)]),
     };
   }

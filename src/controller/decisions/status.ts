@@ -59,7 +59,8 @@ export function aggregateStatus(i: StatusInput): ReplicatedVolumeStatus {
       ...(s?.outOfSyncBytes !== undefined ? { outOfSyncBytes: s.outOfSyncBytes } : {}),
     };
   });
-  const primary = i.roles?.primary;
+  // The chosen Primary is never forgotten: a look that could not decide (no placement, no port) keeps it.
+  const primary = i.roles ? i.roles.primary : i.previous?.primary;
   const ordered = primary
     ? [...summaries].sort((a, b) => (a.node === primary ? -1 : b.node === primary ? 1 : 0))
     : summaries;

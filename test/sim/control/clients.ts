@@ -182,6 +182,13 @@ export class SimAgentApi implements AgentApi {
     );
   }
 
+  readReplica(namespace: string, name: string): Promise<{ role: string; epoch: number } | undefined> {
+    return this.#api.call(this.#c, () => {
+      const o = this.#api.peek('rvr', namespace, name) as { spec: { role: string; epoch: number } } | undefined;
+      return o ? { role: o.spec.role, epoch: o.spec.epoch } : undefined;
+    });
+  }
+
   readSecret(namespace: string, name: string): Promise<string | undefined> {
     return this.#api.call(this.#c, () => {
       const s = this.#api.peek('secret', namespace, name) as { data?: Record<string, string> } | undefined;

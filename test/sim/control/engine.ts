@@ -246,6 +246,7 @@ export class SimPair {
         return ok(e.discardMyData ? 'connect --discard-my-data' : 'connect');
       case 'outdate':
         if (!e.running) return refuse(10, 'not running');
+        if (e.connected) return refuse(17, 'State change failed: Disk state is lower than outdated (connected)');
         if (e.role === 'Primary') return refuse(17, 'Refusing to outdate a Primary');
         if (e.disk === 'UpToDate' || e.disk === 'Consistent') {
           e.disk = 'Outdated';

@@ -305,7 +305,8 @@ export class World {
       this.log(`engine ${n}: ${action} handler: cannot ask the node agent (exit 1)`);
       return 1;
     }
-    return a.agent.handle(res, action);
+    // The agent's socket server answers 1 when the request fails (fence.ts serveFenceRequests).
+    return a.agent.handle(res, action).catch(() => 1);
   }
 
   // --- faults (the e2e harness's) -------------------------------------------------------
