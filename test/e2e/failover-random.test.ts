@@ -65,6 +65,7 @@ describeLocal(`randomized faults under a write stream (${rounds} rounds, seed ${
   beforeAll(async () => {
     await deploy('deploy');
     await kubectl(['create', 'namespace', ns]);
+    await roles.start();
     await freshDisks([mount]);
     await kubectl(['apply', '-f', '-'], {
       input: JSON.stringify({

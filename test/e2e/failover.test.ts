@@ -81,6 +81,7 @@ describeLocal('automatic failover on the local control plane', () => {
   beforeAll(async () => {
     await deploy('deploy');
     await kubectl(['create', 'namespace', ns]);
+    await roles.start();
     await freshDisks([mount]);
     await kubectl(['apply', '-f', '-'], { input: volume('db') });
     await waitReady(ns, 'db', 'master', 180_000);

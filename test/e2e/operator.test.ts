@@ -42,6 +42,7 @@ describeLocal('the operator on the local control plane', () => {
   beforeAll(async () => {
     await deploy('deploy');
     await kubectl(['create', 'namespace', ns]);
+    await roles.start();
   }, 180_000);
 
   afterAll(async () => {

@@ -5,7 +5,8 @@
 // the last check; a suite calls it after each test and fails the test on any role
 // change without a cause.
 //
-//   const roles = watchRoles(ns);     // in the describe body: starts in beforeAll, stops in afterAll
+//   const roles = watchRoles(ns);     // in the describe body: stops in afterAll
+//   await roles.start();              // in beforeAll, once the chart (the CRDs) is installed
 //   afterEach(() => roles.check());   // throws with every violation and the changes seen
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as k8s from '@kubernetes/client-node';
@@ -83,10 +84,12 @@ export class RoleWatch {
   }
 }
 
-/** A RoleWatch on `ns` for the enclosing describe block (started in beforeAll, stopped in afterAll). */
+/**
+ * A RoleWatch on `ns` for the enclosing describe block, stopped in afterAll; the suite
+ * starts it in its beforeAll once the CRDs exist (a list of an unknown kind is a 404).
+ */
 export function watchRoles(ns: string): RoleWatch {
   const w = new RoleWatch(ns);
-  beforeAll(() => w.start());
   afterAll(() => w.stop());
   return w;
 }
