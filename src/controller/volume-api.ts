@@ -21,8 +21,6 @@ export interface VolumeApi {
   replaceVolumeStatus(rv: ReplicatedVolume, status: ReplicatedVolumeStatus): Promise<unknown>;
   /** Creates the volume's peer Secret unless it exists; true when created. */
   ensurePeerSecret(rv: ReplicatedVolume): Promise<boolean>;
-  /** Server-side apply of a replica's spec (creates it when missing); not conditional. */
-  applyReplica(rv: ReplicatedVolume, spec: ReplicatedVolumeReplicaSpec): Promise<void>;
   /** Creates a replica (409 if it exists already). */
   createReplica(rv: ReplicatedVolume, spec: ReplicatedVolumeReplicaSpec): Promise<void>;
   /** Replaces a replica's spec, conditional on the resourceVersion of `current`. */
@@ -67,10 +65,8 @@ export function replicaMetadata(rv: ReplicatedVolume, node: string) {
 export class KubeVolumeApi implements VolumeApi {
   readonly #custom: k8s.CustomObjectsApi;
   readonly #core: k8s.CoreV1Api;
-  readonly #objects: k8s.KubernetesObjectApi;
 
   constructor(kc: k8s.KubeConfig) {
-    this.#objects = k8s.KubernetesObjectApi.makeApiClient(kc);
     this.#custom = kc.makeApiClient(k8s.CustomObjectsApi);
     this.#core = kc.makeApiClient(k8s.CoreV1Api);
   }
@@ -132,22 +128,6 @@ export class KubeVolumeApi implements VolumeApi {
       },
     });
     return true;
-  }
-
-  async applyReplica(rv: ReplicatedVolume, spec: ReplicatedVolumeReplicaSpec): Promise<void> {
-    await this.#objects.patch(
-      {
-        apiVersion: API_VERSION,
-        kind: KINDS.replica.kind,
-        metadata: replicaMetadata(rv, spec.node),
-        spec,
-      } as k8s.KubernetesObject & { spec: ReplicatedVolumeReplicaSpec },
-      undefined,
-      undefined,
-      FIELD_MANAGERS.controller,
-      true,
-      k8s.PatchStrategy.ServerSideApply,
-    );
   }
 
   async createReplica(rv: ReplicatedVolume, spec: ReplicatedVolumeReplicaSpec): Promise<void> {

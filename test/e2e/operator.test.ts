@@ -84,6 +84,9 @@ describeLocal('the operator on the local control plane', () => {
     expect(await can('tandem-node-agent', 'update', 'replicatedvolumes.tandem.dev/status')).toBe('no');
     expect(await can('tandem-node-agent', 'list', 'secrets')).toBe('no');
     expect(await can('tandem-controller', 'delete', 'replicatedvolumes.tandem.dev')).toBe('no');
+    // Replica specs are written conditional on the resourceVersion read: create and update, no patch.
+    expect(await can('tandem-controller', 'update', 'replicatedvolumereplicas.tandem.dev')).toBe('yes');
+    expect(await can('tandem-controller', 'patch', 'replicatedvolumereplicas.tandem.dev')).toBe('no');
     expect(await can('tandem-controller', 'list', 'secrets')).toBe('no');
   });
 

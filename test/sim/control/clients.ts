@@ -81,20 +81,6 @@ export class SimVolumeApi implements VolumeApi {
     });
   }
 
-  applyReplica(rv: ReplicatedVolume, spec: ReplicatedVolumeReplicaSpec): Promise<void> {
-    return this.#api.call(this.#c, () => {
-      const meta = replicaMetadata(rv, spec.node);
-      if (!this.#api.peek('rvr', meta.namespace, meta.name))
-        this.#api.create(
-          'rvr',
-          asObj({ apiVersion: 'tandem.dev/v1alpha1', kind: KINDS.replica.kind, metadata: meta, spec }),
-          this.#c.id,
-        );
-      else
-        this.#api.update('rvr', meta.namespace, meta.name, (o) => ({ ...o, spec: clone(spec) }), undefined, this.#c.id);
-    });
-  }
-
   createReplica(rv: ReplicatedVolume, spec: ReplicatedVolumeReplicaSpec): Promise<void> {
     return this.#api.call(this.#c, () => {
       const meta = replicaMetadata(rv, spec.node);
