@@ -17,7 +17,7 @@ tsc -p tsconfig.json --noEmit || status=1
 echo "== lint and format (biome; 'npm run format' fixes what it can)"
 biome check --error-on-warnings . || status=1
 
-suites=(unit sim integration)
+suites=(unit control-sim integration)
 [[ "${TANDEM_SKIP_E2E:-}" == 1 ]] && echo "== e2e not run: TANDEM_SKIP_E2E=1" || suites+=(e2e)
 for suite in "${suites[@]}"; do
   echo "== $suite tests"
