@@ -16,6 +16,13 @@ export default {
       roots: ['<rootDir>/src', '<rootDir>/scripts'],
       testMatch: ['<rootDir>/src/**/*.test.ts', '<rootDir>/scripts/**/*.test.ts'],
     },
+    // Seeded simulations of the real controller and agents on a simulated API server (test/sim).
+    {
+      ...common,
+      displayName: 'control-sim',
+      roots: ['<rootDir>/test/sim'],
+      testMatch: ['<rootDir>/test/sim/**/*.test.ts'],
+    },
     {
       ...common,
       displayName: 'integration',

@@ -1,6 +1,9 @@
 // DESIGN.md §1's dependency rule, enforced by reading every source file's imports:
 //   - replication and nbd import no Kubernetes code (nor controller/node-agent);
 //   - controller never imports replication, nbd or cli (it drives engines only through replicas);
+//   - runtime (informer, work queue, worker loop, conditions, clock) serves both
+//     reconcilers and imports neither, nor the engine;
+//   - node-agent and controller share only api and runtime;
 //   - api imports nothing internal but itself.
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -47,6 +50,14 @@ const RULES: Record<string, { internal: RegExp; pkg?: RegExp; why: string }> = {
   controller: {
     internal: /^(replication|nbd|cli|node-agent)$/,
     why: 'the controller drives engines only through ReplicatedVolumeReplica objects',
+  },
+  'node-agent': {
+    internal: /^controller$/,
+    why: 'the agent and the controller share only src/api and src/runtime',
+  },
+  runtime: {
+    internal: /^(controller|node-agent|replication|nbd|cli)$/,
+    why: 'the runtime serves the controller and the agent and knows neither (nor the engine)',
   },
   api: { internal: /^(?!api$).+/, why: 'src/api is imported by everyone and imports nothing internal' },
 };

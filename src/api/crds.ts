@@ -89,6 +89,8 @@ export function customResourceDefinitions(): { file: string; object: Json }[] {
         ReplicatedVolumeStatus,
         [
           { name: 'Primary', type: 'string', jsonPath: '.status.primary' },
+          { name: 'Epoch', type: 'integer', jsonPath: '.status.epoch', priority: 1 },
+          { name: 'Changed', type: 'string', jsonPath: '.status.lastRoleChange.reason', priority: 1 },
           { name: 'Protocol', type: 'string', jsonPath: '.spec.protocol' },
           { name: 'Connection', type: 'string', jsonPath: '.status.connection' },
           { name: 'Disks', type: 'string', jsonPath: '.status.disks' },

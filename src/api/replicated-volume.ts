@@ -185,6 +185,31 @@ export const FailoverRecord = z.object({
 });
 export type FailoverRecord = z.infer<typeof FailoverRecord>;
 
+/**
+ * Why the chosen Primary may change, the closed set (DESIGN.md §6: no cause, no
+ * change): the first choice of a new volume, the user's spec.primary, an automatic
+ * failover from a lost Primary, the operator's tandem.dev/force-primary, and (with
+ * the CSI driver) ControllerPublish on a node.
+ */
+export const ROLE_CHANGE_REASONS = [
+  'InitialPlacement',
+  'PreferredPrimary',
+  'Failover',
+  'ForcePrimary',
+  'CsiPublish',
+] as const;
+export type RoleChangeReason = (typeof ROLE_CHANGE_REASONS)[number];
+
+export const RoleChange = z.object({
+  from: z.string().optional().describe('The Primary before (absent for the first choice).'),
+  to: z.string(),
+  epoch: z.number().int().min(0).describe('The epoch the change opened.'),
+  reason: z.enum(ROLE_CHANGE_REASONS),
+  time: z.string(),
+  message: z.string().max(1024),
+});
+export type RoleChange = z.infer<typeof RoleChange>;
+
 export const ReplicatedVolumeStatus = z.object({
   phase: z.enum(PHASES).optional(),
   primary: z.string().optional().describe('The node the controller has chosen as Primary.'),
@@ -201,6 +226,9 @@ export const ReplicatedVolumeStatus = z.object({
   replicas: z.array(ReplicaStatusSummary).optional(),
   fence: Fence.optional(),
   lastFailover: FailoverRecord.optional().describe('The last automatic failover or forced promotion.'),
+  lastRoleChange: RoleChange.optional().describe(
+    'The last change of the chosen Primary and its cause; the Primary never changes without one.',
+  ),
   conditions: z.array(Condition).optional(),
   observedGeneration: z.number().int().min(0).optional(),
 });

@@ -6,30 +6,21 @@
 // Deletion: replicas are told engine=Down (demote, `down`, wipe nothing); once
 // every reachable agent reports its engine gone, the finalizer is removed and
 // the garbage collector takes the replicas and the Secret (owner references).
-import { randomBytes } from 'node:crypto';
-import * as k8s from '@kubernetes/client-node';
+import type * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import {
-  ANNOTATIONS,
-  API_VERSION,
-  FIELD_MANAGERS,
-  FINALIZER,
-  KINDS,
-  LABELS,
-  PORT_RANGE,
-  SECRET_KEY,
-  peerSecretName,
-  replicaName,
-} from '../api/names.ts';
+import { ANNOTATIONS, FINALIZER, LABELS, PORT_RANGE } from '../api/names.ts';
 import { ReplicatedVolume, type ReplicatedVolumeStatus } from '../api/replicated-volume.ts';
 import { ReplicatedVolumeReplica, type ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
+import { canonicalJson } from '../runtime/canonical-json.ts';
+import { type Clock, systemClock } from '../runtime/clock.ts';
+import { TerminalError } from '../runtime/errors.ts';
+import { isNotFound } from '../runtime/kube.ts';
 import { allocatePort, decidePlacement, type NodeView, type Placement } from './decisions/placement.ts';
 import { decideEngineState, desiredReplicaSpecs } from './decisions/replicas.ts';
 import { decideRoles, type RolesDecision } from './decisions/roles.ts';
-import { aggregateStatus, canonicalJson, eventsBetween, sameStatus } from './decisions/status.ts';
+import { aggregateStatus, eventsBetween, sameStatus } from './decisions/status.ts';
 import type { ControllerMetrics } from './metrics.ts';
-import { TerminalError } from './runtime/errors.ts';
-import { isNotFound, mergePatch, recordEvent, replicaApi, volumeApi } from './runtime/kube.ts';
+import type { VolumeApi } from './volume-api.ts';
 
 export interface Caches {
   volumes: {
@@ -42,6 +33,24 @@ export interface Caches {
 
 export type ReconcileResult = { requeueAfterMs?: number };
 
+/** What one decision reads: the volume, its replicas by node, the nodes. */
+type Snapshot = {
+  rv: ReplicatedVolume;
+  replicas: Map<string, ReplicatedVolumeReplica>;
+  nodes: Map<string, NodeView>;
+};
+
+type Plan = {
+  placement: Placement;
+  port: number | undefined;
+  roles: RolesDecision | undefined;
+  status: ReplicatedVolumeStatus;
+  /** Replica specs to write (only those that differ from what was read). */
+  replicaSpecs: ReplicatedVolumeReplicaSpec[];
+  /** The plan orders an engine, or moves the Primary, the epoch or the fence. */
+  changesOrders: boolean;
+};
+
 export function nodeView(n: k8s.V1Node): NodeView {
   const ready = n.status?.conditions?.find((c) => c.type === 'Ready');
   return {
@@ -53,53 +62,101 @@ export function nodeView(n: k8s.V1Node): NodeView {
   };
 }
 
+/** What the reconciler reports to metrics; the simulator passes none. */
+export type ReconcilerMetrics = Pick<ControllerMetrics, 'observe'> & { failovers: { inc(l: object): void } };
+
 export class VolumeReconciler {
-  readonly #custom: k8s.CustomObjectsApi;
-  readonly #core: k8s.CoreV1Api;
-  readonly #objects: k8s.KubernetesObjectApi;
+  readonly #api: VolumeApi;
   readonly #caches: Caches;
   readonly #log: Logger;
-  readonly #metrics: ControllerMetrics;
-  readonly #now: () => Date;
+  readonly #metrics: ReconcilerMetrics | undefined;
+  readonly #clock: Clock;
   /** Ports handed out but maybe not yet seen in the cache (several workers). */
   readonly #reservedPorts = new Map<number, string>();
 
-  constructor(o: { kc: k8s.KubeConfig; caches: Caches; log: Logger; metrics: ControllerMetrics; now?: () => Date }) {
-    this.#custom = o.kc.makeApiClient(k8s.CustomObjectsApi);
-    this.#core = o.kc.makeApiClient(k8s.CoreV1Api);
-    this.#objects = k8s.KubernetesObjectApi.makeApiClient(o.kc);
+  constructor(o: { api: VolumeApi; caches: Caches; log: Logger; metrics?: ReconcilerMetrics; clock?: Clock }) {
+    this.#api = o.api;
     this.#caches = o.caches;
     this.#log = o.log;
     this.#metrics = o.metrics;
-    this.#now = o.now ?? (() => new Date());
+    this.#clock = o.clock ?? systemClock;
   }
 
   async reconcile(key: string): Promise<ReconcileResult> {
     const [namespace, name] = key.split('/') as [string, string];
     const raw = this.#caches.volumes.get(name, namespace);
     if (!raw) {
-      this.#metrics.observe(namespace, name, undefined);
+      this.#metrics?.observe(namespace, name, undefined);
       return {};
     }
     const parsed = ReplicatedVolume.safeParse(raw);
     if (!parsed.success) throw new TerminalError('InvalidSpec', `${key}: ${parsed.error.message}`);
     let rv = parsed.data;
     const log = this.#log.child({ rv: key });
-    const now = this.#now();
-    const nodes = new Map(this.#caches.nodes.list().map((n) => [n.metadata?.name ?? '', nodeView(n)]));
-    const replicas = this.#replicasOf(rv);
+    const now = this.#clock.now();
     const deleting = rv.metadata.deletionTimestamp !== undefined;
-
     if (deleting && !rv.metadata.finalizers?.includes(FINALIZER)) return {};
     if (!deleting) rv = await this.#ensureFinalizer(rv, log);
 
-    const placement = decidePlacement(rv.spec.replicas, nodes, replicas.size > 0);
-    let roles: RolesDecision | undefined;
-    let port: number | undefined = Number(rv.metadata.annotations?.[ANNOTATIONS.port]) || undefined;
-    if (placement.ok && !deleting) {
-      ({ rv, port } = await this.#ensurePort(rv, port, log));
+    let snap: Snapshot = {
+      rv,
+      replicas: this.#replicasOf(rv, this.#caches.replicas.list(rv.metadata.namespace)),
+      nodes: new Map(this.#caches.nodes.list().map((n) => [n.metadata?.name ?? '', nodeView(n)])),
+    };
+    const placement0 = decidePlacement(rv.spec.replicas, snap.nodes, snap.replicas.size > 0);
+    if (placement0.ok && !deleting) {
+      const port = Number(rv.metadata.annotations?.[ANNOTATIONS.port]) || undefined;
+      ({ rv } = await this.#ensurePort(rv, port, log));
       await this.#ensureSecret(rv, log);
+      snap = { ...snap, rv };
     }
+
+    let plan = this.#plan(snap, now, deleting);
+    if (plan.changesOrders) {
+      // Orders to engines and a new chosen Primary are decided again on a fresh read
+      // of the volume, its replicas and its nodes, never on the caches alone: a cache
+      // may lag the API server (our own writes included) by seconds.
+      const fresh = await this.#readFresh(snap.rv);
+      if (!fresh) return {};
+      snap = fresh;
+      plan = this.#plan(snap, now, deleting);
+    }
+    rv = snap.rv;
+    const { placement, port, roles, status } = plan;
+    // The status first, conditional on the resourceVersion read (written even when it did
+    // not change, when orders follow: then it only confirms that the volume has not moved):
+    // a new Primary, epoch or fence is committed by it, and a replica is told only after
+    // it won against a fence an agent wrote meanwhile.
+    await this.#writeStatus(rv, status, log, plan.changesOrders);
+    if (roles?.failover && roles.failover.epoch !== rv.status?.lastFailover?.epoch) {
+      if (roles.reason === 'Failover') this.#metrics?.failovers.inc({ namespace, volume: name });
+      log.warn({ ...roles.failover, reason: roles.reason }, roles.message);
+    }
+    if (roles?.roleChange && roles.roleChange.epoch !== rv.status?.lastRoleChange?.epoch)
+      log.info({ ...roles.roleChange }, 'Changed the Primary');
+    if (placement.ok && port !== undefined && roles)
+      await this.#applyReplicas(rv, plan.replicaSpecs, snap.replicas, deleting, log);
+    this.#metrics?.observe(namespace, name, status);
+    if (
+      roles?.reason === 'Stable' &&
+      roles.forcePrimary === undefined &&
+      rv.metadata.annotations?.[ANNOTATIONS.forcePrimary] !== undefined
+    )
+      await this.#dropForceAnnotation(rv, log);
+
+    if (deleting) return this.#finishDeletion(rv, snap.replicas, snap.nodes, log);
+    // Level-based backstop: agents report every few seconds; look again while not Ready,
+    // and when a failover clock runs, when it expires.
+    const backstop = status.phase === 'Ready' ? 30_000 : 3_000;
+    return { requeueAfterMs: Math.min(backstop, roles?.recheckAfterMs ?? Infinity) };
+  }
+
+  /** Placement, roles, status and the replicas' specs: pure, from one snapshot. */
+  #plan(snap: Snapshot, now: Date, deleting: boolean): Plan {
+    const { rv, replicas, nodes } = snap;
+    const placement = decidePlacement(rv.spec.replicas, nodes, replicas.size > 0);
+    const port: number | undefined = Number(rv.metadata.annotations?.[ANNOTATIONS.port]) || undefined;
+    let roles: RolesDecision | undefined;
     if (placement.ok && port !== undefined) {
       const forcePrimary = rv.metadata.annotations?.[ANNOTATIONS.forcePrimary];
       roles = decideRoles({
@@ -124,7 +181,7 @@ export class VolumeReconciler {
             ...have?.status,
             ...(have
               ? {
-                  ordered: { role: have.spec.role, initialSync: have.spec.initialSync },
+                  ordered: { role: have.spec.role, initialSync: have.spec.initialSync, epoch: have.spec.epoch },
                   stale: (have.status?.observedGeneration ?? -1) < (have.metadata.generation ?? 0),
                 }
               : {}),
@@ -132,7 +189,6 @@ export class VolumeReconciler {
         }),
       });
     }
-
     const status = aggregateStatus({
       generation: rv.metadata.generation ?? 0,
       previous: rv.status,
@@ -146,34 +202,55 @@ export class VolumeReconciler {
       deleting,
       now,
     });
-    // The status first: a new Primary, epoch or fence is committed by this write, which
-    // is conditional on the resourceVersion read. Only then are the replicas told, so a
-    // promotion never reaches an agent unless it won against a fence written meanwhile.
-    await this.#writeStatus(rv, status, log);
-    if (roles?.failover && roles.failover.epoch !== rv.status?.lastFailover?.epoch) {
-      if (roles.reason === 'Failover') this.#metrics.failovers.inc({ namespace, volume: name });
-      log.warn({ ...roles.failover, reason: roles.reason }, roles.message);
+    let replicaSpecs: ReplicatedVolumeReplicaSpec[] = [];
+    if (placement.ok && port !== undefined && roles) {
+      const engine = decideEngineState(
+        deleting,
+        rv.spec.replicas.map((r) => replicas.get(r.node)?.spec.engine),
+        rv.spec.replicas.map((r) => replicas.get(r.node)?.status),
+      );
+      replicaSpecs = desiredReplicaSpecs(rv, placement.replicas, port, roles, engine).filter((spec) => {
+        const have = replicas.get(spec.node);
+        // While deleting, only existing replicas are told to go Down: a replica already gone
+        // (namespace teardown deletes them first) leaves an orphan engine its agent takes down.
+        if (deleting && !have) return false;
+        return !have || canonicalJson(have.spec) !== canonicalJson(spec);
+      });
     }
-    if (placement.ok && port !== undefined && roles)
-      await this.#applyReplicas(rv, placement, port, roles, replicas, deleting, log);
-    this.#metrics.observe(namespace, name, status);
-    if (
-      roles?.reason === 'Stable' &&
-      roles.forcePrimary === undefined &&
-      rv.metadata.annotations?.[ANNOTATIONS.forcePrimary] !== undefined
-    )
-      await this.#dropForceAnnotation(rv, log);
-
-    if (deleting) return this.#finishDeletion(rv, replicas, nodes, log);
-    // Level-based backstop: agents report every few seconds; look again while not Ready,
-    // and when a failover clock runs, when it expires.
-    const backstop = status.phase === 'Ready' ? 30_000 : 3_000;
-    return { requeueAfterMs: Math.min(backstop, roles?.recheckAfterMs ?? Infinity) };
+    const s0 = rv.status;
+    const changesOrders =
+      replicaSpecs.length > 0 ||
+      status.primary !== s0?.primary ||
+      (status.epoch ?? 0) !== (s0?.epoch ?? 0) ||
+      canonicalJson(status.fence) !== canonicalJson(s0?.fence);
+    return { placement, port, roles, status, replicaSpecs, changesOrders };
   }
 
-  #replicasOf(rv: ReplicatedVolume): Map<string, ReplicatedVolumeReplica> {
+  /** The volume, its replicas and its nodes as the API server has them now; undefined when the volume is gone. */
+  async #readFresh(rv: ReplicatedVolume): Promise<Snapshot | undefined> {
+    let fresh: Awaited<ReturnType<VolumeApi['readFresh']>>;
+    try {
+      fresh = await this.#api.readFresh(
+        rv.metadata.namespace,
+        rv.metadata.name,
+        rv.spec.replicas.map((r) => r.node),
+      );
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+    const parsed = ReplicatedVolume.safeParse(fresh.volume);
+    if (!parsed.success) throw new TerminalError('InvalidSpec', parsed.error.message);
+    return {
+      rv: parsed.data,
+      replicas: this.#replicasOf(parsed.data, fresh.replicas as k8s.KubernetesObject[]),
+      nodes: new Map(fresh.nodes.map((n) => [n.metadata?.name ?? '', nodeView(n)])),
+    };
+  }
+
+  #replicasOf(rv: ReplicatedVolume, objects: readonly k8s.KubernetesObject[]): Map<string, ReplicatedVolumeReplica> {
     const out = new Map<string, ReplicatedVolumeReplica>();
-    for (const o of this.#caches.replicas.list(rv.metadata.namespace)) {
+    for (const o of objects) {
       if (o.metadata?.labels?.[LABELS.volume] !== rv.metadata.name) continue;
       const r = ReplicatedVolumeReplica.safeParse(o);
       if (r.success && r.data.metadata.ownerReferences?.some((ref) => ref.uid === rv.metadata.uid))
@@ -184,19 +261,10 @@ export class VolumeReconciler {
 
   async #ensureFinalizer(rv: ReplicatedVolume, log: Logger): Promise<ReplicatedVolume> {
     if (rv.metadata.finalizers?.includes(FINALIZER)) return rv;
-    const updated = await this.#custom.patchNamespacedCustomObject(
-      {
-        ...volumeApi,
-        namespace: rv.metadata.namespace,
-        name: rv.metadata.name,
-        body: {
-          metadata: {
-            finalizers: [...(rv.metadata.finalizers ?? []), FINALIZER],
-            resourceVersion: rv.metadata.resourceVersion,
-          },
-        },
-      },
-      mergePatch,
+    const updated = await this.#api.patchVolumeMeta(
+      rv,
+      { finalizers: [...(rv.metadata.finalizers ?? []), FINALIZER] },
+      true,
     );
     log.info('Added finalizer');
     return ReplicatedVolume.parse(updated);
@@ -223,98 +291,30 @@ export class VolumeReconciler {
         `All ${PORT_RANGE.count} replication ports from ${PORT_RANGE.first} are in use`,
       );
     this.#reservedPorts.set(port, key);
-    const updated = await this.#custom.patchNamespacedCustomObject(
-      {
-        ...volumeApi,
-        namespace: rv.metadata.namespace,
-        name: rv.metadata.name,
-        body: {
-          metadata: { annotations: { [ANNOTATIONS.port]: String(port) }, resourceVersion: rv.metadata.resourceVersion },
-        },
-      },
-      mergePatch,
-    );
+    const updated = await this.#api.patchVolumeMeta(rv, { annotations: { [ANNOTATIONS.port]: String(port) } }, true);
     log.info({ port }, 'Allocated replication port');
     return { rv: ReplicatedVolume.parse(updated), port };
   }
 
   async #ensureSecret(rv: ReplicatedVolume, log: Logger): Promise<void> {
-    const name = peerSecretName(rv.metadata.name);
-    try {
-      await this.#core.readNamespacedSecret({ name, namespace: rv.metadata.namespace });
-      return;
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-    }
-    await this.#core.createNamespacedSecret({
-      namespace: rv.metadata.namespace,
-      body: {
-        metadata: {
-          name,
-          namespace: rv.metadata.namespace,
-          labels: { [LABELS.volume]: rv.metadata.name, [LABELS.managedBy]: FIELD_MANAGERS.controller },
-          ownerReferences: [this.#ownerRef(rv)],
-        },
-        type: 'Opaque',
-        stringData: { [SECRET_KEY]: randomBytes(32).toString('base64url') },
-      },
-    });
-    log.info({ secret: name }, 'Created peer secret');
+    if (await this.#api.ensurePeerSecret(rv)) log.info('Created peer secret');
   }
 
-  #ownerRef(rv: ReplicatedVolume): k8s.V1OwnerReference {
-    return {
-      apiVersion: API_VERSION,
-      kind: KINDS.volume.kind,
-      name: rv.metadata.name,
-      uid: rv.metadata.uid ?? '',
-      controller: true,
-      blockOwnerDeletion: true,
-    };
-  }
-
+  /** Each replica's spec, conditional on the resourceVersion of the replica the decision read. */
   async #applyReplicas(
     rv: ReplicatedVolume,
-    placement: Placement & { ok: true },
-    port: number,
-    roles: RolesDecision,
+    specs: readonly ReplicatedVolumeReplicaSpec[],
     current: Map<string, ReplicatedVolumeReplica>,
     deleting: boolean,
     log: Logger,
   ): Promise<void> {
-    const engine = decideEngineState(
-      deleting,
-      rv.spec.replicas.map((r) => current.get(r.node)?.spec.engine),
-      rv.spec.replicas.map((r) => current.get(r.node)?.status),
-    );
-    for (const spec of desiredReplicaSpecs(rv, placement.replicas, port, roles, engine)) {
+    // Secondary orders first: a Primary order never reaches a node before the other's demotion.
+    const ordered = [...specs].sort((a, b) => (a.role === b.role ? 0 : a.role === 'Secondary' ? -1 : 1));
+    for (const spec of ordered) {
       const have = current.get(spec.node);
-      if (have && canonicalJson(have.spec) === canonicalJson(spec)) continue;
-      // While deleting, only existing replicas are told to go Down: a replica already gone
-      // (namespace teardown deletes them first) leaves an orphan engine its agent takes down.
       if (deleting && !have) continue;
-      await this.#objects.patch(
-        {
-          apiVersion: API_VERSION,
-          kind: KINDS.replica.kind,
-          metadata: {
-            name: replicaName(rv.metadata.name, spec.node),
-            namespace: rv.metadata.namespace,
-            labels: {
-              [LABELS.volume]: rv.metadata.name,
-              [LABELS.node]: spec.node,
-              [LABELS.managedBy]: FIELD_MANAGERS.controller,
-            },
-            ownerReferences: [this.#ownerRef(rv)],
-          },
-          spec,
-        } as k8s.KubernetesObject & { spec: ReplicatedVolumeReplicaSpec },
-        undefined,
-        undefined,
-        FIELD_MANAGERS.controller,
-        true,
-        k8s.PatchStrategy.ServerSideApply,
-      );
+      if (have) await this.#api.replaceReplica(rv, have, spec);
+      else await this.#api.createReplica(rv, spec);
       log.info(
         {
           node: spec.node,
@@ -328,49 +328,26 @@ export class VolumeReconciler {
     }
   }
 
-  async #writeStatus(rv: ReplicatedVolume, status: ReplicatedVolumeStatus, log: Logger): Promise<void> {
-    if (sameStatus(rv.status, status)) return;
-    // PUT /status with the resourceVersion read: replaces the whole status, refused (409) if it moved.
-    await this.#custom.replaceNamespacedCustomObjectStatus({
-      ...volumeApi,
-      namespace: rv.metadata.namespace,
-      name: rv.metadata.name,
-      body: {
-        apiVersion: rv.apiVersion,
-        kind: rv.kind,
-        metadata: {
-          name: rv.metadata.name,
-          namespace: rv.metadata.namespace,
-          resourceVersion: rv.metadata.resourceVersion,
-        },
-        spec: rv.spec,
-        status,
-      },
-    });
+  async #writeStatus(
+    rv: ReplicatedVolume,
+    status: ReplicatedVolumeStatus,
+    log: Logger,
+    confirm: boolean,
+  ): Promise<void> {
+    if (sameStatus(rv.status, status) && !confirm) return;
+    await this.#api.replaceVolumeStatus(rv, status);
     log.debug({ phase: status.phase }, 'Updated status');
     for (const e of eventsBetween(rv.status, status)) {
-      await recordEvent(
-        this.#core,
-        FIELD_MANAGERS.controller,
-        undefined,
-        { kind: KINDS.volume.kind, name: rv.metadata.name, namespace: rv.metadata.namespace, uid: rv.metadata.uid },
-        e,
-      ).catch((err: unknown) => log.warn({ err, reason: e.reason }, 'Could not record event'));
+      await this.#api
+        .recordEvent(rv, e)
+        .catch((err: unknown) => log.warn({ err, reason: e.reason }, 'Could not record event'));
       log.info({ reason: e.reason, detail: e.message }, 'Recorded event');
     }
   }
 
   /** The operator's force-primary took effect: the annotation goes, so it never forces again. */
   async #dropForceAnnotation(rv: ReplicatedVolume, log: Logger): Promise<void> {
-    await this.#custom.patchNamespacedCustomObject(
-      {
-        ...volumeApi,
-        namespace: rv.metadata.namespace,
-        name: rv.metadata.name,
-        body: { metadata: { annotations: { [ANNOTATIONS.forcePrimary]: null } } },
-      },
-      mergePatch,
-    );
+    await this.#api.patchVolumeMeta(rv, { annotations: { [ANNOTATIONS.forcePrimary]: null } }, false);
     log.info('Removed the force-primary annotation; the forced node is Primary');
   }
 
@@ -392,20 +369,10 @@ export class VolumeReconciler {
       return { requeueAfterMs: 1000 };
     }
     const finalizers = (rv.metadata.finalizers ?? []).filter((f) => f !== FINALIZER);
-    await this.#custom.patchNamespacedCustomObject(
-      {
-        ...volumeApi,
-        namespace: rv.metadata.namespace,
-        name: rv.metadata.name,
-        body: { metadata: { finalizers, resourceVersion: rv.metadata.resourceVersion } },
-      },
-      mergePatch,
-    );
+    await this.#api.patchVolumeMeta(rv, { finalizers }, true);
     for (const [p, owner] of this.#reservedPorts)
       if (owner === `${rv.metadata.namespace}/${rv.metadata.name}`) this.#reservedPorts.delete(p);
     log.info('Removed finalizer; engines are down');
     return {};
   }
 }
-
-export { replicaApi };

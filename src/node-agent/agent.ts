@@ -1,104 +1,95 @@
 // The node agent: for every ReplicatedVolumeReplica of this node, make the
 // engine match the spec and report what it is. Level-based, one replica at a
-// time per key (the controller runtime's work queue), every few seconds and at
-// every change of the replica:
+// time per key (the runtime's work queue and worker loop, as the controller),
+// every few seconds and at every change of the replica. One pass:
 //
-//   Down  → release the consumer, `tandemadm down`                (deletion; data stays)
-//   disks → missing disk or meta-disk: DisksFound=False, nothing is touched
-//   Probe → report DisksFound=True and stop there (the controller waits for both nodes)
-//   Up    → config file from spec + Secret; no engine? `create-md` (refused, harmlessly,
-//           when metadata exists) and `up`; role: `primary` (`--force` only for the
-//           ordered initial sync of a fresh disk) or release consumer + `secondary`;
-//           Primary with filesystem/mountPath: mkfs once + mount
-//   report → the replica's status (merge patch on /status), when it changed or
-//           every heartbeat interval
+//   read    → the replica (cache), the engine's status (once), disks, the mount path
+//   plan    → plan.ts: actions + conditions, a pure function of what was read
+//             (and of the volume's status, read only when the plan asks for it)
+//   act     → executor.ts runs the actions; the first failure ends the pass
+//   report  → the replica's status from what was read, when nothing was done;
+//             after acting, the next pass (at once) reads again and reports
+//
+// The status names the generation and epoch of the spec the agent last acted on
+// (observedGeneration, epoch): a report never claims an order it has not carried out.
 //
 // Engines found running for resources no replica of this node names (after the
-// informer has synced) are taken down: their volume is gone.
-import { readFile, rm, writeFile } from 'node:fs/promises';
-import type { Server } from 'node:net';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import * as k8s from '@kubernetes/client-node';
+// informer has synced) are taken down: their volume is gone. The engines' handlers
+// (fence-peer, unfence-peer, split-brain) reach the agent through handle().
+import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { setCondition, type Condition, type ConditionInput } from '../api/condition.ts';
-import { CONDITIONS, FIELD_MANAGERS, KINDS, LABELS, SECRET_KEY } from '../api/names.ts';
-import {
-  ReplicatedVolumeReplica,
-  ReplicatedVolumeReplicaStatus,
-  type ReplicatedVolumeReplicaSpec,
-} from '../api/replicated-volume-replica.ts';
+import type { ConditionInput } from '../api/condition.ts';
+import { KINDS } from '../api/names.ts';
 import { describeFence } from '../api/replicated-volume.ts';
-import { SupervisedInformer } from '../controller/runtime/informer.ts';
-import {
-  collectionPath,
-  describeError,
-  isNotFound,
-  listCustom,
-  mergePatch,
-  recordEvent,
-  replicaApi,
-} from '../controller/runtime/kube.ts';
-import { WorkQueue } from '../controller/runtime/work-queue.ts';
-import { canonicalJson } from '../controller/decisions/status.ts';
-import { Consumer, ConsumerError } from './consumer.ts';
-import { EngineClient, type EngineStatusView } from './engine-client.ts';
-import type { AgentMetrics } from './metrics.ts';
-import { Fencer, FENCE_EXIT, serveFenceRequests } from './fence.ts';
-import { fenceHandlerCommand, renderConfig } from './render-config.ts';
+import { ReplicatedVolumeReplica, ReplicatedVolumeReplicaStatus } from '../api/replicated-volume-replica.ts';
+import { canonicalJson } from '../runtime/canonical-json.ts';
+import { type Clock, systemClock } from '../runtime/clock.ts';
+import { Conditions } from '../runtime/conditions.ts';
+import type { CacheFactory, ObjectCache } from '../runtime/informer.ts';
+import { WorkQueue } from '../runtime/work-queue.ts';
+import { type WorkResult, runWorkers } from '../runtime/workers.ts';
+import type { AgentApi } from './agent-api.ts';
+import type { EngineStatusView } from './engine-client.ts';
+import { type ConfigStore, type ConsumerPort, type EngineDriver, PlanExecutor } from './executor.ts';
+import { FENCE_EXIT, type FenceAction, Fencer } from './fence.ts';
+import { type PassSnapshot, PLACEHOLDER_SOURCE, type Plan, planPass } from './plan.ts';
 
-const FENCE_SCRIPT = fileURLToPath(new URL('../../bin/tandem-fence-peer.js', import.meta.url));
+export { splitBrainCondition } from './plan.ts';
 
 export const HEARTBEAT_MS = 5_000;
+/**
+ * While the engine is apart from its peer the agent reports every second: a failover
+ * acts only on a report of the survivor younger than FAILOVER_EVIDENCE_MS (roles.ts).
+ */
+export const APART_HEARTBEAT_MS = 1_000;
+/** After a pass that acted, the next one comes this soon (it reads what the actions did, and reports it). */
+export const ACT_AGAIN_MS = 100;
 
 export interface AgentOptions {
-  kc: k8s.KubeConfig;
   node: string;
-  runDir: string;
+  api: AgentApi;
+  engines: EngineDriver;
+  config: ConfigStore;
+  consumer: ConsumerPort;
+  /** The cache of this node's replicas (label tandem.dev/node=NODE). */
+  replicas: CacheFactory<KubernetesObject>;
   log: Logger;
-  metrics: AgentMetrics;
-  /** Where the host's / is mounted (the chart's pod); '' when the agent runs in the host's mount namespace. */
-  hostRoot?: string;
-  now?: () => Date;
+  clock?: Clock;
+  /** Called with every engine status a pass reads (metrics). */
+  observe?: (resource: string, e: EngineStatusView | undefined) => void;
+  workers?: number;
 }
 
-/** Conditions to set; `stop`: the next step must not run (the engine is not as ordered). */
-type Outcome = { conditions: ConditionInput[]; mounted?: boolean; stop?: boolean };
+/** What a pass acted on, per replica: reported as observedGeneration, epoch and conditions. */
+type Acted = { generation: number; epoch: number; conditions: ConditionInput[] };
 
 export class NodeAgent {
-  readonly #o: Required<AgentOptions>;
-  readonly #custom: k8s.CustomObjectsApi;
-  readonly #core: k8s.CoreV1Api;
-  readonly #engines: EngineClient;
-  readonly #consumer: Consumer;
-  readonly #queue = new WorkQueue({ baseDelayMs: 500, maxDelayMs: 30_000 });
-  readonly #informer: SupervisedInformer<k8s.KubernetesObject>;
+  readonly #o: AgentOptions;
+  readonly #clock: Clock;
+  readonly #queue: WorkQueue;
+  readonly #cache: ObjectCache<KubernetesObject>;
+  readonly #executor: PlanExecutor;
+  readonly #fencer: Fencer;
   /** Last status written per replica key, and when. */
   readonly #reported = new Map<string, { json: string; at: number }>();
-  readonly #secrets = new Map<string, { value: string; at: number }>();
-  /** The newest epoch seen per replica: an older spec (a stale controller) is never acted on. */
+  /** The newest epoch acted on per replica: an older spec (a stale controller) is never acted on. */
   readonly #epochs = new Map<string, number>();
-  readonly #fencer: Fencer;
-  readonly #fenceCommand: string;
-  #fenceServer: Server | undefined;
+  readonly #acted = new Map<string, Acted>();
   #workers: Promise<void>[] = [];
-  #ticker: NodeJS.Timeout | undefined;
+  #ticker: unknown;
+  #stopped = false;
 
   constructor(o: AgentOptions) {
-    this.#o = { now: () => new Date(), hostRoot: '', ...o };
-    this.#custom = o.kc.makeApiClient(k8s.CustomObjectsApi);
-    this.#core = o.kc.makeApiClient(k8s.CoreV1Api);
-    this.#engines = new EngineClient({ runDir: o.runDir, node: o.node });
-    this.#consumer = new Consumer({ hostRoot: o.hostRoot ?? '' });
+    this.#o = o;
+    this.#clock = o.clock ?? systemClock;
+    this.#queue = new WorkQueue({ baseDelayMs: 500, maxDelayMs: 30_000, clock: this.#clock });
     this.#fencer = new Fencer({
-      custom: this.#custom,
+      api: o.api,
       node: o.node,
+      clock: this.#clock,
       log: o.log.child({ component: 'fence' }),
       onChange: (what, rv, f) =>
-        recordEvent(
-          this.#core,
-          FIELD_MANAGERS.agent,
-          o.node,
+        o.api.recordEvent(
           { kind: KINDS.volume.kind, name: rv.metadata.name, namespace: rv.metadata.namespace, uid: rv.metadata.uid },
           what === 'fenced'
             ? { type: 'Warning', reason: 'Fenced', message: describeFence(f) }
@@ -109,569 +100,183 @@ export class NodeAgent {
               },
         ),
     });
-    this.#fenceCommand = fenceHandlerCommand(process.execPath, FENCE_SCRIPT, this.fenceSocket);
-    const selector = `${LABELS.node}=${o.node}`;
-    this.#informer = new SupervisedInformer({
-      kc: o.kc,
-      log: o.log,
-      path: collectionPath(KINDS.replica.plural),
-      labelSelector: selector,
-      list: listCustom(this.#custom, KINDS.replica.plural, selector),
+    this.#executor = new PlanExecutor({
+      node: o.node,
+      api: o.api,
+      engines: o.engines,
+      config: o.config,
+      consumer: o.consumer,
+      fencer: this.#fencer,
+      clock: this.#clock,
+    });
+    this.#cache = o.replicas({
       onChange: (r) => this.#queue.add(`${r.metadata?.namespace}/${r.metadata?.name}`),
       onResync: () => this.#enqueueAll(),
     });
   }
 
   get synced(): boolean {
-    return this.#informer.synced;
+    return this.#cache.synced;
   }
 
-  get fenceSocket(): string {
-    return join(this.#o.runDir, 'agent.sock');
-  }
-
-  async start(workers = 2): Promise<void> {
-    this.#fenceServer = await serveFenceRequests(
-      this.fenceSocket,
-      (res, action) =>
-        action === 'unfence'
-          ? this.#onUnfenceRequest(res)
-          : action === 'rejoin'
-            ? this.#onSplitBrain(res)
-            : this.#onFenceRequest(res),
-      this.#o.log,
-    );
-    await this.#informer.start();
-    for (let i = 0; i < workers; i++) this.#workers.push(this.#work());
+  async start(): Promise<void> {
+    await this.#cache.start();
+    this.#workers = runWorkers({
+      queue: this.#queue,
+      count: this.#o.workers ?? 2,
+      log: this.#o.log,
+      keyField: 'rvr',
+      handle: (key) => (key === '*orphans*' ? this.#downOrphans() : this.#sync(key)),
+    });
     this.#enqueueAll();
-    this.#ticker = setInterval(() => this.#enqueueAll(), HEARTBEAT_MS);
+    const tick = () => {
+      if (this.#stopped) return;
+      this.#enqueueAll();
+      this.#ticker = this.#clock.setTimer(tick, HEARTBEAT_MS);
+    };
+    this.#ticker = this.#clock.setTimer(tick, HEARTBEAT_MS);
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.#ticker);
+    this.#stopped = true;
+    this.#clock.clearTimer(this.#ticker);
     this.#queue.shutDown();
-    await Promise.race([Promise.all(this.#workers), new Promise((r) => setTimeout(r, 10_000))]);
-    await this.#informer.stop();
-    await new Promise<void>((r) => {
-      if (this.#fenceServer) this.#fenceServer.close(() => r());
-      else r();
-    });
+    await Promise.race([
+      Promise.all(this.#workers),
+      new Promise((r) => this.#clock.setTimer(() => r(undefined), 10_000)),
+    ]);
+    await this.#cache.stop();
   }
 
-  /** This node's replica of an engine's resource, from the informer's cache. */
+  /** An engine's handler asks (fence-peer, unfence-peer, split-brain); the answer is its exit code. */
+  async handle(resource: string, action: FenceAction): Promise<number> {
+    const rvr = this.#replicaOf(resource);
+    if (action === 'fence') {
+      if (!rvr) {
+        this.#o.log.error(
+          { resource },
+          'Fence request for a resource no replica of this node names; the engine stays frozen',
+        );
+        return FENCE_EXIT.unreachable;
+      }
+      this.#queue.add(keyOf(rvr));
+      if (rvr.spec.role !== 'Primary') return FENCE_EXIT.superseded;
+      return FENCE_EXIT[await this.#fencer.fencePeer(rvr.metadata.namespace, rvr.spec)];
+    }
+    if (action === 'unfence') {
+      // The Primary's engine is Connected with an UpToDate peer again.
+      if (rvr?.spec.role === 'Primary') await this.#executor.liftPeerFence(rvr.metadata.namespace, rvr.spec);
+      return 0;
+    }
+    // split-brain: the engine has just refused a connection. Look at the replica now
+    // (the rejoin step reconnects), and once more a moment later, when it is surely StandAlone.
+    if (!rvr) return 1;
+    this.#queue.add(keyOf(rvr));
+    this.#queue.addAfter(keyOf(rvr), 1000);
+    return 0;
+  }
+
+  /** This node's replica of an engine's resource, from the cache. */
   #replicaOf(resource: string): ReplicatedVolumeReplica | undefined {
-    const raw = this.#informer
-      .list()
-      .find((r) => (r as { spec?: { resource?: string; node?: string } }).spec?.resource === resource);
+    const raw = this.#cache.list().find((r) => (r as { spec?: { resource?: string } }).spec?.resource === resource);
     const parsed = raw ? ReplicatedVolumeReplica.safeParse(raw) : undefined;
     return parsed?.success && parsed.data.spec.node === this.#o.node ? parsed.data : undefined;
   }
 
-  /** The fence-peer handler of one of our engines asks: fence its peer in the API. */
-  async #onFenceRequest(resource: string): Promise<number> {
-    const rvr = this.#replicaOf(resource);
-    if (!rvr) {
-      this.#o.log.error(
-        { resource },
-        'Fence request for a resource no replica of this node names; the engine stays frozen',
-      );
-      return FENCE_EXIT.unreachable;
-    }
-    this.#queue.add(`${rvr.metadata.namespace}/${rvr.metadata.name}`);
-    if (rvr.spec.role !== 'Primary') return FENCE_EXIT.superseded;
-    return FENCE_EXIT[await this.#fencer.fencePeer(rvr.metadata.namespace, rvr.spec)];
-  }
-
-  /** The unfence-peer handler: the Primary's engine is Connected with an UpToDate peer again. */
-  async #onUnfenceRequest(resource: string): Promise<number> {
-    const rvr = this.#replicaOf(resource);
-    if (rvr?.spec.role !== 'Primary') return 0;
-    await this.#liftPeerFence(rvr.metadata.namespace, rvr.spec);
-    return 0;
-  }
-
-  /**
-   * The split-brain handler: the engine has just refused a connection. Look at the
-   * replica now (the rejoin step reconnects a StandAlone Primary, and a Secondary
-   * superseded by a failover with --discard-my-data), and once more a moment later,
-   * when the engine is surely StandAlone.
-   */
-  async #onSplitBrain(resource: string): Promise<number> {
-    const rvr = this.#replicaOf(resource);
-    if (!rvr) return 1;
-    const key = `${rvr.metadata.namespace}/${rvr.metadata.name}`;
-    this.#queue.add(key);
-    this.#queue.addAfter(key, 1000);
-    return 0;
-  }
-
-  /** Lifts a fence on the peer while this Primary's engine is Connected with an UpToDate peer (checked again under the fence lock). */
-  #liftPeerFence(ns: string, spec: ReplicatedVolumeReplicaSpec): Promise<boolean> {
-    const whole = async () => {
-      const e = await this.#engines.status(spec.resource);
-      return (
-        e?.role === 'Primary' &&
-        e.cstate === 'Connected' &&
-        e.disk === 'UpToDate' &&
-        e.peerDisk === 'UpToDate' &&
-        e.suspended !== true
-      );
-    };
-    return this.#fencer.liftFence(ns, spec, whole);
-  }
-
   #enqueueAll(): void {
-    for (const r of this.#informer.list()) this.#queue.add(`${r.metadata?.namespace}/${r.metadata?.name}`);
+    for (const r of this.#cache.list()) this.#queue.add(`${r.metadata?.namespace}/${r.metadata?.name}`);
     this.#queue.add('*orphans*');
   }
 
-  async #work(): Promise<void> {
-    for (let key = await this.#queue.get(); key !== undefined; key = await this.#queue.get()) {
-      try {
-        if (key === '*orphans*') await this.#downOrphans();
-        else await this.#sync(key);
-        this.#queue.forget(key);
-      } catch (err) {
-        const delayMs = this.#queue.addRateLimited(key);
-        this.#o.log.warn({ rvr: key, error: describeError(err), delayMs }, 'Sync failed; retrying');
-      } finally {
-        this.#queue.done(key);
-      }
-    }
-  }
-
-  async #sync(key: string): Promise<void> {
+  async #sync(key: string): Promise<WorkResult> {
     const [namespace, name] = key.split('/') as [string, string];
-    const raw = this.#informer.get(name, namespace);
-    if (!raw) return;
+    const raw = this.#cache.get(name, namespace);
+    if (!raw) return undefined;
     const parsed = ReplicatedVolumeReplica.safeParse(raw);
     if (!parsed.success) {
       this.#o.log.error({ rvr: key, error: parsed.error.message }, 'Replica spec does not parse; ignoring it');
-      return;
+      return undefined;
     }
     const rvr = parsed.data;
-    if (rvr.spec.node !== this.#o.node) return;
-    const log = this.#o.log.child({ rvr: key, resource: rvr.spec.resource });
-    const seen = this.#epochs.get(key) ?? 0;
-    if (rvr.spec.epoch < seen) {
-      log.warn({ epoch: rvr.spec.epoch, seen }, 'Ignoring a replica spec from an older epoch');
-      return;
-    }
-    this.#epochs.set(key, rvr.spec.epoch);
-    // The engine first and reported at once; the consumer (mkfs can take a while) after.
-    for (const step of [
-      (r: ReplicatedVolumeReplica, l: Logger) => this.#converge(r, l),
-      (r: ReplicatedVolumeReplica, l: Logger) => this.#convergeConsumer(r, l),
-    ]) {
-      let outcome: Outcome | undefined;
-      try {
-        outcome = await step(rvr, log);
-      } catch (err) {
-        const reason = err instanceof ConsumerError ? err.reason : 'SyncError';
-        outcome = {
-          conditions: [
-            {
-              type: err instanceof ConsumerError ? CONDITIONS.mounted : CONDITIONS.engineReady,
-              status: 'False',
-              reason,
-              message: describeError(err).message,
-            },
-          ],
-          stop: true,
-        };
-        log.warn({ reason, error: describeError(err) }, 'Could not converge');
-      }
-      if (!outcome) return;
-      const engine = await this.#engines.status(rvr.spec.resource).catch(() => undefined);
-      this.#o.metrics.observe(rvr.spec.resource, engine);
-      await this.#report(rvr, engine, outcome, log);
-      if (outcome.stop) return;
-    }
-  }
-
-  async #converge(rvr: ReplicatedVolumeReplica, log: Logger): Promise<Outcome> {
     const spec = rvr.spec;
-    const res = spec.resource;
-    if (spec.engine === 'Down') {
-      await this.#consumer.release(spec.mountPath);
-      if (await this.#engines.status(res)) {
-        const r = await this.#engines.adm(res, 'down');
-        if (r.code !== 0)
-          return {
-            conditions: [
-              { type: CONDITIONS.engineReady, status: 'False', reason: 'DownFailed', message: r.stderr.trim() },
-            ],
-            stop: true,
-          };
-        log.info('Took the engine down');
-      }
-      await rm(this.#engines.configPath(res), { force: true }); // it holds the shared secret
-      return {
-        conditions: [
-          {
-            type: CONDITIONS.engineReady,
-            status: 'False',
-            reason: 'Down',
-            message: 'The engine is down (the volume is being deleted)',
-          },
-        ],
-        stop: true,
-      };
-    }
+    if (spec.node !== this.#o.node) return undefined;
+    const log = this.#o.log.child({ rvr: key, resource: spec.resource });
 
-    const missing: string[] = [];
-    for (const p of [
-      spec.self.disk,
-      ...(spec.self.metaDisk === 'internal' ? [] : [spec.self.metaDisk.replace(/\[\d+\]$/, '')]),
-    ]) {
-      if (!(await Consumer.exists(p))) missing.push(p);
-    }
-    if (missing.length > 0) {
-      return {
-        conditions: [
-          {
-            type: CONDITIONS.disksFound,
-            status: 'False',
-            reason: 'DiskMissing',
-            message: `${missing.join(' and ')} ${missing.length > 1 ? 'do' : 'does'} not exist on node ${spec.node}; nothing was touched`,
-          },
-        ],
-        stop: true,
-      };
-    }
-    const disks: ConditionInput = {
-      type: CONDITIONS.disksFound,
-      status: 'True',
-      reason: 'Found',
-      message: `${spec.self.disk} and meta-disk ${spec.self.metaDisk}`,
+    // --- read: everything the plan may use, the engine's status exactly once ---
+    const engine = await this.#o.engines.status(spec.resource);
+    this.#o.observe?.(spec.resource, engine);
+    const missingDisks: string[] = [];
+    if (spec.engine !== 'Down')
+      for (const p of [
+        spec.self.disk,
+        ...(spec.self.metaDisk === 'internal' ? [] : [spec.self.metaDisk.replace(/\[\d+\]$/, '')]),
+      ])
+        if (!(await this.#o.consumer.exists(p))) missingDisks.push(p);
+    const snapshot: PassSnapshot = {
+      spec,
+      epochSeen: this.#epochs.get(key) ?? 0,
+      engine,
+      missingDisks,
+      mountSource: await this.#o.consumer.source(spec.mountPath),
     };
-    if (spec.engine === 'Probe')
-      return {
-        conditions: [
-          disks,
-          {
-            type: CONDITIONS.engineReady,
-            status: 'False',
-            reason: 'Probing',
-            message: 'Waiting for the controller to start the engines',
-          },
-        ],
-        stop: true,
-      };
 
-    const secret = await this.#secret(rvr);
-    if (secret === undefined)
-      return {
-        conditions: [
-          disks,
-          {
-            type: CONDITIONS.engineReady,
-            status: 'False',
-            reason: 'SecretMissing',
-            message: `Secret ${spec.secretName} has no ${SECRET_KEY}`,
-          },
-        ],
-        stop: true,
-      };
-    await this.#writeConfig(spec, secret);
-    const ns = rvr.metadata.namespace;
-
-    let engine = await this.#engines.status(res);
-    if (!engine) {
-      const md = await this.#engines.adm(res, 'create-md');
-      if (md.code === 0) log.info({ disk: spec.self.disk, metaDisk: spec.self.metaDisk }, 'Created metadata');
-      const up = await this.#engines.adm(res, 'up');
-      if (up.code !== 0) {
-        const message = [up.stderr.trim(), md.code !== 0 ? `(create-md: ${md.stderr.trim()})` : '']
-          .filter(Boolean)
-          .join(' ');
-        return {
-          conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'EngineFailed', message }],
-          stop: true,
-        };
-      }
-      log.info('Started the engine');
-      engine = await this.#engines.status(res);
-      if (!engine)
-        return {
-          conditions: [
-            disks,
-            {
-              type: CONDITIONS.engineReady,
-              status: 'False',
-              reason: 'EngineFailed',
-              message: 'The engine exited after up',
-            },
-          ],
-          stop: true,
-        };
+    // --- plan ---
+    let plan: Plan = planPass(snapshot);
+    if (plan.needVolume) {
+      const rv = await this.#fencer.readVolume(namespace, spec.volume);
+      plan = planPass({ ...snapshot, volume: rv?.status ?? {} });
+    }
+    if (plan.ignored) {
+      log.warn({ epoch: spec.epoch, seen: snapshot.epochSeen }, 'Ignoring a replica spec from an older epoch');
+      await this.#report(key, rvr, snapshot, log, false);
+      return undefined;
     }
 
-    if (spec.role === 'Primary' && engine.role !== 'Primary') {
-      const force = (spec.initialSync && engine.disk === 'Inconsistent') || spec.forcePrimary;
-      const r = await this.#engines.adm(res, ...(force ? ['--', '--force'] : []), 'primary');
-      if (r.code !== 0)
-        return {
-          conditions: [
-            disks,
-            { type: CONDITIONS.engineReady, status: 'False', reason: 'PromotionRefused', message: r.stderr.trim() },
-          ],
-          stop: true,
-        };
-      log.info({ epoch: spec.epoch, force }, 'Promoted');
-      await this.#event(
-        rvr,
-        spec.forcePrimary ? 'Warning' : 'Normal',
-        'Promoted',
-        `${spec.node} is Primary (epoch ${spec.epoch}${spec.forcePrimary ? ', forced by the operator: writes only the peer had are given up' : force ? ', initial full sync' : ''})`,
-      );
-    } else if (spec.role === 'Primary' && engine.suspended) {
-      // Frozen by fencing and the handler's answer did not thaw it (the API was
-      // unreachable, or the agent was away): fence now, then resume.
-      const outcome = await this.#fencer.fencePeer(ns, spec);
-      if (outcome !== 'fenced') {
-        const message =
-          outcome === 'superseded'
-            ? 'I/O is frozen: this node lost its peer and is no longer the rightful Primary (a newer epoch exists); it will be demoted'
-            : 'I/O is frozen: this node lost its peer and cannot reach the API server to fence it; writes wait until the peer returns or the fence is recorded';
-        return {
-          conditions: [disks, { type: CONDITIONS.engineReady, status: 'False', reason: 'Frozen', message }],
-          stop: true,
-        };
-      }
-      const r = await this.#engines.adm(res, 'resume-io');
-      if (r.code !== 0) throw new Error(`resume-io: ${r.stderr.trim()}`);
-      log.warn({ epoch: spec.epoch }, 'Fenced the peer; resumed I/O');
-    } else if (spec.role === 'Secondary' && engine.role === 'Primary' && engine.suspended) {
-      // Superseded while frozen (the other node was promoted at a newer epoch): the
-      // frozen writes fail, they were never acknowledged; then the consumer goes.
-      const r = await this.#engines.adm(res, '--', '--force', 'secondary');
-      if (r.code !== 0)
-        return {
-          conditions: [
-            disks,
-            { type: CONDITIONS.engineReady, status: 'False', reason: 'DemotionRefused', message: r.stderr.trim() },
-          ],
-          stop: true,
-        };
-      log.warn({ epoch: spec.epoch }, 'Demoted while frozen: the frozen I/O failed');
-      await this.#event(
-        rvr,
-        'Warning',
-        'Superseded',
-        `${spec.node} was Primary but ${spec.peer.node} took over at epoch ${spec.epoch}; its frozen, unacknowledged writes failed and it is Secondary now`,
-      );
-      // The filesystem on the dead device goes in the consumer step, which follows.
-    } else if (spec.role === 'Secondary' && engine.role === 'Primary') {
-      await this.#consumer.release(spec.mountPath, { placeholder: true });
-      const r = await this.#engines.adm(res, 'secondary');
-      if (r.code !== 0)
-        return {
-          conditions: [
-            disks,
-            { type: CONDITIONS.engineReady, status: 'False', reason: 'DemotionRefused', message: r.stderr.trim() },
-          ],
-          stop: true,
-        };
-      log.info({ epoch: spec.epoch }, 'Demoted');
-      await this.#event(rvr, 'Normal', 'Demoted', `${spec.node} is Secondary (epoch ${spec.epoch})`);
-    }
-    await this.#rejoin(rvr, log);
-    return {
-      conditions: [
-        disks,
-        { type: CONDITIONS.engineReady, status: 'True', reason: 'Running', message: `Engine runs as ${spec.role}` },
-      ],
-      mounted: await this.#consumer.mounted(spec.mountPath),
+    // --- act ---
+    this.#epochs.set(key, spec.epoch);
+    const before = this.#acted.get(key);
+    const outcome = await this.#executor.run(rvr, plan, log);
+    const acted: Acted = {
+      generation: rvr.metadata.generation ?? 0,
+      epoch: spec.epoch,
+      conditions: outcome.conditions,
     };
+    this.#acted.set(key, acted);
+    if (outcome.acted) {
+      // What was read is no longer the truth: the next pass reads again and reports.
+      await this.#report(key, rvr, snapshot, log, true, before);
+      return { requeueAfterMs: ACT_AGAIN_MS };
+    }
+
+    // --- report: nothing moved, what was read is still the truth ---
+    await this.#report(key, rvr, snapshot, log, false);
+    return apart(snapshot) ? { requeueAfterMs: APART_HEARTBEAT_MS } : undefined;
   }
 
   /**
-   * Back together without a manual step. StandAlone after a refused connect: the
-   * Primary (the survivor) connects again; a Secondary whose peer is the volume's
-   * Primary at our epoch or later connects with --discard-my-data after a split
-   * brain (it was the old Primary; its blocks are saved to discarded-data-dir). On
-   * the Primary, Connected with an UpToDate peer, a fence on the peer is lifted.
+   * The replica's status: the engine as read, and the generation, epoch and conditions
+   * of the last plan carried out. After acting, only a heartbeat that is overdue is
+   * written (from the read before acting, under the previous acted generation).
    */
-  async #rejoin(rvr: ReplicatedVolumeReplica, log: Logger): Promise<void> {
-    const spec = rvr.spec;
-    const res = spec.resource;
-    const ns = rvr.metadata.namespace;
-    const e = await this.#engines.status(res);
-    if (!e) return;
-    if (e.role === 'Primary' && spec.role === 'Primary') {
-      if (e.cstate === 'StandAlone') {
-        const r = await this.#engines.adm(res, 'connect');
-        log.info({ code: r.code }, 'StandAlone Primary: connecting to the peer again');
-      } else if (e.cstate === 'Connected' && e.peerDisk === 'UpToDate' && e.disk === 'UpToDate' && !e.suspended) {
-        await this.#liftPeerFence(ns, spec);
-      }
-      return;
-    }
-    if (e.role !== 'Secondary' || spec.role !== 'Secondary') return;
-    const apart = e.cstate === 'StandAlone' || e.cstate === 'WFConnection' || e.cstate === 'Unconnected';
-    if (!apart) return;
-    const rv = await this.#fencer.readVolume(ns, spec.volume);
-    if (rv?.status?.fence?.node === spec.node && (e.disk === 'UpToDate' || e.disk === 'Consistent')) {
-      // DRBD's fence-peer outdates the peer: our disk may lack acknowledged writes, so
-      // the engine itself refuses a promotion (a person's `tandemadm primary` included)
-      // until a resync has made it UpToDate again.
-      const r = await this.#engines.adm(res, 'outdate');
-      if (r.code === 0) {
-        log.warn(
-          { fencedBy: rv.status.fence.by, epoch: rv.status.fence.epoch },
-          "Fenced in the API: outdated this node's disk",
-        );
-        await this.#event(
-          rvr,
-          'Warning',
-          'Outdated',
-          `${spec.node}'s disk is Outdated: ${rv.status.fence.by} fenced it at epoch ${rv.status.fence.epoch} (${rv.status.fence.reason})`,
-        );
-      }
-    }
-    if (e.cstate !== 'StandAlone') return;
-    if (rv?.status?.primary !== spec.peer.node || (rv.status.epoch ?? 0) < spec.epoch) return;
-    if (e.lastDecision?.decision.startsWith('split-brain')) {
-      const r = await this.#engines.adm(res, '--', '--discard-my-data', 'connect');
-      log.warn(
-        { code: r.code, epoch: spec.epoch },
-        "Split brain after a failover: discarding this node's changes (they are saved) and resyncing from the Primary",
-      );
-      await this.#event(
-        rvr,
-        'Warning',
-        'DiscardingOwnChanges',
-        `${spec.node} diverged from the Primary ${spec.peer.node} (split brain after a change of Primary, epoch ${spec.epoch}); its own changes are discarded and saved under /var/lib/tandem/discarded/${spec.node}, then it resyncs as SyncTarget`,
-      );
-    } else {
-      const r = await this.#engines.adm(res, 'connect');
-      log.info({ code: r.code }, 'StandAlone Secondary: connecting to the Primary again');
-    }
-  }
-
-  /** On the Primary: filesystem (once) and mount. Runs only after the engine step succeeded. */
-  async #convergeConsumer(rvr: ReplicatedVolumeReplica, log: Logger): Promise<Outcome | undefined> {
-    const spec = rvr.spec;
-    const res = spec.resource;
-    if (spec.role === 'Primary' && spec.filesystem && spec.mountPath) {
-      const attach = (await this.#engines.status(res))?.attach;
-      if (!attach?.device) {
-        const why = attach?.lastError ?? attach?.reason ?? 'the engine reports no attached device';
-        return {
-          conditions: [
-            {
-              type: CONDITIONS.mounted,
-              status: 'False',
-              reason: 'NoDevice',
-              message: `No block device for the Primary's export: ${why}`,
-            },
-          ],
-          mounted: false,
-        };
-      }
-      const m = await this.#consumer.ensure(attach.device, spec.filesystem, spec.mountPath);
-      if (m.created) {
-        log.info({ device: attach.device, filesystem: spec.filesystem }, 'Created filesystem');
-        await this.#event(
-          rvr,
-          'Normal',
-          'FilesystemCreated',
-          `mkfs.${spec.filesystem} on ${attach.device} (the volume was blank)`,
-        );
-      }
-      return {
-        conditions: [
-          {
-            type: CONDITIONS.mounted,
-            status: 'True',
-            reason: 'Mounted',
-            message: `${attach.device} (${spec.filesystem}) on ${spec.mountPath}`,
-          },
-        ],
-        mounted: true,
-      };
-    }
-    let mounted = await this.#consumer.mounted(spec.mountPath);
-    const engine = await this.#engines.status(res);
-    if (engine?.role !== 'Primary') {
-      if (spec.mountPath) {
-        // Not Primary: the mount path holds a read-only placeholder. A filesystem left
-        // mounted by a forced demotion (a superseded Primary whose application still held
-        // files; its I/O fails) goes as soon as it is free, every pass, never lazily: a
-        // process reopening a path would write into the directory underneath.
-        try {
-          await this.#consumer.release(spec.mountPath, { placeholder: true });
-          if (mounted) log.info({ mountPath: spec.mountPath }, 'Unmounted the filesystem left on this Secondary');
-          mounted = false;
-        } catch (err) {
-          return {
-            conditions: [
-              {
-                type: CONDITIONS.mounted,
-                status: 'False',
-                reason: 'StaleMount',
-                message: `${spec.mountPath} is still mounted on this Secondary and in use; every I/O on it fails; it is unmounted as soon as nothing holds it (${describeError(err).message})`,
-              },
-            ],
-            mounted,
-          };
-        }
-      }
-      // A Secondary still holding a block device (left by a forced demotion): let it go.
-      if (engine?.attach?.device) await this.#engines.adm(res, 'secondary');
-    }
-    return {
-      conditions: [
-        {
-          type: CONDITIONS.mounted,
-          status: 'False',
-          reason: spec.mountPath ? 'NotPrimary' : 'NoMountPath',
-          message: spec.mountPath
-            ? 'Mounted only on the Primary; here the mount path holds a read-only placeholder'
-            : 'spec.mountPath is not set',
-        },
-      ],
-      mounted,
-    };
-  }
-
-  /** The peer secret, read at most once a minute per Secret (the loop runs every few seconds). */
-  async #secret(rvr: ReplicatedVolumeReplica): Promise<string | undefined> {
-    const key = `${rvr.metadata.namespace}/${rvr.spec.secretName}`;
-    const cached = this.#secrets.get(key);
-    if (cached && Date.now() - cached.at < 60_000) return cached.value;
-    let value: string | undefined;
-    try {
-      const s = await this.#core.readNamespacedSecret({ name: rvr.spec.secretName, namespace: rvr.metadata.namespace });
-      const v = s.data?.[SECRET_KEY];
-      value = v ? Buffer.from(v, 'base64').toString('utf8') : undefined;
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-    }
-    if (value !== undefined) this.#secrets.set(key, { value, at: Date.now() });
-    return value;
-  }
-
-  async #writeConfig(spec: ReplicatedVolumeReplicaSpec, secret: string): Promise<void> {
-    const path = this.#engines.configPath(spec.resource);
-    const text = renderConfig(spec, secret, { command: this.#fenceCommand });
-    // The epoch is in the header comment only; rewriting for it alone is harmless.
-    if ((await readFile(path, 'utf8').catch(() => '')) !== text) await writeFile(path, text, { mode: 0o600 });
-  }
-
   async #report(
+    key: string,
     rvr: ReplicatedVolumeReplica,
-    e: EngineStatusView | undefined,
-    outcome: Outcome,
+    snap: PassSnapshot,
     log: Logger,
+    afterActing: boolean,
+    before?: Acted,
   ): Promise<void> {
-    const key = `${rvr.metadata.namespace}/${rvr.metadata.name}`;
-    const now = this.#o.now();
-    let conditions: Condition[] = rvr.status?.conditions ?? [];
-    const split = e ? splitBrainCondition(e) : undefined;
-    for (const c of [...outcome.conditions, ...(split ? [split] : [])])
-      conditions = setCondition(conditions, { ...c, observedGeneration: rvr.metadata.generation ?? 0 }, now);
+    const now = this.#clock.now();
+    const last = this.#reported.get(key);
+    if (afterActing && last && now.getTime() - last.at < HEARTBEAT_MS * 2) return;
+    const acted: Acted = (afterActing ? before : this.#acted.get(key)) ?? {
+      generation: rvr.status?.observedGeneration ?? 0,
+      epoch: rvr.status?.epoch ?? 0,
+      conditions: [],
+    };
+    const conditions = new Conditions(rvr.status?.conditions, acted.generation, now);
+    for (const c of acted.conditions) conditions.set(c);
+    const e = snap.engine;
     const status: ReplicatedVolumeReplicaStatus = {
       role: e?.role ?? 'Unconfigured',
       ...(e
@@ -687,88 +292,48 @@ export class NodeAgent {
             counters: e.counters,
           }
         : {}),
-      epoch: rvr.spec.epoch,
-      mounted: outcome.mounted ?? false,
-      conditions,
-      observedGeneration: rvr.metadata.generation ?? 0,
+      epoch: acted.epoch,
+      mounted: snap.mountSource !== undefined && snap.mountSource !== PLACEHOLDER_SOURCE,
+      conditions: conditions.list,
+      observedGeneration: acted.generation,
     };
     // Counters move with every write; they alone do not make a report due before the heartbeat.
     const json = canonicalJson({ ...status, counters: undefined });
-    const last = this.#reported.get(key);
-    if (last && last.json === json && now.getTime() - last.at < HEARTBEAT_MS - 500) return;
+    const every = apart(snap) ? APART_HEARTBEAT_MS : HEARTBEAT_MS;
+    if (last && last.json === json && now.getTime() - last.at < every - Math.min(500, every / 4)) return;
     // A merge patch keeps fields it does not name: name every field, null for "gone".
     const body: Record<string, unknown> = Object.fromEntries(
       Object.keys(ReplicatedVolumeReplicaStatus.shape).map((k) => [k, null]),
     );
-    Object.assign(body, status, { lastHeartbeatTime: now.toISOString().replace(/\.\d+Z$/, 'Z') });
-    try {
-      await this.#custom.patchNamespacedCustomObjectStatus(
-        { ...replicaApi, namespace: rvr.metadata.namespace, name: rvr.metadata.name, body: { status: body } },
-        mergePatch,
-      );
+    // Milliseconds: the controller compares heartbeat ages with thresholds of a few seconds.
+    Object.assign(body, status, { lastHeartbeatTime: now.toISOString() });
+    if (await this.#o.api.reportStatus(rvr.metadata.namespace, rvr.metadata.name, body)) {
       if (last?.json !== json)
         log.debug({ role: status.role, cstate: status.connectionState, disk: status.diskState }, 'Reported status');
       this.#reported.set(key, { json, at: now.getTime() });
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
     }
-  }
-
-  async #event(
-    rvr: ReplicatedVolumeReplica,
-    type: 'Normal' | 'Warning',
-    reason: string,
-    message: string,
-  ): Promise<void> {
-    await recordEvent(
-      this.#core,
-      FIELD_MANAGERS.agent,
-      this.#o.node,
-      { kind: KINDS.replica.kind, name: rvr.metadata.name, namespace: rvr.metadata.namespace, uid: rvr.metadata.uid },
-      { type, reason, message },
-    ).catch((err: unknown) => this.#o.log.warn({ error: describeError(err) }, 'Could not record event'));
   }
 
   /** Engines of this node that no replica names any more: their volume is gone. */
-  async #downOrphans(): Promise<void> {
-    if (!this.#informer.synced) return;
-    const wanted = new Set(this.#informer.list().map((r) => (r as { spec?: { resource?: string } }).spec?.resource));
-    for (const res of await this.#engines.resources()) {
-      if (wanted.has(res) || !(await this.#engines.status(res))) continue;
+  async #downOrphans(): Promise<WorkResult> {
+    if (!this.#cache.synced) return undefined;
+    const wanted = new Set(this.#cache.list().map((r) => (r as { spec?: { resource?: string } }).spec?.resource));
+    for (const res of await this.#o.engines.resources()) {
+      if (wanted.has(res) || !(await this.#o.engines.status(res))) continue;
       this.#o.log.info({ resource: res }, 'Taking down an engine no replica names');
-      await this.#engines.adm(res, 'down');
+      await this.#o.engines.adm(res, 'down');
     }
+    return undefined;
   }
 }
 
-/**
- * SplitBrain from the engine's last connect decision: True while the pair stays apart
- * (StandAlone, DRBD's answer when no after-sb policy resolved it), False once connected.
- */
-export function splitBrainCondition(e: EngineStatusView): ConditionInput | undefined {
-  const d = e.lastDecision;
-  if (!d?.decision.startsWith('split-brain'))
-    return {
-      type: CONDITIONS.splitBrain,
-      status: 'False',
-      reason: 'NoSplitBrain',
-      message: 'The generation identifiers agreed at the last connect',
-    };
-  if (e.cstate === 'StandAlone') {
-    return {
-      type: CONDITIONS.splitBrain,
-      status: 'True',
-      reason: 'SplitBrain',
-      message: `Split brain detected (${d.rule}); the pair stays StandAlone until resolved: tandemadm -- --discard-my-data connect on the victim`,
-    };
-  }
-  const saved = e.discardedBlocksSavedTo
-    ? `; this node's own diverged blocks were saved to ${e.discardedBlocksSavedTo}`
-    : '';
-  return {
-    type: CONDITIONS.splitBrain,
-    status: 'False',
-    reason: 'Resolved',
-    message: `Split brain resolved at connect: ${d.rule}${saved}`,
-  };
+const TOGETHER = new Set(['Connected', 'SyncSource', 'SyncTarget', 'PausedSyncS', 'PausedSyncT', 'VerifyS', 'VerifyT']);
+
+/** A running engine of a started volume that is not with its peer. */
+function apart(s: PassSnapshot): boolean {
+  return s.spec.engine === 'Up' && s.engine !== undefined && !TOGETHER.has(s.engine.cstate);
+}
+
+function keyOf(r: ReplicatedVolumeReplica): string {
+  return `${r.metadata.namespace}/${r.metadata.name}`;
 }

@@ -159,6 +159,16 @@ export class Consumer {
     }
   }
 
+  /** The source mounted topmost at the path (TOMBSTONE for the placeholder), undefined when nothing is. */
+  async source(hostMountPath: string | undefined): Promise<string | undefined> {
+    if (hostMountPath === undefined) return undefined;
+    return (await mountPoints()).get(this.#onHost(hostMountPath));
+  }
+
+  exists(path: string): Promise<boolean> {
+    return exists(path);
+  }
+
   /** The volume's filesystem is mounted there (the placeholder does not count). */
   async mounted(hostMountPath: string | undefined): Promise<boolean> {
     if (hostMountPath === undefined) return false;

@@ -18,11 +18,11 @@
 // considered, so the fence is always written after the last lift.
 import { createServer, type Server } from 'node:net';
 import { rm } from 'node:fs/promises';
-import type * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { ReplicatedVolume, type Fence } from '../api/replicated-volume.ts';
+import type { Fence, ReplicatedVolume, ReplicatedVolumeStatus } from '../api/replicated-volume.ts';
 import type { ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
-import { describeError, isConflict, isNotFound, mergePatch, volumeApi } from '../controller/runtime/kube.ts';
+import { type Clock, metaTime, sleep, systemClock, withTimeout } from '../runtime/clock.ts';
+import { describeError, isConflict } from '../runtime/kube.ts';
 
 export type FenceOutcome = 'fenced' | 'superseded' | 'unreachable';
 export const FENCE_EXIT: Record<FenceOutcome, number> = { fenced: 4, superseded: 6, unreachable: 1 };
@@ -30,24 +30,76 @@ export const FENCE_EXIT: Record<FenceOutcome, number> = { fenced: 4, superseded:
 /** How long one fence attempt keeps trying the API before the engine is told to stay frozen. */
 export const FENCE_DEADLINE_MS = 15_000;
 
+/** The volume reads and conditional status writes the fencer needs. */
+export interface FenceApi {
+  readVolume(namespace: string, name: string): Promise<ReplicatedVolume | undefined>;
+  /** Merge patch of status fields, conditional on rv.metadata.resourceVersion (409 if it moved). */
+  patchVolumeStatus(rv: ReplicatedVolume, status: { fence: Fence | null }): Promise<void>;
+}
+
+export type FenceDecision =
+  | { kind: 'fenced' }
+  | { kind: 'superseded'; primary: string | undefined; epoch: number | undefined }
+  | { kind: 'write'; fence: Fence };
+
+/**
+ * Should `node`, Primary by `spec`, fence its peer now? Only while the volume's
+ * status still names it the Primary at its epoch or an older one: otherwise it has
+ * been superseded (the peer was promoted) and must stay frozen until demoted.
+ */
+export function decideFence(
+  st: ReplicatedVolumeStatus | undefined,
+  spec: ReplicatedVolumeReplicaSpec,
+  node: string,
+  now: Date,
+): FenceDecision {
+  const s = st ?? {};
+  // Recorded already, and under the lock no lift can be in flight: the peer stays fenced.
+  if (s.primary === node && (s.epoch ?? 0) <= spec.epoch && s.fence?.node === spec.peer.node) return { kind: 'fenced' };
+  if (s.primary !== node || (s.epoch ?? 0) > spec.epoch)
+    return { kind: 'superseded', primary: s.primary, epoch: s.epoch };
+  return {
+    kind: 'write',
+    fence: {
+      node: spec.peer.node,
+      epoch: s.epoch ?? spec.epoch,
+      by: node,
+      time: metaTime(now),
+      reason: `${node} lost its peer and writes on without it`,
+    },
+  };
+}
+
+/** May `node`'s agent lift the fence on its peer? Only its own volume's Primary, at the volume's epoch. */
+export function mayLiftFence(
+  st: ReplicatedVolumeStatus | undefined,
+  spec: ReplicatedVolumeReplicaSpec,
+  node: string,
+): boolean {
+  return st?.fence?.node === spec.peer.node && st.primary === node && (st.epoch ?? 0) === spec.epoch;
+}
+
 export class Fencer {
-  readonly #custom: k8s.CustomObjectsApi;
+  readonly #api: FenceApi;
   readonly #node: string;
   readonly #log: Logger;
+  readonly #clock: Clock;
   readonly #locks = new Map<string, Promise<unknown>>();
 
   readonly #onChange: (what: 'fenced' | 'lifted', rv: ReplicatedVolume, fence: Fence) => Promise<void>;
 
   constructor(o: {
-    custom: k8s.CustomObjectsApi;
+    api: FenceApi;
     node: string;
     log: Logger;
+    clock?: Clock;
     onChange?: (what: 'fenced' | 'lifted', rv: ReplicatedVolume, fence: Fence) => Promise<void>;
   }) {
-    this.#custom = o.custom;
+    this.#api = o.api;
     this.#onChange = o.onChange ?? (async () => undefined);
     this.#node = o.node;
     this.#log = o.log;
+    this.#clock = o.clock ?? systemClock;
   }
 
   /** Runs fn after every earlier fence/lift of the same resource. */
@@ -62,17 +114,8 @@ export class Fencer {
     return next;
   }
 
-  async readVolume(namespace: string, name: string, timeoutMs = 5_000): Promise<ReplicatedVolume | undefined> {
-    try {
-      const raw = await withTimeout(
-        this.#custom.getNamespacedCustomObject({ ...volumeApi, namespace, name }),
-        timeoutMs,
-      );
-      return ReplicatedVolume.parse(raw);
-    } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    }
+  readVolume(namespace: string, name: string, timeoutMs = 5_000): Promise<ReplicatedVolume | undefined> {
+    return withTimeout(this.#clock, this.#api.readVolume(namespace, name), timeoutMs, 'the API');
   }
 
   /** Records "the peer is Outdated" before this Primary acknowledges a write without it. */
@@ -82,56 +125,35 @@ export class Fencer {
     deadlineMs = FENCE_DEADLINE_MS,
   ): Promise<FenceOutcome> {
     return this.#serial(spec.resource, async () => {
-      const deadline = Date.now() + deadlineMs;
+      const deadline = this.#clock.now().getTime() + deadlineMs;
       const log = this.#log.child({ resource: spec.resource, peer: spec.peer.node });
       for (let attempt = 1; ; attempt++) {
         try {
           const rv = await this.readVolume(namespace, spec.volume);
           if (!rv) return 'superseded';
-          const st = rv.status ?? {};
-          if (st.primary === this.#node && (st.epoch ?? 0) <= spec.epoch && st.fence?.node === spec.peer.node) {
-            // Recorded already, and under the lock no lift can be in flight: the peer stays fenced.
-            return 'fenced';
-          }
-          if (st.primary !== this.#node || (st.epoch ?? 0) > spec.epoch) {
+          const d = decideFence(rv.status, spec, this.#node, this.#clock.now());
+          if (d.kind === 'fenced') return 'fenced';
+          if (d.kind === 'superseded') {
             log.error(
-              { primary: st.primary, epoch: st.epoch, ours: spec.epoch },
+              { primary: d.primary, epoch: d.epoch, ours: spec.epoch },
               'Not fencing: this node is no longer the rightful Primary; I/O stays frozen',
             );
             return 'superseded';
           }
-          const fence: Fence = {
-            node: spec.peer.node,
-            epoch: st.epoch ?? spec.epoch,
-            by: this.#node,
-            time: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
-            reason: `${this.#node} lost its peer and writes on without it`,
-          };
-          await withTimeout(
-            this.#custom.patchNamespacedCustomObjectStatus(
-              {
-                ...volumeApi,
-                namespace,
-                name: spec.volume,
-                body: { metadata: { resourceVersion: rv.metadata.resourceVersion }, status: { fence } },
-              },
-              mergePatch,
-            ),
-            5_000,
-          );
-          log.warn({ epoch: fence.epoch, attempt }, 'Fenced the peer in the API');
-          await this.#onChange('fenced', rv, fence).catch(() => undefined);
+          await withTimeout(this.#clock, this.#api.patchVolumeStatus(rv, { fence: d.fence }), 5_000, 'the API');
+          log.warn({ epoch: d.fence.epoch, attempt }, 'Fenced the peer in the API');
+          await this.#onChange('fenced', rv, d.fence).catch(() => undefined);
           return 'fenced';
         } catch (err) {
           if (isConflict(err)) continue; // the volume moved: read again
-          if (Date.now() >= deadline) {
+          if (this.#clock.now().getTime() >= deadline) {
             log.error(
               { error: describeError(err), attempt },
               'Could not reach the API to fence the peer; I/O stays frozen',
             );
             return 'unreachable';
           }
-          await new Promise((r) => setTimeout(r, 300));
+          await sleep(this.#clock, 300);
         }
       }
     });
@@ -145,42 +167,20 @@ export class Fencer {
   liftFence(namespace: string, spec: ReplicatedVolumeReplicaSpec, stillTrue: () => Promise<boolean>): Promise<boolean> {
     return this.#serial(spec.resource, async () => {
       const rv = await this.readVolume(namespace, spec.volume);
-      const st = rv?.status;
-      if (!rv || st?.fence?.node !== spec.peer.node || st.primary !== this.#node || (st.epoch ?? 0) !== spec.epoch)
-        return false;
+      if (!rv || !mayLiftFence(rv.status, spec, this.#node)) return false;
+      const fence = rv.status!.fence!;
       if (!(await stillTrue())) return false;
       try {
-        await withTimeout(
-          this.#custom.patchNamespacedCustomObjectStatus(
-            {
-              ...volumeApi,
-              namespace,
-              name: spec.volume,
-              body: { metadata: { resourceVersion: rv.metadata.resourceVersion }, status: { fence: null } },
-            },
-            mergePatch,
-          ),
-          5_000,
-        );
+        await withTimeout(this.#clock, this.#api.patchVolumeStatus(rv, { fence: null }), 5_000, 'the API');
       } catch (err) {
         if (isConflict(err)) return false; // look again next time
         throw err;
       }
       this.#log.info({ resource: spec.resource, peer: spec.peer.node }, 'The peer is UpToDate again; lifted its fence');
-      await this.#onChange('lifted', rv, st.fence).catch(() => undefined);
+      await this.#onChange('lifted', rv, fence).catch(() => undefined);
       return true;
     });
   }
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p,
-    new Promise<never>((_r, reject) => {
-      timer = setTimeout(() => reject(new Error(`the API did not answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }
 
 export type FenceAction = 'fence' | 'unfence' | 'rejoin';

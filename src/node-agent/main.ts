@@ -8,11 +8,24 @@
 import { writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
 import pino from 'pino';
-import { startHealthServer } from '../controller/runtime/http.ts';
+import { KINDS, LABELS } from '../api/names.ts';
+import { startHealthServer } from '../runtime/http.ts';
+import { SupervisedInformer } from '../runtime/informer.ts';
+import { collectionPath, listCustom } from '../runtime/kube.ts';
 import { NodeAgent } from './agent.ts';
+import { KubeAgentApi } from './agent-api.ts';
+import { FileConfigStore } from './config-store.ts';
+import { Consumer } from './consumer.ts';
+import { EngineClient } from './engine-client.ts';
+import { serveFenceRequests } from './fence.ts';
 import { agentMetrics } from './metrics.ts';
+import { fenceHandlerCommand } from './render-config.ts';
+
+const FENCE_SCRIPT = fileURLToPath(new URL('../../bin/tandem-fence-peer.js', import.meta.url));
 
 function flag(argv: string[], name: string, fallback: string): string {
   const i = argv.indexOf(name);
@@ -29,18 +42,41 @@ export async function main(argv: string[]): Promise<void> {
   const kc = new k8s.KubeConfig();
   kc.loadFromDefault();
   const metrics = agentMetrics(node);
-  const agent = new NodeAgent({ kc, node, runDir, log, metrics, hostRoot: flag(argv, '--host-root', '') });
+  const engines = new EngineClient({ runDir, node });
+  const fenceSocket = join(runDir, 'agent.sock');
+  const custom = kc.makeApiClient(k8s.CustomObjectsApi);
+  const selector = `${LABELS.node}=${node}`;
+  const agent = new NodeAgent({
+    node,
+    log,
+    api: new KubeAgentApi(kc, node),
+    engines,
+    config: new FileConfigStore(engines, fenceHandlerCommand(process.execPath, FENCE_SCRIPT, fenceSocket)),
+    consumer: new Consumer({ hostRoot: flag(argv, '--host-root', '') }),
+    observe: (resource, e) => metrics.observe(resource, e),
+    replicas: (handlers) =>
+      new SupervisedInformer<k8s.KubernetesObject>({
+        kc,
+        log,
+        path: collectionPath(KINDS.replica.plural),
+        labelSelector: selector,
+        list: listCustom(custom, KINDS.replica.plural, selector),
+        ...handlers,
+      }),
+  });
   const server = await startHealthServer({
     port: Number(flag(argv, '--metrics-port', '9942')),
     registry: metrics.registry,
     ready: () => agent.synced,
   });
+  const fenceServer = await serveFenceRequests(fenceSocket, (res, action) => agent.handle(res, action), log);
   let stopping = false;
   const stop = async (why: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
     log.info({ why }, 'Shutting down; engines keep running');
     await agent.stop();
+    await new Promise<void>((r) => fenceServer.close(() => r()));
     await server.close();
     process.exit(0);
   };

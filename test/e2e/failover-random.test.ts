@@ -13,6 +13,7 @@ import { external, kubectl, useCluster } from './lib/cluster.ts';
 import { eventually } from './lib/eventually.ts';
 import { cutLink, healEverything, healLink, nodeAction, RecordWriter, recordsOn } from './lib/failover.ts';
 import { execInNode } from './lib/nodes.ts';
+import { watchRoles } from './lib/role-watch.ts';
 import { deploy, freshDisks, getRv, readyCondition, tearDown, waitReady } from './lib/volumes.ts';
 
 const rounds = Number(process.env.TANDEM_FAILOVER_ROUNDS ?? 20);
@@ -58,10 +59,13 @@ async function mountedOn(node: string): Promise<void> {
 
 describeLocal(`randomized faults under a write stream (${rounds} rounds, seed ${seed})`, () => {
   let port: number | undefined;
+  // Every role change has a recorded cause (checked at the end of the run, after the invariants below).
+  const roles = watchRoles(ns);
 
   beforeAll(async () => {
     await deploy('deploy');
     await kubectl(['create', 'namespace', ns]);
+    await roles.start();
     await freshDisks([mount]);
     await kubectl(['apply', '-f', '-'], {
       input: JSON.stringify({
@@ -214,5 +218,9 @@ describeLocal(`randomized faults under a write stream (${rounds} rounds, seed ${
         `${acks.length} records acknowledged by ${writers.length} writers, ${missing.length} missing; ${overlaps.length} overlaps`,
     );
     expect({ missing: missing.slice(0, 20), overlaps }).toEqual({ missing: [], overlaps: [] });
+    await roles.check();
+    console.log(
+      `role changes: ${roles.audit.changes.map((c) => `${c.from ?? '-'}->${c.to}@${c.epoch} ${c.reason}`).join(', ')}`,
+    );
   });
 });

@@ -26,6 +26,7 @@ import {
   type Ack,
 } from './lib/failover.ts';
 import { execInNode } from './lib/nodes.ts';
+import { watchRoles } from './lib/role-watch.ts';
 import { deploy, eventReasons, freshDisks, getRv, readyCondition, tearDown, waitReady } from './lib/volumes.ts';
 
 jest.setTimeout(300_000);
@@ -74,9 +75,13 @@ async function expectAllOn(node: string, acks: readonly Ack[]): Promise<void> {
 }
 
 describeLocal('automatic failover on the local control plane', () => {
+  // Every role change has a recorded cause: a failover, the force annotation, never none.
+  const roles = watchRoles(ns);
+
   beforeAll(async () => {
     await deploy('deploy');
     await kubectl(['create', 'namespace', ns]);
+    await roles.start();
     await freshDisks([mount]);
     await kubectl(['apply', '-f', '-'], { input: volume('db') });
     await waitReady(ns, 'db', 'master', 180_000);
@@ -86,6 +91,7 @@ describeLocal('automatic failover on the local control plane', () => {
 
   afterEach(async () => {
     await healEverything(nodes, port);
+    await roles.check();
   }, 120_000);
 
   afterAll(async () => {
@@ -123,10 +129,16 @@ describeLocal('automatic failover on the local control plane', () => {
     expect(tWrite - notReady.at).toBeLessThan(10_000);
     expect(rv.status?.epoch).toBe((before.status?.epoch ?? 0) + 1);
     expect(rv.status?.lastFailover).toMatchObject({ from: 'master', to: 'backup', epoch: rv.status?.epoch });
+    expect(rv.status?.lastRoleChange).toMatchObject({
+      from: 'master',
+      to: 'backup',
+      epoch: rv.status?.epoch,
+      reason: 'Failover',
+    });
     expect(rv.status?.fence).toMatchObject({ node: 'master', by: 'tandem-controller' });
     await expectAllOn('backup', writer.acks);
     const reasons = await eventReasons(ns, 'db');
-    expect(reasons).toEqual(expect.arrayContaining(['FailedOver', 'Fenced', 'Promoted']));
+    expect(reasons).toEqual(expect.arrayContaining(['FailedOver', 'Fenced', 'Promoted', 'RoleChanged']));
 
     // The old node boots again: it rejoins as Secondary and resyncs, no manual step, no fail-back.
     await nodeAction('start', 'master');
@@ -309,6 +321,7 @@ describeLocal('automatic failover on the local control plane', () => {
     );
     expect(forced.status?.primary).toBe('backup');
     expect(forced.status?.lastFailover).toMatchObject({ from: 'master', to: 'backup' });
+    expect(forced.status?.lastRoleChange).toMatchObject({ from: 'master', to: 'backup', reason: 'ForcePrimary' });
     expect(await eventReasons(ns, 'slow')).toContain('FailedOver');
     await nodeAction('start', 'master');
     await deploy('start-agent', 'master');

@@ -12,6 +12,7 @@ import { repoRoot } from './harness/paths.ts';
 import { expectApiError, external, helm, kubectl, useCluster } from './lib/cluster.ts';
 import { eventually } from './lib/eventually.ts';
 import { execInNode, exited, spawnInNode } from './lib/nodes.ts';
+import { watchRoles } from './lib/role-watch.ts';
 import {
   deploy,
   freshDisks,
@@ -34,9 +35,14 @@ async function engineFiles(node: string): Promise<string> {
 }
 
 describeLocal('the operator on the local control plane', () => {
+  // Every role change in the suite's namespace has a recorded cause (checked after each test).
+  const roles = watchRoles(ns);
+  afterEach(() => roles.check(), 30_000);
+
   beforeAll(async () => {
     await deploy('deploy');
     await kubectl(['create', 'namespace', ns]);
+    await roles.start();
   }, 180_000);
 
   afterAll(async () => {
@@ -78,6 +84,9 @@ describeLocal('the operator on the local control plane', () => {
     expect(await can('tandem-node-agent', 'update', 'replicatedvolumes.tandem.dev/status')).toBe('no');
     expect(await can('tandem-node-agent', 'list', 'secrets')).toBe('no');
     expect(await can('tandem-controller', 'delete', 'replicatedvolumes.tandem.dev')).toBe('no');
+    // Replica specs are written conditional on the resourceVersion read: create and update, no patch.
+    expect(await can('tandem-controller', 'update', 'replicatedvolumereplicas.tandem.dev')).toBe('yes');
+    expect(await can('tandem-controller', 'patch', 'replicatedvolumereplicas.tandem.dev')).toBe('no');
     expect(await can('tandem-controller', 'list', 'secrets')).toBe('no');
   });
 
@@ -241,6 +250,7 @@ describeLocal('the operator on the local control plane', () => {
       const rv = await waitReady('mysql', 'master');
       console.log(`mysql Ready after ${((Date.now() - t0) / 1000).toFixed(1)} s (initial full sync of 1 GiB included)`);
       expect(rv.status?.epoch).toBe(1);
+      expect(rv.status?.lastRoleChange).toMatchObject({ to: 'master', epoch: 1, reason: 'InitialPlacement' });
       expect(rv.metadata.finalizers).toContain('tandem.dev/replicated-volume');
       const table = (await kubectl(['get', 'rv', 'mysql', '-n', ns])).stdout;
       expect(table).toMatch(/^NAME\s+PRIMARY\s+PROTOCOL\s+CONNECTION\s+DISKS\s+SYNC\s+READY\s+AGE/);
@@ -280,6 +290,12 @@ describeLocal('the operator on the local control plane', () => {
       await kubectl(['patch', 'rv', 'mysql', '-n', ns, '--type=merge', '-p', '{"spec":{"primary":"backup"}}']);
       const rv = await waitReady('mysql', 'backup', 60_000);
       expect(rv.status?.epoch).toBe(2);
+      expect(rv.status?.lastRoleChange).toMatchObject({
+        from: 'master',
+        to: 'backup',
+        epoch: 2,
+        reason: 'PreferredPrimary',
+      });
       // The volume's filesystem left master; an empty read-only placeholder keeps its place.
       expect(
         (
@@ -321,6 +337,12 @@ describeLocal('the operator on the local control plane', () => {
       await deploy('start-agent', 'backup');
       const rv = await waitReady('mysql', 'backup', 60_000);
       expect(rv.status?.epoch).toBe(2); // nothing changed hands
+      expect(rv.status?.lastRoleChange).toMatchObject({
+        from: 'master',
+        to: 'backup',
+        epoch: 2,
+        reason: 'PreferredPrimary',
+      });
       // Heartbeats are fresh again: the new agents re-attached to the running engines.
       const rvr = JSON.parse((await kubectl(['get', 'rvr', 'mysql-backup', '-n', ns, '-o', 'json'])).stdout) as {
         status: { lastHeartbeatTime: string; role: string };

@@ -31,12 +31,16 @@ const fresh = (node: string) => ({
 });
 
 test('each replica gets itself and its peer, the port, the epoch and the volume options in engine units', () => {
+  // master chosen at epoch 1 and backup Secondary at epoch 1: the initial sync's order.
   const roles = decideRoles({
     nodes: ['master', 'backup'],
     preferred: undefined,
-    chosen: undefined,
-    epoch: 0,
-    observed: [fresh('master'), fresh('backup')],
+    chosen: 'master',
+    epoch: 1,
+    observed: [
+      { ...fresh('master'), epoch: 1 },
+      { ...fresh('backup'), epoch: 1 },
+    ],
   });
   const [m, b] = desiredReplicaSpecs(rv, placed, 7790, roles, 'Up');
   expect(m).toMatchObject({

@@ -14,13 +14,26 @@ const up = (node: string, role = 'Secondary', disk = 'UpToDate', cs = 'Connected
   diskState: disk,
   currentUuid: 'A1B2C3D4E5F60708',
 });
+const NOW = new Date('2026-11-25T12:00:00Z');
+/**
+ * Reports without an epoch are taken as reports on the input's epoch (the agent has
+ * carried out its order), and without a heartbeat as one a second old.
+ */
 const input = (o: Partial<RolesInput>): RolesInput => ({
   nodes: ['master', 'backup'],
   preferred: undefined,
   chosen: undefined,
   epoch: 0,
-  observed: [],
+  now: NOW,
   ...o,
+  observed: (o.observed ?? []).map((r) => ({
+    epoch: o.epoch ?? 0,
+    lastHeartbeatTime: new Date((o.now ?? NOW).getTime() - 1000).toISOString(),
+    ...r,
+  })),
+});
+const ordered = (role: 'Primary' | 'Secondary', epoch: number, initialSync = false) => ({
+  ordered: { role, initialSync, epoch },
 });
 
 test.each<
@@ -38,7 +51,7 @@ test.each<
   ]
 >([
   [
-    'no agent has reported yet: nobody is promoted',
+    'no agent has reported yet: nobody is chosen',
     {},
     { primary: undefined, epoch: 0, reason: 'WaitingForAgents', master: 'Secondary', backup: 'Secondary' },
   ],
@@ -48,8 +61,13 @@ test.each<
     { primary: undefined, epoch: 0, reason: 'WaitingForConnection', master: 'Secondary', backup: 'Secondary' },
   ],
   [
-    'a fresh connected pair: initial sync from the first replica',
+    'a fresh connected pair: the first replica is chosen (epoch 1); no order before backup has carried out epoch 1',
     { observed: [fresh('master'), fresh('backup')] },
+    { primary: 'master', epoch: 1, reason: 'InitialSync', master: 'Secondary', backup: 'Secondary' },
+  ],
+  [
+    'then, backup Secondary at epoch 1: master is promoted for the initial sync',
+    { chosen: 'master', epoch: 1, observed: [fresh('master'), fresh('backup')] },
     {
       primary: 'master',
       epoch: 1,
@@ -60,16 +78,9 @@ test.each<
     },
   ],
   [
-    'a fresh connected pair: initial sync from the preferred node',
+    'a fresh connected pair: the preferred node is chosen',
     { preferred: 'backup', observed: [fresh('master'), fresh('backup')] },
-    {
-      primary: 'backup',
-      epoch: 1,
-      reason: 'InitialSync',
-      master: 'Secondary',
-      backup: 'Primary',
-      initialSync: 'backup',
-    },
+    { primary: 'backup', epoch: 1, reason: 'InitialSync', master: 'Secondary', backup: 'Secondary' },
   ],
   [
     'only one side fresh (the other has history): never forced',
@@ -77,19 +88,24 @@ test.each<
     { primary: undefined, epoch: 0, reason: 'WaitingForUpToDate', master: 'Secondary', backup: 'Secondary' },
   ],
   [
-    'UpToDate preferred node is promoted',
+    'the UpToDate preferred node is chosen',
     { preferred: 'master', observed: [up('master'), up('backup')] },
-    { primary: 'master', epoch: 1, reason: 'Promoting', master: 'Primary', backup: 'Secondary' },
+    { primary: 'master', epoch: 1, reason: 'Promoting', master: 'Secondary', backup: 'Secondary' },
   ],
   [
-    'no preference: the node with UpToDate data',
+    'no preference: the node with UpToDate data is chosen',
     { observed: [up('master', 'Secondary', 'Inconsistent', 'SyncTarget'), up('backup')] },
-    { primary: 'backup', epoch: 1, reason: 'Promoting', master: 'Secondary', backup: 'Primary' },
+    { primary: 'backup', epoch: 1, reason: 'Promoting', master: 'Secondary', backup: 'Secondary' },
   ],
   [
-    'a preferred node that is still SyncTarget is not promoted, and the other is not either',
+    'a preferred node that is still SyncTarget is waited for, the other is not chosen instead',
     { preferred: 'master', observed: [up('master', 'Secondary', 'Inconsistent', 'SyncTarget'), up('backup')] },
     { primary: undefined, epoch: 0, reason: 'WaitingForUpToDate', master: 'Secondary', backup: 'Secondary' },
+  ],
+  [
+    'chosen, the other Secondary at this epoch: promoted',
+    { chosen: 'master', epoch: 1, observed: [up('master'), up('backup')] },
+    { primary: 'master', epoch: 1, reason: 'Promoting', master: 'Primary', backup: 'Secondary' },
   ],
   [
     'a stable Primary keeps its epoch',
@@ -102,56 +118,80 @@ test.each<
     { primary: 'backup', epoch: 2, reason: 'Stable', master: 'Secondary', backup: 'Primary' },
   ],
   [
-    'switch, step 1: the old Primary is demoted, the new one not yet promoted; the epoch moves on',
+    'switch, step 1: spec.primary names backup; the old Primary is demoted, the epoch moves on',
     { preferred: 'backup', chosen: 'master', epoch: 3, observed: [up('master', 'Primary'), up('backup')] },
     { primary: 'backup', epoch: 4, reason: 'Switching', master: 'Secondary', backup: 'Secondary' },
   ],
   [
-    'switch, step 2: once the old Primary is Secondary the new one is promoted, same epoch',
+    'switch, step 2: master reports Secondary at epoch 4: backup is promoted, same epoch',
     { preferred: 'backup', chosen: 'backup', epoch: 4, observed: [up('master'), up('backup')] },
     { primary: 'backup', epoch: 4, reason: 'Promoting', master: 'Secondary', backup: 'Primary' },
   ],
   [
-    'an initial sync order stands while the agent has not reported on it, though the peer already syncs',
+    "switch, step 2, master's last report is from before its demotion order: wait",
     {
-      chosen: 'master',
-      epoch: 1,
-      observed: [
-        { ...fresh('master'), stale: true, ordered: { role: 'Primary', initialSync: true } },
-        {
-          node: 'backup',
-          role: 'Secondary',
-          connectionState: 'SyncTarget',
-          diskState: 'Inconsistent',
-          currentUuid: '0000000000000004',
-        },
-      ],
+      preferred: 'backup',
+      chosen: 'backup',
+      epoch: 4,
+      observed: [{ ...up('master'), epoch: 3, stale: true, ...ordered('Secondary', 4) }, up('backup')],
     },
-    {
-      primary: 'master',
-      epoch: 1,
-      reason: 'InitialSync',
-      master: 'Primary',
-      backup: 'Secondary',
-      initialSync: 'master',
-    },
+    { primary: 'backup', epoch: 4, reason: 'Switching', master: 'Secondary', backup: 'Secondary' },
   ],
   [
-    'an answered order that did not take effect is reconsidered',
+    'switch, step 2, master still reports Primary: wait, never two Primaries',
+    { preferred: 'backup', chosen: 'backup', epoch: 4, observed: [up('master', 'Primary'), up('backup')] },
+    { primary: 'backup', epoch: 4, reason: 'Switching', master: 'Secondary', backup: 'Secondary' },
+  ],
+  [
+    'spec.primary names backup but it is not Connected: master stays, no switch',
+    {
+      preferred: 'backup',
+      chosen: 'master',
+      epoch: 3,
+      observed: [
+        up('master', 'Primary', 'UpToDate', 'WFConnection'),
+        up('backup', 'Secondary', 'UpToDate', 'WFConnection'),
+      ],
+    },
+    { primary: 'master', epoch: 3, reason: 'Stable', master: 'Primary', backup: 'Secondary' },
+  ],
+  [
+    'an order granted in this epoch stands though the engine is not Primary (yet, or any more)',
     {
       chosen: 'master',
       epoch: 1,
       observed: [
-        { ...up('master', 'Secondary', 'Outdated'), ordered: { role: 'Primary', initialSync: false } },
+        { ...up('master', 'Secondary', 'Outdated'), ...ordered('Primary', 1) },
         up('backup', 'Secondary', 'Outdated'),
       ],
     },
-    { primary: 'master', epoch: 1, reason: 'WaitingForUpToDate', master: 'Secondary', backup: 'Secondary' },
+    { primary: 'master', epoch: 1, reason: 'Promoting', master: 'Primary', backup: 'Secondary' },
   ],
   [
-    'two Primaries reported (never ordered): both but the target are demoted',
+    "issue 14's flip: backup is the chosen Primary; master's stale report still says Primary; backup is not demoted",
+    {
+      chosen: 'backup',
+      epoch: 5,
+      observed: [
+        { ...up('master', 'Primary', 'UpToDate', 'StandAlone'), epoch: 4, stale: true, ...ordered('Secondary', 5) },
+        { ...up('backup', 'Primary', 'UpToDate', 'Connected'), ...ordered('Primary', 5) },
+      ],
+    },
+    { primary: 'backup', epoch: 5, reason: 'Stable', master: 'Secondary', backup: 'Primary' },
+  ],
+  [
+    'two Primaries reported: the chosen one stays, the other is told to step down',
     { preferred: 'master', chosen: 'master', epoch: 1, observed: [up('master', 'Primary'), up('backup', 'Primary')] },
-    { primary: 'master', epoch: 1, reason: 'Switching', master: 'Secondary', backup: 'Secondary' },
+    { primary: 'master', epoch: 1, reason: 'Stable', master: 'Primary', backup: 'Secondary' },
+  ],
+  [
+    "the chosen Primary's engine is gone (its node rebooted): its order stands",
+    {
+      chosen: 'master',
+      epoch: 2,
+      observed: [{ node: 'master', role: 'Unconfigured', ...ordered('Primary', 2) }, up('backup')],
+    },
+    { primary: 'master', epoch: 2, reason: 'Promoting', master: 'Primary', backup: 'Secondary' },
   ],
 ])('%s', (_name, given, want) => {
   const d = decideRoles(input(given));
@@ -456,8 +496,8 @@ describe('failover', () => {
     expect(d.recheckAfterMs).toBe(3000);
   });
 
-  test('never two desired Primaries and never a fenced or non-UpToDate one without force, over 5,000 seeded random inputs', () => {
-    const roles = ['Primary', 'Secondary', undefined];
+  test('over 20,000 seeded random inputs: never two desired Primaries, never a fenced or non-UpToDate one, no move without a recorded cause, no order withdrawn within its epoch', () => {
+    const roles = ['Primary', 'Secondary', 'Unconfigured', undefined];
     const disks = ['UpToDate', 'Inconsistent', 'Outdated', 'Consistent'];
     const conns = ['Connected', 'WFConnection', 'StandAlone'];
     let seed = 20261125;
@@ -465,37 +505,132 @@ describe('failover', () => {
       seed = (seed * 1103515245 + 12345) % 2147483648;
       return seed / 2147483648;
     };
-    for (let k = 0; k < 5000; k++) {
+    for (let k = 0; k < 20_000; k++) {
       const pick = <T>(a: readonly T[]) => a[Math.floor(random() * a.length)]!;
+      const epoch = pick([0, 3]);
       const rep = (node: string): ObservedReplica => ({
         node,
         role: pick(roles),
         diskState: pick(disks),
         connectionState: pick(conns),
-        lastHeartbeatTime: ago(pick([1, 8, 30])),
+        lastHeartbeatTime: ago(pick([1, 2, 4, 8, 30])),
+        epoch: pick([epoch, epoch - 1]),
+        stale: pick([false, false, true]),
+        ...(random() < 0.7
+          ? {
+              ordered: {
+                role: pick(['Primary', 'Secondary'] as const),
+                initialSync: false,
+                epoch: pick([epoch, epoch - 1]),
+              },
+            }
+          : {}),
       });
       const obs = [rep('master'), rep('backup')];
       const fence = pick([undefined, 'master', 'backup']);
-      const d = decideRoles(
-        base({
-          observed: obs,
-          chosen: pick(['master', 'backup', undefined]),
+      const chosen = pick(['master', 'backup', undefined]);
+      const d = decideRoles({
+        ...base({
+          chosen,
           preferred: pick(['master', 'backup', undefined]),
           health: {
             master: { ready: pick([true, false]), since: new Date(now.getTime() - pick([1, 20]) * 1000) },
             backup: { ready: pick([true, false]), since: new Date(now.getTime() - pick([1, 20]) * 1000) },
           },
-          fence: fence ? { node: fence, epoch: 3, by: 'x', time: ago(1), reason: 'r' } : undefined,
+          fence: fence ? { node: fence, epoch, by: 'x', time: ago(1), reason: 'r' } : undefined,
         }),
-      );
-      expect(Object.values(d.desired).filter((r) => r === 'Primary').length).toBeLessThanOrEqual(1);
+        epoch,
+        observed: obs,
+      });
+      const fail = (why: string) => new Error(`${why}: ${JSON.stringify({ chosen, epoch, obs, fence, d })}`);
+      if (Object.values(d.desired).filter((r) => r === 'Primary').length > 1) throw fail('two desired Primaries');
+      const granted = (o: ObservedReplica) =>
+        o.role === 'Primary' || (o.ordered?.role === 'Primary' && o.ordered.epoch === epoch);
       for (const [node, role] of Object.entries(d.desired)) {
         if (role !== 'Primary') continue;
         const o = obs.find((x) => x.node === node)!;
-        // Ordered Primary only if it already is, or it has UpToDate data and is not fenced.
-        if (!(o.role === 'Primary' || (o.diskState === 'UpToDate' && fence !== node)))
-          throw new Error(JSON.stringify({ obs, fence, d }));
+        // A new Primary order only with UpToDate data and no fence (a new epoch's order is new).
+        const renewed = d.epoch === epoch && granted(o);
+        if (!renewed && !(o.diskState === 'UpToDate' && fence !== node)) throw fail(`${node} ordered Primary`);
       }
+      if (d.primary !== chosen) {
+        if (d.roleChange?.from !== chosen || d.roleChange.to !== d.primary || d.roleChange.epoch !== d.epoch)
+          throw fail('the Primary moved without a record');
+        if (d.epoch !== epoch + 1) throw fail('a move without a new epoch');
+      }
+      if (
+        chosen &&
+        d.epoch === epoch &&
+        granted(obs.find((x) => x.node === chosen)!) &&
+        d.desired[chosen] !== 'Primary'
+      )
+        throw fail(`${chosen}'s Primary order was withdrawn within epoch ${epoch}`);
     }
+  });
+});
+
+describe('every change of the chosen Primary carries its cause (status.lastRoleChange)', () => {
+  const now = new Date('2026-11-25T12:00:00Z');
+  const ago = (s: number) => new Date(now.getTime() - s * 1000).toISOString().replace(/\.\d+Z$/, 'Z');
+  const beat = (r: ObservedReplica, age = 1): ObservedReplica => ({ ...r, lastHeartbeatTime: ago(age) });
+  const failover = { enabled: true, nodeNotReadySeconds: 10 };
+  test.each<[string, Partial<RolesInput>, { from?: string; to: string; epoch: number; reason: string } | undefined]>([
+    [
+      'the first choice of a fresh pair',
+      { observed: [fresh('master'), fresh('backup')] },
+      { to: 'master', epoch: 1, reason: 'InitialPlacement' },
+    ],
+    [
+      "the user's spec.primary",
+      { preferred: 'backup', chosen: 'master', epoch: 3, observed: [up('master', 'Primary'), up('backup')] },
+      { from: 'master', to: 'backup', epoch: 4, reason: 'PreferredPrimary' },
+    ],
+    [
+      'a failover from a silent Primary',
+      {
+        chosen: 'master',
+        epoch: 3,
+        now,
+        failover,
+        observed: [
+          beat(up('master', 'Primary', 'UpToDate', 'WFConnection'), 30),
+          beat(up('backup', 'Secondary', 'UpToDate', 'WFConnection')),
+        ],
+      },
+      { from: 'master', to: 'backup', epoch: 4, reason: 'Failover' },
+    ],
+    [
+      "the operator's force",
+      {
+        chosen: 'master',
+        epoch: 3,
+        now,
+        failover,
+        forcePrimary: 'backup',
+        observed: [
+          beat(up('master', 'Primary', 'UpToDate', 'WFConnection'), 30),
+          beat(up('backup', 'Secondary', 'Inconsistent', 'WFConnection')),
+        ],
+      },
+      { from: 'master', to: 'backup', epoch: 4, reason: 'ForcePrimary' },
+    ],
+    [
+      'no change, no record',
+      { chosen: 'master', epoch: 3, observed: [up('master', 'Primary'), up('backup')] },
+      undefined,
+    ],
+  ])('%s', (_name, given, want) => {
+    const d = decideRoles(input(given));
+    expect(
+      d.roleChange
+        ? {
+            ...(d.roleChange.from ? { from: d.roleChange.from } : {}),
+            to: d.roleChange.to,
+            epoch: d.roleChange.epoch,
+            reason: d.roleChange.reason,
+          }
+        : undefined,
+    ).toEqual(want);
+    if (d.roleChange) expect(d.roleChange.epoch).toBe(d.epoch);
   });
 });

@@ -1,22 +1,36 @@
-// Who is Primary: a pure function of the volume's wishes (spec.primary), the
-// controller's last choice (status.primary, status.epoch, status.fence), the
-// agents' reports and the health of the nodes. It never promotes a node whose
-// data is not UpToDate (except the initial full sync of a fresh pair, DRBD's
-// `primary --force` on new metadata, and the operator's explicit force-primary),
-// never a fenced node, and never orders a second Primary: a planned switch
-// demotes the old Primary first and promotes the new one only once the old one
-// reports Secondary. Every change of the chosen Primary bumps the epoch.
+// Who is Primary: a pure function of the volume's wishes (spec.primary, the
+// force annotation), the controller's last choice (status.primary, status.epoch,
+// status.fence), the replicas' orders and the agents' reports, and the health of
+// the nodes.
 //
-// Failover (issue 6): when the chosen Primary is lost — its Node not Ready, or
-// its agent silent, for failover.nodeNotReadySeconds — the other node is
-// promoted if and only if its agent reports fresh, its disk is UpToDate, its
-// engine has lost the Primary too (it is not Connected to it), and it is not
-// fenced. The same status write that records the new Primary and epoch fences
-// the lost node, conditional on the resourceVersion read: if the old Primary's
-// agent fenced this node first, the write fails and the next look sees the fence.
+// The chosen Primary (status.primary) is the anchor. It changes only for a cause
+// from a closed set, recorded with the change in status.lastRoleChange by the
+// same conditional write, and every change opens a new epoch (DESIGN.md §6: no
+// cause, no change):
+//
+//   InitialPlacement  nothing was chosen yet
+//   PreferredPrimary  the user's spec.primary names the other node, and it can take
+//                     over at once (Connected, UpToDate, reporting)
+//   Failover          the node that is or may be Primary is lost (its Node not Ready,
+//                     or its agent silent, for failover.nodeNotReadySeconds), and the
+//                     other has fresh, positive evidence that it can take over: a
+//                     report younger than FAILOVER_EVIDENCE_MS, UpToDate, not fenced,
+//                     not Connected to the lost one. The same write fences the lost node.
+//   ForcePrimary      the operator's tandem.dev/force-primary
+//
+// Within an epoch the chosen node's Primary order is granted at most once and
+// never withdrawn: a report that looks odd (a stale "Primary" from the other node,
+// an engine that is gone after a reboot, a disk that is not UpToDate for a while)
+// is a reason to wait, never to demote. The grant waits until the other node has
+// reported Secondary on this epoch's order (its report names the epoch; a report
+// older than its order proves nothing), unless the other node is fenced; so a
+// planned switch demotes the old Primary first and promotes the new one only
+// after it has seen the old one step down. Never a fenced node, never one without
+// UpToDate data (except a fresh pair's initial sync, DRBD's `primary --force` on
+// new metadata, and the operator's force).
 import { UUID_JUST_CREATED_HEX } from '../../api/replicated-volume-replica.ts';
 import type { DesiredRole } from '../../api/replicated-volume-replica.ts';
-import type { FailoverRecord, Fence } from '../../api/replicated-volume.ts';
+import type { FailoverRecord, Fence, RoleChange, RoleChangeReason } from '../../api/replicated-volume.ts';
 
 export type ObservedReplica = {
   node: string;
@@ -26,8 +40,10 @@ export type ObservedReplica = {
   diskState?: string | undefined;
   currentUuid?: string | undefined;
   lastHeartbeatTime?: string | undefined;
-  /** What the replica's spec orders now. */
-  ordered?: { role: DesiredRole; initialSync: boolean } | undefined;
+  /** The epoch of the order the agent last carried out (status.epoch). */
+  epoch?: number | undefined;
+  /** What the replica's spec orders now, at which epoch. */
+  ordered?: { role: DesiredRole; initialSync: boolean; epoch?: number | undefined } | undefined;
   /** The agent has not yet reported on the current spec (status.observedGeneration < generation). */
   stale?: boolean | undefined;
 };
@@ -64,7 +80,7 @@ export type RolesReason =
   | 'ForceRefused';
 
 export type RolesDecision = {
-  /** The node that is or is about to be Primary; undefined while none may be. */
+  /** The chosen Primary; undefined while none has been chosen. */
   primary: string | undefined;
   epoch: number;
   desired: Record<string, DesiredRole>;
@@ -76,7 +92,9 @@ export type RolesDecision = {
   fence?: Fence | undefined;
   /** Set when this decision is a failover or a forced promotion. */
   failover?: FailoverRecord | undefined;
-  /** Look again after this long: a failover clock is running. */
+  /** Set when the chosen Primary changes: from, to, the new epoch and the cause (status.lastRoleChange). */
+  roleChange?: RoleChange | undefined;
+  /** Look again after this long: a failover clock is running, or evidence is awaited. */
   recheckAfterMs?: number | undefined;
   reason: RolesReason;
   message: string;
@@ -84,30 +102,26 @@ export type RolesDecision = {
 
 /** An agent reports at least every 5 s; silence is not believed below this. */
 export const MIN_AGENT_SILENCE_MS = 7_000;
+/** A failover acts only on a report of the surviving node at most this old (agents report every second while apart). */
+export const FAILOVER_EVIDENCE_MS = 3_000;
+/** A planned switch needs the new Primary's report to be at most this old. */
+export const SWITCH_EVIDENCE_MS = 7_000;
 export const CONTROLLER = 'tandem-controller';
+/** Below this age a heartbeat is simply recent (the agent reports every 5 s). */
+const HEARTBEAT_MS_HINT = 5_500;
 
 const isFresh = (r: ObservedReplica | undefined) =>
   r?.currentUuid === UUID_JUST_CREATED_HEX && r.diskState === 'Inconsistent';
 
 export function decideRoles(i: RolesInput): RolesDecision {
   const now = i.now ?? new Date();
-  const obs = new Map(i.observed.map((r) => [r.node, r]));
-  const secondaries = Object.fromEntries(i.nodes.map((n) => [n, 'Secondary' as DesiredRole]));
-  const decide = (
-    primary: string | undefined,
-    reason: RolesReason,
-    message: string,
-    extra: Partial<RolesDecision> = {},
-  ): RolesDecision => {
-    const epoch = primary !== undefined && primary !== i.chosen ? i.epoch + 1 : i.epoch;
-    return { primary, epoch, desired: { ...secondaries }, initialSync: undefined, reason, message, ...extra };
-  };
-  const withPrimary = (d: RolesDecision): RolesDecision =>
-    d.primary ? { ...d, desired: { ...d.desired, [d.primary]: 'Primary' } } : d;
-  const otherOf = (n: string) => i.nodes.find((x) => x !== n)!;
   const stamp = now.toISOString().replace(/\.\d+Z$/, 'Z');
+  const obs = new Map(i.observed.map((r) => [r.node, r]));
+  const otherOf = (n: string) => i.nodes.find((x) => x !== n)!;
+  const chosen = i.chosen && i.nodes.includes(i.chosen) ? i.chosen : undefined;
+  const E = i.epoch;
 
-  // --- health -----------------------------------------------------------------
+  // --- evidence ------------------------------------------------------------------------
   const failoverOn = i.failover?.enabled ?? false;
   const graceMs = (i.failover?.nodeNotReadySeconds ?? 10) * 1000;
   const silenceMs = Math.max(graceMs, MIN_AGENT_SILENCE_MS);
@@ -115,7 +129,7 @@ export function decideRoles(i: RolesInput): RolesDecision {
     const t = obs.get(n)?.lastHeartbeatTime;
     return t ? now.getTime() - Date.parse(t) : undefined;
   };
-  /** Why n counts as lost, or how long until it would (undefined: it is healthy). */
+  /** Why n counts as lost, or how long until it would (inMs undefined: it is healthy). */
   const loss = (n: string): { lost: true; why: string } | { lost: false; inMs: number | undefined } => {
     const h = i.health?.[n];
     let inMs: number | undefined;
@@ -134,171 +148,254 @@ export function decideRoles(i: RolesInput): RolesDecision {
   };
   const lost = (n: string) => failoverOn && loss(n).lost;
   const fenced = (n: string) => i.fence?.node === n;
-  const ok = (n: string) => !lost(n) && !fenced(n);
   const describe = (n: string) => {
     const o = obs.get(n);
     return `${o?.diskState ?? 'unknown'}${o?.connectionState ? `, ${o.connectionState}` : ''}`;
   };
+  /** Has n's order been Primary at this epoch (or is n Primary)? Then it stays so within the epoch. */
+  const granted = (n: string) => {
+    const o = obs.get(n);
+    return o?.role === 'Primary' || (o?.ordered?.role === 'Primary' && (o.ordered.epoch ?? E) === E);
+  };
+  /**
+   * Might n be Primary, or become it on an order it has not carried out? Only a
+   * report of Secondary on this epoch's order, newer than n's spec, says no.
+   */
+  const mayBePrimary = (n: string) => {
+    const o = obs.get(n);
+    if (!o?.role) return o?.ordered?.role === 'Primary';
+    return o.role === 'Primary' || o.ordered?.role === 'Primary' || o.stale === true || (o.epoch ?? 0) < E;
+  };
 
-  // --- the operator's override ------------------------------------------------------
+  // --- the decision's shape --------------------------------------------------------------
+  const orders = (primary: string | undefined): Record<string, DesiredRole> =>
+    Object.fromEntries(i.nodes.map((n) => [n, n === primary ? 'Primary' : 'Secondary']));
+  /** Keep the chosen node (or none): its order is granted, or not yet. */
+  const keep = (
+    grant: boolean,
+    reason: RolesReason,
+    message: string,
+    extra: Partial<RolesDecision> = {},
+  ): RolesDecision => ({
+    primary: chosen,
+    epoch: E,
+    desired: orders(grant ? chosen : undefined),
+    initialSync: undefined,
+    reason,
+    message,
+    ...extra,
+  });
+  /** A new chosen Primary, for a cause: a new epoch, recorded. */
+  const change = (
+    to: string,
+    cause: RoleChangeReason,
+    grant: boolean,
+    reason: RolesReason,
+    message: string,
+    extra: Partial<RolesDecision> = {},
+  ): RolesDecision => ({
+    primary: to,
+    epoch: E + 1,
+    desired: orders(grant ? to : undefined),
+    initialSync: undefined,
+    reason,
+    message,
+    roleChange: { ...(chosen ? { from: chosen } : {}), to, epoch: E + 1, reason: cause, time: stamp, message },
+    ...extra,
+  });
+  /**
+   * Failover from `from` (lost, may be Primary) to `to`, or why not. The fence on `from`
+   * is written by the same conditional write that records the new epoch.
+   */
+  const failoverTo = (from: string, to: string, why: string): RolesDecision | { blocked: string } => {
+    const t = obs.get(to);
+    const age = heartbeatAge(to);
+    if (fenced(to)) return { blocked: `${to} is fenced (${i.fence?.reason ?? 'it may lack acknowledged writes'})` };
+    if (t?.diskState !== 'UpToDate') return { blocked: `${to}'s disk is ${t?.diskState ?? 'unknown'}, not UpToDate` };
+    if (age === undefined || age >= silenceMs) return { blocked: `the agent on ${to} is not reporting either` };
+    if (t.connectionState === 'Connected')
+      return { blocked: `${to}'s engine is still Connected to ${from}; waiting for it to notice the loss` };
+    if (age >= FAILOVER_EVIDENCE_MS)
+      return { blocked: `the last report from ${to} is ${Math.round(age / 1000)} s old; waiting for a fresh one` };
+    const epoch = E + 1;
+    const message = `Failing over from ${from} to ${to}: ${why}`;
+    const d = chosen === to ? keep(true, 'Failover', message) : change(to, 'Failover', true, 'Failover', message);
+    return {
+      ...d,
+      epoch,
+      roleChange: { from, to, epoch, reason: 'Failover', time: stamp, message },
+      fence: { node: from, epoch, by: CONTROLLER, time: stamp, reason: `failover from ${from} (${why})` },
+      failover: { from, to, epoch, time: stamp, reason: why },
+    };
+  };
+  const blockedFailover = (from: string, to: string, why: string, blocked: string): RolesDecision => {
+    const t = obs.get(to);
+    return keep(
+      chosen !== undefined && granted(chosen),
+      'FailoverBlocked',
+      `${from} is lost (${why}) but ${blocked}; not failing over${t?.diskState && t.diskState !== 'UpToDate' ? ` (to accept the loss: kubectl annotate rv <name> tandem.dev/force-primary=${to})` : ''}`,
+      { recheckAfterMs: 1000 },
+    );
+  };
+
+  // --- the operator's override ----------------------------------------------------------
   if (i.forcePrimary !== undefined && i.nodes.includes(i.forcePrimary)) {
     const f = i.forcePrimary;
     const o = otherOf(f);
-    if (obs.get(f)?.role === 'Primary' && i.chosen === f)
-      return withPrimary(decide(f, 'Stable', `${f} is Primary (forced)`));
-    if (obs.get(o)?.role === 'Primary' && !loss(o).lost && !fenced(o)) {
-      return withPrimary(
-        decide(
-          i.chosen ?? o,
-          'ForceRefused',
-          `${i.forcePrimary} was not forced: ${o} is Primary and reachable; move the role with spec.primary instead`,
-        ),
+    if (chosen === f && obs.get(f)?.role === 'Primary') return keep(true, 'Stable', `${f} is Primary (forced)`);
+    if (chosen === f)
+      return keep(true, 'ForcedPrimary', `Waiting for ${f} to be promoted with --force`, { forcePrimary: f });
+    if (obs.get(o)?.role === 'Primary' && !loss(o).lost && !fenced(o))
+      return keep(
+        chosen !== undefined && granted(chosen),
+        'ForceRefused',
+        `${f} was not forced: ${o} is Primary and reachable; move the role with spec.primary instead`,
       );
-    }
     const why = `forced by the ${'tandem.dev/force-primary'} annotation (${f}'s disk was ${describe(f)}); writes only ${o} had are given up`;
-    // Already chosen (the agent has not promoted yet): the order stands, the record is written.
-    if (i.chosen === f)
-      return withPrimary(
-        decide(f, 'ForcedPrimary', `Waiting for ${f} to be promoted with --force`, { forcePrimary: f }),
-      );
-    const epoch = i.epoch + 1;
-    return withPrimary(
-      decide(f, 'ForcedPrimary', `Promoting ${f} with --force: ${why}`, {
-        forcePrimary: f,
-        fence: {
-          node: o,
-          epoch,
-          by: CONTROLLER,
-          time: stamp,
-          reason: `${f} was forced Primary; ${o}'s data is no longer the reference`,
-        },
-        failover: { from: i.chosen ?? o, to: f, epoch, time: stamp, reason: why },
-      }),
-    );
-  }
-
-  // --- target: preferred, else the last choice, else whoever has UpToDate data ----------
-  const upToDate = i.nodes.filter((n) => obs.get(n)?.diskState === 'UpToDate' && ok(n));
-  const chosen = i.chosen && i.nodes.includes(i.chosen) ? i.chosen : undefined;
-  // A lost Primary makes the other node the target: promoted, or the reason why not.
-  const lostChosen = chosen && lost(chosen) && !fenced(chosen) ? chosen : undefined;
-  const target =
-    (lostChosen ? otherOf(lostChosen) : undefined) ??
-    (i.preferred && ok(i.preferred) ? i.preferred : undefined) ??
-    (chosen && ok(chosen) ? chosen : undefined) ??
-    i.nodes.find((n) => ok(n) && obs.get(n)?.diskState === 'UpToDate') ??
-    i.preferred ??
-    chosen ??
-    upToDate[0] ??
-    i.nodes[0];
-  const other = otherOf(target);
-  const t = obs.get(target);
-  const o = obs.get(other);
-
-  // Primaries that must step down before the target may be promoted. A fenced one is
-  // superseded already (its agent demotes it when it sees the newer epoch).
-  const strays = i.nodes.filter(
-    (n) =>
-      n !== target &&
-      (obs.get(n)?.role === 'Primary' || (n === chosen && obs.get(n)?.ordered?.role === 'Primary')) &&
-      !fenced(n),
-  );
-  const liveStray = strays.find((n) => !lost(n));
-  if (liveStray) {
-    // A planned switch (or fail-back) only toward a node that can take over at once.
-    if (liveStray === chosen && (t?.diskState !== 'UpToDate' || fenced(target) || t.connectionState !== 'Connected')) {
-      return withPrimary(
-        decide(
-          chosen,
-          'Stable',
-          `${chosen} stays Primary until ${target} is Connected and UpToDate (it is ${describe(target)}${fenced(target) ? ', fenced' : ''})`,
-        ),
-      );
-    }
-    return decide(target, 'Switching', `Demoting ${liveStray} before ${target} becomes Primary`);
-  }
-  const lostStray = strays.find((n) => lost(n));
-  if (lostStray) {
-    // Failover: the Primary is lost. Promote the target only on fresh, positive evidence.
-    const l = loss(lostStray);
-    const why = l.lost ? l.why : `${lostStray} is lost`;
-    const age = heartbeatAge(target);
-    let blocked: string | undefined;
-    if (fenced(target)) blocked = `${target} is fenced (${i.fence?.reason ?? 'it may lack acknowledged writes'})`;
-    else if (t?.diskState !== 'UpToDate') blocked = `${target}'s disk is ${t?.diskState ?? 'unknown'}, not UpToDate`;
-    else if (age === undefined || age >= silenceMs) blocked = `the agent on ${target} is not reporting either`;
-    else if (t.connectionState === 'Connected')
-      blocked = `${target}'s engine is still Connected to ${lostStray}; waiting for it to notice the loss`;
-    if (blocked) {
-      const d = decide(
-        chosen,
-        'FailoverBlocked',
-        `${lostStray} is lost (${why}) but ${blocked}; not failing over${t?.diskState && t.diskState !== 'UpToDate' ? ` (to accept the loss: kubectl annotate rv <name> tandem.dev/force-primary=${target})` : ''}`,
-      );
-      // The lost Primary keeps its order: nothing changes hands.
-      return { ...d, desired: { ...d.desired, [lostStray]: 'Primary' }, recheckAfterMs: 1000 };
-    }
-    const epoch = i.epoch + 1;
-    return withPrimary({
-      ...decide(target, 'Failover', `Failing over from ${lostStray} to ${target}: ${why}`),
-      epoch,
-      fence: { node: lostStray, epoch, by: CONTROLLER, time: stamp, reason: `failover from ${lostStray} (${why})` },
-      failover: { from: lostStray, to: target, epoch, time: stamp, reason: why },
-    });
-  }
-  if (t?.role === 'Primary') {
-    const l = failoverOn && chosen ? loss(chosen) : undefined;
-    return withPrimary({
-      ...decide(target, 'Stable', `${target} is Primary`),
-      ...(l && !l.lost && l.inMs !== undefined ? { recheckAfterMs: Math.max(250, l.inMs) } : {}),
+    const epoch = E + 1;
+    return change(f, 'ForcePrimary', true, 'ForcedPrimary', `Promoting ${f} with --force: ${why}`, {
+      forcePrimary: f,
+      fence: {
+        node: o,
+        epoch,
+        by: CONTROLLER,
+        time: stamp,
+        reason: `${f} was forced Primary; ${o}'s data is no longer the reference`,
+      },
+      failover: { from: chosen ?? o, to: f, epoch, time: stamp, reason: why },
     });
   }
 
-  // An order the agent has not answered yet stands: its last report predates it, and
-  // withdrawing it would make the roles flap (the engine itself refuses a promotion
-  // without UpToDate data, and the agent forces only a fresh Inconsistent disk).
-  if (t?.stale && t.ordered?.role === 'Primary' && i.chosen === target) {
-    return withPrimary(
-      decide(
-        target,
-        t.ordered.initialSync ? 'InitialSync' : 'Promoting',
-        `Waiting for ${target} to act on its promotion`,
-        t.ordered.initialSync ? { initialSync: target } : {},
-      ),
-    );
-  }
-  if (!t?.role || t.role === 'Unconfigured')
-    return decide(i.chosen, 'WaitingForAgents', `Waiting for the engine on ${target} to come up`);
-  if (t.diskState === 'UpToDate' && !fenced(target))
-    return withPrimary(decide(target, 'Promoting', `Promoting ${target}`));
-  if (i.preferred === undefined && o?.diskState === 'UpToDate' && !fenced(other))
-    return withPrimary(decide(other, 'Promoting', `Promoting ${other}, the node with UpToDate data`));
-  if (isFresh(t) && isFresh(o)) {
-    if (t.connectionState !== 'Connected' || o?.connectionState !== 'Connected') {
-      return decide(
-        i.chosen,
-        'WaitingForConnection',
-        `Both disks are new; waiting for ${target} and ${other} to connect before the initial sync`,
+  // --- nothing chosen yet: the first choice ------------------------------------------------
+  if (chosen === undefined) {
+    const ok = (n: string) => !lost(n) && !fenced(n);
+    const upToDate = (n: string) => ok(n) && obs.get(n)?.diskState === 'UpToDate';
+    // The user's spec.primary, if it can be chosen at all, is waited for rather than passed over.
+    const preferred = i.preferred && i.nodes.includes(i.preferred) && ok(i.preferred) ? i.preferred : undefined;
+    const target = preferred ? (upToDate(preferred) ? preferred : undefined) : i.nodes.find(upToDate);
+    if (target)
+      return change(target, 'InitialPlacement', false, 'Promoting', `Choosing ${target}, the node with UpToDate data`);
+    const [a, b] = i.nodes.map((n) => obs.get(n));
+    if (!a?.role || a.role === 'Unconfigured' || !b?.role || b.role === 'Unconfigured')
+      return keep(false, 'WaitingForAgents', `Waiting for the engines on ${i.nodes.join(' and ')} to come up`);
+    if (isFresh(a) && isFresh(b)) {
+      if (a.connectionState !== 'Connected' || b.connectionState !== 'Connected')
+        return keep(
+          false,
+          'WaitingForConnection',
+          `Both disks are new; waiting for ${i.nodes.join(' and ')} to connect before the initial sync`,
+        );
+      const first = preferred ?? i.nodes[0];
+      return change(
+        first,
+        'InitialPlacement',
+        false,
+        'InitialSync',
+        `Both disks are new: ${first} becomes Primary and fully syncs ${otherOf(first)}`,
       );
     }
-    return withPrimary(
-      decide(target, 'InitialSync', `Both disks are new: ${target} becomes Primary and fully syncs ${other}`, {
-        initialSync: target,
-      }),
+    const fencedOne = i.nodes.find(fenced);
+    return keep(
+      false,
+      fencedOne ? 'FailoverBlocked' : 'WaitingForUpToDate',
+      preferred
+        ? `${preferred}'s disk is ${describe(preferred)}; a Primary needs UpToDate data (spec.primary names ${preferred})`
+        : `No node has UpToDate data (${i.nodes.map((n) => `${n}: ${describe(n)}${fenced(n) ? ', fenced' : ''}`).join('; ')}); a Primary needs UpToDate data`,
     );
   }
-  if (fenced(target))
-    return decide(
-      i.chosen,
+
+  // --- a chosen Primary: it stays unless a cause moves it ----------------------------------
+  const C = chosen;
+  const O = otherOf(C);
+  const c = obs.get(C);
+  const o = obs.get(O);
+
+  // Failover: the chosen node is lost.
+  if (lost(C) && !fenced(C)) {
+    const l = loss(C);
+    const why = l.lost ? l.why : `${C} is lost`;
+    const d = failoverTo(C, O, why);
+    return 'blocked' in d ? blockedFailover(C, O, why, d.blocked) : d;
+  }
+
+  // The user's spec.primary names the other node: a planned switch, only toward a node
+  // that can take over at once. The old Primary is demoted first (nothing granted).
+  if (i.preferred === O) {
+    const age = heartbeatAge(O);
+    const ready =
+      o?.diskState === 'UpToDate' &&
+      o.connectionState === 'Connected' &&
+      !fenced(O) &&
+      !lost(O) &&
+      age !== undefined &&
+      age < SWITCH_EVIDENCE_MS;
+    if (ready)
+      return change(
+        O,
+        'PreferredPrimary',
+        false,
+        'Switching',
+        `Demoting ${C} before ${O} becomes Primary (spec.primary)`,
+      );
+  }
+  const waitingForPreferred =
+    i.preferred === O
+      ? `; spec.primary names ${O}, which takes over once it is Connected and UpToDate (it is ${describe(O)}${fenced(O) ? ', fenced' : ''})`
+      : '';
+
+  // The chosen node's order, granted once per epoch.
+  if (granted(C)) {
+    if (c?.role === 'Primary') {
+      const l = failoverOn ? loss(C) : undefined;
+      return keep(true, 'Stable', `${C} is Primary${waitingForPreferred}`, {
+        ...(l && !l.lost && l.inMs !== undefined ? { recheckAfterMs: Math.max(250, l.inMs) } : {}),
+      });
+    }
+    const initial = c?.ordered?.initialSync === true;
+    return keep(
+      true,
+      initial ? 'InitialSync' : 'Promoting',
+      `Waiting for ${C} to act on its promotion (it is ${describe(C)})`,
+      {
+        ...(initial ? { initialSync: C } : {}),
+      },
+    );
+  }
+  if (fenced(C))
+    return keep(
+      false,
       'FailoverBlocked',
-      `${target} is fenced (${i.fence?.reason ?? 'it may lack acknowledged writes'}) and ${other} is ${describe(other)}; no node may become Primary (to accept the loss: kubectl annotate rv <name> tandem.dev/force-primary=${target})`,
+      `${C} is fenced (${i.fence?.reason ?? 'it may lack acknowledged writes'}) and ${O} is ${describe(O)}; no node may become Primary (to accept the loss: kubectl annotate rv <name> tandem.dev/force-primary=${C})`,
     );
-  return decide(
-    i.chosen,
-    'WaitingForUpToDate',
-    `${target}'s disk is ${t.diskState ?? 'unknown'}; a Primary needs UpToDate data`,
-  );
+  // The other node may still be Primary (or about to be): it steps down first. If it is lost,
+  // that is a failover from it, with its fence.
+  if (mayBePrimary(O) && !fenced(O)) {
+    if (lost(O)) {
+      const l = loss(O);
+      const why = l.lost ? l.why : `${O} is lost`;
+      const d = failoverTo(O, C, why);
+      return 'blocked' in d ? blockedFailover(O, C, why, d.blocked) : d;
+    }
+    return keep(
+      false,
+      'Switching',
+      `Waiting for ${O} to report Secondary at epoch ${E} before ${C} becomes Primary (it reports ${o?.role ?? 'nothing'} at epoch ${o?.epoch ?? '-'})`,
+      { recheckAfterMs: 1000 },
+    );
+  }
+  if (!c?.role || c.role === 'Unconfigured')
+    return keep(false, 'WaitingForAgents', `Waiting for the engine on ${C} to come up`);
+  if (c.diskState === 'UpToDate') return keep(true, 'Promoting', `Promoting ${C}`);
+  if (isFresh(c) && isFresh(o)) {
+    if (c.connectionState !== 'Connected' || o?.connectionState !== 'Connected')
+      return keep(
+        false,
+        'WaitingForConnection',
+        `Both disks are new; waiting for ${C} and ${O} to connect before the initial sync`,
+      );
+    return keep(true, 'InitialSync', `Both disks are new: ${C} becomes Primary and fully syncs ${O}`, {
+      initialSync: C,
+    });
+  }
+  return keep(false, 'WaitingForUpToDate', `${C}'s disk is ${c.diskState ?? 'unknown'}; a Primary needs UpToDate data`);
 }
-
-/** Below this age a heartbeat is simply recent (the agent reports every 5 s). */
-const HEARTBEAT_MS_HINT = 5_500;

@@ -271,3 +271,66 @@ test('events: promotion, sync start and finish, readiness', () => {
   expect(eventsBetween(syncing, done).map((e) => e.reason)).toEqual(['SyncFinished', 'SyncFinished', 'Ready']);
   expect(eventsBetween(done, done)).toEqual([]);
 });
+
+test('the chosen Primary is kept when no decision could be made (a node missing from the cache)', () => {
+  const previous = aggregateStatus(
+    input([
+      ['master', connected('Primary')],
+      ['backup', connected('Secondary')],
+    ]),
+  );
+  expect(previous.primary).toBe('master');
+  const s = aggregateStatus(
+    input([['master', connected('Primary')]], {
+      previous,
+      roles: undefined,
+      placementFailure: { reason: 'NodeNotFound', message: 'node backup does not exist' },
+    }),
+  );
+  expect({ primary: s.primary, epoch: s.epoch }).toEqual({ primary: 'master', epoch: previous.epoch });
+});
+
+test('a change of the chosen Primary is recorded and told as a RoleChanged event with its cause', () => {
+  const before = aggregateStatus(
+    input([
+      ['master', connected('Primary')],
+      ['backup', connected('Secondary')],
+    ]),
+  );
+  const roles = decideRoles({
+    nodes: ['master', 'backup'],
+    preferred: 'backup',
+    chosen: 'master',
+    epoch: 1,
+    now,
+    observed: [
+      { node: 'master', role: 'Primary', diskState: 'UpToDate', connectionState: 'Connected', lastHeartbeatTime: beat },
+      {
+        node: 'backup',
+        role: 'Secondary',
+        diskState: 'UpToDate',
+        connectionState: 'Connected',
+        lastHeartbeatTime: beat,
+      },
+    ],
+  });
+  const after = aggregateStatus(
+    input(
+      [
+        ['master', connected('Primary')],
+        ['backup', connected('Secondary')],
+      ],
+      { previous: before, roles },
+    ),
+  );
+  expect(after.lastRoleChange).toMatchObject({ from: 'master', to: 'backup', epoch: 2, reason: 'PreferredPrimary' });
+  expect(eventsBetween(before, after)).toContainEqual({
+    type: 'Normal',
+    reason: 'RoleChanged',
+    message: expect.stringMatching(/^Primary master -> backup at epoch 2 \(PreferredPrimary\)/),
+  });
+  // Written once: the next look at the same decision tells nothing new.
+  expect(eventsBetween(after, aggregateStatus(input([], { previous: after, roles })))).not.toContainEqual(
+    expect.objectContaining({ reason: 'RoleChanged' }),
+  );
+});

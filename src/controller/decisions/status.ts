@@ -1,7 +1,9 @@
 // The volume's status, computed from the replicas' statuses: a pure function,
 // so the reconcile can compare it with what is stored and write only a change.
 import { CONDITIONS } from '../../api/names.ts';
-import { findCondition, setCondition, type Condition, type ConditionInput } from '../../api/condition.ts';
+import { findCondition } from '../../api/condition.ts';
+import { canonicalJson } from '../../runtime/canonical-json.ts';
+import { Conditions } from '../../runtime/conditions.ts';
 import type { ReplicatedVolumeReplicaStatus } from '../../api/replicated-volume-replica.ts';
 import {
   describeFence,
@@ -32,10 +34,8 @@ const isSyncingState = (c: string | undefined) =>
   c === 'SyncSource' || c === 'SyncTarget' || c === 'PausedSyncS' || c === 'PausedSyncT';
 
 export function aggregateStatus(i: StatusInput): ReplicatedVolumeStatus {
-  let conditions: Condition[] = i.previous?.conditions ?? [];
-  const set = (c: Omit<ConditionInput, 'observedGeneration'>) => {
-    conditions = setCondition(conditions, { ...c, observedGeneration: i.generation }, i.now);
-  };
+  const conditions = new Conditions(i.previous?.conditions, i.generation, i.now);
+  const set = (c: Parameters<Conditions['set']>[0]) => conditions.set(c);
 
   set(
     i.placementFailure
@@ -59,7 +59,8 @@ export function aggregateStatus(i: StatusInput): ReplicatedVolumeStatus {
       ...(s?.outOfSyncBytes !== undefined ? { outOfSyncBytes: s.outOfSyncBytes } : {}),
     };
   });
-  const primary = i.roles?.primary;
+  // The chosen Primary is never forgotten: a look that could not decide (no placement, no port) keeps it.
+  const primary = i.roles ? i.roles.primary : i.previous?.primary;
   const ordered = primary
     ? [...summaries].sort((a, b) => (a.node === primary ? -1 : b.node === primary ? 1 : 0))
     : summaries;
@@ -97,7 +98,10 @@ export function aggregateStatus(i: StatusInput): ReplicatedVolumeStatus {
     ...((i.roles?.failover ?? i.previous?.lastFailover)
       ? { lastFailover: i.roles?.failover ?? i.previous?.lastFailover }
       : {}),
-    conditions,
+    ...((i.roles?.roleChange ?? i.previous?.lastRoleChange)
+      ? { lastRoleChange: i.roles?.roleChange ?? i.previous?.lastRoleChange }
+      : {}),
+    conditions: conditions.list,
     observedGeneration: i.generation,
   };
 }
@@ -233,6 +237,14 @@ export function eventsBetween(prev: ReplicatedVolumeStatus | undefined, next: Re
       message: readyNow.message,
     });
   }
+  const rc = next.lastRoleChange;
+  if (rc && (rc.epoch !== prev?.lastRoleChange?.epoch || rc.to !== prev.lastRoleChange.to)) {
+    out.push({
+      type: rc.reason === 'Failover' || rc.reason === 'ForcePrimary' ? 'Warning' : 'Normal',
+      reason: 'RoleChanged',
+      message: `Primary ${rc.from ?? '(none)'} -> ${rc.to} at epoch ${rc.epoch} (${rc.reason}): ${rc.message}`,
+    });
+  }
   if (next.lastFailover && next.lastFailover.epoch !== prev?.lastFailover?.epoch) {
     const f = next.lastFailover;
     out.push({
@@ -252,19 +264,6 @@ export function eventsBetween(prev: ReplicatedVolumeStatus | undefined, next: Re
       out.push({ type: 'Warning', reason, message: readyNow.message });
   }
   return out;
-}
-
-/** JSON with object keys sorted: the API server returns custom objects with sorted keys. */
-export function canonicalJson(v: unknown): string {
-  return JSON.stringify(v, (_k, x: unknown) =>
-    x && typeof x === 'object' && !Array.isArray(x)
-      ? Object.fromEntries(
-          Object.entries(x as Record<string, unknown>)
-            .filter(([, y]) => y !== undefined)
-            .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
-        )
-      : x,
-  );
 }
 
 /** Status equality for "write only when changed". */

@@ -37,6 +37,7 @@ export type Rv = {
     conditions?: Condition[];
     fence?: { node: string; epoch: number; by: string; reason: string };
     lastFailover?: { from: string; to: string; epoch: number; reason: string; time: string };
+    lastRoleChange?: { from?: string; to: string; epoch: number; reason: string; time: string; message: string };
   };
 };
 

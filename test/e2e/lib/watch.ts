@@ -16,6 +16,8 @@ export class ResumableWatch {
   readonly events: WatchEvent[] = [];
   connections = 0;
   lists = 0;
+  /** Called with every object listed (type LISTED) and every watch event, in arrival order. */
+  onEvent: ((type: string, obj: k8s.KubernetesObject) => void) | undefined;
   readonly #kc: k8s.KubeConfig;
   readonly #apiVersion: string;
   readonly #kind: string;
@@ -67,7 +69,10 @@ export class ResumableWatch {
     );
     this.lists++;
     this.objects.clear();
-    for (const item of list.items) this.objects.set(item.metadata?.name ?? '', item);
+    for (const item of list.items) {
+      this.objects.set(item.metadata?.name ?? '', item);
+      this.onEvent?.('LISTED', item);
+    }
     this.#resourceVersion = list.metadata?.resourceVersion ?? '';
   }
 
@@ -90,6 +95,7 @@ export class ResumableWatch {
         if (type === 'BOOKMARK') return;
         const name = obj.metadata?.name ?? '';
         this.events.push({ type, name, resourceVersion: rv });
+        this.onEvent?.(type, obj as k8s.KubernetesObject);
         if (type === 'DELETED') this.objects.delete(name);
         else this.objects.set(name, obj as k8s.KubernetesObject);
       },

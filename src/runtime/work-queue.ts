@@ -4,9 +4,13 @@
 // (exponential, capped), success forgets the failures. Informer callbacks only
 // add keys; workers take keys and reconcile.
 
+import type { Clock } from './clock.ts';
+
 export interface WorkQueueOptions {
   baseDelayMs?: number;
   maxDelayMs?: number;
+  /** Timers from this clock (the simulator's virtual time); else setTimer/clearTimer, else real timers. */
+  clock?: Clock;
   /** Injected for tests. */
   setTimer?: (fn: () => void, ms: number) => { unref?(): void } | unknown;
   clearTimer?: (t: unknown) => void;
@@ -29,8 +33,10 @@ export class WorkQueue {
   constructor(o: WorkQueueOptions = {}) {
     this.#base = o.baseDelayMs ?? 200;
     this.#max = o.maxDelayMs ?? 60_000;
-    this.#setTimer = o.setTimer ?? ((fn, ms) => setTimeout(fn, ms).unref());
-    this.#clearTimer = o.clearTimer ?? ((t) => clearTimeout(t as NodeJS.Timeout));
+    this.#setTimer =
+      o.setTimer ?? (o.clock ? (fn, ms) => o.clock!.setTimer(fn, ms) : (fn, ms) => setTimeout(fn, ms).unref());
+    this.#clearTimer =
+      o.clearTimer ?? (o.clock ? (t) => o.clock!.clearTimer(t) : (t) => clearTimeout(t as NodeJS.Timeout));
   }
 
   get length(): number {

@@ -5,6 +5,19 @@
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 
+/** A cache the reconcilers read: the real SupervisedInformer, or the simulator's lagging one. */
+export interface ObjectCache<T> {
+  list(namespace?: string): readonly T[];
+  get(name: string, namespace?: string): T | undefined;
+  /** The first list has been received. */
+  readonly synced: boolean;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Builds a cache whose changes are reported to `onChange` (and reconnects to `onResync`). */
+export type CacheFactory<T> = (handlers: { onChange: (obj: T) => void; onResync?: () => void }) => ObjectCache<T>;
+
 export interface SupervisedInformerOptions<T extends k8s.KubernetesObject> {
   kc: k8s.KubeConfig;
   /** Collection path for the watch, e.g. /apis/tandem.dev/v1alpha1/replicatedvolumes. */
@@ -18,7 +31,7 @@ export interface SupervisedInformerOptions<T extends k8s.KubernetesObject> {
   onResync?: () => void;
 }
 
-export class SupervisedInformer<T extends k8s.KubernetesObject> {
+export class SupervisedInformer<T extends k8s.KubernetesObject> implements ObjectCache<T> {
   readonly #informer: k8s.Informer<T> & k8s.ObjectCache<T>;
   readonly #o: SupervisedInformerOptions<T>;
   #stopped = false;

@@ -1,6 +1,6 @@
 // Small helpers over @kubernetes/client-node 2.x shared by the controller and the agent.
 import * as k8s from '@kubernetes/client-node';
-import { API_VERSION, GROUP, KINDS, VERSION } from '../../api/names.ts';
+import { API_VERSION, GROUP, KINDS, VERSION } from '../api/names.ts';
 
 export const mergePatch = k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch);
 

@@ -1,0 +1,112 @@
+// The controller without its process: three caches (volumes, replicas, nodes)
+// whose changes enqueue volume keys, the work queue, and the workers that run the
+// reconciler. main.ts builds it on the API server's informers behind leader
+// election; the control-plane simulator (test/sim) builds it on simulated ones.
+import type * as k8s from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { LABELS } from '../api/names.ts';
+import { type Clock, systemClock } from '../runtime/clock.ts';
+import type { CacheFactory, ObjectCache } from '../runtime/informer.ts';
+import { WorkQueue } from '../runtime/work-queue.ts';
+import { runWorkers, type WorkOutcome } from '../runtime/workers.ts';
+import type { ControllerMetrics } from './metrics.ts';
+import { VolumeReconciler } from './reconciler.ts';
+import type { VolumeApi } from './volume-api.ts';
+
+export interface ControllerOptions {
+  api: VolumeApi;
+  volumes: CacheFactory<k8s.KubernetesObject>;
+  replicas: CacheFactory<k8s.KubernetesObject>;
+  nodes: CacheFactory<k8s.V1Node>;
+  log: Logger;
+  clock?: Clock;
+  metrics?: ControllerMetrics;
+}
+
+const keyOf = (o: k8s.KubernetesObject) => `${o.metadata?.namespace}/${o.metadata?.name}`;
+
+export class Controller {
+  readonly queue: WorkQueue;
+  readonly caches: {
+    volumes: ObjectCache<k8s.KubernetesObject>;
+    replicas: ObjectCache<k8s.KubernetesObject>;
+    nodes: ObjectCache<k8s.V1Node>;
+  };
+  readonly reconciler: VolumeReconciler;
+  readonly #o: ControllerOptions;
+  #workers: Promise<void>[] = [];
+
+  constructor(o: ControllerOptions) {
+    this.#o = o;
+    const clock = o.clock ?? systemClock;
+    this.queue = new WorkQueue({ clock });
+    const volumes = o.volumes({
+      onChange: (v) => this.queue.add(keyOf(v)),
+      onResync: () => {
+        for (const v of volumes.list()) this.queue.add(keyOf(v));
+      },
+    });
+    const replicas = o.replicas({
+      onChange: (r) => {
+        const v = r.metadata?.labels?.[LABELS.volume];
+        if (v) this.queue.add(`${r.metadata?.namespace}/${v}`);
+      },
+    });
+    const nodes = o.nodes({
+      onChange: (n) => {
+        for (const v of volumes.list()) {
+          const spec = (v as { spec?: { replicas?: { node?: string }[] } }).spec;
+          if (spec?.replicas?.some((r) => r.node === n.metadata?.name)) this.queue.add(keyOf(v));
+        }
+      },
+    });
+    this.caches = { volumes, replicas, nodes };
+    this.reconciler = new VolumeReconciler({
+      api: o.api,
+      log: o.log,
+      clock,
+      caches: this.caches,
+      ...(o.metrics ? { metrics: o.metrics } : {}),
+    });
+  }
+
+  get synced(): boolean {
+    return Object.values(this.caches).every((c) => c.synced);
+  }
+
+  startCaches(): Promise<void> {
+    return Promise.all(Object.values(this.caches).map((c) => c.start())).then(() => undefined);
+  }
+
+  /** Once this process leads: workers take keys, and every volume is looked at once. */
+  startWorkers(count: number): void {
+    const m = this.#o.metrics;
+    this.#workers = runWorkers({
+      queue: this.queue,
+      count,
+      log: this.#o.log,
+      keyField: 'rv',
+      handle: (key) => this.reconciler.reconcile(key),
+      ...(m
+        ? {
+            time: () => m.reconcileSeconds.startTimer(),
+            onOutcome: (result: WorkOutcome) => {
+              m.reconciles.inc({ result });
+              if (result !== 'success') m.reconcileErrors.inc();
+            },
+          }
+        : {}),
+    });
+    for (const v of this.caches.volumes.list()) this.queue.add(keyOf(v));
+  }
+
+  /** Stops taking keys and waits (at most `graceMs`) for the reconciles in hand. */
+  async stopWorkers(graceMs: number, clock: Clock = this.#o.clock ?? systemClock): Promise<void> {
+    this.queue.shutDown();
+    await Promise.race([Promise.all(this.#workers), new Promise((r) => clock.setTimer(() => r(undefined), graceMs))]);
+  }
+
+  stopCaches(): Promise<void> {
+    return Promise.all(Object.values(this.caches).map((c) => c.stop())).then(() => undefined);
+  }
+}

@@ -1,0 +1,93 @@
+// Every API call the agent makes, behind one interface (as the controller's
+// VolumeApi): KubeAgentApi talks to the API server; the control-plane simulator
+// (test/sim) implements the same calls against its simulated one.
+import * as k8s from '@kubernetes/client-node';
+import { FIELD_MANAGERS, SECRET_KEY } from '../api/names.ts';
+import { type Fence, ReplicatedVolume } from '../api/replicated-volume.ts';
+import { type EventInput, isNotFound, mergePatch, recordEvent, replicaApi, volumeApi } from '../runtime/kube.ts';
+import type { FenceApi } from './fence.ts';
+
+export type ObjectRef = { kind: string; name: string; namespace: string; uid?: string | undefined };
+
+export interface AgentApi extends FenceApi {
+  /** Merge patch on the replica's /status (not conditional: the agent is its only writer); false when the replica is gone. */
+  reportStatus(namespace: string, name: string, status: Record<string, unknown>): Promise<boolean>;
+  recordEvent(obj: ObjectRef, e: EventInput): Promise<void>;
+  /** The replica's spec as the API server has it now (not the cache); undefined when it is gone. */
+  readReplica(namespace: string, name: string): Promise<{ role: string; epoch: number } | undefined>;
+  /** The Secret's shared-secret, or undefined when the Secret or the key is missing. */
+  readSecret(namespace: string, name: string): Promise<string | undefined>;
+}
+
+export class KubeAgentApi implements AgentApi {
+  readonly #custom: k8s.CustomObjectsApi;
+  readonly #core: k8s.CoreV1Api;
+  readonly #node: string;
+
+  constructor(kc: k8s.KubeConfig, node: string) {
+    this.#custom = kc.makeApiClient(k8s.CustomObjectsApi);
+    this.#core = kc.makeApiClient(k8s.CoreV1Api);
+    this.#node = node;
+  }
+
+  async reportStatus(namespace: string, name: string, status: Record<string, unknown>): Promise<boolean> {
+    try {
+      await this.#custom.patchNamespacedCustomObjectStatus(
+        { ...replicaApi, namespace, name, body: { status } },
+        mergePatch,
+      );
+      return true;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+  }
+
+  recordEvent(obj: ObjectRef, e: EventInput): Promise<void> {
+    return recordEvent(this.#core, FIELD_MANAGERS.agent, this.#node, obj, e);
+  }
+
+  async readReplica(namespace: string, name: string): Promise<{ role: string; epoch: number } | undefined> {
+    try {
+      const r = (await this.#custom.getNamespacedCustomObject({ ...replicaApi, namespace, name })) as {
+        spec?: { role?: string; epoch?: number };
+      };
+      return { role: String(r.spec?.role), epoch: Number(r.spec?.epoch) };
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async readSecret(namespace: string, name: string): Promise<string | undefined> {
+    try {
+      const s = await this.#core.readNamespacedSecret({ name, namespace });
+      const v = s.data?.[SECRET_KEY];
+      return v ? Buffer.from(v, 'base64').toString('utf8') : undefined;
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async readVolume(namespace: string, name: string): Promise<ReplicatedVolume | undefined> {
+    try {
+      return ReplicatedVolume.parse(await this.#custom.getNamespacedCustomObject({ ...volumeApi, namespace, name }));
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async patchVolumeStatus(rv: ReplicatedVolume, status: { fence: Fence | null }): Promise<void> {
+    await this.#custom.patchNamespacedCustomObjectStatus(
+      {
+        ...volumeApi,
+        namespace: rv.metadata.namespace,
+        name: rv.metadata.name,
+        body: { metadata: { resourceVersion: rv.metadata.resourceVersion }, status },
+      },
+      mergePatch,
+    );
+  }
+}

@@ -1,0 +1,290 @@
+// Runs a pass's plan (plan.ts): each action through the engine (tandemadm and
+// the control socket), the consumer (mkfs/mount), the fencer (conditional writes
+// of the volume's status) or the API (events). The first action that fails ends
+// the run; its failure condition is reported in place of the plan's. Nothing
+// here decides: the plan said what to do, in which order.
+import type { Logger } from 'pino';
+import type { ConditionInput } from '../api/condition.ts';
+import { CONDITIONS, KINDS, SECRET_KEY } from '../api/names.ts';
+import type { ReplicatedVolumeReplica, ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
+import { type Clock, systemClock } from '../runtime/clock.ts';
+import { describeError } from '../runtime/kube.ts';
+import type { AgentApi } from './agent-api.ts';
+import type { AdmResult, EngineStatusView } from './engine-client.ts';
+import type { Fencer } from './fence.ts';
+import type { Action, FailureCondition, Plan } from './plan.ts';
+
+/** The agent's handle on engines (EngineClient: tandemadm + the control socket). */
+export interface EngineDriver {
+  status(resource: string): Promise<EngineStatusView | undefined>;
+  adm(resource: string, ...args: string[]): Promise<AdmResult>;
+  /** Resources with an engine (or its leftovers) on this node. */
+  resources(): Promise<string[]>;
+}
+
+/** The engine's configuration file (it holds the shared secret). */
+export interface ConfigStore {
+  write(spec: ReplicatedVolumeReplicaSpec, secret: string): Promise<void>;
+  remove(resource: string): Promise<void>;
+}
+
+/** The consumer seam (consumer.ts): mkfs + mount on the Primary, the placeholder elsewhere. */
+export interface ConsumerPort {
+  ensure(device: string, filesystem: 'xfs' | 'ext4', mountPath: string): Promise<{ created: boolean }>;
+  release(mountPath: string | undefined, o?: { placeholder?: boolean }): Promise<void>;
+  /** The topmost mount's source at the path, undefined when nothing is mounted there. */
+  source(mountPath: string | undefined): Promise<string | undefined>;
+  exists(path: string): Promise<boolean>;
+}
+
+export type Outcome = {
+  conditions: ConditionInput[];
+  /** An action changed something (the next pass should look again at once). */
+  acted: boolean;
+};
+
+/** An action that could not do its job; `reason` overrides the plan's failure reason (a ConsumerError's). */
+class ActionFailed extends Error {
+  readonly reason: string | undefined;
+  constructor(message: string, reason?: string) {
+    super(message);
+    this.reason = reason;
+  }
+}
+
+export class PlanExecutor {
+  readonly #node: string;
+  readonly #api: AgentApi;
+  readonly #engines: EngineDriver;
+  readonly #config: ConfigStore;
+  readonly #consumer: ConsumerPort;
+  readonly #fencer: Fencer;
+  readonly #clock: Clock;
+  readonly #secrets = new Map<string, { value: string; at: number }>();
+
+  constructor(o: {
+    node: string;
+    api: AgentApi;
+    engines: EngineDriver;
+    config: ConfigStore;
+    consumer: ConsumerPort;
+    fencer: Fencer;
+    clock?: Clock;
+  }) {
+    this.#node = o.node;
+    this.#api = o.api;
+    this.#engines = o.engines;
+    this.#config = o.config;
+    this.#consumer = o.consumer;
+    this.#fencer = o.fencer;
+    this.#clock = o.clock ?? systemClock;
+  }
+
+  async run(rvr: ReplicatedVolumeReplica, plan: Plan, log: Logger): Promise<Outcome> {
+    let acted = false;
+    // An event reports the action before it; it is not recorded when that action did nothing.
+    let lastDidSomething = true;
+    for (const a of plan.actions) {
+      if (a.kind === 'event') {
+        if (lastDidSomething) await this.event(rvr, a.type, a.reason, a.message);
+        continue;
+      }
+      if (a.kind === 'confirm-order') {
+        const why = await this.#confirm(rvr, a);
+        if (why) {
+          log.info({ ordered: `${a.role}@${a.epoch}`, why }, 'Not acting on the order; looking again');
+          return { conditions: plan.conditions, acted: true };
+        }
+        continue;
+      }
+      try {
+        lastDidSomething = await this.#run(rvr, a, log);
+        if (lastDidSomething && a.kind !== 'write-config') acted = true;
+      } catch (err) {
+        const failure: FailureCondition =
+          'failure' in a ? a.failure : { type: CONDITIONS.engineReady, reason: 'SyncError' };
+        const reason = err instanceof ActionFailed && err.reason ? err.reason : failure.reason;
+        const message = describeError(err).message;
+        log.warn({ action: a.kind, reason, error: message }, 'Could not converge');
+        const conditions = plan.conditions.filter((c) => c.type !== failure.type && c.type !== CONDITIONS.mounted);
+        return { conditions: [...conditions, { type: failure.type, status: 'False', reason, message }], acted };
+      }
+    }
+    return { conditions: plan.conditions, acted };
+  }
+
+  /** Runs one action; false when it found nothing to do (or did not succeed, harmlessly). */
+  async #run(
+    rvr: ReplicatedVolumeReplica,
+    a: Exclude<Action, { kind: 'event' | 'confirm-order' }>,
+    log: Logger,
+  ): Promise<boolean> {
+    const spec = rvr.spec;
+    const res = spec.resource;
+    const ns = rvr.metadata.namespace;
+    const adm = async (...args: string[]) => {
+      const r = await this.#engines.adm(res, ...args);
+      if (r.code !== 0) throw new ActionFailed(r.stderr.trim() || `tandemadm ${args.join(' ')} exited ${r.code}`);
+      return r;
+    };
+    switch (a.kind) {
+      case 'release-consumer':
+        await this.#consumer.release(spec.mountPath, { placeholder: a.placeholder }).catch((err: unknown) => {
+          throw new ActionFailed(
+            a.failure.reason === 'StaleMount'
+              ? `${spec.mountPath} is still mounted on this Secondary and in use; every I/O on it fails; it is unmounted as soon as nothing holds it (${describeError(err).message})`
+              : describeError(err).message,
+          );
+        });
+        return true;
+      case 'down':
+        await adm('down');
+        log.info('Took the engine down');
+        return true;
+      case 'remove-config':
+        await this.#config.remove(res);
+        return true;
+      case 'write-config': {
+        const secret = await this.#secret(ns, spec.secretName);
+        if (secret === undefined) throw new ActionFailed(`Secret ${spec.secretName} has no ${SECRET_KEY}`);
+        await this.#config.write(spec, secret);
+        return true;
+      }
+      case 'up': {
+        const md = await this.#engines.adm(res, 'create-md');
+        if (md.code === 0) log.info({ disk: spec.self.disk, metaDisk: spec.self.metaDisk }, 'Created metadata');
+        const up = await this.#engines.adm(res, 'up');
+        if (up.code !== 0)
+          throw new ActionFailed(
+            [up.stderr.trim(), md.code !== 0 ? `(create-md: ${md.stderr.trim()})` : ''].filter(Boolean).join(' '),
+          );
+        log.info('Started the engine');
+        return true;
+      }
+      case 'promote':
+        await adm(...(a.force ? ['--', '--force'] : []), 'primary');
+        log.info({ epoch: spec.epoch, force: a.force }, 'Promoted');
+        return true;
+      case 'demote':
+        await adm(...(a.force ? ['--', '--force'] : []), 'secondary');
+        if (a.force) log.warn({ epoch: spec.epoch }, 'Demoted while frozen: the frozen I/O failed');
+        else log.info({ epoch: spec.epoch }, 'Demoted');
+        return true;
+      case 'fence-peer-and-resume': {
+        const outcome = await this.#fencer.fencePeer(ns, spec);
+        if (outcome !== 'fenced')
+          throw new ActionFailed(
+            outcome === 'superseded'
+              ? 'I/O is frozen: this node lost its peer and is no longer the rightful Primary (a newer epoch exists); it will be demoted'
+              : 'I/O is frozen: this node lost its peer and cannot reach the API server to fence it; writes wait until the peer returns or the fence is recorded',
+            'Frozen',
+          );
+        const r = await this.#engines.adm(res, 'resume-io');
+        if (r.code !== 0) throw new ActionFailed(`resume-io: ${r.stderr.trim()}`, 'SyncError');
+        log.warn({ epoch: spec.epoch }, 'Fenced the peer; resumed I/O');
+        return true;
+      }
+      case 'connect': {
+        const r = await this.#engines.adm(res, ...(a.discardMyData ? ['--', '--discard-my-data'] : []), 'connect');
+        if (a.discardMyData)
+          log.warn(
+            { code: r.code, epoch: spec.epoch },
+            "Split brain after a failover: discarding this node's changes (they are saved) and resyncing from the Primary",
+          );
+        else log.info({ code: r.code, role: spec.role }, 'StandAlone: connecting to the peer again');
+        return r.code === 0;
+      }
+      case 'outdate': {
+        const r = await this.#engines.adm(res, 'outdate');
+        if (r.code === 0) log.warn({ epoch: spec.epoch }, "Fenced in the API: outdated this node's disk");
+        return r.code === 0;
+      }
+      case 'lift-peer-fence':
+        return this.liftPeerFence(ns, spec);
+      case 'ensure-consumer': {
+        const m = await this.#consumer.ensure(a.device, spec.filesystem!, spec.mountPath!).catch((err: unknown) => {
+          throw new ActionFailed(describeError(err).message, (err as { reason?: string }).reason);
+        });
+        if (m.created) {
+          log.info({ device: a.device, filesystem: spec.filesystem }, 'Created filesystem');
+          await this.event(
+            rvr,
+            'Normal',
+            'FilesystemCreated',
+            `mkfs.${spec.filesystem} on ${a.device} (the volume was blank)`,
+          );
+        }
+        log.info({ device: a.device, mountPath: spec.mountPath }, 'Mounted the filesystem');
+        return true;
+      }
+      case 'release-device':
+        await this.#engines.adm(res, 'secondary');
+        return true;
+    }
+  }
+
+  /**
+   * An engine's role moves only on the volume's current order: the replica as the API
+   * server has it now must still say this role at this epoch (the cache may lag), and
+   * the volume must be at that epoch (a controller that stopped between writing the
+   * volume's status and the replicas leaves orders of an older epoch behind), naming
+   * this node Primary, unfenced, for a promotion. Why not, or undefined.
+   */
+  async #confirm(rvr: ReplicatedVolumeReplica, a: { role: string; epoch: number }): Promise<string | undefined> {
+    const [now, rv] = await Promise.all([
+      this.#api.readReplica(rvr.metadata.namespace, rvr.metadata.name),
+      this.#fencer.readVolume(rvr.metadata.namespace, rvr.spec.volume),
+    ]);
+    if (now?.role !== a.role || now.epoch !== a.epoch)
+      return `the replica now orders ${now ? `${now.role} at epoch ${now.epoch}` : 'nothing (it is gone)'}`;
+    const st = rv?.status;
+    if ((st?.epoch ?? 0) !== a.epoch) return `the volume is at epoch ${st?.epoch ?? 0}`;
+    if (a.role === 'Primary' && st?.primary !== this.#node) return `the volume's Primary is ${st?.primary ?? 'none'}`;
+    if (a.role === 'Primary' && st?.fence?.node === this.#node) return 'this node is fenced';
+    return undefined;
+  }
+
+  /** Lifts a fence on the peer while this Primary's engine is Connected with an UpToDate peer (checked again under the fence lock). */
+  liftPeerFence(ns: string, spec: ReplicatedVolumeReplicaSpec): Promise<boolean> {
+    const whole = async () => {
+      const e = await this.#engines.status(spec.resource);
+      return (
+        e?.role === 'Primary' &&
+        e.cstate === 'Connected' &&
+        e.disk === 'UpToDate' &&
+        e.peerDisk === 'UpToDate' &&
+        e.suspended !== true
+      );
+    };
+    return this.#fencer.liftFence(ns, spec, whole);
+  }
+
+  async event(
+    rvr: ReplicatedVolumeReplica,
+    type: 'Normal' | 'Warning',
+    reason: string,
+    message: string,
+  ): Promise<void> {
+    await this.#api
+      .recordEvent(
+        { kind: KINDS.replica.kind, name: rvr.metadata.name, namespace: rvr.metadata.namespace, uid: rvr.metadata.uid },
+        { type, reason, message },
+      )
+      .catch(() => undefined);
+  }
+
+  /** The peer secret, read at most once a minute per Secret (passes run every few seconds). */
+  async #secret(namespace: string, name: string): Promise<string | undefined> {
+    const key = `${namespace}/${name}`;
+    const now = this.#clock.now().getTime();
+    const cached = this.#secrets.get(key);
+    if (cached && now - cached.at < 60_000) return cached.value;
+    const value = await this.#api.readSecret(namespace, name);
+    if (value !== undefined) this.#secrets.set(key, { value, at: now });
+    return value;
+  }
+
+  get node(): string {
+    return this.#node;
+  }
+}

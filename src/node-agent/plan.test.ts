@@ -1,0 +1,335 @@
+import type { ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
+import type { EngineStatusView } from './engine-client.ts';
+import { type PassSnapshot, PLACEHOLDER_SOURCE, type Plan, planPass } from './plan.ts';
+
+const spec = (o: Partial<ReplicatedVolumeReplicaSpec> = {}): ReplicatedVolumeReplicaSpec => ({
+  volume: 'db',
+  engine: 'Up',
+  resource: 'ns.db',
+  node: 'master',
+  role: 'Secondary',
+  initialSync: false,
+  forcePrimary: false,
+  epoch: 3,
+  port: 7789,
+  minor: 0,
+  self: { node: 'master', address: '10.0.0.1', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' },
+  peer: { node: 'backup', address: '10.0.0.2', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' },
+  protocol: 'C',
+  onIoError: 'detach',
+  splitBrain: { afterSb0pri: 'disconnect', afterSb1pri: 'disconnect', afterSb2pri: 'disconnect' },
+  secretName: 'db-peer',
+  filesystem: 'xfs',
+  mountPath: '/mydata/db',
+  ...o,
+});
+
+const engine = (o: Partial<EngineStatusView> = {}): EngineStatusView => ({
+  resource: 'ns.db',
+  role: 'Secondary',
+  peerRole: 'Primary',
+  cstate: 'Connected',
+  disk: 'UpToDate',
+  peerDisk: 'UpToDate',
+  size: 1 << 30,
+  counters: {},
+  oosBytes: 0,
+  uuids: { current: 'A1B2C3D4E5F60708' },
+  ...o,
+});
+
+const snap = (o: Partial<PassSnapshot> = {}): PassSnapshot => ({
+  spec: spec(),
+  epochSeen: 0,
+  engine: engine(),
+  missingDisks: [],
+  mountSource: PLACEHOLDER_SOURCE,
+  ...o,
+});
+
+/** The plan as a line per action (events by reason) and the conditions as TYPE=STATUS/REASON. */
+const summary = (p: Plan) => ({
+  actions: p.actions.map((a) =>
+    a.kind === 'event'
+      ? `event ${a.reason}`
+      : a.kind === 'promote' || a.kind === 'demote'
+        ? `${a.kind}${a.force ? ' --force' : ''}`
+        : a.kind === 'connect'
+          ? `connect${a.discardMyData ? ' --discard-my-data' : ''}`
+          : a.kind === 'release-consumer'
+            ? `release-consumer${a.placeholder ? ' (placeholder)' : ''}`
+            : a.kind,
+  ),
+  conditions: p.conditions.map((c) => `${c.type}=${c.status}/${c.reason}`),
+  ...(p.needVolume ? { needVolume: true } : {}),
+  ...(p.ignored ? { ignored: true } : {}),
+});
+
+const primaryEngine = (o: Partial<EngineStatusView> = {}) =>
+  engine({
+    role: 'Primary',
+    peerRole: 'Secondary',
+    attach: { method: 'fuse', reason: 'no nbd', device: '/dev/loop7', lastError: null },
+    ...o,
+  });
+
+test.each<[string, Partial<PassSnapshot>, ReturnType<typeof summary>]>([
+  [
+    'a spec from an older epoch than one acted on is ignored',
+    { spec: spec({ epoch: 2 }), epochSeen: 3 },
+    { actions: [], conditions: [], ignored: true },
+  ],
+  [
+    'Down: consumer released, engine down, config removed',
+    { spec: spec({ engine: 'Down' }) },
+    {
+      actions: ['release-consumer', 'down', 'remove-config'],
+      conditions: ['EngineReady=False/Down'],
+    },
+  ],
+  [
+    'Down with no engine left: nothing to take down',
+    { spec: spec({ engine: 'Down' }), engine: undefined },
+    { actions: ['release-consumer', 'remove-config'], conditions: ['EngineReady=False/Down'] },
+  ],
+  [
+    'a missing disk: nothing is touched',
+    { missingDisks: ['/dev/sdb2'], engine: undefined },
+    { actions: [], conditions: ['DisksFound=False/DiskMissing'] },
+  ],
+  [
+    'Probe: disks found, no engine started',
+    { spec: spec({ engine: 'Probe' }), engine: undefined },
+    { actions: [], conditions: ['DisksFound=True/Found', 'EngineReady=False/Probing'] },
+  ],
+  [
+    'no engine: config, then create-md + up; the role waits for the next pass',
+    { spec: spec({ role: 'Primary' }), engine: undefined },
+    { actions: ['write-config', 'up'], conditions: ['DisksFound=True/Found', 'EngineReady=False/Starting'] },
+  ],
+  [
+    'ordered Primary, UpToDate Secondary: promote (no force)',
+    { spec: spec({ role: 'Primary' }) },
+    {
+      actions: ['write-config', 'confirm-order', 'promote', 'event Promoted'],
+      conditions: ['DisksFound=True/Found', 'EngineReady=True/Running', 'SplitBrain=False/NoSplitBrain'],
+    },
+  ],
+  [
+    'the initial sync of a fresh Inconsistent disk: promote --force',
+    { spec: spec({ role: 'Primary', initialSync: true }), engine: engine({ disk: 'Inconsistent' }) },
+    {
+      actions: ['write-config', 'confirm-order', 'promote --force', 'event Promoted'],
+      conditions: ['DisksFound=True/Found', 'EngineReady=True/Running', 'SplitBrain=False/NoSplitBrain'],
+    },
+  ],
+  [
+    'initialSync on a disk that is no longer Inconsistent: no force',
+    { spec: spec({ role: 'Primary', initialSync: true }), engine: engine({ disk: 'Outdated' }) },
+    {
+      actions: ['write-config', 'confirm-order', 'promote', 'event Promoted'],
+      conditions: ['DisksFound=True/Found', 'EngineReady=True/Running', 'SplitBrain=False/NoSplitBrain'],
+    },
+  ],
+  [
+    "the operator's force: promote --force whatever the disk",
+    { spec: spec({ role: 'Primary', forcePrimary: true }), engine: engine({ disk: 'Outdated' }) },
+    {
+      actions: ['write-config', 'confirm-order', 'promote --force', 'event Promoted'],
+      conditions: ['DisksFound=True/Found', 'EngineReady=True/Running', 'SplitBrain=False/NoSplitBrain'],
+    },
+  ],
+  [
+    'a frozen Primary, still ordered Primary: fence the peer, then resume',
+    { spec: spec({ role: 'Primary' }), engine: primaryEngine({ suspended: true, cstate: 'WFConnection' }) },
+    {
+      actions: ['write-config', 'confirm-order', 'fence-peer-and-resume'],
+      conditions: ['DisksFound=True/Found', 'EngineReady=True/Running', 'SplitBrain=False/NoSplitBrain'],
+    },
+  ],
+  [
+    'a frozen Primary superseded (ordered Secondary): --force secondary, the frozen writes fail',
+    { engine: primaryEngine({ suspended: true, cstate: 'WFConnection' }) },
+    {
+      actions: ['write-config', 'confirm-order', 'demote --force', 'event Superseded'],
+      conditions: ['DisksFound=True/Found', 'EngineReady=True/Running', 'SplitBrain=False/NoSplitBrain'],
+    },
+  ],
+  [
+    'a planned demotion: the consumer goes first, then secondary',
+    { engine: primaryEngine(), mountSource: '/dev/loop7' },
+    {
+      actions: ['write-config', 'confirm-order', 'release-consumer (placeholder)', 'demote', 'event Demoted'],
+      conditions: ['DisksFound=True/Found', 'EngineReady=True/Running', 'SplitBrain=False/NoSplitBrain'],
+    },
+  ],
+  [
+    'the Primary with its device attached and nothing mounted: mkfs (once) + mount',
+    { spec: spec({ role: 'Primary' }), engine: primaryEngine(), mountSource: PLACEHOLDER_SOURCE },
+    {
+      actions: ['write-config', 'lift-peer-fence', 'ensure-consumer'],
+      conditions: [
+        'DisksFound=True/Found',
+        'EngineReady=True/Running',
+        'Mounted=True/Mounted',
+        'SplitBrain=False/NoSplitBrain',
+      ],
+    },
+  ],
+  [
+    'the Primary mounted already: only the (usual) look at a fence on its peer',
+    { spec: spec({ role: 'Primary' }), engine: primaryEngine(), mountSource: '/dev/loop7' },
+    {
+      actions: ['write-config', 'lift-peer-fence'],
+      conditions: [
+        'DisksFound=True/Found',
+        'EngineReady=True/Running',
+        'Mounted=True/Mounted',
+        'SplitBrain=False/NoSplitBrain',
+      ],
+    },
+  ],
+  [
+    'the Primary without a device yet: Mounted=False NoDevice, nothing forced',
+    {
+      spec: spec({ role: 'Primary' }),
+      engine: primaryEngine({ attach: { method: 'fuse', reason: 'attaching', device: null, lastError: null } }),
+    },
+    {
+      actions: ['write-config', 'lift-peer-fence'],
+      conditions: [
+        'DisksFound=True/Found',
+        'EngineReady=True/Running',
+        'Mounted=False/NoDevice',
+        'SplitBrain=False/NoSplitBrain',
+      ],
+    },
+  ],
+  [
+    'a StandAlone Primary connects again',
+    { spec: spec({ role: 'Primary' }), engine: primaryEngine({ cstate: 'StandAlone' }), mountSource: '/dev/loop7' },
+    {
+      actions: ['write-config', 'connect'],
+      conditions: [
+        'DisksFound=True/Found',
+        'EngineReady=True/Running',
+        'Mounted=True/Mounted',
+        'SplitBrain=False/NoSplitBrain',
+      ],
+    },
+  ],
+  [
+    'a Secondary apart from its peer asks for the volume status before deciding',
+    { engine: engine({ cstate: 'WFConnection', peerRole: 'Unknown', peerDisk: 'DUnknown' }) },
+    { actions: [], conditions: [], needVolume: true },
+  ],
+  [
+    'fenced in the API while apart: outdate its own disk',
+    {
+      engine: engine({ cstate: 'WFConnection', peerRole: 'Unknown', peerDisk: 'DUnknown' }),
+      volume: {
+        primary: 'backup',
+        epoch: 3,
+        fence: { node: 'master', epoch: 3, by: 'backup', time: '2026-12-06T00:00:00Z', reason: 'lost' },
+      },
+    },
+    {
+      actions: ['write-config', 'outdate', 'event Outdated'],
+      conditions: [
+        'DisksFound=True/Found',
+        'EngineReady=True/Running',
+        'Mounted=False/NotPrimary',
+        'SplitBrain=False/NoSplitBrain',
+      ],
+    },
+  ],
+  [
+    'the old Primary after a split brain, its peer the Primary at its epoch: --discard-my-data connect',
+    {
+      engine: engine({
+        cstate: 'StandAlone',
+        disk: 'Outdated',
+        lastDecision: { decision: 'split-brain', rule: 'both changed' },
+      }),
+      volume: { primary: 'backup', epoch: 3 },
+    },
+    {
+      actions: ['write-config', 'connect --discard-my-data', 'event DiscardingOwnChanges'],
+      conditions: [
+        'DisksFound=True/Found',
+        'EngineReady=True/Running',
+        'Mounted=False/NotPrimary',
+        'SplitBrain=True/SplitBrain',
+      ],
+    },
+  ],
+  [
+    'a split brain while the volume names this node Primary (or an older epoch): never discard its data',
+    {
+      engine: engine({ cstate: 'StandAlone', lastDecision: { decision: 'split-brain', rule: 'both changed' } }),
+      volume: { primary: 'backup', epoch: 2 },
+    },
+    {
+      actions: ['write-config'],
+      conditions: [
+        'DisksFound=True/Found',
+        'EngineReady=True/Running',
+        'Mounted=False/NotPrimary',
+        'SplitBrain=True/SplitBrain',
+      ],
+    },
+  ],
+  [
+    'a Secondary with a filesystem left mounted (forced demotion): unmounted for the placeholder',
+    {
+      mountSource: '/dev/loop7',
+      engine: engine({ attach: { method: 'fuse', reason: 'x', device: '/dev/loop7', lastError: null } }),
+    },
+    {
+      actions: ['write-config', 'release-consumer (placeholder)', 'release-device'],
+      conditions: [
+        'DisksFound=True/Found',
+        'EngineReady=True/Running',
+        'Mounted=False/NotPrimary',
+        'SplitBrain=False/NoSplitBrain',
+      ],
+    },
+  ],
+])('%s', (_name, given, want) => {
+  expect(summary(planPass(snap(given)))).toEqual(want);
+});
+
+test('a Connected Primary with an UpToDate peer lifts the fence; not while frozen or syncing', () => {
+  const lifts = (e: EngineStatusView) =>
+    planPass(snap({ spec: spec({ role: 'Primary' }), engine: e, mountSource: '/dev/loop7' })).actions.some(
+      (a) => a.kind === 'lift-peer-fence',
+    );
+  expect(lifts(primaryEngine())).toBe(true);
+  expect(lifts(primaryEngine({ peerDisk: 'Inconsistent', cstate: 'SyncSource' }))).toBe(false);
+  expect(lifts(primaryEngine({ suspended: true }))).toBe(false);
+});
+
+test('at most one role action per pass, and never a promotion and a demotion together, whatever the engine says', () => {
+  const roles = ['Primary', 'Secondary'] as const;
+  const cstates = ['Connected', 'WFConnection', 'StandAlone', 'SyncSource', 'SyncTarget'];
+  const disks = ['UpToDate', 'Outdated', 'Inconsistent', 'Consistent'];
+  for (const ordered of roles)
+    for (const role of roles)
+      for (const cstate of cstates)
+        for (const disk of disks)
+          for (const suspended of [false, true])
+            for (const volume of [undefined, { primary: 'backup', epoch: 3 }, { primary: 'master', epoch: 3 }]) {
+              const p = planPass(
+                snap({ spec: spec({ role: ordered }), engine: engine({ role, cstate, disk, suspended }), volume }),
+              );
+              const kinds = p.actions.map((a) => a.kind);
+              const roleSteps = kinds.filter((k) => k === 'promote' || k === 'demote');
+              expect(roleSteps.length).toBeLessThanOrEqual(1);
+              // The plan moves the engine only toward the ordered role.
+              if (kinds.includes('promote')) expect(ordered).toBe('Primary');
+              if (kinds.includes('demote')) expect(ordered).toBe('Secondary');
+              // A Primary's data is never discarded.
+              if (kinds.includes('connect') && p.actions.some((a) => a.kind === 'connect' && a.discardMyData))
+                expect({ ordered, role }).toEqual({ ordered: 'Secondary', role: 'Secondary' });
+            }
+});
