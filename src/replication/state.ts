@@ -126,9 +126,16 @@ export function transition(current: EngineState, change: StateChange, ctx: Trans
   return { ok: true, next, diff: describeDiff(current, next) };
 }
 
-/** Connected to a peer whose disk holds a copy of the data (DRBD: pdsk Consistent or UpToDate). */
+/**
+ * Connected to a peer whose disk holds a copy of the data (DRBD: pdsk Consistent or
+ * UpToDate), or is becoming one: our SyncTarget gets every write, and its resync may
+ * end on its side (it adopts our generation) without the last ack reaching us. Losing
+ * such a peer must start a new generation as much as losing an UpToDate one (simulator
+ * seed 2016: without it, the old SyncTarget promoted alone and later became SyncSource
+ * over the writes we took meanwhile, with no split brain detected).
+ */
 export function hasPeerCopy(s: EngineState): boolean {
-  return isConnected(s.conn) && !isSyncSource(s.conn) && (s.peerDisk === 'UpToDate' || s.peerDisk === 'Consistent');
+  return isConnected(s.conn) && (isSyncSource(s.conn) || s.peerDisk === 'UpToDate' || s.peerDisk === 'Consistent');
 }
 
 /** Someone writes to the data this node holds: it is Primary, or its connected peer is. */
