@@ -249,10 +249,14 @@ export class Metadata {
         resource,
         bootId: 0n,
       };
-      // The zeroed activity log and bitmap are durable before the superblock that makes them count.
+      // The zeroed activity log, bitmap and other slot are durable before the superblock
+      // that makes them count. The superblock goes in the slot its sequence number names
+      // (as update() picks them): the first update then writes the other slot, and a torn
+      // first update leaves this one intact (simulator seed 2174 lost both).
+      const slot = Number(sb.seq % 2n);
+      await f.write(location.offset + (1 - slot) * SUPER_SLOT_BYTES, Buffer.alloc(SUPER_SLOT_BYTES));
       await f.datasync();
-      await f.write(location.offset, encodeSuperblock(sb));
-      await f.write(location.offset + SUPER_SLOT_BYTES, Buffer.alloc(SUPER_SLOT_BYTES));
+      await f.write(location.offset + slot * SUPER_SLOT_BYTES, encodeSuperblock(sb));
       await f.datasync();
       return { bitmapBytes };
     } finally {
