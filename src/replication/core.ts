@@ -59,6 +59,8 @@ export interface Core {
   spawn(what: string, p: Promise<unknown>, disk?: boolean): void;
   /** The application did I/O now (the resync rate controller backs off). */
   lastAppIo: number;
+  /** A SyncTarget now holds its source's data durably (`connected`: the link still stood when it finished). */
+  synced(connected: boolean): void;
   /** A split-brain victim's own version of a range is saved (durably) before the range is overwritten. */
   saveBeforeOverwrite(offset: number, length: number): Promise<void>;
 }

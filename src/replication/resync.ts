@@ -493,6 +493,7 @@ export class Resync {
       { bytes: this.#doneBytes, seconds: (core.world.clock.now() - this.#started) / 1000 },
       'Resync finished',
     );
+    core.synced(c === core.conn);
     if (c !== core.conn) return;
     core.fact({ conn: 'Connected', disk: 'UpToDate', peerDisk: 'UpToDate' }, 'resync finished');
     core.send(c, { type: 'sync-done-ack' });

@@ -43,6 +43,8 @@ export class Oracle {
   /** Writes issued to a node and not acknowledged (in flight, or failed): a read may see them. */
   readonly #maybe = new Map<string, Map<number, Set<number>>>();
   readonly violations: Violation[] = [];
+  /** Per SyncTarget whose link dropped mid-resync: its source's lineage at that moment. */
+  readonly #atParting = new Map<string, { lineage: Lineage; maybe: Map<number, Set<number>> }>();
 
   constructor(nodes: string[]) {
     for (const n of nodes) {
@@ -225,15 +227,42 @@ export class Oracle {
   }
 
   /** The resync finished: the target holds the source's data, durably. */
-  resyncDone(target: string, source: string): void {
+  /**
+   * `target`'s resync finished: it holds `source`'s data now, durably. `connected`: the link
+   * still stood. If it had dropped (SYNC_DONE and the last blocks were already in), the
+   * target holds what the source held when they parted, not what the source wrote since;
+   * and of the writes mirrored to it, only what its own lineage says it got for certain.
+   */
+  resyncDone(target: string, source: string, connected: boolean): void {
+    const from = connected
+      ? { lineage: this.lin(source), maybe: this.#maybe.get(source)! }
+      : this.#atParting.get(target);
+    if (!from) {
+      this.fail('the simulator is consistent', `${target} finished a resync from ${source} it never parted from`);
+      return;
+    }
+    const own = this.lin(target);
     const copy: Lineage = new Map();
-    for (const [block, entries] of this.lin(source))
+    for (const [block, entries] of from.lineage) {
+      const mine = new Map((own.get(block) ?? []).map((e) => [e.w, e]));
       copy.set(
         block,
-        entries.map((e) => ({ ...e, durable: !e.lost })),
+        entries.map((e) => {
+          const m = connected ? undefined : mine.get(e.w);
+          return m ? { ...m } : { ...e, durable: !e.lost };
+        }),
       );
+    }
     this.#lineage.set(target, copy);
-    this.#maybe.set(target, cloneMaybe(this.#maybe.get(source)!));
+    this.#maybe.set(target, cloneMaybe(from.maybe));
+  }
+
+  /** A resync toward `target` was running when its link to `source` dropped: remember what the source held. */
+  partedDuringResync(target: string, source: string): void {
+    this.#atParting.set(target, {
+      lineage: new Map([...this.lin(source)].map(([b, es]) => [b, es.map((e) => ({ ...e }))])),
+      maybe: cloneMaybe(this.#maybe.get(source)!),
+    });
   }
 
   /**

@@ -410,6 +410,13 @@ class Sim {
     engine.on('plan', (p) => {
       if (alive()) this.onPlan(node, p);
     });
+    engine.on('synced', (connected) => {
+      if (!alive()) return;
+      const peerName = this.other(name);
+      this.oracle.resyncDone(name, peerName, connected);
+      this.userDiscard[name] = false;
+      this.note(`${name}: resync finished${connected ? '' : ' after the link dropped'}, now holds ${peerName}'s data`);
+    });
     engine.on('bug', (m) => {
       if (alive()) this.oracle.fail('state transitions are ones the state machine allows', `${name}: ${m}`);
     });
@@ -466,11 +473,7 @@ class Sim {
       this.note(`${node.name}: disk failed (${cause})`);
     }
     const fromTarget = isSyncTarget(prev.conn) || prev.conn === 'WFBitMapT';
-    if (fromTarget && s.conn === 'Connected' && s.disk === 'UpToDate') {
-      this.oracle.resyncDone(node.name, peer);
-      this.userDiscard[node.name] = false;
-      this.note(`${node.name}: resync finished, now holds ${peer}'s data`);
-    }
+    if (fromTarget && !isConnected(s.conn)) this.oracle.partedDuringResync(node.name, peer);
     // A person's `primary --force` accepts whatever that node holds: no check there.
     if (
       this.mode === 'managed' &&
