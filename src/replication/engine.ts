@@ -108,6 +108,8 @@ export interface EngineEvents {
   plan: [ConnectPlan];
   /** Something that must never happen happened (a refused fact): a bug, logged. */
   bug: [string];
+  /** A resync ended on this side (the target): its disk holds the source's data, durably. */
+  synced: [boolean];
 }
 
 export class Engine extends EventEmitter<EngineEvents> implements Core {
@@ -416,6 +418,10 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
     return round;
   }
 
+  synced(connected: boolean): void {
+    this.emit('synced', connected);
+  }
+
   saveBeforeOverwrite(offset: number, length: number): Promise<void> {
     return this.#resync.saveBeforeOverwrite(offset, length);
   }
@@ -431,8 +437,13 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
         `${this.config.name}: no local disk (Diskless); attach it first`,
         11,
       );
-    if (opts.discardMyData) this.#discardMyData = true;
-    if (this.#link) return;
+    if (this.#link) {
+      if (opts.discardMyData) this.#discardMyData = true;
+      return;
+    }
+    // A new connect from StandAlone carries its own options, as drbdadm's does: a
+    // --discard-my-data from an earlier, refused attempt does not linger (seed 2968).
+    this.#discardMyData = opts.discardMyData === true;
     const net = this.config.net;
     const link = this.world.transport.link({
       resource: this.config.name,
@@ -917,7 +928,33 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
   private async promoteNow(opts: { force?: boolean }): Promise<void> {
     if (this.state.role === 'Primary') return;
     const md = this.metadata;
-    if (!isUpToDate(this.state.disk) && !opts.force) throw refuse(REFUSALS.noUpToDateDisk);
+    // With fencing on, a node that cannot see its peer is promoted only once the
+    // fence-peer handler has made sure the peer cannot be (DRBD's "Refusing to be
+    // Primary while peer is not outdated"): the peer may be Primary on the other side
+    // of a partition, and writes acknowledged here would then be lost to a failover
+    // (simulator seed 4332). A Consistent disk (attached alone, newest unknown) becomes
+    // UpToDate by the same fence. `--force` overrides a failed fence, as in DRBD.
+    let fencedConsistent = false;
+    if (
+      !this.conn &&
+      this.config.disk.fencing !== 'dont-care' &&
+      (isUpToDate(this.state.disk) || this.state.disk === 'Consistent')
+    ) {
+      const code = await this.handler('fence-peer');
+      const fenced = code === 3 || code === 4 || code === 5 || code === 7;
+      if (this.conn) throw refuse(REFUSALS.inTransientState, 'the peer connected while it was being fenced');
+      if (fenced) {
+        fencedConsistent = this.state.disk === 'Consistent';
+      } else {
+        const why = code === undefined ? 'no fence-peer handler is configured' : `fence-peer handler exited ${code}`;
+        if (!opts.force) throw refuse(REFUSALS.primaryNop, why);
+        this.log.warn(
+          { code },
+          `Forced into a split brain situation: promoting although the peer is not fenced (${why})`,
+        );
+      }
+    }
+    if (!isUpToDate(this.state.disk) && !fencedConsistent && !opts.force) throw refuse(REFUSALS.noUpToDateDisk);
     if (this.conn && (this.state.peerRole === 'Primary' || this.#peerPromoting) && !this.config.net.allowTwoPrimaries)
       throw refuse(REFUSALS.twoPrimaries);
     if (isSyncTarget(this.state.conn)) throw refuse(REFUSALS.syncing);
@@ -935,7 +972,7 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
       this.#promoteWaiters.delete(id);
       if (!answer.ok) throw new StateChangeError(-1, answer.message ?? 'peer refused');
     }
-    const forced = opts.force === true && !isUpToDate(this.state.disk);
+    const forced = opts.force === true && !isUpToDate(this.state.disk) && !fencedConsistent;
     // Promoted while not connected: our data will move ahead of the peer's (DRBD: conn < WFReportParams).
     const alone = !this.conn;
     if (forced) {
@@ -973,7 +1010,7 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
       };
     });
     this.commit(
-      { role: 'Primary', ...(forced ? { disk: 'UpToDate' as const } : {}) },
+      { role: 'Primary', ...(forced || fencedConsistent ? { disk: 'UpToDate' as const } : {}) },
       opts.force ? 'primary --force' : 'primary',
     );
     this.sendState({ role: 'Primary', disk: this.state.disk === 'UpToDate' ? 'UpToDate' : undefined });

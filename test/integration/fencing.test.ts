@@ -98,6 +98,43 @@ describe('fencing resource-and-stonith', () => {
       await rm(log, { force: true });
     }
   });
+
+  test('a node that cannot see its peer becomes Primary only once fence-peer has fenced the peer', async () => {
+    const allow = `/tmp/tandem-fence-allow-${process.pid}`;
+    await rm(allow, { force: true });
+    const pair = await fencedPair(`test -e ${allow} && exit 7; exit 1`);
+    try {
+      await pair.ok('master', 'secondary', 'mysql');
+      await pair.cutLink();
+      await pair.waitFor('backup', (s) => s.cstate !== 'Connected', 20_000, 'the link to drop');
+      // The peer may be Primary on the other side of the partition: no promotion on a guess.
+      const refused = await pair.adm('backup', 'primary', 'mysql');
+      expect(refused.code).not.toBe(0);
+      expect(refused.stderr).toMatch(
+        /Refusing to be Primary while peer is not outdated \(fence-peer handler exited 1\)/,
+      );
+      expect((await pair.status('backup')).role).toBe('Secondary');
+      // Restarted alone, the disk is Consistent (newest unknown); the fence makes it UpToDate.
+      await pair.ok('backup', 'down', 'mysql');
+      await pair.ok('backup', 'up', 'mysql');
+      expect((await pair.status('backup')).disk).toBe('Consistent');
+      await writeFile(allow, '');
+      await pair.ok('backup', 'primary', 'mysql');
+      const s = await pair.status('backup');
+      expect([s.role, s.disk]).toEqual(['Primary', 'UpToDate']);
+      // --force overrides a failed fence, and says what it risks.
+      await rm(allow, { force: true });
+      expect((await pair.adm('master', 'primary', 'mysql')).code).not.toBe(0);
+      await pair.ok('master', '--', '--force', 'primary', 'mysql');
+      expect(await readFile(pair.logPath('master'), 'utf8')).toMatch(/Forced into a split brain situation/);
+      await pair.healLink();
+      await pair.waitFor('master', (s) => s.cstate === 'StandAlone', 20_000, 'the split brain to be detected');
+      expect(await readFile(pair.logPath('master'), 'utf8')).toMatch(/Split-Brain detected/);
+    } finally {
+      await pair.destroy();
+      await rm(allow, { force: true });
+    }
+  });
 });
 
 async function eventuallyLines(lines: () => Promise<string[]>, n: number): Promise<void> {
