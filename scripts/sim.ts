@@ -62,7 +62,15 @@ let events = 0;
 let simulatedMs = 0;
 let acked = 0;
 let faults = 0;
+// A round that stops making progress (an await on something the simulation never
+// resolves) is a bug too: report its seed instead of hanging the run.
+const HANG_MS = 300_000;
 for (let i = 0; i < rounds && Date.now() < deadline; i++) {
+  const watchdog = setTimeout(() => {
+    console.log(`\nHUNG: seed ${first + i} made no progress for ${HANG_MS / 1000} s of wall time`);
+    console.log(`Replay: npm run sim -- --seed ${first + i} --rounds 1 --verbose`);
+    process.exit(2);
+  }, HANG_MS);
   const r = await runRound({
     seed: first + i,
     ...(mode ? { mode } : {}),
@@ -70,6 +78,7 @@ for (let i = 0; i < rounds && Date.now() < deadline; i++) {
     mutants,
     logLines: 80,
   });
+  clearTimeout(watchdog);
   ran++;
   events += r.stats.events;
   simulatedMs += r.stats.simulatedMs;
