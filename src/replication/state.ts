@@ -179,12 +179,9 @@ export function effectsOf(prev: EngineState, next: EngineState, fencing: Fencing
   if (!soleWritableCopy(prev) && soleWritableCopy(next) && prev.role === next.role)
     out.push({ kind: 'new-generation' });
   const lostPeer = prev.role === 'Primary' && isConnected(prev.conn) && !isConnected(next.conn);
-  if (
-    lostPeer &&
-    fencing !== 'dont-care' &&
-    (prev.peerDisk === 'UpToDate' || prev.peerDisk === 'Consistent') &&
-    next.role === 'Primary'
-  )
+  // A SyncTarget counts: its resync may have ended on its side (seed 5867: the Primary,
+  // cut off from the arbiter, wrote on alone while the finished target was failed over to).
+  if (lostPeer && fencing !== 'dont-care' && hasPeerCopy(prev) && next.role === 'Primary')
     out.push({ kind: 'fence-peer', freeze: fencing === 'resource-and-stonith' });
   if (lostPeer && !hasLocalDisk(next.disk)) out.push({ kind: 'pri-on-incon-degr' });
   if (!isWholePrimary(prev) && isWholePrimary(next)) out.push({ kind: 'unfence-peer' });
