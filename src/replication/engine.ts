@@ -137,6 +137,8 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
   peerParams: Params | undefined;
   #discardMyData = false;
   #pendingInvalidate: 'none' | 'self' | 'peer' = 'none';
+  /** We sent the peer new PARAMS on an established connection and await its answer. */
+  #renegotiating = false;
   #pendingResize = false;
   #promoteId = 0;
   readonly #promoteWaiters = new Map<number, Deferred<{ ok: boolean; message?: string }>>();
@@ -527,6 +529,7 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
   }
 
   private sendParams(c: PeerConnection, reply: boolean): void {
+    if (!reply && this.peerParams) this.#renegotiating = true;
     this.#sentParams = this.makeParams(reply);
     this.send(c, { type: 'params', params: this.#sentParams });
   }
@@ -546,6 +549,7 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
     if (this.conn !== c) return;
     this.conn = undefined;
     this.peerParams = undefined;
+    this.#renegotiating = false;
     this.#peerPromoting = false;
     for (const w of this.#promoteWaiters.values()) w.resolve({ ok: false, message: 'connection lost' });
     this.#promoteWaiters.clear();
@@ -667,6 +671,16 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
    * pure rules (sync-plan.ts), so both reach mirrored plans without a third message.
    */
   private onParams(c: PeerConnection, p: Params): void {
+    if (!p.reply && this.peerParams && (this.#renegotiating || this.state.conn !== 'Connected')) {
+      // The peer renegotiates while we do too (the requests crossed), or while a resync
+      // or bitmap exchange runs: one plan cannot follow the other safely. Start over: the
+      // reconnect plans once from both sides' current PARAMS (pending invalidate/resize
+      // requests are kept and go out again).
+      this.log.warn({ conn: this.state.conn }, 'The peer renegotiated at the same time: reconnecting to plan again');
+      c.close('NetworkFailure', 'renegotiation crossed');
+      return;
+    }
+    if (p.reply) this.#renegotiating = false;
     if (!p.reply && isConnected(this.state.conn) && this.peerParams) {
       // The peer renegotiates (e.g. after `primary --force`): answer with ours.
       this.sendParams(c, true);
@@ -973,6 +987,7 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
       if (!answer.ok) throw new StateChangeError(-1, answer.message ?? 'peer refused');
     }
     const forced = opts.force === true && !isUpToDate(this.state.disk) && !fencedConsistent;
+    if (forced && this.conn && this.peerParams) this.assertNotRenegotiating();
     // Promoted while not connected: our data will move ahead of the peer's (DRBD: conn < WFReportParams).
     const alone = !this.conn;
     if (forced) {
@@ -1116,6 +1131,7 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
   /** `resize`: grow online after both backing devices grew; the new area is synced. */
   async resize(): Promise<void> {
     if (!this.conn || this.state.conn !== 'Connected') throw refuse(REFUSALS.needConnection);
+    this.assertNotRenegotiating();
     if (!isUpToDate(this.state.disk) || !isUpToDate(this.state.peerDisk))
       throw new StateChangeError(-2, 'resize needs UpToDate data on both nodes');
     await this.refreshCapacity();
@@ -1163,6 +1179,11 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
     }
   }
 
+  /** One renegotiation with the peer at a time (DRBD: "In transient state, retry after next state change"). */
+  private assertNotRenegotiating(): void {
+    if (this.#renegotiating) throw refuse(REFUSALS.inTransientState, 'a renegotiation with the peer is in flight');
+  }
+
   /** `invalidate`: this node's data is declared bad; a full resync from the peer replaces it. */
   async invalidate(): Promise<void> {
     if (this.state.role === 'Primary')
@@ -1170,6 +1191,7 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
     if (this.conn && this.state.conn === 'Connected') {
       if (!isUpToDate(this.state.peerDisk))
         throw new StateChangeError(-2, 'invalidate needs an UpToDate peer to sync from');
+      this.assertNotRenegotiating();
       this.#pendingInvalidate = 'self';
       this.sendParams(this.conn, false);
       return;
@@ -1189,6 +1211,7 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
     if (this.state.peerRole === 'Primary')
       throw new StateChangeError(-13, 'Refusing to invalidate the peer while it is Primary');
     if (!isUpToDate(this.state.disk)) throw new StateChangeError(-2, 'invalidate-remote needs UpToDate data here');
+    this.assertNotRenegotiating();
     this.#pendingInvalidate = 'peer';
     this.sendParams(this.conn, false);
   }
