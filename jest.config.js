@@ -16,12 +16,20 @@ export default {
       roots: ['<rootDir>/src', '<rootDir>/scripts'],
       testMatch: ['<rootDir>/src/**/*.test.ts', '<rootDir>/scripts/**/*.test.ts'],
     },
-    // Seeded simulations of the real controller and agents on a simulated API server (test/sim).
+    // Seeded simulations of the real controller and agents on a simulated API server (test/sim/control).
     {
       ...common,
       displayName: 'control-sim',
-      roots: ['<rootDir>/test/sim'],
-      testMatch: ['<rootDir>/test/sim/**/*.test.ts'],
+      roots: ['<rootDir>/test/sim/control'],
+      testMatch: ['<rootDir>/test/sim/control/**/*.test.ts'],
+    },
+    // The engine simulator's fixed budget: two real engines, simulated disks and network (src/sim).
+    {
+      ...common,
+      displayName: 'engine-sim',
+      roots: ['<rootDir>/test/sim/engine'],
+      testMatch: ['<rootDir>/test/sim/engine/**/*.test.ts'],
+      slowTestThreshold: 120,
     },
     {
       ...common,

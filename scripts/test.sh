@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # All of tandem's tests, as CI runs them: typecheck, lint and format check, unit tests of pure code,
-# a fixed budget of the control-plane simulation (test/sim: seeded, about 25 s), integration
+# a fixed budget of the control-plane simulation (test/sim/control: seeded, about 25 s) and of
+# the engine simulator (test/sim/engine: 500 fixed seeds and the old bugs put back, a few minutes), integration
 # tests with real engine processes and real NBD clients, and the e2e suite against a real kube-apiserver/etcd/kube-controller-manager.
 # Ends with one plain line: "tests: N passed, M failed".
 set -uo pipefail
@@ -17,7 +18,7 @@ tsc -p tsconfig.json --noEmit || status=1
 echo "== lint and format (biome; 'npm run format' fixes what it can)"
 biome check --error-on-warnings . || status=1
 
-suites=(unit control-sim integration)
+suites=(unit control-sim engine-sim integration)
 [[ "${TANDEM_SKIP_E2E:-}" == 1 ]] && echo "== e2e not run: TANDEM_SKIP_E2E=1" || suites+=(e2e)
 for suite in "${suites[@]}"; do
   echo "== $suite tests"
