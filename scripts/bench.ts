@@ -10,6 +10,10 @@
 //   npm run bench -- --prof DIR           engines write V8 CPU profiles (--cpu-prof) into DIR
 //   npm run bench -- --only standalone|connected
 //   npm run bench -- --workloads seqwrite,qd1   a subset (seqwrite, randwrite, randread, qd1)
+//   npm run bench -- --compare REV        the Connected workloads also on a second pair running
+//                                         the engine of git revision REV (a temporary worktree),
+//                                         runs alternating, and a table of this tree against it
+//                                         (e.g. --compare a0ef30d: before epochs and barrier acks)
 //
 // The engines are built exactly as the integration tests build them (test/integration/support/
 // pair.ts): `tandemadm create-md` + `up` on 127.0.0.2 and 127.0.0.3, file disks in one temp dir
@@ -19,8 +23,8 @@
 // This machine is shared (2 cores; other jobs may run): each figure is the best of --repeat
 // runs, nbdkit and tandem alternating, and the ratios are what to read, not the absolute values.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, open, readdir, readFile } from 'node:fs/promises';
-import { availableParallelism } from 'node:os';
+import { mkdir, mkdtemp, open, readdir, readFile, symlink } from 'node:fs/promises';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -39,6 +43,7 @@ const { values: args } = parseArgs({
     prof: { type: 'string' },
     only: { type: 'string' },
     workloads: { type: 'string' },
+    compare: { type: 'string' },
   },
 });
 const SECONDS = Number(args.seconds);
@@ -303,6 +308,45 @@ async function placement(pair: Pair): Promise<{ same: number; other: number } | 
   }
 }
 
+/** A Connected pair running another revision's engine, in a temporary worktree of this repository. */
+async function comparePair(rev: string): Promise<{ pair: Pair; label: string; cleanup: () => Promise<void> }> {
+  const root = new URL('..', import.meta.url).pathname;
+  const label = (await run('git', ['-C', root, 'rev-parse', '--short', rev])).stdout.trim();
+  const wt = join(await mkdtemp(join(tmpdir(), 'tandem-bench-')), label);
+  await run('git', ['-C', root, 'worktree', 'add', '--detach', wt, rev]);
+  await symlink(join(root, 'node_modules'), join(wt, 'node_modules'));
+  const pair = await Pair.create({
+    protocol: 'C',
+    masterMiB: SIZE_MIB,
+    backupMiB: SIZE_MIB,
+    tandemadm: join(wt, 'bin/tandemadm.js'),
+  });
+  await run(
+    'fio',
+    [
+      '--name=fill',
+      `--filename=${pair.disk('master')}`,
+      '--rw=write',
+      '--bs=1M',
+      `--size=${SIZE_MIB}M`,
+      '--ioengine=psync',
+    ],
+    { timeout: 120_000 },
+  );
+  await pair.startBlank();
+  await pair.ok('master', 'primary', 'mysql');
+  settleFiles.push(pair.disk('master'), pair.disk('backup'));
+  return {
+    pair,
+    label,
+    cleanup: async () => {
+      for (const n of ['master', 'backup'] as const) await pair.adm(n, 'down', 'mysql');
+      await pair.destroy();
+      await run('git', ['-C', root, 'worktree', 'remove', '--force', wt]);
+    },
+  };
+}
+
 async function main(): Promise<void> {
   const baseEnv = envOf(args.env);
   if (args.prof) {
@@ -440,12 +484,49 @@ async function main(): Promise<void> {
       await pair.waitInSync(300_000);
       process.stderr.write(`  resync of ${SIZE_MIB} MiB took ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
       const conn = new Map<string, Result>();
-      for (const w of WORKLOADS) {
-        const pids = { primary: await pair.pid('master'), secondary: await pair.pid('backup') };
-        for (let i = 0; i < REPEAT; i++)
-          conn.set(w.key, best(w, conn.get(w.key), record('conn', w, await fio(pair.nbdUri('master'), w, [], pids))));
-        if (!alone.has(w.key)) alone.set(w.key, conn.get(w.key)!);
-        process.stderr.write(`  ${w.key}: connected ${fmt(conn.get(w.key)!.value)} ${w.metric}\n`);
+      const other = new Map<string, Result>();
+      const cmp = args.compare ? await comparePair(args.compare) : undefined;
+      try {
+        for (const w of WORKLOADS) {
+          const pids = { primary: await pair.pid('master'), secondary: await pair.pid('backup') };
+          const cmpPids = cmp && { primary: await cmp.pair.pid('master'), secondary: await cmp.pair.pid('backup') };
+          for (let i = 0; i < REPEAT; i++) {
+            conn.set(w.key, best(w, conn.get(w.key), record('conn', w, await fio(pair.nbdUri('master'), w, [], pids))));
+            if (cmp)
+              other.set(
+                w.key,
+                best(w, other.get(w.key), record('other', w, await fio(cmp.pair.nbdUri('master'), w, [], cmpPids))),
+              );
+          }
+          if (!alone.has(w.key)) alone.set(w.key, conn.get(w.key)!);
+          process.stderr.write(
+            `  ${w.key}: connected ${fmt(conn.get(w.key)!.value)}${cmp ? `, ${cmp.label} ${fmt(other.get(w.key)!.value)}` : ''} ${w.metric}\n`,
+          );
+        }
+      } finally {
+        await cmp?.cleanup();
+      }
+      if (cmp) {
+        console.log(
+          `Connected protocol C pair, this tree (${gitRev}) vs git ${cmp.label} (same run, runs alternating):`,
+        );
+        console.log(`  ${pad('workload', 30)}${lpad(cmp.label, 12)}${lpad(gitRev, 12)}${lpad('ratio', 8)}   unit`);
+        for (const w of WORKLOADS) {
+          const a = other.get(w.key)!;
+          const b = conn.get(w.key)!;
+          const extra = w.metric === 'lat µs' ? `   (p99 ${a.p99 ?? '?'} / ${b.p99 ?? '?'} µs)` : '';
+          console.log(
+            `  ${pad(w.title, 30)}${lpad(fmt(a.value), 12)}${lpad(fmt(b.value), 12)}${lpad(ratio(w, b, a).toFixed(2), 8)}   ${w.metric}${extra}`,
+          );
+        }
+        console.log(
+          `  every run: ${WORKLOADS.map((w) => `${w.key} ${cmp.label} ${runsOf('other', w)}; ${gitRev} ${runsOf('conn', w)}`).join(' | ')}`,
+        );
+        const a = other.get('seqwrite') as (Result & { cpu?: CpuPerMiB }) | undefined;
+        const b = conn.get('seqwrite') as (Result & { cpu?: CpuPerMiB }) | undefined;
+        if (a && b)
+          console.log(`  CPU ms per MiB, 1 MiB writes: ${cmp.label}: ${fmtCpu(a.cpu)}; ${gitRev}: ${fmtCpu(b.cpu)}`);
+        console.log('');
       }
       console.log(
         'Connected protocol C pair (peer on 127.0.0.3, same disk) vs StandAlone (ratio; latency as nbdkit-style speed ratio and delta):',

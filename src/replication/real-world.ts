@@ -2,9 +2,8 @@
 // and block devices through node:fs (the application's small I/O inline on the
 // event loop while the page cache serves it, see BackingIo), the TCP peer link,
 // handlers run by /bin/sh, and crypto's random bytes.
-import { randomBytes } from 'node:crypto';
 import { constants as fsc, readFileSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, writeFile, type FileHandle } from 'node:fs/promises';
 import { BackingIo, sizeOf } from './backing.ts';
 import { ERROR_CODES, TandemError } from './errors.ts';
@@ -94,9 +93,12 @@ function readBootId(): bigint {
     try {
       text = readFileSync(path, 'utf8').trim();
     } catch {
-      // Unknown: every unclean stop then counts as a lost cache (the cautious reading).
+      // Unknown, below.
     }
-    bootId = text === '' ? 0n : createHash('sha256').update(text).digest().readBigUInt64LE(0) | 1n;
+    // Unknown: a fresh value per process, so every restart after an unclean stop counts
+    // as a lost cache (the cautious reading).
+    if (text === '') text = randomBytes(16).toString('hex');
+    bootId = createHash('sha256').update(text).digest().readBigUInt64LE(0) | 1n;
   }
   return bootId;
 }

@@ -1,4 +1,5 @@
-import { initialState, transition, type EngineState } from './state.ts';
+import { effectsOf, initialState, transition, type EngineState } from './state.ts';
+import type { FencingPolicy } from '../api/config.ts';
 
 const ctx = { allowTwoPrimaries: false, openCount: 0 };
 const connected: EngineState = {
@@ -66,5 +67,64 @@ describe('transition', () => {
         expect(r.error.code).toBe('TANDEM_ERR_STATE_CHANGE');
       }
     }
+  });
+});
+
+describe('effects of a state change', () => {
+  const primary: EngineState = { ...connected, role: 'Primary' };
+  const cases: [string, EngineState, Partial<EngineState>, string, string[]][] = [
+    ['a Primary loses its UpToDate peer', primary, { conn: 'NetworkFailure' }, 'dont-care', ['new-generation']],
+    [
+      'with fencing, it also fences (and freezes with resource-and-stonith)',
+      primary,
+      { conn: 'NetworkFailure' },
+      'resource-and-stonith',
+      ['new-generation', 'fence-peer:freeze'],
+    ],
+    [
+      'a Primary loses its SyncTarget (the target may have finished without telling)',
+      { ...primary, conn: 'SyncSource', peerDisk: 'Inconsistent' },
+      { conn: 'BrokenPipe' },
+      'resource-only',
+      ['new-generation', 'fence-peer'],
+    ],
+    ['a Secondary loses its peer: nothing', connected, { conn: 'NetworkFailure' }, 'resource-and-stonith', []],
+    [
+      'a Secondary loses its Primary, which had no disk of its own: it now holds the only copy',
+      { ...connected, peerRole: 'Primary', peerDisk: 'Diskless' },
+      { conn: 'NetworkFailure' },
+      'dont-care',
+      [],
+    ],
+    [
+      'a Primary whose own disk failed loses the peer: no copy left',
+      { ...primary, disk: 'Diskless' },
+      { conn: 'NetworkFailure' },
+      'dont-care',
+      ['pri-on-incon-degr'],
+    ],
+    [
+      'the pair becomes whole: unfence',
+      { ...primary, conn: 'SyncSource', peerDisk: 'Inconsistent' },
+      { conn: 'Connected', peerDisk: 'UpToDate' },
+      'resource-only',
+      ['unfence-peer'],
+    ],
+    [
+      'a resync starting is no new generation',
+      { ...primary, conn: 'WFBitMapS', peerDisk: 'Inconsistent' },
+      { conn: 'SyncSource' },
+      'dont-care',
+      [],
+    ],
+  ];
+  test.each(cases)('%s', (_name, from, change, fencing, expected) => {
+    const r = transition(from, change, ctx);
+    expect(r.ok).toBe(true);
+    if (!r.ok) return;
+    const got = effectsOf(from, r.next, fencing as FencingPolicy).map((e) =>
+      e.kind === 'fence-peer' && e.freeze ? 'fence-peer:freeze' : e.kind,
+    );
+    expect(got).toEqual(expected);
   });
 });

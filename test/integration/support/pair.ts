@@ -38,6 +38,8 @@ export interface PairOptions {
   diskPath?: Partial<Record<NodeName, string>>;
   /** A node's metadata device, when it is not a file the pair creates. */
   metaPath?: Partial<Record<NodeName, string>>;
+  /** Another build's tandemadm (npm run bench -- --compare REV). */
+  tandemadm?: string;
 }
 
 export type NodeName = 'master' | 'backup';
@@ -146,7 +148,7 @@ resource ${this.resourceOf(n)} {
     try {
       const r = await run(
         NODE,
-        [TANDEMADM, '-c', this.configPath(n), '--node', n, '--run-dir', this.runDir(n), ...args],
+        [this.opts.tandemadm ?? TANDEMADM, '-c', this.configPath(n), '--node', n, '--run-dir', this.runDir(n), ...args],
         { timeout: 60_000, env: { ...process.env, TANDEM_BOOT_ID_FILE: this.bootIdFile(n) } },
       );
       return { code: 0, stdout: r.stdout, stderr: r.stderr };
