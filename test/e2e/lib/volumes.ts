@@ -95,7 +95,10 @@ export async function freshDisks(mountPaths: readonly string[] = ['/mydata/mysql
     // A pid file may hold a pid of a container's namespace (an agent pod's engine): kill
     // only a tandem or nbdfuse process of this node's network namespace.
     'for p in /run/tandem/*.pid; do [ -f "$p" ] || continue; pid=$(cat "$p"); [ "$(readlink /proc/$pid/ns/net)" = "$(readlink /proc/self/ns/net)" ] && grep -qaE "tandem|nbdfuse" /proc/$pid/cmdline && kill -9 "$pid"; done 2>/dev/null',
-    'rm -rf /run/tandem/*',
+    // Everything of the volumes, not the running agent's fence socket (agent.sock and the
+    // file it points to): without it every fence-peer run fails and, since a promotion
+    // while alone runs fence-peer first, no failover happens.
+    "find /run/tandem -mindepth 1 -maxdepth 1 ! -name 'agent.sock*' -exec rm -rf {} +",
     'blkdiscard -f /dev/sdb1 2>/dev/null && blkdiscard -f /dev/sdb2 2>/dev/null',
     'true',
   ].join('; ');
