@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { Bitmap, decodeRle, encodeRle } from './bitmap.ts';
+import { BITMAP_PAGE_BYTES, Bitmap, decodeRle, encodeRle } from './bitmap.ts';
 
 describe('Bitmap', () => {
   test('set/clear ranges count exactly and report what changed', () => {
@@ -50,6 +50,17 @@ describe('Bitmap', () => {
     const bm = new Bitmap(1024 ** 4 / 4096);
     bm.setRange(1000, 3000);
     expect(encodeRle(bm).length).toBeLessThan(16);
+  });
+
+  test('touchRange dirties the pages of a range without changing a bit', () => {
+    const bm = new Bitmap(BITMAP_PAGE_BYTES * 8 * 3);
+    bm.setRange(0, 10);
+    bm.takeDirtyPages();
+    bm.touchRange(5, BITMAP_PAGE_BYTES * 8 + 1);
+    expect(bm.takeDirtyPages()).toEqual([0, 1]);
+    expect(bm.count).toBe(10);
+    bm.touchRange(7, 7);
+    expect(bm.takeDirtyPages()).toEqual([]);
   });
 
   test('rejects malformed run lengths', () => {

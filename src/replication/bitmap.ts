@@ -71,6 +71,19 @@ export class Bitmap {
     return added;
   }
 
+  /**
+   * Marks the pages holding bits [from, to) dirty whether or not a bit changed: the
+   * bits as read may be only in a cache that a failed sync left unwritten, so the
+   * next write-back must put them on disk again.
+   */
+  touchRange(from: number, to: number): void {
+    const words = BITMAP_PAGE_BYTES / 4;
+    to = Math.min(to, this.bits);
+    if (from >= to) return;
+    for (let p = Math.floor((from >>> 5) / words); p <= Math.floor(((to - 1) >>> 5) / words); p++)
+      this.dirtyPages.add(p);
+  }
+
   /** Clears bits [from, to); returns how many were cleared. */
   clearRange(from: number, to: number): number {
     const removed = this.applyRange(from, to, false);

@@ -332,8 +332,15 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
       if (hot.length > 0) {
         // Unclean shutdown: writes may have been in flight in these extents, on one
         // disk and not the other, or not yet durable on the peer. Resync exactly them.
-        for (const e of hot)
-          mdRef.bitmap.setRange((e * AL_EXTENT_BYTES) / BLOCK_SIZE, ((e + 1) * AL_EXTENT_BYTES) / BLOCK_SIZE);
+        // The pages are written again even where the bits read back as set: they may be
+        // set only in a cache whose sync failed before the crash, and the log is cleared
+        // next (seed 7727: the cleared log survived a power loss, the bits did not).
+        for (const e of hot) {
+          const from = (e * AL_EXTENT_BYTES) / BLOCK_SIZE;
+          const to = ((e + 1) * AL_EXTENT_BYTES) / BLOCK_SIZE;
+          mdRef.bitmap.setRange(from, to);
+          mdRef.bitmap.touchRange(from, to);
+        }
         await mdRef.writeDirtyBitmap(true);
         this.log.warn(
           { extents: hot.length, bytes: hot.length * AL_EXTENT_BYTES },

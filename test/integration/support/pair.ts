@@ -4,6 +4,7 @@
 // metadata (`meta-disk …sdb2[0]`), each node with its own run dir.
 import { execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:net';
 import { mkdtemp, open, readFile, rm, writeFile, truncate } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -16,10 +17,28 @@ const ROOT = resolve(import.meta.dirname, '../../..');
 export const TANDEMADM = join(ROOT, 'bin/tandemadm.js');
 export const NODE = process.execPath;
 
-let nextPort = 17000 + (process.pid % 500) * 8;
-export function allocPort(): number {
-  nextPort += 1;
-  return nextPort;
+/**
+ * A TCP port free on both nodes' addresses. Other test processes (and other jobs on the
+ * machine) pick ports at the same time, so a port is tried by binding it on 127.0.0.2 and
+ * 127.0.0.3 before a pair gets it; a fixed per-process range collided when one process
+ * created more pairs than its range held.
+ */
+let nextPort = 17000 + Math.floor(Math.random() * 20000);
+export async function allocPort(): Promise<number> {
+  for (let tries = 0; tries < 200; tries++) {
+    nextPort = nextPort >= 40000 ? 17000 : nextPort + 1;
+    const port = nextPort;
+    if ((await bindable('127.0.0.2', port)) && (await bindable('127.0.0.3', port))) return port;
+  }
+  throw new Error('no free TCP port for a test pair');
+}
+
+function bindable(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen({ host, port, exclusive: true }, () => srv.close(() => resolve(true)));
+  });
 }
 
 export interface PairOptions {
@@ -63,7 +82,7 @@ export class Pair {
 
   static async create(opts: PairOptions = {}): Promise<Pair> {
     const dir = await mkdtemp(join(tmpdir(), 'tandem-pair-'));
-    const p = new Pair(dir, allocPort(), opts);
+    const p = new Pair(dir, await allocPort(), opts);
     const sizes: Record<NodeName, number> = { master: opts.masterMiB ?? 48, backup: opts.backupMiB ?? 64 };
     for (const n of ['master', 'backup'] as const) {
       if (!opts.diskPath?.[n]) {
