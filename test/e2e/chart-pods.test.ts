@@ -2,8 +2,8 @@
 // image values changed, on nodes that run real kubelets and containerd, the image
 // built here (npm run image) and loaded into every node. The controller Deployment
 // and the agent DaemonSet run as pods; the tutorial's volume becomes Ready with the
-// agent and its engines working inside the agent's container (privileged, host
-// network, /dev, Bidirectional mount propagation, FUSE + loop).
+// agent working inside its container (privileged, host network, /dev, Bidirectional
+// mount propagation) and its engines inside the engine host's pod (FUSE + loop).
 // Local harness only: the image is loaded into the harness's nodes.
 import { join } from 'node:path';
 import { jest } from '@jest/globals';
@@ -32,7 +32,7 @@ type Pod = {
   };
 };
 
-async function pods(component: 'controller' | 'node-agent'): Promise<Pod[]> {
+async function pods(component: 'controller' | 'node-agent' | 'engine-host'): Promise<Pod[]> {
   const out = await kubectl([
     'get',
     'pods',
@@ -156,17 +156,20 @@ describeLocal('the Helm chart as a user installs it, on real kubelets', () => {
     const rv = await waitReady(ns, 'mysql', 'master', 180_000);
     expect(rv.status?.replicas?.map((r) => r.node).sort()).toEqual(['backup', 'master']);
 
-    const agentOn = async (node: string) => (await pods('node-agent')).find((p) => p.spec.nodeName === node)!;
-    const agent = (await agentOn('master')).metadata.name;
-    const inPod = async (script: string) =>
-      (await kubectl(['exec', '-n', release.namespace, agent, '--', 'sh', '-c', script])).stdout.trim();
+    const podOn = async (component: 'node-agent' | 'engine-host', node: string) =>
+      (await pods(component)).find((p) => p.spec.nodeName === node)!.metadata.name;
+    const agent = await podOn('node-agent', 'master');
+    const engineHost = await podOn('engine-host', 'master');
+    const exec = async (pod: string, script: string) =>
+      (await kubectl(['exec', '-n', release.namespace, pod, '--', 'sh', '-c', script])).stdout.trim();
+    const inPod = (script: string) => exec(agent, script);
     const res = `${ns}.mysql`;
 
-    // The engine is a process of the agent's container (its pid namespace), and its
-    // FUSE export and loop device were made from inside it.
-    expect(await inPod(`tr '\\0' ' ' < /proc/$(cat /run/tandem/${res}.pid)/cmdline`)).toContain('tandemadm');
-    expect(await inPod(`findmnt -n -o FSTYPE /run/tandem/${res}.fuse`)).toBe('fuse');
-    const device = await inPod(`losetup -j /run/tandem/${res}.fuse/disk -n -O NAME`);
+    // The engine is a process of the engine host's pod (its pid namespace), not of the
+    // agent's container, and its FUSE export and loop device were made from inside it.
+    expect(await exec(engineHost, `tr '\\0' ' ' < /proc/$(cat /run/tandem/${res}.pid)/cmdline`)).toContain('tandemadm');
+    expect(await exec(engineHost, `findmnt -n -o FSTYPE /run/tandem/${res}.fuse`)).toBe('fuse');
+    const device = await exec(engineHost, `losetup -j /run/tandem/${res}.fuse/disk -n -O NAME`);
     expect(device).toMatch(/^\/dev\/loop\d+$/);
     // The filesystem it mounted through /mnt/tandem-host reached the node (Bidirectional).
     expect(await inPod('findmnt -rn -o SOURCE,FSTYPE /mnt/tandem-host/mydata/mysql | tail -n1')).toBe(`${device} xfs`);
@@ -199,6 +202,6 @@ describeLocal('the Helm chart as a user installs it, on real kubelets', () => {
     expect(
       (await execInNode('master', ['sh', '-c', 'findmnt -n /mydata/mysql | grep -c xfs; true'])).stdout.trim(),
     ).toBe('0');
-    expect(await inPod(`ls /run/tandem/${res}.pid 2>/dev/null; true`)).toBe('');
+    expect(await exec(engineHost, `ls /run/tandem/${res}.pid 2>/dev/null; true`)).toBe('');
   });
 });
