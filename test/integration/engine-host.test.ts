@@ -95,3 +95,26 @@ describe('the engine host runs tandemadm for the agent', () => {
     expect(backup.disk).toBe('UpToDate');
   });
 });
+
+test('a zombie is not a running engine: tandemadm down does not wait on one', async () => {
+  // `sleep 30` (exec'd by sh) never collects its child `sleep 0.1`: a zombie, as an engine
+  // is in a container whose first process does not collect orphans.
+  const parent = spawn('sh', ['-c', 'sleep 0.1 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  try {
+    const pid = Number(
+      await new Promise<string>((r) => parent.stdout?.once('data', (d: Buffer) => r(d.toString().trim()))),
+    );
+    let state = '';
+    for (let i = 0; i < 100 && state !== 'Z'; i++) {
+      await sleep(50);
+      const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+      state = stat.charAt(stat.lastIndexOf(')') + 2);
+    }
+    expect(state).toBe('Z');
+    expect(() => process.kill(pid, 0)).not.toThrow(); // what `down` used to wait on
+    expect(processAlive(pid)).toBe(false);
+    expect(processAlive(parent.pid!)).toBe(true);
+  } finally {
+    parent.kill('SIGKILL');
+  }
+});
