@@ -139,7 +139,11 @@ describeLocal('the Helm chart as a user installs it, on real kubelets', () => {
       timeoutMs: 30_000,
       what: `the Lease handed to ${standby}`,
     });
-    expect(await logs(standby)).toContain('Became leader');
+    // The log line follows the Lease write (and the kubelet's log file follows the process).
+    await eventually(async () => expect(await logs(standby)).toContain('Became leader'), {
+      timeoutMs: 10_000,
+      what: `${standby} logging that it became leader`,
+    });
     // The Deployment makes a new replica, which stands by.
     await eventually(
       async () => {

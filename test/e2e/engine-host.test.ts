@@ -72,7 +72,7 @@ for d in /proc/[0-9]*; do
   c=$(tr '\\0\\n' '  ' < $d/cmdline 2>/dev/null) || continue
   case "$c" in *${pattern}*) ;; *) continue ;; esac
   [ "$(readlink $d/ns/net 2>/dev/null)" = "$self" ] || continue
-  echo "\${d#/proc/} $(sed 's/.*) //' $d/stat | cut -d' ' -f20) $(awk '/^VmRSS/{print $2}' $d/status) $c"
+  printf '%s %s %s %s\\n' "\${d#/proc/}" "$(sed 's/.*) //' $d/stat | cut -d' ' -f20)" "$(awk '/^VmRSS/{print $2}' $d/status)" "$c"
 done`;
   const out = (await execInNode(node, ['sh', '-c', script])).stdout;
   return out
