@@ -85,7 +85,7 @@ describeLocal('the Helm chart as a user installs it, on real kubelets', () => {
     await freshDisks().catch(() => undefined);
   }, 300_000);
 
-  test('helm install with only the image values: a Ready controller Deployment (one leader) and an agent pod per node', async () => {
+  test('helm install with only the image values: a Ready controller Deployment (one leader), an agent and an engine host pod per node', async () => {
     const t0 = Date.now();
     await helm([
       'upgrade',
@@ -113,12 +113,19 @@ describeLocal('the Helm chart as a user installs it, on real kubelets', () => {
       expect(ready(p)).toBe(true);
       expect(p.status.containerStatuses?.[0]?.image).toContain(image.tag);
     }
-    const agents = await pods('node-agent');
-    expect(agents.map((p) => p.spec.nodeName).sort()).toEqual([...nodes].sort());
-    for (const p of agents) {
-      expect(p.status.phase).toBe('Running');
-      expect(ready(p)).toBe(true);
-    }
+    // helm's --wait counts a DaemonSet ready with maxUnavailable (1) pods not Ready yet, and
+    // does not wait for an OnDelete one (the engine host) at all: both are waited for here.
+    for (const component of ['node-agent', 'engine-host'] as const)
+      await eventually(
+        async () => {
+          const ps = await pods(component);
+          expect(ps.map((p) => p.spec.nodeName).sort()).toEqual([...nodes].sort());
+          expect(ps.map((p) => ({ phase: p.status.phase, ready: ready(p) }))).toEqual(
+            ps.map(() => ({ phase: 'Running', ready: true })),
+          );
+        },
+        { timeoutMs: 60_000, what: `a Running, Ready ${component} pod on every node` },
+      );
 
     // Leader election across the replicas: one holds the Lease and says so; the
     // other stands by. Deleting the leader's pod hands the Lease to the other.
