@@ -82,6 +82,14 @@ test('no agent listening: exit 1 (stay frozen), with the reason', async () => {
   expect(r.out).toMatch(/cannot ask the node agent/);
 });
 
+test('a new agent started while the old one shuts down keeps the socket: the old one closing does not remove it', async () => {
+  const newer = await serveFenceRequests(sock, async () => 4, pino({ level: 'silent' }));
+  const older = server;
+  server = newer;
+  await new Promise<void>((r) => older.close(() => r()));
+  expect(await runHandler({ DRBD_RESOURCE: 'db.mysql', TANDEM_HANDLER: 'fence-peer' })).toMatchObject({ code: 4 });
+});
+
 test('an unknown action or a line that is not JSON gets exit 1 and asks nothing', async () => {
   for (const line of ['{"resource":"db.mysql","action":"promote"}', 'not json']) {
     const reply = await new Promise<string>((resolve) => {

@@ -17,7 +17,9 @@
 // peer UpToDate" just before the link dropped completes before the new fence is
 // considered, so the fence is always written after the last lift.
 import { createServer, type Server } from 'node:net';
-import { rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { readdir, rename, rm, symlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Fence, ReplicatedVolume, ReplicatedVolumeStatus } from '../api/replicated-volume.ts';
 import type { ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
@@ -196,7 +198,16 @@ export async function serveFenceRequests(
   onRequest: (resource: string, action: FenceAction) => Promise<number>,
   log: Logger,
 ): Promise<Server> {
-  await rm(path, { force: true });
+  // Each agent listens on a socket of its own and points `path` at it with an atomic
+  // rename of a symlink. A socket server unlinks its file when it closes: with one
+  // shared path, an old agent still shutting down while the new one starts deleted
+  // the new one's socket, and every handler run until the next restart failed with
+  // ENOENT (found in e2e: promotions were refused "fence-peer handler exited 1").
+  const dir = dirname(path);
+  const prefix = `${basename(path)}.`;
+  for (const f of await readdir(dir).catch(() => [] as string[]))
+    if (f.startsWith(prefix) && !f.endsWith('.link')) await rm(join(dir, f), { force: true }); // earlier agents'
+  const own = `${path}.${process.pid}-${randomBytes(4).toString('hex')}`;
   const server = createServer((sock) => {
     let buf = '';
     sock.setEncoding('utf8');
@@ -230,7 +241,10 @@ export async function serveFenceRequests(
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(path, () => resolve());
+    server.listen(own, () => resolve());
   });
+  const link = `${own}.link`;
+  await symlink(basename(own), link);
+  await rename(link, path);
   return server;
 }

@@ -1204,6 +1204,10 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
       return;
     }
     if (isConnected(this.state.conn)) throw refuse(REFUSALS.inTransientState);
+    // A disk detached after an I/O error keeps its handles until down; it is not a disk to
+    // invalidate (seed 9559: it came back as Inconsistent with no disk under it).
+    if (this.state.disk === 'Diskless' || this.state.disk === 'Failed' || this.state.disk === 'Attaching')
+      throw refuse(REFUSALS.diskless);
     // Alone: everything out of sync and Inconsistent; the next connection makes this node
     // the full-sync target whatever the generations say (the request is kept on disk).
     this.metadata.bitmap.setRange(0, Math.ceil(this.size / BLOCK_SIZE));

@@ -45,6 +45,7 @@ export class StateChangeError extends TandemError {
 export const REFUSALS = {
   twoPrimaries: [-1, 'Multiple primaries not allowed by config'],
   noUpToDateDisk: [-2, 'Need access to UpToDate data'],
+  diskless: [-11, 'Device is diskless, the requested operation requires a disk'],
   deviceInUse: [-12, 'Device is held open by someone'],
   noNetConfig: [-10, 'Need a connection to start verify or resync'],
   needConnection: [-15, 'Need a connection to start verify or resync'],

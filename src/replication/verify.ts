@@ -76,6 +76,13 @@ export class Verify {
         throw err;
       }
       core.counters.dr += length;
+      // The connection may have ended while we waited for the lock or the read: its
+      // loss released what was in flight then, so this chunk's lock is ours to release
+      // (seed 8283: it stayed held and the next resync waited for it forever).
+      if (core.conn !== c || core.state.conn !== 'VerifyS') {
+        release();
+        return;
+      }
       this.#inflight.set(offset, { release, length });
       core.send(c, { type: 'verify-req', offset, length, digests: blockDigests(alg, data, BLOCK_SIZE) });
     }

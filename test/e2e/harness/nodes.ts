@@ -21,7 +21,7 @@
 // stop kills everything in the node's cgroup and network namespace at once (a power
 // cut) and drops its mount namespace; partition downs the host side of the veth.
 // Nothing is created in the shared /dev.
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, readdirSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Image } from '../../../scripts/image/oci.ts';
@@ -323,8 +323,23 @@ function nodeLoopDevices(name: string): string[] {
  * here — otherwise XFS would refuse to mount the other node's copy ("duplicate
  * UUID"), which no real pair of machines ever sees.
  */
+/**
+ * Keeps the engines' logs (<run-dir>/<resource>.log in the node's /run, which goes with
+ * its mount namespace) in .cluster/logs/engines-NODE.log, so a failed test can be read after.
+ */
+export function saveEngineLogs(name: string): void {
+  if (!isMountpoint(nodeNs.mnt(name))) return;
+  const script = 'for f in /run/tandem/*.log; do [ -f "$f" ] && { echo "== $f"; cat "$f"; }; done; true';
+  const r = run('nsenter', [...nsenterArgs(name), 'sh', '-c', script], { allowFail: true });
+  if (r.stdout) {
+    mkdirSync(state.logs, { recursive: true });
+    appendFileSync(join(state.logs, `engines-${name}.log`), `#### ${new Date().toISOString()}\n${r.stdout}`);
+  }
+}
+
 export async function stopNode(name: string): Promise<void> {
   nodeEntry(name);
+  saveEngineLogs(name);
   const loops = nodeLoopDevices(name);
   await killNodeProcesses(name);
   const script = [
@@ -377,6 +392,7 @@ export async function destroyNodes(): Promise<void> {
   }
   if (existsSync(nsRoot)) for (const d of readdirSync(nsRoot)) names.add(d);
   for (const name of names) {
+    saveEngineLogs(name);
     await killNodeProcesses(name);
     // Dropping the handles frees the mount namespace, and with it the /dev overlay and /run/tandem.
     dropMountNamespace(name);
