@@ -4,7 +4,11 @@
 //   no acknowledged write is lost  A read returns the last acknowledged write of
 //     the block (or one issued after it). A write is given up only when every node
 //     that held it lost power before it was durable there, or when a person or an
-//     after-sb policy chose to discard that node's data (a split-brain victim).
+//     after-sb policy chose to discard that node's data (a split-brain victim), or
+//     when every node that held it lost power before a FLUSH (or FUA) covered it: a
+//     power cut of the whole pair keeps what was flushed, as on any disk with a
+//     volatile cache, even where one node happened to have made a write durable by
+//     itself (seed 12448: no resync direction can keep both nodes' unflushed writes).
 //   split brain is always detected  Two nodes that each hold acknowledged writes
 //     the other lacks never connect as if in sync, and neither silently becomes
 //     the other's SyncTarget.
@@ -29,6 +33,10 @@ export interface Entry {
   durable: boolean;
   /** May be missing (a power loss hit it before it was durable). */
   lost: boolean;
+  /** Covered by a completed FLUSH or FUA the application saw (its contract for durability). */
+  flushed?: boolean;
+  /** This node lost power before a FLUSH covered it. */
+  cut?: boolean;
 }
 
 type Lineage = Map<number, Entry[]>;
@@ -101,9 +109,17 @@ export class Oracle {
     peerRestarted = false,
   ): void {
     // A Primary without a disk of its own (detached after an I/O error) holds nothing itself.
-    if (localDisk) this.entries(node, block).push({ w, a, durable: fua, lost: false });
+    if (localDisk) this.entries(node, block).push({ w, a, durable: fua, lost: false, flushed: fua });
     // The peer's copy may already be gone if its machine restarted since the write was sent.
-    if (peer) this.entries(peer, block).push({ w, a, durable: fua && certain, lost: !certain || peerRestarted });
+    if (peer)
+      this.entries(peer, block).push({
+        w,
+        a,
+        durable: fua && certain,
+        lost: !certain || peerRestarted,
+        flushed: fua && certain,
+        cut: peerRestarted,
+      });
   }
 
   /**
@@ -114,7 +130,11 @@ export class Oracle {
    */
   flushed(node: string, upTo: number, peer: string | undefined): void {
     for (const entries of this.lin(node).values())
-      for (const e of entries) if (e.a <= upTo && !e.lost) e.durable = true;
+      for (const e of entries)
+        if (e.a <= upTo && !e.lost) {
+          e.durable = true;
+          e.flushed = true;
+        }
     if (!peer) return;
     for (const [block, entries] of this.lin(peer)) {
       const mine = new Map((this.lin(node).get(block) ?? []).map((e) => [e.w, e]));
@@ -122,6 +142,7 @@ export class Oracle {
         if (e.a <= upTo) {
           const m = mine.get(e.w);
           e.durable = true;
+          e.flushed = true;
           e.lost = m ? m.lost : e.lost;
         }
     }
@@ -136,7 +157,11 @@ export class Oracle {
   }
 
   powerLoss(node: string): void {
-    for (const entries of this.lin(node).values()) for (const e of entries) if (!e.durable) e.lost = true;
+    for (const entries of this.lin(node).values())
+      for (const e of entries) {
+        if (!e.durable) e.lost = true;
+        if (!e.flushed) e.cut = true;
+      }
   }
 
   /** The last entry that must be there, and the ids a read may also return. */
@@ -249,7 +274,7 @@ export class Oracle {
         block,
         entries.map((e) => {
           const m = connected ? undefined : mine.get(e.w);
-          return m ? { ...m } : { ...e, durable: !e.lost };
+          return m ? { ...m } : { ...e, durable: !e.lost, cut: false };
         }),
       );
     }
@@ -275,8 +300,12 @@ export class Oracle {
 
   /** The latest write of `block` that some node still holds for certain. */
   latestAlive(block: number): number {
+    // Writes every holder lost power with before a FLUSH covered them may be gone (see the top).
+    const uncut = new Set<number>();
+    for (const l of this.#lineage.values()) for (const e of l.get(block) ?? []) if (!e.cut) uncut.add(e.w);
     let best = 0;
-    for (const l of this.#lineage.values()) for (const e of l.get(block) ?? []) if (!e.lost && e.w > best) best = e.w;
+    for (const l of this.#lineage.values())
+      for (const e of l.get(block) ?? []) if (!e.lost && uncut.has(e.w) && e.w > best) best = e.w;
     return best;
   }
 
@@ -332,7 +361,18 @@ function mergeEntries(a: Entry[], b: Entry[]): Entry[] {
   const byId = new Map<number, Entry>();
   for (const e of [...a, ...b]) {
     const old = byId.get(e.w);
-    byId.set(e.w, old ? { ...old, durable: old.durable || e.durable, lost: old.lost && e.lost } : { ...e });
+    byId.set(
+      e.w,
+      old
+        ? {
+            ...old,
+            durable: old.durable || e.durable,
+            lost: old.lost && e.lost,
+            flushed: (old.flushed ?? false) || (e.flushed ?? false),
+            cut: (old.cut ?? false) && (e.cut ?? false),
+          }
+        : { ...e },
+    );
   }
   return [...byId.values()].sort((x, y) => x.w - y.w);
 }
