@@ -6,9 +6,9 @@
 //   2. …with the controller as a process on the host and one node agent per simulated node
 //      inside that node's namespaces (cluster:exec), each authenticated with a token of
 //      the chart's own ServiceAccount, so the chart's RBAC is what is exercised.
-// Why still a shortcut: the failover suites kill agents and expect the engines to
-// live on (issue 14 item 4); in a pod the engines are the agent container's
-// children and die with it.
+// The agents run tandemadm themselves here (no --engine-host): their engines are
+// detached host processes of the node and outlive them, as they outlive the agent's
+// pod in the chart, where they run in the engine host's pod (test/e2e/engine-host.test.ts).
 //
 //   node scripts/cluster-deploy.ts [deploy]            install/upgrade and (re)start everything
 //   node scripts/cluster-deploy.ts undeploy            stop the processes (the release stays)

@@ -4,6 +4,7 @@
 //   - runtime (informer, work queue, worker loop, conditions, clock) serves both
 //     reconcilers and imports neither, nor the engine;
 //   - node-agent and controller share only api and runtime;
+//   - engine-host (the pod the engines run in) runs tandemadm and knows nothing else;
 //   - api imports nothing internal but itself.
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -50,6 +51,11 @@ const RULES: Record<string, { internal: RegExp; pkg?: RegExp; why: string }> = {
   controller: {
     internal: /^(replication|nbd|cli|node-agent)$/,
     why: 'the controller drives engines only through ReplicatedVolumeReplica objects',
+  },
+  'engine-host': {
+    internal: /^(controller|node-agent|replication|nbd|runtime)$/,
+    pkg: KUBERNETES,
+    why: 'the engine host only runs tandemadm for the agent: it knows no Kubernetes and no engine internals',
   },
   'node-agent': {
     internal: /^controller$/,

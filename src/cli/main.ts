@@ -11,6 +11,7 @@ import type { ResourceConfig, TandemConfig } from '../api/config.ts';
 import { ConfigError, findResource, loadConfigFile, selectHosts } from './drbd-config/index.ts';
 import { callControl, NotRunningError, type ControlRequest } from './control.ts';
 import { paths, runDaemon } from './daemon.ts';
+import { processAlive } from './process-alive.ts';
 import { formatProcDrbd, formatUnconfigured, versionHeader } from './proc-drbd.ts';
 import { describe as describeMd, locateMetadata, Metadata } from '../replication/metadata.ts';
 import { realWorld } from '../replication/real-world.ts';
@@ -307,11 +308,7 @@ async function down(o: Options, res: ResourceConfig): Promise<void> {
   }
   // Wait for the engine to exit, so a following `up` or `create-md` finds the disk free.
   for (let i = 0; pid && i < 200; i++) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      return;
-    }
+    if (!processAlive(pid)) return;
     await new Promise((r) => setTimeout(r, 50));
   }
 }

@@ -2,13 +2,16 @@
 // operator would type on the node), status through the engine's control socket
 // (`<run-dir>/<res>.ctl`, the same one `tandemadm status --json` asks). Engines
 // are separate processes: they outlive the agent, and a new agent finds them
-// by their control sockets.
+// by their control sockets. In a pod, tandemadm runs in the engine host's pod
+// (src/engine-host), so the engines it starts are not processes of the agent's
+// container and survive its restarts.
 import { execFile } from 'node:child_process';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { callControl, NotRunningError } from '../cli/control.ts';
+import type { EngineHostClient } from '../engine-host/client.ts';
 
 /** The part of the engine's status JSON the agent uses (src/replication's EngineStatus). */
 export const EngineStatusView = z
@@ -55,10 +58,13 @@ const TANDEMADM = fileURLToPath(new URL('../../bin/tandemadm.js', import.meta.ur
 export class EngineClient {
   readonly runDir: string;
   readonly node: string;
+  /** Where tandemadm runs: in the engine host's pod (src/engine-host), else here as a child of the agent. */
+  readonly #host: EngineHostClient | undefined;
 
-  constructor(o: { runDir: string; node: string }) {
+  constructor(o: { runDir: string; node: string; engineHost?: EngineHostClient }) {
     this.runDir = o.runDir;
     this.node = o.node;
+    this.#host = o.engineHost;
   }
 
   configPath(resource: string): string {
@@ -81,19 +87,13 @@ export class EngineClient {
     }
   }
 
-  /** Runs `tandemadm -c RUN/RES.res --node NODE --run-dir RUN ARGS… RES`. */
+  /** Runs `tandemadm -c RUN/RES.res --node NODE --run-dir RUN ARGS… RES` (in the engine host when there is one). */
   adm(resource: string, ...args: string[]): Promise<AdmResult> {
-    const argv = [
-      TANDEMADM,
-      '-c',
-      this.configPath(resource),
-      '--node',
-      this.node,
-      '--run-dir',
-      this.runDir,
-      ...args,
-      resource,
-    ];
+    const admArgs = ['-c', this.configPath(resource), '--node', this.node, '--run-dir', this.runDir, ...args, resource];
+    if (this.#host)
+      // The host could not be asked: the action fails with why, and the next pass tries again.
+      return this.#host.run(admArgs).catch((err: unknown) => ({ code: 1, stdout: '', stderr: (err as Error).message }));
+    const argv = [TANDEMADM, ...admArgs];
     return new Promise((resolve) => {
       execFile(process.execPath, argv, { timeout: 120_000 }, (err, stdout, stderr) => {
         const code = err

@@ -1,7 +1,8 @@
 // tandem-node-agent: the DaemonSet, one per node.
 //
 //   tandem-node-agent [--node NAME] [--run-dir /run/tandem] [--metrics-port 9942] [--host-root /mnt/tandem-host]
-//   env: NODE_NAME (downward API), KUBECONFIG (else in-cluster), TANDEM_RUN_DIR
+//                     [--engine-host /run/tandem/engine-host.sock]
+//   env: NODE_NAME (downward API), KUBECONFIG (else in-cluster), TANDEM_RUN_DIR, TANDEM_ENGINE_HOST
 //
 // SIGTERM stops the agent, never the engines: they keep serving I/O, and the
 // next agent re-attaches to them through their control sockets.
@@ -20,6 +21,7 @@ import { NodeAgent } from './agent.ts';
 import { KubeAgentApi } from './agent-api.ts';
 import { FileConfigStore } from './config-store.ts';
 import { Consumer } from './consumer.ts';
+import { EngineHostClient } from '../engine-host/client.ts';
 import { EngineClient } from './engine-client.ts';
 import { serveFenceRequests } from './fence.ts';
 import { agentMetrics } from './metrics.ts';
@@ -42,7 +44,13 @@ export async function main(argv: string[]): Promise<void> {
   const kc = new k8s.KubeConfig();
   kc.loadFromDefault();
   const metrics = agentMetrics(node);
-  const engines = new EngineClient({ runDir, node });
+  // --engine-host SOCKET (the chart): engines start in the engine host's pod and outlive this one.
+  const engineHost = flag(argv, '--engine-host', process.env.TANDEM_ENGINE_HOST ?? '');
+  const engines = new EngineClient({
+    runDir,
+    node,
+    ...(engineHost ? { engineHost: new EngineHostClient(engineHost) } : {}),
+  });
   const fenceSocket = join(runDir, 'agent.sock');
   const custom = kc.makeApiClient(k8s.CustomObjectsApi);
   const selector = `${LABELS.node}=${node}`;
@@ -83,5 +91,5 @@ export async function main(argv: string[]): Promise<void> {
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
   await agent.start();
-  log.info({ runDir, port: server.port }, 'Agent started');
+  log.info({ runDir, port: server.port, engineHost: engineHost || undefined }, 'Agent started');
 }

@@ -2,8 +2,8 @@
 // image values changed, on nodes that run real kubelets and containerd, the image
 // built here (npm run image) and loaded into every node. The controller Deployment
 // and the agent DaemonSet run as pods; the tutorial's volume becomes Ready with the
-// agent and its engines working inside the agent's container (privileged, host
-// network, /dev, Bidirectional mount propagation, FUSE + loop).
+// agent working inside its container (privileged, host network, /dev, Bidirectional
+// mount propagation) and its engines inside the engine host's pod (FUSE + loop).
 // Local harness only: the image is loaded into the harness's nodes.
 import { join } from 'node:path';
 import { jest } from '@jest/globals';
@@ -32,7 +32,7 @@ type Pod = {
   };
 };
 
-async function pods(component: 'controller' | 'node-agent'): Promise<Pod[]> {
+async function pods(component: 'controller' | 'node-agent' | 'engine-host'): Promise<Pod[]> {
   const out = await kubectl([
     'get',
     'pods',
@@ -85,7 +85,7 @@ describeLocal('the Helm chart as a user installs it, on real kubelets', () => {
     await freshDisks().catch(() => undefined);
   }, 300_000);
 
-  test('helm install with only the image values: a Ready controller Deployment (one leader) and an agent pod per node', async () => {
+  test('helm install with only the image values: a Ready controller Deployment (one leader), an agent and an engine host pod per node', async () => {
     const t0 = Date.now();
     await helm([
       'upgrade',
@@ -113,12 +113,19 @@ describeLocal('the Helm chart as a user installs it, on real kubelets', () => {
       expect(ready(p)).toBe(true);
       expect(p.status.containerStatuses?.[0]?.image).toContain(image.tag);
     }
-    const agents = await pods('node-agent');
-    expect(agents.map((p) => p.spec.nodeName).sort()).toEqual([...nodes].sort());
-    for (const p of agents) {
-      expect(p.status.phase).toBe('Running');
-      expect(ready(p)).toBe(true);
-    }
+    // helm's --wait counts a DaemonSet ready with maxUnavailable (1) pods not Ready yet, and
+    // does not wait for an OnDelete one (the engine host) at all: both are waited for here.
+    for (const component of ['node-agent', 'engine-host'] as const)
+      await eventually(
+        async () => {
+          const ps = await pods(component);
+          expect(ps.map((p) => p.spec.nodeName).sort()).toEqual([...nodes].sort());
+          expect(ps.map((p) => ({ phase: p.status.phase, ready: ready(p) }))).toEqual(
+            ps.map(() => ({ phase: 'Running', ready: true })),
+          );
+        },
+        { timeoutMs: 60_000, what: `a Running, Ready ${component} pod on every node` },
+      );
 
     // Leader election across the replicas: one holds the Lease and says so; the
     // other stands by. Deleting the leader's pod hands the Lease to the other.
@@ -139,7 +146,11 @@ describeLocal('the Helm chart as a user installs it, on real kubelets', () => {
       timeoutMs: 30_000,
       what: `the Lease handed to ${standby}`,
     });
-    expect(await logs(standby)).toContain('Became leader');
+    // The log line follows the Lease write (and the kubelet's log file follows the process).
+    await eventually(async () => expect(await logs(standby)).toContain('Became leader'), {
+      timeoutMs: 10_000,
+      what: `${standby} logging that it became leader`,
+    });
     // The Deployment makes a new replica, which stands by.
     await eventually(
       async () => {
@@ -156,17 +167,20 @@ describeLocal('the Helm chart as a user installs it, on real kubelets', () => {
     const rv = await waitReady(ns, 'mysql', 'master', 180_000);
     expect(rv.status?.replicas?.map((r) => r.node).sort()).toEqual(['backup', 'master']);
 
-    const agentOn = async (node: string) => (await pods('node-agent')).find((p) => p.spec.nodeName === node)!;
-    const agent = (await agentOn('master')).metadata.name;
-    const inPod = async (script: string) =>
-      (await kubectl(['exec', '-n', release.namespace, agent, '--', 'sh', '-c', script])).stdout.trim();
+    const podOn = async (component: 'node-agent' | 'engine-host', node: string) =>
+      (await pods(component)).find((p) => p.spec.nodeName === node)!.metadata.name;
+    const agent = await podOn('node-agent', 'master');
+    const engineHost = await podOn('engine-host', 'master');
+    const exec = async (pod: string, script: string) =>
+      (await kubectl(['exec', '-n', release.namespace, pod, '--', 'sh', '-c', script])).stdout.trim();
+    const inPod = (script: string) => exec(agent, script);
     const res = `${ns}.mysql`;
 
-    // The engine is a process of the agent's container (its pid namespace), and its
-    // FUSE export and loop device were made from inside it.
-    expect(await inPod(`tr '\\0' ' ' < /proc/$(cat /run/tandem/${res}.pid)/cmdline`)).toContain('tandemadm');
-    expect(await inPod(`findmnt -n -o FSTYPE /run/tandem/${res}.fuse`)).toBe('fuse');
-    const device = await inPod(`losetup -j /run/tandem/${res}.fuse/disk -n -O NAME`);
+    // The engine is a process of the engine host's pod (its pid namespace), not of the
+    // agent's container, and its FUSE export and loop device were made from inside it.
+    expect(await exec(engineHost, `tr '\\0' ' ' < /proc/$(cat /run/tandem/${res}.pid)/cmdline`)).toContain('tandemadm');
+    expect(await exec(engineHost, `findmnt -n -o FSTYPE /run/tandem/${res}.fuse`)).toBe('fuse');
+    const device = await exec(engineHost, `losetup -j /run/tandem/${res}.fuse/disk -n -O NAME`);
     expect(device).toMatch(/^\/dev\/loop\d+$/);
     // The filesystem it mounted through /mnt/tandem-host reached the node (Bidirectional).
     expect(await inPod('findmnt -rn -o SOURCE,FSTYPE /mnt/tandem-host/mydata/mysql | tail -n1')).toBe(`${device} xfs`);
@@ -199,6 +213,6 @@ describeLocal('the Helm chart as a user installs it, on real kubelets', () => {
     expect(
       (await execInNode('master', ['sh', '-c', 'findmnt -n /mydata/mysql | grep -c xfs; true'])).stdout.trim(),
     ).toBe('0');
-    expect(await inPod(`ls /run/tandem/${res}.pid 2>/dev/null; true`)).toBe('');
+    expect(await exec(engineHost, `ls /run/tandem/${res}.pid 2>/dev/null; true`)).toBe('');
   });
 });

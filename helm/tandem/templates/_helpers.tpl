@@ -12,3 +12,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 
 {{- define "tandem.controllerName" -}}{{ .Release.Name }}-controller{{- end }}
 {{- define "tandem.agentName" -}}{{ .Release.Name }}-node-agent{{- end }}
+{{- define "tandem.engineHostName" -}}{{ .Release.Name }}-engine-host{{- end }}
+
+{{- define "tandem.engineHostImage" -}}
+{{- with .Values.engineHost.image -}}
+{{ .repository | default $.Values.image.repository }}:{{ .tag | default ($.Values.image.tag | default $.Chart.AppVersion) }}
+{{- end -}}
+{{- end }}
