@@ -40,6 +40,11 @@ export interface BlockFile {
   /** Exactly `length` bytes; past the end of a sparse file reads zeroes. */
   read(offset: number, length: number): Promise<Buffer>;
   write(offset: number, data: Uint8Array): Promise<void>;
+  /**
+   * Afterwards the range reads as zeroes (durable after datasync, like a write). `punch`:
+   * give the space back (a hole in a file, a discard on a device) where the storage can.
+   */
+  zeroRange(offset: number, length: number, punch: boolean): Promise<void>;
   /** Everything written before the call is durable when it resolves. */
   datasync(): Promise<void>;
   close(): Promise<void>;
