@@ -455,6 +455,9 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
       peer: this.peer.address,
       sharedSecret: net.sharedSecret,
       hmacAlg: net.cramHmacAlg ?? 'sha256',
+      ...(net.tls && net.tlsCa && net.tlsCert && net.tlsKey
+        ? { tls: { ca: net.tlsCa, cert: net.tlsCert, key: net.tlsKey } }
+        : {}),
       connectIntMs: net.connectIntMs,
       pingIntMs: net.pingIntMs,
       pingTimeoutMs: net.pingTimeoutMs,

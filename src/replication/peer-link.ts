@@ -13,15 +13,23 @@
 //     MAX_PENDING at once (the oldest is dropped for a new one): connections that
 //     idle or send garbage cannot make the real peer wait behind them;
 //   - the first handshake that completes wins, and the others are dropped.
+// With `tls yes`, TLS 1.3 with mutual authentication runs first (the listener is the TLS
+// server, the dialer the client; both present a certificate from tls-ca, and each checks
+// that the other's names the configured peer node), and the handshake above runs inside
+// it. A stranger that speaks TLS sees the listener's certificate, which names the node
+// (as its address does) but never the volume.
 // Failures are retried with backoff up to connect-int, so a wrong or hostile
 // peer can neither stop the real one from connecting nor touch data.
 import { EventEmitter } from 'node:events';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { getHashes, randomBytes } from 'node:crypto';
+import tls from 'node:tls';
+import { X509Certificate, getHashes, randomBytes } from 'node:crypto';
 import { adoptWithOnread } from '../net/onread-socket.ts';
 import { Handshake, NONCE_BYTES } from './handshake.ts';
 import { FrameParser, HEADER_BYTES, P, encodeFrame, encodeJson, type Frame } from './wire.ts';
 import type { ConnectionState } from './states.ts';
+import type pino from 'pino';
 import type { LinkEvents, LinkOptions, PeerConnection, PeerLinkHandle, PeerTransport } from './world.ts';
 
 export type FrameHandler = (frame: Frame) => void;
@@ -249,6 +257,8 @@ export class PeerLink extends EventEmitter<LinkEvents> implements PeerLinkHandle
   /** Connections closed unread because they came from another address (reported, rate-limited). */
   strangers = 0;
   private strangersLogged = 0;
+  /** With `tls yes`: our certificate, key and CA, loaded by start(). */
+  private tlsContext: PeerTls | undefined;
   lastError: string | undefined;
 
   constructor(opts: LinkOptions) {
@@ -264,6 +274,7 @@ export class PeerLink extends EventEmitter<LinkEvents> implements PeerLinkHandle
   }
 
   async start(): Promise<void> {
+    this.tlsContext = this.opts.tls ? loadTls(this.opts.tls) : undefined;
     this.stopped = false;
     this.connected = false;
     this.dialing = false;
@@ -317,7 +328,8 @@ export class PeerLink extends EventEmitter<LinkEvents> implements PeerLinkHandle
       host: this.opts.peer.host,
       port: this.opts.peer.port,
       localAddress: this.opts.self.host,
-      onread: linkOnread(reader),
+      // Under TLS the TLS socket reads the handle; onread is for the plain stream only.
+      ...(this.tlsContext ? {} : { onread: linkOnread(reader) }),
     });
     this.attempt = s;
     // A SYN into a cut link is retransmitted for minutes: give up after a while
@@ -329,7 +341,8 @@ export class PeerLink extends EventEmitter<LinkEvents> implements PeerLinkHandle
       this.attempt = undefined;
       this.dialing = true;
       this.emit('state', 'WFReportParams', 'TCP dialed');
-      this.handshake(s, 'dialed', reader);
+      if (this.tlsContext) this.secure(s, 'dialed', this.tlsContext);
+      else this.handshake(s, 'dialed', reader);
     });
     s.once('close', () => clearTimeout(timer));
     s.once('error', (err) => {
@@ -369,8 +382,83 @@ export class PeerLink extends EventEmitter<LinkEvents> implements PeerLinkHandle
       this.pending.delete(oldest);
       abort(`more than ${MAX_PENDING} handshakes at once: dropped the oldest`);
     }
+    if (this.tlsContext) {
+      this.secure(raw, 'accepted', this.tlsContext);
+      return;
+    }
     const reader: LinkReader = { parser: undefined, onChunk: undefined, onDirect: undefined };
     this.handshake(adoptWithOnread(raw, server, linkOnread(reader)), 'accepted', reader);
+  }
+
+  /**
+   * TLS 1.3 over a new connection, then the handshake inside it. Both sides verify the
+   * other's certificate against tls-ca and that it names the configured peer node; a
+   * failure closes the connection with the reason in our log (and lastError).
+   */
+  private secure(raw: net.Socket, how: 'dialed' | 'accepted', peerTls: PeerTls): void {
+    const o = this.opts;
+    // Node checks nothing here (rejectUnauthorized: false): checkPeerCertificate does, on
+    // both sides, once the TLS handshake is done and before a byte of ours is sent in it.
+    const t =
+      how === 'accepted'
+        ? new tls.TLSSocket(raw, {
+            isServer: true,
+            secureContext: peerTls.context,
+            requestCert: true,
+            rejectUnauthorized: false,
+          })
+        : tls.connect({
+            socket: raw,
+            secureContext: peerTls.context,
+            // An IP address: no SNI, so the ClientHello names nobody.
+            host: o.peer.host,
+            rejectUnauthorized: false,
+            checkServerIdentity: () => undefined,
+          });
+    let settled = false;
+    const timeoutMs = o.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
+    const settle = (): void => {
+      settled = true;
+      clearTimeout(timer);
+      if (how === 'accepted') this.pending.delete(t);
+    };
+    const refuse = (reason: string): void => {
+      if (settled) return;
+      settle();
+      t.destroy();
+      raw.destroy();
+      this.refused(how, reason, o.logger.child({ peer: `${raw.remoteAddress}:${raw.remotePort}`, how }));
+    };
+    const timer = setTimeout(() => refuse(`TLS handshake timed out after ${timeoutMs} ms`), timeoutMs);
+    if (how === 'accepted') this.pending.set(t, (why) => refuse(why));
+    t.on('error', (err) => refuse(`TLS handshake failed: ${err.message}`));
+    t.on('close', () => refuse('peer closed the connection during the TLS handshake'));
+    t.once(how === 'accepted' ? 'secure' : 'secureConnect', () => {
+      if (settled) return;
+      const problem = checkPeerCertificate(t, peerTls.ca, o.peerName);
+      if (problem) return refuse(problem);
+      settle();
+      t.removeAllListeners('error');
+      t.removeAllListeners('close');
+      o.logger.info(
+        { peer: `${raw.remoteAddress}:${raw.remotePort}`, how, tls: t.getProtocol(), cipher: t.getCipher().name },
+        'TLS established',
+      );
+      const reader: LinkReader = { parser: undefined, onChunk: undefined, onDirect: undefined };
+      this.handshake(t, how, reader);
+    });
+  }
+
+  /** A connection attempt failed before the handshake: the dialer retries; the listener only reports. */
+  private refused(how: 'dialed' | 'accepted', reason: string, log: pino.Logger): void {
+    this.lastError = reason;
+    log.warn({ reason }, 'Refused peer connection');
+    this.emit('refused', reason);
+    if (how === 'dialed' && !this.stopped) {
+      this.dialing = false;
+      this.emit('state', 'WFConnection', reason);
+      this.retry();
+    }
   }
 
   private handshake(s: net.Socket, how: 'dialed' | 'accepted', reader: LinkReader): void {
@@ -472,6 +560,68 @@ export class PeerLink extends EventEmitter<LinkEvents> implements PeerLinkHandle
     const first = hs.start();
     if (first.length > 0) s.write(Buffer.concat(first));
   }
+}
+
+/** Our side of the peer link's TLS: the context (our certificate and key) and the CA the peer's must come from. */
+export interface PeerTls {
+  context: tls.SecureContext;
+  ca: X509Certificate;
+}
+
+/** tls-ca, tls-cert and tls-key as a TLS 1.3 context; a clear error naming the file that is wrong. */
+export function loadTls(files: { ca: string; cert: string; key: string }): PeerTls {
+  const read = (what: string, path: string): Buffer => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new Error(`${what} ${path}: ${(err as Error).message}`, { cause: err });
+    }
+  };
+  const ca = read('tls-ca', files.ca);
+  const cert = read('tls-cert', files.cert);
+  const key = read('tls-key', files.key);
+  let caCert: X509Certificate;
+  try {
+    caCert = new X509Certificate(ca);
+  } catch (err) {
+    throw new Error(`tls-ca ${files.ca}: not a PEM certificate: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    return {
+      context: tls.createSecureContext({ ca, cert, key, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' }),
+      ca: caCert,
+    };
+  } catch (err) {
+    throw new Error(`tls-cert ${files.cert} / tls-key ${files.key}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+const oneLine = (dn: string): string => dn.replace(/\n/g, ', ');
+
+/** Names a certificate gives its holder: subject CN and DNS subjectAltNames, each once. */
+export function certificateNames(cert: X509Certificate): string[] {
+  const names = new Set<string>();
+  for (const line of cert.subject.split('\n')) if (line.startsWith('CN=')) names.add(line.slice(3));
+  for (const part of (cert.subjectAltName ?? '').split(', ')) if (part.startsWith('DNS:')) names.add(part.slice(4));
+  return [...names];
+}
+
+/**
+ * Why the peer's certificate is not acceptable, or undefined: issued and signed by tls-ca
+ * itself (no intermediates), valid now, and naming the peer node.
+ */
+export function checkPeerCertificate(t: tls.TLSSocket, ca: X509Certificate, peerName: string): string | undefined {
+  const cert = t.getPeerX509Certificate();
+  if (!cert) return 'peer presented no TLS certificate';
+  if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey))
+    return `peer certificate is not signed by tls-ca (${oneLine(ca.subject)}): it was issued by ${oneLine(cert.issuer)}`;
+  const now = Date.now();
+  if (now < Date.parse(cert.validFrom) || now > Date.parse(cert.validTo))
+    return `peer certificate is not valid now (${cert.validFrom} to ${cert.validTo})`;
+  const names = certificateNames(cert);
+  if (!names.includes(peerName))
+    return `peer certificate names ${names.map((n) => `'${n}'`).join(', ') || 'nobody'}, not the peer node '${peerName}'`;
+  return undefined;
 }
 
 /** Whether a socket's remote address is the configured peer host (IPv4-mapped IPv6 included). */

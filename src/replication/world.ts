@@ -104,6 +104,8 @@ export interface LinkOptions {
   peer: Address;
   sharedSecret: string | undefined;
   hmacAlg: string;
+  /** TLS 1.3 with mutual authentication (PEM files): the peer's certificate must name `peerName`. */
+  tls?: { ca: string; cert: string; key: string };
   connectIntMs: number;
   pingIntMs: number;
   pingTimeoutMs: number;
