@@ -1,4 +1,4 @@
-import { sameHost } from './peer-link.ts';
+import { loadTls, sameHost } from './peer-link.ts';
 
 describe('sameHost (the listener closes connections from any other address unread)', () => {
   test.each([
@@ -11,5 +11,13 @@ describe('sameHost (the listener closes connections from any other address unrea
     [undefined, '127.0.0.2', false],
   ])('%s from a peer configured as %s: %s', (remote, configured, same) => {
     expect(sameHost(remote, configured)).toBe(same);
+  });
+});
+
+describe('loadTls', () => {
+  test('a missing file is named in the error', () => {
+    expect(() => loadTls({ ca: '/nonexistent/ca.crt', cert: '/nonexistent/n.crt', key: '/nonexistent/n.key' })).toThrow(
+      /^tls-ca \/nonexistent\/ca\.crt: ENOENT/,
+    );
   });
 });
