@@ -87,11 +87,13 @@ function foreignCert(node: string): string {
 }
 
 test.each([
-  ['the listener (backup)', 'master', { master: tlsNet('good', 'master'), backup: foreignCert('backup') }],
-  ['the dialer (master)', 'backup', { master: foreignCert('master'), backup: tlsNet('good', 'backup') }],
+  // Functions: the certificates exist only once beforeAll ran.
+  ['the listener (backup)', 'master', () => ({ master: tlsNet('good', 'master'), backup: foreignCert('backup') })],
+  ['the dialer (master)', 'backup', () => ({ master: foreignCert('master'), backup: tlsNet('good', 'backup') })],
 ] as const)(
   'a certificate from another CA, presented by %s, is refused by the other side',
-  async (_who, judge, perNodeNet) => {
+  async (_who, judge, nets) => {
+    const perNodeNet = nets();
     const pair = await Pair.create({ perNodeNet });
     try {
       expect(perNodeNet[judge === 'master' ? 'backup' : 'master']).toContain('other-ca');
