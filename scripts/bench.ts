@@ -14,6 +14,10 @@
 //                                         the engine of git revision REV (a temporary worktree),
 //                                         runs alternating, and a table of this tree against it
 //                                         (e.g. --compare a0ef30d: before epochs and barrier acks)
+//   npm run bench -- --skip-tls           without the third Connected pair whose peer link runs over
+//                                         TLS 1.3 (net { tls yes; … }, certificates from
+//                                         `tandemadm tls-certs`); by default it runs alternating with
+//                                         the plain pair and a table prints TLS/plain ratios
 //
 // The engines are built exactly as the integration tests build them (test/integration/support/
 // pair.ts): `tandemadm create-md` + `up` on 127.0.0.2 and 127.0.0.3, file disks in one temp dir
@@ -30,6 +34,7 @@ import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { Pair } from '../test/integration/support/pair.ts';
+import { makeCerts } from '../src/net/certs.ts';
 
 const run = promisify(execFile);
 
@@ -44,6 +49,7 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     workloads: { type: 'string' },
     compare: { type: 'string' },
+    'skip-tls': { type: 'boolean', default: false },
   },
 });
 const SECONDS = Number(args.seconds);
@@ -347,6 +353,43 @@ async function comparePair(rev: string): Promise<{ pair: Pair; label: string; cl
   };
 }
 
+/** A Connected pair of this tree whose peer link runs over TLS 1.3 (certificates made for it). */
+async function tlsPair(): Promise<{ pair: Pair; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'tandem-bench-tls-'));
+  const c = await makeCerts(dir, ['master', 'backup']);
+  const net = (n: 'master' | 'backup'): string =>
+    `tls yes; tls-ca ${c.ca}; tls-cert ${c.cert(n)}; tls-key ${c.key(n)};`;
+  const pair = await Pair.create({
+    protocol: 'C',
+    masterMiB: SIZE_MIB,
+    backupMiB: SIZE_MIB,
+    perNodeNet: { master: net('master'), backup: net('backup') },
+  });
+  await run(
+    'fio',
+    [
+      '--name=fill',
+      `--filename=${pair.disk('master')}`,
+      '--rw=write',
+      '--bs=1M',
+      `--size=${SIZE_MIB}M`,
+      '--ioengine=psync',
+    ],
+    { timeout: 120_000 },
+  );
+  await pair.startBlank();
+  await pair.ok('master', 'primary', 'mysql');
+  settleFiles.push(pair.disk('master'), pair.disk('backup'));
+  return {
+    pair,
+    cleanup: async () => {
+      for (const n of ['master', 'backup'] as const) await pair.adm(n, 'down', 'mysql');
+      await pair.destroy();
+      await run('rm', ['-rf', dir]);
+    },
+  };
+}
+
 async function main(): Promise<void> {
   const baseEnv = envOf(args.env);
   if (args.prof) {
@@ -485,11 +528,14 @@ async function main(): Promise<void> {
       process.stderr.write(`  resync of ${SIZE_MIB} MiB took ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
       const conn = new Map<string, Result>();
       const other = new Map<string, Result>();
+      const secure = new Map<string, Result>();
       const cmp = args.compare ? await comparePair(args.compare) : undefined;
+      const tp = args['skip-tls'] ? undefined : await tlsPair();
       try {
         for (const w of WORKLOADS) {
           const pids = { primary: await pair.pid('master'), secondary: await pair.pid('backup') };
           const cmpPids = cmp && { primary: await cmp.pair.pid('master'), secondary: await cmp.pair.pid('backup') };
+          const tlsPids = tp && { primary: await tp.pair.pid('master'), secondary: await tp.pair.pid('backup') };
           for (let i = 0; i < REPEAT; i++) {
             conn.set(w.key, best(w, conn.get(w.key), record('conn', w, await fio(pair.nbdUri('master'), w, [], pids))));
             if (cmp)
@@ -497,14 +543,39 @@ async function main(): Promise<void> {
                 w.key,
                 best(w, other.get(w.key), record('other', w, await fio(cmp.pair.nbdUri('master'), w, [], cmpPids))),
               );
+            if (tp)
+              secure.set(
+                w.key,
+                best(w, secure.get(w.key), record('tls', w, await fio(tp.pair.nbdUri('master'), w, [], tlsPids))),
+              );
           }
           if (!alone.has(w.key)) alone.set(w.key, conn.get(w.key)!);
           process.stderr.write(
-            `  ${w.key}: connected ${fmt(conn.get(w.key)!.value)}${cmp ? `, ${cmp.label} ${fmt(other.get(w.key)!.value)}` : ''} ${w.metric}\n`,
+            `  ${w.key}: connected ${fmt(conn.get(w.key)!.value)}${cmp ? `, ${cmp.label} ${fmt(other.get(w.key)!.value)}` : ''}${tp ? `, TLS ${fmt(secure.get(w.key)!.value)}` : ''} ${w.metric}\n`,
           );
         }
       } finally {
         await cmp?.cleanup();
+        await tp?.cleanup();
+      }
+      if (tp) {
+        console.log('Connected protocol C pair, peer link over TLS 1.3 vs plain TCP (same run, runs alternating):');
+        console.log(`  ${pad('workload', 30)}${lpad('plain', 12)}${lpad('TLS', 12)}${lpad('TLS/plain', 11)}   unit`);
+        for (const w of WORKLOADS) {
+          const a = conn.get(w.key)!;
+          const b = secure.get(w.key)!;
+          const extra = w.metric === 'lat µs' ? `   (+${(b.value - a.value).toFixed(0)} µs; ratio of speeds)` : '';
+          console.log(
+            `  ${pad(w.title, 30)}${lpad(fmt(a.value), 12)}${lpad(fmt(b.value), 12)}${lpad(ratio(w, b, a).toFixed(2), 11)}   ${w.metric}${extra}`,
+          );
+        }
+        console.log(
+          `  every run: ${WORKLOADS.map((w) => `${w.key} plain ${runsOf('conn', w)}; TLS ${runsOf('tls', w)}`).join(' | ')}`,
+        );
+        const a = conn.get('seqwrite') as (Result & { cpu?: CpuPerMiB }) | undefined;
+        const b = secure.get('seqwrite') as (Result & { cpu?: CpuPerMiB }) | undefined;
+        if (a && b) console.log(`  CPU ms per MiB, 1 MiB writes: plain: ${fmtCpu(a.cpu)}; TLS: ${fmtCpu(b.cpu)}`);
+        console.log('');
       }
       if (cmp) {
         console.log(

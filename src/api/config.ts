@@ -59,6 +59,15 @@ export const NetOptions = z.object({
   allowTwoPrimaries: z.boolean().default(false),
   cramHmacAlg: z.string().optional(),
   sharedSecret: z.string().optional(),
+  /**
+   * tandem only: the peer link runs over TLS 1.3 with mutual authentication. `tlsCa` signs
+   * both nodes' certificates; `tlsCert`/`tlsKey` are this node's (PEM files), and the peer's
+   * certificate must name the peer node (subject CN or a DNS subjectAltName).
+   */
+  tls: z.boolean().default(false),
+  tlsCa: z.string().optional(),
+  tlsCert: z.string().optional(),
+  tlsKey: z.string().optional(),
   afterSb0pri: z
     .enum(AFTER_SB_0PRI)
     .or(z.string().regex(/^discard-node-.+$/))

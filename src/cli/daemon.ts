@@ -89,6 +89,10 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
     read: (off, len) => engine.read(off, len),
     write: (off, data, fua) => engine.write(off, data, fua),
     flush: () => engine.flush(),
+    // Both replicated, as DRBD replicates discards; a trim reads back as zeroes on both
+    // nodes (so the two disks stay identical), and gives the space back where it can.
+    trim: (off, len, fua) => engine.zero(off, len, fua, true),
+    writeZeroes: (off, len, f) => engine.zero(off, len, f.fua, !f.noHole),
   };
   try {
     await engine.attach();

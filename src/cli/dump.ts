@@ -26,6 +26,8 @@ export function dumpResource(r: ResourceConfig): string {
   if (r.net.allowTwoPrimaries) net.push('allow-two-primaries yes;');
   if (r.net.cramHmacAlg) net.push(`cram-hmac-alg ${r.net.cramHmacAlg};`);
   if (r.net.sharedSecret) net.push('shared-secret "<hidden>";');
+  if (r.net.tls)
+    net.push('tls yes;', `tls-ca ${r.net.tlsCa};`, `tls-cert ${r.net.tlsCert};`, `tls-key ${r.net.tlsKey};`);
   if (r.net.verifyAlg) net.push(`verify-alg ${r.net.verifyAlg};`);
   if (r.net.csumsAlg) net.push(`csums-alg ${r.net.csumsAlg};`);
   net.push(

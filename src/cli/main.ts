@@ -18,6 +18,7 @@ import { realWorld } from '../replication/real-world.ts';
 import type { EngineStatus } from '../replication/engine.ts';
 import { ERROR_CODES, TandemError } from '../replication/errors.ts';
 import { dumpResource } from './dump.ts';
+import { CertError, makeCerts } from '../net/certs.ts';
 
 const USAGE = `usage: tandemadm [options] [-- command-options] COMMAND {RESOURCE|all}
 
@@ -36,7 +37,10 @@ command options (also accepted after '--', as drbdadm does):
 commands:
   create-md up down attach detach connect disconnect primary secondary
   role cstate dstate status pause-sync resume-sync outdate dump new-current-uuid
-  verify invalidate invalidate-remote resize resume-io`;
+  verify invalidate invalidate-remote resize resume-io
+
+  tls-certs DIR NODE...   make DIR/ca.crt+ca.key (unless there) and DIR/NODE.crt+NODE.key
+                          per node, for net { tls yes; tls-ca …; tls-cert …; tls-key …; }`;
 
 const COMMANDS = [
   'create-md',
@@ -62,6 +66,7 @@ const COMMANDS = [
   'resize',
   'dump',
   'new-current-uuid',
+  'tls-certs',
 ] as const;
 type Command = (typeof COMMANDS)[number];
 
@@ -414,6 +419,21 @@ export async function main(argv: string[]): Promise<number> {
   }
   try {
     if (!o.command) throw usageError('missing command');
+    if (o.command === 'tls-certs') {
+      const [dir, ...nodes] = o.resources;
+      if (dir === undefined || nodes.length === 0)
+        throw usageError('tls-certs: usage: tandemadm tls-certs DIR NODE...');
+      try {
+        const p = await makeCerts(dir, nodes);
+        for (const n of nodes) process.stdout.write(`${n}: tls-cert ${p.cert(n)}; tls-key ${p.key(n)};\n`);
+        process.stdout.write(`tls-ca ${p.ca}; (keep ${p.caKey} secret: it signs new nodes)\n`);
+        return 0;
+      } catch (err) {
+        if (!(err instanceof CertError)) throw err;
+        process.stderr.write(`tls-certs: ${err.message}\n`);
+        return 10;
+      }
+    }
     const config = await loadConfig(o);
     if (o.engine) {
       const res = findResource(config, o.resources[0] ?? '');

@@ -17,6 +17,9 @@ class HeldFile implements BlockFile {
   async write(offset: number, data: Uint8Array): Promise<void> {
     this.bytes.set(data, offset);
   }
+  async zeroRange(offset: number, length: number): Promise<void> {
+    this.bytes.fill(0, offset, offset + length);
+  }
   async datasync(): Promise<void> {
     const snapshot = Buffer.from(this.bytes);
     if (this.hold) {

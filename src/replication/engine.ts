@@ -462,6 +462,9 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
       peer: this.peer.address,
       sharedSecret: net.sharedSecret,
       hmacAlg: net.cramHmacAlg ?? 'sha256',
+      ...(net.tls && net.tlsCa && net.tlsCert && net.tlsKey
+        ? { tls: { ca: net.tlsCa, cert: net.tlsCert, key: net.tlsKey } }
+        : {}),
       connectIntMs: net.connectIntMs,
       pingIntMs: net.pingIntMs,
       pingTimeoutMs: net.pingTimeoutMs,
@@ -640,6 +643,8 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
         return this.background(c, 'finishing the resync', this.#resync.onSyncDoneAck());
       case 'data':
         return this.#receiver.onData(c, m.seq, m.offset, m.data, m.payload, m.fua);
+      case 'zero':
+        return this.#receiver.onZero(c, m.seq, m.offset, m.length, m.fua, m.punch);
       case 'barrier':
         return this.#receiver.onBarrier(c, m.epoch);
       case 'recv-ack':
@@ -859,6 +864,11 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
 
   flush(): Promise<void> {
     return this.writes.flush();
+  }
+
+  /** NBD TRIM (punch) and WRITE_ZEROES: zeroes on both nodes; see WritePath.zero. */
+  zero(offset: number, length: number, fua: boolean, punch: boolean): Promise<void> {
+    return this.writes.zero(offset, length, fua, punch);
   }
 
   /**

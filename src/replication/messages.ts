@@ -16,6 +16,7 @@ import {
   decodeRsData,
   decodeSeq,
   decodeVerify,
+  decodeZero,
   encodeBarrierAck,
   encodeData,
   encodeFrame,
@@ -26,6 +27,7 @@ import {
   encodeRsData,
   encodeSeq,
   encodeVerify,
+  encodeZero,
   type Frame,
 } from './wire.ts';
 
@@ -97,6 +99,8 @@ export type PeerMessage =
   | { type: 'sync-done'; uuids: UuidsJson }
   | { type: 'sync-done-ack' }
   | { type: 'data'; seq: number; fua: boolean; offset: number; data: Buffer; payload: Buffer }
+  /** A mirrored TRIM or WRITE_ZEROES: the range reads as zeroes afterwards; `punch`: give the space back. */
+  | { type: 'zero'; seq: number; fua: boolean; punch: boolean; offset: number; length: number }
   | { type: 'recv-ack'; seq: number }
   | { type: 'write-ack'; seq: number }
   | { type: 'neg-ack'; seq: number; errno: number }
@@ -171,6 +175,18 @@ export function decodeMessage(f: Frame): PeerMessage {
         payload: f.payload,
       };
     }
+    case P.ZERO: {
+      const z = decodeZero(f.payload);
+      range(z.offset, z.length, 'ZERO');
+      return {
+        type: 'zero',
+        seq: z.seq,
+        fua: (z.flags & DATA_FLAGS.FUA) !== 0,
+        punch: (z.flags & DATA_FLAGS.TRIM) !== 0,
+        offset: z.offset,
+        length: z.length,
+      };
+    }
     case P.RECV_ACK:
       return { type: 'recv-ack', seq: decodeSeq(f.payload).seq };
     case P.WRITE_ACK:
@@ -237,6 +253,8 @@ export function encodeMessage(m: PeerMessage): Buffer[] {
       return encodeFrame(P.SYNC_DONE_ACK);
     case 'data':
       return encodeData(m.seq, m.offset, m.data, m.fua ? DATA_FLAGS.FUA : 0);
+    case 'zero':
+      return encodeZero(m.seq, m.offset, m.length, (m.fua ? DATA_FLAGS.FUA : 0) | (m.punch ? DATA_FLAGS.TRIM : 0));
     case 'recv-ack':
       return encodeSeq(P.RECV_ACK, m.seq);
     case 'write-ack':

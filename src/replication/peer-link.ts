@@ -1,46 +1,36 @@
 // The peer link: one authenticated TCP connection to the other node.
 //
 // Who dials: the node whose `address` sorts lower dials, the other listens, so
-// exactly one connection forms without a tie-break. Both ends then run the same
-// handshake before any replication frame is accepted:
-//   1. HELLO both ways: resource name, node names, protocol version range,
-//      a 32-byte random nonce, and whether a shared secret is configured.
-//      Wrong resource, wrong node, no common version → ERROR + close.
-//   2. AUTH both ways when `shared-secret` is set (DRBD's cram-hmac-alg):
-//      HMAC(secret, peer's nonce | resource | own node name). A wrong answer
-//      closes the link; nothing the peer sent reaches the engine, let alone a disk.
-//   3. The engine takes over the Connection (PARAMS, bitmaps, data).
+// exactly one connection forms without a tie-break. Each new connection runs the
+// handshake of handshake.ts (the peer proves itself before anything names the
+// resource or the nodes); then the engine takes over the Connection (PARAMS,
+// bitmaps, data).
+//
+// The listener is open to anyone who can reach its port, so (issue 15):
+//   - a connection from an address other than the configured peer's is closed at once,
+//     unread (DRBD does the same);
+//   - handshakes run concurrently, each with a short deadline, and at most
+//     MAX_PENDING at once (the oldest is dropped for a new one): connections that
+//     idle or send garbage cannot make the real peer wait behind them;
+//   - the first handshake that completes wins, and the others are dropped.
+// With `tls yes`, TLS 1.3 with mutual authentication runs first (the listener is the TLS
+// server, the dialer the client; both present a certificate from tls-ca, and each checks
+// that the other's names the configured peer node), and the handshake above runs inside
+// it. A stranger that speaks TLS sees the listener's certificate, which names the node
+// (as its address does) but never the volume.
 // Failures are retried with backoff up to connect-int, so a wrong or hostile
 // peer can neither stop the real one from connecting nor touch data.
 import { EventEmitter } from 'node:events';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { createHmac, getHashes, randomBytes, timingSafeEqual } from 'node:crypto';
-import { z } from 'zod';
+import tls from 'node:tls';
+import { X509Certificate, getHashes, randomBytes } from 'node:crypto';
 import { adoptWithOnread } from '../net/onread-socket.ts';
-import {
-  FrameParser,
-  HEADER_BYTES,
-  P,
-  PROTOCOL_VERSION_MAX,
-  PROTOCOL_VERSION_MIN,
-  encodeFrame,
-  encodeJson,
-  type Frame,
-} from './wire.ts';
+import { Handshake, NONCE_BYTES } from './handshake.ts';
+import { FrameParser, HEADER_BYTES, P, encodeFrame, encodeJson, type Frame } from './wire.ts';
 import type { ConnectionState } from './states.ts';
+import type pino from 'pino';
 import type { LinkEvents, LinkOptions, PeerConnection, PeerLinkHandle, PeerTransport } from './world.ts';
-
-const Hello = z.object({
-  proto: z.literal('tandem'),
-  protoMin: z.number().int(),
-  protoMax: z.number().int(),
-  resource: z.string(),
-  node: z.string(),
-  peer: z.string(),
-  nonce: z.string().regex(/^[A-Za-z0-9+/=]{40,48}$/),
-  auth: z.string().nullable(),
-});
-type Hello = z.infer<typeof Hello>;
 
 export type FrameHandler = (frame: Frame) => void;
 
@@ -246,6 +236,11 @@ export class Connection implements PeerConnection {
   }
 }
 
+/** Handshakes in progress on the listening side, at most. */
+export const MAX_PENDING = 64;
+/** Default deadline of one handshake (ms): a real peer on a LAN needs a few. */
+export const HANDSHAKE_TIMEOUT_MS = 3000;
+
 export class PeerLink extends EventEmitter<LinkEvents> implements PeerLinkHandle {
   private readonly opts: LinkOptions;
   private server: net.Server | undefined;
@@ -253,7 +248,17 @@ export class PeerLink extends EventEmitter<LinkEvents> implements PeerLinkHandle
   private dialTimer: NodeJS.Timeout | undefined;
   private backoffMs = 100;
   private attempt: net.Socket | undefined;
-  private busy = false;
+  /** The dialer's attempt is in its handshake. */
+  private dialing = false;
+  /** A Connection was handed to the engine and has not ended (resume() clears it). */
+  private connected = false;
+  /** Listening side: handshakes in progress, oldest first, each with its abort. */
+  private readonly pending = new Map<net.Socket, (why: string) => void>();
+  /** Connections closed unread because they came from another address (reported, rate-limited). */
+  strangers = 0;
+  private strangersLogged = 0;
+  /** With `tls yes`: our certificate, key and CA, loaded by start(). */
+  private tlsContext: PeerTls | undefined;
   lastError: string | undefined;
 
   constructor(opts: LinkOptions) {
@@ -269,22 +274,21 @@ export class PeerLink extends EventEmitter<LinkEvents> implements PeerLinkHandle
   }
 
   async start(): Promise<void> {
+    this.tlsContext = this.opts.tls ? loadTls(this.opts.tls) : undefined;
     this.stopped = false;
-    this.busy = false;
+    this.connected = false;
+    this.dialing = false;
     this.emit('state', 'WFConnection', 'connecting');
     if (this.dials) {
       this.scheduleDial(0);
       return;
     }
     // pauseOnConnect: accept() moves the handle into a socket that reads with onread.
-    const server = net.createServer({ pauseOnConnect: true }, (s) => {
-      const reader: LinkReader = { parser: undefined, onChunk: undefined, onDirect: undefined };
-      this.accept(adoptWithOnread(s, server, linkOnread(reader)), reader);
-    });
+    const server = net.createServer({ pauseOnConnect: true }, (s) => this.accept(s, server));
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen({ host: this.opts.self.host, port: this.opts.self.port }, () => {
+      server.listen({ host: this.opts.self.host, port: this.opts.self.port, backlog: 511 }, () => {
         server.off('error', reject);
         resolve();
       });
@@ -296,6 +300,7 @@ export class PeerLink extends EventEmitter<LinkEvents> implements PeerLinkHandle
     this.stopped = true;
     if (this.dialTimer) clearTimeout(this.dialTimer);
     this.attempt?.destroy();
+    for (const abort of [...this.pending.values()]) abort('stopping');
     const server = this.server;
     this.server = undefined;
     if (server) await new Promise<void>((r) => server.close(() => r()));
@@ -304,7 +309,8 @@ export class PeerLink extends EventEmitter<LinkEvents> implements PeerLinkHandle
   /** Called by the engine when an established connection ended: wait for the next one. */
   resume(): void {
     if (this.stopped) return;
-    this.busy = false;
+    this.connected = false;
+    this.dialing = false;
     this.emit('state', 'WFConnection', 'connecting');
     if (this.dials) this.scheduleDial(this.backoffMs);
   }
@@ -316,13 +322,14 @@ export class PeerLink extends EventEmitter<LinkEvents> implements PeerLinkHandle
   }
 
   private dial(): void {
-    if (this.stopped || this.busy) return;
+    if (this.stopped || this.dialing || this.connected) return;
     const reader: LinkReader = { parser: undefined, onChunk: undefined, onDirect: undefined };
     const s = net.connect({
       host: this.opts.peer.host,
       port: this.opts.peer.port,
       localAddress: this.opts.self.host,
-      onread: linkOnread(reader),
+      // Under TLS the TLS socket reads the handle; onread is for the plain stream only.
+      ...(this.tlsContext ? {} : { onread: linkOnread(reader) }),
     });
     this.attempt = s;
     // A SYN into a cut link is retransmitted for minutes: give up after a while
@@ -332,7 +339,10 @@ export class PeerLink extends EventEmitter<LinkEvents> implements PeerLinkHandle
     s.once('connect', () => {
       clearTimeout(timer);
       this.attempt = undefined;
-      this.handshake(s, 'dialed', reader);
+      this.dialing = true;
+      this.emit('state', 'WFReportParams', 'TCP dialed');
+      if (this.tlsContext) this.secure(s, 'dialed', this.tlsContext);
+      else this.handshake(s, 'dialed', reader);
     });
     s.once('close', () => clearTimeout(timer));
     s.once('error', (err) => {
@@ -348,68 +358,170 @@ export class PeerLink extends EventEmitter<LinkEvents> implements PeerLinkHandle
     if (this.dials) this.scheduleDial(this.backoffMs);
   }
 
-  private accept(s: net.Socket, reader: LinkReader): void {
-    if (this.stopped || this.busy) {
-      s.destroy();
+  private accept(raw: net.Socket, server: net.Server): void {
+    if (this.stopped || this.connected) {
+      raw.destroy();
       return;
     }
-    this.handshake(s, 'accepted', reader);
+    if (!sameHost(raw.remoteAddress, this.opts.peer.host)) {
+      // Not the peer's address: closed unread, and logged at most every 10 s.
+      this.strangers++;
+      const now = Date.now();
+      if (now - this.strangersLogged > 10_000) {
+        this.strangersLogged = now;
+        this.opts.logger.warn(
+          { from: raw.remoteAddress, closed: this.strangers },
+          'Closed connections to the peer port from an address that is not the peer',
+        );
+      }
+      raw.destroy();
+      return;
+    }
+    if (this.pending.size >= MAX_PENDING) {
+      const [oldest, abort] = this.pending.entries().next().value!;
+      this.pending.delete(oldest);
+      abort(`more than ${MAX_PENDING} handshakes at once: dropped the oldest`);
+    }
+    if (this.tlsContext) {
+      this.secure(raw, 'accepted', this.tlsContext);
+      return;
+    }
+    const reader: LinkReader = { parser: undefined, onChunk: undefined, onDirect: undefined };
+    this.handshake(adoptWithOnread(raw, server, linkOnread(reader)), 'accepted', reader);
+  }
+
+  /**
+   * TLS 1.3 over a new connection, then the handshake inside it. Both sides verify the
+   * other's certificate against tls-ca and that it names the configured peer node; a
+   * failure closes the connection with the reason in our log (and lastError).
+   */
+  private secure(raw: net.Socket, how: 'dialed' | 'accepted', peerTls: PeerTls): void {
+    const o = this.opts;
+    // Node checks nothing here (rejectUnauthorized: false): checkPeerCertificate does, on
+    // both sides, once the TLS handshake is done and before a byte of ours is sent in it.
+    const t =
+      how === 'accepted'
+        ? new tls.TLSSocket(raw, {
+            isServer: true,
+            secureContext: peerTls.context,
+            requestCert: true,
+            rejectUnauthorized: false,
+          })
+        : tls.connect({
+            socket: raw,
+            secureContext: peerTls.context,
+            // An IP address: no SNI, so the ClientHello names nobody.
+            host: o.peer.host,
+            rejectUnauthorized: false,
+            checkServerIdentity: () => undefined,
+          });
+    let settled = false;
+    const timeoutMs = o.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
+    const settle = (): void => {
+      settled = true;
+      clearTimeout(timer);
+      if (how === 'accepted') this.pending.delete(t);
+    };
+    const refuse = (reason: string): void => {
+      if (settled) return;
+      settle();
+      t.destroy();
+      raw.destroy();
+      this.refused(how, reason, o.logger.child({ peer: `${raw.remoteAddress}:${raw.remotePort}`, how }));
+    };
+    const timer = setTimeout(() => refuse(`TLS handshake timed out after ${timeoutMs} ms`), timeoutMs);
+    if (how === 'accepted') this.pending.set(t, (why) => refuse(why));
+    t.on('error', (err) => refuse(`TLS handshake failed: ${err.message}`));
+    t.on('close', () => refuse('peer closed the connection during the TLS handshake'));
+    t.once(how === 'accepted' ? 'secure' : 'secureConnect', () => {
+      if (settled) return;
+      const problem = checkPeerCertificate(t, peerTls.ca, o.peerName);
+      if (problem) return refuse(problem);
+      settle();
+      t.removeAllListeners('error');
+      t.removeAllListeners('close');
+      o.logger.info(
+        { peer: `${raw.remoteAddress}:${raw.remotePort}`, how, tls: t.getProtocol(), cipher: t.getCipher().name },
+        'TLS established',
+      );
+      const reader: LinkReader = { parser: undefined, onChunk: undefined, onDirect: undefined };
+      this.handshake(t, how, reader);
+    });
+  }
+
+  /** A connection attempt failed before the handshake: the dialer retries; the listener only reports. */
+  private refused(how: 'dialed' | 'accepted', reason: string, log: pino.Logger): void {
+    this.lastError = reason;
+    log.warn({ reason }, 'Refused peer connection');
+    this.emit('refused', reason);
+    if (how === 'dialed' && !this.stopped) {
+      this.dialing = false;
+      this.emit('state', 'WFConnection', reason);
+      this.retry();
+    }
   }
 
   private handshake(s: net.Socket, how: 'dialed' | 'accepted', reader: LinkReader): void {
-    this.busy = true;
     const o = this.opts;
     const log = o.logger.child({ peer: `${s.remoteAddress}:${s.remotePort}`, how });
     s.setNoDelay(true);
-    this.emit('state', 'WFReportParams', `TCP ${how}`);
     const pool = o.payloads;
     const parser = new FrameParser(pool ? { allocPayload: (n) => pool.take(n) } : {});
-    const nonce = randomBytes(32);
-    const hello: Hello = {
-      proto: 'tandem',
-      protoMin: PROTOCOL_VERSION_MIN,
-      protoMax: PROTOCOL_VERSION_MAX,
+    const hs = new Handshake({
+      role: how === 'dialed' ? 'dialer' : 'listener',
       resource: o.resource,
-      node: o.nodeName,
-      peer: o.peerName,
-      nonce: nonce.toString('base64'),
-      auth: o.sharedSecret !== undefined ? o.hmacAlg.toLowerCase() : null,
-    };
-    let peerHello: Hello | undefined;
-    let version = 0;
-    let authed = false;
+      nodeName: o.nodeName,
+      peerName: o.peerName,
+      auth: o.sharedSecret !== undefined ? { alg: o.hmacAlg.toLowerCase(), secret: o.sharedSecret } : undefined,
+      nonce: randomBytes(NONCE_BYTES),
+    });
     let established: Connection | undefined;
     let announced = false;
     let done = false;
-    const fail = (reason: string, tellPeer: boolean): void => {
-      if (done) return;
+    const cleanup = (): void => {
       done = true;
       clearTimeout(timer);
-      this.lastError = reason;
-      log.warn({ reason }, 'Refused peer connection');
-      if (tellPeer) s.end(Buffer.concat(encodeJson(P.ERROR, { message: reason })));
-      setTimeout(() => s.destroy(), 100).unref();
+      if (how === 'accepted') this.pending.delete(s);
       s.removeAllListeners('data');
       reader.onChunk = undefined;
       reader.onDirect = undefined;
-      this.emit('refused', reason);
-      this.busy = false;
-      this.emit('state', 'WFConnection', reason);
-      this.retry();
     };
-    const timer = setTimeout(
-      () => fail(`handshake timed out after ${o.handshakeTimeoutMs ?? 5000} ms`, true),
-      o.handshakeTimeoutMs ?? 5000,
-    );
-    const proof = (secret: string, n: Buffer, node: string): Buffer =>
-      createHmac(o.hmacAlg.toLowerCase(), secret).update(n).update(`|tandem-auth-v1|${o.resource}|${node}`).digest();
-    const finish = (): void => {
+    const fail = (reason: string, tell: string | undefined, proven: boolean): void => {
       if (done) return;
-      done = true;
-      clearTimeout(timer);
-      s.removeAllListeners('data');
+      cleanup();
+      if (tell !== undefined) s.end(Buffer.concat(encodeJson(P.ERROR, { message: tell })));
+      setTimeout(() => s.destroy(), 100).unref();
+      if (how === 'dialed') {
+        this.lastError = reason;
+        log.warn({ reason }, 'Refused peer connection');
+        this.emit('refused', reason);
+        this.dialing = false;
+        this.emit('state', 'WFConnection', reason);
+        this.retry();
+        return;
+      }
+      // The listening side: one of possibly many concurrent attempts; the link's state is
+      // untouched. From the peer's address it may be the real peer misconfigured: reported.
+      log[proven ? 'warn' : 'info']({ reason }, 'Refused peer connection');
+      this.lastError = reason;
+      this.emit('refused', reason);
+    };
+    const timeoutMs = o.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
+    const timer = setTimeout(() => fail(`handshake timed out after ${timeoutMs} ms`, undefined, hs.proven), timeoutMs);
+    if (how === 'accepted') this.pending.set(s, (why) => fail(why, undefined, false));
+    const finish = (version: number): void => {
+      if (done) return;
+      if (this.stopped || this.connected) {
+        fail('another connection to the peer was established first', undefined, true);
+        return;
+      }
+      cleanup();
       s.removeAllListeners('error');
       s.removeAllListeners('close');
+      this.connected = true;
+      this.dialing = false;
+      // The winner: every other handshake in progress is a stale or hostile attempt.
+      for (const abort of [...this.pending.values()]) abort('the peer connected on another connection');
       this.backoffMs = 100;
       this.lastError = undefined;
       log.info({ version }, 'Handshake complete');
@@ -423,50 +535,14 @@ export class PeerLink extends EventEmitter<LinkEvents> implements PeerLinkHandle
         established?.deliver(f);
         return;
       }
-      if (f.type === P.ERROR) return fail(`peer refused us: ${safeMessage(f.payload)}`, false);
-      if (!peerHello) {
-        if (f.type !== P.HELLO) return fail(`expected HELLO, got packet type 0x${f.type.toString(16)}`, true);
-        const parsed = Hello.safeParse(safeJson(f.payload));
-        if (!parsed.success) return fail('malformed HELLO', true);
-        const h = parsed.data;
-        if (h.resource !== o.resource) return fail(`peer is for resource '${h.resource}', not '${o.resource}'`, true);
-        if (h.node !== o.peerName || h.peer !== o.nodeName)
-          return fail(
-            `peer introduced itself as '${h.node}' (expecting '${o.peerName}'), wanting '${h.peer}' (we are '${o.nodeName}')`,
-            true,
-          );
-        version = Math.min(h.protoMax, PROTOCOL_VERSION_MAX);
-        if (version < Math.max(h.protoMin, PROTOCOL_VERSION_MIN))
-          return fail(
-            `no common protocol version (peer ${h.protoMin}-${h.protoMax}, ours ${PROTOCOL_VERSION_MIN}-${PROTOCOL_VERSION_MAX})`,
-            true,
-          );
-        if ((h.auth === null) !== (hello.auth === null))
-          return fail(
-            h.auth === null
-              ? 'peer has no shared-secret but we require authentication'
-              : 'peer requires authentication but we have no shared-secret',
-            true,
-          );
-        if (h.auth !== null && h.auth !== hello.auth)
-          return fail(`cram-hmac-alg differs: peer ${h.auth}, ours ${hello.auth}`, true);
-        peerHello = h;
-        if (o.sharedSecret === undefined) return finish();
-        s.write(Buffer.concat(encodeFrame(P.AUTH, proof(o.sharedSecret, Buffer.from(h.nonce, 'base64'), o.nodeName))));
-        return;
-      }
-      if (!authed) {
-        if (f.type !== P.AUTH) return fail(`expected AUTH, got packet type 0x${f.type.toString(16)}`, true);
-        const expected = proof(o.sharedSecret!, nonce, peerHello.node);
-        if (f.payload.length !== expected.length || !timingSafeEqual(f.payload, expected))
-          return fail('Authentication of peer failed', true);
-        authed = true;
-        return finish();
-      }
+      const step = hs.onFrame(f);
+      if (step.kind === 'fail') return fail(step.reason, step.tell, step.proven);
+      if (step.frames.length > 0) s.write(Buffer.concat(step.frames));
+      if (step.kind === 'done') finish(step.version);
     };
     const onParsed = (r: ReturnType<FrameParser['feed']>): void => {
       for (const f of r.frames) onFrame(f);
-      if (r.error && !done) fail(`protocol error during handshake: ${r.error}`, true);
+      if (r.error && !done) fail(`protocol error during handshake: ${r.error}`, undefined, hs.proven);
       else if (r.error) established?.close('ProtocolError', r.error);
       // Announce only after the whole chunk went through, so frames that came
       // with the last handshake frame are already in the connection's backlog.
@@ -479,23 +555,86 @@ export class PeerLink extends EventEmitter<LinkEvents> implements PeerLinkHandle
     reader.onChunk = (chunk, transient) => onParsed(parser.feed(chunk, transient));
     reader.onDirect = (n) => onParsed(parser.directFilled(n));
     s.on('data', (chunk: Buffer) => onParsed(parser.feed(chunk)));
-    s.on('error', (err) => fail(`connection error during handshake: ${err.message}`, false));
-    s.on('close', () => fail('peer closed the connection during handshake', false));
-    s.write(Buffer.concat(encodeJson(P.HELLO, hello)));
+    s.on('error', (err) => fail(`connection error during handshake: ${err.message}`, undefined, hs.proven));
+    s.on('close', () => fail('peer closed the connection during handshake', undefined, hs.proven));
+    const first = hs.start();
+    if (first.length > 0) s.write(Buffer.concat(first));
   }
 }
 
-function safeJson(b: Buffer): unknown {
+/** Our side of the peer link's TLS: the context (our certificate and key) and the CA the peer's must come from. */
+export interface PeerTls {
+  context: tls.SecureContext;
+  ca: X509Certificate;
+}
+
+/** tls-ca, tls-cert and tls-key as a TLS 1.3 context; a clear error naming the file that is wrong. */
+export function loadTls(files: { ca: string; cert: string; key: string }): PeerTls {
+  const read = (what: string, path: string): Buffer => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new Error(`${what} ${path}: ${(err as Error).message}`, { cause: err });
+    }
+  };
+  const ca = read('tls-ca', files.ca);
+  const cert = read('tls-cert', files.cert);
+  const key = read('tls-key', files.key);
+  let caCert: X509Certificate;
   try {
-    return JSON.parse(b.toString('utf8'));
-  } catch {
-    return undefined;
+    caCert = new X509Certificate(ca);
+  } catch (err) {
+    throw new Error(`tls-ca ${files.ca}: not a PEM certificate: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    return {
+      context: tls.createSecureContext({ ca, cert, key, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' }),
+      ca: caCert,
+    };
+  } catch (err) {
+    throw new Error(`tls-cert ${files.cert} / tls-key ${files.key}: ${(err as Error).message}`, { cause: err });
   }
 }
 
-function safeMessage(b: Buffer): string {
-  const j = safeJson(b) as { message?: unknown } | undefined;
-  return typeof j?.message === 'string' ? j.message.slice(0, 200) : 'unknown reason';
+const oneLine = (dn: string): string => dn.replace(/\n/g, ', ');
+
+/** Names a certificate gives its holder: subject CN and DNS subjectAltNames, each once. */
+export function certificateNames(cert: X509Certificate): string[] {
+  const names = new Set<string>();
+  for (const line of cert.subject.split('\n')) if (line.startsWith('CN=')) names.add(line.slice(3));
+  for (const part of (cert.subjectAltName ?? '').split(', ')) if (part.startsWith('DNS:')) names.add(part.slice(4));
+  return [...names];
+}
+
+/**
+ * Why the peer's certificate is not acceptable, or undefined: issued and signed by tls-ca
+ * itself (no intermediates), valid now, and naming the peer node.
+ */
+export function checkPeerCertificate(t: tls.TLSSocket, ca: X509Certificate, peerName: string): string | undefined {
+  const cert = t.getPeerX509Certificate();
+  if (!cert) return 'peer presented no TLS certificate';
+  if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey))
+    return `peer certificate is not signed by tls-ca (${oneLine(ca.subject)}): it was issued by ${oneLine(cert.issuer)}`;
+  const now = Date.now();
+  if (now < Date.parse(cert.validFrom) || now > Date.parse(cert.validTo))
+    return `peer certificate is not valid now (${cert.validFrom} to ${cert.validTo})`;
+  const names = certificateNames(cert);
+  if (!names.includes(peerName))
+    return `peer certificate names ${names.map((n) => `'${n}'`).join(', ') || 'nobody'}, not the peer node '${peerName}'`;
+  return undefined;
+}
+
+/** Whether a socket's remote address is the configured peer host (IPv4-mapped IPv6 included). */
+export function sameHost(remote: string | undefined, configured: string): boolean {
+  if (remote === undefined) return false;
+  const strip = (a: string): string => (a.toLowerCase().startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a);
+  const r = strip(remote);
+  const c = strip(configured);
+  if (!net.isIPv6(r) || !net.isIPv6(c)) return r === c;
+  // IPv6 has several spellings of one address: compare them as addresses.
+  const list = new net.BlockList();
+  list.addAddress(c, 'ipv6');
+  return list.check(r, 'ipv6');
 }
 
 /** The real peer transport: TCP with the handshake above. */

@@ -9,6 +9,7 @@ import { BackingIo, sizeOf } from './backing.ts';
 import { ERROR_CODES, TandemError } from './errors.ts';
 import { runHandler } from './handlers.ts';
 import { tcpTransport } from './peer-link.ts';
+import { zeroRange } from './punch.ts';
 import type { BlockFile, Clock, Storage, Timer, World } from './world.ts';
 
 export const realClock: Clock = {
@@ -31,11 +32,13 @@ export class FileBlock implements BlockFile {
   readonly path: string;
   readonly handle: FileHandle;
   readonly io: BackingIo;
+  readonly isBlockDevice: boolean;
 
-  constructor(path: string, handle: FileHandle) {
+  constructor(path: string, handle: FileHandle, isBlockDevice = false) {
     this.path = path;
     this.handle = handle;
     this.io = new BackingIo(handle);
+    this.isBlockDevice = isBlockDevice;
   }
 
   read(offset: number, length: number): Promise<Buffer> {
@@ -44,6 +47,10 @@ export class FileBlock implements BlockFile {
 
   write(offset: number, data: Uint8Array): Promise<void> {
     return this.io.write(offset, data);
+  }
+
+  async zeroRange(offset: number, length: number, punch: boolean): Promise<void> {
+    await zeroRange(this.handle, this.isBlockDevice, offset, length, punch);
   }
 
   datasync(): Promise<void> {
@@ -66,8 +73,9 @@ async function openFile(path: string, flags: number): Promise<FileHandle> {
 export const realStorage: Storage = {
   sizeOf,
   async open(path) {
-    await sizeOf(path); // a clear error for a missing path, or one that is neither a file nor a block device
-    return new FileBlock(path, await openFile(path, fsc.O_RDWR));
+    // A clear error for a missing path, or one that is neither a file nor a block device.
+    const { isBlockDevice } = await sizeOf(path);
+    return new FileBlock(path, await openFile(path, fsc.O_RDWR), isBlockDevice);
   },
   async create(path, size) {
     const h = await openFile(path, fsc.O_RDWR | fsc.O_CREAT | fsc.O_TRUNC);

@@ -104,6 +104,42 @@ export class Receiver {
     this.#epochWrites.push(done);
   }
 
+  /**
+   * ZERO: a mirrored TRIM or WRITE_ZEROES. Our copy of the range must read as zeroes too
+   * (the two disks stay identical, whatever the storage under each does with a discard),
+   * so it is applied like a write of zeroes: in order, acknowledged by the same rules, in
+   * the current epoch; `punch` gives the space back where the storage can.
+   */
+  onZero(c: PeerConnection, seq: number, offset: number, length: number, fua: boolean, punch: boolean): void {
+    const core = this.#core;
+    this.checkRange(offset, length, 'peer zeroes');
+    if (core.config.protocol === 'B') core.send(c, { type: 'recv-ack', seq });
+    const done = this.receive(
+      c,
+      offset,
+      length,
+      async (file) => {
+        await core.saveBeforeOverwrite(offset, length);
+        core.counters.lo++;
+        try {
+          await file.zeroRange(offset, length, punch);
+          if (fua) await file.datasync();
+          core.counters.dw += length;
+        } finally {
+          core.counters.lo--;
+        }
+        const p = core.state.peerDisk;
+        if (p === 'Diskless' || p === 'Failed') {
+          core.local?.md.bitmap.setRange(Math.floor(offset / 4096), Math.ceil((offset + length) / 4096));
+          await core.persistBitmap(fua);
+        }
+      },
+      (ok) => (ok ? { type: 'write-ack', seq } : { type: 'neg-ack', seq, errno: -5 }),
+      0,
+    );
+    this.#epochWrites.push(done);
+  }
+
   /** BARRIER: the epoch's writes made durable, then acknowledged (in epoch order). */
   onBarrier(c: PeerConnection, epoch: number): void {
     const core = this.#core;
@@ -140,10 +176,12 @@ export class Receiver {
     length: number,
     write: (file: NonNullable<Core['local']>['data']) => Promise<void>,
     answer: (ok: boolean) => Parameters<Core['send']>[1],
+    /** Received bytes held in memory until written (max-buffers); a ZERO holds none. */
+    held = length,
   ): Promise<boolean> {
     const core = this.#core;
     core.counters.ua++;
-    this.#took(c, length);
+    this.#took(c, held);
     const lock = core.lock.acquire(offset, length);
     const work = (async (): Promise<boolean> => {
       const release = await lock;
@@ -161,7 +199,7 @@ export class Receiver {
       } finally {
         release();
         core.counters.ua--;
-        this.#gave(length);
+        this.#gave(held);
       }
       if (c === core.conn) core.send(c, answer(ok));
       return ok;

@@ -413,11 +413,12 @@ export class Resync {
       length,
       async (file) => {
         await this.saveBeforeOverwrite(offset, length);
-        // Already zero (a hole in a thin file, or a blank disk): nothing to write.
+        // Already zero (a hole in a thin file, or a blank disk): nothing to write. Otherwise
+        // a hole is punched: a thin target stays as thin as its source.
         const current = await file.read(offset, length);
         core.counters.dr += length;
         if (!isZero(current)) {
-          await file.write(offset, Buffer.alloc(length));
+          await file.zeroRange(offset, length, true);
           core.counters.dw += length;
         }
         core.local?.md.bitmap.clearRange(offset / BLOCK_SIZE, Math.ceil((offset + length) / BLOCK_SIZE));

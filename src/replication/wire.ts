@@ -12,9 +12,11 @@ export const HEADER_BYTES = 12;
  * 2: mirrored writes travel in epochs closed by BARRIER and made durable on the peer
  * before its BARRIER_ACK (FLUSH/FLUSH_ACK are gone). A version-1 peer is refused at the
  * handshake: its acknowledgements promise less than this version relies on.
+ * 3: the handshake proves the peer before anything names the resource (handshake.ts), and
+ * TRIM/WRITE_ZEROES are mirrored as ZERO frames. A version-2 peer cannot take part.
  */
-export const PROTOCOL_VERSION_MIN = 2;
-export const PROTOCOL_VERSION_MAX = 2;
+export const PROTOCOL_VERSION_MIN = 3;
+export const PROTOCOL_VERSION_MAX = 3;
 /** Largest payload accepted: a 32 MiB write plus its sub-header. */
 export const MAX_PAYLOAD = 32 * 1024 * 1024 + 64;
 /** Control frames (JSON) are small; a peer sending more is broken or hostile. */
@@ -49,12 +51,15 @@ export const P = {
   RS_CSUM_REPLY: 0x21,
   BARRIER: 0x22,
   BARRIER_ACK: 0x23,
+  /** Handshake (handshake.ts): a 32-byte nonce and the cram-hmac-alg name. */
+  CHALLENGE: 0x24,
 } as const;
 export type PacketType = (typeof P)[keyof typeof P];
 
 const KNOWN_TYPES = new Set<number>(Object.values(P));
 const BINARY_TYPES = new Set<number>([
   P.AUTH,
+  P.CHALLENGE,
   P.BITMAP,
   P.DATA,
   P.RECV_ACK,
@@ -198,6 +203,7 @@ export function decodeRange(p: Buffer): { offset: number; length: number } {
 /** The minimum payload each binary frame type needs; shorter is a protocol error. */
 export const MIN_PAYLOAD: Partial<Record<PacketType, number>> = {
   [P.DATA]: 16,
+  [P.CHALLENGE]: 32,
   [P.RECV_ACK]: 4,
   [P.WRITE_ACK]: 4,
   [P.NEG_ACK]: 8,

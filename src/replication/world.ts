@@ -40,6 +40,11 @@ export interface BlockFile {
   /** Exactly `length` bytes; past the end of a sparse file reads zeroes. */
   read(offset: number, length: number): Promise<Buffer>;
   write(offset: number, data: Uint8Array): Promise<void>;
+  /**
+   * Afterwards the range reads as zeroes (durable after datasync, like a write). `punch`:
+   * give the space back (a hole in a file, a discard on a device) where the storage can.
+   */
+  zeroRange(offset: number, length: number, punch: boolean): Promise<void>;
   /** Everything written before the call is durable when it resolves. */
   datasync(): Promise<void>;
   close(): Promise<void>;
@@ -99,6 +104,8 @@ export interface LinkOptions {
   peer: Address;
   sharedSecret: string | undefined;
   hmacAlg: string;
+  /** TLS 1.3 with mutual authentication (PEM files): the peer's certificate must name `peerName`. */
+  tls?: { ca: string; cert: string; key: string };
   connectIntMs: number;
   pingIntMs: number;
   pingTimeoutMs: number;

@@ -30,7 +30,7 @@ import { BLOCK_SIZE } from './bitmap.ts';
 import { eio, type Core } from './core.ts';
 import { deferred, type Deferred } from './deferred.ts';
 import type { IoFreeze } from './io-freeze.ts';
-import { PeerProtocolError } from './messages.ts';
+import { PeerProtocolError, type PeerMessage, MAX_PEER_RANGE } from './messages.ts';
 import { isSyncSource, isUpToDate } from './states.ts';
 import { TransferLog, type TlRequest } from './transfer-log.ts';
 import type { BlockFile, PeerConnection, Timer } from './world.ts';
@@ -38,6 +38,8 @@ import type { BlockFile, PeerConnection, Timer } from './world.ts';
 /** Bytes queued towards the peer beyond which a new mirrored write waits. */
 const SEND_QUEUE_HIGH = 16 * 1024 * 1024;
 const SEND_QUEUE_LOW = 8 * 1024 * 1024;
+/** The largest range one ZERO frame covers (the peer refuses larger ones). */
+const ZERO_PIECE = MAX_PEER_RANGE;
 
 export class WritePath {
   readonly #core: Core;
@@ -225,16 +227,62 @@ export class WritePath {
   }
 
   async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
-    const core = this.#core;
     this.checkRange(offset, data.length);
+    await this.submit(
+      offset,
+      data.length,
+      fua,
+      (file) => this.localWrite(file, offset, data, fua),
+      (seq) => ({ type: 'data', seq, fua, offset, data, payload: data }),
+      data.length,
+    );
+  }
+
+  /**
+   * TRIM and WRITE_ZEROES (NBD): afterwards the range reads as zeroes on both nodes, as
+   * DRBD mirrors discards. `punch`: give the space back (TRIM, or WRITE_ZEROES without
+   * NBD_CMD_FLAG_NO_HOLE). The same life as a write (conflict lock, activity log, transfer
+   * log, the protocol's ack rule, out-of-sync bits when the peer misses it), with a ZERO
+   * frame instead of the data. A trim of a whole device goes in ZERO_PIECE pieces, one
+   * after the other, so no piece holds more activity-log extents than a large write.
+   */
+  async zero(offset: number, length: number, fua: boolean, punch: boolean): Promise<void> {
+    this.checkRange(offset, length);
+    for (let at = 0; at < length; at += ZERO_PIECE) {
+      const o = offset + at;
+      const n = Math.min(ZERO_PIECE, length - at);
+      await this.submit(
+        o,
+        n,
+        fua,
+        (file) => this.localZero(file, o, n, fua, punch),
+        (seq) => ({ type: 'zero', seq, fua, punch, offset: o, length: n }),
+        0,
+      );
+    }
+  }
+
+  /**
+   * One application write (data or zeroes), steps 1-7 above. `toDisk` puts it on our disk;
+   * `message` is the mirrored frame; `sentBytes` counts towards `ns`.
+   */
+  private async submit(
+    offset: number,
+    length: number,
+    fua: boolean,
+    toDisk: (file: BlockFile) => Promise<void>,
+    message: (seq: number) => PeerMessage,
+    sentBytes: number,
+  ): Promise<void> {
+    const core = this.#core;
     core.lastAppIo = core.world.clock.now();
     await this.passFreeze();
     this.requirePrimary();
     core.counters.ap++;
-    const release = await core.lock.acquire(offset, data.length);
+    const release = await core.lock.acquire(offset, length);
     const local = core.localDiskUsable() ? core.local : undefined;
     try {
-      await local?.al.begin(offset, data.length);
+      await local?.al.begin(offset, length);
       if (local) core.counters.al = local.al.transactions;
     } catch (err) {
       release();
@@ -250,11 +298,11 @@ export class WritePath {
         await c.whenQueuedBelow(SEND_QUEUE_LOW);
         c = this.peerTakesWrites();
       }
-      const req = c ? this.mirror(c, offset, data, fua) : undefined;
+      const req = c ? this.mirror(c, offset, length, fua, message, sentBytes) : undefined;
       if (req && local) alHeld = false;
       // true: on the local disk; false: the disk failed and was detached (the peer must have it).
       const onDisk = local
-        ? this.localWrite(local.data, offset, data, fua).then(
+        ? toDisk(local.data).then(
             () => true,
             async (err: unknown) => {
               if ((await core.localIoError(err, 'write')) === 'passed')
@@ -265,7 +313,7 @@ export class WritePath {
         : Promise.resolve(false);
       if (!req) {
         if (!(await onDisk)) throw eio(`${core.config.name}: the write reached neither the local disk nor the peer`);
-        await this.markOutOfSync(offset, data.length);
+        await this.markOutOfSync(offset, length);
         this.requireLocalCopy();
         // Not on the peer: with fencing, the application hears back only once the peer is
         // fenced (I/O may have frozen after this write passed the gate at its start).
@@ -282,29 +330,36 @@ export class WritePath {
           : req.received.promise);
       if (!ok && !wrote) throw eio(`${core.config.name}: the write reached neither the local disk nor the peer`);
       if (!ok) {
-        await this.markOutOfSync(offset, data.length);
+        await this.markOutOfSync(offset, length);
         this.requireLocalCopy();
         // The peer did not confirm it: with fencing, the application hears back only once the peer is fenced.
         await this.passFreeze();
       }
       await this.passLossGate();
     } finally {
-      if (alHeld) local?.al.complete(offset, data.length);
+      if (alHeld) local?.al.complete(offset, length);
       release();
       core.counters.ap--;
     }
   }
 
-  private mirror(c: PeerConnection, offset: number, data: Buffer, fua: boolean): TlRequest {
+  private mirror(
+    c: PeerConnection,
+    offset: number,
+    length: number,
+    fua: boolean,
+    message: (seq: number) => PeerMessage,
+    sentBytes: number,
+  ): TlRequest {
     const core = this.#core;
     const seq = this.#nextSeq++ >>> 0;
     const req = this.#tl.add(
-      { seq, offset, length: data.length, sent: deferred(), received: deferred(), written: deferred() },
+      { seq, offset, length, sent: deferred(), received: deferred(), written: deferred() },
       core.world.clock.now(),
     );
     core.counters.pe++;
-    core.counters.ns += data.length;
-    core.send(c, { type: 'data', seq, fua, offset, data, payload: data }, () => req.sent.resolve(true));
+    core.counters.ns += sentBytes;
+    core.send(c, message(seq), () => req.sent.resolve(true));
     const open = this.#tl.openEpoch;
     const net = core.config.net;
     if (fua || open.writes >= net.maxEpochSize || open.bytes >= net.maxEpochBytes) this.closeEpoch('size or FUA');
@@ -334,6 +389,24 @@ export class WritePath {
     this.#core.counters.ep++;
     this.#core.send(c, { type: 'barrier', epoch });
     return epoch;
+  }
+
+  private async localZero(
+    file: BlockFile,
+    offset: number,
+    length: number,
+    fua: boolean,
+    punch: boolean,
+  ): Promise<void> {
+    const core = this.#core;
+    core.counters.lo++;
+    try {
+      await file.zeroRange(offset, length, punch);
+      if (fua) await file.datasync();
+      core.counters.dw += length;
+    } finally {
+      core.counters.lo--;
+    }
   }
 
   private async localWrite(file: BlockFile, offset: number, data: Buffer, fua: boolean): Promise<void> {

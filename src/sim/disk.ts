@@ -191,6 +191,10 @@ export class SimDisks {
         const copy = Buffer.from(data);
         return op(f, 'write', () => f.apply(offset, copy));
       },
+      // A punched hole or a zeroed range: zeroes through the same volatile cache as a write
+      // (a hole is not durable before a sync either). Never past the end: KEEP_SIZE.
+      zeroRange: (offset, length) =>
+        op(f, 'write', () => f.apply(offset, Buffer.alloc(Math.max(0, Math.min(length, f.size - offset))))),
       datasync: () => {
         const snapshot = f.snapshotCache();
         return op(f, 'sync', () => f.persist(snapshot));

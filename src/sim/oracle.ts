@@ -175,10 +175,20 @@ export class Oracle {
     return { must, also };
   }
 
-  /** A read of `block` on `node` returned, per 512-byte sector, these write ids (0: never written). */
+  /** Writes that were TRIM or WRITE_ZEROES: their sectors read as zeroes, which decode as id 0. */
+  readonly #zeroWrites = new Set<number>();
+
+  /** Write `w` zeroes its blocks (a sector read back as zeroes may be it). */
+  zeroWrite(w: number): void {
+    this.#zeroWrites.add(w);
+  }
+
+  /** A read of `block` on `node` returned, per 512-byte sector, these write ids (0: never written, or zeroed). */
   read(node: string, block: number, sectors: number[], what: string): void {
     const { must, also } = this.acceptable(node, block);
     const ok = new Set([must, ...also]);
+    // A zeroed sector cannot say which write zeroed it: 0 stands for any acceptable zero write.
+    if ([must, ...also].some((w) => this.#zeroWrites.has(w))) ok.add(0);
     const bad = sectors.filter((s) => !ok.has(s));
     if (bad.length > 0)
       this.fail(
@@ -323,8 +333,11 @@ export class Oracle {
         this.fail('no acknowledged write is lost', `${node} was promoted with block ${block} unreadable: ${ids}`);
         continue;
       }
-      // Older than the latest write another node holds: that write would be lost.
-      if (ids.some((id) => id < latest)) missing.push({ block, w: latest });
+      // Older than the latest write another node holds: that write would be lost. (A zeroed
+      // sector reads as 0: fine when a zero write at least as new may be what it holds.)
+      const { must, also } = this.acceptable(node, block);
+      const zeroOk = [must, ...also].some((w) => w >= latest && this.#zeroWrites.has(w));
+      if (ids.some((id) => id < latest && !(id === 0 && zeroOk))) missing.push({ block, w: latest });
     }
     if (missing.length > 0)
       this.fail(

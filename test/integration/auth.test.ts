@@ -97,18 +97,19 @@ describe('peer authentication', () => {
       await pair.ok('backup', 'create-md', 'mysql');
       await pair.ok('backup', 'up', 'mysql'); // backup (127.0.0.3) is the listening side
       const before = await digest(pair, 'backup');
-      const sock = net.connect({ host: '127.0.0.3', port: pair.port });
+      // From the peer's own address: a stranger's address is closed unread before any handshake.
+      const sock = net.connect({ host: '127.0.0.3', port: pair.port, localAddress: '127.0.0.2' });
       await new Promise<void>((r) => sock.once('connect', () => r()));
       const closed = new Promise<void>((r) => sock.once('close', () => r()));
       sock.on('error', () => {});
       sock.resume();
-      // A forged PARAMS and a DATA frame aimed at block 0, without HELLO/AUTH.
+      // A forged PARAMS and a DATA frame aimed at block 0, without CHALLENGE/AUTH/HELLO.
       sock.write(Buffer.concat(encodeJson(P.PARAMS, { reply: false })));
       sock.write(Buffer.concat(encodeData(1, 0, Buffer.alloc(4096, 0xee), 0)));
       await closed;
       const s = await pair.status('backup');
       expect(s.counters.dw).toBe(0);
-      expect(s.lastError).toMatch(/expected HELLO/);
+      expect(s.lastError).toMatch(/expected CHALLENGE/);
       expect(await digest(pair, 'backup')).toBe(before);
       // and the real peer can still connect afterwards
       await pair.ok('master', 'create-md', 'mysql');

@@ -3,53 +3,18 @@
 // mkfs.ext4 / mkfs.xfs, mount, write files, unmount, fsck clean; switch roles (the tutorial's
 // §11) and mount the same filesystem from the other node: the files are there.
 // Needs root, /dev/fuse and loop devices; skipped (with the reason) where they are missing.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { jest } from '@jest/globals';
-import { tool, type NodeName, type Pair } from './support/pair.ts';
+import { tool, type Pair } from './support/pair.ts';
 import { runTool } from './support/run-tool.ts';
 import { startTandemExport } from './support/tandem-export.ts';
+import { FuseLoop, canAttach } from './support/fuse-loop.ts';
 
 jest.setTimeout(300_000);
 
-const canAttach = process.getuid?.() === 0 && existsSync('/dev/fuse') && existsSync('/dev/loop-control');
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-
-/** nbdfuse + losetup on one node's export: a block device, and how to take it away again. */
-class FuseLoop {
-  readonly dev: string;
-  readonly #fuse: ChildProcess;
-  readonly #dir: string;
-  private constructor(dev: string, fuse: ChildProcess, dir: string) {
-    this.dev = dev;
-    this.#fuse = fuse;
-    this.#dir = dir;
-  }
-
-  static async attach(pair: Pair, n: NodeName): Promise<FuseLoop> {
-    const dir = join(pair.dir, `fuse-${n}`);
-    await mkdir(dir, { recursive: true });
-    const pidFile = join(pair.dir, `nbdfuse-${n}.pid`);
-    const fuse = spawn('nbdfuse', ['-P', pidFile, join(dir, 'disk'), '--unix', pair.nbdSocket(n)], {
-      stdio: ['ignore', 'ignore', 'inherit'],
-    });
-    for (let i = 0; i < 200 && !existsSync(pidFile); i++) await new Promise((r) => setTimeout(r, 50));
-    if (!existsSync(pidFile)) throw new Error('nbdfuse did not come up');
-    const dev = (await tool('losetup', ['-f', '--show', join(dir, 'disk')])).trim();
-    return new FuseLoop(dev, fuse, dir);
-  }
-
-  /** losetup -d, unmount the FUSE file, wait for nbdfuse to exit (it closes its NBD client). */
-  async detach(): Promise<void> {
-    await tool('losetup', ['-d', this.dev]);
-    const exited = new Promise((r) => this.#fuse.once('exit', r));
-    await tool('fusermount3', ['-u', this.#dir]);
-    await exited;
-  }
-}
 
 async function mount(dev: string, at: string): Promise<void> {
   await mkdir(at, { recursive: true });

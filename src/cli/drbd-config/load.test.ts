@@ -162,6 +162,7 @@ describe('parseConfigText', () => {
       }`);
     const [r0] = config.resources;
     expect(r0?.protocol).toBe('B');
+    expect(r0?.net.tls).toBe(false);
     expect(r0?.net).toMatchObject({
       maxBuffers: 100,
       timeoutMs: 3000,
@@ -244,6 +245,23 @@ const ALPHA = 'on alpha { disk /dev/vdb; address 10.0.0.1:7789; }';
 const BETA = 'on beta { disk /dev/vdb; address 10.0.0.2:7789; }';
 const F = '/etc/tandem/tandem.conf';
 
+it('reads the TLS options of the net section', () => {
+  const { config } = parse(
+    resource(
+      'meta-disk internal;',
+      'net { tls yes; tls-ca /etc/tandem/tls/ca.crt; tls-cert "/etc/tandem/tls/node.crt"; tls-key /etc/tandem/tls/node.key; }',
+      ALPHA,
+      BETA,
+    ),
+  );
+  expect(config.resources[0]?.net).toMatchObject({
+    tls: true,
+    tlsCa: '/etc/tandem/tls/ca.crt',
+    tlsCert: '/etc/tandem/tls/node.crt',
+    tlsKey: '/etc/tandem/tls/node.key',
+  });
+});
+
 describe('broken configurations', () => {
   it.each<[string, string, string, Record<string, string>?]>([
     ['a missing semicolon', resource('  protocol C', '}'), `${F}:3:1: expected ';' after 'protocol C' but found '}'`],
@@ -288,6 +306,11 @@ describe('broken configurations', () => {
       `${F}:2:9: address family 'sdp' is not supported (use ipv4 or ipv6)`,
     ],
     ['a bad protocol', resource('protocol D;'), `${F}:2:10: protocol must be A, B or C but found 'D'`],
+    [
+      'tls without its files',
+      resource('meta-disk internal;', 'net { tls yes; tls-ca /etc/tandem/ca.crt; }', ALPHA, BETA),
+      `${F}:1:1: resource r: net { tls yes; } needs tls-cert, tls-key`,
+    ],
     [
       'a bad protocol in net',
       'common {\n  net { protocol c; }\n}',

@@ -30,6 +30,14 @@ function normalizeResource(resource: ResourceDraft, common: SettingsDraft): Reso
   const where = `resource ${resource.name}`;
   if (resource.hosts.length === 0) throw new ConfigError(`${where}: no 'on HOST' sections`, resource.at);
   const settings = mergeSettings(common, resource.settings);
+  const net = settings.net;
+  if (net.tls === true) {
+    const missing = (['tls-ca', 'tls-cert', 'tls-key'] as const).filter(
+      (k) => ({ 'tls-ca': net.tlsCa, 'tls-cert': net.tlsCert, 'tls-key': net.tlsKey })[k] === undefined,
+    );
+    if (missing.length > 0)
+      throw new ConfigError(`${where}: net { tls yes; } needs ${missing.join(', ')}`, resource.at);
+  }
   const candidate: z.input<typeof ResourceConfig> = {
     name: resource.name,
     protocol: settings.protocol,

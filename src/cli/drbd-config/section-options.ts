@@ -73,6 +73,19 @@ const NET: Record<string, Apply> = {
   'shared-secret': (s, o) => {
     s.net.sharedSecret = o.text();
   },
+  // tandem: TLS 1.3 with mutual authentication for the peer link (docs/design/2026-12-06-peer-wire.md).
+  tls: (s, o) => {
+    s.net.tls = o.flag();
+  },
+  'tls-ca': (s, o) => {
+    s.net.tlsCa = o.text();
+  },
+  'tls-cert': (s, o) => {
+    s.net.tlsCert = o.text();
+  },
+  'tls-key': (s, o) => {
+    s.net.tlsKey = o.text();
+  },
   'after-sb-0pri': (s, o) => {
     s.net.afterSb0pri = o.oneOf(AFTER_SB_0PRI, /^discard-node-.+$/);
   },
