@@ -252,7 +252,17 @@ export class Oracle {
       }
       for (const e of entries) s.add(e.w);
     }
-    if (victim) return;
+    if (victim) {
+      // Chosen: the target's own writes are given up now, even if this resync is cut short
+      // and a later one finishes the job (seed 15030: the victim of after-sb-1pri lost its
+      // link mid-resync, and the next connect's bitmap resync was not a new victim choice).
+      const theirs = this.lin(source);
+      for (const [block, entries] of this.lin(target)) {
+        const known = new Set((theirs.get(block) ?? []).map((e) => e.w));
+        for (const e of entries) if (!known.has(e.w)) e.lost = true;
+      }
+      return;
+    }
     const u = this.unique(target, source);
     if (u.length > 0)
       this.fail(
