@@ -51,3 +51,51 @@ test('the schemas agree with the CRD on what is invalid', () => {
   expect(parse({ ...spec, size: 'big' })).toBe(false);
   expect(parse({ ...spec, replicas: [{ node: 'master', disk: 'sdb1' }, spec.replicas[1]] })).toBe(false);
 });
+
+test.each([
+  ['a relative disk', { disk: 'sdb1' }],
+  ['a disk with ..', { disk: '/dev/../etc/shadow' }],
+  ['a disk with a . segment', { disk: '/dev/./sdb1' }],
+  ['a disk with //', { disk: '/dev//sdb1' }],
+  ['a disk with a trailing slash', { disk: '/dev/sdb1/' }],
+  ['a disk that would end a config statement', { disk: '/dev/x;}handlers{split-brain"id";}' }],
+  ['a disk with a quote', { disk: '/dev/x"y' }],
+  ['a disk with a control character', { disk: '/dev/x\u0001' }],
+  ['a meta-disk with ..', { disk: '/dev/sdb1', metaDisk: '/dev/../sdb2[0]' }],
+  ['a meta-disk with a brace', { disk: '/dev/sdb1', metaDisk: '/dev/sdb2}[0]' }],
+  ['a meta-disk with a huge index', { disk: '/dev/sdb1', metaDisk: '/dev/sdb2[12345678901]' }],
+])('the schema refuses %s', (_what, replica) => {
+  const parsed = ReplicatedVolume.safeParse({
+    apiVersion: 'tandem.dev/v1alpha1',
+    kind: 'ReplicatedVolume',
+    metadata: { name: 'x', namespace: 'y' },
+    spec: {
+      replicas: [
+        { node: 'master', ...replica },
+        { node: 'backup', disk: '/dev/sdb1' },
+      ],
+    },
+  });
+  expect(parsed.success).toBe(false);
+});
+
+test.each([
+  ['/dev/sdb1'],
+  ['/dev/disk/by-id/wwn-0x5000c500a0b1c2d3-part1'],
+  ['/dev/disk/by-path/pci-0000:00:1f.2-ata-1.0'],
+  ['/dev/mapper/vg0-lv_data'],
+  ['/var/lib/tandem/pools/files/ns.vol.img'],
+])('the schema accepts the device path %s', (disk) => {
+  const parsed = ReplicatedVolume.safeParse({
+    apiVersion: 'tandem.dev/v1alpha1',
+    kind: 'ReplicatedVolume',
+    metadata: { name: 'x', namespace: 'y' },
+    spec: {
+      replicas: [
+        { node: 'master', disk, metaDisk: `${disk}[3]` },
+        { node: 'backup', disk },
+      ],
+    },
+  });
+  expect(parsed.success).toBe(true);
+});

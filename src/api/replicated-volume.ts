@@ -15,15 +15,25 @@ export const NodeName = z
   .max(253)
   .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/)
   .describe('A Kubernetes Node name.');
+/**
+ * One segment of a host path: the characters device names use (udev's by-id, by-path,
+ * by-uuid names included) and at least one that is not a dot, so never `.` or `..`.
+ * RE2 (the API server's pattern engine) has no look-ahead, hence this spelling.
+ */
+const SEGMENT = '[A-Za-z0-9._+:@,=~%-]*[A-Za-z0-9_+:@,=~%-][A-Za-z0-9._+:@,=~%-]*';
+/** An absolute, canonical host path: no `.` or `..` segment, no `//`, no trailing `/`, nothing to quote. */
+export const HOST_PATH_PATTERN = `(/${SEGMENT})+`;
 export const DevicePath = z
   .string()
-  .max(4096)
-  .regex(/^\/[^\s[\]]+$/)
-  .describe('An absolute path of a block device (or file) on the node, e.g. /dev/sdb1.');
+  .max(1024)
+  .regex(new RegExp(`^${HOST_PATH_PATTERN}$`))
+  .describe(
+    'An absolute, canonical path of a block device (or file) on the node, e.g. /dev/sdb1; a StoragePool must grant it.',
+  );
 export const MetaDiskSpec = z
   .string()
-  .max(4096)
-  .regex(/^(internal|\/[^\s[\]]+(\[[0-9]+\])?)$/)
+  .max(1024)
+  .regex(new RegExp(`^(internal|${HOST_PATH_PATTERN}(\\[[0-9]{1,6}\\])?)$`))
   .describe(
     'Where DRBD-style metadata lives: `internal` (end of the disk), `/dev/sdb2[0]` (indexed external, 128 MiB slots) or `/dev/sdb2` (the whole device).',
   );
@@ -104,8 +114,8 @@ export const ReplicatedVolumeSpec = z
       ),
     mountPath: z
       .string()
-      .max(4096)
-      .regex(/^\/[^\s]*$/)
+      .max(1024)
+      .regex(new RegExp(`^${HOST_PATH_PATTERN}$`))
       .optional()
       .describe('Host path where the Primary mounts the filesystem, as the tutorial mounts /mydata/mysql.'),
   })

@@ -13,6 +13,7 @@ import type { AgentApi } from './agent-api.ts';
 import type { AdmResult, EngineStatusView } from './engine-client.ts';
 import type { Fencer } from './fence.ts';
 import type { Action, FailureCondition, Plan } from './plan.ts';
+import { ConfigValueError } from './render-config.ts';
 
 /** The agent's handle on engines (EngineClient: tandemadm + the control socket). */
 export interface EngineDriver {
@@ -147,7 +148,11 @@ export class PlanExecutor {
       case 'write-config': {
         const secret = await this.#secret(ns, spec.secretName);
         if (secret === undefined) throw new ActionFailed(`Secret ${spec.secretName} has no ${SECRET_KEY}`);
-        await this.#config.write(spec, secret);
+        await this.#config.write(spec, secret).catch((err: unknown) => {
+          // A value the configuration syntax cannot carry: nothing was written, the engine is not started.
+          if (err instanceof ConfigValueError) throw new ActionFailed(err.message, 'InvalidConfigValue');
+          throw err;
+        });
         return true;
       }
       case 'up': {
