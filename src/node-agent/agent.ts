@@ -32,6 +32,7 @@ import type { AgentApi } from './agent-api.ts';
 import type { EngineStatusView } from './engine-client.ts';
 import { type ConfigStore, type ConsumerPort, type EngineDriver, PlanExecutor } from './executor.ts';
 import { FENCE_EXIT, type FenceAction, Fencer } from './fence.ts';
+import { checkMountPath, DEFAULT_MOUNT_ROOT, mountClaims } from './mount-path.ts';
 import { type PassSnapshot, PLACEHOLDER_SOURCE, type Plan, planPass } from './plan.ts';
 
 export { splitBrainCondition } from './plan.ts';
@@ -58,6 +59,8 @@ export interface AgentOptions {
   /** Called with every engine status a pass reads (metrics). */
   observe?: (resource: string, e: EngineStatusView | undefined) => void;
   workers?: number;
+  /** The admin's mount root for spec.mountPath (mount-path.ts); default /mydata. */
+  mountRoot?: string;
 }
 
 /** What a pass acted on, per replica: reported as observedGeneration, epoch and conditions. */
@@ -197,7 +200,16 @@ export class NodeAgent {
       this.#o.log.error({ rvr: key, error: parsed.error.message }, 'Replica spec does not parse; ignoring it');
       return undefined;
     }
-    const rvr = parsed.data;
+    // A mount path this node may not use is planned and acted on as absent (mount-path.ts).
+    const mountRefusal = parsed.data.spec.mountPath
+      ? checkMountPath({
+          rootTemplate: this.#o.mountRoot ?? DEFAULT_MOUNT_ROOT,
+          namespace,
+          me: mountClaims([raw])[0]!,
+          others: mountClaims(this.#cache.list()),
+        })
+      : undefined;
+    const rvr = mountRefusal ? withoutMount(parsed.data) : parsed.data;
     const spec = rvr.spec;
     if (spec.node !== this.#o.node) return undefined;
     const log = this.#o.log.child({ rvr: key, resource: spec.resource });
@@ -218,6 +230,7 @@ export class NodeAgent {
       engine,
       missingDisks,
       mountSource: await this.#o.consumer.source(spec.mountPath),
+      mountRefusal,
     };
 
     // --- plan ---
@@ -332,6 +345,11 @@ const TOGETHER = new Set(['Connected', 'SyncSource', 'SyncTarget', 'PausedSyncS'
 /** A running engine of a started volume that is not with its peer. */
 function apart(s: PassSnapshot): boolean {
   return s.spec.engine === 'Up' && s.engine !== undefined && !TOGETHER.has(s.engine.cstate);
+}
+
+function withoutMount(r: ReplicatedVolumeReplica): ReplicatedVolumeReplica {
+  const { mountPath: _m, filesystem: _f, ...spec } = r.spec;
+  return { ...r, spec };
 }
 
 function keyOf(r: ReplicatedVolumeReplica): string {

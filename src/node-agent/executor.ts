@@ -31,8 +31,14 @@ export interface ConfigStore {
 
 /** The consumer seam (consumer.ts): mkfs + mount on the Primary, the placeholder elsewhere. */
 export interface ConsumerPort {
-  ensure(device: string, filesystem: 'xfs' | 'ext4', mountPath: string): Promise<{ created: boolean }>;
-  release(mountPath: string | undefined, o?: { placeholder?: boolean }): Promise<void>;
+  /** `namespace` picks the admin's mount root (mount-path.ts). */
+  ensure(
+    device: string,
+    filesystem: 'xfs' | 'ext4',
+    mountPath: string,
+    namespace: string,
+  ): Promise<{ created: boolean }>;
+  release(mountPath: string | undefined, o?: { placeholder?: boolean; namespace?: string }): Promise<void>;
   /** The topmost mount's source at the path, undefined when nothing is mounted there. */
   source(mountPath: string | undefined): Promise<string | undefined>;
   exists(path: string): Promise<boolean>;
@@ -130,13 +136,15 @@ export class PlanExecutor {
     };
     switch (a.kind) {
       case 'release-consumer':
-        await this.#consumer.release(spec.mountPath, { placeholder: a.placeholder }).catch((err: unknown) => {
-          throw new ActionFailed(
-            a.failure.reason === 'StaleMount'
-              ? `${spec.mountPath} is still mounted on this Secondary and in use; every I/O on it fails; it is unmounted as soon as nothing holds it (${describeError(err).message})`
-              : describeError(err).message,
-          );
-        });
+        await this.#consumer
+          .release(spec.mountPath, { placeholder: a.placeholder, namespace: ns })
+          .catch((err: unknown) => {
+            throw new ActionFailed(
+              a.failure.reason === 'StaleMount'
+                ? `${spec.mountPath} is still mounted on this Secondary and in use; every I/O on it fails; it is unmounted as soon as nothing holds it (${describeError(err).message})`
+                : describeError(err).message,
+            );
+          });
         return true;
       case 'down':
         await adm('down');
@@ -207,7 +215,7 @@ export class PlanExecutor {
       case 'lift-peer-fence':
         return this.liftPeerFence(ns, spec);
       case 'ensure-consumer': {
-        const m = await this.#consumer.ensure(a.device, spec.filesystem!, spec.mountPath!).catch((err: unknown) => {
+        const m = await this.#consumer.ensure(a.device, spec.filesystem!, spec.mountPath!, ns).catch((err: unknown) => {
           throw new ActionFailed(describeError(err).message, (err as { reason?: string }).reason);
         });
         if (m.created) {

@@ -177,6 +177,24 @@ test.each<[string, Partial<PassSnapshot>, ReturnType<typeof summary>]>([
     },
   ],
   [
+    'the Primary with a refused mount path (the agent removed it from the spec): nothing mounted, the reason reported',
+    {
+      spec: spec({ role: 'Primary', mountPath: undefined, filesystem: undefined }),
+      engine: primaryEngine(),
+      mountSource: undefined,
+      mountRefusal: { reason: 'MountPathRefused', message: '/etc is not below the mount root /mydata' },
+    },
+    {
+      actions: ['write-config', 'lift-peer-fence'],
+      conditions: [
+        'DisksFound=True/Found',
+        'EngineReady=True/Running',
+        'Mounted=False/MountPathRefused',
+        'SplitBrain=False/NoSplitBrain',
+      ],
+    },
+  ],
+  [
     'the Primary mounted already: only the (usual) look at a fence on its peer',
     { spec: spec({ role: 'Primary' }), engine: primaryEngine(), mountSource: '/dev/loop7' },
     {

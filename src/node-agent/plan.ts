@@ -42,6 +42,11 @@ export type PassSnapshot = {
   /** The source mounted topmost at spec.mountPath (PLACEHOLDER_SOURCE for the placeholder); undefined: nothing. */
   mountSource: string | undefined;
   /**
+   * Why spec.mountPath may not be used on this node (mount-path.ts); the agent then
+   * plans as if it were unset (nothing is mounted or unmounted there) and reports this.
+   */
+  mountRefusal?: { reason: string; message: string } | undefined;
+  /**
    * The volume's status, only when the plan asked for it (needVolume): a Secondary
    * that is apart from its peer decides from the fence and the volume's Primary.
    */
@@ -159,7 +164,9 @@ export function planPass(s: PassSnapshot): Plan {
 
   const rejoin = rejoinActions(spec, e, s.volume);
   if (rejoin === 'needVolume') return { actions: [], conditions: [], needVolume: true };
-  const consumer = consumerPlan(spec, e, s.mountSource);
+  const consumer = s.mountRefusal
+    ? { actions: [], condition: cond(CONDITIONS.mounted, 'False', s.mountRefusal.reason, s.mountRefusal.message) }
+    : consumerPlan(spec, e, s.mountSource);
   return {
     actions: [config, ...rejoin, ...consumer.actions],
     conditions: withSplit([
