@@ -46,7 +46,11 @@ function nodes(): string[] {
 
 /** CRDs applied by hand before the chart existed are adopted by the release instead of failing the install. */
 function adoptCrds(): void {
-  for (const crd of ['replicatedvolumes.tandem.dev', 'replicatedvolumereplicas.tandem.dev']) {
+  for (const crd of [
+    'replicatedvolumes.tandem.dev',
+    'replicatedvolumereplicas.tandem.dev',
+    'storagepools.tandem.dev',
+  ]) {
     try {
       tool(bin.kubectl, ['get', 'crd', crd]);
     } catch {
@@ -243,7 +247,10 @@ export async function deploy(): Promise<void> {
     '--timeout=60s',
     'crd/replicatedvolumes.tandem.dev',
     'crd/replicatedvolumereplicas.tandem.dev',
+    'crd/storagepools.tandem.dev',
   ]);
+  // The administrator's part: the tutorial's disks granted to tandem on every node.
+  tool(bin.kubectl, ['apply', '-f', join(repoRoot, 'examples/storage-pool.yaml')]);
   kubeconfigFor(`${release.name}-controller`);
   kubeconfigFor(`${release.name}-node-agent`);
   await startController();

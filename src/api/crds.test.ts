@@ -4,7 +4,9 @@ import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import yaml from 'js-yaml';
 import { customResourceDefinitions, renderCrdYaml, renderHelmCrdTemplate } from './crds.ts';
+import { placeStorage } from '../controller/decisions/placement.ts';
 import { ReplicatedVolume } from './replicated-volume.ts';
+import { StoragePool } from './storage-pool.ts';
 
 const root = resolve(import.meta.dirname, '../..');
 
@@ -21,10 +23,16 @@ test('helm/tandem/templates/crds.yaml is up to date (npm run gen:crds)', () => {
   );
 });
 
-test('examples/mysql-volume.yaml parses with the schema and keeps the tutorial resource', () => {
+test('examples/mysql-volume.yaml parses with the schema, keeps the tutorial resource and draws from the example pool', () => {
   const doc = yaml.load(readFileSync(join(root, 'examples/mysql-volume.yaml'), 'utf8'));
   const rv = ReplicatedVolume.parse({ ...(doc as object), metadata: { name: 'mysql', namespace: 'default' } });
-  expect(rv.spec).toMatchObject({ protocol: 'C', verifyAlg: 'sha1', primary: 'master' });
+  expect(rv.spec).toMatchObject({ pool: 'tutorial', protocol: 'C', verifyAlg: 'sha1', primary: 'master' });
+  const pool = StoragePool.parse(yaml.load(readFileSync(join(root, 'examples/storage-pool.yaml'), 'utf8')));
+  expect(pool.metadata.name).toBe(rv.spec.pool);
+  for (const r of rv.spec.replicas)
+    expect(placeStorage(r, { namespace: 'default', name: 'mysql', pool: pool.metadata.name }, pool.spec)).toMatchObject(
+      { ok: true, disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' },
+    );
   expect(rv.spec.replicas).toEqual([
     { node: 'master', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' },
     { node: 'backup', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' },
@@ -33,6 +41,7 @@ test('examples/mysql-volume.yaml parses with the schema and keeps the tutorial r
 
 test('the schemas agree with the CRD on what is invalid', () => {
   const spec = {
+    pool: 'tutorial',
     replicas: [
       { node: 'master', disk: '/dev/sdb1' },
       { node: 'backup', disk: '/dev/sdb1' },
@@ -47,6 +56,8 @@ test('the schemas agree with the CRD on what is invalid', () => {
     }).success;
   expect(parse(spec)).toBe(true);
   expect(parse({ ...spec, protocol: 'D' })).toBe(false);
+  expect(parse({ ...spec, pool: undefined })).toBe(false);
+  expect(parse({ ...spec, pool: 'Not_A_Name' })).toBe(false);
   expect(parse({ ...spec, replicas: spec.replicas.slice(0, 1) })).toBe(false);
   expect(parse({ ...spec, size: 'big' })).toBe(false);
   expect(parse({ ...spec, replicas: [{ node: 'master', disk: 'sdb1' }, spec.replicas[1]] })).toBe(false);
@@ -91,6 +102,7 @@ test.each([
     kind: 'ReplicatedVolume',
     metadata: { name: 'x', namespace: 'y' },
     spec: {
+      pool: 'p',
       replicas: [
         { node: 'master', disk, metaDisk: `${disk}[3]` },
         { node: 'backup', disk },

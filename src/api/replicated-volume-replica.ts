@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { PROTOCOLS } from './config.ts';
 import { Condition } from './condition.ts';
 import {
+  PoolName,
   DevicePath,
   FILESYSTEMS,
   HOST_PATH_PATTERN,
@@ -67,6 +68,8 @@ export const ReplicatedVolumeReplicaSpec = z.object({
   resyncRateBytes: z.number().int().min(0).optional(),
   onIoError: z.enum(ON_IO_ERROR),
   splitBrain: SplitBrainSpec,
+  /** The StoragePool that grants self's disk and meta-disk (the agent checks again before it opens them). */
+  pool: PoolName,
   /** The Secret (same namespace) whose `shared-secret` authenticates the peer link. */
   secretName: z.string().min(1),
   filesystem: z.enum(FILESYSTEMS).optional(),

@@ -41,7 +41,9 @@ export const Quantity = z.string().max(64).regex(new RegExp(QUANTITY_PATTERN));
 
 export const ReplicaPlacement = z.object({
   node: NodeName,
-  disk: DevicePath,
+  disk: DevicePath.optional().describe(
+    "A block device the volume's pool grants on this node. Omitted: a sparse file in the pool's directory (spec.size needed).",
+  ),
   metaDisk: MetaDiskSpec.default('internal'),
 });
 export type ReplicaPlacement = z.infer<typeof ReplicaPlacement>;
@@ -69,8 +71,18 @@ export const SplitBrainSpec = z
 
 export const FILESYSTEMS = ['xfs', 'ext4'] as const;
 
+/** A StoragePool's name (cluster-scoped, so a DNS subdomain). */
+export const PoolName = z
+  .string()
+  .min(1)
+  .max(253)
+  .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/);
+
 export const ReplicatedVolumeSpec = z
   .object({
+    pool: PoolName.describe(
+      'The StoragePool (defined by an administrator) the replicas draw from: disk and metaDisk must be devices it grants on their nodes, or omitted for a file in its directory.',
+    ),
     size: Quantity.optional().describe('Usable size (a quantity, e.g. 1Gi). Default: the smaller of the two disks.'),
     protocol: z
       .enum(PROTOCOLS)
@@ -127,6 +139,12 @@ export const ReplicatedVolumeSpec = z
         { fieldPath: '.primary' },
       ),
       cel('has(self.filesystem) == has(self.mountPath)', 'filesystem and mountPath must be set together'),
+      cel(
+        'has(self.size) || self.replicas.all(r, has(r.disk))',
+        'a replica without a disk is a file in the pool: spec.size must say how big',
+        { fieldPath: '.size' },
+      ),
+      cel('self.pool == oldSelf.pool', 'pool cannot be changed once the volume exists', { fieldPath: '.pool' }),
       cel(
         'has(self.size) == has(oldSelf.size) && (!has(self.size) || self.size == oldSelf.size)',
         'size cannot be changed yet (online resize is not implemented)',

@@ -18,6 +18,7 @@ const spec = (o: Partial<ReplicatedVolumeReplicaSpec> = {}): ReplicatedVolumeRep
   protocol: 'C',
   onIoError: 'detach',
   splitBrain: { afterSb0pri: 'disconnect', afterSb1pri: 'disconnect', afterSb2pri: 'disconnect' },
+  pool: 'tutorial',
   secretName: 'db-peer',
   filesystem: 'xfs',
   mountPath: '/mydata/db',

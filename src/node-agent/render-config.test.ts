@@ -23,6 +23,7 @@ const spec: ReplicatedVolumeReplicaSpec = {
   verifyAlg: 'sha1',
   onIoError: 'pass_on',
   splitBrain: { afterSb0pri: 'discard-zero-changes', afterSb1pri: 'discard-secondary', afterSb2pri: 'disconnect' },
+  pool: 'tutorial',
   secretName: 'mysql-peer',
 };
 
