@@ -21,7 +21,12 @@ import type { Logger } from 'pino';
 import type { ConditionInput } from '../api/condition.ts';
 import { KINDS } from '../api/names.ts';
 import { describeFence } from '../api/replicated-volume.ts';
-import { ReplicatedVolumeReplica, ReplicatedVolumeReplicaStatus } from '../api/replicated-volume-replica.ts';
+import {
+  ReplicatedVolumeReplica,
+  type ReplicatedVolumeReplicaSpec,
+  ReplicatedVolumeReplicaStatus,
+} from '../api/replicated-volume-replica.ts';
+import { metaDiskPath, type StoragePool } from '../api/storage-pool.ts';
 import { canonicalJson } from '../runtime/canonical-json.ts';
 import { type Clock, systemClock } from '../runtime/clock.ts';
 import { Conditions } from '../runtime/conditions.ts';
@@ -29,6 +34,7 @@ import type { CacheFactory, ObjectCache } from '../runtime/informer.ts';
 import { WorkQueue } from '../runtime/work-queue.ts';
 import { type WorkResult, runWorkers } from '../runtime/workers.ts';
 import type { AgentApi } from './agent-api.ts';
+import { checkDisks, type DiskVerdict, diskClaims } from './disk-check.ts';
 import type { EngineStatusView } from './engine-client.ts';
 import { type ConfigStore, type ConsumerPort, type EngineDriver, PlanExecutor } from './executor.ts';
 import { FENCE_EXIT, type FenceAction, Fencer } from './fence.ts';
@@ -38,6 +44,8 @@ import { type PassSnapshot, PLACEHOLDER_SOURCE, type Plan, planPass } from './pl
 export { splitBrainCondition } from './plan.ts';
 
 export const HEARTBEAT_MS = 5_000;
+/** How long a StoragePool read is reused: a grant revoked takes effect within this. */
+export const POOL_TTL_MS = 30_000;
 /**
  * While the engine is apart from its peer the agent reports every second: a failover
  * acts only on a report of the survivor younger than FAILOVER_EVIDENCE_MS (roles.ts).
@@ -78,6 +86,7 @@ export class NodeAgent {
   /** The newest epoch acted on per replica: an older spec (a stale controller) is never acted on. */
   readonly #epochs = new Map<string, number>();
   readonly #acted = new Map<string, Acted>();
+  readonly #pools = new Map<string, { pool: StoragePool | undefined; at: number }>();
   #workers: Promise<void>[] = [];
   #ticker: unknown;
   #stopped = false;
@@ -217,18 +226,16 @@ export class NodeAgent {
     // --- read: everything the plan may use, the engine's status exactly once ---
     const engine = await this.#o.engines.status(spec.resource);
     this.#o.observe?.(spec.resource, engine);
-    const missingDisks: string[] = [];
-    if (spec.engine !== 'Down')
-      for (const p of [
-        spec.self.disk,
-        ...(spec.self.metaDisk === 'internal' ? [] : [spec.self.metaDisk.replace(/\[\d+\]$/, '')]),
-      ])
-        if (!(await this.#o.consumer.exists(p))) missingDisks.push(p);
+    // The checks before anything is touched (disk-check.ts); none for an engine being taken down.
+    const disks =
+      spec.engine === 'Down' ? { kind: 'ok' as const } : await this.#checkDisks(raw, namespace, spec, engine);
     const snapshot: PassSnapshot = {
       spec,
       epochSeen: this.#epochs.get(key) ?? 0,
       engine,
-      missingDisks,
+      missingDisks: disks.kind === 'missing' ? disks.paths : [],
+      diskRefusal: disks.kind === 'refused' ? disks : undefined,
+      createFile: disks.kind === 'create-file' ? disks : undefined,
       mountSource: await this.#o.consumer.source(spec.mountPath),
       mountRefusal,
     };
@@ -264,6 +271,43 @@ export class NodeAgent {
     // --- report: nothing moved, what was read is still the truth ---
     await this.#report(key, rvr, snapshot, log, false);
     return apart(snapshot) ? { requeueAfterMs: APART_HEARTBEAT_MS } : undefined;
+  }
+
+  /** The replica's disk and meta-disk against its pool's grant on this node and what is really there. */
+  async #checkDisks(
+    raw: KubernetesObject,
+    namespace: string,
+    spec: ReplicatedVolumeReplicaSpec,
+    engine: EngineStatusView | undefined,
+  ): Promise<DiskVerdict> {
+    const pool = await this.#pool(spec.pool);
+    const meta = metaDiskPath(spec.self.metaDisk);
+    return checkDisks({
+      node: this.#o.node,
+      namespace,
+      volume: spec.volume,
+      pool: spec.pool,
+      poolFound: pool !== undefined,
+      grant: pool?.spec.nodes.find((g) => g.node === this.#o.node),
+      disk: spec.self.disk,
+      metaDisk: spec.self.metaDisk,
+      facts: await this.#o.consumer.diskFacts([spec.self.disk, ...(meta ? [meta] : [])], {
+        engineRunning: engine !== undefined,
+      }),
+      me: diskClaims([raw])[0]!,
+      others: diskClaims(this.#cache.list()),
+      sizeBytes: spec.sizeBytes,
+    });
+  }
+
+  /** A StoragePool, read at most every POOL_TTL_MS (passes run every few seconds). */
+  async #pool(name: string): Promise<StoragePool | undefined> {
+    const now = this.#clock.now().getTime();
+    const cached = this.#pools.get(name);
+    if (cached && now - cached.at < POOL_TTL_MS) return cached.pool;
+    const pool = await this.#o.api.readPool(name);
+    this.#pools.set(name, { pool, at: now });
+    return pool;
   }
 
   /**

@@ -13,7 +13,10 @@
 // was. "Never over existing data": mkfs runs only when blkid finds no signature and
 // the first MiB is zeros.
 import { execFile } from 'node:child_process';
-import { open, readFile, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { mkdir, open, readFile, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { gatherDiskFacts, type PathFacts } from './disk-check.ts';
 import { DEFAULT_MOUNT_ROOT, MountPathError, mountRootFor, prepareMountPoint } from './mount-path.ts';
 
 export type Run = (
@@ -198,6 +201,25 @@ export class Consumer {
 
   exists(path: string): Promise<boolean> {
     return exists(path);
+  }
+
+  diskFacts(paths: readonly string[], o: { engineRunning: boolean }): Promise<Map<string, PathFacts>> {
+    return gatherDiskFacts(paths, o);
+  }
+
+  /**
+   * A new sparse file of `bytes` (ftruncate: no block is allocated until written).
+   * O_EXCL|O_NOFOLLOW: never over an existing file, never through a symlink.
+   */
+  async createBackingFile(path: string, bytes: number): Promise<void> {
+    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+    const h = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    try {
+      await h.truncate(bytes);
+      await h.sync();
+    } finally {
+      await h.close();
+    }
   }
 
   /** The volume's filesystem is mounted there (the placeholder does not count). */

@@ -12,6 +12,7 @@ import { describeError } from '../runtime/kube.ts';
 import type { AgentApi } from './agent-api.ts';
 import type { AdmResult, EngineStatusView } from './engine-client.ts';
 import type { Fencer } from './fence.ts';
+import type { PathFacts } from './disk-check.ts';
 import type { Action, FailureCondition, Plan } from './plan.ts';
 import { ConfigValueError } from './render-config.ts';
 
@@ -42,6 +43,10 @@ export interface ConsumerPort {
   /** The topmost mount's source at the path, undefined when nothing is mounted there. */
   source(mountPath: string | undefined): Promise<string | undefined>;
   exists(path: string): Promise<boolean>;
+  /** What is at each path (disk-check.ts), opening nothing for writing. */
+  diskFacts(paths: readonly string[], o: { engineRunning: boolean }): Promise<Map<string, PathFacts>>;
+  /** Creates a new sparse backing file of `bytes` (never over an existing file). */
+  createBackingFile(path: string, bytes: number): Promise<void>;
 }
 
 export type Outcome = {
@@ -230,6 +235,11 @@ export class PlanExecutor {
         log.info({ device: a.device, mountPath: spec.mountPath }, 'Mounted the filesystem');
         return true;
       }
+      case 'create-backing-file':
+        await this.#consumer.createBackingFile(a.path, a.bytes);
+        log.info({ path: a.path, bytes: a.bytes }, 'Created the sparse backing file');
+        await this.event(rvr, 'Normal', 'BackingFileCreated', `${a.path} (${a.bytes} bytes, sparse)`);
+        return true;
       case 'release-device':
         await this.#engines.adm(res, 'secondary');
         return true;

@@ -178,6 +178,19 @@ test.each<[string, Partial<PassSnapshot>, ReturnType<typeof summary>]>([
     },
   ],
   [
+    'the disk checks refused (a path the pool does not grant): nothing at all, the reason reported',
+    {
+      engine: undefined,
+      diskRefusal: { reason: 'NotGranted', message: 'StoragePool p does not grant /dev/sda on node master' },
+    },
+    { actions: [], conditions: ['DisksFound=False/NotGranted'] },
+  ],
+  [
+    'a new file in the pool: created (sparse) before anything else',
+    { engine: undefined, createFile: { path: '/var/lib/tandem/pools/p/ns.db.img', bytes: 1 << 30 } },
+    { actions: ['create-backing-file'], conditions: ['DisksFound=False/Creating'] },
+  ],
+  [
     'the Primary with a refused mount path (the agent removed it from the spec): nothing mounted, the reason reported',
     {
       spec: spec({ role: 'Primary', mountPath: undefined, filesystem: undefined }),

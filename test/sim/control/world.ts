@@ -277,6 +277,10 @@ export class World {
       },
       source: async () => (engine.mounted ? `/dev/sim-${RESOURCE}` : PLACEHOLDER_SOURCE),
       exists: async () => true,
+      // The node's two disks, as the agent's checks see them: distinct block devices, unused.
+      diskFacts: async (paths) =>
+        new Map(paths.map((p, i) => [p, { kind: 'block' as const, id: `8:${17 + i}`, mountedAt: [], holders: [] }])),
+      createBackingFile: async () => undefined,
     };
     let cache: SimCache<k8s.KubernetesObject> | undefined;
     const agent = new NodeAgent({
