@@ -17,6 +17,7 @@ import { type Clock, systemClock } from '../runtime/clock.ts';
 import { TerminalError } from '../runtime/errors.ts';
 import { isNotFound } from '../runtime/kube.ts';
 import { allocatePort, decidePlacement, type NodeView, type Placement } from './decisions/placement.ts';
+import { portClaim, portsInUse, trustedPort } from './decisions/port.ts';
 import { decideEngineState, desiredReplicaSpecs } from './decisions/replicas.ts';
 import { decideRoles, type RolesDecision } from './decisions/roles.ts';
 import { aggregateStatus, eventsBetween, sameStatus } from './decisions/status.ts';
@@ -108,8 +109,7 @@ export class VolumeReconciler {
     };
     const placement0 = this.#place(rv, snap.nodes, snap.replicas.size > 0);
     if (placement0.ok && !deleting) {
-      const port = Number(rv.metadata.annotations?.[ANNOTATIONS.port]) || undefined;
-      ({ rv } = await this.#ensurePort(rv, port, log));
+      ({ rv } = await this.#ensurePort(rv, this.#port(rv), log));
       await this.#ensureSecret(rv, log);
       snap = { ...snap, rv };
     }
@@ -154,6 +154,11 @@ export class VolumeReconciler {
     return { requeueAfterMs: Math.min(backstop, roles?.recheckAfterMs ?? Infinity) };
   }
 
+  /** The volume's port: status.port, or an annotation no user could have set to another's port (decisions/port.ts). */
+  #port(rv: ReplicatedVolume): number | undefined {
+    return trustedPort(portClaim(rv), this.#caches.volumes.list().map(portClaim));
+  }
+
   /** Placement from the volume's StoragePool as the cache has it (an unparsable pool is no pool). */
   #place(rv: ReplicatedVolume, nodes: ReadonlyMap<string, NodeView>, existing: boolean): Placement {
     const raw = this.#caches.pools.get(rv.spec.pool);
@@ -171,7 +176,7 @@ export class VolumeReconciler {
   #plan(snap: Snapshot, now: Date, deleting: boolean): Plan {
     const { rv, replicas, nodes } = snap;
     const placement = this.#place(rv, nodes, replicas.size > 0);
-    const port: number | undefined = Number(rv.metadata.annotations?.[ANNOTATIONS.port]) || undefined;
+    const port = this.#port(rv);
     let roles: RolesDecision | undefined;
     if (placement.ok && port !== undefined) {
       const forcePrimary = rv.metadata.annotations?.[ANNOTATIONS.forcePrimary];
@@ -294,11 +299,7 @@ export class VolumeReconciler {
   ): Promise<{ rv: ReplicatedVolume; port: number }> {
     const key = `${rv.metadata.namespace}/${rv.metadata.name}`;
     if (current !== undefined) return { rv, port: current };
-    const used = new Set<number>();
-    for (const o of this.#caches.volumes.list()) {
-      const p = Number(o.metadata?.annotations?.[ANNOTATIONS.port]);
-      if (p) used.add(p);
-    }
+    const used = portsInUse(this.#caches.volumes.list().map(portClaim));
     for (const [p, owner] of this.#reservedPorts) if (owner !== key) used.add(p);
     const port = allocatePort(used, PORT_RANGE);
     if (port === undefined)
