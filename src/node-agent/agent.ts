@@ -234,8 +234,8 @@ export class NodeAgent {
       epochSeen: this.#epochs.get(key) ?? 0,
       engine,
       missingDisks: disks.kind === 'missing' ? disks.paths : [],
-      diskRefusal: disks.kind === 'refused' ? disks : undefined,
-      createFile: disks.kind === 'create-file' ? disks : undefined,
+      diskRefusal: disks.kind === 'refused' ? { reason: disks.reason, message: disks.message } : undefined,
+      createFile: disks.kind === 'create-file' ? { path: disks.path, bytes: disks.bytes } : undefined,
       mountSource: await this.#o.consumer.source(spec.mountPath),
       mountRefusal,
     };

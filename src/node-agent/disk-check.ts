@@ -134,12 +134,13 @@ export function checkDisks(c: DiskCheckInput): DiskVerdict {
 
   for (const o of c.others) {
     if (o.key === c.me.key || !(o.created < c.me.created || (o.created === c.me.created && o.key < c.me.key))) continue;
-    const theirs = [o.disk, metaDiskPath(o.metaDisk)];
-    if (theirs.includes(c.disk) || (meta !== undefined && o.disk === meta) || metaCollides(o.metaDisk, c.metaDisk))
-      return refuse(
-        'InUse',
-        `${o.key} on this node already uses ${theirs.filter((p) => paths.includes(p!)).join(' and ') || c.metaDisk}`,
-      );
+    const clash = [
+      ...(o.disk === c.disk || metaDiskPath(o.metaDisk) === c.disk ? [c.disk] : []),
+      ...(meta !== undefined && o.disk === meta ? [meta] : []),
+      ...(metaCollides(o.metaDisk, c.metaDisk) ? [`the meta-disk ${c.metaDisk}`] : []),
+    ];
+    if (clash.length > 0)
+      return refuse('InUse', `${o.key} on this node already uses ${clash.join(' and ')}; nothing was touched`);
   }
 
   // What is really there.

@@ -139,7 +139,8 @@ export function planPass(s: PassSnapshot): Plan {
       actions: [
         {
           kind: 'create-backing-file',
-          ...s.createFile,
+          path: s.createFile.path,
+          bytes: s.createFile.bytes,
           failure: { type: CONDITIONS.disksFound, reason: 'CreateFailed' },
         },
       ],
