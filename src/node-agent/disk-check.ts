@@ -24,7 +24,8 @@
 // is opened for writing. While the volume's engine runs (it holds the disk), the
 // checks that only a running engine could trip (O_EXCL) are skipped.
 import { constants } from 'node:fs';
-import { lstat, open, readdir, readFile, realpath, stat } from 'node:fs/promises';
+import { lstat, open, readdir, readFile, realpath, stat, statfs } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { HOST_PATH_PATTERN } from '../api/replicated-volume.ts';
 import { grants, metaDiskPath, type PoolNodeGrant } from '../api/storage-pool.ts';
 import { BLOCK_SIZE } from '../replication/bitmap.ts';
@@ -44,6 +45,8 @@ export type PathFacts = {
   holders?: readonly string[] | undefined;
   /** An exclusive open (O_EXCL) failed with EBUSY: the kernel or a process holds it. */
   busy?: boolean | undefined;
+  /** Of a missing path: the bytes free (to root) on the filesystem that would hold it. */
+  freeBytes?: number | undefined;
 };
 
 export type DiskCheckInput = {
@@ -81,6 +84,7 @@ export const DISK_REFUSALS = [
   'NotABlockDevice',
   'Mounted',
   'NoSize',
+  'NoSpace',
 ] as const;
 export type DiskRefusal = (typeof DISK_REFUSALS)[number];
 
@@ -176,7 +180,15 @@ export function checkDisks(c: DiskCheckInput): DiskVerdict {
   if (missing.length === 1 && missing[0] === c.disk && diskGrant === 'file') {
     if (c.sizeBytes === undefined || c.sizeBytes <= 0)
       return refuse('NoSize', `${c.disk} is a new pool file and the volume has no size`);
-    return { kind: 'create-file', path: c.disk, bytes: backingFileBytes(c.sizeBytes) };
+    // Sparse, but a full sync writes every block: the pool's filesystem must hold all of it.
+    const bytes = backingFileBytes(c.sizeBytes);
+    const free = c.facts.get(c.disk)?.freeBytes;
+    if (free !== undefined && bytes > free)
+      return refuse(
+        'NoSpace',
+        `${c.disk} would need ${bytes} bytes and the pool's filesystem has ${free} free; nothing was created`,
+      );
+    return { kind: 'create-file', path: c.disk, bytes };
   }
   return { kind: 'missing', paths: missing };
 }
@@ -199,6 +211,15 @@ async function mountedDevices(): Promise<Map<string, string[]>> {
   return out;
 }
 
+/** Bytes free on the filesystem that holds `path` (its nearest existing ancestor); undefined if unknown. */
+async function freeBytesFor(path: string): Promise<number | undefined> {
+  for (let dir = dirname(path); ; dir = dirname(dir)) {
+    const s = await statfs(dir).catch(() => undefined);
+    if (s) return s.bfree * s.bsize;
+    if (dir === '/') return undefined;
+  }
+}
+
 /**
  * Reads what checkDisks needs about each path, opening nothing for writing. With
  * `engineRunning` the exclusive-open probe is skipped (the volume's own engine holds
@@ -213,7 +234,7 @@ export async function gatherDiskFacts(
   for (const p of paths) {
     const l = await lstat(p).catch(() => undefined);
     if (!l) {
-      out.set(p, { kind: 'missing' });
+      out.set(p, { kind: 'missing', freeBytes: await freeBytesFor(p) });
       continue;
     }
     const kind = kindOf(l);
