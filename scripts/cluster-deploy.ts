@@ -46,7 +46,11 @@ function nodes(): string[] {
 
 /** CRDs applied by hand before the chart existed are adopted by the release instead of failing the install. */
 function adoptCrds(): void {
-  for (const crd of ['replicatedvolumes.tandem.dev', 'replicatedvolumereplicas.tandem.dev']) {
+  for (const crd of [
+    'replicatedvolumes.tandem.dev',
+    'replicatedvolumereplicas.tandem.dev',
+    'storagepools.tandem.dev',
+  ]) {
     try {
       tool(bin.kubectl, ['get', 'crd', crd]);
     } catch {
@@ -64,7 +68,12 @@ function adoptCrds(): void {
   }
 }
 
-function kubeconfigFor(serviceAccount: string): string {
+/**
+ * A kubeconfig with a token of the ServiceAccount. With `node`, the token is bound to
+ * that Node (as a pod's token names its node): the agent's admission policy lets it
+ * act only for that node.
+ */
+function kubeconfigFor(serviceAccount: string, node?: string): string {
   const token = tool(bin.kubectl, [
     'create',
     'token',
@@ -72,9 +81,10 @@ function kubeconfigFor(serviceAccount: string): string {
     '-n',
     release.namespace,
     '--duration=48h',
+    ...(node ? ['--bound-object-kind', 'Node', '--bound-object-name', node] : []),
   ]).trim();
   const ca = join(state.pki, 'ca.crt');
-  const path = join(deployDir, `${serviceAccount}.kubeconfig`);
+  const path = join(deployDir, `${serviceAccount}${node ? `-${node}` : ''}.kubeconfig`);
   writeFileSync(
     path,
     [
@@ -182,7 +192,7 @@ export async function startAgent(node: string): Promise<void> {
       node,
       '--',
       'env',
-      `KUBECONFIG=${join(deployDir, `${release.name}-node-agent.kubeconfig`)}`,
+      `KUBECONFIG=${join(deployDir, `${release.name}-node-agent-${node}.kubeconfig`)}`,
       `TANDEM_PID_FILE=${pidFile(`agent-${node}`)}`,
       process.execPath,
       join(repoRoot, 'bin/tandem-node-agent.js'),
@@ -243,9 +253,12 @@ export async function deploy(): Promise<void> {
     '--timeout=60s',
     'crd/replicatedvolumes.tandem.dev',
     'crd/replicatedvolumereplicas.tandem.dev',
+    'crd/storagepools.tandem.dev',
   ]);
+  // The administrator's part: the tutorial's disks granted to tandem on every node.
+  tool(bin.kubectl, ['apply', '-f', join(repoRoot, 'examples/storage-pool.yaml')]);
   kubeconfigFor(`${release.name}-controller`);
-  kubeconfigFor(`${release.name}-node-agent`);
+  for (const node of nodes()) kubeconfigFor(`${release.name}-node-agent`, node);
   await startController();
   log(`Controller is ready (metrics http://127.0.0.1:${controllerMetricsPort}/metrics)`);
   for (const n of nodes()) {

@@ -18,6 +18,7 @@ node scripts/cluster-deploy.ts undeploy >/dev/null 2>&1 || true # the host-proce
 "$helm" upgrade --install tandem helm/tandem --namespace tandem-system --create-namespace --reset-values \
   --set image.repository="${ref%:*}" --set image.tag="${ref##*:}" --wait --timeout 5m
 "$kubectl" get pods -n tandem-system -o wide
+"$kubectl" apply -f examples/storage-pool.yaml      # the administrator grants the disks
 "$kubectl" apply -f examples/mysql-volume.yaml
 for _ in $(seq 1 90); do
   "$kubectl" get rv mysql --no-headers

@@ -4,7 +4,9 @@ import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import yaml from 'js-yaml';
 import { customResourceDefinitions, renderCrdYaml, renderHelmCrdTemplate } from './crds.ts';
+import { placeStorage } from '../controller/decisions/placement.ts';
 import { ReplicatedVolume } from './replicated-volume.ts';
+import { StoragePool } from './storage-pool.ts';
 
 const root = resolve(import.meta.dirname, '../..');
 
@@ -21,10 +23,16 @@ test('helm/tandem/templates/crds.yaml is up to date (npm run gen:crds)', () => {
   );
 });
 
-test('examples/mysql-volume.yaml parses with the schema and keeps the tutorial resource', () => {
+test('examples/mysql-volume.yaml parses with the schema, keeps the tutorial resource and draws from the example pool', () => {
   const doc = yaml.load(readFileSync(join(root, 'examples/mysql-volume.yaml'), 'utf8'));
   const rv = ReplicatedVolume.parse({ ...(doc as object), metadata: { name: 'mysql', namespace: 'default' } });
-  expect(rv.spec).toMatchObject({ protocol: 'C', verifyAlg: 'sha1', primary: 'master' });
+  expect(rv.spec).toMatchObject({ pool: 'tutorial', protocol: 'C', verifyAlg: 'sha1', primary: 'master' });
+  const pool = StoragePool.parse(yaml.load(readFileSync(join(root, 'examples/storage-pool.yaml'), 'utf8')));
+  expect(pool.metadata.name).toBe(rv.spec.pool);
+  for (const r of rv.spec.replicas)
+    expect(placeStorage(r, { namespace: 'default', name: 'mysql', pool: pool.metadata.name }, pool.spec)).toMatchObject(
+      { ok: true, disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' },
+    );
   expect(rv.spec.replicas).toEqual([
     { node: 'master', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' },
     { node: 'backup', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' },
@@ -33,6 +41,7 @@ test('examples/mysql-volume.yaml parses with the schema and keeps the tutorial r
 
 test('the schemas agree with the CRD on what is invalid', () => {
   const spec = {
+    pool: 'tutorial',
     replicas: [
       { node: 'master', disk: '/dev/sdb1' },
       { node: 'backup', disk: '/dev/sdb1' },
@@ -47,7 +56,58 @@ test('the schemas agree with the CRD on what is invalid', () => {
     }).success;
   expect(parse(spec)).toBe(true);
   expect(parse({ ...spec, protocol: 'D' })).toBe(false);
+  expect(parse({ ...spec, pool: undefined })).toBe(false);
+  expect(parse({ ...spec, pool: 'Not_A_Name' })).toBe(false);
   expect(parse({ ...spec, replicas: spec.replicas.slice(0, 1) })).toBe(false);
   expect(parse({ ...spec, size: 'big' })).toBe(false);
   expect(parse({ ...spec, replicas: [{ node: 'master', disk: 'sdb1' }, spec.replicas[1]] })).toBe(false);
+});
+
+test.each([
+  ['a relative disk', { disk: 'sdb1' }],
+  ['a disk with ..', { disk: '/dev/../etc/shadow' }],
+  ['a disk with a . segment', { disk: '/dev/./sdb1' }],
+  ['a disk with //', { disk: '/dev//sdb1' }],
+  ['a disk with a trailing slash', { disk: '/dev/sdb1/' }],
+  ['a disk that would end a config statement', { disk: '/dev/x;}handlers{split-brain"id";}' }],
+  ['a disk with a quote', { disk: '/dev/x"y' }],
+  ['a disk with a control character', { disk: '/dev/x\u0001' }],
+  ['a meta-disk with ..', { disk: '/dev/sdb1', metaDisk: '/dev/../sdb2[0]' }],
+  ['a meta-disk with a brace', { disk: '/dev/sdb1', metaDisk: '/dev/sdb2}[0]' }],
+  ['a meta-disk with a huge index', { disk: '/dev/sdb1', metaDisk: '/dev/sdb2[12345678901]' }],
+])('the schema refuses %s', (_what, replica) => {
+  const parsed = ReplicatedVolume.safeParse({
+    apiVersion: 'tandem.dev/v1alpha1',
+    kind: 'ReplicatedVolume',
+    metadata: { name: 'x', namespace: 'y' },
+    spec: {
+      replicas: [
+        { node: 'master', ...replica },
+        { node: 'backup', disk: '/dev/sdb1' },
+      ],
+    },
+  });
+  expect(parsed.success).toBe(false);
+});
+
+test.each([
+  ['/dev/sdb1'],
+  ['/dev/disk/by-id/wwn-0x5000c500a0b1c2d3-part1'],
+  ['/dev/disk/by-path/pci-0000:00:1f.2-ata-1.0'],
+  ['/dev/mapper/vg0-lv_data'],
+  ['/var/lib/tandem/pools/files/ns.vol.img'],
+])('the schema accepts the device path %s', (disk) => {
+  const parsed = ReplicatedVolume.safeParse({
+    apiVersion: 'tandem.dev/v1alpha1',
+    kind: 'ReplicatedVolume',
+    metadata: { name: 'x', namespace: 'y' },
+    spec: {
+      pool: 'p',
+      replicas: [
+        { node: 'master', disk, metaDisk: `${disk}[3]` },
+        { node: 'backup', disk },
+      ],
+    },
+  });
+  expect(parsed.success).toBe(true);
 });

@@ -7,6 +7,7 @@ import yaml from 'js-yaml';
 import { GROUP, KINDS, VERSION } from './names.ts';
 import { ReplicatedVolumeSpec, ReplicatedVolumeStatus } from './replicated-volume.ts';
 import { ReplicatedVolumeReplicaSpec, ReplicatedVolumeReplicaStatus } from './replicated-volume-replica.ts';
+import { StoragePoolSpec, StoragePoolStatus } from './storage-pool.ts';
 
 type Json = Record<string, unknown>;
 
@@ -36,6 +37,7 @@ function crd(
   status: z.ZodType,
   columns: Json[],
   description: string,
+  scope: 'Namespaced' | 'Cluster' = 'Namespaced',
 ): Json {
   return {
     apiVersion: 'apiextensions.k8s.io/v1',
@@ -51,7 +53,7 @@ function crd(
         shortNames: [...names.shortNames],
         categories: ['tandem'],
       },
-      scope: 'Namespaced',
+      scope,
       versions: [
         {
           name: VERSION,
@@ -117,6 +119,17 @@ export function customResourceDefinitions(): { file: string; object: Json }[] {
           { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
         ],
         "One node's replica of a ReplicatedVolume: spec by the controller, status by that node's agent.",
+      ),
+    },
+    {
+      file: `${GROUP}_${KINDS.pool.plural}.yaml`,
+      object: crd(
+        KINDS.pool,
+        StoragePoolSpec,
+        StoragePoolStatus,
+        [{ name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' }],
+        'Where tandem may store data, per node: granted block devices and a directory for file-backed volumes. Defined by administrators; volumes name a pool.',
+        'Cluster',
       ),
     },
   ];

@@ -13,6 +13,7 @@ export const KINDS = {
     singular: 'replicatedvolumereplica',
     shortNames: ['rvr'],
   },
+  pool: { kind: 'StoragePool', plural: 'storagepools', singular: 'storagepool', shortNames: ['sp'] },
 } as const;
 
 export const LABELS = {

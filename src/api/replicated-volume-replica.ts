@@ -6,7 +6,16 @@
 import { z } from 'zod';
 import { PROTOCOLS } from './config.ts';
 import { Condition } from './condition.ts';
-import { DevicePath, FILESYSTEMS, MetaDiskSpec, NodeName, ObjectMeta, SplitBrainSpec } from './replicated-volume.ts';
+import {
+  PoolName,
+  DevicePath,
+  FILESYSTEMS,
+  HOST_PATH_PATTERN,
+  MetaDiskSpec,
+  NodeName,
+  ObjectMeta,
+  SplitBrainSpec,
+} from './replicated-volume.ts';
 import { ON_IO_ERROR } from './config.ts';
 
 export const DESIRED_ROLES = ['Primary', 'Secondary'] as const;
@@ -29,7 +38,7 @@ export const ENGINE_STATES = ['Probe', 'Up', 'Down'] as const;
 export type EngineState = (typeof ENGINE_STATES)[number];
 
 export const ReplicatedVolumeReplicaSpec = z.object({
-  volume: z.string().min(1),
+  volume: NodeName.describe('The ReplicatedVolume (same namespace).'),
   engine: z.enum(ENGINE_STATES),
   /** The engine's resource name (`<namespace>.<volume>`), also the NBD export name. */
   resource: z
@@ -51,14 +60,24 @@ export const ReplicatedVolumeReplicaSpec = z.object({
   peer: Endpoint,
   protocol: z.enum(PROTOCOLS),
   sizeBytes: z.number().int().min(0).optional(),
-  verifyAlg: z.string().optional(),
+  verifyAlg: z
+    .string()
+    .max(64)
+    .regex(/^[a-z0-9-]+$/)
+    .optional(),
   resyncRateBytes: z.number().int().min(0).optional(),
   onIoError: z.enum(ON_IO_ERROR),
   splitBrain: SplitBrainSpec,
+  /** The StoragePool that grants self's disk and meta-disk (the agent checks again before it opens them). */
+  pool: PoolName,
   /** The Secret (same namespace) whose `shared-secret` authenticates the peer link. */
   secretName: z.string().min(1),
   filesystem: z.enum(FILESYSTEMS).optional(),
-  mountPath: z.string().optional(),
+  mountPath: z
+    .string()
+    .max(1024)
+    .regex(new RegExp(`^${HOST_PATH_PATTERN}$`))
+    .optional(),
 });
 export type ReplicatedVolumeReplicaSpec = z.infer<typeof ReplicatedVolumeReplicaSpec>;
 

@@ -15,15 +15,25 @@ export const NodeName = z
   .max(253)
   .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/)
   .describe('A Kubernetes Node name.');
+/**
+ * One segment of a host path: the characters device names use (udev's by-id, by-path,
+ * by-uuid names included) and at least one that is not a dot, so never `.` or `..`.
+ * RE2 (the API server's pattern engine) has no look-ahead, hence this spelling.
+ */
+const SEGMENT = '[A-Za-z0-9._+:@,=~%-]*[A-Za-z0-9_+:@,=~%-][A-Za-z0-9._+:@,=~%-]*';
+/** An absolute, canonical host path: no `.` or `..` segment, no `//`, no trailing `/`, nothing to quote. */
+export const HOST_PATH_PATTERN = `(/${SEGMENT})+`;
 export const DevicePath = z
   .string()
-  .max(4096)
-  .regex(/^\/[^\s[\]]+$/)
-  .describe('An absolute path of a block device (or file) on the node, e.g. /dev/sdb1.');
+  .max(1024)
+  .regex(new RegExp(`^${HOST_PATH_PATTERN}$`))
+  .describe(
+    'An absolute, canonical path of a block device (or file) on the node, e.g. /dev/sdb1; a StoragePool must grant it.',
+  );
 export const MetaDiskSpec = z
   .string()
-  .max(4096)
-  .regex(/^(internal|\/[^\s[\]]+(\[[0-9]+\])?)$/)
+  .max(1024)
+  .regex(new RegExp(`^(internal|${HOST_PATH_PATTERN}(\\[[0-9]{1,6}\\])?)$`))
   .describe(
     'Where DRBD-style metadata lives: `internal` (end of the disk), `/dev/sdb2[0]` (indexed external, 128 MiB slots) or `/dev/sdb2` (the whole device).',
   );
@@ -31,7 +41,9 @@ export const Quantity = z.string().max(64).regex(new RegExp(QUANTITY_PATTERN));
 
 export const ReplicaPlacement = z.object({
   node: NodeName,
-  disk: DevicePath,
+  disk: DevicePath.optional().describe(
+    "A block device the volume's pool grants on this node. Omitted: a sparse file in the pool's directory (spec.size needed).",
+  ),
   metaDisk: MetaDiskSpec.default('internal'),
 });
 export type ReplicaPlacement = z.infer<typeof ReplicaPlacement>;
@@ -59,8 +71,18 @@ export const SplitBrainSpec = z
 
 export const FILESYSTEMS = ['xfs', 'ext4'] as const;
 
+/** A StoragePool's name (cluster-scoped, so a DNS subdomain). */
+export const PoolName = z
+  .string()
+  .min(1)
+  .max(253)
+  .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/);
+
 export const ReplicatedVolumeSpec = z
   .object({
+    pool: PoolName.describe(
+      'The StoragePool (defined by an administrator) the replicas draw from: disk and metaDisk must be devices it grants on their nodes, or omitted for a file in its directory.',
+    ),
     size: Quantity.optional().describe('Usable size (a quantity, e.g. 1Gi). Default: the smaller of the two disks.'),
     protocol: z
       .enum(PROTOCOLS)
@@ -104,8 +126,8 @@ export const ReplicatedVolumeSpec = z
       ),
     mountPath: z
       .string()
-      .max(4096)
-      .regex(/^\/[^\s]*$/)
+      .max(1024)
+      .regex(new RegExp(`^${HOST_PATH_PATTERN}$`))
       .optional()
       .describe('Host path where the Primary mounts the filesystem, as the tutorial mounts /mydata/mysql.'),
   })
@@ -117,6 +139,12 @@ export const ReplicatedVolumeSpec = z
         { fieldPath: '.primary' },
       ),
       cel('has(self.filesystem) == has(self.mountPath)', 'filesystem and mountPath must be set together'),
+      cel(
+        'has(self.size) || self.replicas.all(r, has(r.disk))',
+        'a replica without a disk is a file in the pool: spec.size must say how big',
+        { fieldPath: '.size' },
+      ),
+      cel('self.pool == oldSelf.pool', 'pool cannot be changed once the volume exists', { fieldPath: '.pool' }),
       cel(
         'has(self.size) == has(oldSelf.size) && (!has(self.size) || self.size == oldSelf.size)',
         'size cannot be changed yet (online resize is not implemented)',

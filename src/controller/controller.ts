@@ -18,6 +18,8 @@ export interface ControllerOptions {
   volumes: CacheFactory<k8s.KubernetesObject>;
   replicas: CacheFactory<k8s.KubernetesObject>;
   nodes: CacheFactory<k8s.V1Node>;
+  /** StoragePools (cluster-scoped): placement resolves disks from them. */
+  pools: CacheFactory<k8s.KubernetesObject>;
   log: Logger;
   clock?: Clock;
   metrics?: ControllerMetrics;
@@ -31,6 +33,7 @@ export class Controller {
     volumes: ObjectCache<k8s.KubernetesObject>;
     replicas: ObjectCache<k8s.KubernetesObject>;
     nodes: ObjectCache<k8s.V1Node>;
+    pools: ObjectCache<k8s.KubernetesObject>;
   };
   readonly reconciler: VolumeReconciler;
   readonly #o: ControllerOptions;
@@ -60,7 +63,13 @@ export class Controller {
         }
       },
     });
-    this.caches = { volumes, replicas, nodes };
+    const pools = o.pools({
+      onChange: (p) => {
+        for (const v of volumes.list())
+          if ((v as { spec?: { pool?: string } }).spec?.pool === p.metadata?.name) this.queue.add(keyOf(v));
+      },
+    });
+    this.caches = { volumes, replicas, nodes, pools };
     this.reconciler = new VolumeReconciler({
       api: o.api,
       log: o.log,

@@ -44,6 +44,7 @@ export async function main(argv: string[]): Promise<void> {
     volumes: informer(collectionPath(KINDS.volume.plural), listCustom(custom, KINDS.volume.plural)),
     replicas: informer(collectionPath(KINDS.replica.plural), listCustom(custom, KINDS.replica.plural)),
     nodes: informer('/api/v1/nodes', () => core.listNode()),
+    pools: informer(collectionPath(KINDS.pool.plural), listCustom(custom, KINDS.pool.plural)),
   });
   const namespace = process.env.POD_NAMESPACE ?? 'tandem-system';
   const identity = process.env.POD_NAME ?? `${hostname()}-${process.pid}`;

@@ -11,11 +11,13 @@ import type { Logger } from 'pino';
 import { ANNOTATIONS, FINALIZER, LABELS, PORT_RANGE } from '../api/names.ts';
 import { ReplicatedVolume, type ReplicatedVolumeStatus } from '../api/replicated-volume.ts';
 import { ReplicatedVolumeReplica, type ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
+import { StoragePool } from '../api/storage-pool.ts';
 import { canonicalJson } from '../runtime/canonical-json.ts';
 import { type Clock, systemClock } from '../runtime/clock.ts';
 import { TerminalError } from '../runtime/errors.ts';
 import { isNotFound } from '../runtime/kube.ts';
 import { allocatePort, decidePlacement, type NodeView, type Placement } from './decisions/placement.ts';
+import { portClaim, portsInUse, trustedPort } from './decisions/port.ts';
 import { decideEngineState, desiredReplicaSpecs } from './decisions/replicas.ts';
 import { decideRoles, type RolesDecision } from './decisions/roles.ts';
 import { aggregateStatus, eventsBetween, sameStatus } from './decisions/status.ts';
@@ -29,6 +31,8 @@ export interface Caches {
   };
   replicas: { list(namespace?: string): readonly k8s.KubernetesObject[] };
   nodes: { list(): readonly k8s.V1Node[] };
+  /** StoragePools (cluster-scoped). */
+  pools: { get(name: string): k8s.KubernetesObject | undefined };
 }
 
 export type ReconcileResult = { requeueAfterMs?: number };
@@ -103,10 +107,9 @@ export class VolumeReconciler {
       replicas: this.#replicasOf(rv, this.#caches.replicas.list(rv.metadata.namespace)),
       nodes: new Map(this.#caches.nodes.list().map((n) => [n.metadata?.name ?? '', nodeView(n)])),
     };
-    const placement0 = decidePlacement(rv.spec.replicas, snap.nodes, snap.replicas.size > 0);
+    const placement0 = this.#place(rv, snap.nodes, snap.replicas.size > 0);
     if (placement0.ok && !deleting) {
-      const port = Number(rv.metadata.annotations?.[ANNOTATIONS.port]) || undefined;
-      ({ rv } = await this.#ensurePort(rv, port, log));
+      ({ rv } = await this.#ensurePort(rv, this.#port(rv), log));
       await this.#ensureSecret(rv, log);
       snap = { ...snap, rv };
     }
@@ -151,11 +154,29 @@ export class VolumeReconciler {
     return { requeueAfterMs: Math.min(backstop, roles?.recheckAfterMs ?? Infinity) };
   }
 
+  /** The volume's port: status.port, or an annotation no user could have set to another's port (decisions/port.ts). */
+  #port(rv: ReplicatedVolume): number | undefined {
+    return trustedPort(portClaim(rv), this.#caches.volumes.list().map(portClaim));
+  }
+
+  /** Placement from the volume's StoragePool as the cache has it (an unparsable pool is no pool). */
+  #place(rv: ReplicatedVolume, nodes: ReadonlyMap<string, NodeView>, existing: boolean): Placement {
+    const raw = this.#caches.pools.get(rv.spec.pool);
+    const pool = raw ? StoragePool.safeParse(raw) : undefined;
+    return decidePlacement(
+      rv.spec.replicas,
+      nodes,
+      existing,
+      { namespace: rv.metadata.namespace, name: rv.metadata.name, pool: rv.spec.pool },
+      pool?.success ? pool.data.spec : undefined,
+    );
+  }
+
   /** Placement, roles, status and the replicas' specs: pure, from one snapshot. */
   #plan(snap: Snapshot, now: Date, deleting: boolean): Plan {
     const { rv, replicas, nodes } = snap;
-    const placement = decidePlacement(rv.spec.replicas, nodes, replicas.size > 0);
-    const port: number | undefined = Number(rv.metadata.annotations?.[ANNOTATIONS.port]) || undefined;
+    const placement = this.#place(rv, nodes, replicas.size > 0);
+    const port = this.#port(rv);
     let roles: RolesDecision | undefined;
     if (placement.ok && port !== undefined) {
       const forcePrimary = rv.metadata.annotations?.[ANNOTATIONS.forcePrimary];
@@ -278,11 +299,7 @@ export class VolumeReconciler {
   ): Promise<{ rv: ReplicatedVolume; port: number }> {
     const key = `${rv.metadata.namespace}/${rv.metadata.name}`;
     if (current !== undefined) return { rv, port: current };
-    const used = new Set<number>();
-    for (const o of this.#caches.volumes.list()) {
-      const p = Number(o.metadata?.annotations?.[ANNOTATIONS.port]);
-      if (p) used.add(p);
-    }
+    const used = portsInUse(this.#caches.volumes.list().map(portClaim));
     for (const [p, owner] of this.#reservedPorts) if (owner !== key) used.add(p);
     const port = allocatePort(used, PORT_RANGE);
     if (port === undefined)

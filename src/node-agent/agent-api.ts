@@ -2,7 +2,8 @@
 // VolumeApi): KubeAgentApi talks to the API server; the control-plane simulator
 // (test/sim) implements the same calls against its simulated one.
 import * as k8s from '@kubernetes/client-node';
-import { FIELD_MANAGERS, SECRET_KEY } from '../api/names.ts';
+import { FIELD_MANAGERS, GROUP, KINDS, SECRET_KEY, VERSION } from '../api/names.ts';
+import { StoragePool } from '../api/storage-pool.ts';
 import { type Fence, ReplicatedVolume } from '../api/replicated-volume.ts';
 import { type EventInput, isNotFound, mergePatch, recordEvent, replicaApi, volumeApi } from '../runtime/kube.ts';
 import type { FenceApi } from './fence.ts';
@@ -17,6 +18,8 @@ export interface AgentApi extends FenceApi {
   readReplica(namespace: string, name: string): Promise<{ role: string; epoch: number } | undefined>;
   /** The Secret's shared-secret, or undefined when the Secret or the key is missing. */
   readSecret(namespace: string, name: string): Promise<string | undefined>;
+  /** A StoragePool (cluster-scoped); undefined when there is none of that name. */
+  readPool(name: string): Promise<StoragePool | undefined>;
 }
 
 export class KubeAgentApi implements AgentApi {
@@ -64,6 +67,17 @@ export class KubeAgentApi implements AgentApi {
       const s = await this.#core.readNamespacedSecret({ name, namespace });
       const v = s.data?.[SECRET_KEY];
       return v ? Buffer.from(v, 'base64').toString('utf8') : undefined;
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async readPool(name: string): Promise<StoragePool | undefined> {
+    try {
+      return StoragePool.parse(
+        await this.#custom.getClusterCustomObject({ group: GROUP, version: VERSION, plural: KINDS.pool.plural, name }),
+      );
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;

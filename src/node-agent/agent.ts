@@ -21,7 +21,12 @@ import type { Logger } from 'pino';
 import type { ConditionInput } from '../api/condition.ts';
 import { KINDS } from '../api/names.ts';
 import { describeFence } from '../api/replicated-volume.ts';
-import { ReplicatedVolumeReplica, ReplicatedVolumeReplicaStatus } from '../api/replicated-volume-replica.ts';
+import {
+  ReplicatedVolumeReplica,
+  type ReplicatedVolumeReplicaSpec,
+  ReplicatedVolumeReplicaStatus,
+} from '../api/replicated-volume-replica.ts';
+import { metaDiskPath, type StoragePool } from '../api/storage-pool.ts';
 import { canonicalJson } from '../runtime/canonical-json.ts';
 import { type Clock, systemClock } from '../runtime/clock.ts';
 import { Conditions } from '../runtime/conditions.ts';
@@ -29,14 +34,18 @@ import type { CacheFactory, ObjectCache } from '../runtime/informer.ts';
 import { WorkQueue } from '../runtime/work-queue.ts';
 import { type WorkResult, runWorkers } from '../runtime/workers.ts';
 import type { AgentApi } from './agent-api.ts';
+import { checkDisks, type DiskVerdict, diskClaims } from './disk-check.ts';
 import type { EngineStatusView } from './engine-client.ts';
 import { type ConfigStore, type ConsumerPort, type EngineDriver, PlanExecutor } from './executor.ts';
 import { FENCE_EXIT, type FenceAction, Fencer } from './fence.ts';
+import { checkMountPath, DEFAULT_MOUNT_ROOT, mountClaims } from './mount-path.ts';
 import { type PassSnapshot, PLACEHOLDER_SOURCE, type Plan, planPass } from './plan.ts';
 
 export { splitBrainCondition } from './plan.ts';
 
 export const HEARTBEAT_MS = 5_000;
+/** How long a StoragePool read is reused: a grant revoked takes effect within this. */
+export const POOL_TTL_MS = 30_000;
 /**
  * While the engine is apart from its peer the agent reports every second: a failover
  * acts only on a report of the survivor younger than FAILOVER_EVIDENCE_MS (roles.ts).
@@ -58,6 +67,8 @@ export interface AgentOptions {
   /** Called with every engine status a pass reads (metrics). */
   observe?: (resource: string, e: EngineStatusView | undefined) => void;
   workers?: number;
+  /** The admin's mount root for spec.mountPath (mount-path.ts); default /mydata. */
+  mountRoot?: string;
 }
 
 /** What a pass acted on, per replica: reported as observedGeneration, epoch and conditions. */
@@ -75,6 +86,7 @@ export class NodeAgent {
   /** The newest epoch acted on per replica: an older spec (a stale controller) is never acted on. */
   readonly #epochs = new Map<string, number>();
   readonly #acted = new Map<string, Acted>();
+  readonly #pools = new Map<string, { pool: StoragePool | undefined; at: number }>();
   #workers: Promise<void>[] = [];
   #ticker: unknown;
   #stopped = false;
@@ -197,7 +209,16 @@ export class NodeAgent {
       this.#o.log.error({ rvr: key, error: parsed.error.message }, 'Replica spec does not parse; ignoring it');
       return undefined;
     }
-    const rvr = parsed.data;
+    // A mount path this node may not use is planned and acted on as absent (mount-path.ts).
+    const mountRefusal = parsed.data.spec.mountPath
+      ? checkMountPath({
+          rootTemplate: this.#o.mountRoot ?? DEFAULT_MOUNT_ROOT,
+          namespace,
+          me: mountClaims([raw])[0]!,
+          others: mountClaims(this.#cache.list()),
+        })
+      : undefined;
+    const rvr = mountRefusal ? withoutMount(parsed.data) : parsed.data;
     const spec = rvr.spec;
     if (spec.node !== this.#o.node) return undefined;
     const log = this.#o.log.child({ rvr: key, resource: spec.resource });
@@ -205,19 +226,18 @@ export class NodeAgent {
     // --- read: everything the plan may use, the engine's status exactly once ---
     const engine = await this.#o.engines.status(spec.resource);
     this.#o.observe?.(spec.resource, engine);
-    const missingDisks: string[] = [];
-    if (spec.engine !== 'Down')
-      for (const p of [
-        spec.self.disk,
-        ...(spec.self.metaDisk === 'internal' ? [] : [spec.self.metaDisk.replace(/\[\d+\]$/, '')]),
-      ])
-        if (!(await this.#o.consumer.exists(p))) missingDisks.push(p);
+    // The checks before anything is touched (disk-check.ts); none for an engine being taken down.
+    const disks =
+      spec.engine === 'Down' ? { kind: 'ok' as const } : await this.#checkDisks(raw, namespace, spec, engine);
     const snapshot: PassSnapshot = {
       spec,
       epochSeen: this.#epochs.get(key) ?? 0,
       engine,
-      missingDisks,
+      missingDisks: disks.kind === 'missing' ? disks.paths : [],
+      diskRefusal: disks.kind === 'refused' ? { reason: disks.reason, message: disks.message } : undefined,
+      createFile: disks.kind === 'create-file' ? { path: disks.path, bytes: disks.bytes } : undefined,
       mountSource: await this.#o.consumer.source(spec.mountPath),
+      mountRefusal,
     };
 
     // --- plan ---
@@ -251,6 +271,43 @@ export class NodeAgent {
     // --- report: nothing moved, what was read is still the truth ---
     await this.#report(key, rvr, snapshot, log, false);
     return apart(snapshot) ? { requeueAfterMs: APART_HEARTBEAT_MS } : undefined;
+  }
+
+  /** The replica's disk and meta-disk against its pool's grant on this node and what is really there. */
+  async #checkDisks(
+    raw: KubernetesObject,
+    namespace: string,
+    spec: ReplicatedVolumeReplicaSpec,
+    engine: EngineStatusView | undefined,
+  ): Promise<DiskVerdict> {
+    const pool = await this.#pool(spec.pool);
+    const meta = metaDiskPath(spec.self.metaDisk);
+    return checkDisks({
+      node: this.#o.node,
+      namespace,
+      volume: spec.volume,
+      pool: spec.pool,
+      poolFound: pool !== undefined,
+      grant: pool?.spec.nodes.find((g) => g.node === this.#o.node),
+      disk: spec.self.disk,
+      metaDisk: spec.self.metaDisk,
+      facts: await this.#o.consumer.diskFacts([spec.self.disk, ...(meta ? [meta] : [])], {
+        engineRunning: engine !== undefined,
+      }),
+      me: diskClaims([raw])[0]!,
+      others: diskClaims(this.#cache.list()),
+      sizeBytes: spec.sizeBytes,
+    });
+  }
+
+  /** A StoragePool, read at most every POOL_TTL_MS (passes run every few seconds). */
+  async #pool(name: string): Promise<StoragePool | undefined> {
+    const now = this.#clock.now().getTime();
+    const cached = this.#pools.get(name);
+    if (cached && now - cached.at < POOL_TTL_MS) return cached.pool;
+    const pool = await this.#o.api.readPool(name);
+    this.#pools.set(name, { pool, at: now });
+    return pool;
   }
 
   /**
@@ -332,6 +389,11 @@ const TOGETHER = new Set(['Connected', 'SyncSource', 'SyncTarget', 'PausedSyncS'
 /** A running engine of a started volume that is not with its peer. */
 function apart(s: PassSnapshot): boolean {
   return s.spec.engine === 'Up' && s.engine !== undefined && !TOGETHER.has(s.engine.cstate);
+}
+
+function withoutMount(r: ReplicatedVolumeReplica): ReplicatedVolumeReplica {
+  const { mountPath: _m, filesystem: _f, ...spec } = r.spec;
+  return { ...r, spec };
 }
 
 function keyOf(r: ReplicatedVolumeReplica): string {

@@ -13,7 +13,11 @@
 // was. "Never over existing data": mkfs runs only when blkid finds no signature and
 // the first MiB is zeros.
 import { execFile } from 'node:child_process';
+import { constants } from 'node:fs';
 import { mkdir, open, readFile, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { gatherDiskFacts, type PathFacts } from './disk-check.ts';
+import { DEFAULT_MOUNT_ROOT, MountPathError, mountRootFor, prepareMountPoint } from './mount-path.ts';
 
 export type Run = (
   cmd: string,
@@ -80,10 +84,23 @@ export class Consumer {
   readonly #run: Run;
   /** Where the host's / is in this mount namespace: '' on the host, /mnt/tandem-host in the chart's pod. */
   readonly #hostRoot: string;
+  /** The admin's mount root (mount-path.ts), `{namespace}` for the volume's namespace. */
+  readonly #mountRoot: string;
 
-  constructor(o: { hostRoot?: string; run?: Run } = {}) {
+  constructor(o: { hostRoot?: string; run?: Run; mountRoot?: string } = {}) {
     this.#hostRoot = (o.hostRoot ?? '').replace(/\/+$/, '');
     this.#run = o.run ?? run;
+    this.#mountRoot = o.mountRoot ?? DEFAULT_MOUNT_ROOT;
+  }
+
+  /** The mount point, made (one real directory at a time) under the namespace's mount root. */
+  async #mountPoint(hostMountPath: string, namespace: string): Promise<string> {
+    const root = mountRootFor(this.#mountRoot, namespace);
+    if (root === undefined)
+      throw new ConsumerError('MountPathRefused', `mount root ${this.#mountRoot} is not canonical`);
+    return prepareMountPoint(this.#hostRoot, root, hostMountPath).catch((err: unknown) => {
+      throw err instanceof MountPathError ? new ConsumerError(err.reason, err.message) : err;
+    });
   }
 
   #onHost(path: string): string {
@@ -91,7 +108,12 @@ export class Consumer {
   }
 
   /** Makes the filesystem on `device` (once) and mounts it; says whether it made one. */
-  async ensure(device: string, filesystem: 'xfs' | 'ext4', hostMountPath: string): Promise<{ created: boolean }> {
+  async ensure(
+    device: string,
+    filesystem: 'xfs' | 'ext4',
+    hostMountPath: string,
+    namespace = '',
+  ): Promise<{ created: boolean }> {
     const mountPath = this.#onHost(hostMountPath);
     const mounted = (await mountPoints()).get(mountPath);
     if (mounted === device) return { created: false };
@@ -118,12 +140,14 @@ export class Consumer {
     } else if (probe.code !== 0) {
       throw new ConsumerError('ProbeFailed', `blkid ${device}: ${probe.stderr.trim()}`);
     }
-    await mkdir(mountPath, { recursive: true });
-    // nouuid: XFS refuses a second filesystem with the same UUID on one kernel. Both
+    await this.#mountPoint(hostMountPath, namespace);
+    // nosuid,nodev: the volume's content is the tenant's; nothing on it runs as root
+    // or reaches a device (issue 15). nouuid: XFS refuses a second filesystem with the same UUID on one kernel. Both
     // replicas hold the same filesystem; a kernel that still has the old Primary's
     // dead mount (nodes sharing a kernel, as in the test harness) must still mount
     // the new Primary's copy. One kernel never mounts both copies otherwise.
-    const m = await this.#run('mount', [...(filesystem === 'xfs' ? ['-o', 'nouuid'] : []), device, mountPath]);
+    const options = ['nosuid', 'nodev', ...(filesystem === 'xfs' ? ['nouuid'] : [])].join(',');
+    const m = await this.#run('mount', ['-o', options, device, mountPath]);
     if (m.code !== 0) throw new ConsumerError('MountFailed', `mount ${device} ${mountPath}: ${m.stderr.trim()}`);
     return { created };
   }
@@ -135,7 +159,10 @@ export class Consumer {
    * reopens a path there gets EROFS/ENOENT instead of writing into the directory
    * underneath and believing its data is on the volume.
    */
-  async release(hostMountPath: string | undefined, o: { placeholder?: boolean } = {}): Promise<void> {
+  async release(
+    hostMountPath: string | undefined,
+    o: { placeholder?: boolean; namespace?: string } = {},
+  ): Promise<void> {
     if (!hostMountPath) return;
     const mountPath = this.#onHost(hostMountPath);
     // The topmost mount first: the filesystem, then (unless it is to stay) the placeholder under it.
@@ -153,8 +180,15 @@ export class Consumer {
         );
     }
     if (o.placeholder) {
-      await mkdir(mountPath, { recursive: true });
-      const t = await this.#run('mount', ['-t', 'tmpfs', '-o', 'ro,size=4k,mode=0555', TOMBSTONE, mountPath]);
+      await this.#mountPoint(hostMountPath, o.namespace ?? '');
+      const t = await this.#run('mount', [
+        '-t',
+        'tmpfs',
+        '-o',
+        'ro,nosuid,nodev,noexec,size=4k,mode=0555',
+        TOMBSTONE,
+        mountPath,
+      ]);
       if (t.code !== 0) throw new ConsumerError('UnmountFailed', `placeholder on ${hostMountPath}: ${t.stderr.trim()}`);
     }
   }
@@ -167,6 +201,25 @@ export class Consumer {
 
   exists(path: string): Promise<boolean> {
     return exists(path);
+  }
+
+  diskFacts(paths: readonly string[], o: { engineRunning: boolean }): Promise<Map<string, PathFacts>> {
+    return gatherDiskFacts(paths, o);
+  }
+
+  /**
+   * A new sparse file of `bytes` (ftruncate: no block is allocated until written).
+   * O_EXCL|O_NOFOLLOW: never over an existing file, never through a symlink.
+   */
+  async createBackingFile(path: string, bytes: number): Promise<void> {
+    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+    const h = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    try {
+      await h.truncate(bytes);
+      await h.sync();
+    } finally {
+      await h.close();
+    }
   }
 
   /** The volume's filesystem is mounted there (the placeholder does not count). */

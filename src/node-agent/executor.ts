@@ -12,7 +12,9 @@ import { describeError } from '../runtime/kube.ts';
 import type { AgentApi } from './agent-api.ts';
 import type { AdmResult, EngineStatusView } from './engine-client.ts';
 import type { Fencer } from './fence.ts';
+import type { PathFacts } from './disk-check.ts';
 import type { Action, FailureCondition, Plan } from './plan.ts';
+import { ConfigValueError } from './render-config.ts';
 
 /** The agent's handle on engines (EngineClient: tandemadm + the control socket). */
 export interface EngineDriver {
@@ -30,11 +32,21 @@ export interface ConfigStore {
 
 /** The consumer seam (consumer.ts): mkfs + mount on the Primary, the placeholder elsewhere. */
 export interface ConsumerPort {
-  ensure(device: string, filesystem: 'xfs' | 'ext4', mountPath: string): Promise<{ created: boolean }>;
-  release(mountPath: string | undefined, o?: { placeholder?: boolean }): Promise<void>;
+  /** `namespace` picks the admin's mount root (mount-path.ts). */
+  ensure(
+    device: string,
+    filesystem: 'xfs' | 'ext4',
+    mountPath: string,
+    namespace: string,
+  ): Promise<{ created: boolean }>;
+  release(mountPath: string | undefined, o?: { placeholder?: boolean; namespace?: string }): Promise<void>;
   /** The topmost mount's source at the path, undefined when nothing is mounted there. */
   source(mountPath: string | undefined): Promise<string | undefined>;
   exists(path: string): Promise<boolean>;
+  /** What is at each path (disk-check.ts), opening nothing for writing. */
+  diskFacts(paths: readonly string[], o: { engineRunning: boolean }): Promise<Map<string, PathFacts>>;
+  /** Creates a new sparse backing file of `bytes` (never over an existing file). */
+  createBackingFile(path: string, bytes: number): Promise<void>;
 }
 
 export type Outcome = {
@@ -129,13 +141,15 @@ export class PlanExecutor {
     };
     switch (a.kind) {
       case 'release-consumer':
-        await this.#consumer.release(spec.mountPath, { placeholder: a.placeholder }).catch((err: unknown) => {
-          throw new ActionFailed(
-            a.failure.reason === 'StaleMount'
-              ? `${spec.mountPath} is still mounted on this Secondary and in use; every I/O on it fails; it is unmounted as soon as nothing holds it (${describeError(err).message})`
-              : describeError(err).message,
-          );
-        });
+        await this.#consumer
+          .release(spec.mountPath, { placeholder: a.placeholder, namespace: ns })
+          .catch((err: unknown) => {
+            throw new ActionFailed(
+              a.failure.reason === 'StaleMount'
+                ? `${spec.mountPath} is still mounted on this Secondary and in use; every I/O on it fails; it is unmounted as soon as nothing holds it (${describeError(err).message})`
+                : describeError(err).message,
+            );
+          });
         return true;
       case 'down':
         await adm('down');
@@ -147,7 +161,11 @@ export class PlanExecutor {
       case 'write-config': {
         const secret = await this.#secret(ns, spec.secretName);
         if (secret === undefined) throw new ActionFailed(`Secret ${spec.secretName} has no ${SECRET_KEY}`);
-        await this.#config.write(spec, secret);
+        await this.#config.write(spec, secret).catch((err: unknown) => {
+          // A value the configuration syntax cannot carry: nothing was written, the engine is not started.
+          if (err instanceof ConfigValueError) throw new ActionFailed(err.message, 'InvalidConfigValue');
+          throw err;
+        });
         return true;
       }
       case 'up': {
@@ -202,7 +220,7 @@ export class PlanExecutor {
       case 'lift-peer-fence':
         return this.liftPeerFence(ns, spec);
       case 'ensure-consumer': {
-        const m = await this.#consumer.ensure(a.device, spec.filesystem!, spec.mountPath!).catch((err: unknown) => {
+        const m = await this.#consumer.ensure(a.device, spec.filesystem!, spec.mountPath!, ns).catch((err: unknown) => {
           throw new ActionFailed(describeError(err).message, (err as { reason?: string }).reason);
         });
         if (m.created) {
@@ -217,6 +235,11 @@ export class PlanExecutor {
         log.info({ device: a.device, mountPath: spec.mountPath }, 'Mounted the filesystem');
         return true;
       }
+      case 'create-backing-file':
+        await this.#consumer.createBackingFile(a.path, a.bytes);
+        log.info({ path: a.path, bytes: a.bytes }, 'Created the sparse backing file');
+        await this.event(rvr, 'Normal', 'BackingFileCreated', `${a.path} (${a.bytes} bytes, sparse)`);
+        return true;
       case 'release-device':
         await this.#engines.adm(res, 'secondary');
         return true;

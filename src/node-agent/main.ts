@@ -1,7 +1,7 @@
 // tandem-node-agent: the DaemonSet, one per node.
 //
 //   tandem-node-agent [--node NAME] [--run-dir /run/tandem] [--metrics-port 9942] [--host-root /mnt/tandem-host]
-//                     [--engine-host /run/tandem/engine-host.sock]
+//                     [--engine-host /run/tandem/engine-host.sock] [--mount-root /mydata | /srv/tandem/{namespace}]
 //   env: NODE_NAME (downward API), KUBECONFIG (else in-cluster), TANDEM_RUN_DIR, TANDEM_ENGINE_HOST
 //
 // SIGTERM stops the agent, never the engines: they keep serving I/O, and the
@@ -23,6 +23,7 @@ import { FileConfigStore } from './config-store.ts';
 import { Consumer } from './consumer.ts';
 import { EngineHostClient } from '../engine-host/client.ts';
 import { EngineClient } from './engine-client.ts';
+import { DEFAULT_MOUNT_ROOT } from './mount-path.ts';
 import { serveFenceRequests } from './fence.ts';
 import { agentMetrics } from './metrics.ts';
 import { fenceHandlerCommand } from './render-config.ts';
@@ -37,6 +38,8 @@ function flag(argv: string[], name: string, fallback: string): string {
 export async function main(argv: string[]): Promise<void> {
   const node = flag(argv, '--node', process.env.NODE_NAME ?? hostname());
   const runDir = flag(argv, '--run-dir', process.env.TANDEM_RUN_DIR ?? '/run/tandem');
+  // Where spec.mountPath may point (mount-path.ts); `{namespace}` gives each namespace its own tree.
+  const mountRoot = flag(argv, '--mount-root', process.env.TANDEM_MOUNT_ROOT ?? DEFAULT_MOUNT_ROOT);
   const log = pino({ base: { component: 'node-agent', node }, level: process.env.LOG_LEVEL ?? 'info' });
   await mkdir(runDir, { recursive: true });
   // For process supervisors outside Kubernetes (npm run cluster:deploy).
@@ -60,7 +63,8 @@ export async function main(argv: string[]): Promise<void> {
     api: new KubeAgentApi(kc, node),
     engines,
     config: new FileConfigStore(engines, fenceHandlerCommand(process.execPath, FENCE_SCRIPT, fenceSocket)),
-    consumer: new Consumer({ hostRoot: flag(argv, '--host-root', '') }),
+    consumer: new Consumer({ hostRoot: flag(argv, '--host-root', ''), mountRoot }),
+    mountRoot,
     observe: (resource, e) => metrics.observe(resource, e),
     replicas: (handlers) =>
       new SupervisedInformer<k8s.KubernetesObject>({

@@ -18,6 +18,7 @@ const spec = (o: Partial<ReplicatedVolumeReplicaSpec> = {}): ReplicatedVolumeRep
   protocol: 'C',
   onIoError: 'detach',
   splitBrain: { afterSb0pri: 'disconnect', afterSb1pri: 'disconnect', afterSb2pri: 'disconnect' },
+  pool: 'tutorial',
   secretName: 'db-peer',
   filesystem: 'xfs',
   mountPath: '/mydata/db',
@@ -172,6 +173,37 @@ test.each<[string, Partial<PassSnapshot>, ReturnType<typeof summary>]>([
         'DisksFound=True/Found',
         'EngineReady=True/Running',
         'Mounted=True/Mounted',
+        'SplitBrain=False/NoSplitBrain',
+      ],
+    },
+  ],
+  [
+    'the disk checks refused (a path the pool does not grant): nothing at all, the reason reported',
+    {
+      engine: undefined,
+      diskRefusal: { reason: 'NotGranted', message: 'StoragePool p does not grant /dev/sda on node master' },
+    },
+    { actions: [], conditions: ['DisksFound=False/NotGranted'] },
+  ],
+  [
+    'a new file in the pool: created (sparse) before anything else',
+    { engine: undefined, createFile: { path: '/var/lib/tandem/pools/p/ns.db.img', bytes: 1 << 30 } },
+    { actions: ['create-backing-file'], conditions: ['DisksFound=False/Creating'] },
+  ],
+  [
+    'the Primary with a refused mount path (the agent removed it from the spec): nothing mounted, the reason reported',
+    {
+      spec: spec({ role: 'Primary', mountPath: undefined, filesystem: undefined }),
+      engine: primaryEngine(),
+      mountSource: undefined,
+      mountRefusal: { reason: 'MountPathRefused', message: '/etc is not below the mount root /mydata' },
+    },
+    {
+      actions: ['write-config', 'lift-peer-fence'],
+      conditions: [
+        'DisksFound=True/Found',
+        'EngineReady=True/Running',
+        'Mounted=False/MountPathRefused',
         'SplitBrain=False/NoSplitBrain',
       ],
     },

@@ -12,7 +12,8 @@
 // pass, which reads the status again (the agent runs it at once).
 //
 //   Down     → release the consumer, `down`, remove the config (it holds the secret)
-//   disks    → a missing disk or meta-disk: DisksFound=False, nothing is touched
+//   disks    → refused by the disk checks (disk-check.ts) or missing: DisksFound=False,
+//              nothing is touched; a new pool file is created first
 //   Probe    → DisksFound=True and stop (the controller waits for both nodes)
 //   Up       → config from spec + Secret; no engine: `create-md` (harmless when
 //              metadata exists) and `up`; then one role step: `primary` (--force only
@@ -39,8 +40,17 @@ export type PassSnapshot = {
   engine: EngineStatusView | undefined;
   /** Of spec.self's disk and meta-disk, those that do not exist. */
   missingDisks: readonly string[];
+  /** The disk checks refused (disk-check.ts): nothing is touched, the reason is reported. */
+  diskRefusal?: { reason: string; message: string } | undefined;
+  /** The disk is a new file in the volume's pool: create it (sparse) before anything else. */
+  createFile?: { path: string; bytes: number } | undefined;
   /** The source mounted topmost at spec.mountPath (PLACEHOLDER_SOURCE for the placeholder); undefined: nothing. */
   mountSource: string | undefined;
+  /**
+   * Why spec.mountPath may not be used on this node (mount-path.ts); the agent then
+   * plans as if it were unset (nothing is mounted or unmounted there) and reports this.
+   */
+  mountRefusal?: { reason: string; message: string } | undefined;
   /**
    * The volume's status, only when the plan asked for it (needVolume): a Secondary
    * that is apart from its peer decides from the fence and the volume's Primary.
@@ -75,6 +85,8 @@ export type Action =
   | { kind: 'ensure-consumer'; device: string; failure: FailureCondition }
   /** `secondary` on a Secondary that still holds a block device (left by a forced demotion). */
   | { kind: 'release-device' }
+  /** A file-backed replica's new backing file, sparse, in its pool's directory. */
+  | { kind: 'create-backing-file'; path: string; bytes: number; failure: FailureCondition }
   | { kind: 'event'; type: 'Normal' | 'Warning'; reason: string; message: string };
 
 export type ActionKind = Action['kind'];
@@ -117,6 +129,25 @@ export function planPass(s: PassSnapshot): Plan {
     };
   }
 
+  if (s.diskRefusal)
+    return {
+      actions: [],
+      conditions: [cond(CONDITIONS.disksFound, 'False', s.diskRefusal.reason, s.diskRefusal.message)],
+    };
+  if (s.createFile)
+    return {
+      actions: [
+        {
+          kind: 'create-backing-file',
+          path: s.createFile.path,
+          bytes: s.createFile.bytes,
+          failure: { type: CONDITIONS.disksFound, reason: 'CreateFailed' },
+        },
+      ],
+      conditions: [
+        cond(CONDITIONS.disksFound, 'False', 'Creating', `Creating ${s.createFile.path} in the volume's pool (sparse)`),
+      ],
+    };
   if (s.missingDisks.length > 0) {
     const m = s.missingDisks;
     return {
@@ -159,7 +190,9 @@ export function planPass(s: PassSnapshot): Plan {
 
   const rejoin = rejoinActions(spec, e, s.volume);
   if (rejoin === 'needVolume') return { actions: [], conditions: [], needVolume: true };
-  const consumer = consumerPlan(spec, e, s.mountSource);
+  const consumer = s.mountRefusal
+    ? { actions: [], condition: cond(CONDITIONS.mounted, 'False', s.mountRefusal.reason, s.mountRefusal.message) }
+    : consumerPlan(spec, e, s.mountSource);
   return {
     actions: [config, ...rejoin, ...consumer.actions],
     conditions: withSplit([

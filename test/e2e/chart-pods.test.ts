@@ -163,6 +163,7 @@ describeLocal('the Helm chart as a user installs it, on real kubelets', () => {
   });
 
   test('kubectl apply -f examples/mysql-volume.yaml: Ready, with the agent and its engine working inside the pod', async () => {
+    await kubectl(['apply', '-f', join(repoRoot, 'examples/storage-pool.yaml')]);
     await kubectl(['apply', '-n', ns, '-f', join(repoRoot, 'examples/mysql-volume.yaml')]);
     const rv = await waitReady(ns, 'mysql', 'master', 180_000);
     expect(rv.status?.replicas?.map((r) => r.node).sort()).toEqual(['backup', 'master']);

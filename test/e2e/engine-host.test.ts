@@ -96,6 +96,7 @@ function volume(name: string): string {
     kind: 'ReplicatedVolume',
     metadata: { name, namespace: ns },
     spec: {
+      pool: 'tutorial',
       protocol: 'C',
       filesystem: 'xfs',
       mountPath: mount,
@@ -144,6 +145,7 @@ describeLocal('engines outlive the agent: restart, upgrade and kill -9 of the ag
     const [repository, tag] = built.tandem!.ref.split(':') as [string, string];
     image = { repository, tag };
     await install(image.tag);
+    await kubectl(['apply', '-f', join(repoRoot, 'examples/storage-pool.yaml')]);
     await kubectl(['create', 'namespace', ns]);
     await roles.start();
     await kubectl(['apply', '-f', '-'], { input: volume('db') });

@@ -73,6 +73,7 @@ describeLocal(`randomized faults under a write stream (${rounds} rounds, seed ${
         kind: 'ReplicatedVolume',
         metadata: { name: 'rnd', namespace: ns },
         spec: {
+          pool: 'tutorial',
           protocol: 'C',
           filesystem: 'xfs',
           mountPath: mount,

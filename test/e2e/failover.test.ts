@@ -45,6 +45,7 @@ function volume(name: string, extra: object = {}): string {
     kind: 'ReplicatedVolume',
     metadata: { name, namespace: ns },
     spec: {
+      pool: 'tutorial',
       protocol: 'C',
       filesystem: 'xfs',
       mountPath: mount,

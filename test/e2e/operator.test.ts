@@ -96,7 +96,7 @@ describeLocal('the operator on the local control plane', () => {
         apiVersion: 'tandem.dev/v1alpha1',
         kind: 'ReplicatedVolume',
         metadata: { name, namespace: ns },
-        spec,
+        spec: { pool: 'tutorial', ...spec },
       });
     const good = [
       { node: 'master', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' },
@@ -159,8 +159,22 @@ describeLocal('the operator on the local control plane', () => {
     });
 
     test('a disk path missing on a node: Ready=False DiskMissing naming it, and no engine starts on either node', async () => {
+      // An administrator granted a device that does not exist (yet) on master.
       await kubectl(['apply', '-f', '-'], {
-        input: rv('nodisk', { replicas: [{ node: 'master', disk: '/dev/sdc1' }, good[1]] }),
+        input: JSON.stringify({
+          apiVersion: 'tandem.dev/v1alpha1',
+          kind: 'StoragePool',
+          metadata: { name: 'e2e-missing' },
+          spec: {
+            nodes: [
+              { node: 'master', devices: ['/dev/sdc1'] },
+              { node: 'backup', devices: ['/dev/sdb1', '/dev/sdb2'] },
+            ],
+          },
+        }),
+      });
+      await kubectl(['apply', '-f', '-'], {
+        input: rv('nodisk', { pool: 'e2e-missing', replicas: [{ node: 'master', disk: '/dev/sdc1' }, good[1]] }),
       });
       const got = await eventually(
         async () => {
@@ -218,6 +232,7 @@ describeLocal('the operator on the local control plane', () => {
         kind: 'ReplicatedVolume',
         metadata: { name: 'standby', namespace: ns },
         spec: {
+          pool: 'tutorial',
           replicas: [
             { node: 'master', disk: '/dev/sdb1' },
             { node: 'elsewhere', disk: '/dev/sdb1' },

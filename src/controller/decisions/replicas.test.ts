@@ -7,6 +7,7 @@ const rv = ReplicatedVolume.parse({
   kind: 'ReplicatedVolume',
   metadata: { name: 'mysql', namespace: 'db' },
   spec: {
+    pool: 'tutorial',
     size: '512Mi',
     verifyAlg: 'sha1',
     resyncRate: '100Mi',
@@ -19,8 +20,8 @@ const rv = ReplicatedVolume.parse({
   },
 });
 const placed = [
-  { ...rv.spec.replicas[0]!, address: '10.0.0.1' },
-  { ...rv.spec.replicas[1]!, address: '10.0.0.2' },
+  { node: 'master', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]', address: '10.0.0.1' },
+  { node: 'backup', disk: '/dev/sdb1', metaDisk: 'internal', address: '10.0.0.2' },
 ] as const;
 const fresh = (node: string) => ({
   node,
@@ -59,6 +60,7 @@ test('each replica gets itself and its peer, the port, the epoch and the volume 
     sizeBytes: 512 * 2 ** 20,
     resyncRateBytes: 100 * 2 ** 20,
     verifyAlg: 'sha1',
+    pool: 'tutorial',
     secretName: 'mysql-peer',
     filesystem: 'xfs',
     mountPath: '/mydata/mysql',

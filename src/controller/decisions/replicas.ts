@@ -61,6 +61,7 @@ export function desiredReplicaSpecs(
       ...(rate !== undefined ? { resyncRateBytes: rate } : {}),
       onIoError: s.onIoError,
       splitBrain: s.splitBrain,
+      pool: s.pool,
       secretName: peerSecretName(rv.metadata.name),
       ...(s.filesystem ? { filesystem: s.filesystem } : {}),
       ...(s.mountPath ? { mountPath: s.mountPath } : {}),

@@ -126,7 +126,8 @@ function readiness(
     const r = i.replicas.get(node);
     const disks = findCondition(r?.status?.conditions, CONDITIONS.disksFound);
     if (disks?.status === 'False')
-      return { status: 'False', reason: 'DiskMissing', message: `${node}: ${disks.message}` };
+      // The agent's reason as it is: DiskMissing, or a refusal of its checks (NotGranted, InUse, Mounted …).
+      return { status: 'False', reason: disks.reason || 'DiskMissing', message: `${node}: ${disks.message}` };
     const split = findCondition(r?.status?.conditions, CONDITIONS.splitBrain);
     if (split?.status === 'True')
       return { status: 'False', reason: 'SplitBrain', message: `${node}: ${split.message}` };

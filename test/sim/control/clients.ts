@@ -3,6 +3,7 @@
 // the same semantics (merge patch, conditional PUT, server-side apply), across
 // the simulated network.
 import type * as k8s from '@kubernetes/client-node';
+import { StoragePool } from '../../../src/api/storage-pool.ts';
 import { FINALIZER, KINDS, LABELS, peerSecretName, SECRET_KEY } from '../../../src/api/names.ts';
 import { type Fence, ReplicatedVolume, type ReplicatedVolumeStatus } from '../../../src/api/replicated-volume.ts';
 import type {
@@ -179,6 +180,13 @@ export class SimAgentApi implements AgentApi {
     return this.#api.call(this.#c, () => {
       const s = this.#api.peek('secret', namespace, name) as { data?: Record<string, string> } | undefined;
       return s?.data?.[SECRET_KEY] ? 'secret' : undefined;
+    });
+  }
+
+  readPool(name: string): Promise<StoragePool | undefined> {
+    return this.#api.call(this.#c, () => {
+      const o = this.#api.get('pool', undefined, name);
+      return o ? StoragePool.parse(o) : undefined;
     });
   }
 

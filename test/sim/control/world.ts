@@ -26,6 +26,7 @@ export const NS = 'sim';
 export const VOLUME = 'db';
 export const RESOURCE = `${NS}.${VOLUME}`;
 export const MOUNT = '/mydata/db';
+export const POOL = 'tutorial';
 /** The e2e harness's timings (test/e2e/harness/paths.ts) and the chart's defaults. */
 export const TIMING = { heartbeatMs: 2_000, nodeGraceMs: 8_000, leaseRenewDeadlineMs: 10_000, writeEveryMs: 250 };
 
@@ -129,7 +130,19 @@ export class World {
         'setup',
       );
     }
+    // The administrator's pool: the tutorial's disks on both nodes.
+    this.api.create(
+      'pool',
+      {
+        apiVersion: 'tandem.dev/v1alpha1',
+        kind: 'StoragePool',
+        metadata: { name: POOL },
+        spec: { nodes: NODES.map((n) => ({ node: n, devices: ['/dev/sdb1', '/dev/sdb2'] })) },
+      },
+      'admin',
+    );
     const spec = ReplicatedVolumeSpec.parse({
+      pool: POOL,
       protocol: 'C',
       filesystem: 'xfs',
       mountPath: MOUNT,
@@ -209,6 +222,7 @@ export class World {
       volumes: SimCache.factory(this.api, client, 'rv', undefined, keep),
       replicas: SimCache.factory(this.api, client, 'rvr', undefined, keep),
       nodes: SimCache.factory(this.api, client, 'node', undefined, keep as (c: SimCache<k8s.V1Node>) => void),
+      pools: SimCache.factory(this.api, client, 'pool', undefined, keep),
     });
     this.controller = { ctl, client, caches };
     this.log(`${client.id}: started`);
@@ -263,6 +277,10 @@ export class World {
       },
       source: async () => (engine.mounted ? `/dev/sim-${RESOURCE}` : PLACEHOLDER_SOURCE),
       exists: async () => true,
+      // The node's two disks, as the agent's checks see them: distinct block devices, unused.
+      diskFacts: async (paths) =>
+        new Map(paths.map((p, i) => [p, { kind: 'block' as const, id: `8:${17 + i}`, mountedAt: [], holders: [] }])),
+      createBackingFile: async () => undefined,
     };
     let cache: SimCache<k8s.KubernetesObject> | undefined;
     const agent = new NodeAgent({

@@ -1,0 +1,318 @@
+// Issue 15 item 7: a hostile tenant. A namespace user (real RBAC: the built-in `edit`
+// role, which aggregates tandem's tandem-user; every request impersonated as that
+// user) tries to reach a host through tandem, and is refused by the API server, the
+// controller or the node's agent; the host and the nodes' disks are unharmed. Runs
+// against the controller and agents under the chart's ServiceAccounts (cluster-deploy).
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { jest } from '@jest/globals';
+import { state } from './harness/paths.ts';
+import * as k8s from '@kubernetes/client-node';
+import { apiError, external, kubectl, useCluster } from './lib/cluster.ts';
+import { eventually } from './lib/eventually.ts';
+import { execInNode } from './lib/nodes.ts';
+import { deploy, freshDisks, getRv, readyCondition, tearDown, waitReady } from './lib/volumes.ts';
+
+jest.setTimeout(240_000);
+const describeLocal = external ? describe.skip : describe;
+useCluster();
+const ns = `e2e-tenant-${process.pid}`;
+const user = 'mallory';
+/** kubectl as the tenant: impersonated, so the API server applies the tenant's RBAC. */
+const asTenant = (args: string[], input?: string) =>
+  kubectl([`--as=${user}`, '-n', ns, ...args], input === undefined ? {} : { input });
+/** The API server's refusal of a tenant's request, as kubectl prints it. */
+const refusal = (args: string[], input?: string) =>
+  asTenant(args, input).then(
+    (r) => `accepted: ${r.stdout}`,
+    (e: Error) => e.message,
+  );
+const rv = (name: string, spec: object, annotations?: Record<string, string>) =>
+  JSON.stringify({
+    apiVersion: 'tandem.dev/v1alpha1',
+    kind: 'ReplicatedVolume',
+    metadata: { name, ...(annotations ? { annotations } : {}) },
+    spec,
+  });
+const tutorialReplicas = [
+  { node: 'master', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' },
+  { node: 'backup', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' },
+];
+const filePool = 'e2e-tenancy-files';
+const poolDir = (node: string) => `/var/lib/tandem/pools/e2e-tenancy-${node}`;
+
+describeLocal('a hostile tenant', () => {
+  beforeAll(async () => {
+    await freshDisks();
+    await deploy('deploy');
+    await kubectl(['create', 'namespace', ns]);
+    await kubectl(['create', 'rolebinding', 'tenant-edit', '--clusterrole=edit', `--user=${user}`, '-n', ns]);
+    // The administrator's file pool: one directory per node (the simulated nodes share the host's /var/lib).
+    await kubectl(['apply', '-f', '-'], {
+      input: JSON.stringify({
+        apiVersion: 'tandem.dev/v1alpha1',
+        kind: 'StoragePool',
+        metadata: { name: filePool },
+        spec: { nodes: ['master', 'backup'].map((node) => ({ node, directory: poolDir(node) })) },
+      }),
+    });
+    // The edit role picks up tandem-user once the aggregation controller has run.
+    await eventually(
+      async () =>
+        expect((await asTenant(['auth', 'can-i', 'create', 'replicatedvolumes.tandem.dev'])).stdout.trim()).toBe('yes'),
+      { timeoutMs: 30_000, what: 'edit aggregates tandem-user' },
+    );
+  }, 180_000);
+
+  afterAll(async () => {
+    await tearDown(ns);
+    await kubectl(['delete', 'storagepool', filePool, '--ignore-not-found']).catch(() => undefined);
+    for (const n of ['master', 'backup']) await execInNode(n, ['rm', '-rf', poolDir(n)]).catch(() => undefined);
+  }, 180_000);
+
+  test('RBAC: volumes yes; pools, replicas, status and other namespaces no', async () => {
+    const can = async (...args: string[]) =>
+      (await asTenant(['auth', 'can-i', ...args]).catch((e: Error) => ({ stdout: e.message }))).stdout
+        .trim()
+        .split('\n')
+        .pop();
+    expect(await can('create', 'replicatedvolumes.tandem.dev')).toBe('yes');
+    expect(await can('get', 'storagepools.tandem.dev')).toBe('yes');
+    expect(await can('create', 'storagepools.tandem.dev')).toBe('no');
+    expect(await can('patch', 'storagepools.tandem.dev')).toBe('no');
+    expect(await can('patch', 'replicatedvolumes.tandem.dev', '--subresource=status')).toBe('no');
+    expect(await can('create', 'replicatedvolumereplicas.tandem.dev')).toBe('no');
+    expect(await can('update', 'replicatedvolumereplicas.tandem.dev')).toBe('no');
+    expect(await can('get', 'secrets', '-n', 'tandem-system')).toBe('no');
+    expect(await can('create', 'replicatedvolumes.tandem.dev', '-n', 'default')).toBe('no');
+    // And a real request, not only the answer of can-i.
+    expect(
+      await refusal(
+        ['apply', '-f', '-'],
+        JSON.stringify({
+          apiVersion: 'tandem.dev/v1alpha1',
+          kind: 'StoragePool',
+          metadata: { name: 'mine' },
+          spec: { nodes: [{ node: 'master', devices: ['/dev/sda'] }] },
+        }),
+      ),
+    ).toMatch(/Forbidden|forbidden/);
+  });
+
+  test.each([
+    ['a handlers section injected through the disk', { disk: '/dev/x;}handlers{split-brain"id>/tmp/pwned";}' }],
+    ['a quote in the disk', { disk: '/dev/x"' }],
+    ['a climb out of /dev', { disk: '/dev/../etc/shadow' }],
+    ['a trailing slash', { disk: '/dev/sdb1/' }],
+    ['a meta-disk with ..', { metaDisk: '/dev/../dev/sda[0]' }],
+  ])('the API server refuses %s', async (_what, replica) => {
+    const spec = { pool: 'tutorial', replicas: [{ ...tutorialReplicas[0], ...replica }, tutorialReplicas[1]] };
+    expect(await refusal(['apply', '-f', '-'], rv('bad', spec))).toContain('Invalid value');
+  });
+
+  test.each([
+    ['the agent binary directory', '/mydata/../../app/bin'],
+    ['a trailing slash', '/mydata/x/'],
+    ['a double slash', '/mydata//x'],
+  ])('the API server refuses a mount path climbing or aliasing: %s', async (_what, mountPath) => {
+    const spec = { pool: 'tutorial', filesystem: 'xfs', mountPath, replicas: tutorialReplicas };
+    expect(await refusal(['apply', '-f', '-'], rv('badmount', spec))).toContain('Invalid value');
+  });
+
+  test.each([
+    [
+      'the host disk, not granted',
+      'nohost',
+      { replicas: [{ node: 'master', disk: '/dev/sda' }, tutorialReplicas[1]] },
+      'NotGranted',
+    ],
+    [
+      'the meta-disk on the disk',
+      'samedev',
+      { replicas: [{ node: 'master', disk: '/dev/sdb1', metaDisk: '/dev/sdb1[0]' }, tutorialReplicas[1]] },
+      'SameDevice',
+    ],
+    ['a pool that does not exist', 'nopool', { pool: 'nosuchpool', replicas: tutorialReplicas }, 'PoolNotFound'],
+    [
+      "a pool file named explicitly (another volume's)",
+      'stealfile',
+      {
+        pool: filePool,
+        size: '64Mi',
+        replicas: [{ node: 'master', disk: `${poolDir('master')}/other.victim.img` }, { node: 'backup' }],
+      },
+      'NotGranted',
+    ],
+  ])('the controller refuses %s: Ready=False, no replica, no disk touched', async (_what, name, spec, reason) => {
+    await asTenant(['apply', '-f', '-'], rv(name, { pool: 'tutorial', ...spec }));
+    await eventually(
+      async () => expect(readyCondition(await getRv(ns, name))).toMatchObject({ status: 'False', reason }),
+      {
+        timeoutMs: 30_000,
+        what: reason,
+      },
+    );
+    expect(
+      (await kubectl(['get', 'rvr', '-n', ns, '-l', `tandem.dev/volume=${name}`, '-o', 'name'])).stdout.trim(),
+    ).toBe('');
+    await asTenant(['delete', 'rv', name, '--timeout=60s']);
+  });
+
+  test('a file-backed volume with a forged port and a mount path on /etc: sparse files made, port reassigned, no mount on /etc', async () => {
+    await asTenant(
+      ['apply', '-f', '-'],
+      rv(
+        'files',
+        {
+          pool: filePool,
+          size: '64Mi',
+          primary: 'master',
+          filesystem: 'ext4',
+          mountPath: '/etc/tandem-pwned',
+          replicas: [{ node: 'master' }, { node: 'backup' }],
+        },
+        // Forged: sshd's port. The controller owns the port; it is reassigned.
+        { 'tandem.dev/port': '22' },
+      ),
+    );
+    const got = await waitReady(ns, 'files', 'master', 180_000);
+    const port = (got as { status?: { port?: number } }).status?.port;
+    expect(port).toBeGreaterThanOrEqual(7789);
+    expect(port).toBeLessThan(7789 + 1000);
+    const annotation = JSON.parse(
+      (await kubectl(['get', 'rv', 'files', '-n', ns, '-o', 'jsonpath={.metadata.annotations}'])).stdout,
+    ) as Record<string, string>;
+    expect(annotation['tandem.dev/port']).toBe(String(port));
+    // Each node has its own sparse file in its pool directory, nothing else.
+    for (const n of ['master', 'backup']) {
+      const file = `${poolDir(n)}/${ns}.files.img`;
+      const [size, kind] = (await execInNode(n, ['stat', '-c', '%s %F', file])).stdout.trim().split(' ');
+      expect(kind).toBe('regular');
+      expect(Number(size)).toBeGreaterThan(64 * 2 ** 20);
+      expect((await execInNode(n, ['ls', poolDir(n)])).stdout.trim()).toBe(`${ns}.files.img`);
+    }
+    // The mount path outside the administrator's root is refused on the Primary, and /etc is untouched.
+    await eventually(
+      async () => {
+        const rvr = JSON.parse((await kubectl(['get', 'rvr', 'files-master', '-n', ns, '-o', 'json'])).stdout) as {
+          status?: { conditions?: { type: string; status: string; reason: string; message: string }[] };
+        };
+        expect(rvr.status?.conditions?.find((c) => c.type === 'Mounted')).toMatchObject({
+          status: 'False',
+          reason: 'MountPathRefused',
+          message: expect.stringContaining('not below the mount root /mydata'),
+        });
+      },
+      { timeoutMs: 30_000, what: 'Mounted=False MountPathRefused' },
+    );
+    expect(
+      (await execInNode('master', ['sh', '-c', 'test -e /etc/tandem-pwned && echo yes || echo no'])).stdout.trim(),
+    ).toBe('no');
+    await asTenant(['delete', 'rv', 'files', '--timeout=90s']);
+  });
+
+  test('a huge file-backed volume is refused by the agent before any file exists', async () => {
+    await asTenant(
+      ['apply', '-f', '-'],
+      rv('huge', { pool: filePool, size: '1Pi', replicas: [{ node: 'master' }, { node: 'backup' }] }),
+    );
+    await eventually(
+      async () =>
+        expect(readyCondition(await getRv(ns, 'huge'))).toMatchObject({
+          status: 'False',
+          reason: 'NoSpace',
+          message: expect.stringContaining("the pool's filesystem has"),
+        }),
+      { timeoutMs: 30_000, what: 'huge: NoSpace' },
+    );
+    for (const n of ['master', 'backup'])
+      expect(
+        (await execInNode(n, ['sh', '-c', `ls ${poolDir(n)} 2>/dev/null | grep -c huge || true`])).stdout.trim(),
+      ).toBe('0');
+    await asTenant(['delete', 'rv', 'huge', '--timeout=60s']);
+  });
+
+  test('a second volume naming the disk of a running one is refused by the agent; the first is unharmed', async () => {
+    // Uses the file volume's trick in reverse: the tutorial pool grants /dev/sdb1 to every volume,
+    // so two tenants can name it; the older keeps it.
+    await asTenant(
+      ['apply', '-f', '-'],
+      rv('first', { pool: 'tutorial', primary: 'master', replicas: tutorialReplicas }),
+    );
+    await waitReady(ns, 'first', 'master', 180_000);
+    await asTenant(
+      ['apply', '-f', '-'],
+      rv('second', {
+        pool: 'tutorial',
+        primary: 'master',
+        replicas: [
+          { node: 'master', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[1]' },
+          { node: 'backup', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[1]' },
+        ],
+      }),
+    );
+    await eventually(
+      async () => {
+        const r = await getRv(ns, 'second');
+        expect(readyCondition(r)).toMatchObject({ status: 'False', reason: 'InUse' });
+      },
+      { timeoutMs: 30_000, what: 'second: InUse' },
+    );
+    const first = await waitReady(ns, 'first', 'master', 10_000);
+    expect(first.status?.connection).toBe('Connected');
+    await asTenant(['delete', 'rv', 'second', '--timeout=60s']);
+    await asTenant(['delete', 'rv', 'first', '--timeout=90s']);
+  });
+  test('a stolen agent token acts only for the node it is bound to (ValidatingAdmissionPolicy)', async () => {
+    await asTenant(
+      ['apply', '-f', '-'],
+      rv('policy', {
+        pool: filePool,
+        size: '16Mi',
+        primary: 'master',
+        replicas: [{ node: 'master' }, { node: 'backup' }],
+      }),
+    );
+    await waitReady(ns, 'policy', 'master', 180_000);
+    // The agent's own credentials on master: a token bound to the Node master (cluster-deploy).
+    // Requests as the agent makes them: a merge patch of the status subresource, no GET first.
+    const asAgent = async (kubeconfig: string, what: string, body: object): Promise<string> => {
+      const kc = new k8s.KubeConfig();
+      kc.loadFromFile(kubeconfig);
+      const custom = kc.makeApiClient(k8s.CustomObjectsApi);
+      const [kind, name] = what.split('/') as [string, string];
+      const plural = kind === 'rvr' ? 'replicatedvolumereplicas' : 'replicatedvolumes';
+      try {
+        await custom.patchNamespacedCustomObjectStatus(
+          { group: 'tandem.dev', version: 'v1alpha1', plural, namespace: ns, name, body: { status: body } },
+          k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+        );
+        return 'allowed';
+      } catch (err) {
+        return apiError(err).message;
+      }
+    };
+    const master = join(state.run, '..', 'deploy', 'tandem-node-agent-master.kubeconfig');
+    const now = new Date().toISOString();
+    expect(await asAgent(master, 'rvr/policy-master', { lastHeartbeatTime: now })).toBe('allowed');
+    expect(await asAgent(master, 'rvr/policy-backup', { role: 'Primary' })).toContain(
+      'the agent of node master may report only its own replicas',
+    );
+    expect(await asAgent(master, 'rv/policy', { epoch: 99 })).toContain('may change only the fence of a volume');
+    expect(await asAgent(master, 'rv/policy', { primary: 'backup' })).toContain('not primary');
+    expect(
+      await asAgent(master, 'rv/policy', {
+        fence: { node: 'master', epoch: 1, by: 'backup', time: now, reason: 'forged' },
+      }),
+    ).toContain('may fence only its peer, in its own name');
+    // The same ServiceAccount with a token bound to no node is refused outright.
+    const unbound = join(state.run, '..', 'deploy', 'tandem-node-agent-unbound.kubeconfig');
+    const token = (
+      await kubectl(['create', 'token', 'tandem-node-agent', '-n', 'tandem-system', '--duration=10m'])
+    ).stdout.trim();
+    const masterText = readFileSync(master, 'utf8');
+    writeFileSync(unbound, masterText.replace(/token: .*/, `token: ${token}`), { mode: 0o600 });
+    expect(await asAgent(unbound, 'rvr/policy-master', { lastHeartbeatTime: now })).toContain('bound to no node');
+    await asTenant(['delete', 'rv', 'policy', '--timeout=90s']);
+  });
+});
