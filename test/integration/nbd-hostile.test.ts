@@ -100,7 +100,7 @@ describe('hostile NBD clients against a tandem export', () => {
     }
     expect(got.get(huge)).toBe(NbdErr.NBD_EINVAL);
     expect(got.get(big)).toBe(NbdErr.NBD_EINVAL);
-    expect(got.get(trimHuge)).toBe(NbdErr.NBD_EINVAL); // TRIM is not advertised by tandem's export
+    expect(got.get(trimHuge)).toBe(NbdErr.NBD_EINVAL); // a TRIM past the end of the device
     expect(got.get(after)).toBe(0);
     c.destroy();
   });
@@ -111,7 +111,6 @@ describe('hostile NBD clients against a tandem export', () => {
       c.send({ command: 99, offset: 0, length: 4096 }),
       c.send({ command: Cmd.NBD_CMD_BLOCK_STATUS, offset: 0, length: 4096 }),
       c.send({ command: Cmd.NBD_CMD_READ, flags: 1 << 9, offset: 0, length: 4096 }),
-      c.send({ command: Cmd.NBD_CMD_WRITE_ZEROES, offset: 0, length: 4096 }),
     ];
     for (const h of handles) expect(await c.reply()).toMatchObject({ handle: h, error: NbdErr.NBD_EINVAL });
     c.destroy();
