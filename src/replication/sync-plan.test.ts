@@ -149,6 +149,13 @@ describe('planConnect: how a pair connects', () => {
     ],
     ['an interrupted resync resumes', { disk: 'Inconsistent' }, {}, 'bitmap-target target', null],
     ['blocks marked by verify: the Primary wins', { changes: 2 }, { role: 'Primary' }, 'bitmap-target target', null],
+    [
+      'blocks out of sync, our machine restarted (lost its cache): the peer is the source, whatever the names',
+      { changes: 2, cacheLost: true },
+      {},
+      'bitmap-target target',
+      null,
+    ],
     ['invalidate', { invalidate: 'self' }, {}, 'full-target target', null],
     ['invalidate-remote on the peer', {}, { invalidate: 'peer' }, 'full-target target', null],
     [

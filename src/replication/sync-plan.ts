@@ -146,11 +146,17 @@ export function planConnect(mine: Params, peer: Params, ctx: PlanContext): Conne
       rule = sole ? `${mine.crashedPrimary ? 'we' : 'the peer'} crashed while Primary` : 'both crashed while Primary';
     }
   } else if (decision === 'none' && consistent(mine.disk) && consistent(peer.disk) && mine.changes + peer.changes > 0) {
-    // Blocks marked out of sync with the generation unchanged (online verify): the
-    // Primary's version wins, else the lower node name's.
-    const weSource = weLead(mine, peer, mine.node < peer.node);
+    // Blocks marked out of sync with the generation unchanged (online verify, or writes a
+    // Secondary had not made durable when the link dropped): the copy on a machine that
+    // restarted since it took writes may lack some (cacheLost), so the other one goes over
+    // (seed 17147: a lower node name overwrote acknowledged writes its power loss had
+    // taken); else the Primary's version wins, else the lower node name's.
+    const oneLost = mine.cacheLost !== peer.cacheLost;
+    const weSource = oneLost ? !mine.cacheLost : weLead(mine, peer, mine.node < peer.node);
     decision = weSource ? 'bitmap-source' : 'bitmap-target';
-    rule = `same generation, ${mine.changes + peer.changes} blocks marked out of sync (verify)`;
+    rule = oneLost
+      ? `same generation, ${mine.changes + peer.changes} blocks marked out of sync; ${mine.cacheLost ? 'our' : "the peer's"} machine restarted and may have lost unflushed writes`
+      : `same generation, ${mine.changes + peer.changes} blocks marked out of sync (verify)`;
   }
 
   // 4. invalidate / invalidate-remote.

@@ -41,8 +41,8 @@ describe('real NBD clients against tandem', () => {
       can_flush: true,
       can_fua: true,
       can_multi_conn: false,
-      can_trim: false,
-      can_zero: false,
+      can_trim: true, // TRIM and WRITE_ZEROES are mirrored to the peer (docs/design/2026-12-06-discards.md)
+      can_zero: true,
       can_cache: false,
       block_size_minimum: 1,
       block_size_preferred: 4096,
