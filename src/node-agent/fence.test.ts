@@ -3,7 +3,7 @@
 // asks for a lift and a split-brain run for a rejoin, and both exit 0. A garbled
 // request gets exit 1 (the engine stays frozen).
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,6 +29,8 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await new Promise<void>((r) => server.close(() => r()));
+  // The last agent to stop takes its socket and the name with it.
+  expect(readdirSync(dir)).toEqual([]);
   rmSync(dir, { recursive: true, force: true });
 });
 

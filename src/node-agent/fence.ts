@@ -18,6 +18,7 @@
 // considered, so the fence is always written after the last lift.
 import { createServer, type Server } from 'node:net';
 import { randomBytes } from 'node:crypto';
+import { readlinkSync, unlinkSync } from 'node:fs';
 import { readdir, rename, rm, symlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
@@ -246,5 +247,13 @@ export async function serveFenceRequests(
   const link = `${own}.link`;
   await symlink(basename(own), link);
   await rename(link, path);
+  // Closing unlinks our socket; the name goes too unless a newer agent has taken it.
+  server.once('close', () => {
+    try {
+      if (readlinkSync(path) === basename(own)) unlinkSync(path);
+    } catch {
+      /* gone already, or not a link */
+    }
+  });
   return server;
 }

@@ -99,6 +99,9 @@ export async function freshDisks(mountPaths: readonly string[] = ['/mydata/mysql
     // file it points to): without it every fence-peer run fails and, since a promotion
     // while alone runs fence-peer first, no failover happens.
     "find /run/tandem -mindepth 1 -maxdepth 1 ! -name 'agent.sock*' -exec rm -rf {} +",
+    // …and a stopped agent's leftovers: a link to no socket, sockets the link does not name.
+    '[ -e /run/tandem/agent.sock ] || rm -f /run/tandem/agent.sock',
+    't=$(readlink /run/tandem/agent.sock 2>/dev/null); for f in /run/tandem/agent.sock.*; do [ -e "$f" ] && [ "$(basename "$f")" != "$t" ] && rm -f "$f"; done',
     'blkdiscard -f /dev/sdb1 2>/dev/null && blkdiscard -f /dev/sdb2 2>/dev/null',
     'true',
   ].join('; ');
