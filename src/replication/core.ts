@@ -65,6 +65,29 @@ export interface Core {
   saveBeforeOverwrite(offset: number, length: number): Promise<void>;
 }
 
+/**
+ * Zeroes [offset, offset+length) of the local disk (punching a hole where `punch` and the
+ * file allow), synced when `fua`, counted as local I/O: the application's WRITE_ZEROES/TRIM
+ * on a Primary and the peer's ZERO on a Secondary both land through here.
+ */
+export async function zeroLocally(
+  core: Core,
+  file: BlockFile,
+  offset: number,
+  length: number,
+  fua: boolean,
+  punch: boolean,
+): Promise<void> {
+  core.counters.lo++;
+  try {
+    await file.zeroRange(offset, length, punch);
+    if (fua) await file.datasync();
+    core.counters.dw += length;
+  } finally {
+    core.counters.lo--;
+  }
+}
+
 export function eio(message: string): Error {
   return Object.assign(new Error(message), { code: 'EIO' });
 }

@@ -14,7 +14,7 @@
 // from the peer wait for the local disk, the receiver stops reading from the
 // connection; TCP then holds the Primary back, whose send queue fills and makes new
 // application writes wait. Memory stays bounded on both sides.
-import { eio, type Core } from './core.ts';
+import { eio, type Core, zeroLocally } from './core.ts';
 import { PeerProtocolError } from './messages.ts';
 import type { PeerConnection } from './world.ts';
 
@@ -120,14 +120,7 @@ export class Receiver {
       length,
       async (file) => {
         await core.saveBeforeOverwrite(offset, length);
-        core.counters.lo++;
-        try {
-          await file.zeroRange(offset, length, punch);
-          if (fua) await file.datasync();
-          core.counters.dw += length;
-        } finally {
-          core.counters.lo--;
-        }
+        await zeroLocally(core, file, offset, length, fua, punch);
         const p = core.state.peerDisk;
         if (p === 'Diskless' || p === 'Failed') {
           core.local?.md.bitmap.setRange(Math.floor(offset / 4096), Math.ceil((offset + length) / 4096));

@@ -27,7 +27,7 @@
 // protocol C), and makes the local disk durable: every write completed before it is
 // then on stable storage on both nodes.
 import { BLOCK_SIZE } from './bitmap.ts';
-import { eio, type Core } from './core.ts';
+import { eio, type Core, zeroLocally } from './core.ts';
 import { deferred, type Deferred } from './deferred.ts';
 import type { IoFreeze } from './io-freeze.ts';
 import { PeerProtocolError, type PeerMessage, MAX_PEER_RANGE } from './messages.ts';
@@ -255,7 +255,7 @@ export class WritePath {
         o,
         n,
         fua,
-        (file) => this.localZero(file, o, n, fua, punch),
+        (file) => zeroLocally(this.#core, file, o, n, fua, punch),
         (seq) => ({ type: 'zero', seq, fua, punch, offset: o, length: n }),
         0,
       );
@@ -389,24 +389,6 @@ export class WritePath {
     this.#core.counters.ep++;
     this.#core.send(c, { type: 'barrier', epoch });
     return epoch;
-  }
-
-  private async localZero(
-    file: BlockFile,
-    offset: number,
-    length: number,
-    fua: boolean,
-    punch: boolean,
-  ): Promise<void> {
-    const core = this.#core;
-    core.counters.lo++;
-    try {
-      await file.zeroRange(offset, length, punch);
-      if (fua) await file.datasync();
-      core.counters.dw += length;
-    } finally {
-      core.counters.lo--;
-    }
   }
 
   private async localWrite(file: BlockFile, offset: number, data: Buffer, fua: boolean): Promise<void> {
