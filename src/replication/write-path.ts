@@ -312,8 +312,12 @@ export class WritePath {
           )
         : Promise.resolve(false);
       if (!req) {
+        // Out of sync from the moment it is not mirrored, before our disk has it: a handshake
+        // that starts while this write is in flight must carry its bit in the bitmap it sends
+        // (DRBD drains application I/O before it sends the bitmap, for the same reason).
+        const preset = this.setOutOfSync(offset, length);
         if (!(await onDisk)) throw eio(`${core.config.name}: the write reached neither the local disk nor the peer`);
-        await this.markOutOfSync(offset, length);
+        await this.markOutOfSync(offset, length, preset);
         this.requireLocalCopy();
         // Not on the peer: with fencing, the application hears back only once the peer is
         // fenced (I/O may have frozen after this write passed the gate at its start).
@@ -413,13 +417,17 @@ export class WritePath {
   }
 
   /** Marks a range out of sync; completions after a lost link wait for its bits and generation. */
-  async markOutOfSync(offset: number, length: number): Promise<void> {
-    // The bit first: the data is on this disk whatever happens to the request now.
+  /** Sets the range's bits in memory; returns how many were newly set. */
+  private setOutOfSync(offset: number, length: number): number {
     const local = this.#core.local;
-    const usable = local !== undefined && this.#core.localDiskUsable();
-    const added = usable
-      ? local.md.bitmap.setRange(Math.floor(offset / BLOCK_SIZE), Math.ceil((offset + length) / BLOCK_SIZE))
-      : 0;
+    if (local === undefined || !this.#core.localDiskUsable()) return 0;
+    return local.md.bitmap.setRange(Math.floor(offset / BLOCK_SIZE), Math.ceil((offset + length) / BLOCK_SIZE));
+  }
+
+  /** `preset`: bits this request already set (setOutOfSync) that still have to reach the disk. */
+  async markOutOfSync(offset: number, length: number, preset = 0): Promise<void> {
+    // The bit first: the data is on this disk whatever happens to the request now.
+    const added = preset + this.setOutOfSync(offset, length);
     await this.passLossGate();
     // The page cache is enough: the write's extent stays in the activity log until it
     // completes, and an extent leaves the log only after the bitmap is durable.
