@@ -15,16 +15,25 @@
 import { jest } from '@jest/globals';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { external, kubectl, useCluster } from './lib/cluster.ts';
-import { agentPodReady, installChart, killAgent, killLeader, leaseHolder, pods, removeChart } from './lib/chart.ts';
+import {
+  agentBack,
+  controllerBack,
+  installTandem,
+  killAgent,
+  killLeader,
+  leaseHolder,
+  onPods,
+  pods,
+  removeTandem,
+} from './lib/chart.ts';
 import { eventually } from './lib/eventually.ts';
 import { cutLink, healEverything, healLink, nodeAction, RecordWriter, recordsOn } from './lib/failover.ts';
 import { execInNode } from './lib/nodes.ts';
 import { watchRoles } from './lib/role-watch.ts';
-import { deploy, freshDisks, getRv, readyCondition, tearDown, waitReady } from './lib/volumes.ts';
+import { deploy, getRv, readyCondition, waitReady } from './lib/volumes.ts';
 
 const rounds = Number(process.env.TANDEM_FAILOVER_ROUNDS ?? 12);
 const seed = Number(process.env.TANDEM_FAILOVER_SEED ?? 20261125);
-const onPods = process.env.TANDEM_E2E_DEPLOY !== 'processes';
 jest.setTimeout(120_000 + rounds * 60_000);
 const describeLocal = external ? describe.skip : describe;
 useCluster();
@@ -71,12 +80,6 @@ async function leaderNode(): Promise<string> {
   return (await pods('controller')).find((p) => p.metadata.name === holder)?.spec.nodeName ?? '-';
 }
 
-/** A node that was stopped is back with its agent. */
-async function agentBack(node: string): Promise<void> {
-  if (onPods) await agentPodReady(node);
-  else await deploy('start-agent', node);
-}
-
 describeLocal(
   `randomized faults under a write stream (${rounds} rounds, seed ${seed}, ${onPods ? 'chart pods' : 'host processes'})`,
   () => {
@@ -85,11 +88,9 @@ describeLocal(
     const roles = watchRoles(ns);
 
     beforeAll(async () => {
-      if (onPods) await installChart([mount]);
-      else await deploy('deploy');
+      await installTandem([mount]);
       await kubectl(['create', 'namespace', ns]);
       await roles.start();
-      if (!onPods) await freshDisks([mount]);
       await kubectl(['apply', '-f', '-'], {
         input: JSON.stringify({
           apiVersion: 'tandem.dev/v1alpha1',
@@ -110,12 +111,7 @@ describeLocal(
 
     afterAll(async () => {
       await healEverything(nodes, port).catch(() => undefined);
-      if (onPods) {
-        // Volumes go while their agents run (they take the engines down and unmount).
-        await kubectl(['delete', 'rv', '--all', '-n', ns, '--timeout=90s']).catch(() => undefined);
-        await kubectl(['delete', 'namespace', ns, '--wait=false']).catch(() => undefined);
-        await removeChart([mount]);
-      } else await tearDown(ns, [mount]);
+      await removeTandem(ns, [mount]);
     }, 300_000);
 
     test('every acknowledged record survives, and no two nodes ever acknowledge writes at once', async () => {
@@ -204,7 +200,7 @@ describeLocal(
             if (onPods) await killLeader();
             else await deploy('kill', 'controller');
             await pause();
-            if (!onPods) await deploy('start-controller');
+            await controllerBack();
             await settle(p);
             break;
           case 'kill-agent-primary':
