@@ -174,7 +174,11 @@ export function renderTop(
       perSecond(r.sentBytesPerSecond),
       r.writesPerSecond === undefined ? '-' : String(Math.round(r.writesPerSecond)),
       r.writeLatencyAvg === undefined ? '-' : seconds(r.writeLatencyAvg),
-      r.writeLatencyP99 === undefined ? '-' : `<${seconds(r.writeLatencyP99)}`,
+      r.writeLatencyP99 === undefined
+        ? '-'
+        : Number.isFinite(r.writeLatencyP99)
+          ? `<${seconds(r.writeLatencyP99)}`
+          : seconds(r.writeLatencyP99),
     ]);
     const more: string[] = [];
     if (r.syncPercent !== undefined) {
