@@ -49,6 +49,8 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
     o.reportFd = undefined;
   };
   let nbd: NbdServer | undefined;
+  /** When this engine process started (unix seconds): a change is an engine restart (the agent's metrics). */
+  const startedAt = Math.round(Date.now() / 1000);
   // The Primary's export as a kernel block device (nbd-client, or nbdfuse + losetup): see attach.ts.
   const attachment = new DeviceAttachment({
     choice: chooseAttach({
@@ -133,7 +135,7 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
     const ctl = await serveControl(p.ctl, async (req: ControlRequest) => {
       switch (req.cmd) {
         case 'status':
-          return { ...engine.status(), attach: attachment.status() };
+          return { ...engine.status(), attach: attachment.status(), startedAt };
         case 'primary': {
           const was = engine.state.role;
           await engine.promote({ force: req.force === true });

@@ -62,6 +62,7 @@ import type { Frame } from './wire.ts';
 import type { BlockFile, PeerConnection, PeerLinkHandle, Timer, World } from './world.ts';
 import { WritePath } from './write-path.ts';
 import { isSupportedAlg } from './digest.ts';
+import type { LatencySnapshot } from './latency.ts';
 
 export type { SyncProgress } from './resync.ts';
 
@@ -108,6 +109,8 @@ export interface EngineStatus {
   discardedBlocksSavedTo: string | undefined;
   /** Mirrored writes the peer has not yet made durable (the transfer log). */
   transferLog: number;
+  /** Completed application writes by latency (latency.ts). */
+  writeLatency: LatencySnapshot;
 }
 
 export interface EngineEvents {
@@ -1321,6 +1324,7 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
       lastError: this.lastError,
       discardedBlocksSavedTo: this.#resync.lastSaved,
       transferLog: this.writes.transferLogSize,
+      writeLatency: this.writes.latency.snapshot(),
     };
   }
 

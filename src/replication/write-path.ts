@@ -32,6 +32,7 @@ import { deferred, type Deferred } from './deferred.ts';
 import type { IoFreeze } from './io-freeze.ts';
 import { PeerProtocolError, type PeerMessage, MAX_PEER_RANGE } from './messages.ts';
 import { isSyncSource, isUpToDate } from './states.ts';
+import { LatencyHistogram } from './latency.ts';
 import { TransferLog, type TlRequest } from './transfer-log.ts';
 import type { BlockFile, PeerConnection, Timer } from './world.ts';
 
@@ -55,6 +56,8 @@ export class WritePath {
   #lossGate: Promise<void> = Promise.resolve();
   readonly #peerReads = new Map<number, Deferred<{ errno: number; data: Buffer } | undefined>>();
   #nextReadId = 1;
+  /** Completed application writes, from submission to the answer (frozen time included: the application waited it). */
+  readonly latency = new LatencyHistogram();
 
   constructor(core: Core, freeze: IoFreeze) {
     this.#core = core;
@@ -277,6 +280,21 @@ export class WritePath {
   ): Promise<void> {
     const core = this.#core;
     core.lastAppIo = core.world.clock.now();
+    // The latency metric only, never a decision: the injected clock is in whole milliseconds.
+    const started = performance.now();
+    await this.#submit(offset, length, fua, toDisk, message, sentBytes);
+    this.latency.observe((performance.now() - started) / 1000);
+  }
+
+  async #submit(
+    offset: number,
+    length: number,
+    fua: boolean,
+    toDisk: (file: BlockFile) => Promise<void>,
+    message: (seq: number) => PeerMessage,
+    sentBytes: number,
+  ): Promise<void> {
+    const core = this.#core;
     await this.passFreeze();
     this.requirePrimary();
     core.counters.ap++;
