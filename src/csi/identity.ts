@@ -1,5 +1,6 @@
 // CSI names tandem answers to: the driver's name, the topology key, the volume id.
 import { createHash } from 'node:crypto';
+import { ANNOTATIONS } from '../api/names.ts';
 
 /** The CSIDriver object's name and GetPluginInfo's answer. */
 export const DRIVER_NAME = 'tandem.dev';
@@ -8,7 +9,7 @@ export const TOPOLOGY_KEY = 'tandem.dev/node';
 /** On a ReplicatedVolume the driver created: the CSI name it was created for (CreateVolume is idempotent on it). */
 export const CSI_NAME_ANNOTATION = 'tandem.dev/csi-name';
 /** On a ReplicatedVolume: the node ControllerPublishVolume published it to (removed by ControllerUnpublish). */
-export const PUBLISHED_ANNOTATION = 'tandem.dev/csi-published-node';
+export const PUBLISHED_ANNOTATION = ANNOTATIONS.csiPublishedNode;
 /** The label the driver puts on its volumes (ListVolumes selects on it). */
 export const CSI_LABEL = 'tandem.dev/csi';
 
