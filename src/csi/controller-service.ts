@@ -206,9 +206,10 @@ export class ControllerService {
   ListVolumes = async (req: Req) => {
     const max = Number(req.max_entries ?? 0);
     if (max < 0) throw invalid('ListVolumes: max_entries must not be negative');
-    const all = (await this.#store.listVolumes(`${CSI_LABEL}=true`)).sort((a, b) =>
-      a.metadata.name < b.metadata.name ? -1 : 1,
-    );
+    // A deleted volume waits for its engines to go down (the finalizer); to CSI it is gone already.
+    const all = (await this.#store.listVolumes(`${CSI_LABEL}=true`))
+      .filter((rv) => !rv.metadata.deletionTimestamp)
+      .sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1));
     const token = str(req, 'starting_token');
     let start = 0;
     if (token) {
