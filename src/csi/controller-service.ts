@@ -233,34 +233,39 @@ export class ControllerService {
     if (!cap) throw invalid('ControllerPublishVolume: volume_capability is required');
     const why = unsupportedCapability(cap);
     if (why) throw invalid(`ControllerPublishVolume: ${why}`);
-    let rv = await this.#volumeOf(req, 'ControllerPublishVolume');
     if (!(await this.#store.getNode(node))) throw notFound(`ControllerPublishVolume: node ${node} does not exist`);
-    if (!rv.spec.replicas.some((r) => r.node === node))
-      throw precondition(
-        `ControllerPublishVolume ${id}: node ${node} holds no replica (the volume lives on ${rv.spec.replicas.map((r) => r.node).join(' and ')})`,
-      );
-    if (rv.metadata.deletionTimestamp) throw precondition(`ControllerPublishVolume ${id}: the volume is being deleted`);
-    const current = rv.metadata.annotations?.[PUBLISHED_ANNOTATION];
-    if (current && current !== node) {
-      const there = await this.#store.getNode(current);
-      if (there?.ready)
+    // Read, check, write conditionally; the controller writes the volume too (finalizer,
+    // port), so a conflict means "read again", a few times, before giving up.
+    for (let attempt = 0; ; attempt++) {
+      const rv = await this.#volumeOf(req, 'ControllerPublishVolume');
+      if (!rv.spec.replicas.some((r) => r.node === node))
         throw precondition(
-          `ControllerPublishVolume ${id}: published on node ${current}, which is alive; unpublish it there first`,
+          `ControllerPublishVolume ${id}: node ${node} holds no replica (the volume lives on ${rv.spec.replicas.map((r) => r.node).join(' and ')})`,
         );
-    }
-    if (current !== node || rv.spec.primary !== node) {
+      if (rv.metadata.deletionTimestamp)
+        throw precondition(`ControllerPublishVolume ${id}: the volume is being deleted`);
+      const current = rv.metadata.annotations?.[PUBLISHED_ANNOTATION];
+      if (current && current !== node) {
+        const there = await this.#store.getNode(current);
+        if (there?.ready)
+          throw precondition(
+            `ControllerPublishVolume ${id}: published on node ${current}, which is alive; unpublish it there first`,
+          );
+      }
+      if (current === node && rv.spec.primary === node) break;
       try {
-        rv = await this.#store.patchVolume(
+        await this.#store.patchVolume(
           rv.metadata.name,
           { annotations: { [PUBLISHED_ANNOTATION]: node }, spec: { primary: node } },
           rv.metadata.resourceVersion,
         );
+        break;
       } catch (err) {
-        if (isConflict(err)) throw aborted(`ControllerPublishVolume ${id}: the volume changed meanwhile; try again`);
-        throw err;
+        if (!isConflict(err)) throw err;
+        if (attempt >= 9) throw aborted(`ControllerPublishVolume ${id}: the volume kept changing; try again`);
       }
     }
-    await this.#waitPrimary(rv.metadata.name, node, id);
+    await this.#waitPrimary(parseVolumeId(id)!.name, node, id);
     return { publish_context: {} };
   };
 
@@ -286,19 +291,21 @@ export class ControllerService {
     const ref = parseVolumeId(id);
     // CSI: a volume or node that is gone counts as unpublished.
     if (!ref || ref.namespace !== this.#store.namespace) return {};
-    const rv = await this.#store.getVolume(ref.name);
-    const current = rv?.metadata.annotations?.[PUBLISHED_ANNOTATION];
-    if (!rv || current === undefined || (node && current !== node)) return {};
-    try {
-      await this.#store.patchVolume(
-        rv.metadata.name,
-        { annotations: { [PUBLISHED_ANNOTATION]: null } },
-        rv.metadata.resourceVersion,
-      );
-    } catch (err) {
-      if (isConflict(err)) throw aborted(`ControllerUnpublishVolume ${id}: the volume changed meanwhile; try again`);
-      throw new CsiError(status.INTERNAL, describeError(err).message);
+    for (let attempt = 0; ; attempt++) {
+      const rv = await this.#store.getVolume(ref.name);
+      const current = rv?.metadata.annotations?.[PUBLISHED_ANNOTATION];
+      if (!rv || current === undefined || (node && current !== node)) return {};
+      try {
+        await this.#store.patchVolume(
+          rv.metadata.name,
+          { annotations: { [PUBLISHED_ANNOTATION]: null } },
+          rv.metadata.resourceVersion,
+        );
+        return {};
+      } catch (err) {
+        if (!isConflict(err)) throw new CsiError(status.INTERNAL, describeError(err).message);
+        if (attempt >= 9) throw aborted(`ControllerUnpublishVolume ${id}: the volume kept changing; try again`);
+      }
     }
-    return {};
   };
 }

@@ -63,6 +63,7 @@ describeLocal('the CSI driver under csi-sanity', () => {
       `KUBECONFIG=${join(work, 'kubeconfig')}`,
       `TANDEM_CSI_PROTO=${t.CSI_PROTO}`,
       `TANDEM_PID_FILE=${join(work, 'driver.pid')}`,
+      'LOG_LEVEL=debug',
       process.execPath,
       join(repoRoot, 'bin/tandem-csi.js'),
       '--mode',
@@ -90,7 +91,7 @@ describeLocal('the CSI driver under csi-sanity', () => {
       await execInNode('master', ['kill', pid]).catch(() => undefined);
       await exited(driver);
     }
-    writeFileSync(join(work, 'driver.log'), driverLog);
+    writeFileSync(join(state.logs, 'csi-driver.log'), driverLog);
     await tearDown(ns);
     await kubectl(['delete', 'storagepool', pool, '--ignore-not-found']).catch(() => undefined);
     for (const n of ['master', 'backup']) await execInNode(n, ['rm', '-rf', poolDir(n)]).catch(() => undefined);
@@ -120,7 +121,8 @@ describeLocal('the CSI driver under csi-sanity', () => {
       out += d.toString();
     });
     const { code } = await exited(run);
-    writeFileSync(join(dir, 'sanity.log'), out);
+    // Kept after the cluster goes down (.cluster/logs survives `cluster down`).
+    writeFileSync(join(state.logs, `csi-sanity-${name}.log`), out);
     return { code, out };
   }
 
@@ -132,13 +134,22 @@ describeLocal('the CSI driver under csi-sanity', () => {
       passed: Number(m?.[3] ?? 0),
       failed: Number(m?.[4] ?? -1),
       failures: out.match(/\[FAIL\].*/g) ?? [],
+      // What each failure said (the whole run is in .cluster/logs/csi-sanity-*.log).
+      why: (out.match(/\n {2}\[FAILED\][\s\S]*?(?=\n {2}In \[|\n-{10,}|\n\S)/g) ?? []).map((x) =>
+        x.trim().slice(0, 1500),
+      ),
     };
   }
 
   test('csi-sanity passes, run unmodified (filesystem volumes)', async () => {
     const { code, out } = await sanityRun('mount', []);
     const s = summary(out);
-    expect({ code, failed: s.failed, failures: s.failures }).toEqual({ code: 0, failed: 0, failures: [] });
+    expect({ code, failed: s.failed, failures: s.failures, why: s.why }).toEqual({
+      code: 0,
+      failed: 0,
+      failures: [],
+      why: [],
+    });
     // Most of the suite ran: a driver that advertised nothing would pass an empty run.
     expect(s.passed).toBeGreaterThanOrEqual(50);
   });
@@ -146,7 +157,12 @@ describeLocal('the CSI driver under csi-sanity', () => {
   test("csi-sanity's node tests pass with raw block volumes", async () => {
     const { code, out } = await sanityRun('block', ['--csi.testvolumeaccesstype=block', '--ginkgo.focus=Node Service']);
     const s = summary(out);
-    expect({ code, failed: s.failed, failures: s.failures }).toEqual({ code: 0, failed: 0, failures: [] });
+    expect({ code, failed: s.failed, failures: s.failures, why: s.why }).toEqual({
+      code: 0,
+      failed: 0,
+      failures: [],
+      why: [],
+    });
     expect(s.passed).toBeGreaterThanOrEqual(15);
   });
 });
