@@ -18,9 +18,11 @@ command -v go >/dev/null || { log "Go is required (>= 1.24) to fetch the CSI spe
 # Private module and build caches under the cache dir; GOFLAGS=-modcacherw so they can be removed.
 export GOMODCACHE="$cache/go-mod" GOFLAGS=-modcacherw GOTOOLCHAIN=local
 
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 if [[ ! -f "$spec_dir/csi.proto" ]]; then
   log "Fetching github.com/container-storage-interface/spec@$spec_version"
-  dir=$(cd "$(mktemp -d)" && go mod download -json "github.com/container-storage-interface/spec@$spec_version" |
+  dir=$(cd "$tmp" && go mod download -json "github.com/container-storage-interface/spec@$spec_version" |
     sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
   mkdir -p "$spec_dir.tmp"
   cp "$dir/csi.proto" "$dir/LICENSE" "$spec_dir.tmp/"
@@ -28,11 +30,15 @@ if [[ ! -f "$spec_dir/csi.proto" ]]; then
 fi
 
 if [[ ! -x "$sanity_dir/csi-sanity" ]]; then
-  log "Building csi-sanity $sanity_version from the Go module proxy (about a minute)"
+  log "Building csi-sanity $sanity_version from the Go module proxy (cold: about 3 minutes on 2 cores)"
   rm -rf "$sanity_dir.tmp" && mkdir -p "$sanity_dir.tmp"
-  (cd "$(mktemp -d)" && GOBIN="$sanity_dir.tmp" GOCACHE="$cache/go-build-csi" CGO_ENABLED=0 \
+  (cd "$tmp" && GOBIN="$sanity_dir.tmp" GOCACHE="$cache/go-build-csi" CGO_ENABLED=0 \
     nice -n 19 go install "github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$sanity_version")
   rm -rf "$sanity_dir" && mv "$sanity_dir.tmp" "$sanity_dir"
+fi
+# As e2e-setup.sh: the cache keeps the results, not the Go caches (TANDEM_KEEP_GO_CACHE=1 keeps them).
+if [[ "${TANDEM_KEEP_GO_CACHE:-0}" != 1 ]]; then
+  rm -rf "$cache/go-mod" "$cache/go-build-csi"
 fi
 
 echo "CSI_PROTO=$spec_dir/csi.proto"

@@ -150,8 +150,11 @@ describeLocal('the CSI driver under csi-sanity', () => {
       failures: [],
       why: [],
     });
-    // Most of the suite ran: a driver that advertised nothing would pass an empty run.
-    expect(s.passed).toBeGreaterThanOrEqual(50);
+    // Every spec that ran passed, and most of the suite ran (48 of 103 with v5.6.0; the rest
+    // are snapshots, expansion, group snapshots and other capabilities tandem does not offer):
+    // a driver that advertised nothing would pass an empty run.
+    expect(s.passed).toBe(s.ran);
+    expect(s.ran).toBeGreaterThanOrEqual(45);
   });
 
   test("csi-sanity's node tests pass with raw block volumes", async () => {
@@ -163,6 +166,7 @@ describeLocal('the CSI driver under csi-sanity', () => {
       failures: [],
       why: [],
     });
-    expect(s.passed).toBeGreaterThanOrEqual(15);
+    expect(s.passed).toBe(s.ran);
+    expect(s.ran).toBeGreaterThanOrEqual(17);
   });
 });
