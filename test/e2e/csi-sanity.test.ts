@@ -9,11 +9,13 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
 import { jest } from '@jest/globals';
+import { loadCsi } from '../../src/csi/proto.ts';
 import { apiserverUrl, repoRoot, state } from './harness/paths.ts';
 import { external, kubectl, useCluster } from './lib/cluster.ts';
 import { execInNode, exited, printed, spawnInNode } from './lib/nodes.ts';
-import { deploy, freshDisks, tearDown } from './lib/volumes.ts';
+import { deploy, freshDisks, getRv, tearDown, waitReady } from './lib/volumes.ts';
 
 jest.setTimeout(900_000);
 const describeLocal = external ? describe.skip : describe;
@@ -38,10 +40,12 @@ describeLocal('the CSI driver under csi-sanity', () => {
   let driver: ReturnType<typeof spawnInNode> | undefined;
   let driverLog = '';
   let sanity = '';
+  let proto = '';
 
   beforeAll(async () => {
     const t = tools();
     sanity = t.CSI_SANITY!;
+    proto = t.CSI_PROTO!;
     await freshDisks();
     await deploy('deploy');
     await kubectl(['create', 'namespace', ns]);
@@ -168,5 +172,62 @@ describeLocal('the CSI driver under csi-sanity', () => {
     });
     expect(s.passed).toBe(s.ran);
     expect(s.ran).toBeGreaterThanOrEqual(17);
+  });
+
+  test('ControllerPublish makes the publishing node Primary (CsiPublish) and refuses while a live node has the volume', async () => {
+    // A CSI client in the test process: the driver's socket is a path, reachable from the host.
+    const services = loadCsi(proto);
+    const Controller = grpc.makeGenericClientConstructor(services.Controller, 'Controller');
+    const client = new Controller(`unix://${socket}`, grpc.credentials.createInsecure()) as unknown as Record<
+      string,
+      (req: object, cb: (err: grpc.ServiceError | null, res: Record<string, unknown>) => void) => void
+    >;
+    const call = (method: string, req: object) =>
+      new Promise<Record<string, unknown>>((resolve, reject) =>
+        client[method]!(req, (err, res) => (err ? reject(err) : resolve(res))),
+      );
+    const cap = { mount: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
+    const created = (await call('CreateVolume', {
+      name: `publish-${process.pid}`,
+      capacity_range: { required_bytes: 64 << 20 },
+      volume_capabilities: [cap],
+      parameters: { pool },
+    })) as { volume: { volume_id: string; accessible_topology: { segments: Record<string, string> }[] } };
+    const id = created.volume.volume_id;
+    const name = id.slice(id.indexOf('.') + 1);
+    expect(created.volume.accessible_topology.map((t) => t.segments['tandem.dev/node']).sort()).toEqual([
+      'backup',
+      'master',
+    ]);
+
+    await call('ControllerPublishVolume', { volume_id: id, node_id: 'master', volume_capability: cap });
+    expect((await getRv(ns, name)).status?.primary).toBe('master');
+    // Published on master, which is alive: backup may not take it.
+    await expect(
+      call('ControllerPublishVolume', { volume_id: id, node_id: 'backup', volume_capability: cap }),
+    ).rejects.toMatchObject({
+      code: grpc.status.FAILED_PRECONDITION,
+      details: expect.stringContaining('published on node master, which is alive'),
+    });
+    expect((await getRv(ns, name)).status?.primary).toBe('master');
+
+    // Unpublished from master (and the pair in sync): publishing on backup switches the Primary, with its cause.
+    await call('ControllerUnpublishVolume', { volume_id: id, node_id: 'master' });
+    await waitReady(ns, name, 'master');
+    await call('ControllerPublishVolume', { volume_id: id, node_id: 'backup', volume_capability: cap });
+    const rv = await getRv(ns, name);
+    expect({ primary: rv.status?.primary, change: rv.status?.lastRoleChange }).toEqual({
+      primary: 'backup',
+      change: expect.objectContaining({ from: 'master', to: 'backup', reason: 'CsiPublish' }),
+    });
+    expect(rv.status?.replicas?.find((r) => r.node === 'backup')?.role).toBe('Primary');
+
+    // Still published: DeleteVolume refuses; unpublished, it deletes.
+    await expect(call('DeleteVolume', { volume_id: id })).rejects.toMatchObject({
+      code: grpc.status.FAILED_PRECONDITION,
+    });
+    await call('ControllerUnpublishVolume', { volume_id: id, node_id: 'backup' });
+    await call('DeleteVolume', { volume_id: id });
+    (client as unknown as grpc.Client).close();
   });
 });
