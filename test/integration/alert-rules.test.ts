@@ -1,6 +1,6 @@
 // The chart's alert rules as they ship: rendered by the real helm from
 // helm/tandem/templates/prometheus-rule.yaml (default values), checked and tested by
-// the real promtool (built from the Prometheus Go module by scripts/ensure-promtool.sh)
+// the real promtool (Debian's, unpacked by scripts/ensure-promtool.sh)
 // against test/promtool/alerts.test.yaml. Also: every alert links a runbook section
 // that exists in docs/how-to/alerts.md.
 import { execFile } from 'node:child_process';
