@@ -365,11 +365,13 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
       this.#receiver.onAttached();
       // DRBD: a consistent disk is UpToDate on attach unless fencing is on; then it
       // stays Consistent until a peer confirms it (a lone node cannot know it is newest).
+      // A disk whose machine restarted with writes in its cache (cacheLost) may lack writes
+      // its peer acknowledged: Consistent too, until the peer is seen (seed 27382).
       const disk: DiskState = !md.has('consistent')
         ? 'Inconsistent'
         : md.has('outdated')
           ? 'Outdated'
-          : this.config.disk.fencing === 'dont-care'
+          : this.config.disk.fencing === 'dont-care' && !md.has('cacheLost')
             ? 'UpToDate'
             : 'Consistent';
       this.counters.bm = md.bitmapWrites;
@@ -999,6 +1001,15 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
     // of a partition, and writes acknowledged here would then be lost to a failover
     // (simulator seed 4332). A Consistent disk (attached alone, newest unknown) becomes
     // UpToDate by the same fence. `--force` overrides a failed fence, as in DRBD.
+    // A machine that restarted and lost unflushed writes since its disk last saw its peer may
+    // lack writes the peer acknowledged (their epochs were not durable here yet): alone, it
+    // is not the newest copy for certain, whatever a fence says (seed 27382: promoted by
+    // hand, it later won a split brain over the node that held the acknowledged write).
+    if (!this.conn && md?.has('cacheLost') && !opts.force)
+      throw refuse(
+        REFUSALS.noUpToDateDisk,
+        'this machine restarted and lost unflushed writes since its disk last saw its peer: connect to the peer first, or --force to accept losing them',
+      );
     let fencedConsistent = false;
     if (
       !this.conn &&
