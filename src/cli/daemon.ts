@@ -4,6 +4,7 @@
 import { writeFileSync, closeSync, writeSync } from 'node:fs';
 import { unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { getHeapStatistics } from 'node:v8';
 import pino from 'pino';
 import type { HostConfig, ResourceConfig } from '../api/config.ts';
 import { Engine } from '../replication/engine.ts';
@@ -29,6 +30,23 @@ export function paths(runDir: string, resource: string): { ctl: string; nbd: str
     nbd: join(runDir, `${resource}.nbd`),
     log: join(runDir, `${resource}.log`),
     pid: join(runDir, `${resource}.pid`),
+  };
+}
+
+/** Where this engine's memory is, for `npm run bench:memory` (bytes). */
+export function engineMemory(): Record<string, number> {
+  const m = process.memoryUsage();
+  const h = getHeapStatistics();
+  return {
+    rss: m.rss,
+    heapUsed: m.heapUsed,
+    heapTotal: m.heapTotal,
+    external: m.external,
+    arrayBuffers: m.arrayBuffers,
+    heapCommitted: h.total_physical_size,
+    heapLimit: h.heap_size_limit,
+    mallocedMemory: h.malloced_memory,
+    peakMallocedMemory: h.peak_malloced_memory,
   };
 }
 
@@ -134,6 +152,8 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
       switch (req.cmd) {
         case 'status':
           return { ...engine.status(), attach: attachment.status() };
+        case 'memory':
+          return engineMemory();
         case 'primary': {
           const was = engine.state.role;
           await engine.promote({ force: req.force === true });
