@@ -3,6 +3,7 @@
 // and its control socket (`<run-dir>/<res>.ctl`).
 import { writeFileSync, closeSync, writeSync } from 'node:fs';
 import { unlink } from 'node:fs/promises';
+import { flushCompileCache } from 'node:module';
 import { join } from 'node:path';
 import { getHeapStatistics } from 'node:v8';
 import pino from 'pino';
@@ -224,6 +225,9 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
     });
     logger.info({ nbd: p.nbd, ctl: p.ctl }, 'Engine is up');
     report('READY');
+    // Node writes its compile cache at exit; an engine lives long, so write what it
+    // compiled now (bin/compile-cache.js): the next engine starts from it.
+    flushCompileCache();
   } catch (err) {
     logger.error({ err }, 'Engine failed to start');
     report(`ERROR ${(err as Error).message}`);
