@@ -5,7 +5,7 @@ import { writeFileSync, closeSync, writeSync } from 'node:fs';
 import { unlink } from 'node:fs/promises';
 import { flushCompileCache } from 'node:module';
 import { join } from 'node:path';
-import { getHeapStatistics } from 'node:v8';
+import { getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
 import pino from 'pino';
 import type { HostConfig, ResourceConfig } from '../api/config.ts';
 import { Engine } from '../replication/engine.ts';
@@ -48,6 +48,7 @@ export function engineMemory(): Record<string, number> {
     heapLimit: h.heap_size_limit,
     mallocedMemory: h.malloced_memory,
     peakMallocedMemory: h.peak_malloced_memory,
+    ...Object.fromEntries(getHeapSpaceStatistics().map((sp) => [`committed:${sp.space_name}`, sp.physical_space_size])),
   };
 }
 

@@ -249,6 +249,15 @@ async function createMd(o: Options, res: ResourceConfig, out: Output): Promise<v
   );
 }
 
+/**
+ * V8 flags of each engine process. An engine's JavaScript heap holds control state only
+ * (payloads are Buffers, outside it), but V8 sizes the young generation for throughput:
+ * its semi-spaces grow to 8 MiB each while the modules load and stay there. Capped at
+ * 2 MiB, an idle engine keeps ~5 MiB less (docs/design/2026-12-07-engine-memory.md has
+ * the numbers and the bench runs before and after).
+ */
+export const ENGINE_NODE_FLAGS = ['--max-semi-space-size=2'] as const;
+
 async function up(o: Options, res: ResourceConfig, connect: boolean): Promise<void> {
   selectHosts(res, o.node);
   const running = await tryStatus(o, res);
@@ -260,6 +269,7 @@ async function up(o: Options, res: ResourceConfig, connect: boolean): Promise<vo
   await mkdir(o.runDir, { recursive: true });
   const script = fileURLToPath(new URL('../../bin/tandemadm.js', import.meta.url));
   const args = [
+    ...ENGINE_NODE_FLAGS,
     script,
     '--__engine',
     '--__report-fd',
