@@ -12,7 +12,9 @@
 //   hwm      VmHWM: peak RSS over the process's life
 //   heap     V8 heap used/total, external (Buffers and other C++ memory V8 is told of),
 //            arrayBuffers (part of external), malloc (V8's own malloc'd memory)
-// A bare `node -e 'setInterval(…)'` is measured in the same run as the floor.
+// A bare `node -e 'setInterval(…)'` is measured in the same run as the floor, and an
+// idle engine host. "node total" counts each process's own (anonymous) memory and the
+// mapped files once: the most these processes hold together on a node.
 // Default: N = 1 and 20. The export is not attached as a block device here (a pod's
 // Primary adds one nbdfuse process; test/e2e/engine-host.test.ts prints that one).
 import { execFile, spawn } from 'node:child_process';
@@ -115,9 +117,9 @@ async function measure(n: number, dir: string, basePort: number): Promise<Record
   return out;
 }
 
-/** The floor: a bare node process that does nothing, measured now. */
-async function floor(): Promise<Mem> {
-  const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+/** An idle process of `node ARGS`, measured after 3 s. */
+async function idle(args: string[]): Promise<Mem> {
+  const child = spawn(process.execPath, args, { stdio: 'ignore' });
   try {
     await sleep(3000);
     return await procMem(child.pid!);
@@ -137,9 +139,13 @@ const line = (label: string, m: Mem) =>
   (m.v8
     ? ` | heap ${bmib(m.v8.heapUsed)}/${bmib(m.v8.heapTotal)} external ${bmib(m.v8.external)} arrayBuffers ${bmib(m.v8.arrayBuffers)} malloc ${bmib(m.v8.mallocedMemory)}`
     : '');
-const f = await floor();
-console.log(`floor (bare node, ${process.version}), MiB:`);
+const hostDir = await mkdtemp(join(tmpdir(), 'tandem-mem-host-'));
+const f = await idle(['-e', 'setInterval(() => {}, 1000)']);
+const host = await idle([join(resolve(import.meta.dirname, '..'), 'bin/tandem-engine-host.js'), '--run-dir', hostDir]);
+await rm(hostDir, { recursive: true, force: true });
+console.log(`floor (bare node, ${process.version}) and the engine host (one per node), MiB:`);
 console.log(line('node -e idle', f));
+console.log(line('engine host', host));
 for (const n of counts.length > 0 ? counts : [1, 20]) {
   const dir = await mkdtemp(join(tmpdir(), 'tandem-mem-'));
   try {
@@ -152,6 +158,13 @@ for (const n of counts.length > 0 ? counts : [1, 20]) {
       const rss = r[node].map((m) => m.rss);
       console.log(
         `${n} idle volume(s), ${node} (${n} ${role} engine(s)): RSS total ${mib(sum('rss'))} MiB, per engine ${mib(sum('rss') / n)} MiB (min ${mib(Math.min(...rss))}, max ${mib(Math.max(...rss))}); PSS total ${mib(sum('pss'))} MiB, per engine ${mib(sum('pss') / n)} MiB; anon total ${mib(sum('anon'))} MiB`,
+      );
+      // What the node holds for them: each process's own pages, and the mapped files (the
+      // node binary, libraries) once, as the page cache and a cgroup count them; the engine
+      // host idles next to them (the node agent is not measured here).
+      const shared = Math.max(host.file, ...r[node].map((m) => m.file));
+      console.log(
+        `  node total: engines' anon ${mib(sum('anon'))} + engine host's anon ${mib(host.anon)} + shared files once ${mib(shared)} = ${mib(sum('anon') + host.anon + shared)} MiB`,
       );
       r[node].forEach((m, i) => {
         console.log(line(`vol${i}`, m));
