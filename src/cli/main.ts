@@ -3,6 +3,7 @@
 //   tandemadm [-c FILE] [--node NAME] [--run-dir DIR] [-- --force|--overwrite-data-of-peer|--discard-my-data]
 //             COMMAND RESOURCE|all
 import { spawn } from 'node:child_process';
+import { flushCompileCache } from 'node:module';
 import { hostname } from 'node:os';
 import { mkdir, readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline/promises';
@@ -284,6 +285,10 @@ async function up(o: Options, res: ResourceConfig, connect: boolean): Promise<vo
     'up',
     res.name,
   ];
+  // This process has loaded the engine's modules: write them to the compile cache
+  // (bin/compile-cache.js) before the engine starts, or the first engine after a fresh
+  // install or pod loads Node's TypeScript stripper (≈ 25 MiB) for its whole life.
+  flushCompileCache();
   const child = spawn(process.execPath, args, {
     detached: true,
     stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
