@@ -137,7 +137,7 @@ const bmib = (bytes: number | undefined) => (bytes === undefined ? '-' : (bytes 
 const line = (label: string, m: Mem) =>
   `  ${label.padEnd(16)} rss ${mib(m.rss)} anon ${mib(m.anon)} file ${mib(m.file)} pss ${mib(m.pss)} hwm ${mib(m.hwm)}` +
   (m.v8
-    ? ` | heap ${bmib(m.v8.heapUsed)}/${bmib(m.v8.heapTotal)} external ${bmib(m.v8.external)} arrayBuffers ${bmib(m.v8.arrayBuffers)} malloc ${bmib(m.v8.mallocedMemory)}`
+    ? ` | heap ${bmib(m.v8.heapUsed)}/${bmib(m.v8.heapTotal)} external ${bmib(m.v8.external)} arrayBuffers ${bmib(m.v8.arrayBuffers)} malloc ${bmib(m.v8.mallocedMemory)}${m.v8.typeStripperLoaded ? ' TYPESCRIPT STRIPPER LOADED (no compile cache)' : ''}`
     : '');
 const hostDir = await mkdtemp(join(tmpdir(), 'tandem-mem-host-'));
 const f = await idle(['-e', 'setInterval(() => {}, 1000)']);
