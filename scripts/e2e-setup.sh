@@ -10,6 +10,7 @@
 #      each other's binaries away).
 #   4. The node runtime from Debian: containerd (with its CRI plugin and ctr),
 #      runc, the CNI plugins (/usr/lib/cni), and mmdebstrap for `npm run image`.
+#   5. The CSI spec's csi.proto and csi-sanity, from the Go module proxy (scripts/csi-setup.sh).
 # Everything lands in ${TANDEM_CACHE:-$HOME/.cache/tandem}, outside git, and is
 # reused when present: on a warm machine this script takes about a second.
 # Output: the paths of the tools, one KEY=path per line, last on stdout.
@@ -108,3 +109,5 @@ for c in "${commands[@]}" etcd; do
 done
 echo "KUBECTL=$tools_dir/kubectl"
 echo "HELM=$tools_dir/helm"
+# --- 5. The CSI driver's proto and its judge ----------------------------------
+bash "$repo/scripts/csi-setup.sh"

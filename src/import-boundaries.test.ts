@@ -5,6 +5,7 @@
 //     reconcilers and imports neither, nor the engine;
 //   - node-agent and controller share only api and runtime;
 //   - engine-host (the pod the engines run in) runs tandemadm and knows nothing else;
+//   - csi (the CSI driver) asks for volumes through the API and reads engines' status only;
 //   - api imports nothing internal but itself.
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -64,6 +65,10 @@ const RULES: Record<string, { internal: RegExp; pkg?: RegExp; why: string }> = {
   runtime: {
     internal: /^(controller|node-agent|replication|nbd|cli)$/,
     why: 'the runtime serves the controller and the agent and knows neither (nor the engine)',
+  },
+  csi: {
+    internal: /^(controller|replication|nbd|engine-host)$/,
+    why: 'the CSI driver drives volumes through ReplicatedVolumes and reads engines only through their control sockets',
   },
   api: { internal: /^(?!api$).+/, why: 'src/api is imported by everyone and imports nothing internal' },
 };

@@ -111,3 +111,48 @@ test.each([
   });
   expect(parsed.success).toBe(true);
 });
+
+test('kubectl get rv: the columns people read first, and -o wide adds why and since when', () => {
+  const columns = (file: string, wide: boolean) => {
+    const c = customResourceDefinitions().find((d) => d.file === file)!.object as {
+      spec: { versions: { additionalPrinterColumns: { name: string; priority?: number }[] }[] };
+    };
+    return c.spec.versions[0]!.additionalPrinterColumns.filter((x) => wide || !x.priority).map((x) => x.name);
+  };
+  // The default table stays what the README and the tutorial show.
+  expect(columns('tandem.dev_replicatedvolumes.yaml', false)).toEqual([
+    'Primary',
+    'Protocol',
+    'Connection',
+    'Disks',
+    'Sync',
+    'Ready',
+    'Age',
+  ]);
+  expect(columns('tandem.dev_replicatedvolumes.yaml', true)).toEqual([
+    'Primary',
+    'Epoch',
+    'Changed',
+    'Protocol',
+    'Connection',
+    'Disks',
+    'Sync',
+    'Ready',
+    'Reason',
+    'Fenced',
+    'Age',
+  ]);
+  expect(columns('tandem.dev_replicatedvolumereplicas.yaml', true)).toEqual([
+    'Node',
+    'Desired',
+    'Role',
+    'Connection',
+    'Disk',
+    'Peer Disk',
+    'Sync %',
+    'Out Of Sync',
+    'Epoch',
+    'Reported',
+    'Age',
+  ]);
+});

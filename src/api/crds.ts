@@ -98,6 +98,14 @@ export function customResourceDefinitions(): { file: string; object: Json }[] {
           { name: 'Disks', type: 'string', jsonPath: '.status.disks' },
           { name: 'Sync', type: 'string', jsonPath: '.status.sync' },
           { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
+          // -o wide: why it is not Ready (FailoverBlocked, SplitBrain, DiskMissing …) and who is fenced.
+          {
+            name: 'Reason',
+            type: 'string',
+            jsonPath: '.status.conditions[?(@.type=="Ready")].reason',
+            priority: 1,
+          },
+          { name: 'Fenced', type: 'string', jsonPath: '.status.fence.node', priority: 1 },
           { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
         ],
         'A block volume mirrored between two nodes, DRBD style (tandem).',
@@ -115,7 +123,12 @@ export function customResourceDefinitions(): { file: string; object: Json }[] {
           { name: 'Role', type: 'string', jsonPath: '.status.role' },
           { name: 'Connection', type: 'string', jsonPath: '.status.connectionState' },
           { name: 'Disk', type: 'string', jsonPath: '.status.diskState' },
+          { name: 'Peer Disk', type: 'string', jsonPath: '.status.peerDiskState', priority: 1 },
+          { name: 'Sync %', type: 'number', jsonPath: '.status.syncProgress', priority: 1 },
+          { name: 'Out Of Sync', type: 'integer', jsonPath: '.status.outOfSyncBytes', priority: 1 },
           { name: 'Epoch', type: 'integer', jsonPath: '.spec.epoch' },
+          // -o wide: how long ago the node's agent last reported (it reports every 5 s).
+          { name: 'Reported', type: 'date', jsonPath: '.status.lastHeartbeatTime', priority: 1 },
           { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
         ],
         "One node's replica of a ReplicatedVolume: spec by the controller, status by that node's agent.",

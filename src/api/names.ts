@@ -34,6 +34,11 @@ export const ANNOTATIONS = {
    * The controller removes it once it has acted.
    */
   forcePrimary: `${GROUP}/force-primary`,
+  /**
+   * On a volume, written by the CSI driver's ControllerPublishVolume (with spec.primary):
+   * the node the volume is published to. A switch toward it is recorded as CsiPublish.
+   */
+  csiPublishedNode: `${GROUP}/csi-published-node`,
 } as const;
 
 /** Held by every ReplicatedVolume until its engines are down. */

@@ -76,6 +76,8 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
     o.reportFd = undefined;
   };
   let nbd: NbdServer | undefined;
+  /** When this engine process started (unix seconds): a change is an engine restart (the agent's metrics). */
+  const startedAt = Math.round(Date.now() / 1000);
   // The Primary's export as a kernel block device (nbd-client, or nbdfuse + losetup): see attach.ts.
   const attachment = new DeviceAttachment({
     choice: chooseAttach({
@@ -160,7 +162,7 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
     const ctl = await serveControl(p.ctl, async (req: ControlRequest) => {
       switch (req.cmd) {
         case 'status':
-          return { ...engine.status(), attach: attachment.status() };
+          return { ...engine.status(), attach: attachment.status(), startedAt };
         case 'memory':
           return engineMemory();
         case 'primary': {

@@ -19,6 +19,7 @@ import { realWorld } from '../replication/real-world.ts';
 import type { EngineStatus } from '../replication/engine.ts';
 import { ERROR_CODES, TandemError } from '../replication/errors.ts';
 import { dumpResource } from './dump.ts';
+import { runTop } from './top.ts';
 import { CertError, makeCerts } from '../net/certs.ts';
 
 const USAGE = `usage: tandemadm [options] [-- command-options] COMMAND {RESOURCE|all}
@@ -28,6 +29,8 @@ options:
   --node NAME           this node's 'on' section (default: hostname, or TANDEM_NODE)
   --run-dir DIR         runtime directory for engines and sockets (default /run/tandem, or TANDEM_RUN_DIR)
   --json                with status: print JSON
+  --interval SECONDS    with top: seconds between refreshes (default 2)
+  --once                with top: print one refresh as plain lines and exit
 command options (also accepted after '--', as drbdadm does):
   --force               primary: promote without UpToDate data (start a full sync to the peer)
                         secondary: disconnect NBD clients first; create-md: overwrite metadata
@@ -40,6 +43,9 @@ commands:
   role cstate dstate status pause-sync resume-sync outdate dump new-current-uuid
   verify invalidate invalidate-remote resize resume-io
 
+  top [RESOURCE...]       every engine of this node, refreshed: role, states, sync
+                          progress, throughput, write latency ('q' quits; plain
+                          lines when not on a terminal)
   tls-certs DIR NODE...   make DIR/ca.crt+ca.key (unless there) and DIR/NODE.crt+NODE.key
                           per node, for net { tls yes; tls-ca …; tls-cert …; tls-key …; }`;
 
@@ -68,6 +74,7 @@ const COMMANDS = [
   'dump',
   'new-current-uuid',
   'tls-certs',
+  'top',
 ] as const;
 type Command = (typeof COMMANDS)[number];
 
@@ -84,6 +91,8 @@ interface Options {
   engine: boolean;
   noConnect: boolean;
   reportFd: number | undefined;
+  intervalMs: number;
+  once: boolean;
 }
 
 function usageError(message: string): TandemError {
@@ -104,6 +113,8 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
     engine: false,
     noConnect: false,
     reportFd: undefined,
+    intervalMs: 2000,
+    once: false,
   };
   const value = (i: number, flag: string): string => {
     const v = argv[i + 1];
@@ -137,6 +148,16 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
         continue;
       case '--clear-bitmap':
         o.clearBitmap = true;
+        continue;
+      case '--interval': {
+        const v = Number(value(i++, a));
+        if (!(v >= 0.1 && v <= 3600))
+          throw usageError(`--interval: '${argv[i]}' is not a number of seconds from 0.1 to 3600`);
+        o.intervalMs = Math.round(v * 1000);
+        continue;
+      }
+      case '--once':
+        o.once = true;
         continue;
       case '--__engine':
         o.engine = true;
@@ -449,6 +470,15 @@ export async function main(argv: string[]): Promise<number> {
         return 10;
       }
     }
+    // top reads the run directory's control sockets: no configuration needed.
+    if (o.command === 'top')
+      return await runTop({
+        runDir: o.runDir,
+        node: o.node,
+        resources: o.resources,
+        intervalMs: o.intervalMs,
+        once: o.once,
+      });
     const config = await loadConfig(o);
     if (o.engine) {
       const res = findResource(config, o.resources[0] ?? '');

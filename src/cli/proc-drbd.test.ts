@@ -1,5 +1,6 @@
 import { formatProcDrbd, progressLines } from './proc-drbd.ts';
 import type { EngineStatus } from '../replication/engine.ts';
+import { LatencyHistogram } from '../replication/latency.ts';
 
 const base: EngineStatus = {
   resource: 'mysql',
@@ -36,6 +37,7 @@ const base: EngineStatus = {
   lastError: undefined,
   discardedBlocksSavedTo: undefined,
   transferLog: 0,
+  writeLatency: new LatencyHistogram().snapshot(),
 };
 
 describe('formatProcDrbd', () => {

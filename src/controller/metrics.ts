@@ -44,6 +44,24 @@ export function controllerMetrics() {
       labelNames: labels,
       registers: [registry],
     }),
+    fenced: new Gauge({
+      name: 'tandem_volume_fenced',
+      help: 'The fenced node of a volume (it may lack acknowledged writes and is never promoted automatically), 1 while fenced',
+      labelNames: [...labels, 'node'],
+      registers: [registry],
+    }),
+    failoverBlocked: new Gauge({
+      name: 'tandem_volume_failover_blocked',
+      help: "1 while the volume's Primary is lost and no failover may happen (Ready reason FailoverBlocked)",
+      labelNames: labels,
+      registers: [registry],
+    }),
+    heartbeat: new Gauge({
+      name: 'tandem_replica_last_heartbeat_seconds',
+      help: "When the replica's node agent last reported (unix seconds): the agent's sign of life",
+      labelNames: [...labels, 'node'],
+      registers: [registry],
+    }),
     connection: new Gauge({
       name: 'tandem_connection_state',
       help: 'Connection state per replica (DRBD vocabulary), 1 for the current one',
@@ -82,13 +100,21 @@ export function controllerMetrics() {
       const now: [Gauge, Record<string, string>, number][] = [
         [m.ready, { namespace, volume }, s.conditions?.find((c) => c.type === 'Ready')?.status === 'True' ? 1 : 0],
         [m.epoch, { namespace, volume }, s.epoch ?? 0],
+        [
+          m.failoverBlocked,
+          { namespace, volume },
+          s.conditions?.find((c) => c.type === 'Ready')?.reason === 'FailoverBlocked' ? 1 : 0,
+        ],
       ];
+      if (s.fence) now.push([m.fenced, { namespace, volume, node: s.fence.node }, 1]);
       for (const r of s.replicas ?? []) {
         if (r.connectionState)
           now.push([m.connection, { namespace, volume, node: r.node, state: r.connectionState }, 1]);
         if (r.diskState) now.push([m.disk, { namespace, volume, node: r.node, state: r.diskState }, 1]);
         if (r.outOfSyncBytes !== undefined)
           now.push([m.outOfSync, { namespace, volume, node: r.node }, r.outOfSyncBytes]);
+        const beat = r.lastHeartbeatTime ? Date.parse(r.lastHeartbeatTime) : Number.NaN;
+        if (!Number.isNaN(beat)) now.push([m.heartbeat, { namespace, volume, node: r.node }, beat / 1000]);
         if (r.syncProgress !== undefined)
           now.push([m.resync, { namespace, volume, node: r.node }, r.syncProgress / 100]);
       }

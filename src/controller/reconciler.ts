@@ -194,6 +194,7 @@ export class VolumeReconciler {
           }),
         ),
         forcePrimary: deleting ? undefined : forcePrimary,
+        publishedTo: rv.metadata.annotations?.[ANNOTATIONS.csiPublishedNode],
         now,
         observed: rv.spec.replicas.map((r) => {
           const have = replicas.get(r.node);

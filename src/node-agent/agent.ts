@@ -36,6 +36,7 @@ import { type WorkResult, runWorkers } from '../runtime/workers.ts';
 import type { AgentApi } from './agent-api.ts';
 import { checkDisks, type DiskVerdict, diskClaims } from './disk-check.ts';
 import type { EngineStatusView } from './engine-client.ts';
+import type { VolumeSample } from './metrics.ts';
 import { type ConfigStore, type ConsumerPort, type EngineDriver, PlanExecutor } from './executor.ts';
 import { FENCE_EXIT, type FenceAction, Fencer } from './fence.ts';
 import { checkMountPath, DEFAULT_MOUNT_ROOT, mountClaims } from './mount-path.ts';
@@ -64,8 +65,8 @@ export interface AgentOptions {
   replicas: CacheFactory<KubernetesObject>;
   log: Logger;
   clock?: Clock;
-  /** Called with every engine status a pass reads (metrics). */
-  observe?: (resource: string, e: EngineStatusView | undefined) => void;
+  /** Called with what every pass reads about a replica, keyed namespace/name; undefined when it left (metrics). */
+  observe?: (key: string, sample: VolumeSample | undefined) => void;
   workers?: number;
   /** The admin's mount root for spec.mountPath (mount-path.ts); default /mydata. */
   mountRoot?: string;
@@ -203,7 +204,10 @@ export class NodeAgent {
   async #sync(key: string): Promise<WorkResult> {
     const [namespace, name] = key.split('/') as [string, string];
     const raw = this.#cache.get(name, namespace);
-    if (!raw) return undefined;
+    if (!raw) {
+      this.#o.observe?.(key, undefined);
+      return undefined;
+    }
     const parsed = ReplicatedVolumeReplica.safeParse(raw);
     if (!parsed.success) {
       this.#o.log.error({ rvr: key, error: parsed.error.message }, 'Replica spec does not parse; ignoring it');
@@ -220,12 +224,21 @@ export class NodeAgent {
       : undefined;
     const rvr = mountRefusal ? withoutMount(parsed.data) : parsed.data;
     const spec = rvr.spec;
-    if (spec.node !== this.#o.node) return undefined;
+    if (spec.node !== this.#o.node) {
+      this.#o.observe?.(key, undefined);
+      return undefined;
+    }
     const log = this.#o.log.child({ rvr: key, resource: spec.resource });
 
     // --- read: everything the plan may use, the engine's status exactly once ---
     const engine = await this.#o.engines.status(spec.resource);
-    this.#o.observe?.(spec.resource, engine);
+    this.#o.observe?.(key, {
+      namespace,
+      volume: spec.volume,
+      peer: spec.peer.node,
+      epoch: this.#epochs.get(key) ?? 0,
+      engine,
+    });
     // The checks before anything is touched (disk-check.ts); none for an engine being taken down.
     const disks =
       spec.engine === 'Down' ? { kind: 'ok' as const } : await this.#checkDisks(raw, namespace, spec, engine);

@@ -80,6 +80,34 @@ async function isZero(device: string, bytes: number): Promise<boolean> {
   }
 }
 
+/**
+ * `mkfs` on `device` only when it is blank: blkid finds no signature and the first
+ * MiB is zeros ("never over existing data"). Shared by spec.mountPath's consumer and
+ * the CSI node service's NodeStageVolume.
+ */
+export async function makeFilesystemOnce(
+  run: Run,
+  device: string,
+  filesystem: 'xfs' | 'ext4',
+): Promise<{ created: boolean }> {
+  let created = false;
+  const probe = await run('blkid', ['-p', '-o', 'value', '-s', 'TYPE', device]);
+  // blkid -p: exit 2 = no signature found.
+  if (probe.code === 2) {
+    if (!(await isZero(device, 1 << 20)))
+      throw new ConsumerError(
+        'UnknownData',
+        `${device} has no filesystem signature but is not blank; refusing to mkfs over data`,
+      );
+    const mk = await run(`mkfs.${filesystem}`, filesystem === 'ext4' ? ['-q', '-F', device] : ['-q', device], 600_000);
+    if (mk.code !== 0) throw new ConsumerError('MkfsFailed', `mkfs.${filesystem} ${device}: ${mk.stderr.trim()}`);
+    created = true;
+  } else if (probe.code !== 0) {
+    throw new ConsumerError('ProbeFailed', `blkid ${device}: ${probe.stderr.trim()}`);
+  }
+  return { created };
+}
+
 export class Consumer {
   readonly #run: Run;
   /** Where the host's / is in this mount namespace: '' on the host, /mnt/tandem-host in the chart's pod. */
@@ -121,25 +149,7 @@ export class Consumer {
     // which the path is the bare directory underneath.
     if (mounted !== undefined && mounted !== TOMBSTONE)
       throw new ConsumerError('MountPathBusy', `${hostMountPath} already has ${mounted} mounted`);
-    let created = false;
-    const probe = await this.#run('blkid', ['-p', '-o', 'value', '-s', 'TYPE', device]);
-    // blkid -p: exit 2 = no signature found.
-    if (probe.code === 2) {
-      if (!(await isZero(device, 1 << 20)))
-        throw new ConsumerError(
-          'UnknownData',
-          `${device} has no filesystem signature but is not blank; refusing to mkfs over data`,
-        );
-      const mk = await this.#run(
-        `mkfs.${filesystem}`,
-        filesystem === 'ext4' ? ['-q', '-F', device] : ['-q', device],
-        600_000,
-      );
-      if (mk.code !== 0) throw new ConsumerError('MkfsFailed', `mkfs.${filesystem} ${device}: ${mk.stderr.trim()}`);
-      created = true;
-    } else if (probe.code !== 0) {
-      throw new ConsumerError('ProbeFailed', `blkid ${device}: ${probe.stderr.trim()}`);
-    }
+    const { created } = await makeFilesystemOnce(this.#run, device, filesystem);
     await this.#mountPoint(hostMountPath, namespace);
     // nosuid,nodev: the volume's content is the tenant's; nothing on it runs as root
     // or reaches a device (issue 15). nouuid: XFS refuses a second filesystem with the same UUID on one kernel. Both

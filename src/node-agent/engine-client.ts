@@ -27,7 +27,12 @@ export const EngineStatusView = z
     counters: z.record(z.string(), z.number()),
     oosBytes: z.number(),
     sync: z
-      .object({ percent: z.number(), remainingBytes: z.number(), totalBytes: z.number() })
+      .object({
+        percent: z.number(),
+        remainingBytes: z.number(),
+        totalBytes: z.number(),
+        speedKiBps: z.number().optional(),
+      })
       .loose()
       .optional()
       .nullable(),
@@ -47,6 +52,17 @@ export const EngineStatusView = z
     lastDecision: z.object({ decision: z.string(), rule: z.string() }).optional().nullable(),
     /** Where a split-brain victim's own blocks were saved before the resync overwrote them. */
     discardedBlocksSavedTo: z.string().optional().nullable(),
+    /** When the engine process started (unix seconds). */
+    startedAt: z.number().optional(),
+    /** Application writes by latency, cumulative per bucket (src/replication/latency.ts). */
+    writeLatency: z
+      .object({
+        buckets: z.array(z.number()),
+        cumulative: z.array(z.number()),
+        sumSeconds: z.number(),
+        count: z.number(),
+      })
+      .optional(),
   })
   .loose();
 export type EngineStatusView = z.infer<typeof EngineStatusView>;

@@ -65,7 +65,7 @@ export async function main(argv: string[]): Promise<void> {
     config: new FileConfigStore(engines, fenceHandlerCommand(process.execPath, FENCE_SCRIPT, fenceSocket)),
     consumer: new Consumer({ hostRoot: flag(argv, '--host-root', ''), mountRoot }),
     mountRoot,
-    observe: (resource, e) => metrics.observe(resource, e),
+    observe: (key, sample) => metrics.observe(key, sample),
     replicas: (handlers) =>
       new SupervisedInformer<k8s.KubernetesObject>({
         kc,

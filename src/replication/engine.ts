@@ -28,7 +28,15 @@ import { decodeMessage, encodeMessage, type Params, type PeerMessage, type State
 import { AL_BYTES, AL_OFFSET, locateMetadata, Metadata } from './metadata.ts';
 import { Receiver } from './receiver.ts';
 import { Resync, type SyncProgress } from './resync.ts';
-import { effectsOf, initialState, transition, type Effect, type EngineState, type StateChange } from './state.ts';
+import {
+  effectsOf,
+  initialState,
+  soleWritableCopy,
+  transition,
+  type Effect,
+  type EngineState,
+  type StateChange,
+} from './state.ts';
 import {
   isConnected,
   isSyncing,
@@ -54,6 +62,7 @@ import type { Frame } from './wire.ts';
 import type { BlockFile, PeerConnection, PeerLinkHandle, Timer, World } from './world.ts';
 import { WritePath } from './write-path.ts';
 import { isSupportedAlg } from './digest.ts';
+import type { LatencySnapshot } from './latency.ts';
 
 export type { SyncProgress } from './resync.ts';
 
@@ -100,6 +109,8 @@ export interface EngineStatus {
   discardedBlocksSavedTo: string | undefined;
   /** Mirrored writes the peer has not yet made durable (the transfer log). */
   transferLog: number;
+  /** Completed application writes by latency (latency.ts). */
+  writeLatency: LatencySnapshot;
 }
 
 export interface EngineEvents {
@@ -144,6 +155,10 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
   readonly #promoteWaiters = new Map<number, Deferred<{ ok: boolean; message?: string }>>();
   #peerPromoting = false;
   #bitmapChain: Promise<unknown> = Promise.resolve();
+  /** The last new data generation started here (runEffects); awaited before acknowledging a write only this disk holds. */
+  #newGeneration: Promise<void> = Promise.resolve();
+  /** A new generation that waits for I/O to thaw (the cause of the parting), see runEffects. */
+  #deferredGeneration: string | undefined;
   #bitmapTimer: Timer | undefined;
   lastDecision: { decision: SyncDecision; rule: string } | undefined;
   lastError: string | undefined;
@@ -238,26 +253,15 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
     for (const e of effects) {
       switch (e.kind) {
         case 'new-generation': {
-          const local = this.local;
-          if (!local) break;
-          const md = local.md;
-          // This disk now holds the only copy that takes writes: what was written to it so
-          // far (some of it perhaps on the peer's disk only, durably) is made durable here
-          // too, and the new generation is on disk, before any further write completes (the
-          // write path waits for it). If either fails, the disk is detached (on-io-error).
-          const done = local.data
-            .datasync()
-            .then(() =>
-              md.update((sb) => ({ uuids: newCurrent(sb.uuids, this.world.random), set: ['primaryAtSplit'] })),
-            )
-            .then(() =>
-              this.log.info(
-                { uuids: uuidsToJson(md.sb.uuids), cause },
-                'Started a new data generation: the peer no longer receives our writes',
-              ),
-            );
-          this.spawn('starting a new data generation', done, true);
-          this.writes.holdCompletions(done);
+          // DRBD's NEW_CUR_UUID: with I/O frozen (fencing), no write completes, so the new
+          // generation waits for the thaw; a node that never thaws (the peer was promoted and
+          // fenced it) never started one, and its reconnect is a plain resync from the newer
+          // side instead of a split brain nobody wrote into (seed 26381).
+          if (this.state.suspended || effects.some((f) => f.kind === 'fence-peer' && f.freeze)) {
+            this.#deferredGeneration = cause;
+            break;
+          }
+          this.startNewGeneration(cause);
           break;
         }
         case 'fence-peer':
@@ -357,6 +361,7 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
       this.capacity = capacity;
       this.size = md.sb.laSize > 0 ? md.sb.laSize : capacity;
       this.local = { data, md, al };
+      this.#newGeneration = Promise.resolve(); // a failed record belonged to the disk that went
       this.#receiver.onAttached();
       // DRBD: a consistent disk is UpToDate on attach unless fencing is on; then it
       // stays Consistent until a peer confirms it (a lone node cannot know it is newest).
@@ -405,6 +410,35 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
     await local.data.close();
     this.local = undefined;
     this.fact({ disk: 'Diskless' }, 'detach');
+  }
+
+  /**
+   * This disk now holds the only copy that takes writes: what was written to it so far
+   * (some of it perhaps on the peer's disk only, durably) is made durable here too, and the
+   * new generation is on disk, before any further write completes (the write path waits
+   * for it). If either fails, the disk is detached (on-io-error).
+   */
+  private startNewGeneration(cause: string): void {
+    this.#deferredGeneration = undefined;
+    const local = this.local;
+    if (!local) return;
+    const md = local.md;
+    const done = local.data
+      .datasync()
+      .then(() => md.update((sb) => ({ uuids: newCurrent(sb.uuids, this.world.random), set: ['primaryAtSplit'] })))
+      .then(() =>
+        this.log.info(
+          { uuids: uuidsToJson(md.sb.uuids), cause },
+          'Started a new data generation: the peer no longer receives our writes',
+        ),
+      );
+    this.spawn('starting a new data generation', done, true);
+    this.writes.holdCompletions(done);
+    this.#newGeneration = done;
+  }
+
+  newGenerationRecorded(): Promise<void> {
+    return this.#newGeneration;
   }
 
   /** Writes changed bitmap pages; concurrent callers share one round (group commit). */
@@ -1163,10 +1197,18 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
     this.fact({ suspended: true }, cause);
   }
 
-  /** Thaws I/O; with `go` false the frozen requests fail with EIO instead of proceeding. */
+  /**
+   * Thaws I/O; with `go` false the frozen requests fail with EIO instead of proceeding. A
+   * new generation deferred by the freeze starts first when this disk is still the only
+   * copy that takes writes (the frozen writes then complete only once it is on disk).
+   */
   resumeIo(cause: string, go = true): void {
     if (!this.state.suspended) return;
+    const deferred = this.#deferredGeneration;
+    this.#deferredGeneration = undefined;
     this.fact({ suspended: false }, cause);
+    if (go && deferred !== undefined && soleWritableCopy(this.state))
+      this.startNewGeneration(`${deferred}; I/O thawed: ${cause}`);
     this.#freeze.thaw(go);
   }
 
@@ -1282,6 +1324,7 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
       lastError: this.lastError,
       discardedBlocksSavedTo: this.#resync.lastSaved,
       transferLog: this.writes.transferLogSize,
+      writeLatency: this.writes.latency.snapshot(),
     };
   }
 

@@ -32,6 +32,7 @@ import { deferred, type Deferred } from './deferred.ts';
 import type { IoFreeze } from './io-freeze.ts';
 import { PeerProtocolError, type PeerMessage, MAX_PEER_RANGE } from './messages.ts';
 import { isSyncSource, isUpToDate } from './states.ts';
+import { LatencyHistogram } from './latency.ts';
 import { TransferLog, type TlRequest } from './transfer-log.ts';
 import type { BlockFile, PeerConnection, Timer } from './world.ts';
 
@@ -55,6 +56,8 @@ export class WritePath {
   #lossGate: Promise<void> = Promise.resolve();
   readonly #peerReads = new Map<number, Deferred<{ errno: number; data: Buffer } | undefined>>();
   #nextReadId = 1;
+  /** Completed application writes, from submission to the answer (frozen time included: the application waited it). */
+  readonly latency = new LatencyHistogram();
 
   constructor(core: Core, freeze: IoFreeze) {
     this.#core = core;
@@ -123,6 +126,7 @@ export class WritePath {
       r.sent.resolve(false);
       r.received.resolve(false);
       r.written.resolve(false);
+      r.durable.resolve(false);
     }
     for (const w of this.#epochWaiters.values()) w.resolve(false);
     this.#epochWaiters.clear();
@@ -276,6 +280,21 @@ export class WritePath {
   ): Promise<void> {
     const core = this.#core;
     core.lastAppIo = core.world.clock.now();
+    // The latency metric only, never a decision: the injected clock is in whole milliseconds.
+    const started = performance.now();
+    await this.#submit(offset, length, fua, toDisk, message, sentBytes);
+    this.latency.observe((performance.now() - started) / 1000);
+  }
+
+  async #submit(
+    offset: number,
+    length: number,
+    fua: boolean,
+    toDisk: (file: BlockFile) => Promise<void>,
+    message: (seq: number) => PeerMessage,
+    sentBytes: number,
+  ): Promise<void> {
+    const core = this.#core;
     await this.passFreeze();
     this.requirePrimary();
     core.counters.ap++;
@@ -326,12 +345,20 @@ export class WritePath {
       }
       const wrote = await onDisk;
       const p = core.config.protocol;
-      // Without a local copy, only the peer's disk holds this write: wait for it whatever the protocol.
-      const ok = await (!wrote || p === 'C'
-        ? req.written.promise
-        : p === 'A'
-          ? req.sent.promise
-          : req.received.promise);
+      // Without a local copy, only the peer's disk holds this write: wait for it whatever the
+      // protocol, and until its epoch is durable there (closed now, not at its age). The peer
+      // answers that epoch only after the state saying our disk is gone, and only once the
+      // new data generation it starts for it is on its disk (seed 23694: acknowledged on the
+      // WRITE_ACK alone, the peer's disk then failed to record that generation, and after a
+      // restart of both our stale disk looked newer and the resync overwrote the write).
+      if (!wrote && this.#tl.openEpoch.number === req.epoch) this.closeEpoch('the only copy is on the peer');
+      const ok = await (!wrote
+        ? req.written.promise.then((w) => w && req.durable.promise)
+        : p === 'C'
+          ? req.written.promise
+          : p === 'A'
+            ? req.sent.promise
+            : req.received.promise);
       if (!ok && !wrote) throw eio(`${core.config.name}: the write reached neither the local disk nor the peer`);
       if (!ok) {
         await this.markOutOfSync(offset, length);
@@ -358,7 +385,7 @@ export class WritePath {
     const core = this.#core;
     const seq = this.#nextSeq++ >>> 0;
     const req = this.#tl.add(
-      { seq, offset, length, sent: deferred(), received: deferred(), written: deferred() },
+      { seq, offset, length, sent: deferred(), received: deferred(), written: deferred(), durable: deferred() },
       core.world.clock.now(),
     );
     core.counters.pe++;
@@ -524,6 +551,7 @@ export class WritePath {
         local?.md.bitmap.setRange(Math.floor(q.offset / BLOCK_SIZE), Math.ceil((q.offset + q.length) / BLOCK_SIZE));
       this.holdCompletions(this.#core.persistBitmap(true).then(release));
     }
+    for (const q of r.requests) q.durable.resolve(errno === 0);
     this.#epochWaiters.get(epoch)?.resolve(errno === 0);
     this.#epochWaiters.delete(epoch);
   }

@@ -23,7 +23,7 @@ import {
   Metadata,
 } from '../replication/metadata.ts';
 import { decodeTransaction } from '../replication/activity-log.ts';
-import { isConnected, isSyncTarget } from '../replication/states.ts';
+import { hasLocalDisk, isConnected, isSyncTarget } from '../replication/states.ts';
 import type { EngineState } from '../replication/state.ts';
 import type { ConnectPlan } from '../replication/sync-plan.ts';
 import type { HandlerRunner, World } from '../replication/world.ts';
@@ -593,7 +593,9 @@ class Sim {
         this.stats.acked++;
         // Managed (fencing through the arbiter): this node acknowledged a write on its own
         // (no connection), so the other may not be able to do the same at this moment:
-        // Primary, I/O flowing, not connected either. In manual mode a person may do just that.
+        // Primary, I/O flowing, not connected either, with a disk of its own (a disk-less
+        // Primary with no peer fails every write: it acknowledges nothing, seed 26496).
+        // In manual mode a person may do just that.
         const other = this.nodes[this.other(name)];
         const oe = other.running ? other.engine : undefined;
         if (
@@ -603,7 +605,8 @@ class Sim {
           !isConnected(e.state.conn) &&
           oe.state.role === 'Primary' &&
           !oe.state.suspended &&
-          !isConnected(oe.state.conn)
+          !isConnected(oe.state.conn) &&
+          hasLocalDisk(oe.state.disk)
         )
           this.oracle.fail(
             'never two nodes acknowledge writes at once',

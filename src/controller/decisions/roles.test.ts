@@ -586,6 +586,17 @@ describe('every change of the chosen Primary carries its cause (status.lastRoleC
       { from: 'master', to: 'backup', epoch: 4, reason: 'PreferredPrimary' },
     ],
     [
+      "the CSI driver's ControllerPublish on the other node",
+      {
+        preferred: 'backup',
+        publishedTo: 'backup',
+        chosen: 'master',
+        epoch: 3,
+        observed: [up('master', 'Primary'), up('backup')],
+      },
+      { from: 'master', to: 'backup', epoch: 4, reason: 'CsiPublish' },
+    ],
+    [
       'a failover from a silent Primary',
       {
         chosen: 'master',

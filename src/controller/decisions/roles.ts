@@ -17,6 +17,8 @@
 //                     report younger than FAILOVER_EVIDENCE_MS, UpToDate, not fenced,
 //                     not Connected to the lost one. The same write fences the lost node.
 //   ForcePrimary      the operator's tandem.dev/force-primary
+//   CsiPublish        as PreferredPrimary, when spec.primary was set by the CSI driver's
+//                     ControllerPublishVolume (tandem.dev/csi-published-node names that node)
 //
 // Within an epoch the chosen node's Primary order is granted at most once and
 // never withdrawn: a report that looks odd (a stale "Primary" from the other node,
@@ -63,6 +65,8 @@ export type RolesInput = {
   health?: Readonly<Record<string, NodeHealth | undefined>> | undefined;
   /** The tandem.dev/force-primary annotation. */
   forcePrimary?: string | undefined;
+  /** The node the CSI driver published the volume to (tandem.dev/csi-published-node). */
+  publishedTo?: string | undefined;
   now?: Date | undefined;
 };
 
@@ -332,10 +336,10 @@ export function decideRoles(i: RolesInput): RolesDecision {
     if (ready)
       return change(
         O,
-        'PreferredPrimary',
+        i.publishedTo === O ? 'CsiPublish' : 'PreferredPrimary',
         false,
         'Switching',
-        `Demoting ${C} before ${O} becomes Primary (spec.primary)`,
+        `Demoting ${C} before ${O} becomes Primary (${i.publishedTo === O ? `the CSI driver published the volume on ${O}` : 'spec.primary'})`,
       );
   }
   const waitingForPreferred =

@@ -1,0 +1,72 @@
+// tandem-csi: the CSI driver, one process per role (Kubernetes' usual layout):
+//
+//   tandem-csi --mode controller --endpoint unix:///csi/csi.sock [--namespace tandem-system]
+//   tandem-csi --mode node --endpoint unix:///csi/csi.sock [--node NAME] [--run-dir /run/tandem]
+//   tandem-csi --mode all …      both on one socket (csi-sanity, a single-node lab)
+//
+//   env: KUBECONFIG (else in-cluster), NODE_NAME, TANDEM_CSI_NAMESPACE, TANDEM_CSI_PROTO,
+//        TANDEM_RUN_DIR, LOG_LEVEL, TANDEM_PID_FILE (for process supervisors outside Kubernetes)
+//
+// The controller keeps volumes as ReplicatedVolumes in --namespace; the node role
+// needs no API access at all: it reads its engines' status on this node.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import * as k8s from '@kubernetes/client-node';
+import pino from 'pino';
+import { EngineClient } from '../node-agent/engine-client.ts';
+import { ControllerService } from './controller-service.ts';
+import { NodeService } from './node-service.ts';
+import { defaultProtoPath, loadCsi } from './proto.ts';
+import { serve } from './server.ts';
+import { KubeVolumeStore } from './volume-store.ts';
+
+function flag(argv: string[], name: string, fallback: string): string {
+  const i = argv.indexOf(name);
+  return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1]! : fallback;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const mode = flag(argv, '--mode', 'all');
+  if (!['controller', 'node', 'all'].includes(mode)) throw new Error(`--mode ${mode}: controller, node or all`);
+  const endpoint = flag(argv, '--endpoint', process.env.CSI_ENDPOINT ?? 'unix:///csi/csi.sock');
+  const node = flag(argv, '--node', process.env.NODE_NAME ?? hostname());
+  const namespace = flag(argv, '--namespace', process.env.TANDEM_CSI_NAMESPACE ?? 'tandem-system');
+  const runDir = flag(argv, '--run-dir', process.env.TANDEM_RUN_DIR ?? '/run/tandem');
+  const proto = flag(argv, '--csi-proto', process.env.TANDEM_CSI_PROTO ?? defaultProtoPath());
+  const log = pino({ base: { component: 'csi', mode, node }, level: process.env.LOG_LEVEL ?? 'info' });
+  const version = (
+    JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+  ).version;
+
+  let controller: ControllerService | undefined;
+  let ready: (() => Promise<boolean>) | undefined;
+  if (mode !== 'node') {
+    const kc = new k8s.KubeConfig();
+    kc.loadFromDefault();
+    const store = new KubeVolumeStore(kc, namespace);
+    controller = new ControllerService({ store });
+    ready = () =>
+      store.listNodes().then(
+        () => true,
+        () => false,
+      );
+  }
+  const nodeService =
+    mode !== 'controller' ? new NodeService({ node, engines: new EngineClient({ runDir, node }) }) : undefined;
+  const server = await serve(
+    endpoint,
+    loadCsi(proto),
+    {
+      controller: controller as unknown as Record<string, (r: Record<string, unknown>) => Promise<unknown>> | undefined,
+      node: nodeService as unknown as Record<string, (r: Record<string, unknown>) => Promise<unknown>> | undefined,
+      ...(ready ? { ready } : {}),
+      version,
+    },
+    log,
+  );
+  if (process.env.TANDEM_PID_FILE) writeFileSync(process.env.TANDEM_PID_FILE, `${process.pid}\n`);
+  log.info({ endpoint, namespace, runDir }, 'Serving CSI');
+  const stop = () => server.tryShutdown(() => process.exit(0));
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}

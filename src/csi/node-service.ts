@@ -1,0 +1,225 @@
+// CSI Node service, on the node: the volume's block device is the one the
+// Primary's engine attaches itself after promotion (tandemadm's attach: the kernel's
+// nbd driver where there is one, nbdfuse + losetup otherwise, src/cli/attach.ts),
+// read from the engine's status on its control socket. ControllerPublish made this
+// node Primary; the node service only does what a person does next:
+//
+//   NodeStage     mount volume: mkfs once (never over data, consumer.ts), mount on the
+//                 staging path (nosuid,nodev); block volume: nothing to stage
+//   NodePublish   mount: bind mount of the staging path, read-only when asked;
+//                 block: the device bind-mounted onto a file at the target path
+//   NodeUnpublish / NodeUnstage   unmount (and remove the target), idempotent
+//
+// Every step looks at the mount table first, so a retried call finds its work done.
+import { constants } from 'node:fs';
+import { mkdir, open, readFile, rm, stat, statfs } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { makeFilesystemOnce, run as runCommand, type Run } from '../node-agent/consumer.ts';
+import type { EngineStatusView } from '../node-agent/engine-client.ts';
+import { alreadyExists, CsiError, invalid, notFound, precondition, unavailable } from './errors.ts';
+import { TOPOLOGY_KEY } from './identity.ts';
+import { checkCapabilities, DEFAULT_FS, isBlock, type VolumeCapability } from './requests.ts';
+import { status } from '@grpc/grpc-js';
+
+type Req = Record<string, unknown>;
+
+export interface EngineView {
+  /** The engine's status for a resource, undefined when none runs on this node. */
+  status(resource: string): Promise<EngineStatusView | undefined>;
+}
+
+export type NodeOptions = {
+  node: string;
+  engines: EngineView;
+  run?: Run;
+  /** How long NodeStage/NodePublish wait for the Primary's device to be attached. */
+  deviceWaitMs?: number;
+};
+
+/** Mount point → source, in this mount namespace (the plugin runs in the node's). */
+async function mountTable(): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const line of (await readFile('/proc/self/mountinfo', 'utf8')).split('\n')) {
+    const f = line.split(' ');
+    const sep = f.indexOf('-');
+    if (f[4] && sep > 0) out.set(f[4].replace(/\\040/g, ' '), f[sep + 2] ?? '');
+  }
+  return out;
+}
+
+const exists = (p: string) =>
+  stat(p).then(
+    () => true,
+    () => false,
+  );
+
+function str(req: Req, key: string): string {
+  const v = req[key];
+  return typeof v === 'string' ? v : '';
+}
+
+function need(req: Req, key: string, what: string): string {
+  const v = str(req, key);
+  if (!v) throw invalid(`${what}: ${key} is required`);
+  return v;
+}
+
+export class NodeService {
+  readonly #node: string;
+  readonly #engines: EngineView;
+  readonly #run: Run;
+  readonly #deviceWaitMs: number;
+
+  constructor(o: NodeOptions) {
+    this.#node = o.node;
+    this.#engines = o.engines;
+    this.#run = o.run ?? runCommand;
+    this.#deviceWaitMs = o.deviceWaitMs ?? 30_000;
+  }
+
+  NodeGetInfo = async () => ({
+    node_id: this.#node,
+    max_volumes_per_node: 0,
+    accessible_topology: { segments: { [TOPOLOGY_KEY]: this.#node } },
+  });
+
+  NodeGetCapabilities = async () => ({
+    capabilities: ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS'].map((type) => ({ rpc: { type } })),
+  });
+
+  /** The Primary's attached device: FAILED_PRECONDITION when this node is not Primary, UNAVAILABLE while it attaches. */
+  async #device(id: string, what: string): Promise<string> {
+    const deadline = Date.now() + this.#deviceWaitMs;
+    for (;;) {
+      const s = await this.#engines.status(id);
+      if (!s) throw precondition(`${what}: no engine of volume ${id} runs on ${this.#node} (is it published here?)`);
+      if (s.role !== 'Primary')
+        throw precondition(`${what}: volume ${id} is ${s.role} on ${this.#node}; ControllerPublish makes it Primary`);
+      if (s.attach?.device) return s.attach.device;
+      if (s.attach?.method === 'none')
+        throw new CsiError(
+          status.INTERNAL,
+          `${what}: the engine of ${id} does not attach a device (${s.attach.reason})`,
+        );
+      if (Date.now() > deadline)
+        throw unavailable(
+          `${what}: volume ${id} is Primary on ${this.#node} but its device is not attached yet${s.attach?.lastError ? ` (${s.attach.lastError})` : ''}`,
+        );
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+
+  async #mount(args: string[], what: string): Promise<void> {
+    const m = await this.#run('mount', args);
+    if (m.code !== 0) throw new CsiError(status.INTERNAL, `${what}: mount ${args.join(' ')}: ${m.stderr.trim()}`);
+  }
+
+  /** Unmounts every layer mounted at `path`. */
+  async #unmountAll(path: string, what: string): Promise<void> {
+    for (let n = 0; (await mountTable()).has(path); n++) {
+      const u = await this.#run('umount', [path]);
+      if (u.code !== 0 || n > 8)
+        throw new CsiError(status.INTERNAL, `${what}: umount ${path}: ${u.stderr.trim()} (still in use?)`);
+    }
+  }
+
+  NodeStageVolume = async (req: Req) => {
+    const what = 'NodeStageVolume';
+    const id = need(req, 'volume_id', what);
+    const staging = need(req, 'staging_target_path', what);
+    const cap = req.volume_capability as VolumeCapability | undefined;
+    if (!cap) throw invalid(`${what}: volume_capability is required`);
+    checkCapabilities([cap], what);
+    const device = await this.#device(id, what);
+    if (isBlock(cap)) return {};
+    const mounted = (await mountTable()).get(staging);
+    if (mounted === device) return {};
+    if (mounted !== undefined) throw alreadyExists(`${what}: ${staging} already has ${mounted} mounted`);
+    const fs = (cap.mount?.fs_type || DEFAULT_FS) as 'ext4' | 'xfs';
+    await makeFilesystemOnce(this.#run, device, fs).catch((err: Error) => {
+      throw new CsiError(status.INTERNAL, `${what}: ${err.message}`);
+    });
+    await mkdir(staging, { recursive: true });
+    // nosuid,nodev: the volume's content is the tenant's. nouuid: both replicas hold the
+    // same XFS; a kernel that still has the other copy mounted must mount this one.
+    const options = ['nosuid', 'nodev', ...(fs === 'xfs' ? ['nouuid'] : []), ...(cap.mount?.mount_flags ?? [])];
+    await this.#mount(['-t', fs, '-o', options.join(','), device, staging], what);
+    return {};
+  };
+
+  NodeUnstageVolume = async (req: Req) => {
+    const what = 'NodeUnstageVolume';
+    need(req, 'volume_id', what);
+    const staging = need(req, 'staging_target_path', what);
+    await this.#unmountAll(staging, what);
+    return {};
+  };
+
+  NodePublishVolume = async (req: Req) => {
+    const what = 'NodePublishVolume';
+    const id = need(req, 'volume_id', what);
+    const staging = need(req, 'staging_target_path', what);
+    const target = need(req, 'target_path', what);
+    const cap = req.volume_capability as VolumeCapability | undefined;
+    if (!cap) throw invalid(`${what}: volume_capability is required`);
+    checkCapabilities([cap], what);
+    const readonly = req.readonly === true || cap.access_mode?.mode === 'SINGLE_NODE_READER_ONLY';
+    const table = await mountTable();
+    if (isBlock(cap)) {
+      const device = await this.#device(id, what);
+      if (table.has(target)) return {};
+      await mkdir(dirname(target), { recursive: true });
+      // The target is a file the device is bind-mounted onto (CSI: the SP creates it).
+      const h = await open(target, constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+      await h.close();
+      await this.#mount(['--bind', device, target], what);
+    } else {
+      if (!table.has(staging)) throw precondition(`${what}: ${staging} is not staged (NodeStageVolume first)`);
+      if (table.has(target)) return {};
+      await mkdir(target, { recursive: true });
+      await this.#mount(['--bind', '-o', 'nosuid,nodev', staging, target], what);
+    }
+    if (readonly) await this.#mount(['-o', 'remount,bind,ro,nosuid,nodev', target], what);
+    return {};
+  };
+
+  NodeUnpublishVolume = async (req: Req) => {
+    const what = 'NodeUnpublishVolume';
+    need(req, 'volume_id', what);
+    const target = need(req, 'target_path', what);
+    await this.#unmountAll(target, what);
+    // CSI: the SP removes the file or directory it made at the target path.
+    await rm(target, { recursive: false, force: true }).catch(async (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EISDIR' || err.code === 'ERR_FS_EISDIR') await rm(target, { recursive: true, force: true });
+      else throw err;
+    });
+    return {};
+  };
+
+  NodeGetVolumeStats = async (req: Req) => {
+    const what = 'NodeGetVolumeStats';
+    const id = need(req, 'volume_id', what);
+    const path = need(req, 'volume_path', what);
+    if (!(await this.#engines.status(id))) throw notFound(`${what}: volume ${id} has no engine on ${this.#node}`);
+    if (!(await exists(path))) throw notFound(`${what}: ${path} does not exist`);
+    const st = await stat(path);
+    if (!st.isDirectory()) {
+      // A raw block volume: its size is all there is to say.
+      const b = await this.#run('blockdev', ['--getsize64', path]);
+      if (b.code !== 0) throw new CsiError(status.INTERNAL, `${what}: blockdev ${path}: ${b.stderr.trim()}`);
+      return { usage: [{ unit: 'BYTES', total: Number(b.stdout.trim()) }] };
+    }
+    const s = await statfs(path);
+    return {
+      usage: [
+        {
+          unit: 'BYTES',
+          total: s.blocks * s.bsize,
+          available: s.bavail * s.bsize,
+          used: (s.blocks - s.bfree) * s.bsize,
+        },
+        { unit: 'INODES', total: s.files, available: s.ffree, used: s.files - s.ffree },
+      ],
+    };
+  };
+}

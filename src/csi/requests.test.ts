@@ -1,0 +1,100 @@
+import { CODES, CsiError } from './errors.ts';
+import { checkCapabilities, decideSize, parseParameters, unsupportedCapability } from './requests.ts';
+
+const MiB = 1 << 20;
+const codeOf = (f: () => unknown) => {
+  try {
+    f();
+    return 'OK';
+  } catch (err) {
+    return err instanceof CsiError ? CODES[err.code] : String(err);
+  }
+};
+
+describe('decideSize', () => {
+  test.each([
+    [undefined, 1 << 30],
+    [{}, 1 << 30],
+    [{ required_bytes: 1 }, MiB],
+    [{ required_bytes: MiB + 1 }, 2 * MiB],
+    [{ required_bytes: 10 * MiB, limit_bytes: 10 * MiB }, 10 * MiB],
+    [{ limit_bytes: 5 * MiB }, 5 * MiB],
+    [{ limit_bytes: 5 * MiB + 7 }, 5 * MiB],
+    [{ required_bytes: 3 * MiB + 1, limit_bytes: 4 * MiB + 3 }, 4 * MiB],
+  ])('%j → %d bytes', (range, bytes) => {
+    expect(decideSize(range)).toBe(bytes);
+  });
+  test.each([
+    [{ required_bytes: 2 * MiB, limit_bytes: MiB }, 'OUT_OF_RANGE'],
+    [{ required_bytes: MiB + 1, limit_bytes: MiB + 100 }, 'OUT_OF_RANGE'],
+    [{ limit_bytes: 100 }, 'OUT_OF_RANGE'],
+    [{ required_bytes: -1 }, 'INVALID_ARGUMENT'],
+  ])('%j is refused with %s', (range, code) => {
+    expect(codeOf(() => decideSize(range))).toBe(code);
+  });
+});
+
+describe('capabilities', () => {
+  const mount = (mode: string, fs_type = '') => ({
+    access_type: 'mount' as const,
+    mount: { fs_type },
+    access_mode: { mode },
+  });
+  test.each([
+    [mount('SINGLE_NODE_WRITER'), undefined],
+    [mount('SINGLE_NODE_WRITER', 'xfs'), undefined],
+    [mount('SINGLE_NODE_READER_ONLY', 'ext4'), undefined],
+    [{ access_type: 'block' as const, block: {}, access_mode: { mode: 'SINGLE_NODE_SINGLE_WRITER' } }, undefined],
+    [mount('MULTI_NODE_MULTI_WRITER'), 'one Primary node at a time'],
+    [mount('MULTI_NODE_READER_ONLY'), 'one Primary node at a time'],
+    [mount('UNKNOWN'), 'one Primary node at a time'],
+    [mount('SINGLE_NODE_WRITER', 'btrfs'), 'fs_type btrfs is not supported'],
+    [{ access_mode: { mode: 'SINGLE_NODE_WRITER' } }, 'neither block nor mount'],
+  ])('%j', (cap, why) => {
+    const got = unsupportedCapability(cap);
+    if (why === undefined) expect(got).toBeUndefined();
+    else expect(got).toContain(why);
+  });
+  test('none at all is INVALID_ARGUMENT', () => {
+    expect(codeOf(() => checkCapabilities([], 'CreateVolume'))).toBe('INVALID_ARGUMENT');
+    expect(codeOf(() => checkCapabilities(undefined, 'CreateVolume'))).toBe('INVALID_ARGUMENT');
+  });
+});
+
+describe('StorageClass parameters', () => {
+  test('pool and the volume options', () => {
+    expect(
+      parseParameters({
+        pool: 'fast',
+        protocol: 'B',
+        resyncRate: '100Mi',
+        verifyAlg: 'sha256',
+        onIoError: 'pass_on',
+        failover: 'false',
+        nodeNotReadySeconds: '30',
+        'csi.storage.k8s.io/pvc/name': 'data',
+      }),
+    ).toEqual({
+      pool: 'fast',
+      protocol: 'B',
+      resyncRate: '100Mi',
+      verifyAlg: 'sha256',
+      onIoError: 'pass_on',
+      failover: false,
+      nodeNotReadySeconds: 30,
+    });
+  });
+  test.each([
+    [{}, 'parameter pool is required'],
+    [{ pool: 'Fast' }, 'not a StoragePool name'],
+    [{ pool: 'p', protocol: 'D' }, 'one of A, B, C'],
+    [{ pool: 'p', resyncRate: 'fast' }, 'a quantity'],
+    [{ pool: 'p', failover: 'yes' }, 'true or false'],
+    [{ pool: 'p', nodeNotReadySeconds: '0' }, '1 to 3600'],
+    [{ pool: 'p', nodeNotReadySeconds: '1.5' }, '1 to 3600'],
+    [{ pool: 'p', mountPath: '/etc' }, 'unknown parameter mountPath'],
+  ])('%j is refused: %s', (params, why) => {
+    expect(() => parseParameters(params)).toThrow(why);
+    expect(codeOf(() => parseParameters(params))).toBe('INVALID_ARGUMENT');
+  });
+});
