@@ -272,13 +272,12 @@ async function createMd(o: Options, res: ResourceConfig, out: Output): Promise<v
 }
 
 /**
- * V8 flags of each engine process. An engine's JavaScript heap holds control state only
- * (payloads are Buffers, outside it), but V8 sizes the young generation for throughput:
- * its semi-spaces grow to 8 MiB each while the modules load and stay there. Capped at
- * 2 MiB, an idle engine keeps ~5 MiB less (docs/design/2026-12-07-engine-memory.md has
- * the numbers and the bench runs before and after).
+ * V8 flags of each engine process: none for now. `--max-semi-space-size=2` keeps ~4 MiB
+ * less in an idle engine (the young generation stays at 1–4 MiB instead of 8+), but two
+ * same-run benches put the Connected 4 KiB random writes at 0.83 and 0.84 of the engine
+ * without it (docs/design/2026-12-07-engine-memory.md): not worth 4 MiB.
  */
-export const ENGINE_NODE_FLAGS = ['--max-semi-space-size=2'] as const;
+export const ENGINE_NODE_FLAGS: readonly string[] = [];
 
 async function up(o: Options, res: ResourceConfig, connect: boolean): Promise<void> {
   selectHosts(res, o.node);

@@ -1,11 +1,10 @@
 // An engine's memory (issue 17 item 3, docs/design/2026-12-07-engine-memory.md): the
 // engine that `tandemadm up` starts runs from Node's compile cache, so it never loads
 // Node's TypeScript stripper (≈ 25 MiB per engine), even when the cache was empty just
-// before that `up` (a fresh install, a new engine-host pod); and it runs with its
-// young generation capped (--max-semi-space-size=2). The `memory` control command says
-// so from inside the engine. With the cache turned off the same check sees the stripper:
-// it can fail.
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+// before that `up` (a fresh install, a new engine-host pod). The `memory` control
+// command says so from inside the engine. With the cache turned off the same check
+// sees the stripper: it can fail.
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jest } from '@jest/globals';
@@ -51,10 +50,6 @@ describe('an engine starts lean', () => {
     await pair.ok('master', 'up', 'mysql');
     const m = await memory();
     expect(m.typeStripperLoaded).toBe(0);
-    const cmdline = (await readFile(`/proc/${await pair.pid('master')}/cmdline`, 'utf8')).split('\0');
-    expect(cmdline).toContain('--max-semi-space-size=2');
-    // Two semi-spaces of at most 2 MiB each.
-    expect(m['committed:new_space'] ?? Number.POSITIVE_INFINITY).toBeLessThanOrEqual(4 * 1024 * 1024);
     expect(m.rss).toBeGreaterThan(m.heapUsed ?? Number.POSITIVE_INFINITY);
   });
 
