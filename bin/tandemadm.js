@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // tandem runs its TypeScript sources directly: Node 24 strips types natively,
 // so there is no build output that can go stale. See docs/design/2026-11-25-no-build-step.md.
+import './compile-cache.js';
+
 const [major] = process.versions.node.split('.').map(Number);
 if (major < 24) {
   process.stderr.write(

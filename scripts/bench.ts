@@ -266,6 +266,20 @@ async function engineUp(pair: Pair, n: 'master' | 'backup', env: NodeJS.ProcessE
   }
 }
 
+/** Each engine's peak resident set (VmHWM) so far, and its own (anonymous) memory now. */
+async function peakRss(pair: Pair): Promise<string> {
+  const out: string[] = [];
+  for (const n of ['master', 'backup'] as const) {
+    const pid = await pair.pid(n).catch(() => undefined);
+    const status = pid === undefined ? '' : await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+    const kib = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN);
+    out.push(
+      `${n} ${Math.round(kib('VmHWM') / 1024)} MiB (now: RSS ${Math.round(kib('VmRSS') / 1024)}, anon ${Math.round(kib('RssAnon') / 1024)})`,
+    );
+  }
+  return out.join(', ');
+}
+
 async function standalonePrimary(pair: Pair, env: NodeJS.ProcessEnv): Promise<void> {
   await engineUp(pair, 'master', env);
   await pair.ok('master', 'disconnect', 'mysql');
@@ -555,6 +569,8 @@ async function main(): Promise<void> {
           );
         }
       } finally {
+        if (cmp) console.log(`Engine peak RSS (VmHWM) of git ${cmp.label}'s pair: ${await peakRss(cmp.pair)}`);
+        if (tp) console.log(`Engine peak RSS (VmHWM) of the TLS pair: ${await peakRss(tp.pair)}`);
         await cmp?.cleanup();
         await tp?.cleanup();
       }
@@ -629,16 +645,7 @@ async function main(): Promise<void> {
       }
     }
     // Memory: each engine's peak resident set over the whole run (payload pools included).
-    const peaks: string[] = [];
-    for (const n of ['master', 'backup'] as const) {
-      const pid = await pair.pid(n).catch(() => undefined);
-      const hwm =
-        pid === undefined
-          ? undefined
-          : (await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')).match(/^VmHWM:\s+(\d+) kB/m)?.[1];
-      if (hwm !== undefined) peaks.push(`${n} ${Math.round(Number(hwm) / 1024)} MiB`);
-    }
-    if (peaks.length > 0) console.log(`\nEngine peak RSS (VmHWM): ${peaks.join(', ')}`);
+    console.log(`\nEngine peak RSS (VmHWM): ${await peakRss(pair)}`);
     for (const n of ['master', 'backup'] as const) await pair.adm(n, 'down', 'mysql');
   } finally {
     nbdkit?.kill();

@@ -23,6 +23,7 @@ export const ControlRequest = z.object({
     'invalidate-remote',
     'resize',
     'resume-io',
+    'memory',
   ]),
   clearBitmap: z.boolean().optional(),
   force: z.boolean().optional(),

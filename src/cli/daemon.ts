@@ -3,7 +3,9 @@
 // and its control socket (`<run-dir>/<res>.ctl`).
 import { writeFileSync, closeSync, writeSync } from 'node:fs';
 import { unlink } from 'node:fs/promises';
+import { flushCompileCache } from 'node:module';
 import { join } from 'node:path';
+import { getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
 import pino from 'pino';
 import type { HostConfig, ResourceConfig } from '../api/config.ts';
 import { Engine } from '../replication/engine.ts';
@@ -29,6 +31,31 @@ export function paths(runDir: string, resource: string): { ctl: string; nbd: str
     nbd: join(runDir, `${resource}.nbd`),
     log: join(runDir, `${resource}.log`),
     pid: join(runDir, `${resource}.pid`),
+  };
+}
+
+/** Where this engine's memory is, for `npm run bench:memory` (bytes). */
+export function engineMemory(): Record<string, number> {
+  const m = process.memoryUsage();
+  const h = getHeapStatistics();
+  return {
+    rss: m.rss,
+    heapUsed: m.heapUsed,
+    heapTotal: m.heapTotal,
+    external: m.external,
+    arrayBuffers: m.arrayBuffers,
+    heapCommitted: h.total_physical_size,
+    heapLimit: h.heap_size_limit,
+    mallocedMemory: h.malloced_memory,
+    peakMallocedMemory: h.peak_malloced_memory,
+    // 1 when Node's TypeScript stripper (amaro, ≈ 25 MiB) is in this process: the engine
+    // did not start from the compile cache (bin/compile-cache.js).
+    typeStripperLoaded: (process as unknown as { moduleLoadList: string[] }).moduleLoadList.some((m) =>
+      m.includes('amaro'),
+    )
+      ? 1
+      : 0,
+    ...Object.fromEntries(getHeapSpaceStatistics().map((sp) => [`committed:${sp.space_name}`, sp.physical_space_size])),
   };
 }
 
@@ -136,6 +163,8 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
       switch (req.cmd) {
         case 'status':
           return { ...engine.status(), attach: attachment.status(), startedAt };
+        case 'memory':
+          return engineMemory();
         case 'primary': {
           const was = engine.state.role;
           await engine.promote({ force: req.force === true });
@@ -206,6 +235,9 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
     });
     logger.info({ nbd: p.nbd, ctl: p.ctl }, 'Engine is up');
     report('READY');
+    // Node writes its compile cache at exit; an engine lives long, so write what it
+    // compiled now (bin/compile-cache.js): the next engine starts from it.
+    flushCompileCache();
   } catch (err) {
     logger.error({ err }, 'Engine failed to start');
     report(`ERROR ${(err as Error).message}`);

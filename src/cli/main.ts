@@ -3,6 +3,7 @@
 //   tandemadm [-c FILE] [--node NAME] [--run-dir DIR] [-- --force|--overwrite-data-of-peer|--discard-my-data]
 //             COMMAND RESOURCE|all
 import { spawn } from 'node:child_process';
+import { flushCompileCache } from 'node:module';
 import { hostname } from 'node:os';
 import { mkdir, readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline/promises';
@@ -270,6 +271,14 @@ async function createMd(o: Options, res: ResourceConfig, out: Output): Promise<v
   );
 }
 
+/**
+ * V8 flags of each engine process: none for now. `--max-semi-space-size=2` keeps ~4 MiB
+ * less in an idle engine (the young generation stays at 1–4 MiB instead of 8+), but two
+ * same-run benches put the Connected 4 KiB random writes at 0.83 and 0.84 of the engine
+ * without it (docs/design/2026-12-07-engine-memory.md): not worth 4 MiB.
+ */
+export const ENGINE_NODE_FLAGS: readonly string[] = [];
+
 async function up(o: Options, res: ResourceConfig, connect: boolean): Promise<void> {
   selectHosts(res, o.node);
   const running = await tryStatus(o, res);
@@ -281,6 +290,7 @@ async function up(o: Options, res: ResourceConfig, connect: boolean): Promise<vo
   await mkdir(o.runDir, { recursive: true });
   const script = fileURLToPath(new URL('../../bin/tandemadm.js', import.meta.url));
   const args = [
+    ...ENGINE_NODE_FLAGS,
     script,
     '--__engine',
     '--__report-fd',
@@ -295,6 +305,10 @@ async function up(o: Options, res: ResourceConfig, connect: boolean): Promise<vo
     'up',
     res.name,
   ];
+  // This process has loaded the engine's modules: write them to the compile cache
+  // (bin/compile-cache.js) before the engine starts, or the first engine after a fresh
+  // install or pod loads Node's TypeScript stripper (≈ 25 MiB) for its whole life.
+  flushCompileCache();
   const child = spawn(process.execPath, args, {
     detached: true,
     stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
