@@ -3,12 +3,13 @@
 //
 //   finalizer → placement → port + peer Secret → roles → replicas → status
 //
-// Deletion: replicas are told engine=Down (demote, `down`, wipe nothing); once
+// Deletion: replicas are told engine=Down (demote, `down`, a pool file removed,
+// a granted device's data left as it is); once
 // every reachable agent reports its engine gone, the finalizer is removed and
 // the garbage collector takes the replicas and the Secret (owner references).
 import type * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { ANNOTATIONS, FINALIZER, LABELS, PORT_RANGE } from '../api/names.ts';
+import { ANNOTATIONS, CONDITIONS, FINALIZER, LABELS, PORT_RANGE } from '../api/names.ts';
 import { ReplicatedVolume, type ReplicatedVolumeStatus } from '../api/replicated-volume.ts';
 import { ReplicatedVolumeReplica, type ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
 import { StoragePool } from '../api/storage-pool.ts';
@@ -379,7 +380,9 @@ export class VolumeReconciler {
       if (!n?.ready) return false; // an unreachable node cannot answer; its engine is left as it is
       const s = r.status;
       const acted = (s?.observedGeneration ?? -1) >= (r.metadata.generation ?? 0) && r.spec.engine === 'Down';
-      return !(acted && (s?.role === undefined || s.role === 'Unconfigured'));
+      // A pool file the agent could not remove yet (an I/O error) is tried again before the volume goes.
+      const removing = s?.conditions?.some((c) => c.type === CONDITIONS.engineReady && c.reason === 'RemoveFailed');
+      return !(acted && !removing && (s?.role === undefined || s.role === 'Unconfigured'));
     });
     if (waiting.length > 0) {
       log.info({ nodes: waiting.map((r) => r.spec.node) }, 'Waiting for engines to go down');

@@ -34,7 +34,7 @@ import type { CacheFactory, ObjectCache } from '../runtime/informer.ts';
 import { WorkQueue } from '../runtime/work-queue.ts';
 import { type WorkResult, runWorkers } from '../runtime/workers.ts';
 import type { AgentApi } from './agent-api.ts';
-import { checkDisks, type DiskVerdict, diskClaims } from './disk-check.ts';
+import { backingFileRemoval, checkDisks, type DiskVerdict, diskClaims, type FileRemoval } from './disk-check.ts';
 import type { EngineStatusView } from './engine-client.ts';
 import { type ConfigStore, type ConsumerPort, type EngineDriver, PlanExecutor } from './executor.ts';
 import { FENCE_EXIT, type FenceAction, Fencer } from './fence.ts';
@@ -236,6 +236,7 @@ export class NodeAgent {
       missingDisks: disks.kind === 'missing' ? disks.paths : [],
       diskRefusal: disks.kind === 'refused' ? { reason: disks.reason, message: disks.message } : undefined,
       createFile: disks.kind === 'create-file' ? { path: disks.path, bytes: disks.bytes } : undefined,
+      removal: spec.engine === 'Down' ? await this.#removal(namespace, spec) : undefined,
       mountSource: await this.#o.consumer.source(spec.mountPath),
       mountRefusal,
     };
@@ -297,6 +298,19 @@ export class NodeAgent {
       me: diskClaims([raw])[0]!,
       others: diskClaims(this.#cache.list()),
       sizeBytes: spec.sizeBytes,
+    });
+  }
+
+  /** A deleted replica's pool file to remove, or why its disk stays (disk-check.ts). */
+  async #removal(namespace: string, spec: ReplicatedVolumeReplicaSpec): Promise<FileRemoval> {
+    const pool = await this.#pool(spec.pool);
+    return backingFileRemoval({
+      namespace,
+      volume: spec.volume,
+      pool: spec.pool,
+      poolFound: pool !== undefined,
+      grant: pool?.spec.nodes.find((g) => g.node === this.#o.node),
+      disk: spec.self.disk,
     });
   }
 

@@ -47,6 +47,8 @@ export interface ConsumerPort {
   diskFacts(paths: readonly string[], o: { engineRunning: boolean }): Promise<Map<string, PathFacts>>;
   /** Creates a new sparse backing file of `bytes` (never over an existing file). */
   createBackingFile(path: string, bytes: number): Promise<void>;
+  /** Removes a deleted volume's pool file, only inside the pool directory (canonical paths). */
+  removeBackingFile(path: string, directory: string): Promise<'removed' | 'absent'>;
 }
 
 export type Outcome = {
@@ -73,6 +75,7 @@ export class PlanExecutor {
   readonly #fencer: Fencer;
   readonly #clock: Clock;
   readonly #secrets = new Map<string, { value: string; at: number }>();
+  readonly #kept = new Set<string>();
 
   constructor(o: {
     node: string;
@@ -240,10 +243,34 @@ export class PlanExecutor {
         log.info({ path: a.path, bytes: a.bytes }, 'Created the sparse backing file');
         await this.event(rvr, 'Normal', 'BackingFileCreated', `${a.path} (${a.bytes} bytes, sparse)`);
         return true;
+      case 'remove-backing-file': {
+        const r = await this.#consumer.removeBackingFile(a.path, a.directory).catch(async (err: unknown) => {
+          // Refused (not a regular file in the pool directory): the volume still goes, the path stays.
+          if ((err as { reason?: string }).reason !== 'NotInPool') throw err;
+          await this.#keep(rvr, describeError(err).message, log);
+          return 'absent' as const;
+        });
+        if (r === 'absent') return false;
+        log.info({ path: a.path }, 'Removed the backing file of the deleted volume');
+        await this.event(rvr, 'Normal', 'BackingFileRemoved', `${a.path} (data and internal metadata)`);
+        return true;
+      }
+      case 'keep-backing-file':
+        await this.#keep(rvr, a.message, log);
+        return false;
       case 'release-device':
         await this.#engines.adm(res, 'secondary');
         return true;
     }
+  }
+
+  /** A deleted volume's disk stays: said once per replica (Down passes repeat until the replica is gone). */
+  async #keep(rvr: ReplicatedVolumeReplica, message: string, log: Logger): Promise<void> {
+    const key = `${rvr.metadata.uid}:${message}`;
+    if (this.#kept.has(key)) return;
+    this.#kept.add(key);
+    log.warn({ disk: rvr.spec.self.disk, why: message }, 'Left the backing file as it is');
+    await this.event(rvr, 'Warning', 'BackingFileKept', message);
   }
 
   /**

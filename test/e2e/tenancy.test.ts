@@ -208,7 +208,18 @@ describeLocal('a hostile tenant', () => {
     expect(
       (await execInNode('master', ['sh', '-c', 'test -e /etc/tandem-pwned && echo yes || echo no'])).stdout.trim(),
     ).toBe('no');
+    // The initial full sync wrote every block: the files hold data on both nodes.
+    const file = (n: string) => `${poolDir(n)}/${ns}.files.img`;
+    for (const n of ['master', 'backup'])
+      expect(Number((await execInNode(n, ['du', '-k', file(n)])).stdout.split('\t')[0])).toBeGreaterThan(60 * 1024);
+    // Deleting the volume deletes its backing files (data and internal metadata) on both nodes.
     await asTenant(['delete', 'rv', 'files', '--timeout=90s']);
+    for (const n of ['master', 'backup']) {
+      expect((await execInNode(n, ['sh', '-c', `test -e ${file(n)} && echo present || echo gone`])).stdout.trim()).toBe(
+        'gone',
+      );
+      expect((await execInNode(n, ['ls', '-A', poolDir(n)])).stdout.trim()).toBe('');
+    }
   });
 
   test('a huge file-backed volume is refused by the agent before any file exists', async () => {
@@ -313,6 +324,35 @@ describeLocal('a hostile tenant', () => {
     const masterText = readFileSync(master, 'utf8');
     writeFileSync(unbound, masterText.replace(/token: .*/, `token: ${token}`), { mode: 0o600 });
     expect(await asAgent(unbound, 'rvr/policy-master', { lastHeartbeatTime: now })).toContain('bound to no node');
-    await asTenant(['delete', 'rv', 'policy', '--timeout=90s']);
+
+    // Deleting the volume: on backup a root process swapped the pool file for a symlink to a
+    // host file meanwhile. The agent removes master's file and refuses to follow backup's link.
+    const sentinel = `/var/lib/tandem/e2e-sentinel-${process.pid}`;
+    const backupFile = `${poolDir('backup')}/${ns}.policy.img`;
+    await execInNode('backup', [
+      'sh',
+      '-c',
+      `echo host-data > ${sentinel} && mv ${backupFile} ${backupFile}.moved && ln -s ${sentinel} ${backupFile}`,
+    ]);
+    try {
+      await asTenant(['delete', 'rv', 'policy', '--timeout=90s']);
+      expect(
+        (
+          await execInNode('master', [
+            'sh',
+            '-c',
+            `test -e ${poolDir('master')}/${ns}.policy.img && echo present || echo gone`,
+          ])
+        ).stdout.trim(),
+      ).toBe('gone');
+      expect((await execInNode('backup', ['cat', sentinel])).stdout.trim()).toBe('host-data');
+      expect((await execInNode('backup', ['readlink', backupFile])).stdout.trim()).toBe(sentinel);
+      const events = (
+        await kubectl(['get', 'events', '-n', ns, '--field-selector', 'reason=BackingFileKept', '-o', 'json'])
+      ).stdout;
+      expect(events).toContain(`${backupFile} is not a regular file`);
+    } finally {
+      await execInNode('backup', ['rm', '-f', sentinel, backupFile, `${backupFile}.moved`]);
+    }
   });
 });
