@@ -6,7 +6,9 @@
 // Deletion: replicas are told engine=Down (demote, `down`, a pool file removed,
 // a granted device's data left as it is); once
 // every reachable agent reports its engine gone, the finalizer is removed and
-// the garbage collector takes the replicas and the Secret (owner references).
+// the garbage collector takes the replicas (owner references). The peer Secret lives
+// in the operator's namespace, out of the user's reach and of owner references: the
+// controller deletes it just before the finalizer goes.
 import type * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { ANNOTATIONS, CONDITIONS, FINALIZER, LABELS, PORT_RANGE } from '../api/names.ts';
@@ -388,6 +390,7 @@ export class VolumeReconciler {
       log.info({ nodes: waiting.map((r) => r.spec.node) }, 'Waiting for engines to go down');
       return { requeueAfterMs: 1000 };
     }
+    await this.#api.deletePeerSecret(rv);
     const finalizers = (rv.metadata.finalizers ?? []).filter((f) => f !== FINALIZER);
     await this.#api.patchVolumeMeta(rv, { finalizers }, true);
     for (const [p, owner] of this.#reservedPorts)

@@ -5,7 +5,16 @@
 // conditional: they carry the resourceVersion read and fail with 409 if it moved.
 import { randomBytes } from 'node:crypto';
 import * as k8s from '@kubernetes/client-node';
-import { API_VERSION, FIELD_MANAGERS, KINDS, LABELS, SECRET_KEY, peerSecretName, replicaName } from '../api/names.ts';
+import {
+  API_VERSION,
+  DEFAULT_OPERATOR_NAMESPACE,
+  FIELD_MANAGERS,
+  KINDS,
+  LABELS,
+  SECRET_KEY,
+  peerSecretName,
+  replicaName,
+} from '../api/names.ts';
 import type { ReplicatedVolume, ReplicatedVolumeStatus } from '../api/replicated-volume.ts';
 import type { ReplicatedVolumeReplica, ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
 import { isNotFound, mergePatch, recordEvent, type EventInput, replicaApi, volumeApi } from '../runtime/kube.ts';
@@ -19,8 +28,10 @@ export interface VolumeApi {
   ): Promise<unknown>;
   /** PUT /status with the resourceVersion read: the whole status, refused (409) if the volume moved. */
   replaceVolumeStatus(rv: ReplicatedVolume, status: ReplicatedVolumeStatus): Promise<unknown>;
-  /** Creates the volume's peer Secret unless it exists; true when created. */
+  /** Creates the volume's peer Secret (in the operator's namespace) unless it exists; true when created. */
   ensurePeerSecret(rv: ReplicatedVolume): Promise<boolean>;
+  /** Deletes the volume's peer Secret (no owner reference reaches across namespaces); fine when it is gone. */
+  deletePeerSecret(rv: ReplicatedVolume): Promise<void>;
   /** Creates a replica (409 if it exists already). */
   createReplica(rv: ReplicatedVolume, spec: ReplicatedVolumeReplicaSpec): Promise<void>;
   /** Replaces a replica's spec, conditional on the resourceVersion of `current`. */
@@ -65,10 +76,13 @@ export function replicaMetadata(rv: ReplicatedVolume, node: string) {
 export class KubeVolumeApi implements VolumeApi {
   readonly #custom: k8s.CustomObjectsApi;
   readonly #core: k8s.CoreV1Api;
+  /** Where peer Secrets live: the controller's own namespace, never a user's. */
+  readonly #operatorNamespace: string;
 
-  constructor(kc: k8s.KubeConfig) {
+  constructor(kc: k8s.KubeConfig, operatorNamespace: string = DEFAULT_OPERATOR_NAMESPACE) {
     this.#custom = kc.makeApiClient(k8s.CustomObjectsApi);
     this.#core = kc.makeApiClient(k8s.CoreV1Api);
+    this.#operatorNamespace = operatorNamespace;
   }
 
   patchVolumeMeta(
@@ -107,27 +121,43 @@ export class KubeVolumeApi implements VolumeApi {
   }
 
   async ensurePeerSecret(rv: ReplicatedVolume): Promise<boolean> {
-    const name = peerSecretName(rv.metadata.name);
+    const name = peerSecretName(rv.metadata.namespace, rv.metadata.name);
+    const namespace = this.#operatorNamespace;
     try {
-      await this.#core.readNamespacedSecret({ name, namespace: rv.metadata.namespace });
+      await this.#core.readNamespacedSecret({ name, namespace });
       return false;
     } catch (err) {
       if (!isNotFound(err)) throw err;
     }
     await this.#core.createNamespacedSecret({
-      namespace: rv.metadata.namespace,
+      namespace,
       body: {
         metadata: {
           name,
-          namespace: rv.metadata.namespace,
-          labels: { [LABELS.volume]: rv.metadata.name, [LABELS.managedBy]: FIELD_MANAGERS.controller },
-          ownerReferences: [ownerRef(rv)],
+          namespace,
+          // No owner reference: it would have to cross namespaces. The controller deletes it (deletePeerSecret).
+          labels: {
+            [LABELS.volumeNamespace]: rv.metadata.namespace,
+            [LABELS.managedBy]: FIELD_MANAGERS.controller,
+          },
+          annotations: { [LABELS.volume]: rv.metadata.name },
         },
         type: 'Opaque',
         stringData: { [SECRET_KEY]: randomBytes(32).toString('base64url') },
       },
     });
     return true;
+  }
+
+  async deletePeerSecret(rv: ReplicatedVolume): Promise<void> {
+    await this.#core
+      .deleteNamespacedSecret({
+        name: peerSecretName(rv.metadata.namespace, rv.metadata.name),
+        namespace: this.#operatorNamespace,
+      })
+      .catch((err: unknown) => {
+        if (!isNotFound(err)) throw err;
+      });
   }
 
   async createReplica(rv: ReplicatedVolume, spec: ReplicatedVolumeReplicaSpec): Promise<void> {

@@ -2,7 +2,7 @@
 // VolumeApi): KubeAgentApi talks to the API server; the control-plane simulator
 // (test/sim) implements the same calls against its simulated one.
 import * as k8s from '@kubernetes/client-node';
-import { FIELD_MANAGERS, GROUP, KINDS, SECRET_KEY, VERSION } from '../api/names.ts';
+import { DEFAULT_OPERATOR_NAMESPACE, FIELD_MANAGERS, GROUP, KINDS, SECRET_KEY, VERSION } from '../api/names.ts';
 import { StoragePool } from '../api/storage-pool.ts';
 import { type Fence, ReplicatedVolume } from '../api/replicated-volume.ts';
 import { type EventInput, isNotFound, mergePatch, recordEvent, replicaApi, volumeApi } from '../runtime/kube.ts';
@@ -16,8 +16,8 @@ export interface AgentApi extends FenceApi {
   recordEvent(obj: ObjectRef, e: EventInput): Promise<void>;
   /** The replica's spec as the API server has it now (not the cache); undefined when it is gone. */
   readReplica(namespace: string, name: string): Promise<{ role: string; epoch: number } | undefined>;
-  /** The Secret's shared-secret, or undefined when the Secret or the key is missing. */
-  readSecret(namespace: string, name: string): Promise<string | undefined>;
+  /** A peer Secret's shared-secret (operator's namespace), or undefined when the Secret or the key is missing. */
+  readPeerSecret(name: string): Promise<string | undefined>;
   /** A StoragePool (cluster-scoped); undefined when there is none of that name. */
   readPool(name: string): Promise<StoragePool | undefined>;
 }
@@ -26,11 +26,14 @@ export class KubeAgentApi implements AgentApi {
   readonly #custom: k8s.CustomObjectsApi;
   readonly #core: k8s.CoreV1Api;
   readonly #node: string;
+  /** Peer Secrets live here (the operator's namespace); the agent's RBAC reads Secrets nowhere else. */
+  readonly #operatorNamespace: string;
 
-  constructor(kc: k8s.KubeConfig, node: string) {
+  constructor(kc: k8s.KubeConfig, node: string, operatorNamespace: string = DEFAULT_OPERATOR_NAMESPACE) {
     this.#custom = kc.makeApiClient(k8s.CustomObjectsApi);
     this.#core = kc.makeApiClient(k8s.CoreV1Api);
     this.#node = node;
+    this.#operatorNamespace = operatorNamespace;
   }
 
   async reportStatus(namespace: string, name: string, status: Record<string, unknown>): Promise<boolean> {
@@ -62,9 +65,9 @@ export class KubeAgentApi implements AgentApi {
     }
   }
 
-  async readSecret(namespace: string, name: string): Promise<string | undefined> {
+  async readPeerSecret(name: string): Promise<string | undefined> {
     try {
-      const s = await this.#core.readNamespacedSecret({ name, namespace });
+      const s = await this.#core.readNamespacedSecret({ name, namespace: this.#operatorNamespace });
       const v = s.data?.[SECRET_KEY];
       return v ? Buffer.from(v, 'base64').toString('utf8') : undefined;
     } catch (err) {

@@ -162,7 +162,7 @@ export class PlanExecutor {
         await this.#config.remove(res);
         return true;
       case 'write-config': {
-        const secret = await this.#secret(ns, spec.secretName);
+        const secret = await this.#secret(spec.secretName);
         if (secret === undefined) throw new ActionFailed(`Secret ${spec.secretName} has no ${SECRET_KEY}`);
         await this.#config.write(spec, secret).catch((err: unknown) => {
           // A value the configuration syntax cannot carry: nothing was written, the engine is not started.
@@ -324,12 +324,12 @@ export class PlanExecutor {
   }
 
   /** The peer secret, read at most once a minute per Secret (passes run every few seconds). */
-  async #secret(namespace: string, name: string): Promise<string | undefined> {
-    const key = `${namespace}/${name}`;
+  async #secret(name: string): Promise<string | undefined> {
+    const key = name;
     const now = this.#clock.now().getTime();
     const cached = this.#secrets.get(key);
     if (cached && now - cached.at < 60_000) return cached.value;
-    const value = await this.#api.readSecret(namespace, name);
+    const value = await this.#api.readPeerSecret(name);
     if (value !== undefined) this.#secrets.set(key, { value, at: now });
     return value;
   }

@@ -274,7 +274,7 @@ describeLocal('a hostile tenant', () => {
     await asTenant(['delete', 'rv', 'second', '--timeout=60s']);
     await asTenant(['delete', 'rv', 'first', '--timeout=90s']);
   });
-  test('a stolen agent token acts only for the node it is bound to (ValidatingAdmissionPolicy)', async () => {
+  test('a stolen agent token acts only for the node it is bound to; peer secrets and events stay narrow', async () => {
     await asTenant(
       ['apply', '-f', '-'],
       rv('policy', {
@@ -325,6 +325,78 @@ describeLocal('a hostile tenant', () => {
     writeFileSync(unbound, masterText.replace(/token: .*/, `token: ${token}`), { mode: 0o600 });
     expect(await asAgent(unbound, 'rvr/policy-master', { lastHeartbeatTime: now })).toContain('bound to no node');
 
+    // Peer secrets live in the operator's namespace, never in the tenant's.
+    const peerSecret = `peer.${ns}.policy`;
+    expect((await kubectl(['get', 'secret', peerSecret, '-n', 'tandem-system', '-o', 'name'])).stdout.trim()).toBe(
+      `secret/${peerSecret}`,
+    );
+    expect((await kubectl(['get', 'secrets', '-n', ns, '-o', 'name'])).stdout).not.toContain('peer');
+    // What the agent's and the controller's ServiceAccounts may do with Secrets and Events (RBAC).
+    const sa = (name: string) => `--as=system:serviceaccount:tandem-system:${name}`;
+    const canI = async (who: string, ...args: string[]) =>
+      (await kubectl(['auth', 'can-i', sa(who), ...args]).catch((e: Error) => ({ stdout: e.message }))).stdout
+        .trim()
+        .split('\n')
+        .pop();
+    expect(await canI('tandem-node-agent', 'get', 'secrets', '-n', 'tandem-system')).toBe('yes');
+    expect(await canI('tandem-node-agent', 'list', 'secrets', '-n', 'tandem-system')).toBe('no');
+    expect(await canI('tandem-node-agent', 'watch', 'secrets', '-n', 'tandem-system')).toBe('no');
+    expect(await canI('tandem-node-agent', 'get', 'secrets', '-n', ns)).toBe('no');
+    expect(await canI('tandem-node-agent', 'get', 'secrets', '-n', 'kube-system')).toBe('no');
+    expect(await canI('tandem-node-agent', 'patch', 'events', '-n', ns)).toBe('no');
+    expect(await canI('tandem-controller', 'get', 'secrets', '-n', ns)).toBe('no');
+    expect(await canI('tandem-controller', 'create', 'secrets', '-n', ns)).toBe('no');
+    expect(await canI('tandem-controller', 'delete', 'secrets', '-n', 'tandem-system')).toBe('yes');
+    // Real requests with master's agent credentials.
+    await kubectl(['create', 'secret', 'generic', 'tenant-db-password', '-n', ns, '--from-literal=password=hunter2']);
+    const agentCore = (() => {
+      const kc = new k8s.KubeConfig();
+      kc.loadFromFile(master);
+      return kc.makeApiClient(k8s.CoreV1Api);
+    })();
+    const outcome = (p: Promise<unknown>) =>
+      p.then(
+        () => 'allowed',
+        (err: unknown) => apiError(err).message,
+      );
+    expect(await outcome(agentCore.readNamespacedSecret({ name: 'tenant-db-password', namespace: ns }))).toContain(
+      'forbidden',
+    );
+    expect(await outcome(agentCore.listNamespacedSecret({ namespace: 'tandem-system' }))).toContain('forbidden');
+    expect(await outcome(agentCore.readNamespacedSecret({ name: peerSecret, namespace: 'tandem-system' }))).toBe(
+      'allowed',
+    );
+    // Events: only about tandem's objects, about its own node's replicas, in its own node's name.
+    const event = (kind: string, name: string, host: string) =>
+      outcome(
+        agentCore.createNamespacedEvent({
+          namespace: ns,
+          body: {
+            metadata: { generateName: `${name}.`, namespace: ns },
+            involvedObject: {
+              apiVersion: kind === 'Pod' ? 'v1' : 'tandem.dev/v1alpha1',
+              kind,
+              name,
+              namespace: ns,
+            },
+            type: 'Warning',
+            reason: 'Forged',
+            message: 'forged by a stolen agent token',
+            source: { component: 'tandem-node-agent', host },
+            reportingComponent: 'tandem-node-agent',
+            reportingInstance: host,
+          },
+        }),
+      );
+    expect(await event('ReplicatedVolumeReplica', 'policy-master', 'master')).toBe('allowed');
+    expect(await event('Pod', 'mysql-0', 'master')).toContain(
+      "records events only about tandem's volumes and replicas",
+    );
+    expect(await event('ReplicatedVolumeReplica', 'policy-backup', 'master')).toContain(
+      'records events only about its own replicas',
+    );
+    expect(await event('ReplicatedVolume', 'policy', 'backup')).toContain('records events only in its own name');
+
     // Deleting the volume: on backup a root process swapped the pool file for a symlink to a
     // host file meanwhile. The agent removes master's file and refuses to follow backup's link.
     const sentinel = `/var/lib/tandem/e2e-sentinel-${process.pid}`;
@@ -351,6 +423,11 @@ describeLocal('a hostile tenant', () => {
         await kubectl(['get', 'events', '-n', ns, '--field-selector', 'reason=BackingFileKept', '-o', 'json'])
       ).stdout;
       expect(events).toContain(`${backupFile} is not a regular file`);
+      // The peer Secret went with the volume (no owner reference crosses namespaces: the controller deletes it).
+      expect(
+        (await kubectl(['get', 'secret', peerSecret, '-n', 'tandem-system', '--ignore-not-found', '-o', 'name']))
+          .stdout,
+      ).toBe('');
     } finally {
       await execInNode('backup', ['rm', '-f', sentinel, backupFile, `${backupFile}.moved`]);
     }
