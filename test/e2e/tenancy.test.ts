@@ -208,10 +208,10 @@ describeLocal('a hostile tenant', () => {
     expect(
       (await execInNode('master', ['sh', '-c', 'test -e /etc/tandem-pwned && echo yes || echo no'])).stdout.trim(),
     ).toBe('no');
-    // The initial full sync wrote every block: the files hold data on both nodes.
+    // Both files hold blocks (the metadata at least; the sync skips zeros, so they stay sparse).
     const file = (n: string) => `${poolDir(n)}/${ns}.files.img`;
     for (const n of ['master', 'backup'])
-      expect(Number((await execInNode(n, ['du', '-k', file(n)])).stdout.split('\t')[0])).toBeGreaterThan(60 * 1024);
+      expect(Number((await execInNode(n, ['du', '-k', file(n)])).stdout.split('\t')[0])).toBeGreaterThan(0);
     // Deleting the volume deletes its backing files (data and internal metadata) on both nodes.
     await asTenant(['delete', 'rv', 'files', '--timeout=90s']);
     for (const n of ['master', 'backup']) {
