@@ -75,6 +75,23 @@ export function peerSecretName(namespace: string, volume: string): string {
   return `peer.${hash}.${name.slice(5, 200)}`.replace(/[.-]+$/, '');
 }
 
+/**
+ * Each node's own ServiceAccount (and its Role and RoleBinding) in the operator's
+ * namespace: it may read only that node's Secrets (controller/decisions/node-access.ts).
+ * The node-agent admission policy spells the same prefix.
+ */
+export function nodeServiceAccountName(node: string): string {
+  return `tandem-node-${node}`;
+}
+
+/** The node's TLS key and certificate for peer links (ca.crt, tls.crt, tls.key), in the operator's namespace. */
+export function tlsSecretName(node: string): string {
+  return `tls.${node}`;
+}
+
+/** The CA that signs every node's certificate (ca.crt and ca.key; only the controller reads it). */
+export const CA_SECRET_NAME = 'tandem-peer-ca';
+
 /** Condition types on volumes and replicas. */
 export const CONDITIONS = {
   /** Volume: Primary up, Connected, UpToDate/UpToDate, agents reporting. */

@@ -21,6 +21,7 @@ import { TerminalError } from '../runtime/errors.ts';
 import { isNotFound } from '../runtime/kube.ts';
 import { allocatePort, decidePlacement, type NodeView, type Placement } from './decisions/placement.ts';
 import { portClaim, portsInUse, trustedPort } from './decisions/port.ts';
+import { nodeSecretNames, type VolumeOnNodes } from './decisions/node-access.ts';
 import { decideEngineState, desiredReplicaSpecs } from './decisions/replicas.ts';
 import { decideRoles, type RolesDecision } from './decisions/roles.ts';
 import { aggregateStatus, eventsBetween, sameStatus } from './decisions/status.ts';
@@ -80,6 +81,8 @@ export class VolumeReconciler {
   readonly #clock: Clock;
   /** Ports handed out but maybe not yet seen in the cache (several workers). */
   readonly #reservedPorts = new Map<number, string>();
+  /** The Secret names last written into each node's Role (JSON). */
+  readonly #nodeAccess = new Map<string, string>();
 
   constructor(o: { api: VolumeApi; caches: Caches; log: Logger; metrics?: ReconcilerMetrics; clock?: Clock }) {
     this.#api = o.api;
@@ -318,6 +321,36 @@ export class VolumeReconciler {
 
   async #ensureSecret(rv: ReplicatedVolume, log: Logger): Promise<void> {
     if (await this.#api.ensurePeerSecret(rv)) log.info('Created peer secret');
+    await this.#ensureNodeAccess(
+      rv.spec.replicas.map((r) => r.node),
+      log,
+    );
+  }
+
+  /**
+   * Each of `nodes` may read exactly its own Secrets (decisions/node-access.ts), from
+   * every volume the cache holds; `without` is a volume whose finalizer just went.
+   * Written only when it differs from what this controller last wrote.
+   */
+  async #ensureNodeAccess(nodes: readonly string[], log: Logger, without?: string): Promise<void> {
+    const volumes: VolumeOnNodes[] = this.#caches.volumes.list().map((o) => {
+      const m = o.metadata ?? {};
+      const key = `${m.namespace}/${m.name}`;
+      return {
+        namespace: m.namespace ?? '',
+        name: m.name ?? '',
+        nodes: ((o as { spec?: { replicas?: { node?: string }[] } }).spec?.replicas ?? []).map((r) => r.node ?? ''),
+        gone: key === without || (m.deletionTimestamp !== undefined && !m.finalizers?.includes(FINALIZER)),
+      };
+    });
+    for (const node of new Set(nodes)) {
+      const names = nodeSecretNames(node, volumes);
+      const json = JSON.stringify(names);
+      if (this.#nodeAccess.get(node) === json) continue;
+      if (await this.#api.ensureNodeAccess(node, names))
+        log.info({ node, secrets: names.length }, 'Updated node access');
+      this.#nodeAccess.set(node, json);
+    }
   }
 
   /** Each replica's spec, conditional on the resourceVersion of the replica the decision read. */
@@ -396,6 +429,11 @@ export class VolumeReconciler {
     for (const [p, owner] of this.#reservedPorts)
       if (owner === `${rv.metadata.namespace}/${rv.metadata.name}`) this.#reservedPorts.delete(p);
     log.info('Removed finalizer; engines are down');
+    await this.#ensureNodeAccess(
+      rv.spec.replicas.map((r) => r.node),
+      log,
+      `${rv.metadata.namespace}/${rv.metadata.name}`,
+    );
     return {};
   }
 }

@@ -11,6 +11,7 @@ import {
   FIELD_MANAGERS,
   KINDS,
   LABELS,
+  nodeServiceAccountName,
   SECRET_KEY,
   peerSecretName,
   replicaName,
@@ -32,6 +33,12 @@ export interface VolumeApi {
   ensurePeerSecret(rv: ReplicatedVolume): Promise<boolean>;
   /** Deletes the volume's peer Secret (no owner reference reaches across namespaces); fine when it is gone. */
   deletePeerSecret(rv: ReplicatedVolume): Promise<void>;
+  /**
+   * The node's own ServiceAccount, and a Role (bound to it) that may read exactly
+   * `secretNames` (never empty: an empty resourceNames would mean every Secret);
+   * true when something was created or changed.
+   */
+  ensureNodeAccess(node: string, secretNames: readonly string[]): Promise<boolean>;
   /** Creates a replica (409 if it exists already). */
   createReplica(rv: ReplicatedVolume, spec: ReplicatedVolumeReplicaSpec): Promise<void>;
   /** Replaces a replica's spec, conditional on the resourceVersion of `current`. */
@@ -76,12 +83,14 @@ export function replicaMetadata(rv: ReplicatedVolume, node: string) {
 export class KubeVolumeApi implements VolumeApi {
   readonly #custom: k8s.CustomObjectsApi;
   readonly #core: k8s.CoreV1Api;
+  readonly #rbac: k8s.RbacAuthorizationV1Api;
   /** Where peer Secrets live: the controller's own namespace, never a user's. */
   readonly #operatorNamespace: string;
 
   constructor(kc: k8s.KubeConfig, operatorNamespace: string = DEFAULT_OPERATOR_NAMESPACE) {
     this.#custom = kc.makeApiClient(k8s.CustomObjectsApi);
     this.#core = kc.makeApiClient(k8s.CoreV1Api);
+    this.#rbac = kc.makeApiClient(k8s.RbacAuthorizationV1Api);
     this.#operatorNamespace = operatorNamespace;
   }
 
@@ -158,6 +167,61 @@ export class KubeVolumeApi implements VolumeApi {
       .catch((err: unknown) => {
         if (!isNotFound(err)) throw err;
       });
+  }
+
+  async ensureNodeAccess(node: string, secretNames: readonly string[]): Promise<boolean> {
+    if (secretNames.length === 0)
+      throw new Error(`refusing an empty resourceNames for node ${node}: it would grant every Secret`);
+    const namespace = this.#operatorNamespace;
+    const name = nodeServiceAccountName(node);
+    const metadata = {
+      name,
+      namespace,
+      labels: { [LABELS.node]: node, [LABELS.managedBy]: FIELD_MANAGERS.controller },
+    };
+    const orUndefined = <T>(p: Promise<T>): Promise<T | undefined> =>
+      p.catch((err: unknown) => (isNotFound(err) ? undefined : Promise.reject(err)));
+    let changed = false;
+    if (!(await orUndefined(this.#core.readNamespacedServiceAccount({ name, namespace })))) {
+      await this.#core.createNamespacedServiceAccount({
+        namespace,
+        body: { metadata, automountServiceAccountToken: false },
+      });
+      changed = true;
+    }
+    const rules: k8s.V1PolicyRule[] = [
+      { apiGroups: [''], resources: ['secrets'], verbs: ['get'], resourceNames: [...secretNames] },
+    ];
+    const role = await orUndefined(this.#rbac.readNamespacedRole({ name, namespace }));
+    const same =
+      role?.rules?.length === 1 &&
+      JSON.stringify(role.rules[0]?.resourceNames ?? []) === JSON.stringify(secretNames) &&
+      JSON.stringify(role.rules[0]?.verbs) === '["get"]' &&
+      JSON.stringify(role.rules[0]?.resources) === '["secrets"]';
+    if (!role) {
+      await this.#rbac.createNamespacedRole({ namespace, body: { metadata, rules } });
+      changed = true;
+    } else if (!same) {
+      // Conditional on what was read: two workers never undo each other's names.
+      await this.#rbac.replaceNamespacedRole({
+        name,
+        namespace,
+        body: { metadata: { ...metadata, resourceVersion: role.metadata?.resourceVersion }, rules },
+      });
+      changed = true;
+    }
+    if (!(await orUndefined(this.#rbac.readNamespacedRoleBinding({ name, namespace })))) {
+      await this.#rbac.createNamespacedRoleBinding({
+        namespace,
+        body: {
+          metadata,
+          roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name },
+          subjects: [{ kind: 'ServiceAccount', name, namespace }],
+        },
+      });
+      changed = true;
+    }
+    return changed;
   }
 
   async createReplica(rv: ReplicatedVolume, spec: ReplicatedVolumeReplicaSpec): Promise<void> {

@@ -2,6 +2,7 @@
 //
 //   tandem-node-agent [--node NAME] [--run-dir /run/tandem] [--metrics-port 9942] [--host-root /mnt/tandem-host]
 //                     [--engine-host /run/tandem/engine-host.sock] [--mount-root /mydata | /srv/tandem/{namespace}]
+//                     [--no-node-identity]
 //   env: NODE_NAME (downward API), KUBECONFIG (else in-cluster), TANDEM_RUN_DIR, TANDEM_ENGINE_HOST,
 //        POD_NAMESPACE (the operator's namespace, where peer Secrets live; default tandem-system)
 //
@@ -61,7 +62,12 @@ export async function main(argv: string[]): Promise<void> {
   const agent = new NodeAgent({
     node,
     log,
-    api: new KubeAgentApi(kc, node, process.env.POD_NAMESPACE ?? DEFAULT_OPERATOR_NAMESPACE),
+    api: new KubeAgentApi(kc, node, {
+      operatorNamespace: process.env.POD_NAMESPACE ?? DEFAULT_OPERATOR_NAMESPACE,
+      // Secrets are read as this node's own ServiceAccount (issue 15 item 4); the chart
+      // passes --no-node-identity only where its admission policy is off (Kubernetes < 1.30).
+      nodeIdentity: !argv.includes('--no-node-identity'),
+    }),
     engines,
     config: new FileConfigStore(engines, fenceHandlerCommand(process.execPath, FENCE_SCRIPT, fenceSocket)),
     consumer: new Consumer({ hostRoot: flag(argv, '--host-root', ''), mountRoot }),

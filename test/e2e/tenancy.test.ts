@@ -338,9 +338,18 @@ describeLocal('a hostile tenant', () => {
         .trim()
         .split('\n')
         .pop();
-    expect(await canI('tandem-node-agent', 'get', 'secrets', '-n', 'tandem-system')).toBe('yes');
-    expect(await canI('tandem-node-agent', 'list', 'secrets', '-n', 'tandem-system')).toBe('no');
-    expect(await canI('tandem-node-agent', 'watch', 'secrets', '-n', 'tandem-system')).toBe('no');
+    // The agents' shared ServiceAccount reads no Secret at all: it may only ask for a token of a
+    // node's own ServiceAccount (tandem-node-NODE), whose Role names that node's Secrets only.
+    expect(await canI('tandem-node-agent', 'get', 'secrets', '-n', 'tandem-system')).toBe('no');
+    expect(
+      await canI('tandem-node-agent', 'create', 'serviceaccounts', '--subresource=token', '-n', 'tandem-system'),
+    ).toBe('yes');
+    expect(await canI('tandem-node-master', 'get', `secret/${peerSecret}`, '-n', 'tandem-system')).toBe('yes');
+    expect(await canI('tandem-node-master', 'get', 'secret/tls.master', '-n', 'tandem-system')).toBe('yes');
+    expect(await canI('tandem-node-master', 'get', 'secret/tls.backup', '-n', 'tandem-system')).toBe('no');
+    expect(await canI('tandem-node-master', 'get', 'secret/tandem-peer-ca', '-n', 'tandem-system')).toBe('no');
+    expect(await canI('tandem-node-master', 'get', `secret/peer.${ns}.nosuchvolume`, '-n', 'tandem-system')).toBe('no');
+    expect(await canI('tandem-node-master', 'list', 'secrets', '-n', 'tandem-system')).toBe('no');
     expect(await canI('tandem-node-agent', 'get', 'secrets', '-n', ns)).toBe('no');
     expect(await canI('tandem-node-agent', 'get', 'secrets', '-n', 'kube-system')).toBe('no');
     expect(await canI('tandem-node-agent', 'patch', 'events', '-n', ns)).toBe('no');
@@ -363,8 +372,41 @@ describeLocal('a hostile tenant', () => {
       'forbidden',
     );
     expect(await outcome(agentCore.listNamespacedSecret({ namespace: 'tandem-system' }))).toContain('forbidden');
-    expect(await outcome(agentCore.readNamespacedSecret({ name: peerSecret, namespace: 'tandem-system' }))).toBe(
+    expect(await outcome(agentCore.readNamespacedSecret({ name: peerSecret, namespace: 'tandem-system' }))).toContain(
+      'forbidden',
+    );
+    // A token for another node's ServiceAccount is refused by the admission policy; its own works.
+    const tokenFor = (sa: string) =>
+      agentCore.createNamespacedServiceAccountToken({
+        name: sa,
+        namespace: 'tandem-system',
+        body: { spec: { audiences: [], expirationSeconds: 600 } },
+      });
+    expect(await outcome(tokenFor('tandem-node-backup'))).toContain(
+      'the agent of node master may request tokens only for tandem-node-master',
+    );
+    expect(await outcome(tokenFor('tandem-controller'))).toContain('may request tokens only for tandem-node-master');
+    const nodeToken = (await tokenFor('tandem-node-master')).status?.token ?? '';
+    const nodeCore = (() => {
+      const kc = new k8s.KubeConfig();
+      kc.loadFromFile(master);
+      const cluster = kc.getCurrentCluster()!;
+      const out = new k8s.KubeConfig();
+      out.loadFromOptions({
+        clusters: [cluster],
+        users: [{ name: 'n', token: nodeToken }],
+        contexts: [{ name: 'n', cluster: cluster.name, user: 'n' }],
+        currentContext: 'n',
+      });
+      return out.makeApiClient(k8s.CoreV1Api);
+    })();
+    expect(await outcome(nodeCore.readNamespacedSecret({ name: peerSecret, namespace: 'tandem-system' }))).toBe(
       'allowed',
+    );
+    for (const name of ['tls.backup', 'tandem-peer-ca'])
+      expect(await outcome(nodeCore.readNamespacedSecret({ name, namespace: 'tandem-system' }))).toContain('forbidden');
+    expect(await outcome(nodeCore.readNamespacedSecret({ name: 'tenant-db-password', namespace: ns }))).toContain(
+      'forbidden',
     );
     // Events: only about tandem's objects, about its own node's replicas, in its own node's name.
     const event = (kind: string, name: string, host: string) =>

@@ -89,6 +89,11 @@ export class SimVolumeApi implements VolumeApi {
     });
   }
 
+  ensureNodeAccess(_node: string, _names: readonly string[]): Promise<boolean> {
+    // Per-node RBAC is the API server's; the simulated one has no RBAC.
+    return this.#api.call(this.#c, () => false);
+  }
+
   deletePeerSecret(_rv: ReplicatedVolume): Promise<void> {
     // The simulated API server keeps Secrets; nothing in the simulation reads a deleted volume's.
     return this.#api.call(this.#c, () => undefined);
