@@ -83,6 +83,8 @@ export class VolumeReconciler {
   readonly #reservedPorts = new Map<number, string>();
   /** The Secret names last written into each node's Role (JSON). */
   readonly #nodeAccess = new Map<string, string>();
+  /** Nodes whose TLS Secret exists (issued once; see ensureNodeTls). */
+  readonly #nodeTls = new Set<string>();
 
   constructor(o: { api: VolumeApi; caches: Caches; log: Logger; metrics?: ReconcilerMetrics; clock?: Clock }) {
     this.#api = o.api;
@@ -344,6 +346,10 @@ export class VolumeReconciler {
       };
     });
     for (const node of new Set(nodes)) {
+      if (!this.#nodeTls.has(node) && without === undefined) {
+        if (await this.#api.ensureNodeTls(node)) log.info({ node }, "Issued the node's TLS certificate");
+        this.#nodeTls.add(node);
+      }
       const names = nodeSecretNames(node, volumes);
       const json = JSON.stringify(names);
       if (this.#nodeAccess.get(node) === json) continue;

@@ -12,12 +12,15 @@ import {
   KINDS,
   LABELS,
   nodeServiceAccountName,
+  CA_SECRET_NAME,
   SECRET_KEY,
   peerSecretName,
+  tlsSecretName,
   replicaName,
 } from '../api/names.ts';
 import type { ReplicatedVolume, ReplicatedVolumeStatus } from '../api/replicated-volume.ts';
 import type { ReplicatedVolumeReplica, ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
+import { type Issued, issueCa, issueNodeCert } from '../net/x509.ts';
 import { isNotFound, mergePatch, recordEvent, type EventInput, replicaApi, volumeApi } from '../runtime/kube.ts';
 
 export interface VolumeApi {
@@ -39,6 +42,11 @@ export interface VolumeApi {
    * true when something was created or changed.
    */
   ensureNodeAccess(node: string, secretNames: readonly string[]): Promise<boolean>;
+  /**
+   * The node's TLS Secret (ca.crt, tls.crt, tls.key) for peer links, issued by the
+   * controller's CA (made once, kept in its own Secret); true when it was created.
+   */
+  ensureNodeTls(node: string): Promise<boolean>;
   /** Creates a replica (409 if it exists already). */
   createReplica(rv: ReplicatedVolume, spec: ReplicatedVolumeReplicaSpec): Promise<void>;
   /** Replaces a replica's spec, conditional on the resourceVersion of `current`. */
@@ -84,6 +92,7 @@ export class KubeVolumeApi implements VolumeApi {
   readonly #custom: k8s.CustomObjectsApi;
   readonly #core: k8s.CoreV1Api;
   readonly #rbac: k8s.RbacAuthorizationV1Api;
+  #caCache: Issued | undefined;
   /** Where peer Secrets live: the controller's own namespace, never a user's. */
   readonly #operatorNamespace: string;
 
@@ -222,6 +231,66 @@ export class KubeVolumeApi implements VolumeApi {
       changed = true;
     }
     return changed;
+  }
+
+  /** The CA: read from its Secret, or made and stored once (of two controllers racing, the first write wins). */
+  async #ca(): Promise<Issued> {
+    if (this.#caCache) return this.#caCache;
+    const namespace = this.#operatorNamespace;
+    const read = async (): Promise<Issued | undefined> => {
+      const d = await this.#core
+        .readNamespacedSecret({ name: CA_SECRET_NAME, namespace })
+        .then((s) => s.data)
+        .catch((err: unknown) => (isNotFound(err) ? undefined : Promise.reject(err)));
+      const text = (k: string) => (d?.[k] ? Buffer.from(d[k], 'base64').toString('utf8') : undefined);
+      const [certPem, keyPem] = [text('ca.crt'), text('ca.key')];
+      return certPem && keyPem ? { certPem, keyPem } : undefined;
+    };
+    let ca = await read();
+    if (!ca) {
+      const made = issueCa(`tandem peer CA ${randomBytes(4).toString('hex')}`);
+      try {
+        await this.#core.createNamespacedSecret({
+          namespace,
+          body: {
+            metadata: { name: CA_SECRET_NAME, namespace, labels: { [LABELS.managedBy]: FIELD_MANAGERS.controller } },
+            type: 'Opaque',
+            stringData: { 'ca.crt': made.certPem, 'ca.key': made.keyPem },
+          },
+        });
+        ca = made;
+      } catch (err) {
+        if ((err as { code?: number }).code !== 409) throw err;
+        ca = await read();
+        if (!ca) throw new Error(`Secret ${CA_SECRET_NAME} exists but holds no ca.crt and ca.key`);
+      }
+    }
+    this.#caCache = ca;
+    return ca;
+  }
+
+  async ensureNodeTls(node: string): Promise<boolean> {
+    const namespace = this.#operatorNamespace;
+    const name = tlsSecretName(node);
+    const have = await this.#core
+      .readNamespacedSecret({ name, namespace })
+      .catch((err: unknown) => (isNotFound(err) ? undefined : Promise.reject(err)));
+    if (have) return false;
+    const ca = await this.#ca();
+    const issued = issueNodeCert(ca, node);
+    await this.#core.createNamespacedSecret({
+      namespace,
+      body: {
+        metadata: {
+          name,
+          namespace,
+          labels: { [LABELS.node]: node, [LABELS.managedBy]: FIELD_MANAGERS.controller },
+        },
+        type: 'kubernetes.io/tls',
+        stringData: { 'ca.crt': ca.certPem, 'tls.crt': issued.certPem, 'tls.key': issued.keyPem },
+      },
+    });
+    return true;
   }
 
   async createReplica(rv: ReplicatedVolume, spec: ReplicatedVolumeReplicaSpec): Promise<void> {

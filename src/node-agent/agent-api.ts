@@ -9,6 +9,7 @@ import {
   KINDS,
   nodeServiceAccountName,
   SECRET_KEY,
+  tlsSecretName,
   VERSION,
 } from '../api/names.ts';
 import { StoragePool } from '../api/storage-pool.ts';
@@ -29,6 +30,8 @@ export interface AgentApi extends FenceApi {
   readReplica(namespace: string, name: string): Promise<{ role: string; epoch: number } | undefined>;
   /** A peer Secret's shared-secret (operator's namespace), or undefined when the Secret or the key is missing. */
   readPeerSecret(name: string): Promise<string | undefined>;
+  /** This node's TLS Secret (ca.crt, tls.crt, tls.key as PEM), undefined when it is missing or incomplete. */
+  readNodeTls(): Promise<{ ca: string; cert: string; key: string } | undefined>;
   /** A StoragePool (cluster-scoped); undefined when there is none of that name. */
   readPool(name: string): Promise<StoragePool | undefined>;
 }
@@ -117,6 +120,21 @@ export class KubeAgentApi implements AgentApi {
       const s = await core.readNamespacedSecret({ name, namespace: this.#operatorNamespace });
       const v = s.data?.[SECRET_KEY];
       return v ? Buffer.from(v, 'base64').toString('utf8') : undefined;
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async readNodeTls(): Promise<{ ca: string; cert: string; key: string } | undefined> {
+    try {
+      const core = await this.#secretsClient();
+      const d = (
+        await core.readNamespacedSecret({ name: tlsSecretName(this.#node), namespace: this.#operatorNamespace })
+      ).data;
+      const text = (k: string) => (d?.[k] ? Buffer.from(d[k], 'base64').toString('utf8') : undefined);
+      const [ca, cert, key] = [text('ca.crt'), text('tls.crt'), text('tls.key')];
+      return ca && cert && key ? { ca, cert, key } : undefined;
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;

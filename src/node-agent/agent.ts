@@ -69,6 +69,8 @@ export interface AgentOptions {
   workers?: number;
   /** The admin's mount root for spec.mountPath (mount-path.ts); default /mydata. */
   mountRoot?: string;
+  /** Peer links over TLS with this node's certificate from its TLS Secret (on in main.ts). */
+  peerTls?: boolean;
 }
 
 /** What a pass acted on, per replica: reported as observedGeneration, epoch and conditions. */
@@ -120,6 +122,7 @@ export class NodeAgent {
       consumer: o.consumer,
       fencer: this.#fencer,
       clock: this.#clock,
+      peerTls: o.peerTls ?? false,
     });
     this.#cache = o.replicas({
       onChange: (r) => this.#queue.add(`${r.metadata?.namespace}/${r.metadata?.name}`),

@@ -5,7 +5,7 @@
 // here decides: the plan said what to do, in which order.
 import type { Logger } from 'pino';
 import type { ConditionInput } from '../api/condition.ts';
-import { CONDITIONS, KINDS, SECRET_KEY } from '../api/names.ts';
+import { CONDITIONS, KINDS, SECRET_KEY, tlsSecretName } from '../api/names.ts';
 import type { ReplicatedVolumeReplica, ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
 import { type Clock, systemClock } from '../runtime/clock.ts';
 import { describeError } from '../runtime/kube.ts';
@@ -24,9 +24,12 @@ export interface EngineDriver {
   resources(): Promise<string[]>;
 }
 
-/** The engine's configuration file (it holds the shared secret). */
+/** The node's TLS material for peer links, PEM (from its TLS Secret, which the controller issues). */
+export type NodeTls = { ca: string; cert: string; key: string };
+
+/** The engine's configuration file (it holds the shared secret); with `tls`, the link runs over TLS. */
 export interface ConfigStore {
-  write(spec: ReplicatedVolumeReplicaSpec, secret: string): Promise<void>;
+  write(spec: ReplicatedVolumeReplicaSpec, secret: string, tls?: NodeTls): Promise<void>;
   remove(resource: string): Promise<void>;
 }
 
@@ -76,6 +79,7 @@ export class PlanExecutor {
   readonly #clock: Clock;
   readonly #secrets = new Map<string, { value: string; at: number }>();
   readonly #kept = new Set<string>();
+  readonly #peerTls: boolean;
 
   constructor(o: {
     node: string;
@@ -85,7 +89,10 @@ export class PlanExecutor {
     consumer: ConsumerPort;
     fencer: Fencer;
     clock?: Clock;
+    /** Peer links over TLS with the node's certificate (the controller's CA); off only where no controller issues them. */
+    peerTls?: boolean;
   }) {
+    this.#peerTls = o.peerTls ?? false;
     this.#node = o.node;
     this.#api = o.api;
     this.#engines = o.engines;
@@ -164,7 +171,17 @@ export class PlanExecutor {
       case 'write-config': {
         const secret = await this.#secret(spec.secretName);
         if (secret === undefined) throw new ActionFailed(`Secret ${spec.secretName} has no ${SECRET_KEY}`);
-        await this.#config.write(spec, secret).catch((err: unknown) => {
+        let tls: NodeTls | undefined;
+        if (this.#peerTls) {
+          // Never without TLS when it is on: the engine waits for the controller to issue the node's certificate.
+          tls = await this.#api.readNodeTls();
+          if (!tls)
+            throw new ActionFailed(
+              `the node's TLS Secret ${tlsSecretName(this.#node)} is missing or incomplete; the controller issues it`,
+              'TlsMissing',
+            );
+        }
+        await this.#config.write(spec, secret, tls).catch((err: unknown) => {
           // A value the configuration syntax cannot carry: nothing was written, the engine is not started.
           if (err instanceof ConfigValueError) throw new ActionFailed(err.message, 'InvalidConfigValue');
           throw err;

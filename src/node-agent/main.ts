@@ -2,7 +2,7 @@
 //
 //   tandem-node-agent [--node NAME] [--run-dir /run/tandem] [--metrics-port 9942] [--host-root /mnt/tandem-host]
 //                     [--engine-host /run/tandem/engine-host.sock] [--mount-root /mydata | /srv/tandem/{namespace}]
-//                     [--no-node-identity]
+//                     [--no-node-identity] [--no-peer-tls]
 //   env: NODE_NAME (downward API), KUBECONFIG (else in-cluster), TANDEM_RUN_DIR, TANDEM_ENGINE_HOST,
 //        POD_NAMESPACE (the operator's namespace, where peer Secrets live; default tandem-system)
 //
@@ -72,6 +72,8 @@ export async function main(argv: string[]): Promise<void> {
     config: new FileConfigStore(engines, fenceHandlerCommand(process.execPath, FENCE_SCRIPT, fenceSocket)),
     consumer: new Consumer({ hostRoot: flag(argv, '--host-root', ''), mountRoot }),
     mountRoot,
+    // Peer links run over TLS with the certificate the controller issued to this node.
+    peerTls: !argv.includes('--no-peer-tls'),
     observe: (resource, e) => metrics.observe(resource, e),
     replicas: (handlers) =>
       new SupervisedInformer<k8s.KubernetesObject>({

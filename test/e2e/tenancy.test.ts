@@ -3,7 +3,9 @@
 // user) tries to reach a host through tandem, and is refused by the API server, the
 // controller or the node's agent; the host and the nodes' disks are unharmed. Runs
 // against the controller and agents under the chart's ServiceAccounts (cluster-deploy).
+import { X509Certificate } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
 import { jest } from '@jest/globals';
 import { state } from './harness/paths.ts';
@@ -324,6 +326,46 @@ describeLocal('a hostile tenant', () => {
     const masterText = readFileSync(master, 'utf8');
     writeFileSync(unbound, masterText.replace(/token: .*/, `token: ${token}`), { mode: 0o600 });
     expect(await asAgent(unbound, 'rvr/policy-master', { lastHeartbeatTime: now })).toContain('bound to no node');
+
+    // The managed pair's link is TLS: each engine's configuration names the node's certificate,
+    // and the peer port answers a TLS 1.3 ClientHello with a certificate of the controller's
+    // CA naming its node (the pair is Connected, so both ends accepted each other's).
+    const caPem = Buffer.from(
+      (await kubectl(['get', 'secret', 'tandem-peer-ca', '-n', 'tandem-system', '-o', 'jsonpath={.data.ca\\.crt}']))
+        .stdout,
+      'base64',
+    ).toString('utf8');
+    const caCert = new X509Certificate(caPem);
+    const policyPort = ((await getRv(ns, 'policy')) as { status?: { port?: number } }).status?.port ?? 0;
+    const presented: string[] = [];
+    for (const n of ['master', 'backup']) {
+      const conf = (await execInNode(n, ['cat', `/run/tandem/${ns}.policy.res`])).stdout;
+      expect(conf).toMatch(/tls yes; tls-ca "\/run\/tandem\/tls\/ca.crt"; tls-cert "\/run\/tandem\/tls\/tls.crt";/);
+      const ip = JSON.parse((await kubectl(['get', 'node', n, '-o', 'json'])).stdout).status.addresses.find(
+        (a: { type: string }) => a.type === 'InternalIP',
+      ).address as string;
+      const cert = await new Promise<X509Certificate | string>((resolve) => {
+        const c = tlsConnect({ host: ip, port: policyPort, rejectUnauthorized: false, minVersion: 'TLSv1.3' });
+        c.once('secureConnect', () => {
+          resolve(c.getPeerX509Certificate() ?? 'no certificate');
+          c.destroy();
+        });
+        c.once('error', (err) => resolve(err.message));
+        c.setTimeout(5000, () => {
+          resolve('timeout');
+          c.destroy();
+        });
+      });
+      if (typeof cert === 'string') {
+        // Only the node that listens answers; the other may refuse the connection.
+        expect(cert).toContain('ECONNREFUSED');
+        continue;
+      }
+      expect(cert.subject).toBe(`CN=${n}`);
+      expect(cert.checkIssued(caCert) && cert.verify(caCert.publicKey)).toBe(true);
+      presented.push(n);
+    }
+    expect(presented.length).toBeGreaterThan(0);
 
     // Peer secrets live in the operator's namespace, never in the tenant's.
     const peerSecret = `peer.${ns}.policy`;

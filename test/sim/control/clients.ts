@@ -89,6 +89,11 @@ export class SimVolumeApi implements VolumeApi {
     });
   }
 
+  ensureNodeTls(_node: string): Promise<boolean> {
+    // The simulated agents run without peer TLS.
+    return this.#api.call(this.#c, () => false);
+  }
+
   ensureNodeAccess(_node: string, _names: readonly string[]): Promise<boolean> {
     // Per-node RBAC is the API server's; the simulated one has no RBAC.
     return this.#api.call(this.#c, () => false);
@@ -191,6 +196,11 @@ export class SimAgentApi implements AgentApi {
       const o = this.#api.peek('rvr', namespace, name) as { spec: { role: string; epoch: number } } | undefined;
       return o ? { role: o.spec.role, epoch: o.spec.epoch } : undefined;
     });
+  }
+
+  readNodeTls(): Promise<undefined> {
+    // The simulated agents run without peer TLS (peerTls is off): their links are simulated.
+    return this.#api.call(this.#c, () => undefined);
   }
 
   readPeerSecret(name: string): Promise<string | undefined> {
