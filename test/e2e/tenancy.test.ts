@@ -5,7 +5,6 @@
 // against the controller and agents under the chart's ServiceAccounts (cluster-deploy).
 import { X509Certificate } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
 import { jest } from '@jest/globals';
 import { state } from './harness/paths.ts';
@@ -329,7 +328,8 @@ describeLocal('a hostile tenant', () => {
 
     // The managed pair's link is TLS: each engine's configuration names the node's certificate,
     // and the peer port answers a TLS 1.3 ClientHello with a certificate of the controller's
-    // CA naming its node (the pair is Connected, so both ends accepted each other's).
+    // CA naming its node (the pair is Connected, so both ends accepted each other's). The
+    // listener takes connections only from the peer's address: the probe runs on the peer node.
     const caPem = Buffer.from(
       (await kubectl(['get', 'secret', 'tandem-peer-ca', '-n', 'tandem-system', '-o', 'jsonpath={.data.ca\\.crt}']))
         .stdout,
@@ -337,30 +337,30 @@ describeLocal('a hostile tenant', () => {
     ).toString('utf8');
     const caCert = new X509Certificate(caPem);
     const policyPort = ((await getRv(ns, 'policy')) as { status?: { port?: number } }).status?.port ?? 0;
+    const probe = [
+      "const tls = require('node:tls');",
+      `const c = tls.connect({ host: process.argv[1], port: ${policyPort}, rejectUnauthorized: false, minVersion: 'TLSv1.3' });`,
+      "c.once('secureConnect', () => { const x = c.getPeerX509Certificate(); process.stdout.write(c.getProtocol() + '\\n' + (x ? x.toString() : '')); c.destroy(); });",
+      "c.once('error', (e) => process.stdout.write('error ' + e.code));",
+      "setTimeout(() => { process.stdout.write('timeout'); process.exit(0); }, 5000).unref();",
+    ].join(' ');
     const presented: string[] = [];
-    for (const n of ['master', 'backup']) {
+    for (const [n, from] of [
+      ['master', 'backup'],
+      ['backup', 'master'],
+    ] as const) {
       const conf = (await execInNode(n, ['cat', `/run/tandem/${ns}.policy.res`])).stdout;
       expect(conf).toMatch(/tls yes; tls-ca "\/run\/tandem\/tls\/ca.crt"; tls-cert "\/run\/tandem\/tls\/tls.crt";/);
       const ip = JSON.parse((await kubectl(['get', 'node', n, '-o', 'json'])).stdout).status.addresses.find(
         (a: { type: string }) => a.type === 'InternalIP',
       ).address as string;
-      const cert = await new Promise<X509Certificate | string>((resolve) => {
-        const c = tlsConnect({ host: ip, port: policyPort, rejectUnauthorized: false, minVersion: 'TLSv1.3' });
-        c.once('secureConnect', () => {
-          resolve(c.getPeerX509Certificate() ?? 'no certificate');
-          c.destroy();
-        });
-        c.once('error', (err) => resolve(err.message));
-        c.setTimeout(5000, () => {
-          resolve('timeout');
-          c.destroy();
-        });
-      });
-      if (typeof cert === 'string') {
-        // Only the node that listens answers; the other may refuse the connection.
-        expect(cert).toContain('ECONNREFUSED');
+      const out = (await execInNode(from, [process.execPath, '-e', probe, ip])).stdout;
+      if (!out.startsWith('TLSv1.3\n')) {
+        // Only a node that listens answers; the other may refuse the connection.
+        expect(out).toBe('error ECONNREFUSED');
         continue;
       }
+      const cert = new X509Certificate(out.slice('TLSv1.3\n'.length));
       expect(cert.subject).toBe(`CN=${n}`);
       expect(cert.checkIssued(caCert) && cert.verify(caCert.publicKey)).toBe(true);
       presented.push(n);
