@@ -1,6 +1,6 @@
 // tandem-controller: the Deployment that reconciles ReplicatedVolumes.
 //
-//   tandem-controller [--metrics-port 8080] [--workers 4] [--no-leader-elect]
+//   tandem-controller [--metrics-port 8080] [--workers 4] [--lease-seconds 15] [--no-leader-elect]
 //   env: KUBECONFIG (else in-cluster), POD_NAMESPACE (the Lease's namespace), POD_NAME (identity)
 //
 // Informers fill caches and enqueue keys; once this process holds the Lease,
@@ -18,6 +18,14 @@ import { collectionPath, listCustom } from '../runtime/kube.ts';
 import { LeaderElector } from '../runtime/leader-election.ts';
 import { Controller } from './controller.ts';
 import { KubeVolumeApi } from './volume-api.ts';
+
+/** The Lease's duration: whole seconds, long enough for a few renewals (every 2 s). */
+function leaseSeconds(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 6 || n > 300)
+    throw new Error(`--lease-seconds ${v}: give whole seconds from 6 to 300 (it is renewed every 2 s)`);
+  return n;
+}
 
 function flag(argv: string[], name: string, fallback: string): string {
   const i = argv.indexOf(name);
@@ -51,7 +59,14 @@ export async function main(argv: string[]): Promise<void> {
   const identity = process.env.POD_NAME ?? `${hostname()}-${process.pid}`;
   const elector = argv.includes('--no-leader-elect')
     ? undefined
-    : new LeaderElector({ kc, log, namespace, name: 'tandem-controller', identity });
+    : new LeaderElector({
+        kc,
+        log,
+        namespace,
+        name: 'tandem-controller',
+        identity,
+        leaseDurationSeconds: leaseSeconds(flag(argv, '--lease-seconds', '15')),
+      });
   const server = await startHealthServer({
     port: Number(flag(argv, '--metrics-port', '8080')),
     registry: metrics.registry,

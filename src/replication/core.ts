@@ -47,6 +47,11 @@ export interface Core {
   send(c: PeerConnection, m: PeerMessage, onSent?: () => void): boolean;
   /** Writes changed bitmap pages (clear bits only after the data they describe is durable). */
   persistBitmap(sync: boolean): Promise<void>;
+  /**
+   * The last new data generation this node started is on disk; rejects if it could not be
+   * recorded (the disk was detached then). Resolves at once when none is under way.
+   */
+  newGenerationRecorded(): Promise<void>;
   /** A local disk operation failed: DRBD's on-io-error decides. */
   localIoError(err: unknown, what: string): Promise<'detached' | 'passed'>;
   /** A local disk that takes I/O. */

@@ -144,6 +144,8 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
   readonly #promoteWaiters = new Map<number, Deferred<{ ok: boolean; message?: string }>>();
   #peerPromoting = false;
   #bitmapChain: Promise<unknown> = Promise.resolve();
+  /** The last new data generation started here (runEffects); awaited before acknowledging a write only this disk holds. */
+  #newGeneration: Promise<void> = Promise.resolve();
   #bitmapTimer: Timer | undefined;
   lastDecision: { decision: SyncDecision; rule: string } | undefined;
   lastError: string | undefined;
@@ -258,6 +260,7 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
             );
           this.spawn('starting a new data generation', done, true);
           this.writes.holdCompletions(done);
+          this.#newGeneration = done;
           break;
         }
         case 'fence-peer':
@@ -357,6 +360,7 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
       this.capacity = capacity;
       this.size = md.sb.laSize > 0 ? md.sb.laSize : capacity;
       this.local = { data, md, al };
+      this.#newGeneration = Promise.resolve(); // a failed record belonged to the disk that went
       this.#receiver.onAttached();
       // DRBD: a consistent disk is UpToDate on attach unless fencing is on; then it
       // stays Consistent until a peer confirms it (a lone node cannot know it is newest).
@@ -405,6 +409,10 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
     await local.data.close();
     this.local = undefined;
     this.fact({ disk: 'Diskless' }, 'detach');
+  }
+
+  newGenerationRecorded(): Promise<void> {
+    return this.#newGeneration;
   }
 
   /** Writes changed bitmap pages; concurrent callers share one round (group commit). */

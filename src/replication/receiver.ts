@@ -93,11 +93,7 @@ export class Receiver {
         core.payloads.give(payload); // on disk: nothing refers to it any more (after a failure it is simply dropped)
         // A Primary without a disk of its own writes only here (DRBD: "we have the only
         // disk of the cluster"): the blocks are marked for when its disk comes back.
-        const p = core.state.peerDisk;
-        if (p === 'Diskless' || p === 'Failed') {
-          core.local?.md.bitmap.setRange(Math.floor(offset / 4096), Math.ceil((offset + data.length) / 4096));
-          await core.persistBitmap(fua);
-        }
+        await this.onlyCopy(offset, data.length, fua);
       },
       (ok) => (ok ? { type: 'write-ack', seq } : { type: 'neg-ack', seq, errno: -5 }),
     );
@@ -121,16 +117,29 @@ export class Receiver {
       async (file) => {
         await core.saveBeforeOverwrite(offset, length);
         await zeroLocally(core, file, offset, length, fua, punch);
-        const p = core.state.peerDisk;
-        if (p === 'Diskless' || p === 'Failed') {
-          core.local?.md.bitmap.setRange(Math.floor(offset / 4096), Math.ceil((offset + length) / 4096));
-          await core.persistBitmap(fua);
-        }
+        await this.onlyCopy(offset, length, fua);
       },
       (ok) => (ok ? { type: 'write-ack', seq } : { type: 'neg-ack', seq, errno: -5 }),
       0,
     );
     this.#epochWrites.push(done);
+  }
+
+  /**
+   * After a write from a Primary whose own disk is gone: this disk holds the only copy. The
+   * range is marked for when its disk comes back, and the write is acknowledged only once
+   * the new data generation this node started when that disk went is on disk (seed 23694:
+   * acknowledged before it, then that record failed, and after a restart of both the
+   * Primary's stale disk looked newer and the resync overwrote the write). A failed record
+   * fails the write (NEG_ACK): nothing then holds it for sure.
+   */
+  private async onlyCopy(offset: number, length: number, fua: boolean): Promise<void> {
+    const core = this.#core;
+    const p = core.state.peerDisk;
+    if (p !== 'Diskless' && p !== 'Failed') return;
+    core.local?.md.bitmap.setRange(Math.floor(offset / 4096), Math.ceil((offset + length) / 4096));
+    await core.persistBitmap(fua);
+    await core.newGenerationRecorded();
   }
 
   /** BARRIER: the epoch's writes made durable, then acknowledged (in epoch order). */
@@ -148,6 +157,9 @@ export class Receiver {
           await local.data.datasync();
           // Bits this node set for a disk-less Primary live on the metadata device.
           if (local.md.file !== local.data) await local.md.file.datasync();
+          // Our disk holds writes the Primary's lacks: the generation that says so comes first.
+          const p = core.state.peerDisk;
+          if (p === 'Diskless' || p === 'Failed') await core.newGenerationRecorded();
         } catch (err) {
           errno = -5;
           core.log.error({ err, epoch }, 'Could not make an epoch durable');

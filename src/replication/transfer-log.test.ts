@@ -9,6 +9,7 @@ const req = (seq: number, length = 4096): Omit<TlRequest, 'epoch'> => ({
   sent: deferred<boolean>(),
   received: deferred<boolean>(),
   written: deferred<boolean>(),
+  durable: deferred<boolean>(),
 });
 
 describe('transfer log', () => {

@@ -22,6 +22,8 @@ export interface TlRequest {
   readonly received: Deferred<boolean>;
   /** Protocol C's: the peer wrote it (WRITE_ACK), or could not (NEG_ACK, lost link: false). */
   readonly written: Deferred<boolean>;
+  /** Its epoch is on the peer's stable storage (BARRIER_ACK), or not (an error, a lost link: false). */
+  readonly durable: Deferred<boolean>;
 }
 
 interface Epoch {

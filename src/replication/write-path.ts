@@ -123,6 +123,7 @@ export class WritePath {
       r.sent.resolve(false);
       r.received.resolve(false);
       r.written.resolve(false);
+      r.durable.resolve(false);
     }
     for (const w of this.#epochWaiters.values()) w.resolve(false);
     this.#epochWaiters.clear();
@@ -312,8 +313,12 @@ export class WritePath {
           )
         : Promise.resolve(false);
       if (!req) {
+        // Out of sync from the moment it is not mirrored, before our disk has it: a handshake
+        // that starts while this write is in flight must carry its bit in the bitmap it sends
+        // (DRBD drains application I/O before it sends the bitmap, for the same reason).
+        const preset = this.setOutOfSync(offset, length);
         if (!(await onDisk)) throw eio(`${core.config.name}: the write reached neither the local disk nor the peer`);
-        await this.markOutOfSync(offset, length);
+        await this.markOutOfSync(offset, length, preset);
         this.requireLocalCopy();
         // Not on the peer: with fencing, the application hears back only once the peer is
         // fenced (I/O may have frozen after this write passed the gate at its start).
@@ -322,12 +327,20 @@ export class WritePath {
       }
       const wrote = await onDisk;
       const p = core.config.protocol;
-      // Without a local copy, only the peer's disk holds this write: wait for it whatever the protocol.
-      const ok = await (!wrote || p === 'C'
-        ? req.written.promise
-        : p === 'A'
-          ? req.sent.promise
-          : req.received.promise);
+      // Without a local copy, only the peer's disk holds this write: wait for it whatever the
+      // protocol, and until its epoch is durable there (closed now, not at its age). The peer
+      // answers that epoch only after the state saying our disk is gone, and only once the
+      // new data generation it starts for it is on its disk (seed 23694: acknowledged on the
+      // WRITE_ACK alone, the peer's disk then failed to record that generation, and after a
+      // restart of both our stale disk looked newer and the resync overwrote the write).
+      if (!wrote && this.#tl.openEpoch.number === req.epoch) this.closeEpoch('the only copy is on the peer');
+      const ok = await (!wrote
+        ? req.written.promise.then((w) => w && req.durable.promise)
+        : p === 'C'
+          ? req.written.promise
+          : p === 'A'
+            ? req.sent.promise
+            : req.received.promise);
       if (!ok && !wrote) throw eio(`${core.config.name}: the write reached neither the local disk nor the peer`);
       if (!ok) {
         await this.markOutOfSync(offset, length);
@@ -354,7 +367,7 @@ export class WritePath {
     const core = this.#core;
     const seq = this.#nextSeq++ >>> 0;
     const req = this.#tl.add(
-      { seq, offset, length, sent: deferred(), received: deferred(), written: deferred() },
+      { seq, offset, length, sent: deferred(), received: deferred(), written: deferred(), durable: deferred() },
       core.world.clock.now(),
     );
     core.counters.pe++;
@@ -413,13 +426,17 @@ export class WritePath {
   }
 
   /** Marks a range out of sync; completions after a lost link wait for its bits and generation. */
-  async markOutOfSync(offset: number, length: number): Promise<void> {
-    // The bit first: the data is on this disk whatever happens to the request now.
+  /** Sets the range's bits in memory; returns how many were newly set. */
+  private setOutOfSync(offset: number, length: number): number {
     const local = this.#core.local;
-    const usable = local !== undefined && this.#core.localDiskUsable();
-    const added = usable
-      ? local.md.bitmap.setRange(Math.floor(offset / BLOCK_SIZE), Math.ceil((offset + length) / BLOCK_SIZE))
-      : 0;
+    if (local === undefined || !this.#core.localDiskUsable()) return 0;
+    return local.md.bitmap.setRange(Math.floor(offset / BLOCK_SIZE), Math.ceil((offset + length) / BLOCK_SIZE));
+  }
+
+  /** `preset`: bits this request already set (setOutOfSync) that still have to reach the disk. */
+  async markOutOfSync(offset: number, length: number, preset = 0): Promise<void> {
+    // The bit first: the data is on this disk whatever happens to the request now.
+    const added = preset + this.setOutOfSync(offset, length);
     await this.passLossGate();
     // The page cache is enough: the write's extent stays in the activity log until it
     // completes, and an extent leaves the log only after the bitmap is durable.
@@ -516,6 +533,7 @@ export class WritePath {
         local?.md.bitmap.setRange(Math.floor(q.offset / BLOCK_SIZE), Math.ceil((q.offset + q.length) / BLOCK_SIZE));
       this.holdCompletions(this.#core.persistBitmap(true).then(release));
     }
+    for (const q of r.requests) q.durable.resolve(errno === 0);
     this.#epochWaiters.get(epoch)?.resolve(errno === 0);
     this.#epochWaiters.delete(epoch);
   }

@@ -1,6 +1,8 @@
 // An informer (list + watch + cache) that keeps running: @kubernetes/client-node's
 // ListWatch stops for good on an error (a refused connection, an API server
-// restart), so a supervisor starts it again with capped exponential backoff.
+// restart), so a supervisor starts it again with capped exponential backoff. The cap
+// is short (5 s): after an API outage the controller must see nodes and volumes again
+// within seconds to fail over, and a retry every 5 s per informer costs the API nothing.
 // Callbacks only tell the owner that something changed; the owner enqueues keys.
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
@@ -31,6 +33,8 @@ export interface SupervisedInformerOptions<T extends k8s.KubernetesObject> {
   onResync?: () => void;
 }
 
+const MAX_RESTART_DELAY_MS = 5000;
+
 export class SupervisedInformer<T extends k8s.KubernetesObject> implements ObjectCache<T> {
   readonly #informer: k8s.Informer<T> & k8s.ObjectCache<T>;
   readonly #o: SupervisedInformerOptions<T>;
@@ -60,7 +64,7 @@ export class SupervisedInformer<T extends k8s.KubernetesObject> implements Objec
 
   #restart(err: unknown): void {
     if (this.#stopped || this.#timer) return;
-    this.#restartDelay = Math.min(30_000, this.#restartDelay ? this.#restartDelay * 2 : 500);
+    this.#restartDelay = Math.min(MAX_RESTART_DELAY_MS, this.#restartDelay ? this.#restartDelay * 2 : 500);
     this.#o.log.warn({ err, path: this.#o.path, delayMs: this.#restartDelay }, 'Informer failed; restarting');
     this.restarts++;
     this.#timer = setTimeout(() => {

@@ -491,7 +491,10 @@ class Sim {
       const file = node.disks.file(node.host.disk);
       this.oracle.promoted(node.name, (block) => decodeBlock(file.view(block * BLOCK, BLOCK), block));
     }
-    if (prev.conn !== s.conn && (s.conn === 'StandAlone' || s.conn === 'Connected' || isSyncTarget(s.conn)))
+    if (
+      prev.conn !== s.conn &&
+      (this.debug || s.conn === 'StandAlone' || s.conn === 'Connected' || isSyncTarget(s.conn))
+    )
       this.note(`${node.name}: ${prev.conn} -> ${s.conn} [${cause}]`);
   }
 

@@ -7,9 +7,9 @@
 // Local harness only: the image is loaded into the harness's nodes.
 import { join } from 'node:path';
 import { jest } from '@jest/globals';
-import { build } from '../../scripts/image/build.ts';
 import { repoRoot } from './harness/paths.ts';
-import { external, helm, kubectl, useCluster } from './lib/cluster.ts';
+import { helmInstall, leaseHolder, localImage, pods, podReady as ready, release } from './lib/chart.ts';
+import { external, kubectl, useCluster } from './lib/cluster.ts';
 import { eventually } from './lib/eventually.ts';
 import { execInNode } from './lib/nodes.ts';
 import { deploy, freshDisks, waitReady } from './lib/volumes.ts';
@@ -17,49 +17,8 @@ import { deploy, freshDisks, waitReady } from './lib/volumes.ts';
 jest.setTimeout(300_000);
 const describeLocal = external ? describe.skip : describe;
 useCluster();
-const release = { name: 'tandem', namespace: 'tandem-system' };
 const ns = `e2e-chart-${process.pid}`;
 const nodes = ['master', 'backup'];
-
-type Pod = {
-  metadata: { name: string; labels?: Record<string, string>; deletionTimestamp?: string };
-  spec: { nodeName?: string };
-  status: {
-    phase?: string;
-    podIP?: string;
-    conditions?: { type: string; status: string }[];
-    containerStatuses?: { ready: boolean; restartCount: number; imageID?: string; image?: string }[];
-  };
-};
-
-async function pods(component: 'controller' | 'node-agent' | 'engine-host'): Promise<Pod[]> {
-  const out = await kubectl([
-    'get',
-    'pods',
-    '-n',
-    release.namespace,
-    '-l',
-    `app.kubernetes.io/instance=${release.name},app.kubernetes.io/component=${component}`,
-    '-o',
-    'json',
-  ]);
-  return (JSON.parse(out.stdout) as { items: Pod[] }).items.filter((p) => !p.metadata.deletionTimestamp);
-}
-
-const ready = (p: Pod) => p.status.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
-
-async function leaseHolder(): Promise<string | undefined> {
-  const out = await kubectl([
-    'get',
-    'lease',
-    '-n',
-    release.namespace,
-    `${release.name}-controller`,
-    '-o',
-    'jsonpath={.spec.holderIdentity}',
-  ]).catch(() => ({ stdout: '' }));
-  return out.stdout || undefined;
-}
 
 describeLocal('the Helm chart as a user installs it, on real kubelets', () => {
   let image: { repository: string; tag: string };
@@ -68,9 +27,7 @@ describeLocal('the Helm chart as a user installs it, on real kubelets', () => {
     // The host-process shortcut (npm run cluster:deploy) of other suites must not run beside the pods.
     await deploy('undeploy').catch(() => undefined);
     await freshDisks();
-    const built = await build(repoRoot, ['tandem'], () => {});
-    const [repository, tag] = built.tandem!.ref.split(':') as [string, string];
-    image = { repository, tag };
+    image = await localImage();
     await kubectl(['create', 'namespace', ns]);
   }, 300_000);
 
@@ -87,22 +44,7 @@ describeLocal('the Helm chart as a user installs it, on real kubelets', () => {
 
   test('helm install with only the image values: a Ready controller Deployment (one leader), an agent and an engine host pod per node', async () => {
     const t0 = Date.now();
-    await helm([
-      'upgrade',
-      '--install',
-      release.name,
-      join(repoRoot, 'helm/tandem'),
-      '--namespace',
-      release.namespace,
-      '--create-namespace',
-      '--reset-values',
-      '--set',
-      `image.repository=${image.repository}`,
-      '--set',
-      `image.tag=${image.tag}`,
-      '--wait',
-      '--timeout=4m',
-    ]);
+    await helmInstall(image);
     const installSeconds = (Date.now() - t0) / 1000;
     console.log(`helm install --wait: ${installSeconds.toFixed(1)} s`);
 

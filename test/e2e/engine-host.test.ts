@@ -15,9 +15,9 @@
 // Local harness only: the image is loaded into the harness's nodes.
 import { join } from 'node:path';
 import { jest } from '@jest/globals';
-import { build } from '../../scripts/image/build.ts';
 import { repoRoot } from './harness/paths.ts';
-import { external, helm, kubectl, useCluster } from './lib/cluster.ts';
+import { helmInstall, localImage, pods, podReady as ready, type Pod, release } from './lib/chart.ts';
+import { external, kubectl, useCluster } from './lib/cluster.ts';
 import { eventually } from './lib/eventually.ts';
 import { type Ack, RecordWriter, recordsOn } from './lib/failover.ts';
 import { execInNode } from './lib/nodes.ts';
@@ -27,36 +27,11 @@ import { deploy, freshDisks, type Rv, waitReady } from './lib/volumes.ts';
 jest.setTimeout(300_000);
 const describeLocal = external ? describe.skip : describe;
 useCluster();
-const release = { name: 'tandem', namespace: 'tandem-system' };
 const agentDs = `${release.name}-node-agent`;
 const ns = `e2e-engine-host-${process.pid}`;
 const mount = '/mydata/eh';
 const nodes = ['master', 'backup'] as const;
 
-type Pod = {
-  metadata: { name: string; uid: string; deletionTimestamp?: string };
-  spec: { nodeName?: string; containers: { image: string }[] };
-  status: {
-    conditions?: { type: string; status: string }[];
-    containerStatuses?: { ready: boolean; restartCount: number }[];
-  };
-};
-
-async function pods(component: 'node-agent' | 'engine-host'): Promise<Pod[]> {
-  const out = await kubectl([
-    'get',
-    'pods',
-    '-n',
-    release.namespace,
-    '-l',
-    `app.kubernetes.io/instance=${release.name},app.kubernetes.io/component=${component}`,
-    '-o',
-    'json',
-  ]);
-  return (JSON.parse(out.stdout) as { items: Pod[] }).items.filter((p) => !p.metadata.deletionTimestamp);
-}
-
-const ready = (p: Pod) => p.status.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
 const restarts = (p: Pod) => p.status.containerStatuses?.[0]?.restartCount ?? 0;
 const on = (ps: Pod[], node: string) => ps.find((p) => p.spec.nodeName === node);
 
@@ -119,31 +94,13 @@ describeLocal('engines outlive the agent: restart, upgrade and kill -9 of the ag
   let image: { repository: string; tag: string };
   let writer: RecordWriter;
 
-  const install = (tag: string) =>
-    helm([
-      'upgrade',
-      '--install',
-      release.name,
-      join(repoRoot, 'helm/tandem'),
-      '--namespace',
-      release.namespace,
-      '--create-namespace',
-      '--reset-values',
-      '--set',
-      `image.repository=${image.repository}`,
-      '--set',
-      `image.tag=${tag}`,
-      '--wait',
-      '--timeout=4m',
-    ]);
+  const install = (tag: string) => helmInstall({ repository: image.repository, tag });
 
   beforeAll(async () => {
     // The host-process shortcut (npm run cluster:deploy) must not run beside the pods.
     await deploy('undeploy').catch(() => undefined);
     await freshDisks([mount]);
-    const built = await build(repoRoot, ['tandem'], () => {});
-    const [repository, tag] = built.tandem!.ref.split(':') as [string, string];
-    image = { repository, tag };
+    image = await localImage();
     await install(image.tag);
     await kubectl(['apply', '-f', join(repoRoot, 'examples/storage-pool.yaml')]);
     await kubectl(['create', 'namespace', ns]);

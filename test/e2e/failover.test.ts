@@ -8,9 +8,10 @@
 import { jest } from '@jest/globals';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { external, kubectl, useCluster } from './lib/cluster.ts';
+import { agentBack, controllerBack, installTandem, removeTandem } from './lib/chart.ts';
 import { eventually } from './lib/eventually.ts';
 import {
-  controllerAlive,
+  controllerGaveUp,
   cutApi,
   cutControllerApi,
   cutLink,
@@ -27,7 +28,7 @@ import {
 } from './lib/failover.ts';
 import { execInNode } from './lib/nodes.ts';
 import { watchRoles } from './lib/role-watch.ts';
-import { deploy, eventReasons, freshDisks, getRv, readyCondition, tearDown, waitReady } from './lib/volumes.ts';
+import { eventReasons, freshDisks, getRv, readyCondition, waitReady } from './lib/volumes.ts';
 
 jest.setTimeout(300_000);
 const describeLocal = external ? describe.skip : describe;
@@ -80,10 +81,9 @@ describeLocal('automatic failover on the local control plane', () => {
   const roles = watchRoles(ns);
 
   beforeAll(async () => {
-    await deploy('deploy');
+    await installTandem([mount]);
     await kubectl(['create', 'namespace', ns]);
     await roles.start();
-    await freshDisks([mount]);
     await kubectl(['apply', '-f', '-'], { input: volume('db') });
     await waitReady(ns, 'db', 'master', 180_000);
     port = Number((await getRv(ns, 'db')).metadata.annotations?.['tandem.dev/port']);
@@ -96,8 +96,8 @@ describeLocal('automatic failover on the local control plane', () => {
   }, 120_000);
 
   afterAll(async () => {
-    await tearDown(ns, [mount]);
-  }, 180_000);
+    await removeTandem(ns, [mount]);
+  }, 300_000);
 
   test("stop the Primary's node mid write stream: the other node takes over by itself with every acknowledged write", async () => {
     const before = await waitReady(ns, 'db', 'master');
@@ -143,7 +143,7 @@ describeLocal('automatic failover on the local control plane', () => {
 
     // The old node boots again: it rejoins as Secondary and resyncs, no manual step, no fail-back.
     await nodeAction('start', 'master');
-    await deploy('start-agent', 'master');
+    await agentBack('master');
     const healed = await waitReady(ns, 'db', 'backup', 120_000);
     expect(healed.status?.epoch).toBe(rv.status?.epoch);
     expect(healed.status?.fence).toBeUndefined();
@@ -258,12 +258,12 @@ describeLocal('automatic failover on the local control plane', () => {
     expect(writer.acks.length).toBeGreaterThan(acked);
     // Now the Primary dies. The controller has lost its Lease and exited (as a pod it would be restarted).
     await nodeAction('stop', 'backup');
-    await eventually(() => expect(controllerAlive()).toBe(false), {
+    await eventually(async () => expect(await controllerGaveUp()).toBe(true), {
       timeoutMs: 30_000,
       what: 'the controller gives up its Lease',
     });
     await healControllerApi();
-    await deploy('start-controller');
+    await controllerBack();
     await sleep(15_000);
     const rv = await getRv(ns, 'db');
     // master lacks the writes backup acknowledged alone: it is not promoted.
@@ -274,7 +274,7 @@ describeLocal('automatic failover on the local control plane', () => {
     // backup boots again: it is still the Primary and holds every acknowledged write.
     await nodeAction('start', 'backup');
     await healLink('backup', port!); // the rules live in the node's network namespace, which a stop keeps
-    await deploy('start-agent', 'backup');
+    await agentBack('backup');
     await waitReady(ns, 'db', 'backup', 120_000);
     await mounted('backup');
     await expectAllOn('backup', writer.acks);
@@ -325,6 +325,6 @@ describeLocal('automatic failover on the local control plane', () => {
     expect(forced.status?.lastRoleChange).toMatchObject({ from: 'master', to: 'backup', reason: 'ForcePrimary' });
     expect(await eventReasons(ns, 'slow')).toContain('FailedOver');
     await nodeAction('start', 'master');
-    await deploy('start-agent', 'master');
+    await agentBack('master');
   });
 });

@@ -1,5 +1,6 @@
-// The operator on the real control plane (issue 4's "Done when"): helm install +
-// controller and agents under the chart's ServiceAccounts (npm run cluster:deploy),
+// The operator on the real control plane (issue 4's "Done when"): helm install with
+// the image built here, the controller Deployment and agent DaemonSet as pods on the
+// nodes' kubelets (TANDEM_E2E_DEPLOY=processes: the host-process shortcut instead),
 // the tutorial's volume from examples/mysql-volume.yaml unchanged, a manual role
 // switch that carries data across, kill -9 of controller and agents under I/O,
 // bad volumes refused or conditioned without touching a disk, and deletion that
@@ -10,6 +11,17 @@ import { join } from 'node:path';
 import { jest } from '@jest/globals';
 import { repoRoot } from './harness/paths.ts';
 import { expectApiError, external, helm, kubectl, useCluster } from './lib/cluster.ts';
+import {
+  agentBack,
+  controllerBack,
+  installTandem,
+  killAgent,
+  killLeader,
+  onPods,
+  pods,
+  release,
+  removeTandem,
+} from './lib/chart.ts';
 import { eventually } from './lib/eventually.ts';
 import { execInNode, exited, spawnInNode } from './lib/nodes.ts';
 import { watchRoles } from './lib/role-watch.ts';
@@ -18,7 +30,6 @@ import {
   freshDisks,
   getRv as getRvIn,
   readyCondition as ready,
-  tearDown,
   waitReady as waitReadyIn,
 } from './lib/volumes.ts';
 
@@ -40,14 +51,14 @@ describeLocal('the operator on the local control plane', () => {
   afterEach(() => roles.check(), 30_000);
 
   beforeAll(async () => {
-    await deploy('deploy');
+    await installTandem(['/mydata/mysql']);
     await kubectl(['create', 'namespace', ns]);
     await roles.start();
-  }, 180_000);
+  }, 600_000);
 
   afterAll(async () => {
-    await tearDown(ns);
-  }, 180_000);
+    await removeTandem(ns, ['/mydata/mysql']);
+  }, 300_000);
 
   test('the chart lints clean and its RBAC is least privilege', async () => {
     const lint = await helm(['lint', join(repoRoot, 'helm/tandem')]);
@@ -211,16 +222,33 @@ describeLocal('the operator on the local control plane', () => {
           'jsonpath={.spec.holderIdentity}',
         ])
       ).stdout;
-    expect(await holder()).toBe('tandem-controller-local');
-    const standbyLog = join(repoRoot, '.cluster/logs/tandem-controller-2.log');
-    const logFrom = existsSync(standbyLog) ? statSync(standbyLog).size : 0; // the log is appended to across runs
-    await deploy('start-controller', 'controller-2');
-    await new Promise((r) => setTimeout(r, 3000));
-    expect(readFileSync(standbyLog).subarray(logFrom).toString()).not.toContain('Starting workers');
-    expect(await holder()).toBe('tandem-controller-local');
-    const t0 = Date.now();
-    await deploy('stop', 'controller');
-    await eventually(async () => expect(await holder()).toBe('tandem-controller-2-local'), {
+    let standbyName: string;
+    let t0: number;
+    if (onPods) {
+      // The chart runs two replicas: one leads, the other waits with warm caches and does nothing.
+      const leader = await holder();
+      const standby = (await pods('controller')).find((p) => p.metadata.name !== leader);
+      expect(standby).toBeDefined();
+      standbyName = standby!.metadata.name;
+      const logs = (await kubectl(['logs', '-n', release.namespace, standbyName])).stdout;
+      expect(logs).not.toContain('Starting workers');
+      expect(await holder()).toBe(leader);
+      t0 = Date.now();
+      // SIGTERM (the pod's deletion): it hands the Lease back on its way out.
+      await kubectl(['delete', 'pod', '-n', release.namespace, leader, '--wait=false']);
+    } else {
+      expect(await holder()).toBe('tandem-controller-local');
+      standbyName = 'tandem-controller-2-local';
+      const standbyLog = join(repoRoot, '.cluster/logs/tandem-controller-2.log');
+      const logFrom = existsSync(standbyLog) ? statSync(standbyLog).size : 0; // the log is appended to across runs
+      await deploy('start-controller', 'controller-2');
+      await new Promise((r) => setTimeout(r, 3000));
+      expect(readFileSync(standbyLog).subarray(logFrom).toString()).not.toContain('Starting workers');
+      expect(await holder()).toBe('tandem-controller-local');
+      t0 = Date.now();
+      await deploy('stop', 'controller');
+    }
+    await eventually(async () => expect(await holder()).toBe(standbyName), {
       timeoutMs: 10_000,
       what: 'the standby holds the Lease',
     });
@@ -245,13 +273,15 @@ describeLocal('the operator on the local control plane', () => {
       what: 'the standby reconciles',
     });
     await kubectl(['delete', 'rv', 'standby', '-n', ns, '--timeout=60s']);
-    // Back to one controller under the usual name for the rest of the suite.
-    await deploy('start-controller');
-    await deploy('stop', 'controller-2');
-    await eventually(async () => expect(await holder()).toBe('tandem-controller-local'), {
-      timeoutMs: 30_000,
-      what: 'the first controller leads again',
-    });
+    if (!onPods) {
+      // Back to one controller under the usual name for the rest of the suite.
+      await deploy('start-controller');
+      await deploy('stop', 'controller-2');
+      await eventually(async () => expect(await holder()).toBe('tandem-controller-local'), {
+        timeoutMs: 30_000,
+        what: 'the first controller leads again',
+      });
+    }
   });
 
   describe('the tutorial volume (examples/mysql-volume.yaml, unchanged)', () => {
@@ -341,15 +371,19 @@ describeLocal('the operator on the local control plane', () => {
         out += d.toString();
       });
       await new Promise((r) => setTimeout(r, 500));
-      for (const p of ['controller', 'agent-master', 'agent-backup']) await deploy('kill', p);
+      if (onPods) {
+        await killLeader();
+        await killAgent('master');
+        await killAgent('backup');
+      } else for (const p of ['controller', 'agent-master', 'agent-backup']) await deploy('kill', p);
       const { code } = await exited(writer);
       expect({ code, out: out.trim() }).toEqual({ code: 0, out: 'WROTE' });
       expect((await execInNode('backup', ['stat', '-c', '%s', '/mydata/mysql/stream'])).stdout.trim()).toBe(
         String(400 * 65536),
       );
-      await deploy('start-controller');
-      await deploy('start-agent', 'master');
-      await deploy('start-agent', 'backup');
+      await controllerBack();
+      await agentBack('master');
+      await agentBack('backup');
       const rv = await waitReady('mysql', 'backup', 60_000);
       expect(rv.status?.epoch).toBe(2); // nothing changed hands
       expect(rv.status?.lastRoleChange).toMatchObject({

@@ -7,10 +7,10 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { state } from '../harness/paths.ts';
+import { agentBack, controllerBack, inPodNetwork, leaseHolder, onPods, pods } from './chart.ts';
 import { harness, kubectl } from './cluster.ts';
 import { eventually } from './eventually.ts';
 import { execInNode, spawnInNode } from './nodes.ts';
-import { deploy } from './volumes.ts';
 
 export type Ack = { i: number; t: number; node: string };
 
@@ -145,18 +145,37 @@ export async function healApi(node: string): Promise<void> {
   ]);
 }
 
-// The controller runs on this machine, as does kubectl: its own cgroup (v2) tells
-// its packets apart for iptables' cgroup match.
+// The host-process controller runs on this machine, as does kubectl: its own cgroup (v2)
+// tells its packets apart for iptables' cgroup match. A controller pod has its own
+// network namespace, where it reaches the API server through the kubernetes Service (443).
 const CONTROLLER_CGROUP = 'tandem-e2e-controller';
 const cgroupRoot =
   ['/sys/fs/cgroup/unified', '/sys/fs/cgroup'].find((p) => existsSync(`${p}/cgroup.procs`)) ?? '/sys/fs/cgroup';
+const podApiRule = (op: '-I' | '-D', port: string) => `iptables ${op} OUTPUT -p tcp --dport ${port} -j DROP`;
 
 function controllerPid(): number {
   return Number(readFileSync(join(state.run, '..', 'deploy', 'controller.pid'), 'utf8').trim());
 }
 
-/** Every packet from the controller process to the API server is dropped. */
+async function nodeStopped(node: string): Promise<boolean> {
+  const out = await harness('status');
+  return (JSON.parse(out.stdout) as { nodes: Record<string, { stopped?: boolean }> }).nodes[node]?.stopped === true;
+}
+
+/** The controller that led when the API was cut, and its restarts then (pods). */
+let cutLeader: { name: string; restarts: number } | undefined;
+
+/** Every packet from the controller (each replica, as pods) to the API server is dropped. */
 export async function cutControllerApi(): Promise<void> {
+  if (onPods) {
+    const holder = await leaseHolder();
+    for (const pod of await pods('controller')) {
+      if (pod.metadata.name === holder)
+        cutLeader = { name: holder, restarts: pod.status.containerStatuses?.[0]?.restartCount ?? 0 };
+      await inPodNetwork(pod, `${podApiRule('-I', '443')} && ${podApiRule('-I', API.port)}`);
+    }
+    return;
+  }
   mkdirSync(`${cgroupRoot}/${CONTROLLER_CGROUP}`, { recursive: true });
   writeFileSync(`${cgroupRoot}/${CONTROLLER_CGROUP}/cgroup.procs`, `${controllerPid()}\n`);
   await execHost('iptables', [
@@ -178,6 +197,17 @@ export async function cutControllerApi(): Promise<void> {
 }
 
 export async function healControllerApi(): Promise<void> {
+  if (onPods) {
+    // A pod on a stopped node has no process to enter; its node's restart gives it a new network.
+    for (const pod of await pods('controller'))
+      await inPodNetwork(
+        pod,
+        `while ${podApiRule('-D', '443')} 2>/dev/null; do :; done; while ${podApiRule('-D', API.port)} 2>/dev/null; do :; done`,
+      ).catch(async (err: unknown) => {
+        if (!(await nodeStopped(pod.spec.nodeName!))) throw err;
+      });
+    return;
+  }
   await execHost('sh', [
     '-c',
     `while iptables -D OUTPUT -p tcp -d ${API.ip} --dport ${API.port} -m cgroup --path ${CONTROLLER_CGROUP} -j DROP 2>/dev/null; do :; done`,
@@ -195,8 +225,20 @@ async function execHost(cmd: string, args: string[]): Promise<void> {
   );
 }
 
-/** The controller process is alive (it exits when it loses its Lease). */
-export function controllerAlive(): boolean {
+/**
+ * The controller that led has given up (it exits when it cannot renew its Lease): the
+ * process is gone, or, as a pod, its container was restarted since the cut.
+ */
+export async function controllerGaveUp(): Promise<boolean> {
+  if (onPods) {
+    const pod = (await pods('controller')).find((p) => p.metadata.name === cutLeader?.name);
+    return pod !== undefined && (pod.status.containerStatuses?.[0]?.restartCount ?? 0) > cutLeader!.restarts;
+  }
+  return !controllerAlive();
+}
+
+/** The host-process controller is alive (it exits when it loses its Lease). */
+function controllerAlive(): boolean {
   try {
     return readFileSync(`/proc/${controllerPid()}/cmdline`, 'utf8').includes('tandem-controller');
   } catch {
@@ -213,8 +255,8 @@ export async function healEverything(nodes: readonly string[], port: number | un
     await healApi(n).catch(() => undefined);
     if (port !== undefined) await healLink(n, port).catch(() => undefined);
   }
-  if (!controllerAlive()) await deploy('start-controller');
-  for (const n of nodes) await deploy('start-agent', n).catch(() => undefined);
+  if (!onPods && !controllerAlive()) await controllerBack();
+  for (const n of nodes) await agentBack(n).catch(() => undefined);
 }
 
 /** The node's Ready condition changed at (ms), from the Node object. */

@@ -98,7 +98,9 @@ export async function freshDisks(mountPaths: readonly string[] = ['/mydata/mysql
     // Everything of the volumes, not the running agent's fence socket (agent.sock and the
     // file it points to): without it every fence-peer run fails and, since a promotion
     // while alone runs fence-peer first, no failover happens.
-    "find /run/tandem -mindepth 1 -maxdepth 1 ! -name 'agent.sock*' -exec rm -rf {} +",
+    // Nor the socket of a running engine host (the chart's pod), through which the agent starts engines.
+    'keep=/; for d in /proc/[0-9]*; do grep -qa tandem-engine-host "$d/cmdline" 2>/dev/null && [ "$(readlink $d/ns/net)" = "$(readlink /proc/self/ns/net)" ] && keep=engine-host.sock; done',
+    'find /run/tandem -mindepth 1 -maxdepth 1 ! -name \'agent.sock*\' ! -name "$keep" -exec rm -rf {} +',
     // …and a stopped agent's leftovers: a link to no socket, sockets the link does not name.
     '[ -e /run/tandem/agent.sock ] || rm -f /run/tandem/agent.sock',
     't=$(readlink /run/tandem/agent.sock 2>/dev/null); for f in /run/tandem/agent.sock.*; do [ -e "$f" ] && [ "$(basename "$f")" != "$t" ] && rm -f "$f"; done',

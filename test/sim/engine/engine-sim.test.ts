@@ -33,7 +33,7 @@ describe('engine simulator', () => {
   // Seeds beyond the fixed budget where longer searches found a way to lose or fork
   // data (each fixed in the commit that names it): replayed every run.
   test('the seeds long searches failed on hold every invariant', async () => {
-    const found = [1839, 2016, 2174, 2181, 2968, 4332, 5682, 5867, 7727, 8283, 9559, 12448, 15030, 17147];
+    const found = [1839, 2016, 2174, 2181, 2968, 4332, 5682, 5867, 7727, 8283, 9559, 12448, 15030, 17147, 21007, 23694];
     const rs: RoundResult[] = [];
     for (const seed of found) rs.push(await runRound({ seed, logLines: 0 }));
     expect(failures(rs)).toEqual([]);
