@@ -1,6 +1,8 @@
 // Well-known names of tandem's Kubernetes API: group, kinds, labels, the
 // finalizer, field managers. Everyone imports these; they import nothing.
 
+import { createHash } from 'node:crypto';
+
 export const GROUP = 'tandem.dev';
 export const VERSION = 'v1alpha1';
 export const API_VERSION = `${GROUP}/${VERSION}`;
@@ -19,6 +21,8 @@ export const KINDS = {
 export const LABELS = {
   /** On replicas and the peer Secret: the ReplicatedVolume's name. */
   volume: `${GROUP}/volume`,
+  /** On the peer Secret (in the operator's namespace): the ReplicatedVolume's namespace. */
+  volumeNamespace: `${GROUP}/volume-namespace`,
   /** On replicas: the node the replica lives on (the agent selects its replicas by it). */
   node: `${GROUP}/node`,
   component: 'app.kubernetes.io/component',
@@ -61,9 +65,37 @@ export function replicaName(volume: string, node: string): string {
   return `${volume}-${node}`;
 }
 
-export function peerSecretName(volume: string): string {
-  return `${volume}-peer`;
+/** Where the chart installs tandem when nobody says otherwise (POD_NAMESPACE overrides it). */
+export const DEFAULT_OPERATOR_NAMESPACE = 'tandem-system';
+
+/**
+ * The volume's peer Secret, in the operator's namespace (never the user's: a user of
+ * the volume's namespace must not read the link's secret, issue 15 item 4). Unique per
+ * volume: namespaces have no dots. Too long a name keeps a hash of the whole.
+ */
+export function peerSecretName(namespace: string, volume: string): string {
+  const name = `peer.${namespace}.${volume}`;
+  if (name.length <= 253) return name;
+  const hash = createHash('sha256').update(`${namespace}/${volume}`).digest('hex').slice(0, 16);
+  return `peer.${hash}.${name.slice(5, 200)}`.replace(/[.-]+$/, '');
 }
+
+/**
+ * Each node's own ServiceAccount (and its Role and RoleBinding) in the operator's
+ * namespace: it may read only that node's Secrets (controller/decisions/node-access.ts).
+ * The node-agent admission policy spells the same prefix.
+ */
+export function nodeServiceAccountName(node: string): string {
+  return `tandem-node-${node}`;
+}
+
+/** The node's TLS key and certificate for peer links (ca.crt, tls.crt, tls.key), in the operator's namespace. */
+export function tlsSecretName(node: string): string {
+  return `tls.${node}`;
+}
+
+/** The CA that signs every node's certificate (ca.crt and ca.key; only the controller reads it). */
+export const CA_SECRET_NAME = 'tandem-peer-ca';
 
 /** Condition types on volumes and replicas. */
 export const CONDITIONS = {

@@ -32,7 +32,7 @@ const Endpoint = z.object({
  * What the node's engine must be: `Probe` — only check that the disks exist (the
  * controller starts no engine before both nodes found their disks, so a bad
  * volume touches no disk); `Up` — metadata created once, engine running;
- * `Down` — engine stopped (the volume is being deleted; data stays).
+ * `Down` — engine stopped (the volume is being deleted; a pool file is removed, a granted device's data stays).
  */
 export const ENGINE_STATES = ['Probe', 'Up', 'Down'] as const;
 export type EngineState = (typeof ENGINE_STATES)[number];

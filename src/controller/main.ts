@@ -10,7 +10,7 @@ import { writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import * as k8s from '@kubernetes/client-node';
 import pino from 'pino';
-import { KINDS } from '../api/names.ts';
+import { DEFAULT_OPERATOR_NAMESPACE, KINDS } from '../api/names.ts';
 import { controllerMetrics } from './metrics.ts';
 import { startHealthServer } from '../runtime/http.ts';
 import { type CacheFactory, SupervisedInformer } from '../runtime/informer.ts';
@@ -45,8 +45,10 @@ export async function main(argv: string[]): Promise<void> {
     <T extends k8s.KubernetesObject>(path: string, list: () => Promise<k8s.KubernetesListObject<T>>): CacheFactory<T> =>
     (handlers) =>
       new SupervisedInformer<T>({ kc, log, path, list, ...handlers });
+  // The controller's namespace: its Lease and every volume's peer Secret live here.
+  const namespace = process.env.POD_NAMESPACE ?? DEFAULT_OPERATOR_NAMESPACE;
   const controller = new Controller({
-    api: new KubeVolumeApi(kc),
+    api: new KubeVolumeApi(kc, namespace),
     log,
     metrics,
     volumes: informer(collectionPath(KINDS.volume.plural), listCustom(custom, KINDS.volume.plural)),
@@ -54,7 +56,6 @@ export async function main(argv: string[]): Promise<void> {
     nodes: informer('/api/v1/nodes', () => core.listNode()),
     pools: informer(collectionPath(KINDS.pool.plural), listCustom(custom, KINDS.pool.plural)),
   });
-  const namespace = process.env.POD_NAMESPACE ?? 'tandem-system';
   const identity = process.env.POD_NAME ?? `${hostname()}-${process.pid}`;
   const elector = argv.includes('--no-leader-elect')
     ? undefined

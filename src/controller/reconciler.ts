@@ -3,12 +3,15 @@
 //
 //   finalizer → placement → port + peer Secret → roles → replicas → status
 //
-// Deletion: replicas are told engine=Down (demote, `down`, wipe nothing); once
+// Deletion: replicas are told engine=Down (demote, `down`, a pool file removed,
+// a granted device's data left as it is); once
 // every reachable agent reports its engine gone, the finalizer is removed and
-// the garbage collector takes the replicas and the Secret (owner references).
+// the garbage collector takes the replicas (owner references). The peer Secret lives
+// in the operator's namespace, out of the user's reach and of owner references: the
+// controller deletes it just before the finalizer goes.
 import type * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { ANNOTATIONS, FINALIZER, LABELS, PORT_RANGE } from '../api/names.ts';
+import { ANNOTATIONS, CONDITIONS, FINALIZER, LABELS, PORT_RANGE } from '../api/names.ts';
 import { ReplicatedVolume, type ReplicatedVolumeStatus } from '../api/replicated-volume.ts';
 import { ReplicatedVolumeReplica, type ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
 import { StoragePool } from '../api/storage-pool.ts';
@@ -18,6 +21,7 @@ import { TerminalError } from '../runtime/errors.ts';
 import { isNotFound } from '../runtime/kube.ts';
 import { allocatePort, decidePlacement, type NodeView, type Placement } from './decisions/placement.ts';
 import { portClaim, portsInUse, trustedPort } from './decisions/port.ts';
+import { nodeSecretNames, type VolumeOnNodes } from './decisions/node-access.ts';
 import { decideEngineState, desiredReplicaSpecs } from './decisions/replicas.ts';
 import { decideRoles, type RolesDecision } from './decisions/roles.ts';
 import { aggregateStatus, eventsBetween, sameStatus } from './decisions/status.ts';
@@ -77,6 +81,10 @@ export class VolumeReconciler {
   readonly #clock: Clock;
   /** Ports handed out but maybe not yet seen in the cache (several workers). */
   readonly #reservedPorts = new Map<number, string>();
+  /** The Secret names last written into each node's Role (JSON). */
+  readonly #nodeAccess = new Map<string, string>();
+  /** Nodes whose TLS Secret exists (issued once; see ensureNodeTls). */
+  readonly #nodeTls = new Set<string>();
 
   constructor(o: { api: VolumeApi; caches: Caches; log: Logger; metrics?: ReconcilerMetrics; clock?: Clock }) {
     this.#api = o.api;
@@ -316,6 +324,40 @@ export class VolumeReconciler {
 
   async #ensureSecret(rv: ReplicatedVolume, log: Logger): Promise<void> {
     if (await this.#api.ensurePeerSecret(rv)) log.info('Created peer secret');
+    await this.#ensureNodeAccess(
+      rv.spec.replicas.map((r) => r.node),
+      log,
+    );
+  }
+
+  /**
+   * Each of `nodes` may read exactly its own Secrets (decisions/node-access.ts), from
+   * every volume the cache holds; `without` is a volume whose finalizer just went.
+   * Written only when it differs from what this controller last wrote.
+   */
+  async #ensureNodeAccess(nodes: readonly string[], log: Logger, without?: string): Promise<void> {
+    const volumes: VolumeOnNodes[] = this.#caches.volumes.list().map((o) => {
+      const m = o.metadata ?? {};
+      const key = `${m.namespace}/${m.name}`;
+      return {
+        namespace: m.namespace ?? '',
+        name: m.name ?? '',
+        nodes: ((o as { spec?: { replicas?: { node?: string }[] } }).spec?.replicas ?? []).map((r) => r.node ?? ''),
+        gone: key === without || (m.deletionTimestamp !== undefined && !m.finalizers?.includes(FINALIZER)),
+      };
+    });
+    for (const node of new Set(nodes)) {
+      if (!this.#nodeTls.has(node) && without === undefined) {
+        if (await this.#api.ensureNodeTls(node)) log.info({ node }, "Issued the node's TLS certificate");
+        this.#nodeTls.add(node);
+      }
+      const names = nodeSecretNames(node, volumes);
+      const json = JSON.stringify(names);
+      if (this.#nodeAccess.get(node) === json) continue;
+      if (await this.#api.ensureNodeAccess(node, names))
+        log.info({ node, secrets: names.length }, 'Updated node access');
+      this.#nodeAccess.set(node, json);
+    }
   }
 
   /** Each replica's spec, conditional on the resourceVersion of the replica the decision read. */
@@ -380,17 +422,25 @@ export class VolumeReconciler {
       if (!n?.ready) return false; // an unreachable node cannot answer; its engine is left as it is
       const s = r.status;
       const acted = (s?.observedGeneration ?? -1) >= (r.metadata.generation ?? 0) && r.spec.engine === 'Down';
-      return !(acted && (s?.role === undefined || s.role === 'Unconfigured'));
+      // A pool file the agent could not remove yet (an I/O error) is tried again before the volume goes.
+      const removing = s?.conditions?.some((c) => c.type === CONDITIONS.engineReady && c.reason === 'RemoveFailed');
+      return !(acted && !removing && (s?.role === undefined || s.role === 'Unconfigured'));
     });
     if (waiting.length > 0) {
       log.info({ nodes: waiting.map((r) => r.spec.node) }, 'Waiting for engines to go down');
       return { requeueAfterMs: 1000 };
     }
+    await this.#api.deletePeerSecret(rv);
     const finalizers = (rv.metadata.finalizers ?? []).filter((f) => f !== FINALIZER);
     await this.#api.patchVolumeMeta(rv, { finalizers }, true);
     for (const [p, owner] of this.#reservedPorts)
       if (owner === `${rv.metadata.namespace}/${rv.metadata.name}`) this.#reservedPorts.delete(p);
     log.info('Removed finalizer; engines are down');
+    await this.#ensureNodeAccess(
+      rv.spec.replicas.map((r) => r.node),
+      log,
+      `${rv.metadata.namespace}/${rv.metadata.name}`,
+    );
     return {};
   }
 }

@@ -5,9 +5,22 @@
 // conditional: they carry the resourceVersion read and fail with 409 if it moved.
 import { randomBytes } from 'node:crypto';
 import * as k8s from '@kubernetes/client-node';
-import { API_VERSION, FIELD_MANAGERS, KINDS, LABELS, SECRET_KEY, peerSecretName, replicaName } from '../api/names.ts';
+import {
+  API_VERSION,
+  DEFAULT_OPERATOR_NAMESPACE,
+  FIELD_MANAGERS,
+  KINDS,
+  LABELS,
+  nodeServiceAccountName,
+  CA_SECRET_NAME,
+  SECRET_KEY,
+  peerSecretName,
+  tlsSecretName,
+  replicaName,
+} from '../api/names.ts';
 import type { ReplicatedVolume, ReplicatedVolumeStatus } from '../api/replicated-volume.ts';
 import type { ReplicatedVolumeReplica, ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
+import { type Issued, issueCa, issueNodeCert } from '../net/x509.ts';
 import { isNotFound, mergePatch, recordEvent, type EventInput, replicaApi, volumeApi } from '../runtime/kube.ts';
 
 export interface VolumeApi {
@@ -19,8 +32,21 @@ export interface VolumeApi {
   ): Promise<unknown>;
   /** PUT /status with the resourceVersion read: the whole status, refused (409) if the volume moved. */
   replaceVolumeStatus(rv: ReplicatedVolume, status: ReplicatedVolumeStatus): Promise<unknown>;
-  /** Creates the volume's peer Secret unless it exists; true when created. */
+  /** Creates the volume's peer Secret (in the operator's namespace) unless it exists; true when created. */
   ensurePeerSecret(rv: ReplicatedVolume): Promise<boolean>;
+  /** Deletes the volume's peer Secret (no owner reference reaches across namespaces); fine when it is gone. */
+  deletePeerSecret(rv: ReplicatedVolume): Promise<void>;
+  /**
+   * The node's own ServiceAccount, and a Role (bound to it) that may read exactly
+   * `secretNames` (never empty: an empty resourceNames would mean every Secret);
+   * true when something was created or changed.
+   */
+  ensureNodeAccess(node: string, secretNames: readonly string[]): Promise<boolean>;
+  /**
+   * The node's TLS Secret (ca.crt, tls.crt, tls.key) for peer links, issued by the
+   * controller's CA (made once, kept in its own Secret); true when it was created.
+   */
+  ensureNodeTls(node: string): Promise<boolean>;
   /** Creates a replica (409 if it exists already). */
   createReplica(rv: ReplicatedVolume, spec: ReplicatedVolumeReplicaSpec): Promise<void>;
   /** Replaces a replica's spec, conditional on the resourceVersion of `current`. */
@@ -65,10 +91,16 @@ export function replicaMetadata(rv: ReplicatedVolume, node: string) {
 export class KubeVolumeApi implements VolumeApi {
   readonly #custom: k8s.CustomObjectsApi;
   readonly #core: k8s.CoreV1Api;
+  readonly #rbac: k8s.RbacAuthorizationV1Api;
+  #caCache: Issued | undefined;
+  /** Where peer Secrets live: the controller's own namespace, never a user's. */
+  readonly #operatorNamespace: string;
 
-  constructor(kc: k8s.KubeConfig) {
+  constructor(kc: k8s.KubeConfig, operatorNamespace: string = DEFAULT_OPERATOR_NAMESPACE) {
     this.#custom = kc.makeApiClient(k8s.CustomObjectsApi);
     this.#core = kc.makeApiClient(k8s.CoreV1Api);
+    this.#rbac = kc.makeApiClient(k8s.RbacAuthorizationV1Api);
+    this.#operatorNamespace = operatorNamespace;
   }
 
   patchVolumeMeta(
@@ -107,24 +139,155 @@ export class KubeVolumeApi implements VolumeApi {
   }
 
   async ensurePeerSecret(rv: ReplicatedVolume): Promise<boolean> {
-    const name = peerSecretName(rv.metadata.name);
+    const name = peerSecretName(rv.metadata.namespace, rv.metadata.name);
+    const namespace = this.#operatorNamespace;
     try {
-      await this.#core.readNamespacedSecret({ name, namespace: rv.metadata.namespace });
+      await this.#core.readNamespacedSecret({ name, namespace });
       return false;
     } catch (err) {
       if (!isNotFound(err)) throw err;
     }
     await this.#core.createNamespacedSecret({
-      namespace: rv.metadata.namespace,
+      namespace,
       body: {
         metadata: {
           name,
-          namespace: rv.metadata.namespace,
-          labels: { [LABELS.volume]: rv.metadata.name, [LABELS.managedBy]: FIELD_MANAGERS.controller },
-          ownerReferences: [ownerRef(rv)],
+          namespace,
+          // No owner reference: it would have to cross namespaces. The controller deletes it (deletePeerSecret).
+          labels: {
+            [LABELS.volumeNamespace]: rv.metadata.namespace,
+            [LABELS.managedBy]: FIELD_MANAGERS.controller,
+          },
+          annotations: { [LABELS.volume]: rv.metadata.name },
         },
         type: 'Opaque',
         stringData: { [SECRET_KEY]: randomBytes(32).toString('base64url') },
+      },
+    });
+    return true;
+  }
+
+  async deletePeerSecret(rv: ReplicatedVolume): Promise<void> {
+    await this.#core
+      .deleteNamespacedSecret({
+        name: peerSecretName(rv.metadata.namespace, rv.metadata.name),
+        namespace: this.#operatorNamespace,
+      })
+      .catch((err: unknown) => {
+        if (!isNotFound(err)) throw err;
+      });
+  }
+
+  async ensureNodeAccess(node: string, secretNames: readonly string[]): Promise<boolean> {
+    if (secretNames.length === 0)
+      throw new Error(`refusing an empty resourceNames for node ${node}: it would grant every Secret`);
+    const namespace = this.#operatorNamespace;
+    const name = nodeServiceAccountName(node);
+    const metadata = {
+      name,
+      namespace,
+      labels: { [LABELS.node]: node, [LABELS.managedBy]: FIELD_MANAGERS.controller },
+    };
+    const orUndefined = <T>(p: Promise<T>): Promise<T | undefined> =>
+      p.catch((err: unknown) => (isNotFound(err) ? undefined : Promise.reject(err)));
+    let changed = false;
+    if (!(await orUndefined(this.#core.readNamespacedServiceAccount({ name, namespace })))) {
+      await this.#core.createNamespacedServiceAccount({
+        namespace,
+        body: { metadata, automountServiceAccountToken: false },
+      });
+      changed = true;
+    }
+    const rules: k8s.V1PolicyRule[] = [
+      { apiGroups: [''], resources: ['secrets'], verbs: ['get'], resourceNames: [...secretNames] },
+    ];
+    const role = await orUndefined(this.#rbac.readNamespacedRole({ name, namespace }));
+    const same =
+      role?.rules?.length === 1 &&
+      JSON.stringify(role.rules[0]?.resourceNames ?? []) === JSON.stringify(secretNames) &&
+      JSON.stringify(role.rules[0]?.verbs) === '["get"]' &&
+      JSON.stringify(role.rules[0]?.resources) === '["secrets"]';
+    if (!role) {
+      await this.#rbac.createNamespacedRole({ namespace, body: { metadata, rules } });
+      changed = true;
+    } else if (!same) {
+      // Conditional on what was read: two workers never undo each other's names.
+      await this.#rbac.replaceNamespacedRole({
+        name,
+        namespace,
+        body: { metadata: { ...metadata, resourceVersion: role.metadata?.resourceVersion }, rules },
+      });
+      changed = true;
+    }
+    if (!(await orUndefined(this.#rbac.readNamespacedRoleBinding({ name, namespace })))) {
+      await this.#rbac.createNamespacedRoleBinding({
+        namespace,
+        body: {
+          metadata,
+          roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name },
+          subjects: [{ kind: 'ServiceAccount', name, namespace }],
+        },
+      });
+      changed = true;
+    }
+    return changed;
+  }
+
+  /** The CA: read from its Secret, or made and stored once (of two controllers racing, the first write wins). */
+  async #ca(): Promise<Issued> {
+    if (this.#caCache) return this.#caCache;
+    const namespace = this.#operatorNamespace;
+    const read = async (): Promise<Issued | undefined> => {
+      const d = await this.#core
+        .readNamespacedSecret({ name: CA_SECRET_NAME, namespace })
+        .then((s) => s.data)
+        .catch((err: unknown) => (isNotFound(err) ? undefined : Promise.reject(err)));
+      const text = (k: string) => (d?.[k] ? Buffer.from(d[k], 'base64').toString('utf8') : undefined);
+      const [certPem, keyPem] = [text('ca.crt'), text('ca.key')];
+      return certPem && keyPem ? { certPem, keyPem } : undefined;
+    };
+    let ca = await read();
+    if (!ca) {
+      const made = issueCa(`tandem peer CA ${randomBytes(4).toString('hex')}`);
+      try {
+        await this.#core.createNamespacedSecret({
+          namespace,
+          body: {
+            metadata: { name: CA_SECRET_NAME, namespace, labels: { [LABELS.managedBy]: FIELD_MANAGERS.controller } },
+            type: 'Opaque',
+            stringData: { 'ca.crt': made.certPem, 'ca.key': made.keyPem },
+          },
+        });
+        ca = made;
+      } catch (err) {
+        if ((err as { code?: number }).code !== 409) throw err;
+        ca = await read();
+        if (!ca) throw new Error(`Secret ${CA_SECRET_NAME} exists but holds no ca.crt and ca.key`);
+      }
+    }
+    this.#caCache = ca;
+    return ca;
+  }
+
+  async ensureNodeTls(node: string): Promise<boolean> {
+    const namespace = this.#operatorNamespace;
+    const name = tlsSecretName(node);
+    const have = await this.#core
+      .readNamespacedSecret({ name, namespace })
+      .catch((err: unknown) => (isNotFound(err) ? undefined : Promise.reject(err)));
+    if (have) return false;
+    const ca = await this.#ca();
+    const issued = issueNodeCert(ca, node);
+    await this.#core.createNamespacedSecret({
+      namespace,
+      body: {
+        metadata: {
+          name,
+          namespace,
+          labels: { [LABELS.node]: node, [LABELS.managedBy]: FIELD_MANAGERS.controller },
+        },
+        type: 'kubernetes.io/tls',
+        stringData: { 'ca.crt': ca.certPem, 'tls.crt': issued.certPem, 'tls.key': issued.keyPem },
       },
     });
     return true;

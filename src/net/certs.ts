@@ -1,25 +1,21 @@
 // Certificates for the peer link's TLS (net { tls yes; tls-ca …; tls-cert …; tls-key …; }):
 // one CA, and per node a key and a certificate that names the node (subject CN and DNS
 // subjectAltName), usable as TLS server and client (each node is both). `tandemadm
-// tls-certs DIR NODE…` calls this; the controller can later issue the same files per node.
+// tls-certs DIR NODE…` calls this; the controller issues the same per node as Secrets.
 //
-// Why the openssl CLI and not an npm X.509 library: issuing certificates is a rare admin
-// step, far from the data path; openssl is on every host and in the image, admins know it
-// and can inspect or replace what it made (cert-manager's files work the same); and the
-// maintained JS option (@peculiar/x509) pulls a dozen packages, a DI container and a
-// global reflect-metadata polyfill into the engine's process for this one step.
+// Issued by our own code on node:crypto (x509.ts): no openssl binary is needed on the
+// host or in the image. The files are the usual PEM (a PKCS#8 key, an X.509 v3
+// certificate), so admins can inspect them with openssl and replace them with files of
+// their own CA (cert-manager's work the same way).
 // Each CA's name carries 4 random bytes, so two CAs are told apart in error messages.
 // Keys: ECDSA P-256. Validity: `days` (default 825, the longest browsers allow; rotate by
 // re-running with a new DIR and restarting the engines).
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, mkdir, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
+import { issueCa, issueNodeCert } from './x509.ts';
 
-const run = promisify(execFile);
-
-/** Node names become a CN and a DNS name: letters, digits, '.', '-', '_' only (no injection into -subj). */
+/** Node names become a CN and a DNS name: letters, digits, '.', '-', '_' only (nothing to inject). */
 const NODE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
 export class CertError extends Error {
@@ -27,15 +23,6 @@ export class CertError extends Error {
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = 'CertError';
-  }
-}
-
-async function openssl(args: string[]): Promise<void> {
-  try {
-    await run('openssl', args, { timeout: 60_000 });
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    throw new CertError(`openssl ${args[0]} failed: ${(e.stderr ?? e.message).trim()}`, { cause: err });
   }
 }
 
@@ -70,68 +57,27 @@ export async function makeCerts(dir: string, nodes: string[], opts: { days?: num
   if (bad.length > 0)
     throw new CertError(`not a node name: ${bad.map((n) => JSON.stringify(n)).join(', ')} (letters, digits, . - _)`);
   if (nodes.length === 0) throw new CertError('name at least one node');
-  const days = String(opts.days ?? 825);
+  const days = opts.days ?? 825;
   const p = certPaths(dir);
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  const oldUmask = process.umask(0o077);
+  const write = (path: string, text: string, mode: number) => writeFile(path, text, { mode });
   try {
+    let ca: { certPem: string; keyPem: string };
     if (!(await exists(p.ca)) || !(await exists(p.caKey))) {
-      await openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', p.caKey]);
-      await openssl([
-        'req',
-        '-new',
-        '-x509',
-        '-key',
-        p.caKey,
-        '-out',
-        p.ca,
-        '-days',
-        days,
-        '-subj',
-        `/CN=tandem peer CA ${randomBytes(4).toString('hex')}`,
-        '-addext',
-        'basicConstraints=critical,CA:TRUE,pathlen:0',
-        '-addext',
-        'keyUsage=critical,keyCertSign,cRLSign',
-      ]);
+      ca = issueCa(`tandem peer CA ${randomBytes(4).toString('hex')}`, { days });
+      await write(p.caKey, ca.keyPem, 0o600);
+      await write(p.ca, ca.certPem, 0o644);
+    } else {
+      ca = { certPem: await readFile(p.ca, 'utf8'), keyPem: await readFile(p.caKey, 'utf8') };
     }
     for (const node of nodes) {
-      const csr = join(dir, `${node}.csr`);
-      const ext = join(dir, `${node}.ext`);
-      await openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', p.key(node)]);
-      await openssl(['req', '-new', '-key', p.key(node), '-out', csr, '-subj', `/CN=${node}`]);
-      await writeFile(
-        ext,
-        [
-          'basicConstraints=critical,CA:FALSE',
-          'keyUsage=critical,digitalSignature',
-          'extendedKeyUsage=serverAuth,clientAuth',
-          `subjectAltName=DNS:${node}`,
-          '',
-        ].join('\n'),
-      );
-      await openssl([
-        'x509',
-        '-req',
-        '-in',
-        csr,
-        '-CA',
-        p.ca,
-        '-CAkey',
-        p.caKey,
-        '-CAcreateserial',
-        '-out',
-        p.cert(node),
-        '-days',
-        days,
-        '-extfile',
-        ext,
-      ]);
-      await rm(csr, { force: true });
-      await rm(ext, { force: true });
+      const n = issueNodeCert(ca, node, { days });
+      await write(p.key(node), n.keyPem, 0o600);
+      await write(p.cert(node), n.certPem, 0o644);
     }
-  } finally {
-    process.umask(oldUmask);
+  } catch (err) {
+    if (err instanceof CertError) throw err;
+    throw new CertError(`issuing certificates in ${dir} failed: ${(err as Error).message}`, { cause: err });
   }
   return p;
 }

@@ -34,7 +34,7 @@ import type { CacheFactory, ObjectCache } from '../runtime/informer.ts';
 import { WorkQueue } from '../runtime/work-queue.ts';
 import { type WorkResult, runWorkers } from '../runtime/workers.ts';
 import type { AgentApi } from './agent-api.ts';
-import { checkDisks, type DiskVerdict, diskClaims } from './disk-check.ts';
+import { backingFileRemoval, checkDisks, type DiskVerdict, diskClaims, type FileRemoval } from './disk-check.ts';
 import type { EngineStatusView } from './engine-client.ts';
 import type { VolumeSample } from './metrics.ts';
 import { type ConfigStore, type ConsumerPort, type EngineDriver, PlanExecutor } from './executor.ts';
@@ -70,6 +70,8 @@ export interface AgentOptions {
   workers?: number;
   /** The admin's mount root for spec.mountPath (mount-path.ts); default /mydata. */
   mountRoot?: string;
+  /** Peer links over TLS with this node's certificate from its TLS Secret (on in main.ts). */
+  peerTls?: boolean;
 }
 
 /** What a pass acted on, per replica: reported as observedGeneration, epoch and conditions. */
@@ -121,6 +123,7 @@ export class NodeAgent {
       consumer: o.consumer,
       fencer: this.#fencer,
       clock: this.#clock,
+      peerTls: o.peerTls ?? false,
     });
     this.#cache = o.replicas({
       onChange: (r) => this.#queue.add(`${r.metadata?.namespace}/${r.metadata?.name}`),
@@ -249,6 +252,7 @@ export class NodeAgent {
       missingDisks: disks.kind === 'missing' ? disks.paths : [],
       diskRefusal: disks.kind === 'refused' ? { reason: disks.reason, message: disks.message } : undefined,
       createFile: disks.kind === 'create-file' ? { path: disks.path, bytes: disks.bytes } : undefined,
+      removal: spec.engine === 'Down' ? await this.#removal(namespace, spec) : undefined,
       mountSource: await this.#o.consumer.source(spec.mountPath),
       mountRefusal,
     };
@@ -310,6 +314,19 @@ export class NodeAgent {
       me: diskClaims([raw])[0]!,
       others: diskClaims(this.#cache.list()),
       sizeBytes: spec.sizeBytes,
+    });
+  }
+
+  /** A deleted replica's pool file to remove, or why its disk stays (disk-check.ts). */
+  async #removal(namespace: string, spec: ReplicatedVolumeReplicaSpec): Promise<FileRemoval> {
+    const pool = await this.#pool(spec.pool);
+    return backingFileRemoval({
+      namespace,
+      volume: spec.volume,
+      pool: spec.pool,
+      poolFound: pool !== undefined,
+      grant: pool?.spec.nodes.find((g) => g.node === this.#o.node),
+      disk: spec.self.disk,
     });
   }
 

@@ -14,9 +14,9 @@
 // the first MiB is zeros.
 import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
-import { mkdir, open, readFile, stat } from 'node:fs/promises';
-import { dirname } from 'node:path';
-import { gatherDiskFacts, type PathFacts } from './disk-check.ts';
+import { lstat, mkdir, open, readFile, realpath, stat, unlink } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
+import { gatherDiskFacts, type PathFacts, removableInPool } from './disk-check.ts';
 import { DEFAULT_MOUNT_ROOT, MountPathError, mountRootFor, prepareMountPoint } from './mount-path.ts';
 
 export type Run = (
@@ -230,6 +230,32 @@ export class Consumer {
     } finally {
       await h.close();
     }
+  }
+
+  /**
+   * Removes a deleted volume's pool file: 'absent' when there is none. Refuses
+   * (ConsumerError NotInPool, nothing removed) anything but a regular file whose
+   * canonical path lies directly in the pool directory's canonical path.
+   */
+  async removeBackingFile(path: string, directory: string): Promise<'removed' | 'absent'> {
+    const l = await lstat(path).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return undefined;
+      throw err;
+    });
+    if (!l) return 'absent';
+    if (!l.isFile())
+      throw new ConsumerError(
+        'NotInPool',
+        `${path} is not a regular file (a symlink or a device); it is left as it is`,
+      );
+    const [realFile, realDirectory] = await Promise.all([realpath(path), realpath(directory)]);
+    if (!removableInPool(realFile, realDirectory, basename(path)))
+      throw new ConsumerError(
+        'NotInPool',
+        `${path} resolves to ${realFile}, outside the pool directory ${realDirectory}; it is left as it is`,
+      );
+    await unlink(path);
+    return 'removed';
   }
 
   /** The volume's filesystem is mounted there (the placeholder does not count). */

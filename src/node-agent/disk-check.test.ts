@@ -1,18 +1,22 @@
 // The agent's checks before it touches a disk: one table, one row per refusal.
 import { constants } from 'node:fs';
-import { mkdtemp, open, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, open, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { PoolNodeGrant } from '../api/storage-pool.ts';
 import { locateMetadata } from '../replication/metadata.ts';
+import { Consumer } from './consumer.ts';
 import {
   backingFileBytes,
+  backingFileRemoval,
   checkDisks,
   type DiskCheckInput,
   type DiskClaim,
   type DiskVerdict,
+  type FileRemoval,
   gatherDiskFacts,
   type PathFacts,
+  removableInPool,
 } from './disk-check.ts';
 
 const grant: PoolNodeGrant = {
@@ -178,6 +182,50 @@ test('a new pool file holds the volume and its internal metadata', () => {
   }
 });
 
+// Deleting a volume: only this volume's own file in its pool's directory is removed.
+test.each<[string, { disk: string; poolFound?: boolean; grant?: PoolNodeGrant | undefined }, FileRemoval['kind']]>([
+  ["the volume's own pool file", { disk: '/var/lib/tandem/pools/p/ns.db.img' }, 'remove'],
+  ['a granted device: its data stays', { disk: '/dev/sdb1' }, 'none'],
+  ["another volume's pool file", { disk: '/var/lib/tandem/pools/p/ns.other.img' }, 'keep'],
+  ["the same name in another namespace's file", { disk: '/var/lib/tandem/pools/p/ns2.db.img' }, 'keep'],
+  ['a host file', { disk: '/etc/shadow' }, 'keep'],
+  ['a climb out of the pool', { disk: '/var/lib/tandem/pools/p/../../../../etc/ns.db.img' }, 'keep'],
+  ['the pool is gone', { disk: '/var/lib/tandem/pools/p/ns.db.img', poolFound: false }, 'keep'],
+  ['no grant on this node', { disk: '/var/lib/tandem/pools/p/ns.db.img', grant: undefined }, 'keep'],
+  [
+    'a pool whose directory is not canonical',
+    {
+      disk: '/var/lib/tandem/pools/p/../ns.db.img',
+      grant: { node: 'master', directory: '/var/lib/tandem/pools/p/..' },
+    },
+    'keep',
+  ],
+])('backingFileRemoval: %s', (_what, o, kind) => {
+  const r = backingFileRemoval({
+    namespace: 'ns',
+    volume: 'db',
+    pool: 'p',
+    poolFound: o.poolFound ?? true,
+    grant: 'grant' in o ? o.grant : grant,
+    disk: o.disk,
+  });
+  expect(r.kind).toBe(kind);
+  if (r.kind === 'remove') expect(r).toEqual({ kind: 'remove', path: o.disk, directory: '/var/lib/tandem/pools/p' });
+});
+
+test.each<[string, string, string, string, boolean]>([
+  ['the file directly in the directory', '/pool/ns.db.img', '/pool', 'ns.db.img', true],
+  ['the root as the pool', '/ns.db.img', '/', 'ns.db.img', true],
+  ['resolved elsewhere (a symlinked file or directory)', '/etc/ns.db.img', '/pool', 'ns.db.img', false],
+  ['a subdirectory of the pool', '/pool/sub/ns.db.img', '/pool', 'ns.db.img', false],
+  ['a prefix that is not the directory', '/pool2/ns.db.img', '/pool', 'ns.db.img', false],
+  ['another name than the one asked', '/pool/ns.other.img', '/pool', 'ns.db.img', false],
+  ['the directory itself', '/pool', '/pool', '', false],
+  ['a relative directory', 'pool/ns.db.img', 'pool', 'ns.db.img', false],
+])('removableInPool: %s', (_what, file, dir, name, ok) => {
+  expect(removableInPool(file, dir, name)).toBe(ok);
+});
+
 describe('on real files', () => {
   let dir: string;
   beforeEach(async () => {
@@ -215,5 +263,54 @@ describe('on real files', () => {
     expect(md.dataCapacity).toBeGreaterThanOrEqual(size);
     // Sparse: nothing allocated yet.
     expect((await stat(path)).blocks).toBe(0);
+  });
+
+  describe('removeBackingFile', () => {
+    const consumer = new Consumer();
+
+    test("removes the pool's own regular file; a second call finds it absent", async () => {
+      const pool = join(dir, 'pool');
+      await mkdir(pool);
+      const file = join(pool, 'ns.db.img');
+      await writeFile(file, 'data');
+      expect(await consumer.removeBackingFile(file, pool)).toBe('removed');
+      expect(await stat(file).catch(() => 'gone')).toBe('gone');
+      expect(await consumer.removeBackingFile(file, pool)).toBe('absent');
+    });
+
+    test('a symlink in the pool is refused and neither it nor its target is removed', async () => {
+      const pool = join(dir, 'pool');
+      await mkdir(pool);
+      const victim = join(dir, 'victim');
+      await writeFile(victim, 'host data');
+      await symlink(victim, join(pool, 'ns.db.img'));
+      await expect(consumer.removeBackingFile(join(pool, 'ns.db.img'), pool)).rejects.toMatchObject({
+        reason: 'NotInPool',
+      });
+      expect(await readFile(victim, 'utf8')).toBe('host data');
+      expect((await lstat(join(pool, 'ns.db.img'))).isSymbolicLink()).toBe(true);
+    });
+
+    test('a path through a symlinked directory that resolves outside the pool is refused', async () => {
+      const pool = join(dir, 'pool');
+      const elsewhere = join(dir, 'elsewhere');
+      await mkdir(pool);
+      await mkdir(elsewhere);
+      await writeFile(join(elsewhere, 'ns.db.img'), 'host data');
+      await symlink(elsewhere, join(pool, 'sub'));
+      await expect(consumer.removeBackingFile(join(pool, 'sub', 'ns.db.img'), pool)).rejects.toMatchObject({
+        reason: 'NotInPool',
+      });
+      expect(await readFile(join(elsewhere, 'ns.db.img'), 'utf8')).toBe('host data');
+    });
+
+    test('a pool directory that is itself a symlink works: both sides are resolved', async () => {
+      const real = join(dir, 'real');
+      await mkdir(real);
+      await symlink(real, join(dir, 'pool'));
+      await writeFile(join(real, 'ns.db.img'), 'data');
+      expect(await consumer.removeBackingFile(join(dir, 'pool', 'ns.db.img'), join(dir, 'pool'))).toBe('removed');
+      expect(await stat(join(real, 'ns.db.img')).catch(() => 'gone')).toBe('gone');
+    });
   });
 });

@@ -286,3 +286,53 @@ export function diskClaims(
   }
   return out;
 }
+
+// --- Deleting a volume: its pool file goes, and nothing else ----------------------------
+//
+// A deleted volume's backing file (its data and, with internal metadata, its metadata)
+// is removed from the pool's directory on each node (issue 15 item 6). The agent removes
+// only a file it could have created: this volume's own name in the directory its pool
+// grants on this node, a regular file (never a symlink), whose canonical path
+// (realpath, every symlink of the directory resolved) lies directly in the canonical
+// pool directory. A granted device is never wiped: its data stays, as DRBD leaves a
+// disk when a resource is removed.
+
+/** What to do with a deleted replica's disk. */
+export type FileRemoval =
+  | { kind: 'none'; why: string }
+  | { kind: 'remove'; path: string; directory: string }
+  | { kind: 'keep'; message: string };
+
+export function backingFileRemoval(c: {
+  namespace: string;
+  volume: string;
+  pool: string;
+  poolFound: boolean;
+  grant: PoolNodeGrant | undefined;
+  disk: string;
+}): FileRemoval {
+  const own = { namespace: c.namespace, volume: c.volume };
+  if (!c.poolFound) return { kind: 'keep', message: `StoragePool ${c.pool} is gone; ${c.disk} is left as it is` };
+  const g = grants(c.grant, c.disk, own);
+  if (g === 'device') return { kind: 'none', why: `${c.disk} is a granted device; its data stays` };
+  if (g === undefined || c.grant?.directory === undefined)
+    return {
+      kind: 'keep',
+      message: `${c.disk} is not this volume's file in StoragePool ${c.pool}; it is left as it is`,
+    };
+  const directory = c.grant.directory;
+  if (!CANONICAL.test(c.disk) || !CANONICAL.test(directory) || dirname(c.disk) !== directory)
+    return { kind: 'keep', message: `${c.disk} is not a canonical path in ${directory}; it is left as it is` };
+  return { kind: 'remove', path: c.disk, directory };
+}
+
+/**
+ * May the file found at `realFile` (realpath of the pool file) be removed as the pool
+ * file `name` of the directory whose realpath is `realDirectory`? Only when it is that
+ * name directly in that directory: a symlinked or climbing path resolves elsewhere.
+ */
+export function removableInPool(realFile: string, realDirectory: string, name: string): boolean {
+  if (!realDirectory.startsWith('/') || realDirectory.includes('\0')) return false;
+  const dir = realDirectory === '/' ? '' : realDirectory.replace(/\/+$/, '');
+  return realFile === `${dir}/${name}` && !name.includes('/') && name !== '.' && name !== '..' && name !== '';
+}

@@ -5,7 +5,7 @@
 // here decides: the plan said what to do, in which order.
 import type { Logger } from 'pino';
 import type { ConditionInput } from '../api/condition.ts';
-import { CONDITIONS, KINDS, SECRET_KEY } from '../api/names.ts';
+import { CONDITIONS, KINDS, SECRET_KEY, tlsSecretName } from '../api/names.ts';
 import type { ReplicatedVolumeReplica, ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
 import { type Clock, systemClock } from '../runtime/clock.ts';
 import { describeError } from '../runtime/kube.ts';
@@ -24,9 +24,12 @@ export interface EngineDriver {
   resources(): Promise<string[]>;
 }
 
-/** The engine's configuration file (it holds the shared secret). */
+/** The node's TLS material for peer links, PEM (from its TLS Secret, which the controller issues). */
+export type NodeTls = { ca: string; cert: string; key: string };
+
+/** The engine's configuration file (it holds the shared secret); with `tls`, the link runs over TLS. */
 export interface ConfigStore {
-  write(spec: ReplicatedVolumeReplicaSpec, secret: string): Promise<void>;
+  write(spec: ReplicatedVolumeReplicaSpec, secret: string, tls?: NodeTls): Promise<void>;
   remove(resource: string): Promise<void>;
 }
 
@@ -47,6 +50,8 @@ export interface ConsumerPort {
   diskFacts(paths: readonly string[], o: { engineRunning: boolean }): Promise<Map<string, PathFacts>>;
   /** Creates a new sparse backing file of `bytes` (never over an existing file). */
   createBackingFile(path: string, bytes: number): Promise<void>;
+  /** Removes a deleted volume's pool file, only inside the pool directory (canonical paths). */
+  removeBackingFile(path: string, directory: string): Promise<'removed' | 'absent'>;
 }
 
 export type Outcome = {
@@ -73,6 +78,8 @@ export class PlanExecutor {
   readonly #fencer: Fencer;
   readonly #clock: Clock;
   readonly #secrets = new Map<string, { value: string; at: number }>();
+  readonly #kept = new Set<string>();
+  readonly #peerTls: boolean;
 
   constructor(o: {
     node: string;
@@ -82,7 +89,10 @@ export class PlanExecutor {
     consumer: ConsumerPort;
     fencer: Fencer;
     clock?: Clock;
+    /** Peer links over TLS with the node's certificate (the controller's CA); off only where no controller issues them. */
+    peerTls?: boolean;
   }) {
+    this.#peerTls = o.peerTls ?? false;
     this.#node = o.node;
     this.#api = o.api;
     this.#engines = o.engines;
@@ -159,9 +169,19 @@ export class PlanExecutor {
         await this.#config.remove(res);
         return true;
       case 'write-config': {
-        const secret = await this.#secret(ns, spec.secretName);
+        const secret = await this.#secret(spec.secretName);
         if (secret === undefined) throw new ActionFailed(`Secret ${spec.secretName} has no ${SECRET_KEY}`);
-        await this.#config.write(spec, secret).catch((err: unknown) => {
+        let tls: NodeTls | undefined;
+        if (this.#peerTls) {
+          // Never without TLS when it is on: the engine waits for the controller to issue the node's certificate.
+          tls = await this.#api.readNodeTls();
+          if (!tls)
+            throw new ActionFailed(
+              `the node's TLS Secret ${tlsSecretName(this.#node)} is missing or incomplete; the controller issues it`,
+              'TlsMissing',
+            );
+        }
+        await this.#config.write(spec, secret, tls).catch((err: unknown) => {
           // A value the configuration syntax cannot carry: nothing was written, the engine is not started.
           if (err instanceof ConfigValueError) throw new ActionFailed(err.message, 'InvalidConfigValue');
           throw err;
@@ -240,10 +260,34 @@ export class PlanExecutor {
         log.info({ path: a.path, bytes: a.bytes }, 'Created the sparse backing file');
         await this.event(rvr, 'Normal', 'BackingFileCreated', `${a.path} (${a.bytes} bytes, sparse)`);
         return true;
+      case 'remove-backing-file': {
+        const r = await this.#consumer.removeBackingFile(a.path, a.directory).catch(async (err: unknown) => {
+          // Refused (not a regular file in the pool directory): the volume still goes, the path stays.
+          if ((err as { reason?: string }).reason !== 'NotInPool') throw err;
+          await this.#keep(rvr, describeError(err).message, log);
+          return 'absent' as const;
+        });
+        if (r === 'absent') return false;
+        log.info({ path: a.path }, 'Removed the backing file of the deleted volume');
+        await this.event(rvr, 'Normal', 'BackingFileRemoved', `${a.path} (data and internal metadata)`);
+        return true;
+      }
+      case 'keep-backing-file':
+        await this.#keep(rvr, a.message, log);
+        return false;
       case 'release-device':
         await this.#engines.adm(res, 'secondary');
         return true;
     }
+  }
+
+  /** A deleted volume's disk stays: said once per replica (Down passes repeat until the replica is gone). */
+  async #keep(rvr: ReplicatedVolumeReplica, message: string, log: Logger): Promise<void> {
+    const key = `${rvr.metadata.uid}:${message}`;
+    if (this.#kept.has(key)) return;
+    this.#kept.add(key);
+    log.warn({ disk: rvr.spec.self.disk, why: message }, 'Left the backing file as it is');
+    await this.event(rvr, 'Warning', 'BackingFileKept', message);
   }
 
   /**
@@ -297,12 +341,12 @@ export class PlanExecutor {
   }
 
   /** The peer secret, read at most once a minute per Secret (passes run every few seconds). */
-  async #secret(namespace: string, name: string): Promise<string | undefined> {
-    const key = `${namespace}/${name}`;
+  async #secret(name: string): Promise<string | undefined> {
+    const key = name;
     const now = this.#clock.now().getTime();
     const cached = this.#secrets.get(key);
     if (cached && now - cached.at < 60_000) return cached.value;
-    const value = await this.#api.readSecret(namespace, name);
+    const value = await this.#api.readPeerSecret(name);
     if (value !== undefined) this.#secrets.set(key, { value, at: now });
     return value;
   }

@@ -2,7 +2,9 @@
 //
 //   tandem-node-agent [--node NAME] [--run-dir /run/tandem] [--metrics-port 9942] [--host-root /mnt/tandem-host]
 //                     [--engine-host /run/tandem/engine-host.sock] [--mount-root /mydata | /srv/tandem/{namespace}]
-//   env: NODE_NAME (downward API), KUBECONFIG (else in-cluster), TANDEM_RUN_DIR, TANDEM_ENGINE_HOST
+//                     [--no-node-identity] [--no-peer-tls]
+//   env: NODE_NAME (downward API), KUBECONFIG (else in-cluster), TANDEM_RUN_DIR, TANDEM_ENGINE_HOST,
+//        POD_NAMESPACE (the operator's namespace, where peer Secrets live; default tandem-system)
 //
 // SIGTERM stops the agent, never the engines: they keep serving I/O, and the
 // next agent re-attaches to them through their control sockets.
@@ -13,7 +15,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
 import pino from 'pino';
-import { KINDS, LABELS } from '../api/names.ts';
+import { DEFAULT_OPERATOR_NAMESPACE, KINDS, LABELS } from '../api/names.ts';
 import { startHealthServer } from '../runtime/http.ts';
 import { SupervisedInformer } from '../runtime/informer.ts';
 import { collectionPath, listCustom } from '../runtime/kube.ts';
@@ -60,11 +62,18 @@ export async function main(argv: string[]): Promise<void> {
   const agent = new NodeAgent({
     node,
     log,
-    api: new KubeAgentApi(kc, node),
+    api: new KubeAgentApi(kc, node, {
+      operatorNamespace: process.env.POD_NAMESPACE ?? DEFAULT_OPERATOR_NAMESPACE,
+      // Secrets are read as this node's own ServiceAccount (issue 15 item 4); the chart
+      // passes --no-node-identity only where its admission policy is off (Kubernetes < 1.30).
+      nodeIdentity: !argv.includes('--no-node-identity'),
+    }),
     engines,
     config: new FileConfigStore(engines, fenceHandlerCommand(process.execPath, FENCE_SCRIPT, fenceSocket)),
     consumer: new Consumer({ hostRoot: flag(argv, '--host-root', ''), mountRoot }),
     mountRoot,
+    // Peer links run over TLS with the certificate the controller issued to this node.
+    peerTls: !argv.includes('--no-peer-tls'),
     observe: (key, sample) => metrics.observe(key, sample),
     replicas: (handlers) =>
       new SupervisedInformer<k8s.KubernetesObject>({

@@ -94,6 +94,27 @@ test.each<[string, Partial<PassSnapshot>, ReturnType<typeof summary>]>([
     { actions: ['release-consumer', 'remove-config'], conditions: ['EngineReady=False/Down'] },
   ],
   [
+    'Down of a file-backed replica: its pool file goes last, after the engine is down',
+    {
+      spec: spec({ engine: 'Down' }),
+      removal: { kind: 'remove', path: '/var/lib/tandem/pools/p/ns.db.img', directory: '/var/lib/tandem/pools/p' },
+    },
+    {
+      actions: ['release-consumer', 'down', 'remove-config', 'remove-backing-file'],
+      conditions: ['EngineReady=False/Down'],
+    },
+  ],
+  [
+    'Down of a replica on a granted device: the data stays',
+    { spec: spec({ engine: 'Down' }), removal: { kind: 'none', why: 'a device' } },
+    { actions: ['release-consumer', 'down', 'remove-config'], conditions: ['EngineReady=False/Down'] },
+  ],
+  [
+    "Down of a replica whose disk is not its pool's file: kept, with a warning",
+    { spec: spec({ engine: 'Down' }), engine: undefined, removal: { kind: 'keep', message: 'not ours' } },
+    { actions: ['release-consumer', 'remove-config', 'keep-backing-file'], conditions: ['EngineReady=False/Down'] },
+  ],
+  [
     'a missing disk: nothing is touched',
     { missingDisks: ['/dev/sdb2'], engine: undefined },
     { actions: [], conditions: ['DisksFound=False/DiskMissing'] },

@@ -26,6 +26,7 @@ import type { ConditionInput } from '../api/condition.ts';
 import { CONDITIONS } from '../api/names.ts';
 import type { Fence } from '../api/replicated-volume.ts';
 import type { ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
+import type { FileRemoval } from './disk-check.ts';
 import type { EngineStatusView } from './engine-client.ts';
 
 /** The source the consumer's placeholder is mounted with (consumer.ts TOMBSTONE). */
@@ -42,6 +43,8 @@ export type PassSnapshot = {
   missingDisks: readonly string[];
   /** The disk checks refused (disk-check.ts): nothing is touched, the reason is reported. */
   diskRefusal?: { reason: string; message: string } | undefined;
+  /** Of a replica told Down: its pool file to remove, or why it stays (disk-check.ts backingFileRemoval). */
+  removal?: FileRemoval | undefined;
   /** The disk is a new file in the volume's pool: create it (sparse) before anything else. */
   createFile?: { path: string; bytes: number } | undefined;
   /** The source mounted topmost at spec.mountPath (PLACEHOLDER_SOURCE for the placeholder); undefined: nothing. */
@@ -87,6 +90,10 @@ export type Action =
   | { kind: 'release-device' }
   /** A file-backed replica's new backing file, sparse, in its pool's directory. */
   | { kind: 'create-backing-file'; path: string; bytes: number; failure: FailureCondition }
+  /** A deleted volume's pool file, after the engine is down (only inside the pool directory). */
+  | { kind: 'remove-backing-file'; path: string; directory: string; failure: FailureCondition }
+  /** A deleted volume's disk that looked like a pool file but is not this volume's: a warning, nothing removed. */
+  | { kind: 'keep-backing-file'; message: string }
   | { kind: 'event'; type: 'Normal' | 'Warning'; reason: string; message: string };
 
 export type ActionKind = Action['kind'];
@@ -124,6 +131,7 @@ export function planPass(s: PassSnapshot): Plan {
         { kind: 'release-consumer', placeholder: false, failure: engineFailure('DownFailed') },
         ...(e ? [{ kind: 'down', failure: engineFailure('DownFailed') } as const] : []),
         { kind: 'remove-config' },
+        ...removalActions(s.removal),
       ],
       conditions: [cond(CONDITIONS.engineReady, 'False', 'Down', 'The engine is down (the volume is being deleted)')],
     };
@@ -201,6 +209,21 @@ export function planPass(s: PassSnapshot): Plan {
       consumer.condition,
     ]),
   };
+}
+
+/** The pool file goes once the engine is down (the actions before it succeeded: the pass ends at a failure). */
+function removalActions(r: FileRemoval | undefined): Action[] {
+  if (r?.kind === 'remove')
+    return [
+      {
+        kind: 'remove-backing-file',
+        path: r.path,
+        directory: r.directory,
+        failure: engineFailure('RemoveFailed'),
+      },
+    ];
+  if (r?.kind === 'keep') return [{ kind: 'keep-backing-file', message: r.message }];
+  return [];
 }
 
 /** The one role step the engine needs to match the spec, if any. */

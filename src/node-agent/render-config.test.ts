@@ -27,6 +27,20 @@ const spec: ReplicatedVolumeReplicaSpec = {
   secretName: 'mysql-peer',
 };
 
+test('with the node TLS files: tls yes and the three paths, the shared secret still there', () => {
+  const tls = { ca: '/run/tandem/tls/ca.crt', cert: '/run/tandem/tls/tls.crt', key: '/run/tandem/tls/tls.key' };
+  const { config, warnings } = parseConfigText(renderConfig(spec, 'x', undefined, tls), '/run/tandem/db.mysql.res');
+  expect(warnings).toEqual([]);
+  expect(config.resources[0]!.net).toMatchObject({
+    tls: true,
+    tlsCa: tls.ca,
+    tlsCert: tls.cert,
+    tlsKey: tls.key,
+    sharedSecret: 'x',
+  });
+  expect(parseConfigText(renderConfig(spec, 'x'), '/r.res').config.resources[0]!.net.tls).toBeFalsy();
+});
+
 test('tandemadm parses the rendered file back into the spec', () => {
   const { config, warnings } = parseConfigText(renderConfig(spec, 's3cr"t\\x'), '/run/tandem/db.mysql.res');
   expect(warnings).toEqual([]);

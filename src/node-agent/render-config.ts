@@ -98,7 +98,15 @@ export function fenceHandlerCommand(nodeBinary: string, script: string, agentSoc
   return [nodeBinary, script, agentSocket].map(sh).join(' ');
 }
 
-export function renderConfig(spec: ReplicatedVolumeReplicaSpec, sharedSecret: string, fence?: FenceHandler): string {
+/** The node's TLS files for the peer link (the agent writes them from the node's TLS Secret). */
+export type TlsFiles = { ca: string; cert: string; key: string };
+
+export function renderConfig(
+  spec: ReplicatedVolumeReplicaSpec,
+  sharedSecret: string,
+  fence?: FenceHandler,
+  tls?: TlsFiles,
+): string {
   const port = integer(spec.port, 'port', 1, 65535);
   const minor = integer(spec.minor, 'minor', 0, 1 << 20);
   const thisNode = node(spec.node, 'node');
@@ -131,6 +139,16 @@ export function renderConfig(spec: ReplicatedVolumeReplicaSpec, sharedSecret: st
     'ping-int 2;',
     'connect-int 2;',
     ...(spec.verifyAlg ? [`verify-alg ${name(spec.verifyAlg, 'verifyAlg')};`] : []),
+    // TLS 1.3, both ends proving their node's certificate from the controller's CA; the
+    // shared secret's challenge still runs inside it.
+    ...(tls
+      ? [
+          'tls yes;',
+          `tls-ca ${path(tls.ca, 'tls-ca')};`,
+          `tls-cert ${path(tls.cert, 'tls-cert')};`,
+          `tls-key ${path(tls.key, 'tls-key')};`,
+        ]
+      : []),
   ];
   return [
     // The comment ends at the line's end: the names in it are quoted, so none holds a newline.

@@ -3,6 +3,7 @@
 // user) tries to reach a host through tandem, and is refused by the API server, the
 // controller or the node's agent; the host and the nodes' disks are unharmed. Runs
 // against the controller and agents under the chart's ServiceAccounts (cluster-deploy).
+import { X509Certificate } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { jest } from '@jest/globals';
@@ -208,7 +209,18 @@ describeLocal('a hostile tenant', () => {
     expect(
       (await execInNode('master', ['sh', '-c', 'test -e /etc/tandem-pwned && echo yes || echo no'])).stdout.trim(),
     ).toBe('no');
+    // Both files hold blocks (the metadata at least; the sync skips zeros, so they stay sparse).
+    const file = (n: string) => `${poolDir(n)}/${ns}.files.img`;
+    for (const n of ['master', 'backup'])
+      expect(Number((await execInNode(n, ['du', '-k', file(n)])).stdout.split('\t')[0])).toBeGreaterThan(0);
+    // Deleting the volume deletes its backing files (data and internal metadata) on both nodes.
     await asTenant(['delete', 'rv', 'files', '--timeout=90s']);
+    for (const n of ['master', 'backup']) {
+      expect((await execInNode(n, ['sh', '-c', `test -e ${file(n)} && echo present || echo gone`])).stdout.trim()).toBe(
+        'gone',
+      );
+      expect((await execInNode(n, ['ls', '-A', poolDir(n)])).stdout.trim()).toBe('');
+    }
   });
 
   test('a huge file-backed volume is refused by the agent before any file exists', async () => {
@@ -263,7 +275,7 @@ describeLocal('a hostile tenant', () => {
     await asTenant(['delete', 'rv', 'second', '--timeout=60s']);
     await asTenant(['delete', 'rv', 'first', '--timeout=90s']);
   });
-  test('a stolen agent token acts only for the node it is bound to (ValidatingAdmissionPolicy)', async () => {
+  test('a stolen agent token acts only for the node it is bound to; peer secrets and events stay narrow', async () => {
     await asTenant(
       ['apply', '-f', '-'],
       rv('policy', {
@@ -313,6 +325,179 @@ describeLocal('a hostile tenant', () => {
     const masterText = readFileSync(master, 'utf8');
     writeFileSync(unbound, masterText.replace(/token: .*/, `token: ${token}`), { mode: 0o600 });
     expect(await asAgent(unbound, 'rvr/policy-master', { lastHeartbeatTime: now })).toContain('bound to no node');
-    await asTenant(['delete', 'rv', 'policy', '--timeout=90s']);
+
+    // The managed pair's link is TLS: on each node the engine's configuration names the
+    // node's certificate files, that certificate names the node and comes from the
+    // controller's CA, and the engine's own log shows the link it runs was TLS 1.3 (the
+    // pair is Connected, so each end accepted the other's certificate). The port itself
+    // cannot be probed from outside: a Connected listener closes every new connection unread.
+    const caPem = Buffer.from(
+      (await kubectl(['get', 'secret', 'tandem-peer-ca', '-n', 'tandem-system', '-o', 'jsonpath={.data.ca\\.crt}']))
+        .stdout,
+      'base64',
+    ).toString('utf8');
+    const caCert = new X509Certificate(caPem);
+    for (const n of ['master', 'backup']) {
+      const conf = (await execInNode(n, ['cat', `/run/tandem/${ns}.policy.res`])).stdout;
+      expect(conf).toMatch(/tls yes; tls-ca "\/run\/tandem\/tls\/ca.crt"; tls-cert "\/run\/tandem\/tls\/tls.crt";/);
+      const cert = new X509Certificate((await execInNode(n, ['cat', '/run/tandem/tls/tls.crt'])).stdout);
+      expect(cert.subject).toBe(`CN=${n}`);
+      expect(cert.checkIssued(caCert) && cert.verify(caCert.publicKey)).toBe(true);
+      const established = (await execInNode(n, ['cat', `/run/tandem/${ns}.policy.log`])).stdout
+        .split('\n')
+        .filter((l) => l.includes('"TLS established"'))
+        .map((l) => JSON.parse(l) as { tls?: string });
+      expect(established.length).toBeGreaterThan(0);
+      expect(established.every((e) => e.tls === 'TLSv1.3')).toBe(true);
+    }
+
+    // Peer secrets live in the operator's namespace, never in the tenant's.
+    const peerSecret = `peer.${ns}.policy`;
+    expect((await kubectl(['get', 'secret', peerSecret, '-n', 'tandem-system', '-o', 'name'])).stdout.trim()).toBe(
+      `secret/${peerSecret}`,
+    );
+    expect((await kubectl(['get', 'secrets', '-n', ns, '-o', 'name'])).stdout).not.toContain('peer');
+    // What the agent's and the controller's ServiceAccounts may do with Secrets and Events (RBAC).
+    const sa = (name: string) => `--as=system:serviceaccount:tandem-system:${name}`;
+    const canI = async (who: string, ...args: string[]) =>
+      (await kubectl(['auth', 'can-i', sa(who), ...args]).catch((e: Error) => ({ stdout: e.message }))).stdout
+        .trim()
+        .split('\n')
+        .pop();
+    // The agents' shared ServiceAccount reads no Secret at all: it may only ask for a token of a
+    // node's own ServiceAccount (tandem-node-NODE), whose Role names that node's Secrets only.
+    expect(await canI('tandem-node-agent', 'get', 'secrets', '-n', 'tandem-system')).toBe('no');
+    expect(
+      await canI('tandem-node-agent', 'create', 'serviceaccounts', '--subresource=token', '-n', 'tandem-system'),
+    ).toBe('yes');
+    expect(await canI('tandem-node-master', 'get', `secret/${peerSecret}`, '-n', 'tandem-system')).toBe('yes');
+    expect(await canI('tandem-node-master', 'get', 'secret/tls.master', '-n', 'tandem-system')).toBe('yes');
+    expect(await canI('tandem-node-master', 'get', 'secret/tls.backup', '-n', 'tandem-system')).toBe('no');
+    expect(await canI('tandem-node-master', 'get', 'secret/tandem-peer-ca', '-n', 'tandem-system')).toBe('no');
+    expect(await canI('tandem-node-master', 'get', `secret/peer.${ns}.nosuchvolume`, '-n', 'tandem-system')).toBe('no');
+    expect(await canI('tandem-node-master', 'list', 'secrets', '-n', 'tandem-system')).toBe('no');
+    expect(await canI('tandem-node-agent', 'get', 'secrets', '-n', ns)).toBe('no');
+    expect(await canI('tandem-node-agent', 'get', 'secrets', '-n', 'kube-system')).toBe('no');
+    expect(await canI('tandem-node-agent', 'patch', 'events', '-n', ns)).toBe('no');
+    expect(await canI('tandem-controller', 'get', 'secrets', '-n', ns)).toBe('no');
+    expect(await canI('tandem-controller', 'create', 'secrets', '-n', ns)).toBe('no');
+    expect(await canI('tandem-controller', 'delete', 'secrets', '-n', 'tandem-system')).toBe('yes');
+    // Real requests with master's agent credentials.
+    await kubectl(['create', 'secret', 'generic', 'tenant-db-password', '-n', ns, '--from-literal=password=hunter2']);
+    const agentCore = (() => {
+      const kc = new k8s.KubeConfig();
+      kc.loadFromFile(master);
+      return kc.makeApiClient(k8s.CoreV1Api);
+    })();
+    const outcome = (p: Promise<unknown>) =>
+      p.then(
+        () => 'allowed',
+        (err: unknown) => apiError(err).message,
+      );
+    expect(await outcome(agentCore.readNamespacedSecret({ name: 'tenant-db-password', namespace: ns }))).toContain(
+      'forbidden',
+    );
+    expect(await outcome(agentCore.listNamespacedSecret({ namespace: 'tandem-system' }))).toContain('forbidden');
+    expect(await outcome(agentCore.readNamespacedSecret({ name: peerSecret, namespace: 'tandem-system' }))).toContain(
+      'forbidden',
+    );
+    // A token for another node's ServiceAccount is refused by the admission policy; its own works.
+    const tokenFor = (sa: string) =>
+      agentCore.createNamespacedServiceAccountToken({
+        name: sa,
+        namespace: 'tandem-system',
+        body: { spec: { audiences: [], expirationSeconds: 600 } },
+      });
+    expect(await outcome(tokenFor('tandem-node-backup'))).toContain(
+      'the agent of node master may request tokens only for tandem-node-master',
+    );
+    expect(await outcome(tokenFor('tandem-controller'))).toContain('may request tokens only for tandem-node-master');
+    const nodeToken = (await tokenFor('tandem-node-master')).status?.token ?? '';
+    const nodeCore = (() => {
+      const kc = new k8s.KubeConfig();
+      kc.loadFromFile(master);
+      const cluster = kc.getCurrentCluster()!;
+      const out = new k8s.KubeConfig();
+      out.loadFromOptions({
+        clusters: [cluster],
+        users: [{ name: 'n', token: nodeToken }],
+        contexts: [{ name: 'n', cluster: cluster.name, user: 'n' }],
+        currentContext: 'n',
+      });
+      return out.makeApiClient(k8s.CoreV1Api);
+    })();
+    expect(await outcome(nodeCore.readNamespacedSecret({ name: peerSecret, namespace: 'tandem-system' }))).toBe(
+      'allowed',
+    );
+    for (const name of ['tls.backup', 'tandem-peer-ca'])
+      expect(await outcome(nodeCore.readNamespacedSecret({ name, namespace: 'tandem-system' }))).toContain('forbidden');
+    expect(await outcome(nodeCore.readNamespacedSecret({ name: 'tenant-db-password', namespace: ns }))).toContain(
+      'forbidden',
+    );
+    // Events: only about tandem's objects, about its own node's replicas, in its own node's name.
+    const event = (kind: string, name: string, host: string) =>
+      outcome(
+        agentCore.createNamespacedEvent({
+          namespace: ns,
+          body: {
+            metadata: { generateName: `${name}.`, namespace: ns },
+            involvedObject: {
+              apiVersion: kind === 'Pod' ? 'v1' : 'tandem.dev/v1alpha1',
+              kind,
+              name,
+              namespace: ns,
+            },
+            type: 'Warning',
+            reason: 'Forged',
+            message: 'forged by a stolen agent token',
+            source: { component: 'tandem-node-agent', host },
+            reportingComponent: 'tandem-node-agent',
+            reportingInstance: host,
+          },
+        }),
+      );
+    expect(await event('ReplicatedVolumeReplica', 'policy-master', 'master')).toBe('allowed');
+    expect(await event('Pod', 'mysql-0', 'master')).toContain(
+      "records events only about tandem's volumes and replicas",
+    );
+    expect(await event('ReplicatedVolumeReplica', 'policy-backup', 'master')).toContain(
+      'records events only about its own replicas',
+    );
+    expect(await event('ReplicatedVolume', 'policy', 'backup')).toContain('records events only in its own name');
+
+    // Deleting the volume: on backup a root process swapped the pool file for a symlink to a
+    // host file meanwhile. The agent removes master's file and refuses to follow backup's link.
+    const sentinel = `/var/lib/tandem/e2e-sentinel-${process.pid}`;
+    const backupFile = `${poolDir('backup')}/${ns}.policy.img`;
+    await execInNode('backup', [
+      'sh',
+      '-c',
+      `echo host-data > ${sentinel} && mv ${backupFile} ${backupFile}.moved && ln -s ${sentinel} ${backupFile}`,
+    ]);
+    try {
+      await asTenant(['delete', 'rv', 'policy', '--timeout=90s']);
+      expect(
+        (
+          await execInNode('master', [
+            'sh',
+            '-c',
+            `test -e ${poolDir('master')}/${ns}.policy.img && echo present || echo gone`,
+          ])
+        ).stdout.trim(),
+      ).toBe('gone');
+      expect((await execInNode('backup', ['cat', sentinel])).stdout.trim()).toBe('host-data');
+      expect((await execInNode('backup', ['readlink', backupFile])).stdout.trim()).toBe(sentinel);
+      const events = (
+        await kubectl(['get', 'events', '-n', ns, '--field-selector', 'reason=BackingFileKept', '-o', 'json'])
+      ).stdout;
+      expect(events).toContain(`${backupFile} is not a regular file`);
+      // The peer Secret went with the volume (no owner reference crosses namespaces: the controller deletes it).
+      expect(
+        (await kubectl(['get', 'secret', peerSecret, '-n', 'tandem-system', '--ignore-not-found', '-o', 'name']))
+          .stdout,
+      ).toBe('');
+    } finally {
+      await execInNode('backup', ['rm', '-f', sentinel, backupFile, `${backupFile}.moved`]);
+    }
   });
 });

@@ -61,7 +61,7 @@ test('each replica gets itself and its peer, the port, the epoch and the volume 
     resyncRateBytes: 100 * 2 ** 20,
     verifyAlg: 'sha1',
     pool: 'tutorial',
-    secretName: 'mysql-peer',
+    secretName: 'peer.db.mysql',
     filesystem: 'xfs',
     mountPath: '/mydata/mysql',
   });

@@ -62,7 +62,7 @@ export function desiredReplicaSpecs(
       onIoError: s.onIoError,
       splitBrain: s.splitBrain,
       pool: s.pool,
-      secretName: peerSecretName(rv.metadata.name),
+      secretName: peerSecretName(rv.metadata.namespace, rv.metadata.name),
       ...(s.filesystem ? { filesystem: s.filesystem } : {}),
       ...(s.mountPath ? { mountPath: s.mountPath } : {}),
     };

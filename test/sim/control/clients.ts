@@ -4,7 +4,14 @@
 // the simulated network.
 import type * as k8s from '@kubernetes/client-node';
 import { StoragePool } from '../../../src/api/storage-pool.ts';
-import { FINALIZER, KINDS, LABELS, peerSecretName, SECRET_KEY } from '../../../src/api/names.ts';
+import {
+  DEFAULT_OPERATOR_NAMESPACE,
+  FINALIZER,
+  KINDS,
+  LABELS,
+  peerSecretName,
+  SECRET_KEY,
+} from '../../../src/api/names.ts';
 import { type Fence, ReplicatedVolume, type ReplicatedVolumeStatus } from '../../../src/api/replicated-volume.ts';
 import type {
   ReplicatedVolumeReplica,
@@ -71,15 +78,30 @@ export class SimVolumeApi implements VolumeApi {
 
   ensurePeerSecret(rv: ReplicatedVolume): Promise<boolean> {
     return this.#api.call(this.#c, () => {
-      const name = peerSecretName(rv.metadata.name);
-      if (this.#api.peek('secret', rv.metadata.namespace, name)) return false;
+      const name = peerSecretName(rv.metadata.namespace, rv.metadata.name);
+      if (this.#api.peek('secret', DEFAULT_OPERATOR_NAMESPACE, name)) return false;
       this.#api.create(
         'secret',
-        { metadata: { name, namespace: rv.metadata.namespace }, data: { [SECRET_KEY]: 'c2VjcmV0' } },
+        { metadata: { name, namespace: DEFAULT_OPERATOR_NAMESPACE }, data: { [SECRET_KEY]: 'c2VjcmV0' } },
         this.#c.id,
       );
       return true;
     });
+  }
+
+  ensureNodeTls(_node: string): Promise<boolean> {
+    // The simulated agents run without peer TLS.
+    return this.#api.call(this.#c, () => false);
+  }
+
+  ensureNodeAccess(_node: string, _names: readonly string[]): Promise<boolean> {
+    // Per-node RBAC is the API server's; the simulated one has no RBAC.
+    return this.#api.call(this.#c, () => false);
+  }
+
+  deletePeerSecret(_rv: ReplicatedVolume): Promise<void> {
+    // The simulated API server keeps Secrets; nothing in the simulation reads a deleted volume's.
+    return this.#api.call(this.#c, () => undefined);
   }
 
   createReplica(rv: ReplicatedVolume, spec: ReplicatedVolumeReplicaSpec): Promise<void> {
@@ -176,9 +198,16 @@ export class SimAgentApi implements AgentApi {
     });
   }
 
-  readSecret(namespace: string, name: string): Promise<string | undefined> {
+  readNodeTls(): Promise<undefined> {
+    // The simulated agents run without peer TLS (peerTls is off): their links are simulated.
+    return this.#api.call(this.#c, () => undefined);
+  }
+
+  readPeerSecret(name: string): Promise<string | undefined> {
     return this.#api.call(this.#c, () => {
-      const s = this.#api.peek('secret', namespace, name) as { data?: Record<string, string> } | undefined;
+      const s = this.#api.peek('secret', DEFAULT_OPERATOR_NAMESPACE, name) as
+        | { data?: Record<string, string> }
+        | undefined;
       return s?.data?.[SECRET_KEY] ? 'secret' : undefined;
     });
   }

@@ -281,6 +281,7 @@ export class World {
       diskFacts: async (paths) =>
         new Map(paths.map((p, i) => [p, { kind: 'block' as const, id: `8:${17 + i}`, mountedAt: [], holders: [] }])),
       createBackingFile: async () => undefined,
+      removeBackingFile: async () => 'absent' as const,
     };
     let cache: SimCache<k8s.KubernetesObject> | undefined;
     const agent = new NodeAgent({
