@@ -24,6 +24,7 @@ command -v iptables >/dev/null || missing+=(iptables)
 command -v fusermount3 >/dev/null || missing+=(fuse3)
 command -v taskset >/dev/null || missing+=(util-linux)
 command -v tmux >/dev/null || missing+=(tmux)
+command -v filefrag >/dev/null || missing+=(e2fsprogs)
 if ((${#missing[@]})); then
   echo "[deps] apt-get install ${missing[*]}" >&2
   apt-get update -qq >&2
