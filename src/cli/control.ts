@@ -28,6 +28,8 @@ export const ControlRequest = z.object({
   clearBitmap: z.boolean().optional(),
   force: z.boolean().optional(),
   discardMyData: z.boolean().optional(),
+  /** resize: the device's new size in bytes (a StandAlone Primary only). */
+  size: z.number().int().positive().optional(),
 });
 export type ControlRequest = z.infer<typeof ControlRequest>;
 

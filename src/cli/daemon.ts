@@ -10,6 +10,7 @@ import pino from 'pino';
 import type { HostConfig, ResourceConfig } from '../api/config.ts';
 import { Engine } from '../replication/engine.ts';
 import { realWorld } from '../replication/real-world.ts';
+import { ERROR_CODES, TandemError } from '../replication/errors.ts';
 import { startNbdServer, type NbdExport, type NbdServer } from '../nbd/index.ts';
 import { chooseAttach, DeviceAttachment, hasNbdModule } from './attach.ts';
 import { serveControl, type ControlRequest } from './control.ts';
@@ -212,7 +213,13 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
         case 'invalidate-remote':
           return engine.invalidateRemote();
         case 'resize':
-          return engine.resize();
+          if (req.size !== undefined && req.size < engine.size && (nbd?.clientCount ?? 0) > 0)
+            throw new TandemError(
+              ERROR_CODES.stateChange,
+              `resize --size: ${nbd?.clientCount} NBD client(s) have the device open; shrinking under them would cut off data they can see (detach them first)`,
+              11,
+            );
+          return engine.resize({ size: req.size });
         case 'resume-io':
           return engine.resumeIo('resume-io');
         case 'new-current-uuid':

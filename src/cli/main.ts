@@ -10,6 +10,7 @@ import { createInterface } from 'node:readline/promises';
 import { fileURLToPath } from 'node:url';
 import type { ResourceConfig, TandemConfig } from '../api/config.ts';
 import { ConfigError, findResource, loadConfigFile, selectHosts } from './drbd-config/index.ts';
+import { parseScaled, UNIT } from './drbd-config/units.ts';
 import { callControl, NotRunningError, type ControlRequest } from './control.ts';
 import { paths, runDaemon } from './daemon.ts';
 import { processAlive } from './process-alive.ts';
@@ -37,6 +38,8 @@ command options (also accepted after '--', as drbdadm does):
   --overwrite-data-of-peer   same as primary --force
   --discard-my-data     connect: resolve a split brain by discarding this node's changes
   --clear-bitmap        new-current-uuid: skip the initial sync of two blank (zeroed) disks
+  --size SIZE           resize: set the device's size on a StandAlone Primary (sectors, or
+                        with a K/M/G suffix); shrinking drops what lies past the new end
 
 commands:
   create-md up down attach detach connect disconnect primary secondary
@@ -86,6 +89,7 @@ interface Options {
   force: boolean;
   discardMyData: boolean;
   clearBitmap: boolean;
+  size: number | undefined;
   command: Command | undefined;
   resources: string[];
   engine: boolean;
@@ -99,6 +103,13 @@ function usageError(message: string): TandemError {
   return new TandemError(ERROR_CODES.usage, `${message}\n${USAGE}`, 20);
 }
 
+/** `--size`: as drbdsetup reads it, sectors unless a K/M/G suffix says otherwise. */
+function parseSize(text: string): number {
+  const bytes = parseScaled(text, UNIT.sector);
+  if (bytes === undefined || bytes <= 0) throw usageError(`--size: '${text}' is not a size (for example 64M)`);
+  return bytes;
+}
+
 export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): Options {
   const o: Options = {
     config: env.TANDEM_CONFIG ?? '/etc/tandem/tandem.conf',
@@ -108,6 +119,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
     force: false,
     discardMyData: false,
     clearBitmap: false,
+    size: undefined,
     command: undefined,
     resources: [],
     engine: false,
@@ -149,6 +161,9 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
       case '--clear-bitmap':
         o.clearBitmap = true;
         continue;
+      case '--size':
+        o.size = parseSize(value(i++, a));
+        continue;
       case '--interval': {
         const v = Number(value(i++, a));
         if (!(v >= 0.1 && v <= 3600))
@@ -182,6 +197,10 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
     }
     if (a.startsWith('--run-dir=')) {
       o.runDir = a.slice(10);
+      continue;
+    }
+    if (a.startsWith('--size=')) {
+      o.size = parseSize(a.slice(7));
       continue;
     }
     if (a.startsWith('-')) throw usageError(`unknown option '${a}'`);
@@ -426,7 +445,13 @@ async function runOne(o: Options, res: ResourceConfig, out: Output): Promise<voi
     case 'resize':
     case 'resume-io': {
       try {
-        await control(o, res, { cmd, force: o.force, discardMyData: o.discardMyData, clearBitmap: o.clearBitmap });
+        await control(o, res, {
+          cmd,
+          force: o.force,
+          discardMyData: o.discardMyData,
+          clearBitmap: o.clearBitmap,
+          ...(o.size !== undefined ? { size: o.size } : {}),
+        });
       } catch (err) {
         if (err instanceof NotRunningError)
           throw new TandemError(

@@ -1190,8 +1190,17 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
     this.capacity = capacity;
   }
 
-  /** `resize`: grow online after both backing devices grew; the new area is synced. */
-  async resize(): Promise<void> {
+  /**
+   * `resize`: grow online after both backing devices grew; the new area is synced. With
+   * `size` (DRBD's `resize --size`), sets the device's size on a Primary that is StandAlone:
+   * the way back when a node that never recorded the agreed size (fresh metadata, or the
+   * record lost with its cache) was forced Primary alone and took its whole, larger disk —
+   * its peer then refuses it ("The peer's disk size is too small!"). Shrinking drops what
+   * lies past the new end, so the caller makes sure nothing there matters (a filesystem
+   * shrunk first, or no data there at all).
+   */
+  async resize(o: { size?: number } = {}): Promise<void> {
+    if (o.size !== undefined) return this.setSize(o.size);
     if (!this.conn || this.state.conn !== 'Connected') throw refuse(REFUSALS.needConnection);
     this.assertNotRenegotiating();
     if (!isUpToDate(this.state.disk) || !isUpToDate(this.state.peerDisk))
@@ -1199,6 +1208,30 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
     await this.refreshCapacity();
     this.#pendingResize = true;
     this.sendParams(this.conn, false);
+  }
+
+  private async setSize(size: number): Promise<void> {
+    if (!Number.isSafeInteger(size) || size <= 0 || size % BLOCK_SIZE !== 0)
+      throw new StateChangeError(-11, `resize --size: ${size} is not a positive multiple of ${BLOCK_SIZE} bytes`);
+    if (this.state.conn !== 'StandAlone')
+      throw new StateChangeError(
+        -10,
+        `resize --size needs the resource StandAlone (it is ${this.state.conn}): disconnect first; a connected pair grows with plain resize`,
+      );
+    if (this.state.role !== 'Primary' || !isUpToDate(this.state.disk))
+      throw new StateChangeError(-2, 'resize --size needs this node Primary with UpToDate data');
+    const md = this.metadata;
+    if (size > this.capacity)
+      throw new StateChangeError(-14, `resize --size: the disk holds ${this.capacity} bytes, not ${size}`);
+    const from = this.size;
+    if (size === from) return;
+    // Grown: the new area is not on the peer. Shrunk: the bits past the end no longer count.
+    if (size > from) md.bitmap.setRange(Math.ceil(from / BLOCK_SIZE), Math.ceil(size / BLOCK_SIZE));
+    else md.bitmap.clearRange(Math.ceil(size / BLOCK_SIZE), Math.ceil(from / BLOCK_SIZE));
+    await this.persistBitmap(true);
+    await md.update({ laSize: size });
+    this.size = size;
+    this.log.warn({ from, to: size }, size < from ? 'Device shrunk by resize --size' : 'Device grown by resize --size');
   }
 
   /** Freezes application I/O: requests wait (none completes) until resumeIo. */

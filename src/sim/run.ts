@@ -1037,6 +1037,32 @@ class Sim {
         decided = true;
         break;
       }
+      // A node that never recorded the size it agreed (fresh metadata, or the record lost
+      // with its cache) and was then forced Primary alone took its whole disk, larger than
+      // its peer's; the peer refuses it. A person sets its size back to what the peer holds
+      // (DRBD's `resize --size`; what lies past that end is given up, and is not compared).
+      for (const n of decided ? [] : NODES) {
+        const e = this.nodes[n].engine;
+        const m = /The peer's disk size is too small! \((\d+) < (\d+) bytes\)/.exec(e?.lastError ?? '');
+        if (!e || !m || e.state.conn !== 'StandAlone' || e.size <= Number(m[1])) continue;
+        const fits = Number(m[1]);
+        const managed = this.mode === 'managed';
+        if (managed && this.arbiter.primary !== n) {
+          this.arbiter.primary = n;
+          this.arbiter.epoch++;
+          this.note(`arbiter: a person makes ${n} Primary (epoch ${this.arbiter.epoch})`);
+        }
+        this.op(n, `settle: primary, resize --size ${fits}${managed ? '' : ', secondary'}, connect`, async () => {
+          if (e.state.role !== 'Primary') await e.promote();
+          await e.resize({ size: fits });
+          if (!managed) await e.demote();
+          await e.connect();
+        });
+        const eo = this.nodes[this.other(n)].engine;
+        if (eo?.state.conn === 'StandAlone') this.op(this.other(n), 'settle: connect', () => eo.connect());
+        decided = true;
+        break;
+      }
       if (this.mode === 'manual' && !decided) {
         const sb = NODES.filter((n) => {
           const e = this.nodes[n].engine;

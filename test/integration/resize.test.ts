@@ -81,3 +81,59 @@ test('a disk that shrank while detached is refused at attach, and attaches again
     await pair.destroy();
   }
 });
+
+// A node that never agreed a size with its peer (fresh metadata here; in the simulator's
+// seed 25337, the record lost with its cache) forced Primary alone takes its whole disk.
+// The smaller peer cannot hold that and both refuse, as DRBD does; `resize --size` on the
+// StandAlone Primary is the way back, and the pair then syncs.
+test('a larger node forced Primary alone is refused by its smaller peer; resize --size brings the pair back', async () => {
+  const pair = await Pair.create({ masterMiB: 40, backupMiB: 32 });
+  try {
+    await pair.ok('master', 'create-md', 'mysql');
+    await pair.ok('backup', 'create-md', 'mysql');
+    await pair.ok('master', 'up', 'mysql');
+    await pair.ok('master', 'disconnect', 'mysql');
+    await pair.ok('master', '--', '--force', 'primary', 'mysql');
+    expect((await pair.status('master')).size).toBe(40 * MiB);
+    const data = randomBytes(MiB);
+    const { client } = await RawNbdClient.open({ path: pair.nbdSocket('master') }, 'mysql');
+    client.send({ command: nbdWire.Cmd.NBD_CMD_WRITE, offset: 4 * MiB, data });
+    expect((await client.reply()).error).toBe(0);
+
+    await pair.ok('backup', 'up', 'mysql');
+    await pair.ok('master', 'connect', 'mysql');
+    await pair.waitFor(
+      'master',
+      (s) => s.cstate === 'StandAlone' && /disk size is too small/.test(s.lastError ?? ''),
+      30_000,
+      'the size refusal',
+    );
+
+    // Refused with a clear error and nothing changed: while an NBD client has the device
+    // open, bigger than the disk, not a size, and when not StandAlone.
+    let r = await pair.adm('master', '--', '--size=32M', 'resize', 'mysql');
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/NBD client\(s\) have the device open/);
+    client.destroy();
+    r = await pair.adm('master', '--', '--size=41M', 'resize', 'mysql');
+    expect(r.stderr).toMatch(/the disk holds 41943040 bytes, not 42991616/);
+    r = await pair.adm('master', '--', '--size=1x', 'resize', 'mysql');
+    expect(r.stderr).toMatch(/--size: '1x' is not a size/);
+    expect((await pair.status('master')).size).toBe(40 * MiB);
+
+    await pair.ok('master', '--', '--size=32M', 'resize', 'mysql');
+    expect((await pair.status('master')).size).toBe(32 * MiB);
+    await pair.ok('master', 'connect', 'mysql');
+    await pair.ok('backup', 'connect', 'mysql').catch(() => undefined); // it may be waiting already
+    await pair.waitInSync();
+    expect((await pair.status('backup')).size).toBe(32 * MiB);
+    expect((await pair.diskBytes('backup', 0, 32 * MiB)).equals(await pair.diskBytes('master', 0, 32 * MiB))).toBe(
+      true,
+    );
+    expect((await pair.diskBytes('backup', 4 * MiB, MiB)).equals(data)).toBe(true);
+    r = await pair.adm('master', '--', '--size=16M', 'resize', 'mysql');
+    expect(r.stderr).toMatch(/needs the resource StandAlone \(it is Connected\)/);
+  } finally {
+    await pair.destroy();
+  }
+});
