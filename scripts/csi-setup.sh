@@ -1,33 +1,30 @@
 #!/usr/bin/env bash
 # What the CSI driver and its tests need, from the Go module proxy (never copied into
 # this tree), into ${TANDEM_CACHE:-$HOME/.cache/tandem}:
-#   1. csi.proto from the CSI spec's own Go module (github.com/container-storage-interface/spec),
-#      with its LICENSE beside it: the driver loads it at start (src/csi/proto.ts);
+#   1. csi.proto from the CSI spec's own Go module and the kubelet's plugin registration
+#      api.proto, each with its LICENSE (scripts/fetch-protos.sh): the driver loads them
+#      at start (src/csi/proto.ts);
 #   2. csi-sanity (github.com/kubernetes-csi/csi-test/v5, built unmodified), the outside
-#      judge test/e2e/csi-sanity.test.ts runs against the driver.
+#      judge test/e2e/csi-sanity.test.ts runs against the driver;
+#   3. the sidecars the chart runs beside the driver's controller, external-provisioner
+#      and external-attacher, built unmodified from their modules
+#      (test/e2e/build/csi-sidecars pins their k8s.io modules to one release).
 # A no-op on a warm machine. Output: KEY=path lines on stdout.
 set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${TANDEM_CACHE:-$HOME/.cache/tandem}
-# The spec version csi-test v5.6.0's go.mod requires, so the driver and the judge speak the same proto.
-spec_version=v1.13.0
 sanity_version=v5.6.0
-spec_dir="$cache/csi-spec-$spec_version"
 sanity_dir="$cache/csi-test-$sanity_version"
+sidecar_mod="$repo/test/e2e/build/csi-sidecars"
+sidecar_dir="$cache/csi-sidecars-$(cat "$sidecar_mod/go.mod" "$sidecar_mod/go.sum" "$sidecar_mod/tools.go" | sha256sum | cut -c1-16)"
 log() { printf '[csi-setup] %s\n' "$*" >&2; }
-command -v go >/dev/null || { log "Go is required (>= 1.24) to fetch the CSI spec and build csi-sanity"; exit 1; }
+command -v go >/dev/null || { log "Go is required (>= 1.26) to fetch the CSI spec and build csi-sanity"; exit 1; }
 # Private module and build caches under the cache dir; GOFLAGS=-modcacherw so they can be removed.
 export GOMODCACHE="$cache/go-mod" GOFLAGS=-modcacherw GOTOOLCHAIN=local
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-if [[ ! -f "$spec_dir/csi.proto" ]]; then
-  log "Fetching github.com/container-storage-interface/spec@$spec_version"
-  dir=$(cd "$tmp" && go mod download -json "github.com/container-storage-interface/spec@$spec_version" |
-    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-  mkdir -p "$spec_dir.tmp"
-  cp "$dir/csi.proto" "$dir/LICENSE" "$spec_dir.tmp/"
-  rm -rf "$spec_dir" && mv "$spec_dir.tmp" "$spec_dir"
-fi
+protos=$(bash "$repo/scripts/fetch-protos.sh" "$cache")
 
 if [[ ! -x "$sanity_dir/csi-sanity" ]]; then
   log "Building csi-sanity $sanity_version from the Go module proxy (cold: about 3 minutes on 2 cores)"
@@ -36,10 +33,24 @@ if [[ ! -x "$sanity_dir/csi-sanity" ]]; then
     nice -n 19 go install "github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$sanity_version")
   rm -rf "$sanity_dir" && mv "$sanity_dir.tmp" "$sanity_dir"
 fi
+if [[ ! -f "$sidecar_dir/.complete" ]]; then
+  log "Building csi-provisioner and csi-attacher from the Go module proxy (cold: about 5 minutes on 2 cores)"
+  start=$(date +%s)
+  rm -rf "$sidecar_dir.tmp" && mkdir -p "$sidecar_dir.tmp"
+  (cd "$sidecar_mod" && GOFLAGS=-mod=readonly GOCACHE="$cache/go-build-csi" CGO_ENABLED=0 \
+    nice -n 19 go build -trimpath -ldflags "-s -w" -o "$sidecar_dir.tmp/" \
+      github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner \
+      github.com/kubernetes-csi/external-attacher/v4/cmd/csi-attacher)
+  touch "$sidecar_dir.tmp/.complete"
+  rm -rf "$sidecar_dir" && mv "$sidecar_dir.tmp" "$sidecar_dir"
+  log "Built the sidecars in $(( $(date +%s) - start ))s"
+fi
 # As e2e-setup.sh: the cache keeps the results, not the Go caches (TANDEM_KEEP_GO_CACHE=1 keeps them).
 if [[ "${TANDEM_KEEP_GO_CACHE:-0}" != 1 ]]; then
   rm -rf "$cache/go-mod" "$cache/go-build-csi"
 fi
 
-echo "CSI_PROTO=$spec_dir/csi.proto"
+echo "$protos"
 echo "CSI_SANITY=$sanity_dir/csi-sanity"
+echo "CSI_PROVISIONER=$sidecar_dir/csi-provisioner"
+echo "CSI_ATTACHER=$sidecar_dir/csi-attacher"

@@ -9,6 +9,9 @@
 //   pause    the pod sandbox: Debian's static catatonit in pause mode (-P), so
 //            containerd never pulls registry.k8s.io/pause
 //   mariadb  (on request) Debian's mariadb-server, for workloads in the e2e tests
+//   csi-sidecars  (on request) external-provisioner and external-attacher, built from
+//            their Go modules by scripts/csi-setup.sh, at the paths upstream's images
+//            use (/csi-provisioner, /csi-attacher): the chart's csi.*.image values
 //
 // Each layer is cached by a hash of its inputs; with nothing changed a build takes
 // about a second. Tags are the first 12 hex digits of the manifest digest, so a
@@ -34,6 +37,7 @@ export const repositories = {
   tandem: 'localhost/tandem',
   pause: 'localhost/tandem-pause',
   mariadb: 'localhost/tandem-mariadb',
+  'csi-sidecars': 'localhost/tandem-csi-sidecars',
 } as const;
 export type ImageName = keyof typeof repositories;
 
@@ -183,6 +187,22 @@ export async function buildTandem(repo: string, log: Log): Promise<Image> {
       } else {
         layers.push(store.cachedLayer(key)!);
       }
+    } else if (copy.kind === 'script-output') {
+      // The stage's script, run here into a scratch directory (it fetches from the Go module proxy).
+      const script = readFileSync(join(repo, copy.script));
+      const key = `script-${sha(BUILDER_VERSION, copy.script, script)}`;
+      if (!store.cachedLayer(key)) {
+        log(`Running ${copy.script}`);
+        const work = mkdtempSync(join(imagesDir, 'script-'));
+        try {
+          await runOk(['bash', join(repo, copy.script), join(work, 'out')]);
+          layers.push(await filesLayer(store, key, [[copy.dest, join(work, 'out')]]));
+        } finally {
+          rmSync(work, { recursive: true, force: true });
+        }
+      } else {
+        layers.push(store.cachedLayer(key)!);
+      }
     } else {
       const files: [string, string][] = copy.sources.map((s) => {
         const isDir = statSync(join(repo, s)).isDirectory();
@@ -277,13 +297,45 @@ export async function buildMariadb(log: Log): Promise<Image> {
   });
 }
 
+/** The CSI sidecars csi-setup.sh built (static binaries), in one image without a base. */
+export async function buildCsiSidecars(repo: string, log: Log): Promise<Image> {
+  const store = new BlobStore(imagesDir);
+  const out = await runOk(['bash', join(repo, 'scripts/csi-setup.sh')]);
+  const paths = Object.fromEntries(
+    out
+      .trim()
+      .split('\n')
+      .map((l) => l.split('=', 2) as [string, string]),
+  );
+  const files: [string, string][] = [
+    ['/csi-provisioner', paths.CSI_PROVISIONER!],
+    ['/csi-attacher', paths.CSI_ATTACHER!],
+  ];
+  const key = `csi-sidecars-${sha(BUILDER_VERSION, ...files.map(([, f]) => `${f}:${statSync(f).size}:${statSync(f).mtimeMs}`))}`;
+  if (!store.cachedLayer(key)) log('Packing the CSI sidecars');
+  const layer = await filesLayer(store, key, files);
+  return writeImage(store, {
+    repository: repositories['csi-sidecars'],
+    tagPrefix: '',
+    layers: [layer],
+    config: { env: [], workdir: '/', entrypoint: ['/csi-provisioner'], cmd: [] },
+    archive: join(imagesDir, 'csi-sidecars.oci.tar'),
+  });
+}
+
 export async function build(repo: string, names: readonly ImageName[], log: Log): Promise<Record<string, Image>> {
   mkdirSync(imagesDir, { recursive: true });
   const out: Record<string, Image> = {};
   for (const n of names) {
     const t0 = Date.now();
     out[n] =
-      n === 'tandem' ? await buildTandem(repo, log) : n === 'pause' ? await buildPause(log) : await buildMariadb(log);
+      n === 'tandem'
+        ? await buildTandem(repo, log)
+        : n === 'pause'
+          ? await buildPause(log)
+          : n === 'csi-sidecars'
+            ? await buildCsiSidecars(repo, log)
+            : await buildMariadb(log);
     log(`${out[n].ref} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
   }
   return out;

@@ -37,6 +37,7 @@ describe("the repository's Dockerfile", () => {
       { kind: 'context', sources: ['package.json'], dest: '/app' },
       { kind: 'context', sources: ['bin'], dest: '/app/bin' },
       { kind: 'context', sources: ['src'], dest: '/app/src' },
+      { kind: 'script-output', dest: '/app/protos', script: 'scripts/fetch-protos.sh' },
     ]);
     const chart = ['controller', 'node-agent'].map((t) => read(`helm/tandem/templates/${t}.yaml`)).join('\n');
     expect(chart).toContain('command: [node, /app/bin/tandem-controller.js]');

@@ -15,6 +15,8 @@
 //   COPY --from=STAGE /usr/local/bin/node …  → the Node binary of package-lock's `node`,
 //                                          which must be the ARG NODE_VERSION of STAGE
 //   COPY --from=STAGE /app/node_modules … → `npm ci` of STAGE's RUN line, locally
+//   COPY --from=STAGE /protos …          → STAGE's one `RUN bash /tmp/X.sh /protos`, run
+//                                          locally with the work tree's scripts/X.sh
 //   COPY SRC… DEST                       → the files of the work tree
 //   WORKDIR, ENV K=V…, USER, ENTRYPOINT, CMD → the image config
 // Pure: no file system access (the caller reads the files).
@@ -28,7 +30,8 @@ export type Dockerfile = { args: Record<string, string>; stages: Stage[] };
 export type Copy =
   | { kind: 'context'; sources: string[]; dest: string }
   | { kind: 'node-binary'; dest: string }
-  | { kind: 'node-modules'; dest: string; npmCommand: string };
+  | { kind: 'node-modules'; dest: string; npmCommand: string }
+  | { kind: 'script-output'; dest: string; script: string };
 
 export type Recipe = {
   /** Debian suite of the base (FROM debian:SUITE-slim). */
@@ -223,8 +226,14 @@ function copyStep(
     if (npm.length !== 1) throw new RecipeError(`stage ${from} must have exactly one RUN npm ci`, ins.line);
     return [{ kind: 'node-modules', dest, npmCommand: npm[0]!.args }];
   }
+  if (src === '/protos') {
+    const runs = stage.instructions.filter((i) => i.op === 'RUN');
+    const m = runs.length === 1 ? /^bash \/tmp\/([a-z0-9-]+\.sh) \/protos$/.exec(runs[0]!.args) : null;
+    if (!m) throw new RecipeError(`stage ${from} must have exactly one RUN bash /tmp/SCRIPT.sh /protos`, ins.line);
+    return [{ kind: 'script-output', dest, script: `scripts/${m[1]}` }];
+  }
   throw new RecipeError(
-    `COPY --from=${from} ${src}: the local build knows only the Node binary and node_modules`,
+    `COPY --from=${from} ${src}: the local build knows only the Node binary, node_modules and /protos`,
     ins.line,
   );
 }
