@@ -207,7 +207,14 @@ export async function startAgent(node: string): Promise<void> {
 }
 
 /** Chart values that keep the chart's own pods away: the host processes stand in for them. */
-const noPods = ['--set', 'controller.replicas=0', '--set-string', 'agent.nodeSelector.tandem\\.dev/no-node=true'];
+const noPods = [
+  '--set',
+  'controller.replicas=0',
+  '--set-string',
+  'agent.nodeSelector.tandem\\.dev/no-node=true',
+  '--set',
+  'csi.enabled=false',
+];
 
 /** Pods of the release (from an install with the image) are gone before the host processes start. */
 async function waitNoPods(): Promise<void> {

@@ -12,11 +12,15 @@ node test/e2e/harness/cli.ts up
 export KUBECONFIG=$PWD/.cluster/kubeconfig
 kubectl=$(node -e 'import("./test/e2e/harness/paths.ts").then((m) => console.log(m.bin.kubectl))')
 helm=$(node -e 'import("./test/e2e/harness/paths.ts").then((m) => console.log(m.bin.helm))')
-# The image cluster:up loaded into the nodes (a second when nothing changed).
-ref=$(node scripts/image.ts tandem --import | awk '$1 == "tandem" { print $2 }')
+# The image cluster:up loaded into the nodes (a second when nothing changed), and the CSI
+# sidecars built from their Go modules (registry.k8s.io is not reachable from the lab).
+images=$(node scripts/image.ts tandem csi-sidecars --import)
+ref=$(awk '$1 == "tandem" { print $2 }' <<<"$images")
+sidecars=$(awk '$1 == "csi-sidecars" { print $2 }' <<<"$images")
 node scripts/cluster-deploy.ts undeploy >/dev/null 2>&1 || true # the host-process shortcut, if it ran
 "$helm" upgrade --install tandem helm/tandem --namespace tandem-system --create-namespace --reset-values \
-  --set image.repository="${ref%:*}" --set image.tag="${ref##*:}" --wait --timeout 5m
+  --set image.repository="${ref%:*}" --set image.tag="${ref##*:}" \
+  --set csi.provisioner.image="$sidecars" --set csi.attacher.image="$sidecars" --wait --timeout 5m
 "$kubectl" get pods -n tandem-system -o wide
 "$kubectl" apply -f examples/storage-pool.yaml      # the administrator grants the disks
 "$kubectl" apply -f examples/mysql-volume.yaml

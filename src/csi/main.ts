@@ -2,13 +2,17 @@
 //
 //   tandem-csi --mode controller --endpoint unix:///csi/csi.sock [--namespace tandem-system]
 //   tandem-csi --mode node --endpoint unix:///csi/csi.sock [--node NAME] [--run-dir /run/tandem]
+//              [--registration-dir /registration --kubelet-endpoint /var/lib/kubelet/plugins/tandem.dev/csi.sock]
 //   tandem-csi --mode all …      both on one socket (csi-sanity, a single-node lab)
 //
 //   env: KUBECONFIG (else in-cluster), NODE_NAME, TANDEM_CSI_NAMESPACE, TANDEM_CSI_PROTO,
 //        TANDEM_RUN_DIR, LOG_LEVEL, TANDEM_PID_FILE (for process supervisors outside Kubernetes)
 //
 // The controller keeps volumes as ReplicatedVolumes in --namespace; the node role
-// needs no API access at all: it reads its engines' status on this node.
+// needs no API access at all: it reads its engines' status on this node. With
+// --registration-dir, the node role also registers itself with the kubelet
+// (registration.ts: node-driver-registrar's job); --kubelet-endpoint is its csi.sock
+// as the kubelet sees it.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import * as k8s from '@kubernetes/client-node';
@@ -16,7 +20,8 @@ import pino from 'pino';
 import { EngineClient } from '../node-agent/engine-client.ts';
 import { ControllerService } from './controller-service.ts';
 import { NodeService } from './node-service.ts';
-import { defaultProtoPath, loadCsi } from './proto.ts';
+import { defaultProtoPath, loadCsi, loadRegistration } from './proto.ts';
+import { Registration } from './registration.ts';
 import { serve } from './server.ts';
 import { KubeVolumeStore } from './volume-store.ts';
 
@@ -64,9 +69,22 @@ export async function main(argv: string[]): Promise<void> {
     },
     log,
   );
+  const registryDir = flag(argv, '--registration-dir', '');
+  let registration: Registration | undefined;
+  if (registryDir) {
+    if (!nodeService) throw new Error('--registration-dir: only the node role registers with the kubelet');
+    const kubeletEndpoint = flag(argv, '--kubelet-endpoint', '');
+    if (!kubeletEndpoint)
+      throw new Error('--registration-dir needs --kubelet-endpoint (csi.sock as the kubelet sees it)');
+    registration = new Registration({ registryDir, kubeletEndpoint, service: loadRegistration(), log });
+    await registration.start();
+    log.info({ socket: registration.socket, kubeletEndpoint }, 'Waiting for the kubelet to register the driver');
+  }
   if (process.env.TANDEM_PID_FILE) writeFileSync(process.env.TANDEM_PID_FILE, `${process.pid}\n`);
   log.info({ endpoint, namespace, runDir }, 'Serving CSI');
-  const stop = () => server.tryShutdown(() => process.exit(0));
+  const stop = () => {
+    void (registration?.stop() ?? Promise.resolve()).finally(() => server.tryShutdown(() => process.exit(0)));
+  };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
 }

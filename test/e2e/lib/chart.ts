@@ -5,6 +5,7 @@
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { build } from '../../../scripts/image/build.ts';
+import { importImages } from '../harness/images.ts';
 import { repoRoot, state } from '../harness/paths.ts';
 import { helm, kubectl } from './cluster.ts';
 import { eventually } from './eventually.ts';
@@ -12,7 +13,7 @@ import { execInNode } from './nodes.ts';
 import { deploy, freshDisks, tearDown } from './volumes.ts';
 
 export const release = { name: 'tandem', namespace: 'tandem-system' } as const;
-export type Component = 'controller' | 'node-agent' | 'engine-host';
+export type Component = 'controller' | 'node-agent' | 'engine-host' | 'csi-controller' | 'csi-node';
 
 export type Pod = {
   metadata: { name: string; uid: string; labels?: Record<string, string>; deletionTimestamp?: string };
@@ -48,8 +49,23 @@ export async function localImage(): Promise<{ repository: string; tag: string }>
   return { repository, tag };
 }
 
-/** `helm upgrade --install` of this tree's chart with only the image values set; waits for every pod Ready. */
-export async function helmInstall(image: { repository: string; tag: string }): Promise<void> {
+/** The CSI sidecars built here (csi-setup.sh), loaded into every running node; values for the chart. */
+export async function localCsiSidecars(): Promise<string[]> {
+  const built = await build(repoRoot, ['csi-sidecars'], () => {});
+  await importImages([built['csi-sidecars']!]);
+  const ref = built['csi-sidecars']!.ref;
+  return ['--set', `csi.provisioner.image=${ref}`, '--set', `csi.attacher.image=${ref}`];
+}
+
+/**
+ * `helm upgrade --install` of this tree's chart with only the image values set; waits for
+ * every pod Ready. The CSI driver's pods run only with `csi` (their sidecars built here):
+ * suites about volumes themselves leave them out.
+ */
+export async function helmInstall(
+  image: { repository: string; tag: string },
+  o: { csi?: boolean } = {},
+): Promise<void> {
   await helm([
     'upgrade',
     '--install',
@@ -63,6 +79,7 @@ export async function helmInstall(image: { repository: string; tag: string }): P
     `image.repository=${image.repository}`,
     '--set',
     `image.tag=${image.tag}`,
+    ...(o.csi ? await localCsiSidecars() : ['--set', 'csi.enabled=false']),
     '--wait',
     '--timeout=4m',
   ]);
@@ -90,7 +107,7 @@ export async function savePodLogs(): Promise<void> {
   const dir = join(state.logs, 'pods');
   mkdirSync(dir, { recursive: true });
   const stamp = new Date().toISOString();
-  for (const component of ['controller', 'node-agent', 'engine-host'] as const)
+  for (const component of ['controller', 'node-agent', 'engine-host', 'csi-controller', 'csi-node'] as const)
     for (const pod of await pods(component).catch(() => [])) {
       for (const previous of [true, false]) {
         const out = await kubectl([

@@ -1,0 +1,212 @@
+// Issue 16 item 1, as a user meets it: the chart runs the CSI driver as pods on the real
+// kubelets — its controller with external-provisioner and external-attacher (built from
+// their Go modules), its node plugin on every node, registered with each kubelet through
+// plugins_registry — and a StorageClass + PVC + pod get a replicated, mounted volume. The
+// pod then moves to the other node: ControllerPublish makes that node Primary, and the
+// data is there. Deleting the PVC deletes the ReplicatedVolume and its backing files.
+import { jest } from '@jest/globals';
+import { TOPOLOGY_KEY } from '../../src/csi/identity.ts';
+import { external, kubectl, useCluster } from './lib/cluster.ts';
+import { eventually } from './lib/eventually.ts';
+import { helmInstall, localImage, pods, podReady, release, removeChart } from './lib/chart.ts';
+import { execInNode } from './lib/nodes.ts';
+import { deploy, freshDisks, getRv, readyCondition } from './lib/volumes.ts';
+
+jest.setTimeout(900_000);
+const describeLocal = external ? describe.skip : describe;
+useCluster();
+const ns = `e2e-csi-pods-${process.pid}`;
+const pool = 'e2e-csi-pods';
+const sc = 'e2e-tandem-files';
+const poolDir = (node: string) => `/var/lib/tandem/pools/e2e-csi-pods-${node}`;
+const nodes = ['master', 'backup'] as const;
+
+type CsiNode = { spec: { drivers?: { name: string; nodeID: string; topologyKeys?: string[] }[] | null } };
+type Pv = { spec: { csi: { driver: string; volumeHandle: string } }; status: { phase: string } };
+type Va = { spec: { nodeName: string; source: { persistentVolumeName?: string } }; status?: { attached: boolean } };
+
+const json = async <T>(args: string[]): Promise<T> => JSON.parse((await kubectl([...args, '-o', 'json'])).stdout) as T;
+
+function podSpec(name: string, node: string | undefined, command: string) {
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: ns },
+    spec: {
+      ...(node ? { nodeSelector: { 'kubernetes.io/hostname': node } } : {}),
+      terminationGracePeriodSeconds: 1,
+      containers: [
+        {
+          name: 'app',
+          image: '',
+          command: ['sh', '-c', command],
+          securityContext: { runAsUser: 0 },
+          volumeMounts: [{ name: 'data', mountPath: '/data' }],
+        },
+      ],
+      volumes: [{ name: 'data', persistentVolumeClaim: { claimName: 'data' } }],
+    },
+  };
+}
+
+describeLocal('the CSI driver as pods: StorageClass, PVC, pod', () => {
+  let image = '';
+
+  beforeAll(async () => {
+    await deploy('undeploy').catch(() => undefined);
+    await freshDisks([]);
+    const img = await localImage();
+    image = `${img.repository}:${img.tag}`;
+    const t0 = Date.now();
+    await helmInstall(img, { csi: true });
+    console.log(`helm install with the CSI driver's pods: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    await kubectl(['create', 'namespace', ns]);
+    await kubectl(['apply', '-f', '-'], {
+      input: JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'List',
+        items: [
+          {
+            apiVersion: 'tandem.dev/v1alpha1',
+            kind: 'StoragePool',
+            metadata: { name: pool },
+            spec: { nodes: nodes.map((node) => ({ node, directory: poolDir(node) })) },
+          },
+          {
+            apiVersion: 'storage.k8s.io/v1',
+            kind: 'StorageClass',
+            metadata: { name: sc },
+            provisioner: 'tandem.dev',
+            parameters: { pool },
+            reclaimPolicy: 'Delete',
+            volumeBindingMode: 'WaitForFirstConsumer',
+          },
+        ],
+      }),
+    });
+  }, 600_000);
+
+  afterAll(async () => {
+    await kubectl(['delete', 'namespace', ns, '--wait=true', '--timeout=120s']).catch(() => undefined);
+    await kubectl(['delete', 'storageclass', sc, '--ignore-not-found']).catch(() => undefined);
+    await removeChart([]).catch(() => undefined);
+    await kubectl(['delete', 'storagepool', pool, '--ignore-not-found']).catch(() => undefined);
+    for (const n of nodes) await execInNode(n, ['rm', '-rf', poolDir(n)]).catch(() => undefined);
+  }, 600_000);
+
+  test("every node's kubelet registered the driver (CSINode) and its pods are Ready", async () => {
+    for (const c of ['csi-controller', 'csi-node'] as const) {
+      const ps = await pods(c);
+      expect(ps.length).toBe(c === 'csi-node' ? nodes.length : 1);
+      expect(ps.every(podReady)).toBe(true);
+    }
+    for (const n of nodes) {
+      const driver = await eventually(
+        async () => {
+          const d = (await json<CsiNode>(['get', 'csinode', n])).spec.drivers?.find((x) => x.name === 'tandem.dev');
+          if (!d) throw new Error(`CSINode ${n} does not list tandem.dev yet`);
+          return d;
+        },
+        { timeoutMs: 60_000, what: `the kubelet on ${n} to register tandem.dev` },
+      );
+      expect(driver.nodeID).toBe(n);
+      expect(driver.topologyKeys).toEqual([TOPOLOGY_KEY]);
+    }
+  });
+
+  let rvName = '';
+  let first = '';
+
+  test('a PVC and a pod: provisioned, attached on the pod node (its Primary), formatted, mounted', async () => {
+    await kubectl(['apply', '-f', '-'], {
+      input: JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'List',
+        items: [
+          {
+            apiVersion: 'v1',
+            kind: 'PersistentVolumeClaim',
+            metadata: { name: 'data', namespace: ns },
+            spec: {
+              storageClassName: sc,
+              accessModes: ['ReadWriteOnce'],
+              resources: { requests: { storage: '64Mi' } },
+            },
+          },
+          (() => {
+            const p = podSpec(
+              'writer',
+              undefined,
+              'echo "written on $NODE" > /data/hello && sync && exec sleep 100000',
+            );
+            p.spec.containers[0]!.image = image;
+            Object.assign(p.spec.containers[0]!, {
+              env: [{ name: 'NODE', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } }],
+            });
+            return p;
+          })(),
+        ],
+      }),
+    });
+    const t0 = Date.now();
+    await kubectl(['wait', '-n', ns, 'pod/writer', '--for=condition=Ready', '--timeout=240s']);
+    console.log(`PVC + pod to Running: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    first = (await kubectl(['get', 'pod', '-n', ns, 'writer', '-o', 'jsonpath={.spec.nodeName}'])).stdout;
+    expect(nodes).toContain(first);
+    const pvName = (await kubectl(['get', 'pvc', '-n', ns, 'data', '-o', 'jsonpath={.spec.volumeName}'])).stdout;
+    const pv = await json<Pv>(['get', 'pv', pvName]);
+    expect(pv.spec.csi.driver).toBe('tandem.dev');
+    const [rvNs, name] = pv.spec.csi.volumeHandle.split('.') as [string, string];
+    expect(rvNs).toBe(release.namespace);
+    rvName = name;
+    const rv = await getRv(release.namespace, rvName);
+    expect(rv.status?.primary).toBe(first);
+    expect(readyCondition(rv)?.status).toBe('True');
+    const vas = (await json<{ items: Va[] }>(['get', 'volumeattachments'])).items.filter(
+      (v) => v.spec.source.persistentVolumeName === pvName,
+    );
+    expect(vas.map((v) => [v.spec.nodeName, v.status?.attached])).toEqual([[first, true]]);
+    expect((await kubectl(['exec', '-n', ns, 'writer', '--', 'cat', '/data/hello'])).stdout.trim()).toBe(
+      `written on ${first}`,
+    );
+    // The filesystem is on the replicated device, mounted nosuid,nodev by the node plugin.
+    const mounts = (await kubectl(['exec', '-n', ns, 'writer', '--', 'cat', '/proc/mounts'])).stdout;
+    expect(mounts).toMatch(/ \/data ext4 [^ ]*nosuid,nodev/);
+  });
+
+  test('the pod on the other node: the volume switches its Primary there and the data is there', async () => {
+    const second = first === 'master' ? 'backup' : 'master';
+    await kubectl(['delete', 'pod', '-n', ns, 'writer', '--wait=true', '--timeout=120s']);
+    const p = podSpec('reader', second, 'exec sleep 100000');
+    p.spec.containers[0]!.image = image;
+    const t0 = Date.now();
+    await kubectl(['apply', '-f', '-'], { input: JSON.stringify(p) });
+    await kubectl(['wait', '-n', ns, 'pod/reader', '--for=condition=Ready', '--timeout=240s']);
+    console.log(`pod moved to ${second} and Running: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    expect((await kubectl(['exec', '-n', ns, 'reader', '--', 'cat', '/data/hello'])).stdout.trim()).toBe(
+      `written on ${first}`,
+    );
+    const rv = await getRv(release.namespace, rvName);
+    expect(rv.status?.primary).toBe(second);
+  });
+
+  test('deleting the PVC deletes the volume and its backing files on both nodes', async () => {
+    await kubectl(['delete', 'pod', '-n', ns, 'reader', '--wait=true', '--timeout=120s']);
+    await kubectl(['delete', 'pvc', '-n', ns, 'data', '--wait=true', '--timeout=120s']);
+    await eventually(
+      async () => {
+        const out = (await kubectl(['get', 'rv', '-n', release.namespace, '-o', 'name'])).stdout;
+        if (out.includes(rvName)) throw new Error(`${rvName} still exists`);
+      },
+      { timeoutMs: 120_000, what: 'the ReplicatedVolume to go' },
+    );
+    for (const n of nodes)
+      await eventually(
+        async () => {
+          const left = (await execInNode(n, ['ls', '-A', poolDir(n)]).catch(() => ({ stdout: '' }))).stdout.trim();
+          if (left !== '') throw new Error(`${n}: ${left}`);
+        },
+        { timeoutMs: 60_000, what: `the backing files on ${n} to go` },
+      );
+  });
+});
