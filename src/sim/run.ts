@@ -955,6 +955,23 @@ class Sim {
    * the pair must be Connected, UpToDate/UpToDate, byte-identical and hold what the
    * oracle says.
    */
+  /**
+   * A person declares `n`'s data the one to keep: in managed mode the arbiter makes it
+   * Primary (a new epoch); `steps` run on it (`what`, and in manual mode it steps down
+   * again before it connects); a StandAlone peer is told to connect.
+   */
+  private personKeeps(n: NodeName, what: string, steps: (managed: boolean) => Promise<void>): void {
+    const managed = this.mode === 'managed';
+    if (managed) {
+      this.arbiter.primary = n;
+      this.arbiter.epoch++;
+      this.note(`arbiter: a person makes ${n} Primary (epoch ${this.arbiter.epoch})`);
+    }
+    this.op(n, `settle: ${what}${managed ? '' : ', secondary'}, connect`, () => steps(managed));
+    const eo = this.nodes[this.other(n)].engine;
+    if (eo?.state.conn === 'StandAlone') this.op(this.other(n), 'settle: connect', () => eo.connect());
+  }
+
   private async settle(): Promise<void> {
     this.note('SETTLE: healing everything');
     this.net.heal();
@@ -1021,19 +1038,11 @@ class Sim {
         if (!e || !/I shall become SyncSource, but my disk is Inconsistent/.test(e.lastError ?? '')) continue;
         this.userDiscard[this.other(n)] = true;
         this.oracle.forcedInconsistent(n);
-        if (this.mode === 'managed') {
-          this.arbiter.primary = n;
-          this.arbiter.epoch++;
-          this.note(`arbiter: a person makes ${n} Primary (epoch ${this.arbiter.epoch})`);
-        }
-        const managed = this.mode === 'managed';
-        this.op(n, `settle: primary --force${managed ? '' : ', secondary'}, connect`, async () => {
+        this.personKeeps(n, 'primary --force', async (managed) => {
           await e.promote({ force: true });
           if (!managed) await e.demote();
           await e.connect();
         });
-        const eo = this.nodes[this.other(n)].engine;
-        if (eo?.state.conn === 'StandAlone') this.op(this.other(n), 'settle: connect', () => eo.connect());
         decided = true;
         break;
       }
@@ -1046,20 +1055,12 @@ class Sim {
         const m = /The peer's disk size is too small! \((\d+) < (\d+) bytes\)/.exec(e?.lastError ?? '');
         if (!e || !m || e.state.conn !== 'StandAlone' || e.size <= Number(m[1])) continue;
         const fits = Number(m[1]);
-        const managed = this.mode === 'managed';
-        if (managed && this.arbiter.primary !== n) {
-          this.arbiter.primary = n;
-          this.arbiter.epoch++;
-          this.note(`arbiter: a person makes ${n} Primary (epoch ${this.arbiter.epoch})`);
-        }
-        this.op(n, `settle: primary, resize --size ${fits}${managed ? '' : ', secondary'}, connect`, async () => {
+        this.personKeeps(n, `primary, resize --size ${fits}`, async (managed) => {
           if (e.state.role !== 'Primary') await e.promote();
           await e.resize({ size: fits });
           if (!managed) await e.demote();
           await e.connect();
         });
-        const eo = this.nodes[this.other(n)].engine;
-        if (eo?.state.conn === 'StandAlone') this.op(this.other(n), 'settle: connect', () => eo.connect());
         decided = true;
         break;
       }
