@@ -76,7 +76,7 @@ for (let i = 0; i < rounds && Date.now() < deadline; i++) {
     ...(mode ? { mode } : {}),
     ...(values.steps ? { steps: Number(values.steps) } : {}),
     mutants,
-    logLines: 80,
+    logLines: Number(process.env.SIM_LOG_LINES ?? 80),
   });
   clearTimeout(watchdog);
   ran++;

@@ -92,4 +92,37 @@ describe('activity log', () => {
     await expect(al.begin(0, 4096)).rejects.toThrow('EIO');
     expect(al.activeCount).toBe(0);
   });
+
+  test('an extent whose eviction sync failed stays in the log until a later eviction sync succeeds', async () => {
+    const file = new HeldFile();
+    let failSyncs = 0;
+    let evictions = 0;
+    // Capacity 7 (the minimum): extents 0..6 fill it, extent 7 evicts extent 0.
+    const al = new ActivityLog({ file, offset: 0, bytes: 32 * 1024 }, 7, {
+      beforeEvict: async () => {
+        evictions++;
+        if (failSyncs > 0) {
+          failSyncs--;
+          throw new Error('EIO (data sync)');
+        }
+      },
+    });
+    for (let e = 0; e < 7; e++) {
+      await al.begin(e * AL_EXTENT_BYTES, 4096);
+      al.complete(e * AL_EXTENT_BYTES, 4096);
+    }
+    failSyncs = 1;
+    await expect(al.begin(7 * AL_EXTENT_BYTES, 4096)).rejects.toThrow('EIO');
+    // Seed 31419: the next write's transaction wrote the log without extent 0 and without a sync.
+    const newest = () => {
+      const a = decodeTransaction(file.durable.subarray(0, 16 * 1024));
+      const b = decodeTransaction(file.durable.subarray(16 * 1024, 32 * 1024));
+      return ((a?.seq ?? 0n) > (b?.seq ?? 0n) ? a : b)?.extents ?? [];
+    };
+    expect(newest()).toContain(0);
+    await al.begin(7 * AL_EXTENT_BYTES, 4096);
+    expect(evictions).toBe(2);
+    expect(newest()).toContain(7);
+    expect(newest()).not.toContain(0);
+  });
 });

@@ -165,7 +165,12 @@ export class ActivityLog {
       return d.promise;
     }
     this.committing = (async () => {
-      let evicted = false;
+      // Extents dropped from memory whose data is not yet known durable: on disk they are
+      // still in the log, and they stay there until beforeEvict has succeeded. A failed
+      // beforeEvict puts them back, or the next transaction would drop them without it
+      // (seed 31419: a failed data sync, then the next write's transaction evicted the
+      // extent anyway, and a power cut lost the extent's last write with no bit to resync it).
+      let evicted: [number, number][] = [];
       try {
         while (this.wanted.size > 0) {
           // Make room: evict least recently used extents with no write in flight.
@@ -175,7 +180,7 @@ export class ActivityLog {
             if (room >= need.length) break;
             if (refs === 0 && !this.wanted.has(e)) {
               this.active.delete(e);
-              evicted = true;
+              evicted.push([e, refs]);
               room++;
             }
           }
@@ -195,8 +200,19 @@ export class ActivityLog {
           }
           for (const e of [...this.wanted]) if (this.active.has(e)) this.wanted.delete(e);
           try {
-            if (evicted) await this.hooks.beforeEvict?.();
-            evicted = false;
+            if (evicted.length > 0) {
+              try {
+                await this.hooks.beforeEvict?.();
+              } catch (err) {
+                // Least recently used again, ahead of everything else: still in the log on disk.
+                const rest = [...this.active].filter(([e]) => !adding.includes(e));
+                this.active.clear();
+                for (const [e, refs] of [...evicted, ...rest]) this.active.set(e, refs);
+                evicted = [];
+                throw err;
+              }
+            }
+            evicted = [];
             await this.writeTransaction();
           } catch (err) {
             // Not durable: the extents are not in the log, and no write may behave as if they were.

@@ -299,14 +299,21 @@ export class WritePath {
     this.requirePrimary();
     core.counters.ap++;
     const release = await core.lock.acquire(offset, length);
-    const local = core.localDiskUsable() ? core.local : undefined;
+    let local = core.localDiskUsable() ? core.local : undefined;
     try {
       await local?.al.begin(offset, length);
       if (local) core.counters.al = local.al.transactions;
     } catch (err) {
-      release();
-      core.counters.ap--;
-      throw err;
+      // The activity log could not be made durable (its own write, or the data sync an
+      // eviction needs): a failed disk like any other. A sync that failed may have dropped
+      // what it was to make durable (Linux marks the pages clean), so the disk is not
+      // trusted on; detached, the write goes on to the peer alone, as DRBD's would.
+      if (!local || (await core.localIoError(err, 'activity log')) !== 'detached' || !core.conn) {
+        release();
+        core.counters.ap--;
+        throw err;
+      }
+      local = undefined;
     }
     // The activity-log reference: dropped at completion for a local-only write, or handed
     // to the transfer log (dropped when the peer made the epoch durable) for a mirrored one.
