@@ -994,6 +994,12 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
 
   private async promoteNow(opts: { force?: boolean }): Promise<void> {
     if (this.state.role === 'Primary') return;
+    // `--force` declares this node's data the truth, so it needs data: a disk that failed
+    // or was detached has none (DRBD forces only a disk that is Inconsistent or better).
+    // Seed 29219: a Diskless node was forced Primary, reported UpToDate with no disk, and
+    // later took a resync onto the failed disk's stale handles.
+    if (opts.force && !this.localDiskUsable())
+      throw refuse(REFUSALS.noUpToDateDisk, `no local disk to force (${this.state.disk}): attach it first`);
     const md = this.metadata;
     // With fencing on, a node that cannot see its peer is promoted only once the
     // fence-peer handler has made sure the peer cannot be (DRBD's "Refusing to be

@@ -111,3 +111,24 @@ async function readFileText(p: string): Promise<string> {
   const { readFile } = await import('node:fs/promises');
   return readFile(p, 'utf8');
 }
+
+// Seed 29219: a node whose disk failed (or was detached) was forced Primary and then
+// reported UpToDate with no disk. `--force` declares a node's data the truth; a Diskless
+// node has none, and DRBD refuses it the same way.
+test('primary --force on a Diskless node is refused and changes nothing', async () => {
+  const pair = await Pair.create({ masterMiB: 32, backupMiB: 32 });
+  try {
+    await pair.startBlank();
+    await pair.ok('backup', 'detach', 'mysql');
+    await pair.ok('backup', 'disconnect', 'mysql');
+    const r = await pair.adm('backup', '--', '--force', 'primary', 'mysql');
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(
+      /\(-2\) Need access to UpToDate data \(no local disk to force \(Diskless\): attach it first\)/,
+    );
+    const s = await pair.status('backup');
+    expect([s.role, s.disk]).toEqual(['Secondary', 'Diskless']);
+  } finally {
+    await pair.destroy();
+  }
+});
