@@ -452,13 +452,21 @@ export class VolumeReconciler {
     for (const p of release.pods) {
       const outcome = await w.deletePod(p);
       if (outcome === 'deleted') deletedPods.push(`${p.namespace}/${p.name}`);
-      log.info({ pod: `${p.namespace}/${p.name}`, node: due.node, outcome }, 'Force-deleted pod on the lost node');
+      log.info(
+        { pod: `${p.namespace}/${p.name}`, node: due.node },
+        outcome === 'deleted' ? 'Force-deleted pod on the lost node' : 'Found pod on the lost node already gone',
+      );
     }
     const deletedAttachments: string[] = [];
     for (const a of release.attachments) {
       const outcome = await w.deleteVolumeAttachment(a);
       if (outcome === 'deleted') deletedAttachments.push(a.name);
-      log.info({ volumeAttachment: a.name, node: due.node, outcome }, 'Deleted VolumeAttachment to the lost node');
+      log.info(
+        { volumeAttachment: a.name, node: due.node },
+        outcome === 'deleted'
+          ? 'Deleted VolumeAttachment to the lost node'
+          : 'Found VolumeAttachment to the lost node already gone',
+      );
     }
     const at = this.#clock
       .now()
@@ -469,7 +477,7 @@ export class VolumeReconciler {
       const e = {
         type: 'Normal' as const,
         reason: 'WorkloadFreed',
-        message: `Freed the workload on ${due.node} (fenced at epoch ${due.epoch}; ${due.primary} is Primary): force-deleted pods ${list(deletedPods)}; deleted VolumeAttachments ${list(deletedAttachments)}`,
+        message: `Freed the workload on ${due.node} (failed over to ${due.primary} at epoch ${due.epoch}, ${due.node} fenced): force-deleted pods ${list(deletedPods)}; deleted VolumeAttachments ${list(deletedAttachments)}`,
       };
       await this.#api
         .recordEvent(fresh.rv, e)
