@@ -238,6 +238,24 @@ export const RoleChange = z.object({
 });
 export type RoleChange = z.infer<typeof RoleChange>;
 
+/**
+ * What the controller deleted to free the workload after a failover from `node` at
+ * `epoch` (controller/decisions/workload.ts): the lost node's pods that mount the
+ * volume and our driver's VolumeAttachments to that node. Written once per failover,
+ * after the deletions; its presence is what keeps them from being done twice.
+ */
+export const WorkloadRelease = z.object({
+  node: z.string().describe("The lost node (the failover's from, fenced)."),
+  epoch: z.number().int().min(0).describe('The epoch of the failover that freed it.'),
+  pods: z
+    .array(z.string().max(253 * 2 + 1))
+    .max(64)
+    .describe('The pods force-deleted, as namespace/name.'),
+  volumeAttachments: z.array(z.string().max(253)).max(64).describe('The VolumeAttachments deleted.'),
+  at: z.string().describe('When the deletions were done.'),
+});
+export type WorkloadRelease = z.infer<typeof WorkloadRelease>;
+
 export const ReplicatedVolumeStatus = z.object({
   phase: z.enum(PHASES).optional(),
   primary: z.string().optional().describe('The node the controller has chosen as Primary.'),
@@ -256,6 +274,9 @@ export const ReplicatedVolumeStatus = z.object({
   lastFailover: FailoverRecord.optional().describe('The last automatic failover or forced promotion.'),
   lastRoleChange: RoleChange.optional().describe(
     'The last change of the chosen Primary and its cause; the Primary never changes without one.',
+  ),
+  lastWorkloadRelease: WorkloadRelease.optional().describe(
+    "After the last failover: the lost node's pods and VolumeAttachments the controller deleted once the fence was recorded.",
   ),
   conditions: z.array(Condition).optional(),
   observedGeneration: z.number().int().min(0).optional(),

@@ -12,9 +12,12 @@ import { runWorkers, type WorkOutcome } from '../runtime/workers.ts';
 import type { ControllerMetrics } from './metrics.ts';
 import { VolumeReconciler } from './reconciler.ts';
 import type { VolumeApi } from './volume-api.ts';
+import type { WorkloadApi } from './workload-api.ts';
 
 export interface ControllerOptions {
   api: VolumeApi;
+  /** Pods, claims and attachments: the lost node's workload is freed after a failover (none: never). */
+  workload?: WorkloadApi;
   volumes: CacheFactory<k8s.KubernetesObject>;
   replicas: CacheFactory<k8s.KubernetesObject>;
   nodes: CacheFactory<k8s.V1Node>;
@@ -75,6 +78,7 @@ export class Controller {
       log: o.log,
       clock,
       caches: this.caches,
+      ...(o.workload ? { workload: o.workload } : {}),
       ...(o.metrics ? { metrics: o.metrics } : {}),
     });
   }

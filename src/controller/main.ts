@@ -18,6 +18,7 @@ import { collectionPath, listCustom } from '../runtime/kube.ts';
 import { LeaderElector } from '../runtime/leader-election.ts';
 import { Controller } from './controller.ts';
 import { KubeVolumeApi } from './volume-api.ts';
+import { KubeWorkloadApi } from './workload-api.ts';
 
 /** The Lease's duration: whole seconds, long enough for a few renewals (every 2 s). */
 function leaseSeconds(v: string): number {
@@ -49,6 +50,7 @@ export async function main(argv: string[]): Promise<void> {
   const namespace = process.env.POD_NAMESPACE ?? DEFAULT_OPERATOR_NAMESPACE;
   const controller = new Controller({
     api: new KubeVolumeApi(kc, namespace),
+    workload: new KubeWorkloadApi(kc),
     log,
     metrics,
     volumes: informer(collectionPath(KINDS.volume.plural), listCustom(custom, KINDS.volume.plural)),

@@ -1,7 +1,11 @@
 // Reconcile one ReplicatedVolume. Level-based: read the world from the caches,
 // decide with pure functions (decisions/), act, write status once. The spine:
 //
-//   finalizer → placement → port + peer Secret → roles → replicas → status
+//   finalizer → placement → port + peer Secret → roles → replicas → status → workload
+//
+// Workload: after a failover, once the status read back from the API server holds its
+// fence, the lost node's pods on the volume and our VolumeAttachments to that node are
+// deleted (decisions/workload.ts), and status.lastWorkloadRelease says so.
 //
 // Deletion: replicas are told engine=Down (demote, `down`, a pool file removed,
 // a granted device's data left as it is); once
@@ -27,6 +31,9 @@ import { decideRoles, type RolesDecision } from './decisions/roles.ts';
 import { aggregateStatus, eventsBetween, sameStatus } from './decisions/status.ts';
 import type { ControllerMetrics } from './metrics.ts';
 import type { VolumeApi } from './volume-api.ts';
+import { DRIVER_NAME, volumeId } from '../csi/identity.ts';
+import { releaseDue, volumePvs, workloadToFree } from './decisions/workload.ts';
+import type { WorkloadApi } from './workload-api.ts';
 
 export interface Caches {
   volumes: {
@@ -79,6 +86,8 @@ export class VolumeReconciler {
   readonly #log: Logger;
   readonly #metrics: ReconcilerMetrics | undefined;
   readonly #clock: Clock;
+  /** Pods, claims and attachments for the workload release; undefined: no release (the simulator). */
+  readonly #workload: WorkloadApi | undefined;
   /** Ports handed out but maybe not yet seen in the cache (several workers). */
   readonly #reservedPorts = new Map<number, string>();
   /** The Secret names last written into each node's Role (JSON). */
@@ -86,8 +95,16 @@ export class VolumeReconciler {
   /** Nodes whose TLS Secret exists (issued once; see ensureNodeTls). */
   readonly #nodeTls = new Set<string>();
 
-  constructor(o: { api: VolumeApi; caches: Caches; log: Logger; metrics?: ReconcilerMetrics; clock?: Clock }) {
+  constructor(o: {
+    api: VolumeApi;
+    caches: Caches;
+    log: Logger;
+    metrics?: ReconcilerMetrics;
+    clock?: Clock;
+    workload?: WorkloadApi;
+  }) {
     this.#api = o.api;
+    this.#workload = o.workload;
     this.#caches = o.caches;
     this.#log = o.log;
     this.#metrics = o.metrics;
@@ -154,6 +171,8 @@ export class VolumeReconciler {
       rv.metadata.annotations?.[ANNOTATIONS.forcePrimary] !== undefined
     )
       await this.#dropForceAnnotation(rv, log);
+    // On the status as read (rv.status), never the one just computed: the fence must be in the API first.
+    if (!deleting) await this.#freeWorkload(rv, log);
 
     if (deleting) return this.#finishDeletion(rv, snap.replicas, snap.nodes, log);
     // Level-based backstop: agents report every few seconds; look again while not Ready,
@@ -403,6 +422,79 @@ export class VolumeReconciler {
         .catch((err: unknown) => log.warn({ err, reason: e.reason }, 'Could not record event'));
       log.info({ reason: e.reason, detail: e.message }, 'Recorded event');
     }
+  }
+
+  /**
+   * After a failover whose fence the API server holds: the lost node's pods on the volume
+   * (force-deleted: the node is gone and fenced) and our VolumeAttachments of it to that
+   * node (decisions/workload.ts). Idempotent: deletions carry the uid read and take a
+   * 404 or 409 as done; status.lastWorkloadRelease, written last, ends it for the epoch.
+   */
+  async #freeWorkload(rv: ReplicatedVolume, log: Logger): Promise<void> {
+    if (!this.#workload || !releaseDue(rv.status)) return;
+    // The cache may lag: decide again on the volume as the API server has it now.
+    const fresh = await this.#readFresh(rv);
+    if (!fresh) return;
+    const due = releaseDue(fresh.rv.status);
+    if (!due) return;
+    const w = this.#workload;
+    const handle = volumeId(rv.metadata.namespace, rv.metadata.name);
+    const pvs = volumePvs({ driver: DRIVER_NAME, volumeHandle: handle, pvs: await w.listPersistentVolumes() });
+    const claimRefs = pvs.flatMap((pv) =>
+      pv.claim?.namespace && pv.claim.name ? [{ namespace: pv.claim.namespace, name: pv.claim.name }] : [],
+    );
+    const pvcs = await w.readClaims(claimRefs);
+    const namespaces = [...new Set(pvcs.map((c) => c.namespace))];
+    const pods = (await Promise.all(namespaces.map((n) => w.listPodsOnNode(n, due.node)))).flat();
+    const attachments = pvs.length > 0 ? await w.listVolumeAttachments() : [];
+    const release = workloadToFree(due, { driver: DRIVER_NAME, volumeHandle: handle, pvs, pvcs, pods, attachments });
+    const deletedPods: string[] = [];
+    for (const p of release.pods) {
+      const outcome = await w.deletePod(p);
+      if (outcome === 'deleted') deletedPods.push(`${p.namespace}/${p.name}`);
+      log.info(
+        { pod: `${p.namespace}/${p.name}`, node: due.node },
+        outcome === 'deleted' ? 'Force-deleted pod on the lost node' : 'Found pod on the lost node already gone',
+      );
+    }
+    const deletedAttachments: string[] = [];
+    for (const a of release.attachments) {
+      const outcome = await w.deleteVolumeAttachment(a);
+      if (outcome === 'deleted') deletedAttachments.push(a.name);
+      log.info(
+        { volumeAttachment: a.name, node: due.node },
+        outcome === 'deleted'
+          ? 'Deleted VolumeAttachment to the lost node'
+          : 'Found VolumeAttachment to the lost node already gone',
+      );
+    }
+    const at = this.#clock
+      .now()
+      .toISOString()
+      .replace(/\.\d+Z$/, 'Z');
+    if (deletedPods.length > 0 || deletedAttachments.length > 0) {
+      const list = (xs: string[]) => (xs.length > 0 ? xs.join(', ') : 'none');
+      const e = {
+        type: 'Normal' as const,
+        reason: 'WorkloadFreed',
+        message: `Freed the workload on ${due.node} (failed over to ${due.primary} at epoch ${due.epoch}, ${due.node} fenced): force-deleted pods ${list(deletedPods)}; deleted VolumeAttachments ${list(deletedAttachments)}`,
+      };
+      await this.#api
+        .recordEvent(fresh.rv, e)
+        .catch((err: unknown) => log.warn({ err, reason: e.reason }, 'Could not record event'));
+    }
+    // The record is bounded (the CRD's maxItems); the event and the log have every name.
+    await w.recordRelease(fresh.rv, {
+      node: due.node,
+      epoch: due.epoch,
+      pods: deletedPods.slice(0, 64),
+      volumeAttachments: deletedAttachments.slice(0, 64),
+      at,
+    });
+    log.info(
+      { node: due.node, epoch: due.epoch, pods: deletedPods, volumeAttachments: deletedAttachments },
+      'Freed the workload on the lost node',
+    );
   }
 
   /** The operator's force-primary took effect: the annotation goes, so it never forces again. */

@@ -101,6 +101,8 @@ export function aggregateStatus(i: StatusInput): ReplicatedVolumeStatus {
     ...((i.roles?.roleChange ?? i.previous?.lastRoleChange)
       ? { lastRoleChange: i.roles?.roleChange ?? i.previous?.lastRoleChange }
       : {}),
+    // Written only by the workload release (controller/decisions/workload.ts); kept as it is.
+    ...(i.previous?.lastWorkloadRelease ? { lastWorkloadRelease: i.previous.lastWorkloadRelease } : {}),
     conditions: conditions.list,
     observedGeneration: i.generation,
   };
