@@ -32,7 +32,7 @@ import { aggregateStatus, eventsBetween, sameStatus } from './decisions/status.t
 import type { ControllerMetrics } from './metrics.ts';
 import type { VolumeApi } from './volume-api.ts';
 import { DRIVER_NAME, volumeId } from '../csi/identity.ts';
-import { releaseDue, volumePvs, workloadToFree } from './decisions/workload.ts';
+import { keepsPodsOff, releaseDue, volumePvs, workloadToFree } from './decisions/workload.ts';
 import type { WorkloadApi } from './workload-api.ts';
 
 export interface Caches {
@@ -438,6 +438,11 @@ export class VolumeReconciler {
     const due = releaseDue(fresh.rv.status);
     if (!due) return;
     const w = this.#workload;
+    // Not before the scheduler keeps pods off the lost node; the reconcile looks again soon.
+    if (!keepsPodsOff(await w.readNodeScheduling(due.node))) {
+      log.info({ node: due.node }, 'Waiting for the lost node to be tainted NoSchedule before freeing its pods');
+      return;
+    }
     const handle = volumeId(rv.metadata.namespace, rv.metadata.name);
     const pvs = volumePvs({ driver: DRIVER_NAME, volumeHandle: handle, pvs: await w.listPersistentVolumes() });
     const claimRefs = pvs.flatMap((pv) =>

@@ -8,11 +8,13 @@
 import * as k8s from '@kubernetes/client-node';
 import type { ReplicatedVolume, WorkloadRelease as ReleaseRecord } from '../api/replicated-volume.ts';
 import { isConflict, isNotFound, mergePatch, volumeApi } from '../runtime/kube.ts';
-import type { AttachmentView, PodView, PvcView, PvView } from './decisions/workload.ts';
+import type { AttachmentView, NodeScheduling, PodView, PvcView, PvView } from './decisions/workload.ts';
 
 export type DeleteOutcome = 'deleted' | 'gone';
 
 export interface WorkloadApi {
+  /** The node's taints and cordon as the API server has them now; undefined when it is gone. */
+  readNodeScheduling(node: string): Promise<NodeScheduling | undefined>;
   listPersistentVolumes(): Promise<PvView[]>;
   /** The claims, read one by one; a claim that does not exist is left out. */
   readClaims(refs: readonly { namespace: string; name: string }[]): Promise<PvcView[]>;
@@ -64,6 +66,19 @@ export class KubeWorkloadApi implements WorkloadApi {
     this.#core = kc.makeApiClient(k8s.CoreV1Api);
     this.#storage = kc.makeApiClient(k8s.StorageV1Api);
     this.#custom = kc.makeApiClient(k8s.CustomObjectsApi);
+  }
+
+  async readNodeScheduling(node: string): Promise<NodeScheduling | undefined> {
+    try {
+      const n = await this.#core.readNode({ name: node });
+      return {
+        unschedulable: n.spec?.unschedulable,
+        taints: (n.spec?.taints ?? []).map((t) => ({ key: t.key, effect: t.effect })),
+      };
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
   }
 
   async listPersistentVolumes(): Promise<PvView[]> {

@@ -4,6 +4,7 @@ import {
   type AttachmentView,
   decideWorkloadRelease,
   type PodView,
+  keepsPodsOff,
   releaseDue,
   type WorkloadWorld,
   workloadToFree,
@@ -196,4 +197,18 @@ test('decideWorkloadRelease returns nothing before the fence is recorded, and no
     },
   };
   expect(decideWorkloadRelease(after, world)).toBeUndefined();
+});
+
+describe('keepsPodsOff: freed pods cannot be scheduled back onto the lost node', () => {
+  test.each([
+    ['unreachable NoSchedule', { taints: [{ key: 'node.kubernetes.io/unreachable', effect: 'NoSchedule' }] }, true],
+    ['not-ready NoSchedule', { taints: [{ key: 'node.kubernetes.io/not-ready', effect: 'NoSchedule' }] }, true],
+    ['cordoned', { unschedulable: true, taints: [] }, true],
+    ['gone', undefined, true],
+    ['no taint yet', { taints: [] }, false],
+    ['only the NoExecute taint', { taints: [{ key: 'node.kubernetes.io/unreachable', effect: 'NoExecute' }] }, false],
+    ['another NoSchedule taint', { taints: [{ key: 'example.com/gpu', effect: 'NoSchedule' }] }, false],
+  ] as const)('%s', (_what, node, expected) => {
+    expect(keepsPodsOff(node === undefined ? undefined : { ...node, taints: [...node.taints] })).toBe(expected);
+  });
 });

@@ -140,3 +140,21 @@ export function decideWorkloadRelease(
   const due = releaseDue(status);
   return due ? workloadToFree(due, world) : undefined;
 }
+
+/** What the scheduler sees of a node: its taints and whether it is cordoned. */
+export type NodeScheduling = { unschedulable?: boolean | undefined; taints: { key: string; effect: string }[] };
+
+const LOST_NODE_TAINTS = new Set(['node.kubernetes.io/unreachable', 'node.kubernetes.io/not-ready']);
+
+/**
+ * Whether a pod freed from the lost node cannot be scheduled back onto it: the node
+ * lifecycle controller's NoSchedule taint for an unreachable or not-ready node is there
+ * (or the node is cordoned, or gone). It comes a moment after the NotReady mark; a pod
+ * freed before it could land on the dead node again and wait there (seen in CI: the
+ * StatefulSet's new pod scheduled to the stopped node 0.2 s after the release).
+ */
+export function keepsPodsOff(node: NodeScheduling | undefined): boolean {
+  if (!node) return true;
+  if (node.unschedulable) return true;
+  return node.taints.some((t) => LOST_NODE_TAINTS.has(t.key) && t.effect === 'NoSchedule');
+}
