@@ -162,7 +162,12 @@ describeLocal('the CSI driver as pods: StorageClass, PVC, pod', () => {
     rvName = name;
     const rv = await getRv(release.namespace, rvName);
     expect(rv.status?.primary).toBe(first);
-    expect(readyCondition(rv)?.status).toBe('True');
+    // Running needs the Primary attached, not the pair in sync: Ready follows once the
+    // initial sync is done (CI saw Ready=False at the moment the pod ran).
+    await eventually(async () => expect(readyCondition(await getRv(release.namespace, rvName))?.status).toBe('True'), {
+      timeoutMs: 120_000,
+      what: `${rvName} Ready`,
+    });
     const vas = (await json<{ items: Va[] }>(['get', 'volumeattachments'])).items.filter(
       (v) => v.spec.source.persistentVolumeName === pvName,
     );
