@@ -52,15 +52,16 @@ describeLocal('the Helm chart as a user installs it, on real kubelets', () => {
     // yet (CI: returned after 7.5 s with the second controller still starting), and the same
     // for a DaemonSet; it does not wait for an OnDelete one (the engine host) at all: all
     // three are waited for here.
-    await eventually(
+    const controllers = await eventually(
       async () => {
-        const controllers = await pods('controller');
-        expect(controllers).toHaveLength(2);
-        for (const p of controllers) {
+        const ps = await pods('controller');
+        expect(ps).toHaveLength(2);
+        for (const p of ps) {
           expect(p.status.phase).toBe('Running');
           expect(ready(p)).toBe(true);
           expect(p.status.containerStatuses?.[0]?.image).toContain(image.tag);
         }
+        return ps;
       },
       { timeoutMs: 60_000, what: 'two Running, Ready controller pods' },
     );
