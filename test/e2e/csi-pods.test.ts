@@ -8,7 +8,7 @@ import { jest } from '@jest/globals';
 import { TOPOLOGY_KEY } from '../../src/csi/identity.ts';
 import { external, kubectl, useCluster } from './lib/cluster.ts';
 import { eventually } from './lib/eventually.ts';
-import { helmInstall, localImage, pods, podReady, release, removeChart } from './lib/chart.ts';
+import { helmInstall, localImage, pods, podReady, release, removeCsiSuite, filePoolClass } from './lib/chart.ts';
 import { execInNode } from './lib/nodes.ts';
 import { deploy, freshDisks, getRv, readyCondition } from './lib/volumes.ts';
 
@@ -65,33 +65,13 @@ describeLocal('the CSI driver as pods: StorageClass, PVC, pod', () => {
       input: JSON.stringify({
         apiVersion: 'v1',
         kind: 'List',
-        items: [
-          {
-            apiVersion: 'tandem.dev/v1alpha1',
-            kind: 'StoragePool',
-            metadata: { name: pool },
-            spec: { nodes: nodes.map((node) => ({ node, directory: poolDir(node) })) },
-          },
-          {
-            apiVersion: 'storage.k8s.io/v1',
-            kind: 'StorageClass',
-            metadata: { name: sc },
-            provisioner: 'tandem.dev',
-            parameters: { pool },
-            reclaimPolicy: 'Delete',
-            volumeBindingMode: 'WaitForFirstConsumer',
-          },
-        ],
+        items: [...filePoolClass(pool, sc, nodes, poolDir)],
       }),
     });
   }, 600_000);
 
   afterAll(async () => {
-    await kubectl(['delete', 'namespace', ns, '--wait=true', '--timeout=120s']).catch(() => undefined);
-    await kubectl(['delete', 'storageclass', sc, '--ignore-not-found']).catch(() => undefined);
-    await removeChart([]).catch(() => undefined);
-    await kubectl(['delete', 'storagepool', pool, '--ignore-not-found']).catch(() => undefined);
-    for (const n of nodes) await execInNode(n, ['rm', '-rf', poolDir(n)]).catch(() => undefined);
+    await removeCsiSuite({ ns, pool, sc, nodes, dir: poolDir });
   }, 600_000);
 
   test("every node's kubelet registered the driver (CSINode) and its pods are Ready", async () => {

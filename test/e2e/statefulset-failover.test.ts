@@ -20,8 +20,7 @@ import { repoRoot } from './harness/paths.ts';
 import { external, kubectl, useCluster } from './lib/cluster.ts';
 import { eventually } from './lib/eventually.ts';
 import { nodeAction, nodeReadyTransition } from './lib/failover.ts';
-import { helmInstall, localImage, release, removeChart } from './lib/chart.ts';
-import { execInNode } from './lib/nodes.ts';
+import { helmInstall, localImage, release, removeCsiSuite, filePoolClass } from './lib/chart.ts';
 import { deploy, freshDisks, getRv } from './lib/volumes.ts';
 
 const ROUNDS = Number(process.env.TANDEM_E2E_DB_ROUNDS ?? 2);
@@ -119,21 +118,7 @@ describeLocal('a MariaDB StatefulSet on a tandem PVC survives the loss of its no
         apiVersion: 'v1',
         kind: 'List',
         items: [
-          {
-            apiVersion: 'tandem.dev/v1alpha1',
-            kind: 'StoragePool',
-            metadata: { name: pool },
-            spec: { nodes: nodes.map((node) => ({ node, directory: poolDir(node) })) },
-          },
-          {
-            apiVersion: 'storage.k8s.io/v1',
-            kind: 'StorageClass',
-            metadata: { name: sc },
-            provisioner: 'tandem.dev',
-            parameters: { pool },
-            reclaimPolicy: 'Delete',
-            volumeBindingMode: 'WaitForFirstConsumer',
-          },
+          ...filePoolClass(pool, sc, nodes, poolDir),
           {
             apiVersion: 'apps/v1',
             kind: 'StatefulSet',
@@ -197,11 +182,7 @@ describeLocal('a MariaDB StatefulSet on a tandem PVC survives the loss of its no
   afterAll(async () => {
     await writer.stop();
     for (const n of nodes) await nodeAction('start', n).catch(() => undefined);
-    await kubectl(['delete', 'namespace', ns, '--wait=true', '--timeout=180s']).catch(() => undefined);
-    await kubectl(['delete', 'storageclass', sc, '--ignore-not-found']).catch(() => undefined);
-    await removeChart([]).catch(() => undefined);
-    await kubectl(['delete', 'storagepool', pool, '--ignore-not-found']).catch(() => undefined);
-    for (const n of nodes) await execInNode(n, ['rm', '-rf', poolDir(n)]).catch(() => undefined);
+    await removeCsiSuite({ ns, pool, sc, nodes, dir: poolDir }, '180s');
   }, 600_000);
 
   test(`${ROUNDS} rounds of stopping the database's node: it comes back on the other node with every committed row`, async () => {

@@ -232,3 +232,45 @@ export async function removeTandem(ns: string, mountPaths: readonly string[]): P
   await kubectl(['delete', 'namespace', ns, '--wait=false']).catch(() => undefined);
   await removeChart(mountPaths);
 }
+
+/**
+ * A StoragePool that grants a directory on each node and a StorageClass of the CSI driver
+ * that draws from it (WaitForFirstConsumer, reclaimPolicy Delete): the manifests, to apply
+ * in one List with whatever else a suite needs.
+ */
+export function filePoolClass(
+  pool: string,
+  sc: string,
+  nodes: readonly string[],
+  dir: (node: string) => string,
+): object[] {
+  return [
+    {
+      apiVersion: 'tandem.dev/v1alpha1',
+      kind: 'StoragePool',
+      metadata: { name: pool },
+      spec: { nodes: nodes.map((node) => ({ node, directory: dir(node) })) },
+    },
+    {
+      apiVersion: 'storage.k8s.io/v1',
+      kind: 'StorageClass',
+      metadata: { name: sc },
+      provisioner: 'tandem.dev',
+      parameters: { pool },
+      reclaimPolicy: 'Delete',
+      volumeBindingMode: 'WaitForFirstConsumer',
+    },
+  ];
+}
+
+/** After a CSI suite: its namespace, its StorageClass, the chart's pods, its pool and the pool's directories go. */
+export async function removeCsiSuite(
+  o: { ns: string; pool: string; sc: string; nodes: readonly string[]; dir: (node: string) => string },
+  timeout = '120s',
+): Promise<void> {
+  await kubectl(['delete', 'namespace', o.ns, '--wait=true', `--timeout=${timeout}`]).catch(() => undefined);
+  await kubectl(['delete', 'storageclass', o.sc, '--ignore-not-found']).catch(() => undefined);
+  await removeChart([]).catch(() => undefined);
+  await kubectl(['delete', 'storagepool', o.pool, '--ignore-not-found']).catch(() => undefined);
+  for (const n of o.nodes) await execInNode(n, ['rm', '-rf', o.dir(n)]).catch(() => undefined);
+}
