@@ -32,7 +32,7 @@ import { aggregateStatus, eventsBetween, sameStatus } from './decisions/status.t
 import type { ControllerMetrics } from './metrics.ts';
 import type { VolumeApi } from './volume-api.ts';
 import { DRIVER_NAME, volumeId } from '../csi/identity.ts';
-import { keepsPodsOff, releaseDue, volumePvs, workloadToFree } from './decisions/workload.ts';
+import { csiUniqueVolumeName, keepsPodsOff, releaseDue, volumePvs, workloadToFree } from './decisions/workload.ts';
 import type { WorkloadApi } from './workload-api.ts';
 
 export interface Caches {
@@ -473,16 +473,25 @@ export class VolumeReconciler {
           : 'Found VolumeAttachment to the lost node already gone',
       );
     }
+    // The dead kubelet still lists the volume in use, so the attach/detach controller would
+    // not detach it (nor attach it on the new Primary) until its next resync, a minute away.
+    let inUse: 'dropped' | 'absent' = 'absent';
+    if (pvs.length > 0) {
+      inUse = await w.dropVolumeInUse(due.node, csiUniqueVolumeName(DRIVER_NAME, handle));
+      if (inUse === 'dropped') log.info({ node: due.node }, "Removed the volume from the lost node's volumesInUse");
+    }
     const at = this.#clock
       .now()
       .toISOString()
       .replace(/\.\d+Z$/, 'Z');
-    if (deletedPods.length > 0 || deletedAttachments.length > 0) {
+    if (deletedPods.length > 0 || deletedAttachments.length > 0 || inUse === 'dropped') {
       const list = (xs: string[]) => (xs.length > 0 ? xs.join(', ') : 'none');
+      const cleared =
+        inUse === 'dropped' ? `; removed it from ${due.node}'s volumesInUse so it can be detached now` : '';
       const e = {
         type: 'Normal' as const,
         reason: 'WorkloadFreed',
-        message: `Freed the workload on ${due.node} (failed over to ${due.primary} at epoch ${due.epoch}, ${due.node} fenced): force-deleted pods ${list(deletedPods)}; deleted VolumeAttachments ${list(deletedAttachments)}`,
+        message: `Freed the workload on ${due.node} (failed over to ${due.primary} at epoch ${due.epoch}, ${due.node} fenced): force-deleted pods ${list(deletedPods)}; deleted VolumeAttachments ${list(deletedAttachments)}${cleared}`,
       };
       await this.#api
         .recordEvent(fresh.rv, e)

@@ -4,13 +4,23 @@
 // every pod in the cluster would cost the controller more than the release itself.
 //
 // RBAC (helm/tandem/templates/rbac.yaml): get/list/watch persistentvolumes and
-// persistentvolumeclaims, list/delete pods, list/delete volumeattachments.
+// persistentvolumeclaims, list/delete pods, list/delete volumeattachments, get nodes and
+// patch nodes/status (the lost node's volumesInUse, decisions/workload.ts volumesInUseWithout).
 import * as k8s from '@kubernetes/client-node';
 import type { ReplicatedVolume, WorkloadRelease as ReleaseRecord } from '../api/replicated-volume.ts';
-import { isConflict, isNotFound, mergePatch, volumeApi } from '../runtime/kube.ts';
-import type { AttachmentView, NodeScheduling, PodView, PvcView, PvView } from './decisions/workload.ts';
+import { apiCode, isConflict, isNotFound, mergePatch, volumeApi } from '../runtime/kube.ts';
+import {
+  type AttachmentView,
+  type NodeScheduling,
+  type PodView,
+  type PvcView,
+  type PvView,
+  volumesInUseWithout,
+} from './decisions/workload.ts';
 
 export type DeleteOutcome = 'deleted' | 'gone';
+
+const jsonPatch = k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.JsonPatch);
 
 export interface WorkloadApi {
   /** The node's taints and cordon as the API server has them now; undefined when it is gone. */
@@ -25,6 +35,12 @@ export interface WorkloadApi {
   deletePod(p: { namespace: string; name: string; uid: string }): Promise<DeleteOutcome>;
   /** Deletes the VolumeAttachment with this uid; 'gone' as for pods. */
   deleteVolumeAttachment(a: { name: string; uid: string }): Promise<DeleteOutcome>;
+  /**
+   * Removes `uniqueName` from the node's status.volumesInUse, conditional on the node's
+   * resourceVersion (a JSON patch whose `test` fails if anything wrote the node since it
+   * was read; read again and retried). 'absent' when it is not listed, or the node is gone.
+   */
+  dropVolumeInUse(node: string, uniqueName: string): Promise<'dropped' | 'absent'>;
   /** A merge patch of status.lastWorkloadRelease alone (the reconcile's status writes keep it). */
   recordRelease(rv: ReplicatedVolume, record: ReleaseRecord): Promise<void>;
 }
@@ -134,6 +150,37 @@ export class KubeWorkloadApi implements WorkloadApi {
     return deleteOnce(() =>
       this.#storage.deleteVolumeAttachment({ name: a.name, body: { preconditions: { uid: a.uid } } }),
     );
+  }
+
+  async dropVolumeInUse(node: string, uniqueName: string): Promise<'dropped' | 'absent'> {
+    for (let attempt = 1; ; attempt++) {
+      let n: k8s.V1Node;
+      try {
+        n = await this.#core.readNodeStatus({ name: node });
+      } catch (err) {
+        if (isNotFound(err)) return 'absent';
+        throw err;
+      }
+      const left = volumesInUseWithout(n.status?.volumesInUse ?? [], uniqueName);
+      if (!left) return 'absent';
+      try {
+        await this.#core.patchNodeStatus(
+          {
+            name: node,
+            body: [
+              { op: 'test', path: '/metadata/resourceVersion', value: n.metadata?.resourceVersion },
+              { op: 'replace', path: '/status/volumesInUse', value: left },
+            ],
+          },
+          jsonPatch,
+        );
+        return 'dropped';
+      } catch (err) {
+        // A failed `test` is 422 Invalid; the node was written in between: read it again.
+        if (isNotFound(err)) return 'absent';
+        if (attempt >= 5 || (!isConflict(err) && apiCode(err) !== 422)) throw err;
+      }
+    }
   }
 
   async recordRelease(rv: ReplicatedVolume, record: ReleaseRecord): Promise<void> {

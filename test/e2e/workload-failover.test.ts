@@ -192,13 +192,14 @@ describeLocal("workload failover: the lost node's pods and attachments are freed
   (onPods ? test : test.skip)(
     'the controller may delete pods and attachments, and nothing more than it needs',
     async () => {
-      const can = async (verb: string, resource: string, namespaced = true) =>
+      const can = async (verb: string, resource: string, namespaced = true, ...extra: string[]) =>
         (
           await kubectl([
             'auth',
             'can-i',
             verb,
             resource,
+            ...extra,
             ...(namespaced ? ['-n', ns] : []),
             '--as=system:serviceaccount:tandem-system:tandem-controller',
           ]).catch((e: Error) => ({ stdout: e.message }))
@@ -217,6 +218,10 @@ describeLocal("workload failover: the lost node's pods and attachments are freed
       expect(await can('delete', 'volumeattachments.storage.k8s.io', false)).toBe('yes');
       expect(await can('patch', 'volumeattachments.storage.k8s.io', false)).toBe('no');
       expect(await can('create', 'volumeattachments.storage.k8s.io', false)).toBe('no');
+      // A node's status (its volumesInUse), not the node itself.
+      expect(await can('patch', 'nodes', false, '--subresource=status')).toBe('yes');
+      expect(await can('patch', 'nodes', false)).toBe('no');
+      expect(await can('delete', 'nodes', false)).toBe('no');
     },
   );
 

@@ -2,10 +2,12 @@ import type { ReplicatedVolumeStatus } from '../../api/replicated-volume.ts';
 import { decideRoles } from './roles.ts';
 import {
   type AttachmentView,
+  csiUniqueVolumeName,
   decideWorkloadRelease,
   type PodView,
   keepsPodsOff,
   releaseDue,
+  volumesInUseWithout,
   type WorkloadWorld,
   workloadToFree,
 } from './workload.ts';
@@ -210,5 +212,23 @@ describe('keepsPodsOff: freed pods cannot be scheduled back onto the lost node',
     ['another NoSchedule taint', { taints: [{ key: 'example.com/gpu', effect: 'NoSchedule' }] }, false],
   ] as const)('%s', (_what, node, expected) => {
     expect(keepsPodsOff(node === undefined ? undefined : { ...node, taints: [...node.taints] })).toBe(expected);
+  });
+});
+
+describe("volumesInUseWithout: only this volume leaves the lost node's volumesInUse", () => {
+  const ours = csiUniqueVolumeName(DRIVER, HANDLE);
+  const other = csiUniqueVolumeName(DRIVER, 'apps.pvc-2');
+  const foreign = 'kubernetes.io/csi/other.csi.example^apps.pvc-1';
+  test('the name is the one the kubelet writes', () => {
+    expect(ours).toBe('kubernetes.io/csi/tandem.dev^apps.pvc-1');
+  });
+  test.each<[string, string[], string[] | undefined]>([
+    ['listed with others', [other, ours, foreign], [other, foreign]],
+    ['listed alone', [ours], []],
+    ['not listed: nothing to write', [other, foreign], undefined],
+    ['an empty list', [], undefined],
+    ["another driver's volume of the same handle stays", [foreign], undefined],
+  ])('%s', (_what, inUse, expected) => {
+    expect(volumesInUseWithout(inUse, ours)).toEqual(expected);
   });
 });

@@ -158,3 +158,29 @@ export function keepsPodsOff(node: NodeScheduling | undefined): boolean {
   if (node.unschedulable) return true;
   return node.taints.some((t) => LOST_NODE_TAINTS.has(t.key) && t.effect === 'NoSchedule');
 }
+
+/**
+ * How the kubelet and the attach/detach controller name a CSI volume in a node's status
+ * (volumesInUse, volumesAttached): the plugin name, then DRIVER^VOLUME_HANDLE.
+ */
+export function csiUniqueVolumeName(driver: string, volumeHandle: string): string {
+  return `kubernetes.io/csi/${driver}^${volumeHandle}`;
+}
+
+/**
+ * The lost node's status.volumesInUse without this volume; undefined when it is not listed.
+ *
+ * Why the controller writes a list the kubelet owns: the attach/detach controller will
+ * not detach a volume its node reports in use, and a dead kubelet reports it forever.
+ * Until the volume is detached from the lost node the replacement pod waits on
+ * "Multi-Attach error", and the attach/detach controller only notices the
+ * VolumeAttachment we deleted at its next resync (--attach-detach-reconcile-sync-period,
+ * 1 min by default): measured 37 s and 68 s of a failover's time. Once the entry is gone
+ * it detaches (its own safe-to-detach check reads the same list) and attaches on the new
+ * Primary within its 100 ms loop. Only this volume's entry goes, only on the fenced node,
+ * so nothing else's safety check changes; a kubelet that comes back writes its own list.
+ */
+export function volumesInUseWithout(inUse: readonly string[], uniqueName: string): string[] | undefined {
+  if (!inUse.includes(uniqueName)) return undefined;
+  return inUse.filter((v) => v !== uniqueName);
+}

@@ -38,6 +38,7 @@ export type Rv = {
     fence?: { node: string; epoch: number; by: string; reason: string };
     lastFailover?: { from: string; to: string; epoch: number; reason: string; time: string };
     lastRoleChange?: { from?: string; to: string; epoch: number; reason: string; time: string; message: string };
+    lastWorkloadRelease?: { node: string; epoch: number; pods: string[]; volumeAttachments: string[]; at: string };
   };
 };
 
