@@ -5,16 +5,20 @@ import { z } from 'zod';
 export const CONDITION_STATUSES = ['True', 'False', 'Unknown'] as const;
 
 export const Condition = z.object({
-  type: z.string().min(1).max(316),
-  status: z.enum(CONDITION_STATUSES),
-  observedGeneration: z.number().int().min(0).optional(),
-  lastTransitionTime: z.string().meta({ format: 'date-time' }),
+  type: z.string().min(1).max(316).describe('The condition, e.g. Ready.'),
+  status: z.enum(CONDITION_STATUSES).describe('True, False or Unknown.'),
+  observedGeneration: z.number().int().min(0).optional().describe('The spec generation it was set for.'),
+  lastTransitionTime: z
+    .string()
+    .meta({ format: 'date-time' })
+    .describe('When status last changed (not when it was last written).'),
   reason: z
     .string()
     .min(1)
     .max(1024)
-    .regex(/^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$/),
-  message: z.string().max(32768),
+    .regex(/^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$/)
+    .describe('One CamelCase word for programs and alerts.'),
+  message: z.string().max(32768).describe('What happened and, when something is wrong, what to do.'),
 });
 export type Condition = z.infer<typeof Condition>;
 

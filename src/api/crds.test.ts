@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import yaml from 'js-yaml';
+import { fieldsOf, renderCrdReference } from './crd-reference.ts';
 import { customResourceDefinitions, renderCrdYaml, renderHelmCrdTemplate } from './crds.ts';
 import { placeStorage } from '../controller/decisions/placement.ts';
 import { ReplicatedVolume } from './replicated-volume.ts';
@@ -21,6 +22,24 @@ test('helm/tandem/templates/crds.yaml is up to date (npm run gen:crds)', () => {
   expect(readFileSync(join(root, 'helm/tandem/templates/crds.yaml'), 'utf8')).toBe(
     renderHelmCrdTemplate(customResourceDefinitions().map((c) => c.object)),
   );
+});
+
+test('docs/reference/crds.md is up to date (npm run gen:crds)', () => {
+  expect(readFileSync(join(root, 'docs/reference/crds.md'), 'utf8')).toBe(
+    renderCrdReference(customResourceDefinitions().map((c) => c.object)),
+  );
+});
+
+test.each(customResourceDefinitions().map((c) => [c.file, c]))('every field of %s says what it is', (_file, c) => {
+  type S = Parameters<typeof fieldsOf>[0];
+  const root = (c.object.spec as { versions: { schema: { openAPIV3Schema: { properties: Record<string, S> } } }[] })
+    .versions[0]!.schema.openAPIV3Schema.properties;
+  const bare = ['spec', 'status'].flatMap((part) =>
+    fieldsOf(root[part]!, part)
+      .rows.filter((r) => !r.description)
+      .map((r) => r.path),
+  );
+  expect(bare).toEqual([]);
 });
 
 test('examples/mysql-volume.yaml parses with the schema, keeps the tutorial resource and draws from the example pool', () => {

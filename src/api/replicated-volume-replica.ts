@@ -39,67 +39,100 @@ export type EngineState = (typeof ENGINE_STATES)[number];
 
 export const ReplicatedVolumeReplicaSpec = z.object({
   volume: NodeName.describe('The ReplicatedVolume (same namespace).'),
-  engine: z.enum(ENGINE_STATES),
-  /** The engine's resource name (`<namespace>.<volume>`), also the NBD export name. */
+  engine: z
+    .enum(ENGINE_STATES)
+    .describe(
+      'Probe: only check the disks exist; Up: metadata created once, engine running; Down: engine stopped (the volume is being deleted).',
+    ),
   resource: z
     .string()
     .min(1)
-    .regex(/^[A-Za-z0-9_.+-]+$/),
-  node: NodeName,
-  role: z.enum(DESIRED_ROLES),
-  /** Promote with `--force` (a fresh pair's initial full sync from this node). Set only while both disks are new. */
-  initialSync: z.boolean().default(false),
-  /** Promote with `--force` whatever the disk holds: the operator's override (annotation tandem.dev/force-primary), accepting the loss of writes only the peer has. */
-  forcePrimary: z.boolean().default(false),
-  /** The volume's epoch when this spec was written; an agent never acts on an older one. */
-  epoch: z.number().int().min(0),
-  port: z.number().int().min(1).max(65535),
-  /** minor for `device /dev/drbdN` (status prefix). */
-  minor: z.number().int().min(0),
-  self: Endpoint,
-  peer: Endpoint,
-  protocol: z.enum(PROTOCOLS),
-  sizeBytes: z.number().int().min(0).optional(),
+    .regex(/^[A-Za-z0-9_.+-]+$/)
+    .describe("The engine's resource name (NAMESPACE.VOLUME), also the NBD export name."),
+  node: NodeName.describe('The node whose agent runs this replica.'),
+  role: z.enum(DESIRED_ROLES).describe('The role the engine must have.'),
+  initialSync: z
+    .boolean()
+    .default(false)
+    .describe(
+      "Promote with --force: a fresh pair's initial full sync from this node. Set only while both disks are new.",
+    ),
+  forcePrimary: z
+    .boolean()
+    .default(false)
+    .describe(
+      'Promote with --force whatever the disk holds: the operator asked for it (annotation tandem.dev/force-primary), accepting the loss of writes only the peer has.',
+    ),
+  epoch: z
+    .number()
+    .int()
+    .min(0)
+    .describe("The volume's epoch when this spec was written; an agent never acts on an older one."),
+  port: z.number().int().min(1).max(65535).describe('The TCP port of the peer link.'),
+  minor: z.number().int().min(0).describe('The minor number N of the device (`/dev/drbdN` in the status output).'),
+  self: Endpoint.describe('This node: address, disk and meta-disk.'),
+  peer: Endpoint.describe('The other node: address, disk and meta-disk.'),
+  protocol: z.enum(PROTOCOLS).describe("The volume's replication protocol."),
+  sizeBytes: z.number().int().min(0).optional().describe("The volume's usable size (spec.size), when set."),
   verifyAlg: z
     .string()
     .max(64)
     .regex(/^[a-z0-9-]+$/)
-    .optional(),
-  resyncRateBytes: z.number().int().min(0).optional(),
-  onIoError: z.enum(ON_IO_ERROR),
+    .optional()
+    .describe('verify-alg for online verify.'),
+  resyncRateBytes: z.number().int().min(0).optional().describe('The resync rate limit in bytes per second.'),
+  onIoError: z.enum(ON_IO_ERROR).describe("The volume's on-io-error policy."),
   splitBrain: SplitBrainSpec,
-  /** The StoragePool that grants self's disk and meta-disk (the agent checks again before it opens them). */
-  pool: PoolName,
-  /** The Secret (same namespace) whose `shared-secret` authenticates the peer link. */
-  secretName: z.string().min(1),
-  filesystem: z.enum(FILESYSTEMS).optional(),
+  pool: PoolName.describe(
+    "The StoragePool that grants self's disk and meta-disk (the agent checks again before it opens them).",
+  ),
+  secretName: z
+    .string()
+    .min(1)
+    .describe("The Secret in the operator's namespace whose shared-secret authenticates the peer link."),
+  filesystem: z.enum(FILESYSTEMS).optional().describe("The volume's filesystem, with mountPath."),
   mountPath: z
     .string()
     .max(1024)
     .regex(new RegExp(`^${HOST_PATH_PATTERN}$`))
-    .optional(),
+    .optional()
+    .describe('Where the Primary mounts the filesystem on its host.'),
 });
 export type ReplicatedVolumeReplicaSpec = z.infer<typeof ReplicatedVolumeReplicaSpec>;
 
 export const ReplicatedVolumeReplicaStatus = z.object({
-  /** `Unconfigured` when no engine runs (DRBD's word for a resource that is not up). */
-  role: z.string().optional(),
-  peerRole: z.string().optional(),
-  connectionState: z.string().optional(),
-  diskState: z.string().optional(),
-  peerDiskState: z.string().optional(),
-  syncProgress: z.number().min(0).max(100).optional(),
-  outOfSyncBytes: z.number().int().min(0).optional(),
-  sizeBytes: z.number().int().min(0).optional(),
-  /** The current generation identifier (hex); `0000000000000004` is a disk never synced. */
-  currentUuid: z.string().optional(),
-  counters: z.record(z.string(), z.number()).optional(),
-  /** The epoch of the spec the agent last acted on. */
-  epoch: z.number().int().min(0).optional(),
-  mounted: z.boolean().optional(),
-  lastHeartbeatTime: z.string().optional(),
-  conditions: z.array(Condition).optional(),
-  observedGeneration: z.number().int().min(0).optional(),
+  role: z
+    .string()
+    .optional()
+    .describe("The engine's role: Primary, Secondary, or Unconfigured when no engine runs (DRBD's word)."),
+  peerRole: z.string().optional().describe('The role of the peer as this engine sees it (Unknown when not connected).'),
+  connectionState: z.string().optional().describe('Connected, WFConnection, StandAlone, SyncSource, SyncTarget, …'),
+  diskState: z.string().optional().describe('UpToDate, Inconsistent, Outdated, Diskless, Failed, …'),
+  peerDiskState: z
+    .string()
+    .optional()
+    .describe("The peer's disk state as this engine sees it (DUnknown when not connected)."),
+  syncProgress: z.number().min(0).max(100).optional().describe('Percent of the resync done, while one runs.'),
+  outOfSyncBytes: z.number().int().min(0).optional().describe('Bytes marked out of sync with the peer (oos).'),
+  sizeBytes: z.number().int().min(0).optional().describe("The device's size in bytes."),
+  currentUuid: z
+    .string()
+    .optional()
+    .describe('The current generation identifier (hex); 0000000000000004 is a disk never synced.'),
+  counters: z
+    .record(z.string(), z.number())
+    .optional()
+    .describe(
+      'The /proc/drbd counters: ns, nr, dw, dr in bytes (drbdadm prints KiB); al, bm, lo, pe, ua, ap, ep as counts.',
+    ),
+  epoch: z.number().int().min(0).optional().describe('The epoch of the spec the agent last acted on.'),
+  mounted: z.boolean().optional().describe('Whether the filesystem is mounted at mountPath (not the placeholder).'),
+  lastHeartbeatTime: z.string().optional().describe('When the agent last reported (every 5 s).'),
+  conditions: z
+    .array(Condition)
+    .optional()
+    .describe("The agent's conditions: Ready (with the reason it is not), SplitBrain, …"),
+  observedGeneration: z.number().int().min(0).optional().describe('The spec generation the agent last acted on.'),
 });
 export type ReplicatedVolumeReplicaStatus = z.infer<typeof ReplicatedVolumeReplicaStatus>;
 

@@ -61,9 +61,18 @@ export const FailoverSpec = z.object({
 
 export const SplitBrainSpec = z
   .object({
-    afterSb0pri: z.enum(AFTER_SB_0PRI).default('disconnect'),
-    afterSb1pri: z.enum(AFTER_SB_1PRI).default('disconnect'),
-    afterSb2pri: z.enum(AFTER_SB_2PRI).default('disconnect'),
+    afterSb0pri: z
+      .enum(AFTER_SB_0PRI)
+      .default('disconnect')
+      .describe('after-sb-0pri: a split brain found while neither node is Primary.'),
+    afterSb1pri: z
+      .enum(AFTER_SB_1PRI)
+      .default('disconnect')
+      .describe('after-sb-1pri: a split brain found while one node is Primary.'),
+    afterSb2pri: z
+      .enum(AFTER_SB_2PRI)
+      .default('disconnect')
+      .describe('after-sb-2pri: a split brain found while both nodes are Primary.'),
   })
   .describe(
     'drbd.conf after-sb-0pri/1pri/2pri: what to do when the generation identifiers show a split brain at connect.',
@@ -111,8 +120,15 @@ export const ReplicatedVolumeSpec = z
       .optional()
       .describe('verify-alg for online verify, e.g. sha1.'),
     resyncRate: Quantity.optional().describe('Resync rate limit in bytes per second (a quantity, e.g. 100Mi).'),
-    onIoError: z.enum(ON_IO_ERROR).default('detach'),
-    failover: FailoverSpec.default({ enabled: true, nodeNotReadySeconds: 10 }),
+    onIoError: z
+      .enum(ON_IO_ERROR)
+      .default('detach')
+      .describe(
+        'on-io-error: what a node does when its disk fails a read, write or sync. detach: go Diskless and serve I/O from the peer.',
+      ),
+    failover: FailoverSpec.default({ enabled: true, nodeNotReadySeconds: 10 }).describe(
+      "Automatic failover when the Primary's node is lost (the API server is the tiebreaker; no third node).",
+    ),
     splitBrain: SplitBrainSpec.default({
       afterSb0pri: 'disconnect',
       afterSb1pri: 'disconnect',
@@ -172,13 +188,16 @@ export const PHASES = ['Pending', 'Creating', 'Syncing', 'Ready', 'Degraded', 'F
 export type Phase = (typeof PHASES)[number];
 
 export const ReplicaStatusSummary = z.object({
-  node: z.string(),
-  role: z.string().optional(),
-  connectionState: z.string().optional(),
-  diskState: z.string().optional(),
+  node: z.string().describe('The node of this replica.'),
+  role: z.string().optional().describe("The engine's role there: Primary, Secondary, or Unconfigured (no engine)."),
+  connectionState: z
+    .string()
+    .optional()
+    .describe("The engine's connection state, e.g. Connected, WFConnection, SyncSource."),
+  diskState: z.string().optional().describe("The engine's own disk state, e.g. UpToDate, Inconsistent, Diskless."),
   syncProgress: z.number().min(0).max(100).optional().describe('Percent of the resync done, while one runs.'),
-  outOfSyncBytes: z.number().int().min(0).optional(),
-  lastHeartbeatTime: z.string().optional(),
+  outOfSyncBytes: z.number().int().min(0).optional().describe('Bytes marked out of sync with the peer (oos).'),
+  lastHeartbeatTime: z.string().optional().describe("When the node's agent last reported (every 5 s)."),
 });
 export type ReplicaStatusSummary = z.infer<typeof ReplicaStatusSummary>;
 
@@ -191,11 +210,11 @@ export type ReplicaStatusSummary = z.infer<typeof ReplicaStatusSummary>;
  * the Primary's agent once the pair is Connected UpToDate/UpToDate again.
  */
 export const Fence = z.object({
-  node: z.string(),
-  epoch: z.number().int().min(0),
+  node: z.string().describe('The fenced node: never promoted automatically while the fence stands.'),
+  epoch: z.number().int().min(0).describe('The epoch at which it was fenced.'),
   by: z.string().describe('Who fenced: a node name (its agent) or tandem-controller.'),
-  time: z.string(),
-  reason: z.string().max(1024),
+  time: z.string().describe('When the fence was recorded.'),
+  reason: z.string().max(1024).describe('Why, in one sentence.'),
 });
 export type Fence = z.infer<typeof Fence>;
 
@@ -205,11 +224,11 @@ export function describeFence(f: Fence): string {
 }
 
 export const FailoverRecord = z.object({
-  from: z.string(),
-  to: z.string(),
-  epoch: z.number().int().min(0),
-  time: z.string(),
-  reason: z.string().max(1024),
+  from: z.string().describe('The lost Primary.'),
+  to: z.string().describe('The node promoted.'),
+  epoch: z.number().int().min(0).describe('The epoch the failover opened.'),
+  time: z.string().describe('When the controller decided it.'),
+  reason: z.string().max(1024).describe('Why, e.g. how long the node had not been Ready.'),
 });
 export type FailoverRecord = z.infer<typeof FailoverRecord>;
 
@@ -230,11 +249,15 @@ export type RoleChangeReason = (typeof ROLE_CHANGE_REASONS)[number];
 
 export const RoleChange = z.object({
   from: z.string().optional().describe('The Primary before (absent for the first choice).'),
-  to: z.string(),
+  to: z.string().describe('The Primary chosen.'),
   epoch: z.number().int().min(0).describe('The epoch the change opened.'),
-  reason: z.enum(ROLE_CHANGE_REASONS),
-  time: z.string(),
-  message: z.string().max(1024),
+  reason: z
+    .enum(ROLE_CHANGE_REASONS)
+    .describe(
+      'The cause: InitialPlacement, PreferredPrimary (spec.primary), Failover, ForcePrimary (the annotation) or CsiPublish (the CSI driver attached it there).',
+    ),
+  time: z.string().describe('When the change was decided.'),
+  message: z.string().max(1024).describe('The cause in a sentence.'),
 });
 export type RoleChange = z.infer<typeof RoleChange>;
 
@@ -257,7 +280,12 @@ export const WorkloadRelease = z.object({
 export type WorkloadRelease = z.infer<typeof WorkloadRelease>;
 
 export const ReplicatedVolumeStatus = z.object({
-  phase: z.enum(PHASES).optional(),
+  phase: z
+    .enum(PHASES)
+    .optional()
+    .describe(
+      'A summary for people: Ready, Syncing, Degraded (a Primary without a healthy pair), Failed (see the Ready condition), Pending, Creating, Deleting.',
+    ),
   primary: z.string().optional().describe('The node the controller has chosen as Primary.'),
   epoch: z
     .number()
@@ -265,12 +293,20 @@ export const ReplicatedVolumeStatus = z.object({
     .min(0)
     .optional()
     .describe('Increases at every change of Primary; agents refuse orders from an older epoch.'),
-  port: z.number().int().min(1).max(65535).optional(),
+  port: z
+    .number()
+    .int()
+    .min(1)
+    .max(65535)
+    .optional()
+    .describe('The TCP port of the peer link, allocated by the controller (also the tandem.dev/port annotation).'),
   connection: z.string().optional().describe("The Primary's connection state (or the first replica's)."),
   disks: z.string().optional().describe('Disk states, Primary first: UpToDate/UpToDate.'),
   sync: z.string().optional().describe('Resync progress, e.g. 42.1%.'),
-  replicas: z.array(ReplicaStatusSummary).optional(),
-  fence: Fence.optional(),
+  replicas: z.array(ReplicaStatusSummary).optional().describe("Each node's replica as its agent last reported it."),
+  fence: Fence.optional().describe(
+    'Set while one node may lack acknowledged writes; cleared once the pair is Connected UpToDate/UpToDate again.',
+  ),
   lastFailover: FailoverRecord.optional().describe('The last automatic failover or forced promotion.'),
   lastRoleChange: RoleChange.optional().describe(
     'The last change of the chosen Primary and its cause; the Primary never changes without one.',
@@ -278,8 +314,11 @@ export const ReplicatedVolumeStatus = z.object({
   lastWorkloadRelease: WorkloadRelease.optional().describe(
     "After the last failover: the lost node's pods and VolumeAttachments the controller deleted once the fence was recorded.",
   ),
-  conditions: z.array(Condition).optional(),
-  observedGeneration: z.number().int().min(0).optional(),
+  conditions: z
+    .array(Condition)
+    .optional()
+    .describe('Ready (with the reason it is not: FailoverBlocked, SplitBrain, DiskMissing, …) and the others.'),
+  observedGeneration: z.number().int().min(0).optional().describe('The spec generation this status describes.'),
 });
 export type ReplicatedVolumeStatus = z.infer<typeof ReplicatedVolumeStatus>;
 
