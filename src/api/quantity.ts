@@ -26,3 +26,14 @@ export function parseQuantity(text: string): number | undefined {
   const n = Math.floor(Number(text.slice(0, text.length - suffix.length)) * FACTORS[suffix]!);
   return Number.isSafeInteger(n) ? n : undefined;
 }
+
+/** Bytes the way people read them: 1.5 MiB. */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let u = 0;
+  while (n >= 1024 && u < units.length - 1) {
+    n /= 1024;
+    u++;
+  }
+  return u === 0 ? `${Math.round(n)} B` : `${n.toFixed(1)} ${units[u]}`;
+}

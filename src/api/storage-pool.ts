@@ -6,7 +6,9 @@
 // grants on that node is refused by the controller (Placed=False) and again by the
 // agent before it opens anything (disk-check.ts).
 import { z } from 'zod';
-import { DevicePath, NodeName } from './replicated-volume.ts';
+import { CONDITIONS } from './names.ts';
+import { parseQuantity } from './quantity.ts';
+import { DevicePath, NodeName, Quantity } from './replicated-volume.ts';
 
 const cel = (rule: string, message: string) => ({ rule, message });
 
@@ -23,10 +25,17 @@ export const PoolNodeGrant = z
     directory: DevicePath.optional().describe(
       'A directory on this node for file-backed volumes: the agent creates a sparse file per volume in it. It must be visible to the agent at the same path (the chart mounts /var/lib/tandem/pools).',
     ),
+    capacity: Quantity.optional().describe(
+      "The most the file-backed volumes in directory may add up to on this node (the sum of their spec.size, what their sparse files may grow to), e.g. 500Gi. A volume that would go over it is not placed (Placed=False, PoolFull) and the CSI driver places it elsewhere or answers RESOURCE_EXHAUSTED. Without it, only the filesystem's free space at creation limits a volume: set it on every pool a namespace user may name, below the filesystem's size to leave room for the host.",
+    ),
   })
   .meta({
     'x-kubernetes-validations': [
       cel('has(self.devices) || has(self.directory)', 'a node grant needs devices, a directory or both'),
+      cel(
+        '!has(self.capacity) || has(self.directory)',
+        'capacity limits the directory: a grant with capacity needs one',
+      ),
     ],
   });
 export type PoolNodeGrant = z.infer<typeof PoolNodeGrant>;
@@ -44,6 +53,75 @@ export const StoragePoolSpec = z.object({
 export type StoragePoolSpec = z.infer<typeof StoragePoolSpec>;
 
 export const StoragePoolStatus = z.object({});
+
+/**
+ * A volume's claim on pool directories: its size on every node where it is a file in
+ * `pool`'s directory. Placed volumes hold their space; the others are admitted in
+ * creation order (poolRoom), so every reconcile and CreateVolume agrees on who fits.
+ */
+export type FileClaim = {
+  key: string;
+  pool: string;
+  /** Nodes where the volume is a file in the pool's directory (replicas without a disk). */
+  nodes: readonly string[];
+  bytes: number;
+  /** creationTimestamp (RFC 3339, so it sorts as text); ties by key. */
+  created: string;
+  /** Placed=True: its files exist or are being made; it holds its space whatever the order. */
+  placed: boolean;
+};
+
+/** What fileClaimOf reads of a volume: the controller's cache and the CSI driver's list both have it. */
+export type ClaimSource = {
+  metadata: { namespace: string; name: string; creationTimestamp?: string | undefined };
+  spec: { pool: string; size?: string | undefined; replicas: readonly { node: string; disk?: string | undefined }[] };
+  status?: { conditions?: readonly { type: string; status: string }[] | undefined } | undefined;
+};
+
+/** One spelling of a time, so that claims compare as text whatever wrote them ('' when there is none). */
+function isoTime(t: string | undefined): string {
+  const ms = t === undefined ? Number.NaN : Date.parse(t);
+  return Number.isNaN(ms) ? '' : new Date(ms).toISOString();
+}
+
+/** The volume's claim on its pool's directories; undefined when it has no file-backed replica. */
+export function fileClaimOf(v: ClaimSource): FileClaim | undefined {
+  const nodes = v.spec.replicas.filter((r) => r.disk === undefined).map((r) => r.node);
+  // A file-backed replica needs spec.size (the CRD refuses one without); nothing to count otherwise.
+  const bytes = v.spec.size !== undefined ? parseQuantity(v.spec.size) : undefined;
+  if (nodes.length === 0 || bytes === undefined) return undefined;
+  return {
+    key: `${v.metadata.namespace}/${v.metadata.name}`,
+    pool: v.spec.pool,
+    nodes,
+    bytes,
+    created: isoTime(v.metadata.creationTimestamp),
+    placed: v.status?.conditions?.some((c) => c.type === CONDITIONS.placed && c.status === 'True') ?? false,
+  };
+}
+
+/**
+ * How much of `capacity` on `node` the claims in `pool` take, counting the placed ones,
+ * then the unplaced ones older than `before` (creation order), each only if it fits.
+ * With `before` undefined every unplaced claim is walked: what is left for a new volume.
+ */
+export function poolUsed(
+  claims: readonly FileClaim[],
+  pool: string,
+  node: string,
+  capacity: number,
+  before?: Pick<FileClaim, 'key' | 'created'>,
+): number {
+  const here = claims.filter((c) => c.pool === pool && c.nodes.includes(node) && c.key !== before?.key);
+  let used = here.filter((c) => c.placed).reduce((sum, c) => sum + c.bytes, 0);
+  const older = (c: FileClaim) =>
+    !before || c.created < before.created || (c.created === before.created && c.key < before.key);
+  const waiting = here
+    .filter((c) => !c.placed && older(c))
+    .sort((a, b) => (a.created < b.created ? -1 : a.created > b.created ? 1 : a.key < b.key ? -1 : 1));
+  for (const c of waiting) if (used + c.bytes <= capacity) used += c.bytes;
+  return used;
+}
 
 export const StoragePool = z.object({
   apiVersion: z.string(),

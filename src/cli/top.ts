@@ -15,6 +15,7 @@ import { readdir } from 'node:fs/promises';
 import { callControl, NotRunningError } from './control.ts';
 import { paths } from './daemon.ts';
 import type { EngineStatus } from '../replication/engine.ts';
+import { formatBytes } from '../api/quantity.ts';
 
 /** What one refresh read: per resource its status, or why there is none. */
 export interface TopSample {
@@ -113,15 +114,7 @@ export function topRows(cur: TopSample, prev: TopSample | undefined): TopRow[] {
 }
 
 /** Bytes the way people read them: 1.5 MiB. */
-export function bytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let u = 0;
-  while (n >= 1024 && u < units.length - 1) {
-    n /= 1024;
-    u++;
-  }
-  return u === 0 ? `${Math.round(n)} B` : `${n.toFixed(1)} ${units[u]}`;
-}
+export const bytes = formatBytes;
 
 /** A latency: 250µs, 3.1ms, 1.20s. */
 export function seconds(s: number): string {

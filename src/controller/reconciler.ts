@@ -18,7 +18,7 @@ import type { Logger } from 'pino';
 import { ANNOTATIONS, CONDITIONS, FINALIZER, LABELS, PORT_RANGE } from '../api/names.ts';
 import { ReplicatedVolume, type ReplicatedVolumeStatus } from '../api/replicated-volume.ts';
 import { ReplicatedVolumeReplica, type ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
-import { StoragePool } from '../api/storage-pool.ts';
+import { type FileClaim, fileClaimOf, StoragePool } from '../api/storage-pool.ts';
 import { canonicalJson } from '../runtime/canonical-json.ts';
 import { type Clock, systemClock } from '../runtime/clock.ts';
 import { TerminalError } from '../runtime/errors.ts';
@@ -47,6 +47,35 @@ export interface Caches {
 }
 
 export type ReconcileResult = { requeueAfterMs?: number };
+
+/**
+ * A volume's claim on pool directories (storage-pool.ts), from the cache's object as it
+ * is: the client may give creationTimestamp as a Date, and an object that is not a
+ * well-formed volume claims nothing.
+ */
+function claimOf(o: object): FileClaim | undefined {
+  const v = o as {
+    metadata?: { namespace?: string; name?: string; creationTimestamp?: Date | string };
+    spec?: { pool?: unknown; size?: unknown; replicas?: unknown };
+    status?: { conditions?: unknown };
+  };
+  const m = v.metadata;
+  const spec = v.spec;
+  if (!m?.namespace || !m.name || typeof spec?.pool !== 'string' || !Array.isArray(spec.replicas)) return undefined;
+  const created = m.creationTimestamp instanceof Date ? m.creationTimestamp.toISOString() : m.creationTimestamp;
+  return fileClaimOf({
+    metadata: { namespace: m.namespace, name: m.name, creationTimestamp: created },
+    spec: {
+      pool: spec.pool,
+      size: typeof spec.size === 'string' ? spec.size : undefined,
+      replicas: (spec.replicas as { node?: unknown; disk?: unknown }[]).map((r) => ({
+        node: String(r?.node ?? ''),
+        disk: typeof r?.disk === 'string' ? r.disk : undefined,
+      })),
+    },
+    status: { conditions: Array.isArray(v.status?.conditions) ? v.status.conditions : undefined },
+  });
+}
 
 /** What one decision reads: the volume, its replicas by node, the nodes. */
 type Snapshot = {
@@ -190,11 +219,20 @@ export class VolumeReconciler {
   #place(rv: ReplicatedVolume, nodes: ReadonlyMap<string, NodeView>, existing: boolean): Placement {
     const raw = this.#caches.pools.get(rv.spec.pool);
     const pool = raw ? StoragePool.safeParse(raw) : undefined;
+    // A pool directory's capacity is checked before a volume's first replica exists, never after.
+    const self = existing ? undefined : claimOf(rv);
+    const files = self && {
+      self,
+      all: this.#caches.volumes.list().flatMap((v) => {
+        const c = claimOf(v);
+        return c ? [c] : [];
+      }),
+    };
     return decidePlacement(
       rv.spec.replicas,
       nodes,
       existing,
-      { namespace: rv.metadata.namespace, name: rv.metadata.name, pool: rv.spec.pool },
+      { namespace: rv.metadata.namespace, name: rv.metadata.name, pool: rv.spec.pool, files },
       pool?.success ? pool.data.spec : undefined,
     );
   }

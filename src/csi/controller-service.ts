@@ -13,6 +13,7 @@
 //   ControllerUnpublish forgets the publication; the role stays (nothing is mounted).
 import { LABELS } from '../api/names.ts';
 import { parseQuantity } from '../api/quantity.ts';
+import { fileClaimOf, poolUsed } from '../api/storage-pool.ts';
 import { describeError, isConflict } from '../runtime/kube.ts';
 import { aborted, alreadyExists, CsiError, invalid, notFound, precondition, unavailable } from './errors.ts';
 import {
@@ -87,6 +88,17 @@ export class ControllerService {
     const load = new Map<string, number>();
     for (const v of await this.#store.listVolumes())
       for (const r of v.spec.replicas) load.set(r.node, (load.get(r.node) ?? 0) + 1);
+    // Room under a capacity counts every namespace's volumes in the pool, as the controller does.
+    const claims = pool.nodes.some((g) => g.capacity !== undefined)
+      ? (await this.#store.listAllVolumes()).flatMap((v) => {
+          const c = fileClaimOf(v);
+          return c ? [c] : [];
+        })
+      : [];
+    const roomOn = (g: (typeof pool.nodes)[number]) => {
+      const capacity = g.capacity !== undefined ? parseQuantity(g.capacity) : undefined;
+      return capacity === undefined ? undefined : capacity - poolUsed(claims, params.pool, g.node, capacity);
+    };
     const choice = chooseReplicaNodes(
       params.pool,
       pool.nodes.map((g) => {
@@ -98,9 +110,11 @@ export class ControllerService {
           hasInternalIP: n?.hasInternalIP ?? false,
           poolDirectory: g.directory !== undefined,
           replicas: load.get(g.node) ?? 0,
+          roomBytes: roomOn(g),
         };
       }),
       req.accessibility_requirements as TopologyRequirement | undefined,
+      bytes,
     );
     if (!choice.ok)
       throw new CsiError(

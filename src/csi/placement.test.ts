@@ -41,17 +41,30 @@ describe('chooseReplicaNodes', () => {
       ['c', 'a'],
     ],
     [
+      'a node without room under the pool capacity is skipped; no capacity is no limit',
+      [node('a', { roomBytes: 2 ** 30 - 1 }), node('b', { roomBytes: 2 ** 30 }), node('c', { replicas: 9 })],
+      undefined,
+      ['b', 'c'],
+    ],
+    [
       'one replica in the requisite, the other anywhere',
       [node('a'), node('b', { replicas: 5 })],
       { requisite: topo('b') },
       ['b', 'a'],
     ],
   ])('%s', (_what, nodes, req, want) => {
-    expect(chooseReplicaNodes('p', nodes, req)).toEqual({ ok: true, nodes: want });
+    expect(chooseReplicaNodes('p', nodes, req, 2 ** 30)).toEqual({ ok: true, nodes: want });
   });
 
   test.each([
     ['one usable node', [node('a'), node('b', { ready: false })], undefined, 'RESOURCE_EXHAUSTED', 'has 1 usable node'],
+    [
+      'one node with room for 1 GiB',
+      [node('a', { roomBytes: 2 ** 30 }), node('b', { roomBytes: 2 ** 29 })],
+      undefined,
+      'RESOURCE_EXHAUSTED',
+      'with room for 1.0 GiB under its capacity',
+    ],
     [
       'requisite not usable',
       [node('a'), node('b'), node('c', { ready: false })],
@@ -67,7 +80,7 @@ describe('chooseReplicaNodes', () => {
       "tandem's only segment",
     ],
   ])('%s', (_what, nodes, req, code, message) => {
-    const got = chooseReplicaNodes('p', nodes, req);
+    const got = chooseReplicaNodes('p', nodes, req, 2 ** 30);
     expect(got.ok).toBe(false);
     if (!got.ok) {
       expect(got.code).toBe(code);

@@ -7,6 +7,7 @@
 // preferred ones come first (with WaitForFirstConsumer, preferred[0] is the node the
 // scheduler picked for the pod: a replica must be there). Then the nodes carrying
 // the fewest volumes, so new volumes spread.
+import { formatBytes } from '../api/quantity.ts';
 import { TOPOLOGY_KEY } from './identity.ts';
 
 export type Topology = { segments?: Record<string, string> | null | undefined };
@@ -24,6 +25,8 @@ export type CandidateNode = {
   poolDirectory: boolean;
   /** Replicas of existing volumes on this node. */
   replicas: number;
+  /** Bytes left under the pool directory's capacity on this node; undefined: the pool sets none. */
+  roomBytes?: number | undefined;
 };
 
 export type ReplicaChoice =
@@ -46,12 +49,20 @@ export function chooseReplicaNodes(
   pool: string,
   nodes: readonly CandidateNode[],
   req?: TopologyRequirement | null,
+  bytes = 0,
 ): ReplicaChoice {
   const requisite = nodesOf(req?.requisite);
   const preferred = nodesOf(req?.preferred);
   if (!Array.isArray(requisite)) return { ok: false, code: 'INVALID_ARGUMENT', message: requisite.bad };
   if (!Array.isArray(preferred)) return { ok: false, code: 'INVALID_ARGUMENT', message: preferred.bad };
-  const usable = nodes.filter((n) => n.poolDirectory && n.ready && !n.unschedulable && n.hasInternalIP);
+  const usable = nodes.filter(
+    (n) =>
+      n.poolDirectory &&
+      n.ready &&
+      !n.unschedulable &&
+      n.hasInternalIP &&
+      (n.roomBytes === undefined || n.roomBytes >= bytes),
+  );
   const rank = (n: CandidateNode) => {
     const p = preferred.indexOf(n.name);
     if (p >= 0) return p;
@@ -64,7 +75,7 @@ export function chooseReplicaNodes(
     return {
       ok: false,
       code: 'RESOURCE_EXHAUSTED',
-      message: `storage pool ${pool} has ${ordered.length} usable node(s) with a directory (Ready, schedulable, with an InternalIP); a volume needs 2`,
+      message: `storage pool ${pool} has ${ordered.length} usable node(s) with a directory (Ready, schedulable, with an InternalIP, with room for ${formatBytes(bytes)} under its capacity); a volume needs 2`,
     };
   const first = ordered[0]!;
   if (requisite.length > 0 && !requisite.includes(first.name))

@@ -14,16 +14,18 @@ export type StoredVolume = {
     name: string;
     namespace: string;
     resourceVersion?: string;
+    creationTimestamp?: string;
     deletionTimestamp?: string;
     annotations?: Record<string, string>;
     labels?: Record<string, string>;
   };
-  spec: { pool: string; size?: string; primary?: string; replicas: { node: string }[] };
+  spec: { pool: string; size?: string; primary?: string; replicas: { node: string; disk?: string }[] };
   status?: {
     primary?: string;
     epoch?: number;
     phase?: string;
     replicas?: { node: string; role?: string; diskState?: string }[];
+    conditions?: { type: string; status: string }[];
   };
 };
 
@@ -46,6 +48,8 @@ export interface VolumeStore {
     resourceVersion?: string,
   ): Promise<StoredVolume>;
   listVolumes(labelSelector?: string): Promise<StoredVolume[]>;
+  /** Every namespace's volumes (a pool's capacity counts them all). */
+  listAllVolumes(): Promise<StoredVolume[]>;
   getPool(name: string): Promise<StoragePoolSpec | undefined>;
   getNode(name: string): Promise<NodeFacts | undefined>;
   listNodes(): Promise<NodeFacts[]>;
@@ -121,6 +125,15 @@ export class KubeVolumeStore implements VolumeStore {
     const list = (await this.#custom.listNamespacedCustomObject({
       ...this.#rv(),
       ...(labelSelector ? { labelSelector } : {}),
+    })) as { items: StoredVolume[] };
+    return list.items;
+  }
+
+  async listAllVolumes(): Promise<StoredVolume[]> {
+    const list = (await this.#custom.listClusterCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: KINDS.volume.plural,
     })) as { items: StoredVolume[] };
     return list.items;
   }

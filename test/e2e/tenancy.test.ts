@@ -244,6 +244,65 @@ describeLocal('a hostile tenant', () => {
     await asTenant(['delete', 'rv', 'huge', '--timeout=60s']);
   });
 
+  test("a pool's capacity: a volume that would go over it is not placed, and is once room is made", async () => {
+    const capped = 'e2e-tenancy-capped';
+    const cappedDir = (node: string) => `/var/lib/tandem/pools/e2e-tenancy-capped-${node}`;
+    await kubectl(['apply', '-f', '-'], {
+      input: JSON.stringify({
+        apiVersion: 'tandem.dev/v1alpha1',
+        kind: 'StoragePool',
+        metadata: { name: capped },
+        spec: { nodes: ['master', 'backup'].map((node) => ({ node, directory: cappedDir(node), capacity: '96Mi' })) },
+      }),
+    });
+    const placed = async (name: string) => (await getRv(ns, name)).status?.conditions?.find((c) => c.type === 'Placed');
+    const files = async (node: string) =>
+      (await execInNode(node, ['sh', '-c', `ls ${cappedDir(node)} 2>/dev/null || true`])).stdout.trim();
+    try {
+      const spec = { pool: capped, size: '64Mi', replicas: [{ node: 'master' }, { node: 'backup' }] };
+      await asTenant(['apply', '-f', '-'], rv('cap-first', spec));
+      await eventually(async () => expect(await placed('cap-first')).toMatchObject({ status: 'True' }), {
+        timeoutMs: 30_000,
+        what: 'cap-first placed',
+      });
+      await asTenant(['apply', '-f', '-'], rv('cap-second', spec));
+      await eventually(
+        async () =>
+          expect(await placed('cap-second')).toMatchObject({
+            status: 'False',
+            reason: 'PoolFull',
+            message: expect.stringContaining(`StoragePool ${capped} has 32.0 MiB of its capacity 96Mi left`),
+          }),
+        { timeoutMs: 30_000, what: 'cap-second: PoolFull' },
+      );
+      // The first has its files on both nodes; the second none, and no replica.
+      for (const n of ['master', 'backup']) {
+        await eventually(async () => expect(await files(n)).toBe(`${ns}.cap-first.img`), {
+          timeoutMs: 30_000,
+          what: `cap-first's file on ${n}`,
+        });
+      }
+      expect((await kubectl(['get', 'rvr', '-n', ns, '-o', 'name'])).stdout).not.toContain('cap-second');
+      // Room made: the second is placed without anyone touching it.
+      await asTenant(['delete', 'rv', 'cap-first', '--timeout=120s']);
+      await eventually(async () => expect(await placed('cap-second')).toMatchObject({ status: 'True' }), {
+        timeoutMs: 30_000,
+        what: 'cap-second placed once cap-first is gone',
+      });
+      for (const n of ['master', 'backup'])
+        await eventually(async () => expect(await files(n)).toBe(`${ns}.cap-second.img`), {
+          timeoutMs: 30_000,
+          what: `cap-second's file on ${n}`,
+        });
+    } finally {
+      await asTenant(['delete', 'rv', 'cap-first', 'cap-second', '--ignore-not-found', '--timeout=120s']).catch(
+        () => undefined,
+      );
+      await kubectl(['delete', 'storagepool', capped, '--ignore-not-found']).catch(() => undefined);
+      for (const n of ['master', 'backup']) await execInNode(n, ['rm', '-rf', cappedDir(n)]).catch(() => undefined);
+    }
+  });
+
   test('a second volume naming the disk of a running one is refused by the agent; the first is unharmed', async () => {
     // Uses the file volume's trick in reverse: the tutorial pool grants /dev/sdb1 to every volume,
     // so two tenants can name it; the older keeps it.

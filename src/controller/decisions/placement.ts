@@ -8,7 +8,15 @@
 // its own sparse file in the pool's directory on that node (the agent creates it).
 // A user never names a host path no administrator granted.
 import type { ReplicaPlacement } from '../../api/replicated-volume.ts';
-import { backingFileName, grants, metaDiskPath, type StoragePoolSpec } from '../../api/storage-pool.ts';
+import { formatBytes, parseQuantity } from '../../api/quantity.ts';
+import {
+  backingFileName,
+  type FileClaim,
+  grants,
+  metaDiskPath,
+  poolUsed,
+  type StoragePoolSpec,
+} from '../../api/storage-pool.ts';
 
 export type NodeView = {
   name: string;
@@ -29,6 +37,7 @@ export const PLACEMENT_FAILURES = [
   'PoolNotFound',
   'NotGranted',
   'SameDevice',
+  'PoolFull',
 ] as const;
 export type PlacementFailure = (typeof PLACEMENT_FAILURES)[number];
 
@@ -36,8 +45,17 @@ export type Placement =
   | { ok: true; replicas: [PlacedReplica, PlacedReplica] }
   | { ok: false; reason: PlacementFailure; message: string };
 
-/** What placement needs of the volume beyond its replicas. */
-export type VolumeRef = { namespace: string; name: string; pool: string };
+/**
+ * What placement needs of the volume beyond its replicas. `files`: its own claim and
+ * every volume's (storage-pool.ts fileClaimOf), for a pool directory with a capacity;
+ * left out for a volume that already has replicas (its files exist: never torn down).
+ */
+export type VolumeRef = {
+  namespace: string;
+  name: string;
+  pool: string;
+  files?: { self: FileClaim; all: readonly FileClaim[] } | undefined;
+};
 
 /**
  * Named nodes must exist and have an InternalIP. A cordoned (unschedulable) node
@@ -99,6 +117,17 @@ export function placeStorage(
         `StoragePool ${volume.pool} has no directory for file-backed volumes on node ${r.node}; name a granted device as disk`,
       );
     disk = backingFileName(grant.directory, volume.namespace, volume.name);
+    const capacity = grant.capacity !== undefined ? parseQuantity(grant.capacity) : undefined;
+    const files = volume.files;
+    if (capacity !== undefined && files) {
+      const used = poolUsed(files.all, volume.pool, r.node, capacity, files.self);
+      if (used + files.self.bytes > capacity)
+        return {
+          ok: false,
+          reason: 'PoolFull',
+          message: `StoragePool ${volume.pool} has ${formatBytes(capacity - used)} of its capacity ${grant.capacity} left for file-backed volumes on node ${r.node}; this volume needs ${formatBytes(files.self.bytes)} (older volumes are placed first)`,
+        };
+    }
   }
   const meta = metaDiskPath(r.metaDisk);
   if (meta !== undefined) {
