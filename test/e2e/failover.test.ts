@@ -26,6 +26,12 @@ import {
   recordsOn,
   type Ack,
 } from './lib/failover.ts';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { type Dashboard, dashboardQueries } from '../lib/dashboard.ts';
+import { repoRoot } from './harness/paths.ts';
+import { AGENT_METRICS_PORT, internalIP, MetricsWatch } from './lib/metrics.ts';
+import { Prometheus } from './lib/prometheus.ts';
 import { execInNode } from './lib/nodes.ts';
 import { watchRoles } from './lib/role-watch.ts';
 import { eventReasons, freshDisks, getRv, readyCondition, waitReady } from './lib/volumes.ts';
@@ -101,11 +107,26 @@ describeLocal('automatic failover on the local control plane', () => {
 
   test("stop the Primary's node mid write stream: the other node takes over by itself with every acknowledged write", async () => {
     const before = await waitReady(ns, 'db', 'master');
+    // A real Prometheus scraping both agents, for the dashboard's queries (below).
+    const prometheus = await Prometheus.start(
+      await Promise.all(nodes.map(async (n) => `${await internalIP(n)}:${AGENT_METRICS_PORT}`)),
+    );
+    const promStart = Date.now();
     const writer = new RecordWriter('master', mount, nextBase());
     await writer.waitAcks(200);
+    // Enough history under the writes for the dashboard's rates over 10 s.
+    await eventually(async () => expect(await prometheus.targetsUp()).toBe(2), { what: 'both agents scraped' });
+    await sleep(Math.max(0, 20_000 - (Date.now() - promStart)));
+    // What a Prometheus scraping the surviving node's agent sees through the failover.
+    const metrics = new MetricsWatch('backup', ns, 'db');
+    metrics.start();
+    await eventually(() => expect(metrics.seen[0]?.states?.role).toBeDefined(), { what: 'first scrape of backup' });
     const t0 = Date.now();
     await nodeAction('stop', 'master');
     const tWrite = await firstWriteOn('backup', mount);
+    // The write on backup alone is out of sync until master is back.
+    await sleep(3000);
+    const tAlone = Date.now();
     const rv = await eventually(
       async () => {
         const r = await getRv(ns, 'db');
@@ -148,6 +169,55 @@ describeLocal('automatic failover on the local control plane', () => {
     expect(healed.status?.epoch).toBe(rv.status?.epoch);
     expect(healed.status?.fence).toBeUndefined();
     expect(await eventReasons(ns, 'db')).toContain('Unfenced');
+
+    // The metrics told the same story: Secondary in a healthy pair, then Primary without
+    // its peer at the new epoch, then Primary in a healthy pair again; never a scrape lost.
+    await eventually(() => expect(metrics.seen.at(-1)?.states).toMatchObject({ connection: 'Connected' }), {
+      what: "backup's metrics Connected again",
+    });
+    const seen = await metrics.stop();
+    console.log(`backup's agent metrics through the failover:\n${metrics.describe(t0)}`);
+    expect(seen.filter((e) => e.error)).toEqual([]);
+    const healthy = { connection: 'Connected', disk: 'UpToDate', peerDisk: 'UpToDate', suspended: 0 };
+    expect(seen[0]?.states).toEqual({ role: 'Secondary', epoch: before.status?.epoch, ...healthy });
+    const alone = seen.findIndex((e) => e.states?.role === 'Primary' && e.states.connection !== 'Connected');
+    expect(alone).toBeGreaterThan(0);
+    expect(seen[alone]?.states).toMatchObject({ epoch: rv.status?.epoch, disk: 'UpToDate' });
+    expect(['DUnknown', 'Outdated']).toContain(seen[alone]?.states?.peerDisk);
+    expect(seen.at(-1)?.states).toEqual({ role: 'Primary', epoch: rv.status?.epoch, ...healthy });
+
+    // The dashboard (helm/tandem/dashboards) on the same data: every panel's query answers
+    // with a number before the stop, while backup is alone, or after the heal; the roles
+    // and connections panels tell the same story.
+    try {
+      const dashboard = JSON.parse(
+        readFileSync(join(repoRoot, 'helm/tandem/dashboards/tandem-volumes.json'), 'utf8'),
+      ) as Dashboard;
+      const queries = dashboardQueries(dashboard, { namespace: ns, volume: 'db', rateInterval: '10s' });
+      const tEnd = Date.now();
+      const answered = async (expr: string) => {
+        for (const at of [t0 - 1000, tAlone, tEnd])
+          if ((await prometheus.query(expr, at)).some((s) => Number.isFinite(Number(s.value[1])))) return true;
+        return false;
+      };
+      const empty: string[] = [];
+      for (const q of queries) if (!(await answered(q.expr))) empty.push(`${q.panel}: ${q.expr}`);
+      expect(empty).toEqual([]);
+      const roleQuery = queries.find((q) => q.panel === 'Role')!.expr;
+      const rolesAt = async (at: number) =>
+        Object.fromEntries((await prometheus.query(roleQuery, at)).map((s) => [s.metric.node, s.metric.role]));
+      expect(await rolesAt(t0 - 1000)).toEqual({ master: 'Primary', backup: 'Secondary' });
+      expect(await rolesAt(tAlone)).toEqual({ backup: 'Primary' });
+      expect(await rolesAt(tEnd)).toEqual({ master: 'Secondary', backup: 'Primary' });
+      const notReplicated = queries.find((q) => q.panel === 'Not replicated now')!.expr;
+      const count = async (at: number) => Number((await prometheus.query(notReplicated, at))[0]?.value[1]);
+      // A fleet count: this volume adds one while backup is alone (other suites' volumes are gone or steady).
+      const healthyCount = await count(t0 - 1000);
+      expect([await count(tAlone), await count(tEnd)]).toEqual([healthyCount + 1, healthyCount]);
+      console.log(`dashboard: ${queries.length} queries of ${dashboard.panels.length} panels answered`);
+    } finally {
+      await prometheus.stop();
+    }
   });
 
   test('partition the Primary: it freezes, the other side is promoted, and after heal it rejoins as Secondary with no split brain left', async () => {
