@@ -4,14 +4,14 @@
 // against test/promtool/alerts.test.yaml. Also: every alert links a runbook section
 // that exists in docs/how-to/alerts.md.
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { jest } from '@jest/globals';
 import yaml from 'js-yaml';
-import { bin, repoRoot } from '../e2e/harness/paths.ts';
+import { repoRoot } from '../e2e/harness/paths.ts';
+import { ensurePromtool, renderChartTemplate } from '../lib/promtool.ts';
 
 // A cold promtool build takes minutes; a warm one is instant.
 jest.setTimeout(30 * 60_000);
@@ -26,20 +26,9 @@ let promtool: string;
 let rules: RuleDoc;
 
 beforeAll(async () => {
-  if (!existsSync(bin.helm))
-    throw new Error(`helm is not at ${bin.helm}: run scripts/e2e-setup.sh (or set TANDEM_HELM)`);
-  const built = await run('bash', [join(repoRoot, 'scripts/ensure-promtool.sh')], { maxBuffer: 16 << 20 });
-  promtool = built.stdout.trim().split('\n').at(-1)!;
-  const rendered = await run(bin.helm, [
-    'template',
-    'tandem',
-    join(repoRoot, 'helm/tandem'),
-    '--set',
-    'metrics.prometheusRule.enabled=true',
-    '--show-only',
-    'templates/prometheus-rule.yaml',
-  ]);
-  rules = yaml.load(rendered.stdout) as RuleDoc;
+  promtool = await ensurePromtool();
+  const rendered = await renderChartTemplate('prometheus-rule.yaml', ['metrics.prometheusRule.enabled=true']);
+  rules = yaml.load(rendered) as RuleDoc;
   dir = await mkdtemp(join(tmpdir(), 'tandem-alerts-'));
   // A PrometheusRule's spec is a Prometheus rule file.
   await writeFile(join(dir, 'rules.yaml'), yaml.dump(rules.spec));

@@ -3,14 +3,14 @@
 // the real promtool (as recording rules: the same PromQL parser Prometheus runs). The e2e
 // failover suite runs the same queries against a real Prometheus scraping the agents.
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { jest } from '@jest/globals';
 import yaml from 'js-yaml';
-import { bin, repoRoot } from '../e2e/harness/paths.ts';
+import { repoRoot } from '../e2e/harness/paths.ts';
+import { ensurePromtool, renderChartTemplate } from '../lib/promtool.ts';
 import { dashboardQueries, type Dashboard } from '../lib/dashboard.ts';
 
 jest.setTimeout(10 * 60_000);
@@ -22,18 +22,8 @@ let shipped: Dashboard;
 let configMap: { metadata: { labels: Record<string, string> }; data: Record<string, string> };
 
 beforeAll(async () => {
-  if (!existsSync(bin.helm))
-    throw new Error(`helm is not at ${bin.helm}: run scripts/e2e-setup.sh (or set TANDEM_HELM)`);
-  const built = await run('bash', [join(repoRoot, 'scripts/ensure-promtool.sh')], { maxBuffer: 16 << 20 });
-  promtool = built.stdout.trim().split('\n').at(-1)!;
-  const rendered = await run(bin.helm, [
-    'template',
-    'tandem',
-    join(repoRoot, 'helm/tandem'),
-    '--show-only',
-    'templates/dashboard.yaml',
-  ]);
-  configMap = yaml.load(rendered.stdout) as typeof configMap;
+  promtool = await ensurePromtool();
+  configMap = yaml.load(await renderChartTemplate('dashboard.yaml')) as typeof configMap;
   shipped = JSON.parse(await readFile(join(repoRoot, 'helm/tandem/dashboards/tandem-volumes.json'), 'utf8'));
   dir = await mkdtemp(join(tmpdir(), 'tandem-dashboard-'));
 });
