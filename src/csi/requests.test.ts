@@ -1,4 +1,8 @@
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import yaml from 'js-yaml';
 import { CODES, CsiError } from './errors.ts';
+import { DRIVER_NAME } from './identity.ts';
 import { checkCapabilities, decideSize, parseParameters, unsupportedCapability } from './requests.ts';
 
 const MiB = 1 << 20;
@@ -97,4 +101,28 @@ describe('StorageClass parameters', () => {
     expect(() => parseParameters(params)).toThrow(why);
     expect(codeOf(() => parseParameters(params))).toBe('INVALID_ARGUMENT');
   });
+});
+
+test('the README quick start fits together: the example StorageClass is ours, its pool is the example pool, the StatefulSet asks for it', () => {
+  const root = resolve(import.meta.dirname, '../..');
+  type Doc = {
+    kind?: string;
+    metadata: { name: string };
+    provisioner?: string;
+    parameters?: Record<string, string>;
+    spec: {
+      nodes: { directory?: string }[];
+      volumeClaimTemplates: { spec: { storageClassName: string; accessModes: string[] } }[];
+    };
+  };
+  const docs = (f: string) => yaml.loadAll(readFileSync(join(root, 'examples', f), 'utf8')) as Doc[];
+  const sc = docs('csi-storage-class.yaml').find((d) => d?.kind === 'StorageClass')!;
+  const pool = docs('storage-pool.yaml').find((d) => d?.kind === 'StoragePool')!;
+  const sts = docs('mysql-statefulset.yaml').find((d) => d?.kind === 'StatefulSet')!;
+  expect(sc.provisioner).toBe(DRIVER_NAME);
+  expect(parseParameters(sc.parameters)).toMatchObject({ pool: pool.metadata.name, protocol: 'C' });
+  // File-backed replicas: every node the pool covers has a directory.
+  expect(pool.spec.nodes.every((g) => g.directory !== undefined)).toBe(true);
+  expect(sts.spec.volumeClaimTemplates[0]!.spec.storageClassName).toBe(sc.metadata.name);
+  expect(sts.spec.volumeClaimTemplates[0]!.spec.accessModes).toEqual(['ReadWriteOnce']);
 });
