@@ -10,7 +10,7 @@ import type { CacheFactory, ObjectCache } from '../runtime/informer.ts';
 import { WorkQueue } from '../runtime/work-queue.ts';
 import { runWorkers, type WorkOutcome } from '../runtime/workers.ts';
 import type { ControllerMetrics } from './metrics.ts';
-import { VolumeReconciler } from './reconciler.ts';
+import { NODE_ACCESS_KEY, VolumeReconciler } from './reconciler.ts';
 import type { VolumeApi } from './volume-api.ts';
 import type { WorkloadApi } from './workload-api.ts';
 
@@ -47,7 +47,11 @@ export class Controller {
     const clock = o.clock ?? systemClock;
     this.queue = new WorkQueue({ clock });
     const volumes = o.volumes({
-      onChange: (v) => this.queue.add(keyOf(v)),
+      onChange: (v) => {
+        this.queue.add(keyOf(v));
+        // A volume gone may have been the last on a node that is gone too.
+        if (!volumes.get(v.metadata?.name ?? '', v.metadata?.namespace)) this.queue.add(NODE_ACCESS_KEY);
+      },
       onResync: () => {
         for (const v of volumes.list()) this.queue.add(keyOf(v));
       },
@@ -60,6 +64,7 @@ export class Controller {
     });
     const nodes = o.nodes({
       onChange: (n) => {
+        if (!nodes.get(n.metadata?.name ?? '')) this.queue.add(NODE_ACCESS_KEY);
         for (const v of volumes.list()) {
           const spec = (v as { spec?: { replicas?: { node?: string }[] } }).spec;
           if (spec?.replicas?.some((r) => r.node === n.metadata?.name)) this.queue.add(keyOf(v));
@@ -111,6 +116,7 @@ export class Controller {
         : {}),
     });
     for (const v of this.caches.volumes.list()) this.queue.add(keyOf(v));
+    this.queue.add(NODE_ACCESS_KEY);
   }
 
   /** Stops taking keys and waits (at most `graceMs`) for the reconciles in hand. */

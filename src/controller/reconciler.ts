@@ -25,7 +25,7 @@ import { TerminalError } from '../runtime/errors.ts';
 import { isNotFound } from '../runtime/kube.ts';
 import { allocatePort, decidePlacement, type NodeView, type Placement } from './decisions/placement.ts';
 import { portClaim, portsInUse, trustedPort } from './decisions/port.ts';
-import { nodeSecretNames, type VolumeOnNodes } from './decisions/node-access.ts';
+import { nodeSecretNames, staleNodeAccess, type VolumeOnNodes } from './decisions/node-access.ts';
 import { decideEngineState, desiredReplicaSpecs } from './decisions/replicas.ts';
 import { decideRoles, type RolesDecision } from './decisions/roles.ts';
 import { aggregateStatus, eventsBetween, sameStatus } from './decisions/status.ts';
@@ -47,6 +47,9 @@ export interface Caches {
 }
 
 export type ReconcileResult = { requeueAfterMs?: number };
+
+/** The work queue's key for collecting gone nodes' access objects (not a volume: no slash). */
+export const NODE_ACCESS_KEY = 'node-access';
 
 /**
  * A volume's claim on pool directories (storage-pool.ts), from the cache's object as it
@@ -141,6 +144,7 @@ export class VolumeReconciler {
   }
 
   async reconcile(key: string): Promise<ReconcileResult> {
+    if (key === NODE_ACCESS_KEY) return this.#collectNodeAccess();
     const [namespace, name] = key.split('/') as [string, string];
     const raw = this.#caches.volumes.get(name, namespace);
     if (!raw) {
@@ -393,16 +397,7 @@ export class VolumeReconciler {
    * Written only when it differs from what this controller last wrote.
    */
   async #ensureNodeAccess(nodes: readonly string[], log: Logger, without?: string): Promise<void> {
-    const volumes: VolumeOnNodes[] = this.#caches.volumes.list().map((o) => {
-      const m = o.metadata ?? {};
-      const key = `${m.namespace}/${m.name}`;
-      return {
-        namespace: m.namespace ?? '',
-        name: m.name ?? '',
-        nodes: ((o as { spec?: { replicas?: { node?: string }[] } }).spec?.replicas ?? []).map((r) => r.node ?? ''),
-        gone: key === without || (m.deletionTimestamp !== undefined && !m.finalizers?.includes(FINALIZER)),
-      };
-    });
+    const volumes = this.#volumesOnNodes(without);
     for (const node of new Set(nodes)) {
       if (!this.#nodeTls.has(node) && without === undefined) {
         if (await this.#api.ensureNodeTls(node)) log.info({ node }, "Issued the node's TLS certificate");
@@ -415,6 +410,42 @@ export class VolumeReconciler {
         log.info({ node, secrets: names.length }, 'Updated node access');
       this.#nodeAccess.set(node, json);
     }
+  }
+
+  /** Every volume in the cache with the nodes it names; `without` counts as gone. */
+  #volumesOnNodes(without?: string): VolumeOnNodes[] {
+    return this.#caches.volumes.list().map((o) => {
+      const m = o.metadata ?? {};
+      const key = `${m.namespace}/${m.name}`;
+      return {
+        namespace: m.namespace ?? '',
+        name: m.name ?? '',
+        nodes: ((o as { spec?: { replicas?: { node?: string }[] } }).spec?.replicas ?? []).map((r) => r.node ?? ''),
+        gone: key === without || (m.deletionTimestamp !== undefined && !m.finalizers?.includes(FINALIZER)),
+      };
+    });
+  }
+
+  /**
+   * The access objects of nodes that are gone and hold no replica (decisions/node-access.ts
+   * staleNodeAccess), deleted: a removed node's ServiceAccount keeps no Role to Secrets.
+   * Run when a Node or a volume leaves the caches, and when this controller starts leading.
+   */
+  async #collectNodeAccess(): Promise<ReconcileResult> {
+    const live = new Set(this.#caches.nodes.list().map((n) => n.metadata?.name ?? ''));
+    const stale = staleNodeAccess(await this.#api.listNodeAccess(), live, this.#volumesOnNodes());
+    for (const node of stale) {
+      // The cache may lag behind a node that came back: ask the API server before deleting.
+      if (await this.#api.nodeExists(node)) continue;
+      await this.#api.deleteNodeAccess(node);
+      this.#nodeAccess.delete(node);
+      this.#nodeTls.delete(node);
+      this.#log.info(
+        { node },
+        'Deleted the access objects of a node that is gone (ServiceAccount, Role, RoleBinding, TLS Secret)',
+      );
+    }
+    return {};
   }
 
   /** Each replica's spec, conditional on the resourceVersion of the replica the decision read. */

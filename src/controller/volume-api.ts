@@ -47,6 +47,12 @@ export interface VolumeApi {
    * controller's CA (made once, kept in its own Secret); true when it was created.
    */
   ensureNodeTls(node: string): Promise<boolean>;
+  /** The nodes that have access objects: the per-node ServiceAccounts this controller made. */
+  listNodeAccess(): Promise<string[]>;
+  /** Whether the API server has the Node now (the cache may lag behind a deletion or a return). */
+  nodeExists(node: string): Promise<boolean>;
+  /** Deletes the node's RoleBinding, Role, ServiceAccount and TLS Secret; what is gone already is fine. */
+  deleteNodeAccess(node: string): Promise<void>;
   /** Creates a replica (409 if it exists already). */
   createReplica(rv: ReplicatedVolume, spec: ReplicatedVolumeReplicaSpec): Promise<void>;
   /** Replaces a replica's spec, conditional on the resourceVersion of `current`. */
@@ -267,6 +273,38 @@ export class KubeVolumeApi implements VolumeApi {
     }
     this.#caCache = ca;
     return ca;
+  }
+
+  async listNodeAccess(): Promise<string[]> {
+    const list = await this.#core.listNamespacedServiceAccount({
+      namespace: this.#operatorNamespace,
+      labelSelector: `${LABELS.managedBy}=${FIELD_MANAGERS.controller},${LABELS.node}`,
+    });
+    return list.items.flatMap((sa) => {
+      const node = sa.metadata?.labels?.[LABELS.node];
+      // Only the names this controller gives them: a look-alike is not ours to delete.
+      return node && sa.metadata?.name === nodeServiceAccountName(node) ? [node] : [];
+    });
+  }
+
+  async nodeExists(node: string): Promise<boolean> {
+    return this.#core.readNode({ name: node }).then(
+      () => true,
+      (err: unknown) => (isNotFound(err) ? false : Promise.reject(err)),
+    );
+  }
+
+  async deleteNodeAccess(node: string): Promise<void> {
+    const namespace = this.#operatorNamespace;
+    const name = nodeServiceAccountName(node);
+    const gone = (err: unknown) => {
+      if (!isNotFound(err)) throw err;
+    };
+    // Binding first: the account never holds a grant to a Role being deleted under it.
+    await this.#rbac.deleteNamespacedRoleBinding({ name, namespace }).catch(gone);
+    await this.#rbac.deleteNamespacedRole({ name, namespace }).catch(gone);
+    await this.#core.deleteNamespacedServiceAccount({ name, namespace }).catch(gone);
+    await this.#core.deleteNamespacedSecret({ name: tlsSecretName(node), namespace }).catch(gone);
   }
 
   async ensureNodeTls(node: string): Promise<boolean> {

@@ -303,6 +303,66 @@ describeLocal('a hostile tenant', () => {
     }
   });
 
+  test("a removed node's ServiceAccount, Role, RoleBinding and TLS Secret go; a live node's stay", async () => {
+    const sys = 'tandem-system';
+    const name = 'tandem-node-ghost';
+    const labels = { 'tandem.dev/node': 'ghost', 'app.kubernetes.io/managed-by': 'tandem-controller' };
+    const items = [
+      { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name, namespace: sys, labels } },
+      {
+        apiVersion: 'rbac.authorization.k8s.io/v1',
+        kind: 'Role',
+        metadata: { name, namespace: sys, labels },
+        rules: [{ apiGroups: [''], resources: ['secrets'], verbs: ['get'], resourceNames: ['tls.ghost'] }],
+      },
+      {
+        apiVersion: 'rbac.authorization.k8s.io/v1',
+        kind: 'RoleBinding',
+        metadata: { name, namespace: sys, labels },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name },
+        subjects: [{ kind: 'ServiceAccount', name, namespace: sys }],
+      },
+      {
+        apiVersion: 'v1',
+        kind: 'Secret',
+        metadata: { name: 'tls.ghost', namespace: sys, labels },
+        stringData: { x: 'y' },
+      },
+    ];
+    const left = async () =>
+      (
+        await kubectl([
+          'get',
+          'serviceaccount,role,rolebinding,secret',
+          '-n',
+          sys,
+          '-l',
+          'tandem.dev/node=ghost',
+          '-o',
+          'name',
+        ])
+      ).stdout
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .sort();
+    // A node joined (the objects as the controller makes them for a node with volumes), then is removed.
+    await kubectl(['apply', '-f', '-'], {
+      input: JSON.stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'ghost' } }),
+    });
+    await kubectl(['apply', '-f', '-'], { input: JSON.stringify({ apiVersion: 'v1', kind: 'List', items }) });
+    expect(await left()).toHaveLength(4);
+    await kubectl(['delete', 'node', 'ghost']);
+    await eventually(async () => expect(await left()).toEqual([]), {
+      timeoutMs: 30_000,
+      what: "ghost's access objects deleted",
+    });
+    // master holds volumes: its account and Role are untouched.
+    expect(
+      (await kubectl(['get', 'serviceaccount,role', 'tandem-node-master', '-n', sys, '-o', 'name'])).stdout,
+    ).toContain('serviceaccount/tandem-node-master');
+  });
+
   test('a second volume naming the disk of a running one is refused by the agent; the first is unharmed', async () => {
     // Uses the file volume's trick in reverse: the tutorial pool grants /dev/sdb1 to every volume,
     // so two tenants can name it; the older keeps it.

@@ -1,4 +1,4 @@
-import { nodeSecretNames } from './node-access.ts';
+import { nodeSecretNames, staleNodeAccess, type VolumeOnNodes } from './node-access.ts';
 
 test.each<[string, string, Parameters<typeof nodeSecretNames>[1], string[]]>([
   ['no volumes: only the node TLS Secret (never an empty list)', 'master', [], ['tls.master']],
@@ -32,4 +32,23 @@ test.each<[string, string, Parameters<typeof nodeSecretNames>[1], string[]]>([
   ],
 ])('nodeSecretNames: %s', (_what, node, volumes, names) => {
   expect(nodeSecretNames(node, volumes)).toEqual(names);
+});
+
+describe('staleNodeAccess: a node that is gone and holds nothing loses its access objects', () => {
+  const vol = (name: string, nodes: string[], gone = false): VolumeOnNodes => ({ namespace: 'ns', name, nodes, gone });
+  test.each<[string, string[], string[], VolumeOnNodes[], string[]]>([
+    ['a live node keeps them', ['a', 'b'], ['a', 'b'], [], []],
+    ['a gone node with no volume', ['a', 'gone'], ['a'], [vol('x', ['a', 'b'])], ['gone']],
+    ['a gone node that still holds a replica keeps them', ['gone'], [], [vol('x', ['a', 'gone'])], []],
+    [
+      'even a volume being deleted holds them (its engines must still stop)',
+      ['gone'],
+      [],
+      [vol('x', ['gone'], true)],
+      [],
+    ],
+    ['each node once, sorted', ['z', 'y', 'z'], [], [], ['y', 'z']],
+  ])('%s', (_what, withAccess, live, volumes, want) => {
+    expect(staleNodeAccess(withAccess, new Set(live), volumes)).toEqual(want);
+  });
 });

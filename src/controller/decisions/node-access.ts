@@ -15,6 +15,20 @@ export type VolumeOnNodes = {
   gone?: boolean;
 };
 
+/**
+ * The nodes whose access objects (ServiceAccount, Role, RoleBinding, TLS Secret) can
+ * go: the Node is gone from the cluster and no volume, not even one being deleted,
+ * has a replica there. A node that comes back gets them made again by its volumes.
+ */
+export function staleNodeAccess(
+  withAccess: readonly string[],
+  liveNodes: ReadonlySet<string>,
+  volumes: readonly VolumeOnNodes[],
+): string[] {
+  const used = new Set(volumes.flatMap((v) => v.nodes));
+  return [...new Set(withAccess)].filter((n) => !liveNodes.has(n) && !used.has(n)).sort();
+}
+
 /** The Secret names node `node`'s agent may read, sorted; never empty (the node's TLS Secret is always there). */
 export function nodeSecretNames(node: string, volumes: readonly VolumeOnNodes[]): string[] {
   const names = new Set<string>([tlsSecretName(node)]);

@@ -94,6 +94,19 @@ export class SimVolumeApi implements VolumeApi {
     return this.#api.call(this.#c, () => false);
   }
 
+  listNodeAccess(): Promise<string[]> {
+    // No per-node accounts in the simulation (ensureNodeAccess makes none).
+    return this.#api.call(this.#c, () => []);
+  }
+
+  nodeExists(_node: string): Promise<boolean> {
+    return this.#api.call(this.#c, () => true);
+  }
+
+  deleteNodeAccess(_node: string): Promise<void> {
+    return this.#api.call(this.#c, () => undefined);
+  }
+
   ensureNodeAccess(_node: string, _names: readonly string[]): Promise<boolean> {
     // Per-node RBAC is the API server's; the simulated one has no RBAC.
     return this.#api.call(this.#c, () => false);
