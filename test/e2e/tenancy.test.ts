@@ -213,6 +213,23 @@ describeLocal('a hostile tenant', () => {
     const file = (n: string) => `${poolDir(n)}/${ns}.files.img`;
     for (const n of ['master', 'backup'])
       expect(Number((await execInNode(n, ['du', '-k', file(n)])).stdout.split('\t')[0])).toBeGreaterThan(0);
+    // Another tenant volume claiming the running volume's port in the annotation gets a port
+    // of its own, and the first keeps its link.
+    await asTenant(
+      ['apply', '-f', '-'],
+      rv(
+        'thief',
+        { pool: filePool, size: '16Mi', primary: 'master', replicas: [{ node: 'master' }, { node: 'backup' }] },
+        { 'tandem.dev/port': String(port) },
+      ),
+    );
+    const thiefPort = ((await waitReady(ns, 'thief', 'master', 180_000)) as { status?: { port?: number } }).status
+      ?.port;
+    expect(thiefPort).toBeGreaterThanOrEqual(7789);
+    expect(thiefPort).not.toBe(port);
+    const still = (await getRv(ns, 'files')).status as { port?: number; connection?: string } | undefined;
+    expect({ port: still?.port, connection: still?.connection }).toEqual({ port, connection: 'Connected' });
+    await asTenant(['delete', 'rv', 'thief', '--timeout=90s']);
     // Deleting the volume deletes its backing files (data and internal metadata) on both nodes.
     await asTenant(['delete', 'rv', 'files', '--timeout=90s']);
     for (const n of ['master', 'backup']) {
