@@ -4,6 +4,7 @@
 //   tandem-csi --mode node --endpoint unix:///csi/csi.sock [--node NAME] [--run-dir /run/tandem]
 //              [--registration-dir /registration --kubelet-endpoint /var/lib/kubelet/plugins/tandem.dev/csi.sock]
 //   tandem-csi --mode all …      both on one socket (csi-sanity, a single-node lab)
+//   any mode: [--health-port N]  GET /healthz: the driver's own Probe over its socket (health.ts)
 //
 //   env: KUBECONFIG (else in-cluster), NODE_NAME, TANDEM_CSI_NAMESPACE, TANDEM_CSI_PROTO,
 //        TANDEM_RUN_DIR, LOG_LEVEL, TANDEM_PID_FILE (for process supervisors outside Kubernetes)
@@ -19,6 +20,7 @@ import * as k8s from '@kubernetes/client-node';
 import pino from 'pino';
 import { EngineClient } from '../node-agent/engine-client.ts';
 import { ControllerService } from './controller-service.ts';
+import { serveHealth } from './health.ts';
 import { NodeService } from './node-service.ts';
 import { defaultProtoPath, loadCsi, loadRegistration } from './proto.ts';
 import { Registration } from './registration.ts';
@@ -58,9 +60,10 @@ export async function main(argv: string[]): Promise<void> {
   }
   const nodeService =
     mode !== 'controller' ? new NodeService({ node, engines: new EngineClient({ runDir, node }) }) : undefined;
+  const services = loadCsi(proto);
   const server = await serve(
     endpoint,
-    loadCsi(proto),
+    services,
     {
       controller: controller as unknown as Record<string, (r: Record<string, unknown>) => Promise<unknown>> | undefined,
       node: nodeService as unknown as Record<string, (r: Record<string, unknown>) => Promise<unknown>> | undefined,
@@ -79,6 +82,13 @@ export async function main(argv: string[]): Promise<void> {
     registration = new Registration({ registryDir, kubeletEndpoint, service: loadRegistration(), log });
     await registration.start();
     log.info({ socket: registration.socket, kubeletEndpoint }, 'Waiting for the kubelet to register the driver');
+  }
+  const healthPort = Number(flag(argv, '--health-port', '0'));
+  if (!Number.isInteger(healthPort) || healthPort < 0 || healthPort > 65535)
+    throw new Error(`--health-port ${healthPort}: a TCP port, or 0 for none`);
+  if (healthPort > 0) {
+    await serveHealth(healthPort, services.Identity, endpoint, log);
+    log.info({ port: healthPort }, 'Serving /healthz');
   }
   if (process.env.TANDEM_PID_FILE) writeFileSync(process.env.TANDEM_PID_FILE, `${process.pid}\n`);
   log.info({ endpoint, namespace, runDir }, 'Serving CSI');

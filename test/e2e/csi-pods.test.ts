@@ -8,7 +8,16 @@ import { jest } from '@jest/globals';
 import { TOPOLOGY_KEY } from '../../src/csi/identity.ts';
 import { external, kubectl, useCluster } from './lib/cluster.ts';
 import { eventually } from './lib/eventually.ts';
-import { helmInstall, localImage, pods, podReady, release, removeCsiSuite, filePoolClass } from './lib/chart.ts';
+import {
+  filePoolClass,
+  helmInstall,
+  inPodNetwork,
+  localImage,
+  pods,
+  podReady,
+  release,
+  removeCsiSuite,
+} from './lib/chart.ts';
 import { execInNode } from './lib/nodes.ts';
 import { deploy, freshDisks, getRv, readyCondition } from './lib/volumes.ts';
 
@@ -194,5 +203,22 @@ describeLocal('the CSI driver as pods: StorageClass, PVC, pod', () => {
         },
         { timeoutMs: 60_000, what: `the backing files on ${n} to go` },
       );
+  });
+
+  test("the driver containers' liveness probe answers: no restarts through the suite, /healthz 200 on every pod", async () => {
+    for (const component of ['csi-controller', 'csi-node'] as const)
+      for (const pod of await pods(component)) {
+        const driver = pod.status.containerStatuses?.find((c) => c.name === 'driver');
+        expect({ pod: pod.metadata.name, restarts: driver?.restartCount }).toEqual({
+          pod: pod.metadata.name,
+          restarts: 0,
+        });
+        // The kubelet's probe, from the pod's node: its own GET of the pod's /healthz.
+        // (inPodNetwork runs it in sh -c '…': no single quote inside.)
+        const get =
+          'fetch(\\"http://127.0.0.1:9810/healthz\\").then((r) => r.text()).then((t) => process.stdout.write(t))';
+        const body = await inPodNetwork(pod, `${process.execPath} -e "${get}"`);
+        expect(JSON.parse(body)).toMatchObject({ ok: true });
+      }
   });
 });

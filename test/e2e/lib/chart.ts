@@ -22,7 +22,7 @@ export type Pod = {
     phase?: string;
     podIP?: string;
     conditions?: { type: string; status: string }[];
-    containerStatuses?: { ready: boolean; restartCount: number; imageID?: string; image?: string }[];
+    containerStatuses?: { name: string; ready: boolean; restartCount: number; imageID?: string; image?: string }[];
   };
 };
 
