@@ -11,7 +11,10 @@ import { state } from './harness/paths.ts';
 import * as k8s from '@kubernetes/client-node';
 import { apiError, external, kubectl, useCluster } from './lib/cluster.ts';
 import { eventually } from './lib/eventually.ts';
-import { execInNode } from './lib/nodes.ts';
+import { cutLink, healLink } from './lib/failover.ts';
+import { internalIP, scrapeAgent, statesOf } from './lib/metrics.ts';
+import { execInNode, spawnInNode } from './lib/nodes.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { deploy, freshDisks, getRv, readyCondition, tearDown, waitReady } from './lib/volumes.ts';
 
 jest.setTimeout(240_000);
@@ -40,6 +43,19 @@ const tutorialReplicas = [
   { node: 'backup', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' },
 ];
 const filePool = 'e2e-tenancy-files';
+/** Holds argv[3] idle connections to argv[1]:argv[2], reopening each one 20 ms after it ends. */
+const FLOOD = `
+const net = require('node:net');
+const [host, port, count] = process.argv.slice(1);
+const open = () => {
+  const s = net.connect({ host, port: Number(port) });
+  s.setTimeout(1000, () => s.destroy());
+  s.on('connect', () => s.setTimeout(0));
+  s.on('error', () => {});
+  s.on('close', () => setTimeout(open, 20));
+};
+for (let i = 0; i < Number(count); i++) open();
+`;
 const poolDir = (node: string) => `/var/lib/tandem/pools/e2e-tenancy-${node}`;
 
 describeLocal('a hostile tenant', () => {
@@ -378,6 +394,54 @@ describeLocal('a hostile tenant', () => {
     expect(
       (await kubectl(['get', 'serviceaccount,role', 'tandem-node-master', '-n', sys, '-o', 'name'])).stdout,
     ).toContain('serviceaccount/tandem-node-master');
+  });
+
+  test("100 idle connections held against both nodes' peer ports do not delay the pair's reconnect", async () => {
+    await asTenant(
+      ['apply', '-f', '-'],
+      rv('flooded', {
+        pool: filePool,
+        size: '16Mi',
+        primary: 'master',
+        replicas: [{ node: 'master' }, { node: 'backup' }],
+      }),
+    );
+    const got = (await waitReady(ns, 'flooded', 'master', 180_000)) as { status?: { port?: number } };
+    const port = got.status!.port!;
+    const ips = Object.fromEntries(await Promise.all(['master', 'backup'].map(async (n) => [n, await internalIP(n)])));
+    const connected = async () => statesOf(await scrapeAgent('master'), ns, 'flooded').connection === 'Connected';
+    /** Cut the link for 3 s, heal it, and time until master's agent reports Connected again (its metrics, every 200 ms). */
+    const reconnect = async () => {
+      for (const n of ['master', 'backup']) await cutLink(n, port);
+      await eventually(async () => expect(await connected()).toBe(false), { timeoutMs: 30_000, what: 'link cut seen' });
+      await sleep(3000);
+      const t = Date.now();
+      for (const n of ['master', 'backup']) await healLink(n, port);
+      await eventually(async () => expect(await connected()).toBe(true), {
+        timeoutMs: 60_000,
+        intervalMs: 200,
+        what: 'Connected again',
+      });
+      return Date.now() - t;
+    };
+    const alone = await reconnect();
+    // Each node's peer: a pod there (its own network namespace shares the node's address
+    // here, so it passes the listener's address check) holds 50 idle connections to the
+    // other node's port, each reopened 20 ms after it closes or fails to connect in 1 s.
+    const attackers = (['master', 'backup'] as const).map((n) =>
+      spawnInNode(n, [process.execPath, '-e', FLOOD, ips[n === 'master' ? 'backup' : 'master']!, String(port), '50']),
+    );
+    try {
+      await sleep(2000);
+      const flooded = await reconnect();
+      console.log(`reconnect after a 3 s cut: ${alone} ms alone, ${flooded} ms with 100 idle connections held`);
+      // A listener that serves one handshake at a time would never reconnect here.
+      expect(flooded).toBeLessThan(Math.max(10_000, 4 * alone));
+    } finally {
+      for (const a of attackers) a.kill('SIGKILL');
+      for (const n of ['master', 'backup']) await healLink(n, port).catch(() => undefined);
+    }
+    await asTenant(['delete', 'rv', 'flooded', '--timeout=90s']);
   });
 
   test('a second volume naming the disk of a running one is refused by the agent; the first is unharmed', async () => {
