@@ -544,9 +544,15 @@ export class VolumeReconciler {
     }
     // The dead kubelet still lists the volume in use, so the attach/detach controller would
     // not detach it (nor attach it on the new Primary) until its next resync, a minute away.
-    let inUse: 'dropped' | 'absent' = 'absent';
+    // Only a shortcut: without it the attach/detach controller's resync frees the volume
+    // within its period, so a failure (an old chart's RBAC without nodes/status) is logged
+    // and the release goes on.
+    let inUse: 'dropped' | 'absent' | 'failed' = 'absent';
     if (pvs.length > 0) {
-      inUse = await w.dropVolumeInUse(due.node, csiUniqueVolumeName(DRIVER_NAME, handle));
+      inUse = await w.dropVolumeInUse(due.node, csiUniqueVolumeName(DRIVER_NAME, handle)).catch((err: unknown) => {
+        log.warn({ err, node: due.node }, "Could not remove the volume from the lost node's volumesInUse");
+        return 'failed' as const;
+      });
       if (inUse === 'dropped') log.info({ node: due.node }, "Removed the volume from the lost node's volumesInUse");
     }
     const at = this.#clock
