@@ -14,6 +14,10 @@
 //                                         the engine of git revision REV (a temporary worktree),
 //                                         runs alternating, and a table of this tree against it
 //                                         (e.g. --compare a0ef30d: before epochs and barrier acks)
+//   npm run bench -- --json FILE          also writes every run's figures as JSON (for tracking over
+//                                         time): tables nbdkit, alone (StandAlone), conn (Connected),
+//                                         other (--compare), tls; per workload its unit, every run
+//                                         (value, p99, CPU ms per MiB by process) and the best one
 //   npm run bench -- --skip-tls           without the third Connected pair whose peer link runs over
 //                                         TLS 1.3 (net { tls yes; … }, certificates from
 //                                         `tandemadm tls-certs`); by default it runs alternating with
@@ -27,7 +31,7 @@
 // This machine is shared (2 cores; other jobs may run): each figure is the best of --repeat
 // runs, nbdkit and tandem alternating, and the ratios are what to read, not the absolute values.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, mkdtemp, open, readdir, readFile, symlink } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -50,6 +54,7 @@ const { values: args } = parseArgs({
     workloads: { type: 'string' },
     compare: { type: 'string' },
     'skip-tls': { type: 'boolean', default: false },
+    json: { type: 'string' },
   },
 });
 const SECONDS = Number(args.seconds);
@@ -216,10 +221,31 @@ const fmtCpu = (c: CpuPerMiB | undefined): string =>
 
 /** Every run's figure, per table and workload key, printed next to the best one. */
 const allRuns = new Map<string, number[]>();
+/** The same runs whole, per table and workload, for --json. */
+const allResults = new Map<string, { table: string; w: Workload; runs: Result[] }>();
 function record(table: string, w: Workload, r: Result): Result {
   const k = `${table}/${w.key}`;
   allRuns.set(k, [...(allRuns.get(k) ?? []), r.value]);
+  const e = allResults.get(k) ?? { table, w, runs: [] };
+  e.runs.push(r);
+  allResults.set(k, e);
   return r;
+}
+
+/** --json: what ran where, and every run. */
+function jsonReport(meta: Record<string, unknown>): string {
+  const tables: Record<string, Record<string, unknown>> = {};
+  for (const { table, w, runs } of allResults.values()) {
+    tables[table] ??= {};
+    tables[table][w.key] = {
+      title: w.title,
+      unit: w.metric,
+      better: w.metric === 'lat µs' ? 'lower' : 'higher',
+      best: runs.reduce<Result | undefined>((a, b) => best(w, a, b), undefined),
+      runs,
+    };
+  }
+  return `${JSON.stringify({ ...meta, tables }, null, 2)}\n`;
 }
 const runsOf = (table: string, w: Workload): string => (allRuns.get(`${table}/${w.key}`) ?? []).map(fmt).join(', ');
 
@@ -645,7 +671,27 @@ async function main(): Promise<void> {
       }
     }
     // Memory: each engine's peak resident set over the whole run (payload pools included).
-    console.log(`\nEngine peak RSS (VmHWM): ${await peakRss(pair)}`);
+    const rss = await peakRss(pair);
+    console.log(`\nEngine peak RSS (VmHWM): ${rss}`);
+    if (args.json) {
+      await writeFile(
+        args.json,
+        jsonReport({
+          at: new Date().toISOString(),
+          tandem: tandemVersion,
+          git: gitRev,
+          node: process.version,
+          nbdkit: nbdkitVersion,
+          fio: fioVersion,
+          cpus: availableParallelism(),
+          seconds: SECONDS,
+          repeat: REPEAT,
+          sizeMiB: SIZE_MIB,
+          peakRss: rss,
+        }),
+      );
+      console.log(`Wrote ${args.json}`);
+    }
     for (const n of ['master', 'backup'] as const) await pair.adm(n, 'down', 'mysql');
   } finally {
     nbdkit?.kill();
