@@ -38,6 +38,13 @@ function runTool(
         else resolve({ stdout, stderr });
       },
     );
+    // A tool may exit without reading its input (`kubectl get` never does): the pipe
+    // closing under the write is EPIPE, which must not surface as an uncaught error and
+    // fail whichever test is running (seen once: failover's partition test). The exit
+    // status above is what counts.
+    child.stdin?.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') reject(err);
+    });
     child.stdin?.end(opts.input ?? '');
   });
 }
