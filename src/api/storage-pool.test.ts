@@ -1,4 +1,4 @@
-import { type FileClaim, fileClaimOf, poolUsed } from './storage-pool.ts';
+import { type FileClaim, fileClaimOf, fileClaimsOf, poolUsed } from './storage-pool.ts';
 
 const c = (key: string, bytes: number, created: string, placed: boolean): FileClaim => ({
   key,
@@ -42,6 +42,11 @@ describe('fileClaimOf', () => {
       created: '2026-12-07T08:00:00.000Z',
       placed: true,
     });
+  });
+  test('a Date (as the client gives it) and a string spelling of the same time compare equal', () => {
+    const asDate = { ...v, metadata: { ...v.metadata, creationTimestamp: new Date('2026-12-07T08:00:00Z') } };
+    expect(fileClaimOf(asDate)?.created).toBe(fileClaimOf(v)?.created);
+    expect(fileClaimsOf([v, { ...v, spec: { ...v.spec, size: undefined } }])).toHaveLength(1);
   });
   test('no file-backed replica, or no size: no claim', () => {
     expect(fileClaimOf({ ...v, spec: { ...v.spec, replicas: [{ node: 'a', disk: '/dev/x' }] } })).toBeUndefined();

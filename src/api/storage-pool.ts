@@ -57,7 +57,7 @@ export const StoragePoolStatus = z.object({});
 /**
  * A volume's claim on pool directories: its size on every node where it is a file in
  * `pool`'s directory. Placed volumes hold their space; the others are admitted in
- * creation order (poolRoom), so every reconcile and CreateVolume agrees on who fits.
+ * creation order (poolUsed), so every reconcile and CreateVolume agrees on who fits.
  */
 export type FileClaim = {
   key: string;
@@ -73,14 +73,14 @@ export type FileClaim = {
 
 /** What fileClaimOf reads of a volume: the controller's cache and the CSI driver's list both have it. */
 export type ClaimSource = {
-  metadata: { namespace: string; name: string; creationTimestamp?: string | undefined };
+  metadata: { namespace: string; name: string; creationTimestamp?: Date | string | undefined };
   spec: { pool: string; size?: string | undefined; replicas: readonly { node: string; disk?: string | undefined }[] };
   status?: { conditions?: readonly { type: string; status: string }[] | undefined } | undefined;
 };
 
 /** One spelling of a time, so that claims compare as text whatever wrote them ('' when there is none). */
-function isoTime(t: string | undefined): string {
-  const ms = t === undefined ? Number.NaN : Date.parse(t);
+function isoTime(t: Date | string | undefined): string {
+  const ms = t === undefined ? Number.NaN : t instanceof Date ? t.getTime() : Date.parse(t);
   return Number.isNaN(ms) ? '' : new Date(ms).toISOString();
 }
 
@@ -98,6 +98,16 @@ export function fileClaimOf(v: ClaimSource): FileClaim | undefined {
     created: isoTime(v.metadata.creationTimestamp),
     placed: v.status?.conditions?.some((c) => c.type === CONDITIONS.placed && c.status === 'True') ?? false,
   };
+}
+
+/** The claims of those volumes that have one. */
+export function fileClaimsOf(volumes: Iterable<ClaimSource>): FileClaim[] {
+  const out: FileClaim[] = [];
+  for (const v of volumes) {
+    const c = fileClaimOf(v);
+    if (c) out.push(c);
+  }
+  return out;
 }
 
 /**

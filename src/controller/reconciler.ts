@@ -18,7 +18,7 @@ import type { Logger } from 'pino';
 import { ANNOTATIONS, CONDITIONS, FINALIZER, LABELS, PORT_RANGE } from '../api/names.ts';
 import { ReplicatedVolume, type ReplicatedVolumeStatus } from '../api/replicated-volume.ts';
 import { ReplicatedVolumeReplica, type ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
-import { type FileClaim, fileClaimOf, StoragePool } from '../api/storage-pool.ts';
+import { type ClaimSource, fileClaimOf, fileClaimsOf, StoragePool } from '../api/storage-pool.ts';
 import { canonicalJson } from '../runtime/canonical-json.ts';
 import { type Clock, systemClock } from '../runtime/clock.ts';
 import { TerminalError } from '../runtime/errors.ts';
@@ -52,11 +52,10 @@ export type ReconcileResult = { requeueAfterMs?: number };
 export const NODE_ACCESS_KEY = 'node-access';
 
 /**
- * A volume's claim on pool directories (storage-pool.ts), from the cache's object as it
- * is: the client may give creationTimestamp as a Date, and an object that is not a
- * well-formed volume claims nothing.
+ * A cache object as storage-pool.ts's fileClaimOf reads it; undefined for an object that
+ * is not a well-formed volume (it claims nothing).
  */
-function claimOf(o: object): FileClaim | undefined {
+function claimSource(o: object): ClaimSource | undefined {
   const v = o as {
     metadata?: { namespace?: string; name?: string; creationTimestamp?: Date | string };
     spec?: { pool?: unknown; size?: unknown; replicas?: unknown };
@@ -65,9 +64,8 @@ function claimOf(o: object): FileClaim | undefined {
   const m = v.metadata;
   const spec = v.spec;
   if (!m?.namespace || !m.name || typeof spec?.pool !== 'string' || !Array.isArray(spec.replicas)) return undefined;
-  const created = m.creationTimestamp instanceof Date ? m.creationTimestamp.toISOString() : m.creationTimestamp;
-  return fileClaimOf({
-    metadata: { namespace: m.namespace, name: m.name, creationTimestamp: created },
+  return {
+    metadata: { namespace: m.namespace, name: m.name, creationTimestamp: m.creationTimestamp },
     spec: {
       pool: spec.pool,
       size: typeof spec.size === 'string' ? spec.size : undefined,
@@ -77,7 +75,7 @@ function claimOf(o: object): FileClaim | undefined {
       })),
     },
     status: { conditions: Array.isArray(v.status?.conditions) ? v.status.conditions : undefined },
-  });
+  };
 }
 
 /** What one decision reads: the volume, its replicas by node, the nodes. */
@@ -224,13 +222,11 @@ export class VolumeReconciler {
     const raw = this.#caches.pools.get(rv.spec.pool);
     const pool = raw ? StoragePool.safeParse(raw) : undefined;
     // A pool directory's capacity is checked before a volume's first replica exists, never after.
-    const self = existing ? undefined : claimOf(rv);
+    const source = existing ? undefined : claimSource(rv);
+    const self = source && fileClaimOf(source);
     const files = self && {
       self,
-      all: this.#caches.volumes.list().flatMap((v) => {
-        const c = claimOf(v);
-        return c ? [c] : [];
-      }),
+      all: fileClaimsOf(this.#caches.volumes.list().flatMap((v) => claimSource(v) ?? [])),
     };
     return decidePlacement(
       rv.spec.replicas,

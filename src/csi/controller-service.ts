@@ -13,7 +13,7 @@
 //   ControllerUnpublish forgets the publication; the role stays (nothing is mounted).
 import { LABELS } from '../api/names.ts';
 import { parseQuantity } from '../api/quantity.ts';
-import { fileClaimOf, poolUsed } from '../api/storage-pool.ts';
+import { fileClaimsOf, poolUsed } from '../api/storage-pool.ts';
 import { describeError, isConflict } from '../runtime/kube.ts';
 import { aborted, alreadyExists, CsiError, invalid, notFound, precondition, unavailable } from './errors.ts';
 import {
@@ -90,10 +90,7 @@ export class ControllerService {
       for (const r of v.spec.replicas) load.set(r.node, (load.get(r.node) ?? 0) + 1);
     // Room under a capacity counts every namespace's volumes in the pool, as the controller does.
     const claims = pool.nodes.some((g) => g.capacity !== undefined)
-      ? (await this.#store.listAllVolumes()).flatMap((v) => {
-          const c = fileClaimOf(v);
-          return c ? [c] : [];
-        })
+      ? fileClaimsOf(await this.#store.listAllVolumes())
       : [];
     const roomOn = (g: (typeof pool.nodes)[number]) => {
       const capacity = g.capacity !== undefined ? parseQuantity(g.capacity) : undefined;
