@@ -43,6 +43,13 @@ const tutorialReplicas = [
   { node: 'backup', disk: '/dev/sdb1', metaDisk: '/dev/sdb2[0]' },
 ];
 const filePool = 'e2e-tenancy-files';
+/** A small file-backed volume in the suite's pool, Primary on master. */
+const smallFileVolume = {
+  pool: filePool,
+  size: '16Mi',
+  primary: 'master',
+  replicas: [{ node: 'master' }, { node: 'backup' }],
+};
 /** Holds argv[3] idle connections to argv[1]:argv[2], reopening each one 20 ms after it ends. */
 const FLOOD = `
 const net = require('node:net');
@@ -231,14 +238,7 @@ describeLocal('a hostile tenant', () => {
       expect(Number((await execInNode(n, ['du', '-k', file(n)])).stdout.split('\t')[0])).toBeGreaterThan(0);
     // Another tenant volume claiming the running volume's port in the annotation gets a port
     // of its own, and the first keeps its link.
-    await asTenant(
-      ['apply', '-f', '-'],
-      rv(
-        'thief',
-        { pool: filePool, size: '16Mi', primary: 'master', replicas: [{ node: 'master' }, { node: 'backup' }] },
-        { 'tandem.dev/port': String(port) },
-      ),
-    );
+    await asTenant(['apply', '-f', '-'], rv('thief', smallFileVolume, { 'tandem.dev/port': String(port) }));
     const thiefPort = ((await waitReady(ns, 'thief', 'master', 180_000)) as { status?: { port?: number } }).status
       ?.port;
     expect(thiefPort).toBeGreaterThanOrEqual(7789);
@@ -397,15 +397,7 @@ describeLocal('a hostile tenant', () => {
   });
 
   test("100 idle connections held against both nodes' peer ports do not delay the pair's reconnect", async () => {
-    await asTenant(
-      ['apply', '-f', '-'],
-      rv('flooded', {
-        pool: filePool,
-        size: '16Mi',
-        primary: 'master',
-        replicas: [{ node: 'master' }, { node: 'backup' }],
-      }),
-    );
+    await asTenant(['apply', '-f', '-'], rv('flooded', smallFileVolume));
     const got = (await waitReady(ns, 'flooded', 'master', 180_000)) as { status?: { port?: number } };
     const port = got.status!.port!;
     const ips = Object.fromEntries(await Promise.all(['master', 'backup'].map(async (n) => [n, await internalIP(n)])));
@@ -476,15 +468,7 @@ describeLocal('a hostile tenant', () => {
     await asTenant(['delete', 'rv', 'first', '--timeout=90s']);
   });
   test('a stolen agent token acts only for the node it is bound to; peer secrets and events stay narrow', async () => {
-    await asTenant(
-      ['apply', '-f', '-'],
-      rv('policy', {
-        pool: filePool,
-        size: '16Mi',
-        primary: 'master',
-        replicas: [{ node: 'master' }, { node: 'backup' }],
-      }),
-    );
+    await asTenant(['apply', '-f', '-'], rv('policy', smallFileVolume));
     await waitReady(ns, 'policy', 'master', 180_000);
     // The agent's own credentials on master: a token bound to the Node master (cluster-deploy).
     // Requests as the agent makes them: a merge patch of the status subresource, no GET first.
