@@ -115,6 +115,14 @@ export const ReplicatedVolumeReplicaStatus = z.object({
   syncProgress: z.number().min(0).max(100).optional().describe('Percent of the resync done, while one runs.'),
   outOfSyncBytes: z.number().int().min(0).optional().describe('Bytes marked out of sync with the peer (oos).'),
   sizeBytes: z.number().int().min(0).optional().describe("The device's size in bytes."),
+  capacityBytes: z
+    .number()
+    .int()
+    .min(0)
+    .optional()
+    .describe(
+      'Bytes the local disk can hold for the device now (at least sizeBytes; a pool file grows to spec.sizeBytes).',
+    ),
   currentUuid: z
     .string()
     .optional()

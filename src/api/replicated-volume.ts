@@ -161,9 +161,11 @@ export const ReplicatedVolumeSpec = z
         { fieldPath: '.size' },
       ),
       cel('self.pool == oldSelf.pool', 'pool cannot be changed once the volume exists', { fieldPath: '.pool' }),
+      // Growing is the agents' work (a pool file grows, its metadata moves, the new area is
+      // synced); shrinking would cut off data a filesystem may use, so it is refused here.
       cel(
-        'has(self.size) == has(oldSelf.size) && (!has(self.size) || self.size == oldSelf.size)',
-        'size cannot be changed yet (online resize is not implemented)',
+        'has(self.size) == has(oldSelf.size) && (!has(self.size) || quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0)',
+        'size can grow but never shrink (and cannot be set or unset on an existing volume)',
         { fieldPath: '.size' },
       ),
       // The engines take these at `up`; changing them live (drbdadm adjust) is not implemented, so the
@@ -197,6 +199,18 @@ export const ReplicaStatusSummary = z.object({
   diskState: z.string().optional().describe("The engine's own disk state, e.g. UpToDate, Inconsistent, Diskless."),
   syncProgress: z.number().min(0).max(100).optional().describe('Percent of the resync done, while one runs.'),
   outOfSyncBytes: z.number().int().min(0).optional().describe('Bytes marked out of sync with the peer (oos).'),
+  sizeBytes: z
+    .number()
+    .int()
+    .min(0)
+    .optional()
+    .describe("The replicated device's size in bytes as this node's engine has it (grows after spec.size does)."),
+  capacityBytes: z
+    .number()
+    .int()
+    .min(0)
+    .optional()
+    .describe("Bytes this node's disk can hold for the device now (a pool file grows to spec.size first)."),
   lastHeartbeatTime: z.string().optional().describe("When the node's agent last reported (every 5 s)."),
 });
 export type ReplicaStatusSummary = z.infer<typeof ReplicaStatusSummary>;

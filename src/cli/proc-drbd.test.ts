@@ -17,6 +17,7 @@ const base: EngineStatus = {
   userPaused: false,
   peerPaused: false,
   size: 7 * 1024 ** 3,
+  capacity: 7 * 1024 ** 3,
   counters: {
     ns: 6850687 * 1024,
     nr: 2050 * 1024,

@@ -19,6 +19,7 @@ function status(over: Partial<EngineStatus> = {}): EngineStatus {
     userPaused: false,
     peerPaused: false,
     size: 1 << 30,
+    capacity: 1 << 30,
     counters: { ns: 0, nr: 0, dw: 0, dr: 0, al: 0, bm: 0, lo: 0, pe: 0, ua: 0, ap: 0, ep: 1 },
     oosBytes: 0,
     sync: undefined,

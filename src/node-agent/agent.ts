@@ -375,6 +375,7 @@ export class NodeAgent {
             ...(e.sync ? { syncProgress: e.sync.percent } : {}),
             outOfSyncBytes: e.oosBytes,
             sizeBytes: e.size,
+            ...(e.capacity !== undefined ? { capacityBytes: e.capacity } : {}),
             currentUuid: e.uuids.current,
             counters: e.counters,
           }

@@ -24,6 +24,8 @@ export const EngineStatusView = z
     peerDisk: z.string(),
     suspended: z.boolean().optional(),
     size: z.number(),
+    /** Bytes the local disk can hold for the device now (absent from engines before grow-disk). */
+    capacity: z.number().optional(),
     counters: z.record(z.string(), z.number()),
     oosBytes: z.number(),
     sync: z

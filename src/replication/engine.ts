@@ -99,6 +99,8 @@ export interface EngineStatus {
   userPaused: boolean;
   peerPaused: boolean;
   size: number;
+  /** Bytes the local disk can hold for the device now (0: Diskless); `grow-disk` raises it. */
+  capacity: number;
   counters: Counters;
   oosBytes: number;
   sync: SyncProgress | undefined;
@@ -1366,6 +1368,7 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
       userPaused: this.state.userIsp,
       peerPaused: this.state.peerIsp,
       size: this.size,
+      capacity: md ? this.capacity : 0,
       counters: { ...this.counters },
       oosBytes: md ? md.bitmap.count * BLOCK_SIZE : 0,
       sync: this.syncProgress(),

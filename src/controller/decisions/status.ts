@@ -57,6 +57,8 @@ export function aggregateStatus(i: StatusInput): ReplicatedVolumeStatus {
       ...(s?.diskState ? { diskState: s.diskState } : {}),
       ...(s?.syncProgress !== undefined ? { syncProgress: s.syncProgress } : {}),
       ...(s?.outOfSyncBytes !== undefined ? { outOfSyncBytes: s.outOfSyncBytes } : {}),
+      ...(s?.sizeBytes !== undefined ? { sizeBytes: s.sizeBytes } : {}),
+      ...(s?.capacityBytes !== undefined ? { capacityBytes: s.capacityBytes } : {}),
     };
   });
   // The chosen Primary is never forgotten: a look that could not decide (no placement, no port) keeps it.
