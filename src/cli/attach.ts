@@ -11,7 +11,7 @@
 // as DRBD refuses to demote an open device.
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, readlink, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
@@ -113,6 +113,24 @@ export class DeviceAttachment {
   }
 
   /**
+   * Detaches and attaches again, so the kernel's device shows the export's current size
+   * (neither nbd-client nor nbdfuse learns of a new size on a live connection). Refused,
+   * and nothing changes, while the device is in use: mounted, or open in any process (a
+   * raw block volume is opened, not mounted).
+   */
+  reattach(): Promise<void> {
+    return this.#serial(async () => {
+      const device = this.#device;
+      if (device !== null) {
+        const users = await deviceUsers(device);
+        if (users.length > 0) throw new Error(`${device} is in use (${users.join(', ')}); it keeps its size`);
+        await this.#detach(false);
+      }
+      await this.#attach();
+    });
+  }
+
+  /**
    * Takes the device away; fails (and keeps it) while something holds it open (a
    * mount). `abort`: the engine has already failed the device's I/O (a forced
    * demotion); nbdfuse is killed first so nothing waits on it.
@@ -197,6 +215,26 @@ export class DeviceAttachment {
       this.#fuse = null;
     }
   }
+}
+
+/** Who holds `device`: where it is mounted, and the processes that have it open. */
+export async function deviceUsers(device: string): Promise<string[]> {
+  const users: string[] = [];
+  for (const line of (await readFile('/proc/mounts', 'utf8')).split('\n')) {
+    const f = line.split(' ');
+    if (f[0] === device) users.push(`mounted on ${f[1]}`);
+  }
+  for (const pid of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+    const fds = await readdir(`/proc/${pid}/fd`).catch(() => [] as string[]);
+    for (const fd of fds) {
+      if ((await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')) === device) {
+        users.push(`open in process ${pid}`);
+        break;
+      }
+    }
+  }
+  return users;
 }
 
 /** Still running: neither exited nor killed by a signal. */

@@ -22,13 +22,15 @@ export const ControlRequest = z.object({
     'invalidate',
     'invalidate-remote',
     'resize',
+    'grow-disk',
+    'reattach',
     'resume-io',
     'memory',
   ]),
   clearBitmap: z.boolean().optional(),
   force: z.boolean().optional(),
   discardMyData: z.boolean().optional(),
-  /** resize: the device's new size in bytes (a StandAlone Primary only). */
+  /** resize: the device's new size in bytes (a StandAlone Primary only); grow-disk: the size to hold. */
   size: z.number().int().positive().optional(),
 });
 export type ControlRequest = z.infer<typeof ControlRequest>;

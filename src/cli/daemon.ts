@@ -220,6 +220,18 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
               11,
             );
           return engine.resize({ size: req.size });
+        case 'grow-disk':
+          if (req.size === undefined)
+            throw new TandemError(ERROR_CODES.usage, 'grow-disk: the size to grow to is missing', 20);
+          return engine.growDisk(req.size);
+        case 'reattach':
+          if (engine.state.role !== 'Primary')
+            throw new TandemError(
+              ERROR_CODES.stateChange,
+              `reattach: ${o.resource.name} is ${engine.state.role}; only a Primary has a block device`,
+              11,
+            );
+          return attachment.reattach();
         case 'resume-io':
           return engine.resumeIo('resume-io');
         case 'new-current-uuid':

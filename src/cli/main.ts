@@ -15,7 +15,7 @@ import { callControl, NotRunningError, type ControlRequest } from './control.ts'
 import { paths, runDaemon } from './daemon.ts';
 import { processAlive } from './process-alive.ts';
 import { formatProcDrbd, formatUnconfigured, versionHeader } from './proc-drbd.ts';
-import { describe as describeMd, locateMetadata, Metadata } from '../replication/metadata.ts';
+import { describe as describeMd, locateMetadata, Metadata, settleGrow } from '../replication/metadata.ts';
 import { realWorld } from '../replication/real-world.ts';
 import type { EngineStatus } from '../replication/engine.ts';
 import { ERROR_CODES, TandemError } from '../replication/errors.ts';
@@ -40,11 +40,18 @@ command options (also accepted after '--', as drbdadm does):
   --clear-bitmap        new-current-uuid: skip the initial sync of two blank (zeroed) disks
   --size SIZE           resize: set the device's size on a StandAlone Primary (sectors, or
                         with a K/M/G suffix); shrinking drops what lies past the new end
+                        grow-disk: the size to grow to (default: the config's disk size)
 
 commands:
   create-md up down attach detach connect disconnect primary secondary
   role cstate dstate status pause-sync resume-sync outdate dump new-current-uuid
   verify invalidate invalidate-remote resize resume-io
+
+  grow-disk RESOURCE      the configured disk size went up: grow this node's file-backed
+                          disk to hold it (internal metadata moves to the new end); then
+                          'resize' on one node grows the device and syncs the new area
+  reattach RESOURCE       on the Primary: detach and attach its kernel block device again,
+                          so it shows the device's new size (refused while it is in use)
 
   top [RESOURCE...]       every engine of this node, refreshed: role, states, sync
                           progress, throughput, write latency ('q' quits; plain
@@ -74,6 +81,8 @@ const COMMANDS = [
   'invalidate-remote',
   'outdate',
   'resize',
+  'grow-disk',
+  'reattach',
   'dump',
   'new-current-uuid',
   'tls-certs',
@@ -268,6 +277,12 @@ async function createMd(o: Options, res: ResourceConfig, out: Output): Promise<v
       `${res.name}: the resource is up; run 'tandemadm down ${res.name}' before create-md`,
       10,
     );
+  // A grow interrupted by a crash is finished or undone first: until then the metadata
+  // is not where the file's size says, and this must never write fresh metadata over it.
+  if (self.metaDisk.kind === 'internal') {
+    const settled = await settleGrow(realWorld.storage, self.disk, res.name);
+    if (settled !== 'none') out.out.push(`an interrupted grow of ${self.disk} was ${settled}`);
+  }
   const location = await locateMetadata(realWorld.storage, self.disk, self.metaDisk);
   const existing = await Metadata.readSuperblock(realWorld.storage, location);
   if (existing && !o.force) {
@@ -443,14 +458,19 @@ async function runOne(o: Options, res: ResourceConfig, out: Output): Promise<voi
     case 'invalidate':
     case 'invalidate-remote':
     case 'resize':
+    case 'grow-disk':
+    case 'reattach':
     case 'resume-io': {
+      const size = cmd === 'grow-disk' ? (o.size ?? res.disk.size) : o.size;
+      if (cmd === 'grow-disk' && size === undefined)
+        throw usageError(`grow-disk: ${res.name} has no 'size' in its disk section, and --size was not given`);
       try {
         await control(o, res, {
           cmd,
           force: o.force,
           discardMyData: o.discardMyData,
           clearBitmap: o.clearBitmap,
-          ...(o.size !== undefined ? { size: o.size } : {}),
+          ...(size !== undefined ? { size } : {}),
         });
       } catch (err) {
         if (err instanceof NotRunningError)

@@ -29,6 +29,9 @@ class HeldFile implements BlockFile {
     }
     this.durable = snapshot;
   }
+  async truncate(): Promise<void> {
+    throw new Error('a metadata area is never resized');
+  }
   async close(): Promise<void> {}
 }
 

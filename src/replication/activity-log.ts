@@ -232,6 +232,21 @@ export class ActivityLog {
     return this.committing;
   }
 
+  /**
+   * The log's area moved (its file grew and the internal metadata with it): the active
+   * extents are written there as the newest transaction, durably. The caller holds every
+   * write off, so no transaction runs meanwhile.
+   */
+  async moveTo(offset: number): Promise<void> {
+    while (this.committing) await this.committing.catch(() => undefined);
+    this.storage.offset = offset;
+    await this.writeTransaction();
+  }
+
+  get offset(): number {
+    return this.storage.offset;
+  }
+
   private async writeTransaction(): Promise<void> {
     this.seq += 1n;
     const tx = encodeTransaction(this.seq, [...this.active.keys()], this.slotBytes);

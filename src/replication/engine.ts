@@ -25,7 +25,15 @@ import type { HandlerName } from './handlers.ts';
 import { IntervalLock } from './interval-lock.ts';
 import { IoFreeze } from './io-freeze.ts';
 import { decodeMessage, encodeMessage, type Params, type PeerMessage, type StateMsg } from './messages.ts';
-import { AL_BYTES, AL_OFFSET, locateMetadata, Metadata } from './metadata.ts';
+import {
+  AL_BYTES,
+  AL_OFFSET,
+  internalFileBytesFor,
+  locateMetadata,
+  Metadata,
+  moveInternalMetadata,
+  settleGrow,
+} from './metadata.ts';
 import { Receiver } from './receiver.ts';
 import { Resync, type SyncProgress } from './resync.ts';
 import {
@@ -139,6 +147,8 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
   local: LocalDisk | undefined;
   capacity = 0;
   size = 0;
+  /** The configured `size` (disk section), raised by grow-disk; undefined: the whole disk. */
+  #sizeLimit: number | undefined;
   readonly counters: Counters = zeroCounters();
   readonly lock = new IntervalLock();
   readonly payloads = new PayloadPool(PEER_PAYLOAD_POOL_BYTES);
@@ -181,6 +191,7 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
     this.#openCount = opts.openCount ?? (() => 0);
     this.#closeClients = opts.closeClients ?? (async () => {});
     this.#configFile = opts.configFile;
+    this.#sizeLimit = opts.config.disk.size;
     this.writes = new WritePath(this, this.#freeze);
     this.#receiver = new Receiver(this);
     this.#resync = new Resync(this, this.#receiver);
@@ -304,13 +315,19 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
     let data: BlockFile | undefined;
     let md: Metadata | undefined;
     try {
+      if (this.self.metaDisk.kind === 'internal') {
+        const settled = await settleGrow(storage, this.self.disk, this.config.name);
+        if (settled === 'committed') this.log.warn('An interrupted grow of the disk had committed: kept it');
+        if (settled === 'rolled-back')
+          this.log.warn('An interrupted grow of the disk had not committed: the file is back at its old size');
+      }
       data = await storage.open(this.self.disk);
       const location = await locateMetadata(storage, this.self.disk, this.self.metaDisk);
       md = await Metadata.open(storage, location, this.config.name, data);
       let capacity = Math.min(
         location.dataCapacity,
         md.sb.bitmapBits * BLOCK_SIZE,
-        this.config.disk.size ?? Number.MAX_SAFE_INTEGER,
+        this.#sizeLimit ?? Number.MAX_SAFE_INTEGER,
       );
       capacity -= capacity % BLOCK_SIZE;
       if (md.sb.laSize > capacity) {
@@ -1170,23 +1187,23 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
   }
 
   /**
-   * Re-reads this disk's usable size (after the backing device grew) and grows
-   * the bitmap to cover it. External metadata only: internal metadata sits at
-   * the end of the device and would have to move.
+   * Re-reads this disk's usable size (after the backing device grew, or grow-disk) and
+   * grows the bitmap to cover it. Internal metadata sits at the end of the device: only
+   * grow-disk moves it, so a device that changed size under it otherwise is refused.
    */
   private async refreshCapacity(): Promise<void> {
     const md = this.metadata;
-    if (md.location.internal)
+    const location = await locateMetadata(this.world.storage, this.self.disk, this.self.metaDisk);
+    if (md.location.internal && location.offset !== md.location.offset)
       throw new TandemError(
         ERROR_CODES.notImplemented,
-        'resize with internal meta-disk is not implemented yet (use an external meta-disk)',
+        `${this.self.disk} changed size under its internal metadata (it was at ${md.location.offset}, the new end puts it at ${location.offset}): a file grows with 'tandemadm grow-disk'; a block device with internal metadata cannot grow online (use an external meta-disk)`,
         20,
       );
-    const location = await locateMetadata(this.world.storage, this.self.disk, this.self.metaDisk);
     let capacity = Math.min(
       location.dataCapacity,
       md.maxBitmapBits * BLOCK_SIZE,
-      this.config.disk.size ?? Number.MAX_SAFE_INTEGER,
+      this.#sizeLimit ?? Number.MAX_SAFE_INTEGER,
     );
     capacity -= capacity % BLOCK_SIZE;
     if (capacity < this.size)
@@ -1196,6 +1213,72 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
       );
     await md.growBitmap(Math.ceil(capacity / BLOCK_SIZE));
     this.capacity = capacity;
+  }
+
+  /**
+   * `grow-disk` (tandem's own; DRBD leaves growing the backing device to its owner): the
+   * configured size went up to `size`. A file-backed disk (a pool file) grows to hold it:
+   * with internal metadata, the metadata moves to the new end while every write waits
+   * (metadata.ts says how a crash is survived); with external metadata, the file just
+   * grows. A block device must already be big enough. Any role, any connection state:
+   * only this node's disk changes; the device grows at the next `resize`.
+   */
+  async growDisk(size: number): Promise<void> {
+    if (!Number.isSafeInteger(size) || size <= 0 || size % BLOCK_SIZE !== 0)
+      throw new StateChangeError(-11, `grow-disk: ${size} is not a positive multiple of ${BLOCK_SIZE} bytes`);
+    const md = this.metadata;
+    if (size < this.size)
+      throw new StateChangeError(
+        -14,
+        `grow-disk: ${size} bytes is less than the device's ${this.size}; it never shrinks`,
+      );
+    const local = this.local!;
+    const disk = await this.world.storage.sizeOf(this.self.disk);
+    if (md.location.internal && md.location.dataCapacity < size) {
+      if (disk.isBlockDevice)
+        throw new TandemError(
+          ERROR_CODES.notImplemented,
+          `grow-disk: ${this.self.disk} is a block device with internal metadata; it cannot grow online (use an external meta-disk)`,
+          20,
+        );
+      await this.#moveInternalMetadata(disk.size, internalFileBytesFor(Math.max(size, disk.size)));
+    } else if (!md.location.internal && disk.size < size) {
+      if (disk.isBlockDevice)
+        throw new StateChangeError(
+          -14,
+          `grow-disk: ${this.self.disk} holds ${disk.size} bytes, not ${size}: grow it first`,
+        );
+      await local.data.truncate(size);
+      await local.data.datasync();
+    }
+    const before = this.capacity;
+    this.#sizeLimit = size;
+    await this.refreshCapacity();
+    if (this.capacity !== before) this.log.info({ from: before, to: this.capacity }, 'The disk can hold more now');
+  }
+
+  /**
+   * Grows the file from `from` to `to` bytes and moves the internal metadata to its new
+   * end, with every read-write range locked (no write, resync or received write runs).
+   */
+  async #moveInternalMetadata(from: number, to: number): Promise<void> {
+    const local = this.local!;
+    const release = await this.lock.acquire(0, Number.MAX_SAFE_INTEGER);
+    try {
+      const at = await moveInternalMetadata({
+        storage: this.world.storage,
+        data: local.data,
+        md: local.md,
+        log: local.al,
+        resource: this.config.name,
+        from,
+        to,
+        onUndoFailed: (err) => this.log.error({ err }, 'Could not undo a failed grow; the next attach settles it'),
+      });
+      this.log.warn({ from, to, metadataAt: at.offset }, 'Grew the disk file and moved its internal metadata');
+    } finally {
+      release();
+    }
   }
 
   /**

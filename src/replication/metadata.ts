@@ -13,6 +13,7 @@
 //   DEV[IDX]          indexed: slot IDX of 128 MiB on an external device
 //   DEV               flexible: the whole external device
 import { crc32 } from 'node:zlib';
+import { z } from 'zod';
 import type { MetaDisk } from '../api/config.ts';
 import { Bitmap, BITMAP_PAGE_BYTES, BLOCK_SIZE } from './bitmap.ts';
 import type { BlockFile, Storage } from './world.ts';
@@ -90,20 +91,173 @@ export function internalMdBytes(backingBytes: number): number {
   return BITMAP_OFFSET + bitmapBytesFor(backingBytes);
 }
 
+/** The internal metadata's place in a backing device of `bytes` (its end), or why it does not fit. */
+export function internalLocation(diskPath: string, bytes: number): MdLocation {
+  const diskBytes = roundDown(bytes, BLOCK_SIZE);
+  const mdBytes = internalMdBytes(diskBytes);
+  if (diskBytes <= mdBytes + BLOCK_SIZE)
+    throw new TandemError(
+      ERROR_CODES.metadata,
+      `${diskPath}: device of ${bytes} bytes is too small for internal metadata`,
+    );
+  const offset = roundDown(diskBytes - mdBytes, BLOCK_SIZE);
+  return { path: diskPath, offset, bytes: diskBytes - offset, dataCapacity: offset, internal: true };
+}
+
+/**
+ * The smallest file size whose internal metadata starts at or after `atLeast`: a file
+ * grown to it holds `atLeast` bytes of data, and its new metadata area lies wholly past
+ * the old end when `atLeast` is the old size (so the old area is never written over).
+ */
+export function internalFileBytesFor(atLeast: number): number {
+  // The data area holds at least two blocks (internalLocation's smallest device).
+  const want = Math.max(roundUp(atLeast, BLOCK_SIZE), 2 * BLOCK_SIZE);
+  let bytes = want + internalMdBytes(want);
+  for (let gap = want - (bytes - internalMdBytes(bytes)); gap > 0; gap = want - (bytes - internalMdBytes(bytes)))
+    bytes += gap;
+  return bytes;
+}
+
+// --- growing a file with internal metadata ------------------------------------------
+//
+// The metadata sits at the end of the file, so a bigger file puts it elsewhere. A grow
+// never writes below the old end: (1) an intent file next to the disk records both
+// sizes, durably; (2) the file is extended; (3) the bitmap, the activity log and last
+// the superblock are written at the new end, each durable before the next; (4) the
+// intent goes. A crash anywhere leaves the old metadata intact; the next attach (or
+// create-md) settles it: a file of the new size whose new superblock is valid is kept,
+// anything else is cut back to the old size. Until settled, the metadata is not located.
+
+/** Next to the disk: `{"resource","from","to"}` while its internal metadata moves. */
+export const growIntentPath = (diskPath: string) => `${diskPath}.tandem-grow`;
+
+const GrowIntent = z.object({
+  resource: z.string(),
+  from: z.number().int().positive(),
+  to: z.number().int().positive(),
+});
+export type GrowIntent = z.infer<typeof GrowIntent>;
+
+async function readGrowIntent(storage: Storage, diskPath: string): Promise<GrowIntent | undefined> {
+  const text = await storage.readText(growIntentPath(diskPath));
+  if (text === undefined) return undefined;
+  const parsed = GrowIntent.safeParse(
+    (() => {
+      try {
+        return JSON.parse(text);
+      } catch {
+        return undefined;
+      }
+    })(),
+  );
+  if (!parsed.success || parsed.data.to <= parsed.data.from)
+    throw new TandemError(
+      ERROR_CODES.metadata,
+      `${growIntentPath(diskPath)}: not a grow record tandem wrote; nothing was touched (look at it, then remove it)`,
+    );
+  return parsed.data;
+}
+
+export async function writeGrowIntent(storage: Storage, diskPath: string, intent: GrowIntent): Promise<void> {
+  await storage.writeTextDurable(growIntentPath(diskPath), `${JSON.stringify(intent)}\n`);
+}
+
+export async function clearGrowIntent(storage: Storage, diskPath: string): Promise<void> {
+  await storage.removeDurable(growIntentPath(diskPath));
+}
+
+/**
+ * Finishes or undoes an interrupted grow of `diskPath` (see above). Returns what it found:
+ * none, a grow that had committed, or one cut back to its old size.
+ */
+export async function settleGrow(
+  storage: Storage,
+  diskPath: string,
+  resource: string,
+): Promise<'none' | 'committed' | 'rolled-back'> {
+  const intent = await readGrowIntent(storage, diskPath);
+  if (!intent) return 'none';
+  if (intent.resource !== resource)
+    throw new TandemError(
+      ERROR_CODES.metadata,
+      `${growIntentPath(diskPath)} belongs to resource '${intent.resource}', not '${resource}'; nothing was touched`,
+    );
+  const { size, isBlockDevice } = await storage.sizeOf(diskPath);
+  if (isBlockDevice || size < intent.from || size > intent.to)
+    throw new TandemError(
+      ERROR_CODES.metadata,
+      `${diskPath}: ${size} bytes, but the interrupted grow went from ${intent.from} to ${intent.to}; nothing was touched`,
+    );
+  if (size === intent.to) {
+    const grown = await Metadata.readSuperblock(storage, internalLocation(diskPath, size));
+    if (grown?.resource === resource) {
+      await clearGrowIntent(storage, diskPath);
+      return 'committed';
+    }
+  }
+  const f = await storage.open(diskPath);
+  try {
+    await f.truncate(intent.from);
+    await f.datasync();
+  } finally {
+    await f.close();
+  }
+  await clearGrowIntent(storage, diskPath);
+  return 'rolled-back';
+}
+
+/**
+ * Grows a file with internal metadata from `from` to `to` bytes and moves the metadata
+ * (and the activity log, `log`) to the new end, as described above. The caller holds
+ * every write off. On a failure before the new superblock is durable, the growth is
+ * undone (the old metadata was never touched); if even that fails, the intent stays and
+ * the next attach settles it the same way.
+ */
+export async function moveInternalMetadata(o: {
+  storage: Storage;
+  data: BlockFile;
+  md: Metadata;
+  log: { readonly offset: number; moveTo(offset: number): Promise<void> };
+  resource: string;
+  from: number;
+  to: number;
+  onUndoFailed?: (err: unknown) => void;
+}): Promise<MdLocation> {
+  const disk = o.md.location.path;
+  const oldLog = o.log.offset;
+  const target = internalLocation(disk, o.to);
+  await writeGrowIntent(o.storage, disk, { resource: o.resource, from: o.from, to: o.to });
+  try {
+    await o.data.truncate(o.to);
+    await o.md.relocate(target, () => o.log.moveTo(target.offset + AL_OFFSET));
+  } catch (err) {
+    if (o.md.location.offset !== target.offset) {
+      const undo = async (): Promise<void> => {
+        if (o.log.offset !== oldLog) await o.log.moveTo(oldLog);
+        await o.data.truncate(o.from);
+        await o.data.datasync();
+        await clearGrowIntent(o.storage, disk);
+      };
+      await undo().catch((undoErr: unknown) => o.onUndoFailed?.(undoErr));
+    }
+    throw err;
+  }
+  await clearGrowIntent(o.storage, disk);
+  return target;
+}
+
 export async function locateMetadata(storage: Storage, diskPath: string, meta: MetaDisk): Promise<MdLocation> {
   const sizeOf = (path: string) => storage.sizeOf(path);
   const disk = await sizeOf(diskPath);
   const diskBytes = roundDown(disk.size, BLOCK_SIZE);
   switch (meta.kind) {
     case 'internal': {
-      const mdBytes = internalMdBytes(diskBytes);
-      if (diskBytes <= mdBytes + BLOCK_SIZE)
+      if ((await storage.readText(growIntentPath(diskPath))) !== undefined)
         throw new TandemError(
           ERROR_CODES.metadata,
-          `${diskPath}: device of ${disk.size} bytes is too small for internal metadata`,
+          `${diskPath}: its internal metadata was moving when the engine stopped (${growIntentPath(diskPath)}); 'tandemadm up' or 'attach' settles it`,
         );
-      const offset = roundDown(diskBytes - mdBytes, BLOCK_SIZE);
-      return { path: diskPath, offset, bytes: diskBytes - offset, dataCapacity: offset, internal: true };
+      return internalLocation(diskPath, disk.size);
     }
     case 'indexed': {
       const md = await sizeOf(meta.path);
@@ -194,7 +348,8 @@ export function newestSuperblock(a: Superblock | undefined, b: Superblock | unde
 export type SuperblockChange = Partial<Omit<Superblock, 'seq'>> & { set?: MdFlag[]; clear?: MdFlag[] };
 
 export class Metadata {
-  readonly location: MdLocation;
+  /** Where the area is; changes only when a grown file's internal metadata moves (relocate). */
+  location: MdLocation;
   readonly file: BlockFile;
   private readonly ownsFile: boolean;
   /** The tail of the superblock updates, applied in call order. */
@@ -349,6 +504,46 @@ export class Metadata {
     await this.file.datasync();
     this.bitmap = grown;
     await this.update({ bitmapBits: bits });
+  }
+
+  /**
+   * Moves internal metadata to the end of its grown file (the file is already `to`
+   * long): the whole bitmap, grown to the new data area, then `moveLog` (the activity
+   * log's own move), then the superblock in the new place, each durable before the
+   * next. The caller holds every write off and has recorded the grow's intent. Runs in
+   * the superblock update order, so no update lands in the old place meanwhile.
+   */
+  relocate(to: MdLocation, moveLog: () => Promise<void>): Promise<void> {
+    const apply = async (): Promise<void> => {
+      if (!this.location.internal || !to.internal || to.offset < this.location.offset + this.location.bytes)
+        throw new TandemError(ERROR_CODES.metadata, `${describe(this.location)}: cannot move metadata to ${to.offset}`);
+      const bits = Math.ceil(to.dataCapacity / BLOCK_SIZE);
+      const grownBytes = new Uint8Array(bitmapBytesFor(bits * BLOCK_SIZE));
+      grownBytes.set(this.bitmap.bytes);
+      const grown = new Bitmap(bits, grownBytes);
+      if (BITMAP_OFFSET + grownBytes.byteLength > to.bytes)
+        throw new TandemError(ERROR_CODES.metadata, `${describe(to)}: metadata area too small for the grown bitmap`);
+      for (let p = 0; p < grown.pageCount; p++)
+        await this.file.write(to.offset + BITMAP_OFFSET + p * BITMAP_PAGE_BYTES, grown.page(p));
+      const next: Superblock = {
+        ...this.sb,
+        seq: this.sb.seq + 1n,
+        dataCapacity: to.dataCapacity,
+        bitmapBits: bits,
+      };
+      const slot = Number(next.seq % 2n);
+      await this.file.write(to.offset + (1 - slot) * SUPER_SLOT_BYTES, Buffer.alloc(SUPER_SLOT_BYTES));
+      await this.file.datasync();
+      await moveLog();
+      await this.file.write(to.offset + slot * SUPER_SLOT_BYTES, encodeSuperblock(next));
+      await this.file.datasync();
+      this.location = to;
+      this.bitmap = grown;
+      this.sb = next;
+    };
+    const done = this.updateChain.then(apply, apply);
+    this.updateChain = done.catch(() => undefined);
+    return done;
   }
 
   /**

@@ -4,7 +4,8 @@
 // handlers run by /bin/sh, and crypto's random bytes.
 import { constants as fsc, readFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { BackingIo, sizeOf } from './backing.ts';
 import { ERROR_CODES, TandemError } from './errors.ts';
 import { runHandler } from './handlers.ts';
@@ -57,6 +58,14 @@ export class FileBlock implements BlockFile {
     return this.handle.datasync();
   }
 
+  truncate(size: number): Promise<void> {
+    if (this.isBlockDevice)
+      return Promise.reject(
+        new TandemError(ERROR_CODES.backing, `${this.path}: a block device cannot be resized here`),
+      );
+    return this.handle.truncate(size);
+  }
+
   close(): Promise<void> {
     return this.handle.close();
   }
@@ -86,7 +95,41 @@ export const realStorage: Storage = {
     await mkdir(path, { recursive: true });
   },
   writeText: (path, text) => writeFile(path, text),
+  async readText(path) {
+    try {
+      return await readFile(path, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  },
+  async writeTextDurable(path, text) {
+    const tmp = `${path}.tmp`;
+    const h = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC, 0o600);
+    try {
+      await h.writeFile(text);
+      await h.sync();
+    } finally {
+      await h.close();
+    }
+    await rename(tmp, path);
+    await syncDirectory(dirname(path));
+  },
+  async removeDurable(path) {
+    await rm(path, { force: true });
+    await syncDirectory(dirname(path));
+  },
 };
+
+/** A rename or unlink in `dir` is durable once the directory itself is synced. */
+async function syncDirectory(dir: string): Promise<void> {
+  const h = await open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
+  try {
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+}
 
 /**
  * The kernel's boot id, read once (it changes only with a reboot). TANDEM_BOOT_ID_FILE

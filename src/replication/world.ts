@@ -47,6 +47,11 @@ export interface BlockFile {
   zeroRange(offset: number, length: number, punch: boolean): Promise<void>;
   /** Everything written before the call is durable when it resolves. */
   datasync(): Promise<void>;
+  /**
+   * A regular file's new size (a file grows sparse, with zeroes); durable after datasync.
+   * Only a file tandem owns is ever resized (a pool file growing with its volume).
+   */
+  truncate(size: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -58,6 +63,15 @@ export interface Storage {
   create(path: string, size: number): Promise<BlockFile>;
   mkdirp(path: string): Promise<void>;
   writeText(path: string, text: string): Promise<void>;
+  /** A small file's text, undefined when it does not exist. */
+  readText(path: string): Promise<string | undefined>;
+  /**
+   * Replaces a small file atomically and durably: a crash or power loss leaves the old
+   * text or the new one, and the new one survives once this resolves.
+   */
+  writeTextDurable(path: string, text: string): Promise<void>;
+  /** Removes a file (if there), durably. */
+  removeDurable(path: string): Promise<void>;
 }
 
 /** An established, authenticated connection to the peer (peer-link.ts's Connection, or the simulator's). */

@@ -86,6 +86,18 @@ export class SimFile {
     this.size = Math.max(this.size, offset + buf.length);
   }
 
+  /** A new size: sectors past it are gone (a later growth reads zeroes there). */
+  truncate(size: number): void {
+    for (const m of [this.durable, this.cache]) for (const s of [...m.keys()]) if (s * SECTOR >= size) m.delete(s);
+    const last = Math.floor(size / SECTOR);
+    if (size % SECTOR !== 0)
+      for (const m of [this.durable, this.cache]) {
+        const sector = m.get(last);
+        if (sector) m.set(last, { data: Buffer.from(sector.data).fill(0, size % SECTOR), seq: sector.seq });
+      }
+    this.size = size;
+  }
+
   /** The sectors a datasync called now covers, as they are now. */
   snapshotCache(): Map<number, Sector> {
     return new Map(this.cache);
@@ -199,6 +211,11 @@ export class SimDisks {
         const snapshot = f.snapshotCache();
         return op(f, 'sync', () => f.persist(snapshot));
       },
+      // The size is the file system's metadata: journaled, kept through a power loss here.
+      truncate: (size) =>
+        op(f, 'write', () => {
+          f.truncate(size);
+        }),
       close: () => Promise.resolve(),
     });
     return {
@@ -208,6 +225,13 @@ export class SimDisks {
       mkdirp: async () => {},
       writeText: async (path, text) => {
         this.texts.set(path, text);
+      },
+      readText: async (path) => this.texts.get(path),
+      writeTextDurable: async (path, text) => {
+        this.texts.set(path, text);
+      },
+      removeDurable: async (path) => {
+        this.texts.delete(path);
       },
     };
   }
