@@ -4,6 +4,7 @@ import { lstat, mkdir, mkdtemp, open, readFile, rm, stat, symlink, writeFile } f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { PoolNodeGrant } from '../api/storage-pool.ts';
+import { realStorage } from '../replication/real-world.ts';
 import { locateMetadata } from '../replication/metadata.ts';
 import { Consumer } from './consumer.ts';
 import {
@@ -258,8 +259,7 @@ describe('on real files', () => {
     const h = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
     await h.truncate(backingFileBytes(size));
     await h.close();
-    const storage = { sizeOf: async (p: string) => ({ size: (await stat(p)).size }) };
-    const md = await locateMetadata(storage as never, path, { kind: 'internal' });
+    const md = await locateMetadata(realStorage, path, { kind: 'internal' });
     expect(md.dataCapacity).toBeGreaterThanOrEqual(size);
     // Sparse: nothing allocated yet.
     expect((await stat(path)).blocks).toBe(0);
