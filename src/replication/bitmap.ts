@@ -212,12 +212,14 @@ function popcount(w: number): number {
 // (DRBD compresses with its own RLE for the same reason). Format: LEB128 varints
 // giving alternating run lengths, starting with a run of clear bits (possibly 0).
 
-export function encodeRle(bm: Bitmap): Buffer {
+/** Encodes bits [0, bits) (all of them by default; the device's size when the disk is larger). */
+export function encodeRle(bm: Bitmap, bits = bm.bits): Buffer {
   const out: number[] = [];
+  const end = Math.min(bits, bm.bits);
   let pos = 0;
   let wantSet = false;
-  while (pos < bm.bits) {
-    const next = wantSet ? bm.nextClear(pos) : nextSetOrEnd(bm, pos);
+  while (pos < end) {
+    const next = Math.min(end, wantSet ? bm.nextClear(pos) : nextSetOrEnd(bm, pos));
     pushVarint(out, next - pos);
     pos = next;
     wantSet = !wantSet;

@@ -168,7 +168,9 @@ export class Resync {
   // --- the bitmap exchange --------------------------------------------------------
 
   sendBitmap(c: PeerConnection): void {
-    const rle = encodeRle(this.#core.local!.md.bitmap);
+    // Only the device's blocks: a disk grown (or simply larger) than the peer's has a longer
+    // bitmap than the peer can take, and its bits past the device mean nothing.
+    const rle = encodeRle(this.#core.local!.md.bitmap, Math.ceil(this.#core.size / BLOCK_SIZE));
     for (let off = 0; off < rle.length || off === 0; off += BITMAP_FRAME_BYTES) {
       const last = off + BITMAP_FRAME_BYTES >= rle.length;
       this.#core.send(c, { type: 'bitmap', chunk: rle.subarray(off, off + BITMAP_FRAME_BYTES), last });

@@ -57,6 +57,8 @@ export interface PairOptions {
   diskPath?: Partial<Record<NodeName, string>>;
   /** A node's metadata device, when it is not a file the pair creates. */
   metaPath?: Partial<Record<NodeName, string>>;
+  /** `meta-disk internal` on both nodes (a pool file's layout) instead of an indexed meta device. */
+  internalMeta?: boolean;
   /** Another build's tandemadm (npm run bench -- --compare REV). */
   tandemadm?: string;
 }
@@ -89,7 +91,7 @@ export class Pair {
         await writeFile(p.disk(n), '');
         await truncate(p.disk(n), sizes[n] * 1024 * 1024);
       }
-      if (!opts.metaPath?.[n]) {
+      if (!opts.metaPath?.[n] && !opts.internalMeta) {
         await writeFile(p.metaDisk(n), '');
         await truncate(p.metaDisk(n), 130 * 1024 * 1024);
       }
@@ -104,6 +106,14 @@ export class Pair {
   }
   metaDisk(n: NodeName): string {
     return this.opts.metaPath?.[n] ?? join(this.dir, `${n}-sdb2`);
+  }
+  /** The meta-disk line's value: `internal`, or the indexed slot 0 of the meta device. */
+  private metaSpec(n: NodeName): string {
+    return this.opts.internalMeta ? 'internal' : `${this.metaDisk(n)}[0]`;
+  }
+  /** Writes both nodes' configs again from the (changed) options, e.g. a bigger `disk { size }`. */
+  async rewriteConfigs(): Promise<void> {
+    for (const n of ['master', 'backup'] as const) await writeFile(this.configPath(n), this.configText(n));
   }
   /** Each node's own kernel boot id, so that one node can "reboot" while the other does not. */
   bootIdFile(n: NodeName): string {
@@ -146,17 +156,17 @@ common {
 resource ${this.resourceOf(n)} {
   protocol ${o.protocol ?? 'C'};
   device /dev/drbd0;
-  meta-disk ${this.metaDisk('master')}[0];
+  meta-disk ${this.metaSpec('master')};
   syncer { verify-alg sha1; }
   net { ping-int 2; connect-int 1; ${o.net ?? ''} ${o.perNodeNet?.[n] ?? ''} }
   on master {
     disk ${this.disk('master')};
-    meta-disk ${this.metaDisk('master')}[0];
+    meta-disk ${this.metaSpec('master')};
     address 127.0.0.2:${this.port};
   }
   on backup {
     disk ${this.disk('backup')};
-    meta-disk ${this.metaDisk('backup')}[0];
+    meta-disk ${this.metaSpec('backup')};
     address 127.0.0.3:${this.port};
   }
 }
