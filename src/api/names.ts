@@ -111,4 +111,6 @@ export const CONDITIONS = {
   mounted: 'Mounted',
   /** Replica: the last connect found a split brain (True while it stands unresolved). */
   splitBrain: 'SplitBrain',
+  /** Replica: the device has the size spec.sizeBytes asks for (False while it grows, and why). */
+  sized: 'Sized',
 } as const;

@@ -461,7 +461,9 @@ async function runOne(o: Options, res: ResourceConfig, out: Output): Promise<voi
     case 'grow-disk':
     case 'reattach':
     case 'resume-io': {
-      const size = cmd === 'grow-disk' ? (o.size ?? res.disk.size) : o.size;
+      // grow-disk: the config's size (KiB) in whole 4 KiB blocks, as the device is sized at attach.
+      const configured = res.disk.size !== undefined ? res.disk.size - (res.disk.size % 4096) : undefined;
+      const size = cmd === 'grow-disk' ? (o.size ?? configured) : o.size;
       if (cmd === 'grow-disk' && size === undefined)
         throw usageError(`grow-disk: ${res.name} has no 'size' in its disk section, and --size was not given`);
       try {

@@ -252,6 +252,7 @@ export class NodeAgent {
       missingDisks: disks.kind === 'missing' ? disks.paths : [],
       diskRefusal: disks.kind === 'refused' ? { reason: disks.reason, message: disks.message } : undefined,
       createFile: disks.kind === 'create-file' ? { path: disks.path, bytes: disks.bytes } : undefined,
+      poolFile: disks.kind === 'ok' ? disks.poolFile : undefined,
       removal: spec.engine === 'Down' ? await this.#removal(namespace, spec) : undefined,
       mountSource: await this.#o.consumer.source(spec.mountPath),
       mountRefusal,

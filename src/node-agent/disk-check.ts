@@ -45,8 +45,10 @@ export type PathFacts = {
   holders?: readonly string[] | undefined;
   /** An exclusive open (O_EXCL) failed with EBUSY: the kernel or a process holds it. */
   busy?: boolean | undefined;
-  /** Of a missing path: the bytes free (to root) on the filesystem that would hold it. */
+  /** Of a missing path or a file: the bytes free (to root) on the filesystem that holds (would hold) it. */
   freeBytes?: number | undefined;
+  /** Of a file: its size in bytes. */
+  size?: number | undefined;
 };
 
 export type DiskCheckInput = {
@@ -73,6 +75,8 @@ export type DiskCheckInput = {
   sizeBytes: number | undefined;
 };
 
+export type PoolFileFacts = { bytes: number; freeBytes: number | undefined };
+
 export type DiskClaim = { key: string; created: string; disk: string; metaDisk: string };
 
 export const DISK_REFUSALS = [
@@ -89,7 +93,8 @@ export const DISK_REFUSALS = [
 export type DiskRefusal = (typeof DISK_REFUSALS)[number];
 
 export type DiskVerdict =
-  | { kind: 'ok' }
+  /** `poolFile`: the disk is a file in the pool's directory, its size and the room left beside it. */
+  | { kind: 'ok'; poolFile?: PoolFileFacts }
   | { kind: 'create-file'; path: string; bytes: number }
   | { kind: 'missing'; paths: string[] }
   | { kind: 'refused'; reason: DiskRefusal; message: string };
@@ -176,7 +181,12 @@ export function checkDisks(c: DiskCheckInput): DiskVerdict {
       ids.set(p, f.id);
     }
   }
-  if (missing.length === 0) return { kind: 'ok' };
+  if (missing.length === 0) {
+    const f = c.facts.get(c.disk);
+    return diskGrant === 'file' && f?.kind === 'file' && f.size !== undefined
+      ? { kind: 'ok', poolFile: { bytes: f.size, freeBytes: f.freeBytes } }
+      : { kind: 'ok' };
+  }
   if (missing.length === 1 && missing[0] === c.disk && diskGrant === 'file') {
     if (c.sizeBytes === undefined || c.sizeBytes <= 0)
       return refuse('NoSize', `${c.disk} is a new pool file and the volume has no size`);
@@ -259,6 +269,8 @@ export async function gatherDiskFacts(
       }
     } else if (s?.isFile()) {
       facts.id = `${s.dev}:${s.ino}`;
+      facts.size = s.size;
+      facts.freeBytes = await freeBytesFor(p);
     }
     out.set(p, facts);
   }

@@ -255,6 +255,23 @@ export class PlanExecutor {
         log.info({ device: a.device, mountPath: spec.mountPath }, 'Mounted the filesystem');
         return true;
       }
+      case 'grow-disk': {
+        // The config written earlier in this pass carries the new size; grow-disk reads it.
+        await adm('--', '--size', `${a.bytes / 1024}K`, 'grow-disk');
+        log.info({ bytes: a.bytes, disk: spec.self.disk }, 'Grew the disk');
+        await this.event(rvr, 'Normal', 'DiskGrown', `${spec.self.disk} on ${spec.node} holds ${a.bytes} bytes now`);
+        return true;
+      }
+      case 'resize':
+        await adm('resize');
+        log.info({ bytes: a.bytes }, 'Resized the device');
+        await this.event(
+          rvr,
+          'Normal',
+          'Resized',
+          `The device grows to ${a.bytes} bytes on ${spec.node} and ${spec.peer.node}; the new area is synced`,
+        );
+        return true;
       case 'create-backing-file':
         await this.#consumer.createBackingFile(a.path, a.bytes);
         log.info({ path: a.path, bytes: a.bytes }, 'Created the sparse backing file');

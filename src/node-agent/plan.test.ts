@@ -386,3 +386,50 @@ test('at most one role action per pass, and never a promotion and a demotion tog
                 expect({ ordered, role }).toEqual({ ordered: 'Secondary', role: 'Secondary' });
             }
 });
+
+describe('growing: spec.sizeBytes went up', () => {
+  const GiB = 1 << 30;
+  const sized = { sizeBytes: 2 * GiB, mountPath: undefined, filesystem: undefined };
+  const master = spec(sized);
+  // backup sorts first: it is the one that runs resize.
+  const backup = spec({ ...sized, node: 'backup', self: spec().peer, peer: spec().self });
+  const grown = (o: Partial<PassSnapshot>, s = master) => summary(planPass(snap({ spec: s, ...o })));
+  const poolFile = { bytes: GiB + (1 << 20), freeBytes: 10 * GiB };
+
+  test('each node grows its own disk first, in any role and connection state', () => {
+    const cases: [ReplicatedVolumeReplicaSpec, EngineStatusView][] = [
+      [master, engine()],
+      [spec({ ...sized, role: 'Primary' }), primaryEngine()],
+      [backup, engine({ cstate: 'WFConnection', peerDisk: 'DUnknown' })],
+    ];
+    for (const [s, e] of cases)
+      expect(grown({ engine: { ...e, capacity: GiB }, poolFile, volume: {} }, s).actions).toContain('grow-disk');
+    expect(grown({ engine: engine({ capacity: GiB }), poolFile }).conditions).toContain('Sized=False/Growing');
+  });
+
+  test('a pool file whose filesystem lacks the room is not touched', () => {
+    const p = grown({ engine: engine({ capacity: GiB }), poolFile: { bytes: GiB, freeBytes: GiB / 2 } });
+    expect(p.actions).toEqual(['write-config']);
+    expect(p.conditions).toContain('Sized=False/NoSpace');
+  });
+
+  test('the node that sorts first resizes once both disks hold the size and the pair is in sync', () => {
+    const ready = engine({ capacity: 2 * GiB });
+    const peerHolds = { replicas: [{ node: 'master', capacityBytes: 2 * GiB }] };
+    expect(grown({ engine: ready, poolFile }, backup)).toMatchObject({ needVolume: true });
+    expect(grown({ engine: ready, poolFile, volume: peerHolds }, backup).actions).toEqual(['write-config', 'resize']);
+    // Not before the peer's disk holds it, not while apart or syncing, never from the other node.
+    const peerShort = { replicas: [{ node: 'master', capacityBytes: GiB }] };
+    expect(grown({ engine: ready, poolFile, volume: peerShort }, backup).actions).toEqual(['write-config']);
+    const syncing = engine({ capacity: 2 * GiB, cstate: 'SyncSource' });
+    expect(grown({ engine: syncing, volume: peerHolds }, backup).actions).toEqual(['write-config']);
+    expect(grown({ engine: ready, volume: peerHolds }, master).actions).toEqual(['write-config']);
+  });
+
+  test('at the size: nothing to do, Sized=True', () => {
+    expect(grown({ engine: engine({ size: 2 * GiB, capacity: 2 * GiB }), poolFile })).toEqual({
+      actions: ['write-config'],
+      conditions: expect.arrayContaining(['Sized=True/AtSize']),
+    });
+  });
+});

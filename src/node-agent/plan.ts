@@ -26,7 +26,8 @@ import type { ConditionInput } from '../api/condition.ts';
 import { CONDITIONS } from '../api/names.ts';
 import type { Fence } from '../api/replicated-volume.ts';
 import type { ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
-import type { FileRemoval } from './disk-check.ts';
+import { internalFileBytesFor } from '../replication/metadata.ts';
+import type { FileRemoval, PoolFileFacts } from './disk-check.ts';
 import type { EngineStatusView } from './engine-client.ts';
 
 /** The source the consumer's placeholder is mounted with (consumer.ts TOMBSTONE). */
@@ -47,6 +48,8 @@ export type PassSnapshot = {
   removal?: FileRemoval | undefined;
   /** The disk is a new file in the volume's pool: create it (sparse) before anything else. */
   createFile?: { path: string; bytes: number } | undefined;
+  /** The disk is an existing file in the volume's pool: its size and the room beside it (growing). */
+  poolFile?: PoolFileFacts | undefined;
   /** The source mounted topmost at spec.mountPath (PLACEHOLDER_SOURCE for the placeholder); undefined: nothing. */
   mountSource: string | undefined;
   /**
@@ -61,7 +64,13 @@ export type PassSnapshot = {
   volume?: VolumeView | undefined;
 };
 
-export type VolumeView = { primary?: string | undefined; epoch?: number | undefined; fence?: Fence | undefined };
+export type VolumeView = {
+  primary?: string | undefined;
+  epoch?: number | undefined;
+  fence?: Fence | undefined;
+  /** What each node's agent last reported: the peer's disk capacity decides when to resize. */
+  replicas?: readonly { node: string; capacityBytes?: number | undefined }[] | undefined;
+};
 
 export type FailureCondition = { type: string; reason: string };
 
@@ -92,6 +101,10 @@ export type Action =
   | { kind: 'create-backing-file'; path: string; bytes: number; failure: FailureCondition }
   /** A deleted volume's pool file, after the engine is down (only inside the pool directory). */
   | { kind: 'remove-backing-file'; path: string; directory: string; failure: FailureCondition }
+  /** spec.sizeBytes went up: grow this node's disk to hold it (a pool file grows; `tandemadm grow-disk`). */
+  | { kind: 'grow-disk'; bytes: number; failure: FailureCondition }
+  /** Both disks hold spec.sizeBytes: grow the device and sync the new area (`tandemadm resize`, one node). */
+  | { kind: 'resize'; bytes: number; failure: FailureCondition }
   /** A deleted volume's disk that looked like a pool file but is not this volume's: a warning, nothing removed. */
   | { kind: 'keep-backing-file'; message: string }
   | { kind: 'event'; type: 'Normal' | 'Warning'; reason: string; message: string };
@@ -198,16 +211,78 @@ export function planPass(s: PassSnapshot): Plan {
 
   const rejoin = rejoinActions(spec, e, s.volume);
   if (rejoin === 'needVolume') return { actions: [], conditions: [], needVolume: true };
+  const grow = growPlan(spec, e, s.poolFile, s.volume);
+  if (grow === 'needVolume') return { actions: [], conditions: [], needVolume: true };
   const consumer = s.mountRefusal
     ? { actions: [], condition: cond(CONDITIONS.mounted, 'False', s.mountRefusal.reason, s.mountRefusal.message) }
     : consumerPlan(spec, e, s.mountSource);
   return {
-    actions: [config, ...rejoin, ...consumer.actions],
+    actions: [config, ...rejoin, ...grow.actions, ...consumer.actions],
     conditions: withSplit([
       disks,
       cond(CONDITIONS.engineReady, 'True', 'Running', `Engine runs as ${spec.role}`),
       consumer.condition,
+      ...(grow.condition ? [grow.condition] : []),
     ]),
+  };
+}
+
+/** The size the engines can take: spec.sizeBytes as the config carries it (KiB), in whole 4 KiB blocks. */
+export function deviceBytesFor(sizeBytes: number): number {
+  return Math.floor(Math.floor(sizeBytes / 1024) / 4) * 4096;
+}
+
+/**
+ * Growing (spec.sizeBytes went up; it never goes down). Each node grows its own disk
+ * first (`grow-disk`: a pool file grows and its internal metadata moves, in any role,
+ * under writes); then the node whose name sorts first, once both disks hold the new
+ * size, Connected with both disks UpToDate, runs `resize`: the device grows on both
+ * and the new area is synced. A pool file grows only if its filesystem has the room.
+ */
+function growPlan(
+  spec: ReplicatedVolumeReplicaSpec,
+  e: EngineStatusView,
+  poolFile: PoolFileFacts | undefined,
+  volume: VolumeView | undefined,
+): { actions: Action[]; condition?: ConditionInput } | 'needVolume' {
+  if (spec.sizeBytes === undefined || e.disk === 'Diskless') return { actions: [] };
+  const want = deviceBytesFor(spec.sizeBytes);
+  const sized = (status: 'True' | 'False', reason: string, message: string) =>
+    cond(CONDITIONS.sized, status, reason, message);
+  if (e.size >= want) return { actions: [], condition: sized('True', 'AtSize', `The device holds ${e.size} bytes`) };
+  const capacity = e.capacity ?? e.size;
+  if (capacity < want) {
+    if (poolFile?.freeBytes !== undefined) {
+      const need = Math.max(0, internalFileBytesFor(Math.max(want, poolFile.bytes)) - poolFile.bytes);
+      if (need > poolFile.freeBytes)
+        return {
+          actions: [],
+          condition: sized(
+            'False',
+            'NoSpace',
+            `Growing ${spec.self.disk} to hold ${want} bytes needs ${need} more bytes; its filesystem has ${poolFile.freeBytes} free`,
+          ),
+        };
+    }
+    return {
+      actions: [{ kind: 'grow-disk', bytes: want, failure: { type: CONDITIONS.sized, reason: 'GrowFailed' } }],
+      condition: sized('False', 'Growing', `Growing the disk to hold ${want} bytes (the device has ${e.size})`),
+    };
+  }
+  const waiting = (why: string) => ({
+    actions: [],
+    condition: sized('False', 'Growing', `This disk holds ${want} bytes; the device grows when ${why}`),
+  });
+  if (spec.node > spec.peer.node) return waiting(`${spec.peer.node} runs resize`);
+  if (e.cstate !== 'Connected' || e.disk !== 'UpToDate' || e.peerDisk !== 'UpToDate')
+    return waiting(`the pair is Connected and UpToDate/UpToDate (it is ${e.cstate} ${e.disk}/${e.peerDisk})`);
+  if (!volume) return 'needVolume';
+  const peer = volume.replicas?.find((r) => r.node === spec.peer.node)?.capacityBytes;
+  if (peer === undefined || peer < want)
+    return waiting(`${spec.peer.node}'s disk holds it too (it reports ${peer ?? 'nothing yet'})`);
+  return {
+    actions: [{ kind: 'resize', bytes: want, failure: { type: CONDITIONS.sized, reason: 'ResizeFailed' } }],
+    condition: sized('False', 'Growing', `Both disks hold ${want} bytes: growing the device`),
   };
 }
 
