@@ -256,6 +256,56 @@ describeLocal('a hostile tenant', () => {
     }
   });
 
+  test('a tenant grows a file-backed volume: both pool files grow, the pair stays in sync; a shrink is refused', async () => {
+    const MiB = 2 ** 20;
+    await asTenant(['apply', '-f', '-'], rv('grown', smallFileVolume));
+    await waitReady(ns, 'grown', 'master', 180_000);
+    const file = (n: string) => `${poolDir(n)}/${ns}.grown.img`;
+    const sizeOf = async (n: string) => Number((await execInNode(n, ['stat', '-c', '%s', file(n)])).stdout.trim());
+    const before = { master: await sizeOf('master'), backup: await sizeOf('backup') };
+    expect(await refusal(['patch', 'rv', 'grown', '--type=merge', '-p', '{"spec":{"size":"8Mi"}}'])).toContain(
+      'size can grow but never shrink',
+    );
+    await asTenant(['patch', 'rv', 'grown', '--type=merge', '-p', '{"spec":{"size":"48Mi"}}']);
+    const grown = await eventually(
+      async () => {
+        const got = await getRv(ns, 'grown');
+        expect(got.status?.replicas?.map((r) => [r.node, r.sizeBytes, r.connectionState, r.diskState])).toEqual([
+          ['master', 48 * MiB, 'Connected', 'UpToDate'],
+          ['backup', 48 * MiB, 'Connected', 'UpToDate'],
+        ]);
+        return got;
+      },
+      { timeoutMs: 90_000, what: 'grown to 48 MiB on both nodes, in sync' },
+    );
+    for (const r of grown.status?.replicas ?? []) expect(r.capacityBytes).toBeGreaterThanOrEqual(48 * MiB);
+    for (const n of ['master', 'backup'] as const) {
+      expect(await sizeOf(n)).toBeGreaterThan(before[n]);
+      await eventually(
+        async () => {
+          const rvr = JSON.parse((await kubectl(['get', 'rvr', `grown-${n}`, '-n', ns, '-o', 'json'])).stdout) as {
+            status?: { conditions?: { type: string; status: string; reason: string }[] };
+          };
+          expect(rvr.status?.conditions?.find((c) => c.type === 'Sized')).toMatchObject({
+            status: 'True',
+            reason: 'AtSize',
+          });
+        },
+        { timeoutMs: 30_000, what: `${n}: Sized=True` },
+      );
+      // No grow record is left beside the file.
+      expect((await execInNode(n, ['ls', '-A', poolDir(n)])).stdout).not.toContain('tandem-grow');
+    }
+    const events = (await kubectl(['get', 'events', '-n', ns, '-o', 'jsonpath={.items[*].reason}'])).stdout.split(' ');
+    expect(events.filter((e) => e === 'DiskGrown').length).toBeGreaterThanOrEqual(2);
+    expect(events).toContain('Resized');
+    // The two disks hold the same 48 MiB (the grown area was synced).
+    const digest = async (n: string) =>
+      (await execInNode(n, ['sh', '-c', `head -c ${48 * MiB} ${file(n)} | sha256sum`])).stdout.split(' ')[0];
+    expect(await digest('backup')).toBe(await digest('master'));
+    await asTenant(['delete', 'rv', 'grown', '--timeout=90s']);
+  });
+
   test('a huge file-backed volume is refused by the agent before any file exists', async () => {
     await asTenant(
       ['apply', '-f', '-'],

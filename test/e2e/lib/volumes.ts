@@ -33,7 +33,14 @@ export type Rv = {
     connection?: string;
     disks?: string;
     observedGeneration?: number;
-    replicas?: { node: string; role?: string; connectionState?: string; diskState?: string }[];
+    replicas?: {
+      node: string;
+      role?: string;
+      connectionState?: string;
+      diskState?: string;
+      sizeBytes?: number;
+      capacityBytes?: number;
+    }[];
     conditions?: Condition[];
     fence?: { node: string; epoch: number; by: string; reason: string };
     lastFailover?: { from: string; to: string; epoch: number; reason: string; time: string };
