@@ -108,6 +108,22 @@ export async function makeFilesystemOnce(
   return { created };
 }
 
+/**
+ * Grows a mounted filesystem to fill its device, online (resize2fs on the device, xfs_growfs
+ * on the mount point); a no-op when it fills it already. Returns the error, if any: the
+ * filesystem stays mounted and usable at its old size either way.
+ */
+export async function growFilesystem(
+  run: Run,
+  device: string,
+  filesystem: 'xfs' | 'ext4',
+  mountPath: string,
+): Promise<string | undefined> {
+  const [cmd, args] = filesystem === 'ext4' ? ['resize2fs', [device]] : ['xfs_growfs', [mountPath]];
+  const r = await run(cmd, args);
+  return r.code === 0 ? undefined : `${cmd} ${args.join(' ')}: ${r.stderr.trim() || `exited ${r.code}`}`;
+}
+
 export class Consumer {
   readonly #run: Run;
   /** Where the host's / is in this mount namespace: '' on the host, /mnt/tandem-host in the chart's pod. */
@@ -141,7 +157,7 @@ export class Consumer {
     filesystem: 'xfs' | 'ext4',
     hostMountPath: string,
     namespace = '',
-  ): Promise<{ created: boolean }> {
+  ): Promise<{ created: boolean; growError?: string }> {
     const mountPath = this.#onHost(hostMountPath);
     const mounted = (await mountPoints()).get(mountPath);
     if (mounted === device) return { created: false };
@@ -159,7 +175,16 @@ export class Consumer {
     const options = ['nosuid', 'nodev', ...(filesystem === 'xfs' ? ['nouuid'] : [])].join(',');
     const m = await this.#run('mount', ['-o', options, device, mountPath]);
     if (m.code !== 0) throw new ConsumerError('MountFailed', `mount ${device} ${mountPath}: ${m.stderr.trim()}`);
-    return { created };
+    // The volume may have grown while it was not mounted here: the filesystem follows.
+    const growError = created ? undefined : await growFilesystem(this.#run, device, filesystem, mountPath);
+    return { created, ...(growError ? { growError } : {}) };
+  }
+
+  /** The kernel's size of a block device in bytes (blockdev), undefined when it cannot be read. */
+  async deviceBytes(device: string): Promise<number | undefined> {
+    const r = await this.#run('blockdev', ['--getsize64', device]);
+    const n = Number(r.stdout.trim());
+    return r.code === 0 && Number.isSafeInteger(n) ? n : undefined;
   }
 
   /**

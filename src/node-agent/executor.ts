@@ -41,7 +41,9 @@ export interface ConsumerPort {
     filesystem: 'xfs' | 'ext4',
     mountPath: string,
     namespace: string,
-  ): Promise<{ created: boolean }>;
+  ): Promise<{ created: boolean; growError?: string }>;
+  /** The kernel's size of a block device, undefined when unknown. */
+  deviceBytes(device: string): Promise<number | undefined>;
   release(mountPath: string | undefined, o?: { placeholder?: boolean; namespace?: string }): Promise<void>;
   /** The topmost mount's source at the path, undefined when nothing is mounted there. */
   source(mountPath: string | undefined): Promise<string | undefined>;
@@ -133,6 +135,24 @@ export class PlanExecutor {
       }
     }
     return { conditions: plan.conditions, acted };
+  }
+
+  /**
+   * Before a mount: a kernel device smaller than the volume (it grew since the device was
+   * attached; neither nbd-client nor nbdfuse learns a new size) is attached again, while
+   * nothing holds it. Returns the device to mount.
+   */
+  async #grownDevice(res: string, device: string, log: Logger): Promise<string> {
+    const kernel = await this.#consumer.deviceBytes(device);
+    if (kernel === undefined) return device;
+    const engine = await this.#engines.status(res);
+    if (!engine || kernel >= engine.size) return device;
+    const r = await this.#engines.adm(res, 'reattach');
+    if (r.code !== 0) throw new ActionFailed(`reattach for the grown size: ${r.stderr.trim()}`, 'ReattachFailed');
+    const again = (await this.#engines.status(res))?.attach?.device;
+    if (!again) throw new ActionFailed('reattach for the grown size: the engine reports no device afterwards');
+    log.info({ from: kernel, to: engine.size, device: again }, 'Attached the grown device again before mounting it');
+    return again;
   }
 
   /** Runs one action; false when it found nothing to do (or did not succeed, harmlessly). */
@@ -240,9 +260,14 @@ export class PlanExecutor {
       case 'lift-peer-fence':
         return this.liftPeerFence(ns, spec);
       case 'ensure-consumer': {
-        const m = await this.#consumer.ensure(a.device, spec.filesystem!, spec.mountPath!, ns).catch((err: unknown) => {
+        const device = await this.#grownDevice(res, a.device, log);
+        const m = await this.#consumer.ensure(device, spec.filesystem!, spec.mountPath!, ns).catch((err: unknown) => {
           throw new ActionFailed(describeError(err).message, (err as { reason?: string }).reason);
         });
+        if (m.growError) {
+          log.warn({ device, error: m.growError }, 'Mounted; the filesystem could not grow to the device');
+          await this.event(rvr, 'Warning', 'FilesystemNotGrown', `Mounted at its old size: ${m.growError}`);
+        }
         if (m.created) {
           log.info({ device: a.device, filesystem: spec.filesystem }, 'Created filesystem');
           await this.event(

@@ -275,6 +275,8 @@ export class World {
         if (!alive()) throw new Error('the agent is gone');
         engine.mounted = false;
       },
+      // The simulated volume never grows: its size is not the question here.
+      deviceBytes: async () => undefined,
       source: async () => (engine.mounted ? `/dev/sim-${RESOURCE}` : PLACEHOLDER_SOURCE),
       exists: async () => true,
       // The node's two disks, as the agent's checks see them: distinct block devices, unused.
