@@ -50,6 +50,23 @@ describe('Bitmap', () => {
     );
   });
 
+  test('grow keeps the object, its bits, count and dirty pages; the new bits start clear', () => {
+    const bm = new Bitmap(100);
+    bm.setRange(90, 100);
+    bm.takeDirtyPages();
+    bm.setRange(3, 5);
+    const same = bm;
+    bm.grow(BITMAP_PAGE_BYTES * 8 * 2 + 7);
+    expect(same).toBe(bm);
+    expect(bm.bits).toBe(BITMAP_PAGE_BYTES * 8 * 2 + 7);
+    expect(bm.count).toBe(12);
+    expect(bm.nextSet(10)).toBe(90);
+    expect(bm.nextSet(100)).toBe(-1);
+    expect(bm.takeDirtyPages()).toEqual([0]);
+    expect(bm.setRange(0, bm.bits)).toBe(bm.bits - 12);
+    expect(bm.pageCount).toBe(3);
+  });
+
   test('a clean bitmap of a 1 TiB device encodes in a few bytes', () => {
     const bm = new Bitmap(1024 ** 4 / 4096);
     bm.setRange(1000, 3000);

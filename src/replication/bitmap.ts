@@ -9,9 +9,10 @@ export const BITMAP_PAGE_BYTES = 4096;
 export const BITS_PER_PAGE = BITMAP_PAGE_BYTES * 8;
 
 export class Bitmap {
-  readonly bits: number;
-  readonly bytes: Uint8Array;
-  private readonly words: Uint32Array;
+  /** Bits tracked; only grow() changes it (the object stays the same: holders never go stale). */
+  bits: number;
+  bytes: Uint8Array;
+  private words: Uint32Array;
   private setCount = 0;
   private readonly dirtyPages = new Set<number>();
   /** A bit was cleared since the dirty pages were last taken (see takeDirtySnapshot). */
@@ -26,6 +27,24 @@ export class Bitmap {
     this.words = new Uint32Array(this.bytes.buffer, this.bytes.byteOffset, byteLength / 4);
     this.clearTail();
     this.recount();
+  }
+
+  /**
+   * Tracks `bits` bits from now on (a grown device); the new bits are clear, and the set
+   * bits, their count and the dirty pages are kept. In place: a resync or a verify that
+   * holds this bitmap keeps working on the one the metadata writes.
+   */
+  grow(bits: number): void {
+    if (bits <= this.bits) return;
+    const byteLength = Math.ceil(Math.ceil(bits / 8) / BITMAP_PAGE_BYTES) * BITMAP_PAGE_BYTES;
+    if (byteLength > this.bytes.byteLength) {
+      const bytes = new Uint8Array(byteLength);
+      bytes.set(this.bytes);
+      this.bytes = bytes;
+      this.words = new Uint32Array(bytes.buffer, 0, byteLength / 4);
+    }
+    // The bits past the old end are clear already (clearTail, and no range ever reaches past it).
+    this.bits = bits;
   }
 
   static blocksFor(bytes: number): number {

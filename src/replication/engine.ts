@@ -1276,6 +1276,7 @@ export class Engine extends EventEmitter<EngineEvents> implements Core {
         onUndoFailed: (err) => this.log.error({ err }, 'Could not undo a failed grow; the next attach settles it'),
       });
       this.log.warn({ from, to, metadataAt: at.offset }, 'Grew the disk file and moved its internal metadata');
+      await this.persistBitmap(true);
     } finally {
       release();
     }

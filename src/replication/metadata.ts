@@ -494,15 +494,12 @@ export class Metadata {
         ERROR_CODES.metadata,
         `${describe(this.location)}: the metadata area can track ${this.maxBitmapBits * BLOCK_SIZE} bytes, not ${bits * BLOCK_SIZE}`,
       );
-    const bytes = bitmapBytesFor(bits * BLOCK_SIZE);
-    const grownBytes = new Uint8Array(bytes);
-    grownBytes.set(this.bitmap.bytes);
-    const grown = new Bitmap(bits, grownBytes);
     const oldPages = this.bitmap.pageCount;
+    const grown = new Bitmap(bits);
     for (let p = oldPages; p < grown.pageCount; p++)
       await this.file.write(this.location.offset + BITMAP_OFFSET + p * BITMAP_PAGE_BYTES, grown.page(p));
     await this.file.datasync();
-    this.bitmap = grown;
+    this.bitmap.grow(bits);
     await this.update({ bitmapBits: bits });
   }
 
@@ -518,6 +515,7 @@ export class Metadata {
       if (!this.location.internal || !to.internal || to.offset < this.location.offset + this.location.bytes)
         throw new TandemError(ERROR_CODES.metadata, `${describe(this.location)}: cannot move metadata to ${to.offset}`);
       const bits = Math.ceil(to.dataCapacity / BLOCK_SIZE);
+      // A copy for the new place; the bitmap in memory grows (in place) once it counts.
       const grownBytes = new Uint8Array(bitmapBytesFor(bits * BLOCK_SIZE));
       grownBytes.set(this.bitmap.bytes);
       const grown = new Bitmap(bits, grownBytes);
@@ -538,8 +536,12 @@ export class Metadata {
       await this.file.write(to.offset + slot * SUPER_SLOT_BYTES, encodeSuperblock(next));
       await this.file.datasync();
       this.location = to;
-      this.bitmap = grown;
       this.sb = next;
+      // Bits may have changed since the copy was written (a resync's acknowledgements, a
+      // lost connection's marks), and a page written meanwhile went to the old place: every
+      // page is written again at the new place by the next bitmap write.
+      this.bitmap.grow(bits);
+      this.bitmap.touchRange(0, bits);
     };
     const done = this.updateChain.then(apply, apply);
     this.updateChain = done.catch(() => undefined);

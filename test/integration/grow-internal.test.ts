@@ -166,3 +166,35 @@ test('kill -9 in the middle of grow-disk: the engine comes back on whole metadat
     await pair.destroy();
   }
 });
+
+test('grow-disk on both nodes during the initial full sync: the sync finishes, then the pair grows', async () => {
+  const pair = await Pair.create({
+    internalMeta: true,
+    masterMiB: 65,
+    backupMiB: 65,
+    disk: 'size 64M;',
+    rate: '16M',
+  });
+  try {
+    for (const n of ['master', 'backup'] as const) await pair.ok(n, 'create-md', 'mysql');
+    for (const n of ['master', 'backup'] as const) await pair.ok(n, 'up', 'mysql');
+    await pair.waitFor('master', (s) => s.cstate === 'Connected', 20_000, 'Connected');
+    await pair.ok('master', '--', '--overwrite-data-of-peer', 'primary', 'mysql');
+    await pair.waitFor('master', (s) => s.cstate === 'SyncSource', 10_000, 'SyncSource');
+    pair.opts.disk = 'size 128M;';
+    await pair.rewriteConfigs();
+    await pair.ok('backup', 'grow-disk', 'mysql');
+    await pair.ok('master', 'grow-disk', 'mysql');
+    expect((await pair.status('master')).cstate).toMatch(/SyncSource|Connected/);
+    await pair.waitInSync(120_000);
+    await pair.ok('master', 'resize', 'mysql');
+    await pair.waitFor('backup', (s) => s.size === 128 * MiB, 30_000, 'grown to 128 MiB');
+    await pair.waitInSync(120_000);
+    const master = await pair.diskBytes('master', 0, 128 * MiB);
+    const backup = await pair.diskBytes('backup', 0, 128 * MiB);
+    expect(backup.equals(master)).toBe(true);
+    for (const n of ['master', 'backup'] as const) expect((await pair.status(n)).oosBytes).toBe(0);
+  } finally {
+    await pair.destroy();
+  }
+});
