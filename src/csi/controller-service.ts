@@ -11,6 +11,9 @@
 //                      FAILED_PRECONDITION naming that node. On a lost node: the
 //                      controller's failover (fence first) decides, as for any volume.
 //   ControllerUnpublish forgets the publication; the role stays (nothing is mounted).
+//   ControllerExpandVolume  offline (expansion.ts): refused while published; spec.size
+//                      grows (conditionally, as publish writes) and the call returns once
+//                      every replica's engine reports the new size.
 import { LABELS } from '../api/names.ts';
 import { parseQuantity } from '../api/quantity.ts';
 import { fileClaimsOf, poolUsed } from '../api/storage-pool.ts';
@@ -25,10 +28,12 @@ import {
   volumeId,
   volumeNameFor,
 } from './identity.ts';
+import { type CapacityRange, type DiskRoom, decideExpansion, growthPending, type PoolRoom } from './expansion.ts';
 import { chooseReplicaNodes, type TopologyRequirement } from './placement.ts';
 import {
   checkCapabilities,
   decideSize,
+  isBlock,
   parseParameters,
   unsupportedCapability,
   type VolumeCapability,
@@ -42,6 +47,8 @@ export type ControllerOptions = {
   store: VolumeStore;
   /** How long ControllerPublish waits for the node to become Primary before UNAVAILABLE (the CO retries). */
   publishTimeoutMs?: number;
+  /** How long ControllerExpandVolume waits for every replica to grow before UNAVAILABLE (the CO retries). */
+  expandTimeoutMs?: number;
   sleep?: (ms: number) => Promise<void>;
 };
 
@@ -56,16 +63,19 @@ function str(req: Req, key: string): string {
 export class ControllerService {
   readonly #store: VolumeStore;
   readonly #publishTimeoutMs: number;
+  readonly #expandTimeoutMs: number;
   readonly #sleep: (ms: number) => Promise<void>;
 
   constructor(o: ControllerOptions) {
     this.#store = o.store;
     this.#publishTimeoutMs = o.publishTimeoutMs ?? 60_000;
+    // Below the sidecars' --timeout (the chart's csi.timeout, 120 s): the resizer hears why.
+    this.#expandTimeoutMs = o.expandTimeoutMs ?? 90_000;
     this.#sleep = o.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
   }
 
   ControllerGetCapabilities = async () => ({
-    capabilities: ['CREATE_DELETE_VOLUME', 'PUBLISH_UNPUBLISH_VOLUME', 'LIST_VOLUMES'].map((type) => ({
+    capabilities: ['CREATE_DELETE_VOLUME', 'PUBLISH_UNPUBLISH_VOLUME', 'LIST_VOLUMES', 'EXPAND_VOLUME'].map((type) => ({
       rpc: { type },
     })),
   });
@@ -319,4 +329,100 @@ export class ControllerService {
       }
     }
   };
+
+  ControllerExpandVolume = async (req: Req) => {
+    const what = 'ControllerExpandVolume';
+    const id = str(req, 'volume_id');
+    if (!id) throw invalid(`${what}: volume_id is required`);
+    const range = req.capacity_range as CapacityRange;
+    if (!range) throw invalid(`${what}: capacity_range is required`);
+    const cap = req.volume_capability as VolumeCapability | undefined;
+    if (cap) {
+      const why = unsupportedCapability(cap);
+      if (why) throw invalid(`${what}: ${why}`);
+    }
+    // Read, decide, write conditionally (as ControllerPublish): the controller writes the volume too.
+    let bytes: number;
+    let rv: StoredVolume;
+    for (let attempt = 0; ; attempt++) {
+      rv = await this.#volumeOf(req, what);
+      const decision = await this.#decideExpansion(rv, id, range).catch((err: unknown) => {
+        throw err instanceof CsiError ? new CsiError(err.code, `${what}: ${err.message}`) : err;
+      });
+      bytes = decision.bytes;
+      if (!decision.patch) break;
+      try {
+        await this.#store.patchVolume(rv.metadata.name, { spec: { size: String(bytes) } }, rv.metadata.resourceVersion);
+        break;
+      } catch (err) {
+        if (!isConflict(err)) throw err;
+        if (attempt >= 9) throw aborted(`${what} ${id}: the volume kept changing; try again`);
+      }
+    }
+    await this.#waitGrown(
+      rv.metadata.name,
+      rv.spec.replicas.map((r) => r.node),
+      bytes,
+      id,
+    );
+    // A filesystem grows on the node (NodeExpandVolume); a raw block volume is its device.
+    return { capacity_bytes: bytes, node_expansion_required: !(cap && isBlock(cap)) };
+  };
+
+  /** The snapshot decideExpansion needs: the pool's room on each file-backed replica's node, each disk's capacity. */
+  async #decideExpansion(rv: StoredVolume, id: string, range: CapacityRange) {
+    const currentBytes = bytesOf(rv);
+    const pools: PoolRoom[] = [];
+    const disks: DiskRoom[] = [];
+    const want = Number(range?.required_bytes ?? 0);
+    if (want > currentBytes) {
+      const pool = await this.#store.getPool(rv.spec.pool);
+      const files = rv.spec.replicas.filter((r) => r.disk === undefined).map((r) => r.node);
+      const limited = (pool?.nodes ?? []).filter((g) => g.capacity !== undefined && files.includes(g.node));
+      if (limited.length > 0) {
+        // Every namespace's volumes share a pool's capacity, as in CreateVolume and the controller.
+        const claims = fileClaimsOf(await this.#store.listAllVolumes());
+        const self = {
+          key: `${rv.metadata.namespace}/${rv.metadata.name}`,
+          created: rv.metadata.creationTimestamp ? new Date(rv.metadata.creationTimestamp).toISOString() : '',
+        };
+        for (const g of limited) {
+          const capacity = parseQuantity(g.capacity!);
+          if (capacity === undefined) continue;
+          pools.push({ node: g.node, capacity, usedByOthers: poolUsed(claims, rv.spec.pool, g.node, capacity, self) });
+        }
+      }
+      for (const r of rv.spec.replicas)
+        if (r.disk !== undefined)
+          disks.push({
+            node: r.node,
+            disk: r.disk,
+            capacityBytes: rv.status?.replicas?.find((s) => s.node === r.node)?.capacityBytes,
+          });
+    }
+    return decideExpansion({
+      id,
+      currentBytes,
+      range,
+      publishedOn: rv.metadata.annotations?.[PUBLISHED_ANNOTATION],
+      deleting: rv.metadata.deletionTimestamp !== undefined,
+      pools,
+      disks,
+    });
+  }
+
+  async #waitGrown(name: string, nodes: string[], bytes: number, id: string): Promise<void> {
+    const deadline = Date.now() + this.#expandTimeoutMs;
+    for (;;) {
+      const rv = await this.#store.getVolume(name);
+      if (!rv) throw notFound(`ControllerExpandVolume: volume ${id} is gone`);
+      const pending = growthPending(nodes, rv.status?.replicas, bytes);
+      if (pending.length === 0) return;
+      if (Date.now() > deadline)
+        throw unavailable(
+          `ControllerExpandVolume ${id}: not every replica has grown to ${bytes} bytes yet (${pending.join(', ')}); the CO will retry`,
+        );
+      await this.#sleep(500);
+    }
+  }
 }

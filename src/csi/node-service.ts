@@ -9,16 +9,20 @@
 //   NodePublish   mount: bind mount of the staging path, read-only when asked;
 //                 block: the device bind-mounted onto a file at the target path
 //   NodeUnpublish / NodeUnstage   unmount (and remove the target), idempotent
+//   NodeExpand    the mounted filesystem grows to its device (resize2fs, xfs_growfs);
+//                 the device itself shows a grown volume only after a re-attach,
+//                 which NodeStage does while nothing is mounted (expansion.ts)
 //
 // Every step looks at the mount table first, so a retried call finds its work done.
 import { constants } from 'node:fs';
 import { mkdir, open, readFile, rm, stat, statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { makeFilesystemOnce, run as runCommand, type Run } from '../node-agent/consumer.ts';
-import type { EngineStatusView } from '../node-agent/engine-client.ts';
+import type { AdmResult, EngineStatusView } from '../node-agent/engine-client.ts';
 import { alreadyExists, CsiError, invalid, notFound, precondition, unavailable } from './errors.ts';
+import { checkNodeExpansion, growFilesystemCommand, needsReattach } from './expansion.ts';
 import { TOPOLOGY_KEY } from './identity.ts';
-import { checkCapabilities, DEFAULT_FS, isBlock, type VolumeCapability } from './requests.ts';
+import { checkCapabilities, DEFAULT_FS, isBlock, unsupportedCapability, type VolumeCapability } from './requests.ts';
 import { status } from '@grpc/grpc-js';
 
 type Req = Record<string, unknown>;
@@ -26,6 +30,8 @@ type Req = Record<string, unknown>;
 export interface EngineView {
   /** The engine's status for a resource, undefined when none runs on this node. */
   status(resource: string): Promise<EngineStatusView | undefined>;
+  /** `tandemadm … ARGS RESOURCE` for the resource on this node (here: `reattach`). */
+  adm(resource: string, ...args: string[]): Promise<AdmResult>;
 }
 
 export type NodeOptions = {
@@ -36,13 +42,15 @@ export type NodeOptions = {
   deviceWaitMs?: number;
 };
 
-/** Mount point → source, in this mount namespace (the plugin runs in the node's). */
-async function mountTable(): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
+type Mount = { source: string; fstype: string };
+
+/** Mount point → source and filesystem type, in this mount namespace (the plugin runs in the node's). */
+async function mountTable(): Promise<Map<string, Mount>> {
+  const out = new Map<string, Mount>();
   for (const line of (await readFile('/proc/self/mountinfo', 'utf8')).split('\n')) {
     const f = line.split(' ');
     const sep = f.indexOf('-');
-    if (f[4] && sep > 0) out.set(f[4].replace(/\\040/g, ' '), f[sep + 2] ?? '');
+    if (f[4] && sep > 0) out.set(f[4].replace(/\\040/g, ' '), { source: f[sep + 2] ?? '', fstype: f[sep + 1] ?? '' });
   }
   return out;
 }
@@ -84,7 +92,7 @@ export class NodeService {
   });
 
   NodeGetCapabilities = async () => ({
-    capabilities: ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS'].map((type) => ({ rpc: { type } })),
+    capabilities: ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME'].map((type) => ({ rpc: { type } })),
   });
 
   /** The Primary's attached device: FAILED_PRECONDITION when this node is not Primary, UNAVAILABLE while it attaches. */
@@ -114,6 +122,44 @@ export class NodeService {
     if (m.code !== 0) throw new CsiError(status.INTERNAL, `${what}: mount ${args.join(' ')}: ${m.stderr.trim()}`);
   }
 
+  /** The size of a block device (or of the device a file is bind-mounted from), in bytes. */
+  async #blockBytes(device: string, what: string): Promise<number> {
+    const b = await this.#run('blockdev', ['--getsize64', device]);
+    const n = Number(b.stdout.trim());
+    if (b.code !== 0 || !Number.isSafeInteger(n))
+      throw new CsiError(
+        status.INTERNAL,
+        `${what}: blockdev --getsize64 ${device}: ${b.stderr.trim() || b.stdout.trim()}`,
+      );
+    return n;
+  }
+
+  /**
+   * The Primary's device with the engine's size: a kernel device attached before the
+   * volume grew still has the old size (neither a loop device over nbdfuse nor an
+   * nbd-client connection learns of it), so it is attached again, which the engine
+   * refuses while the device is open. Called only while nothing of ours has it mounted.
+   */
+  async #grownDevice(id: string, device: string, what: string): Promise<string> {
+    const engineBytes = (await this.#engines.status(id))?.size ?? 0;
+    let bytes = await this.#blockBytes(device, what);
+    if (!needsReattach(bytes, engineBytes)) return device;
+    const r = await this.#engines.adm(id, 'reattach');
+    if (r.code !== 0)
+      throw precondition(
+        `${what}: the kernel device ${device} of ${id} has ${bytes} bytes, the volume ${engineBytes}, and re-attaching it failed: ${(r.stderr || r.stdout).trim()}`,
+      );
+    const deadline = Date.now() + this.#deviceWaitMs;
+    for (;;) {
+      const now = await this.#device(id, what);
+      bytes = await this.#blockBytes(now, what);
+      if (!needsReattach(bytes, engineBytes)) return now;
+      if (Date.now() > deadline)
+        throw unavailable(`${what}: ${id} was re-attached but ${now} still has ${bytes} bytes, not ${engineBytes}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+
   /** Unmounts every layer mounted at `path`. */
   async #unmountAll(path: string, what: string): Promise<void> {
     for (let n = 0; (await mountTable()).has(path); n++) {
@@ -130,11 +176,13 @@ export class NodeService {
     const cap = req.volume_capability as VolumeCapability | undefined;
     if (!cap) throw invalid(`${what}: volume_capability is required`);
     checkCapabilities([cap], what);
-    const device = await this.#device(id, what);
-    if (isBlock(cap)) return {};
-    const mounted = (await mountTable()).get(staging);
-    if (mounted === device) return {};
+    const attached = await this.#device(id, what);
+    const mounted = isBlock(cap) ? undefined : (await mountTable()).get(staging)?.source;
+    if (mounted === attached) return {};
     if (mounted !== undefined) throw alreadyExists(`${what}: ${staging} already has ${mounted} mounted`);
+    // A volume that grew since its device was attached (offline expansion): attached again first.
+    const device = await this.#grownDevice(id, attached, what);
+    if (isBlock(cap)) return {};
     const fs = (cap.mount?.fs_type || DEFAULT_FS) as 'ext4' | 'xfs';
     await makeFilesystemOnce(this.#run, device, fs).catch((err: Error) => {
       throw new CsiError(status.INTERNAL, `${what}: ${err.message}`);
@@ -194,6 +242,45 @@ export class NodeService {
       else throw err;
     });
     return {};
+  };
+
+  NodeExpandVolume = async (req: Req) => {
+    const what = 'NodeExpandVolume';
+    const id = need(req, 'volume_id', what);
+    const path = need(req, 'volume_path', what);
+    const cap = req.volume_capability as VolumeCapability | undefined;
+    if (cap) {
+      const why = unsupportedCapability(cap);
+      if (why) throw invalid(`${what}: ${why}`);
+    }
+    const engine = await this.#engines.status(id);
+    if (!engine) throw notFound(`${what}: volume ${id} has no engine on ${this.#node}`);
+    if (!(await exists(path))) throw notFound(`${what}: ${path} does not exist`);
+    // The kubelet names the mount (staging or target path) of a filesystem volume and the
+    // device (or the file it is bind-mounted on) of a raw block volume.
+    const block = cap ? isBlock(cap) : !(await stat(path)).isDirectory();
+    const mount = block ? undefined : (await mountTable()).get(path);
+    if (!block && !mount) throw precondition(`${what}: nothing is mounted at ${path} (NodeStageVolume first)`);
+    const device = mount?.source ?? path;
+    const deviceBytes = await this.#blockBytes(device, what);
+    const range = req.capacity_range as { required_bytes?: number } | null | undefined;
+    checkNodeExpansion({
+      id,
+      device,
+      requiredBytes: Number(range?.required_bytes ?? 0),
+      engineBytes: engine.size,
+      deviceBytes,
+    });
+    if (mount) {
+      const fs = cap?.mount?.fs_type || mount.fstype;
+      const grow = growFilesystemCommand(fs, device, path);
+      if (!grow) throw invalid(`${what}: ${path} holds ${fs}; tandem grows ext4 and xfs`);
+      // Both grow a mounted filesystem online, and do nothing when it already fills its device.
+      const r = await this.#run(grow.cmd, grow.args, 300_000);
+      if (r.code !== 0)
+        throw new CsiError(status.INTERNAL, `${what}: ${grow.cmd} ${grow.args.join(' ')}: ${r.stderr.trim()}`);
+    }
+    return { capacity_bytes: deviceBytes };
   };
 
   NodeGetVolumeStats = async (req: Req) => {

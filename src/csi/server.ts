@@ -27,6 +27,9 @@ export function identityHandlers(parts: DriverParts): Handlers {
       capabilities: [
         ...(parts.controller ? [{ service: { type: 'CONTROLLER_SERVICE' } }] : []),
         { service: { type: 'VOLUME_ACCESSIBILITY_CONSTRAINTS' } },
+        // Offline only: the Primary's kernel device shows a grown volume after a
+        // re-attach, which needs it unmounted (src/csi/expansion.ts).
+        { volume_expansion: { type: 'OFFLINE' } },
       ],
     }),
     Probe: async () => ({ ready: { value: parts.ready ? await parts.ready() : true } }),

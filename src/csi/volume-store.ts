@@ -24,7 +24,7 @@ export type StoredVolume = {
     primary?: string;
     epoch?: number;
     phase?: string;
-    replicas?: { node: string; role?: string; diskState?: string }[];
+    replicas?: { node: string; role?: string; diskState?: string; sizeBytes?: number; capacityBytes?: number }[];
     conditions?: { type: string; status: string }[];
   };
 };
