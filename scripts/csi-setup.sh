@@ -6,8 +6,8 @@
 #      at start (src/csi/proto.ts);
 #   2. csi-sanity (github.com/kubernetes-csi/csi-test/v5, built unmodified), the outside
 #      judge test/e2e/csi-sanity.test.ts runs against the driver;
-#   3. the sidecars the chart runs beside the driver's controller, external-provisioner
-#      and external-attacher, built unmodified from their modules
+#   3. the sidecars the chart runs beside the driver's controller, external-provisioner,
+#      external-attacher and external-resizer, built unmodified from their modules
 #      (test/e2e/build/csi-sidecars pins their k8s.io modules to one release).
 # A no-op on a warm machine. Output: KEY=path lines on stdout.
 set -euo pipefail
@@ -34,13 +34,14 @@ if [[ ! -x "$sanity_dir/csi-sanity" ]]; then
   rm -rf "$sanity_dir" && mv "$sanity_dir.tmp" "$sanity_dir"
 fi
 if [[ ! -f "$sidecar_dir/.complete" ]]; then
-  log "Building csi-provisioner and csi-attacher from the Go module proxy (cold: about 5 minutes on 2 cores)"
+  log "Building csi-provisioner, csi-attacher and csi-resizer from the Go module proxy (cold: about 7 minutes on 2 cores)"
   start=$(date +%s)
   rm -rf "$sidecar_dir.tmp" && mkdir -p "$sidecar_dir.tmp"
   (cd "$sidecar_mod" && GOFLAGS=-mod=readonly GOCACHE="$cache/go-build-csi" CGO_ENABLED=0 \
     nice -n 19 go build -trimpath -ldflags "-s -w" -o "$sidecar_dir.tmp/" \
       github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner \
-      github.com/kubernetes-csi/external-attacher/v4/cmd/csi-attacher)
+      github.com/kubernetes-csi/external-attacher/v4/cmd/csi-attacher \
+      github.com/kubernetes-csi/external-resizer/v2/cmd/csi-resizer)
   touch "$sidecar_dir.tmp/.complete"
   rm -rf "$sidecar_dir" && mv "$sidecar_dir.tmp" "$sidecar_dir"
   log "Built the sidecars in $(( $(date +%s) - start ))s"
@@ -54,3 +55,4 @@ echo "$protos"
 echo "CSI_SANITY=$sanity_dir/csi-sanity"
 echo "CSI_PROVISIONER=$sidecar_dir/csi-provisioner"
 echo "CSI_ATTACHER=$sidecar_dir/csi-attacher"
+echo "CSI_RESIZER=$sidecar_dir/csi-resizer"

@@ -9,9 +9,10 @@
 //   pause    the pod sandbox: Debian's static catatonit in pause mode (-P), so
 //            containerd never pulls registry.k8s.io/pause
 //   mariadb  (on request) Debian's mariadb-server, for workloads in the e2e tests
-//   csi-sidecars  (on request) external-provisioner and external-attacher, built from
-//            their Go modules by scripts/csi-setup.sh, at the paths upstream's images
-//            use (/csi-provisioner, /csi-attacher): the chart's csi.*.image values
+//   csi-sidecars  (on request) external-provisioner, external-attacher and
+//            external-resizer, built from their Go modules by scripts/csi-setup.sh, at
+//            the paths upstream's images use (/csi-provisioner, /csi-attacher,
+//            /csi-resizer): the chart's csi.*.image values
 //
 // Each layer is cached by a hash of its inputs; with nothing changed a build takes
 // about a second. Tags are the first 12 hex digits of the manifest digest, so a
@@ -310,6 +311,7 @@ export async function buildCsiSidecars(repo: string, log: Log): Promise<Image> {
   const files: [string, string][] = [
     ['/csi-provisioner', paths.CSI_PROVISIONER!],
     ['/csi-attacher', paths.CSI_ATTACHER!],
+    ['/csi-resizer', paths.CSI_RESIZER!],
   ];
   const key = `csi-sidecars-${sha(BUILDER_VERSION, ...files.map(([, f]) => `${f}:${statSync(f).size}:${statSync(f).mtimeMs}`))}`;
   if (!store.cachedLayer(key)) log('Packing the CSI sidecars');

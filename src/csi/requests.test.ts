@@ -110,6 +110,7 @@ test('the README quick start fits together: the example StorageClass is ours, it
     metadata: { name: string };
     provisioner?: string;
     parameters?: Record<string, string>;
+    allowVolumeExpansion?: boolean;
     spec: {
       nodes: { directory?: string }[];
       volumeClaimTemplates: { spec: { storageClassName: string; accessModes: string[] } }[];
@@ -120,6 +121,8 @@ test('the README quick start fits together: the example StorageClass is ours, it
   const pool = docs('storage-pool.yaml').find((d) => d?.kind === 'StoragePool')!;
   const sts = docs('mysql-statefulset.yaml').find((d) => d?.kind === 'StatefulSet')!;
   expect(sc.provisioner).toBe(DRIVER_NAME);
+  // The driver expands volumes (offline): the example lets PVCs ask for more.
+  expect(sc.allowVolumeExpansion).toBe(true);
   expect(parseParameters(sc.parameters)).toMatchObject({ pool: pool.metadata.name, protocol: 'C' });
   // File-backed replicas: every node the pool covers has a directory.
   expect(pool.spec.nodes.every((g) => g.directory !== undefined)).toBe(true);

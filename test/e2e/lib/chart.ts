@@ -54,7 +54,14 @@ export async function localCsiSidecars(): Promise<string[]> {
   const built = await build(repoRoot, ['csi-sidecars'], () => {});
   await importImages([built['csi-sidecars']!]);
   const ref = built['csi-sidecars']!.ref;
-  return ['--set', `csi.provisioner.image=${ref}`, '--set', `csi.attacher.image=${ref}`];
+  return [
+    '--set',
+    `csi.provisioner.image=${ref}`,
+    '--set',
+    `csi.attacher.image=${ref}`,
+    '--set',
+    `csi.resizer.image=${ref}`,
+  ];
 }
 
 /**
@@ -235,7 +242,7 @@ export async function removeTandem(ns: string, mountPaths: readonly string[]): P
 
 /**
  * A StoragePool that grants a directory on each node and a StorageClass of the CSI driver
- * that draws from it (WaitForFirstConsumer, reclaimPolicy Delete): the manifests, to apply
+ * that draws from it (WaitForFirstConsumer, reclaimPolicy Delete, expandable): the manifests, to apply
  * in one List with whatever else a suite needs.
  */
 export function filePoolClass(
@@ -259,6 +266,7 @@ export function filePoolClass(
       parameters: { pool },
       reclaimPolicy: 'Delete',
       volumeBindingMode: 'WaitForFirstConsumer',
+      allowVolumeExpansion: true,
     },
   ];
 }
