@@ -3,8 +3,12 @@
 // their Go modules), its node plugin on every node, registered with each kubelet through
 // plugins_registry — and a StorageClass + PVC + pod get a replicated, mounted volume. The
 // pod then moves to the other node: ControllerPublish makes that node Primary, and the
-// data is there. Deleting the PVC deletes the ReplicatedVolume and its backing files.
+// data is there. The PVC then grows offline (the pod gone, the claim patched bigger, a new
+// pod): external-resizer's ControllerExpandVolume grows both replicas, the node plugin
+// re-attaches the device and grows the filesystem, and the data is still there. Deleting
+// the PVC deletes the ReplicatedVolume and its backing files.
 import { jest } from '@jest/globals';
+import { parseQuantity } from '../../src/api/quantity.ts';
 import { TOPOLOGY_KEY } from '../../src/csi/identity.ts';
 import { external, kubectl, useCluster } from './lib/cluster.ts';
 import { eventually } from './lib/eventually.ts';
@@ -31,7 +35,14 @@ const poolDir = (node: string) => `/var/lib/tandem/pools/e2e-csi-pods-${node}`;
 const nodes = ['master', 'backup'] as const;
 
 type CsiNode = { spec: { drivers?: { name: string; nodeID: string; topologyKeys?: string[] }[] | null } };
-type Pv = { spec: { csi: { driver: string; volumeHandle: string } }; status: { phase: string } };
+type Pv = {
+  spec: { csi: { driver: string; volumeHandle: string }; capacity: { storage: string } };
+  status: { phase: string };
+};
+type Pvc = {
+  spec: { volumeName: string };
+  status: { capacity?: { storage?: string }; conditions?: { type: string; status: string; message?: string }[] };
+};
 type Va = { spec: { nodeName: string; source: { persistentVolumeName?: string } }; status?: { attached: boolean } };
 
 const json = async <T>(args: string[]): Promise<T> => JSON.parse((await kubectl([...args, '-o', 'json'])).stdout) as T;
@@ -185,8 +196,76 @@ describeLocal('the CSI driver as pods: StorageClass, PVC, pod', () => {
     expect(rv.status?.primary).toBe(second);
   });
 
-  test('deleting the PVC deletes the volume and its backing files on both nodes', async () => {
+  /** `df -B1 /data` in a pod: the filesystem's size in bytes. */
+  const dfTotal = async (pod: string) => {
+    const out = (await kubectl(['exec', '-n', ns, pod, '--', 'df', '-B1', '/data'])).stdout.trim().split('\n');
+    return Number(out[1]?.split(/\s+/)[1]);
+  };
+
+  test('offline expansion: pod gone, PVC patched bigger, PV and PVC grow, a new pod sees the bigger filesystem and the data', async () => {
+    const before = await dfTotal('reader');
+    const pvName = (await kubectl(['get', 'pvc', '-n', ns, 'data', '-o', 'jsonpath={.spec.volumeName}'])).stdout;
     await kubectl(['delete', 'pod', '-n', ns, 'reader', '--wait=true', '--timeout=120s']);
+    const t0 = Date.now();
+    await kubectl([
+      'patch',
+      'pvc',
+      '-n',
+      ns,
+      'data',
+      '--type=merge',
+      '-p',
+      JSON.stringify({ spec: { resources: { requests: { storage: '128Mi' } } } }),
+    ]);
+    const want = 128 << 20;
+    // external-resizer → ControllerExpandVolume (refused while the attachment lingers,
+    // retried) → spec.size grows → both replicas report the size → the PV's capacity.
+    await eventually(
+      async () => expect(parseQuantity((await json<Pv>(['get', 'pv', pvName])).spec.capacity.storage)).toBe(want),
+      { timeoutMs: 240_000, what: `PV ${pvName} to show 128Mi` },
+    );
+    console.log(`PVC patched to PV at 128Mi: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    const rv = await json<{ spec: { size: string }; status?: { replicas?: { node: string; sizeBytes?: number }[] } }>([
+      'get',
+      'rv',
+      '-n',
+      release.namespace,
+      rvName,
+    ]);
+    expect(rv.spec.size).toBe(String(want));
+    for (const r of rv.status?.replicas ?? []) expect(r.sizeBytes).toBeGreaterThanOrEqual(want);
+    expect(rv.status?.replicas?.length).toBe(2);
+    // The filesystem grows on the node, when a pod mounts the claim again.
+    const pending = await json<Pvc>(['get', 'pvc', '-n', ns, 'data']);
+    console.log(`PVC before the new pod: ${JSON.stringify(pending.status)}`);
+    const p = podSpec('grown', undefined, 'exec sleep 100000');
+    p.spec.containers[0]!.image = image;
+    const t1 = Date.now();
+    await kubectl(['apply', '-f', '-'], { input: JSON.stringify(p) });
+    await kubectl(['wait', '-n', ns, 'pod/grown', '--for=condition=Ready', '--timeout=240s']);
+    console.log(`new pod Running on the grown volume: ${((Date.now() - t1) / 1000).toFixed(1)} s`);
+    expect((await kubectl(['exec', '-n', ns, 'grown', '--', 'cat', '/data/hello'])).stdout.trim()).toBe(
+      `written on ${first}`,
+    );
+    const after = await dfTotal('grown');
+    console.log(`df /data: ${before} bytes at 64Mi, ${after} bytes at 128Mi`);
+    // ext4's own overhead aside, the filesystem has grown by about the 64 MiB added.
+    expect(after - before).toBeGreaterThan(56 << 20);
+    await eventually(
+      async () => {
+        const pvc = await json<Pvc>(['get', 'pvc', '-n', ns, 'data']);
+        expect({
+          capacity: parseQuantity(pvc.status.capacity?.storage ?? '0'),
+          resizing: pvc.status.conditions?.filter((c) => /Resiz/.test(c.type)) ?? [],
+        }).toEqual({ capacity: want, resizing: [] });
+      },
+      { timeoutMs: 120_000, what: 'the PVC to report 128Mi with no resize pending' },
+    );
+  });
+
+  test('deleting the PVC deletes the volume and its backing files on both nodes', async () => {
+    for (const pod of ['reader', 'grown'])
+      await kubectl(['delete', 'pod', '-n', ns, pod, '--ignore-not-found', '--wait=true', '--timeout=120s']);
     await kubectl(['delete', 'pvc', '-n', ns, 'data', '--wait=true', '--timeout=120s']);
     await eventually(
       async () => {
