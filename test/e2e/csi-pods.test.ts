@@ -204,6 +204,10 @@ describeLocal('the CSI driver as pods: StorageClass, PVC, pod', () => {
 
   test('offline expansion: pod gone, PVC patched bigger, PV and PVC grow, a new pod sees the bigger filesystem and the data', async () => {
     const before = await dfTotal('reader');
+    // The reader's node stays Primary with its kernel device attached (unpublishing keeps the
+    // role): a pod there again finds that device at the old size, which NodeStage re-attaches.
+    const primary = (await getRv(release.namespace, rvName)).status?.primary;
+    expect(nodes).toContain(primary);
     const pvName = (await kubectl(['get', 'pvc', '-n', ns, 'data', '-o', 'jsonpath={.spec.volumeName}'])).stdout;
     await kubectl(['delete', 'pod', '-n', ns, 'reader', '--wait=true', '--timeout=120s']);
     const t0 = Date.now();
@@ -238,7 +242,7 @@ describeLocal('the CSI driver as pods: StorageClass, PVC, pod', () => {
     // The filesystem grows on the node, when a pod mounts the claim again.
     const pending = await json<Pvc>(['get', 'pvc', '-n', ns, 'data']);
     console.log(`PVC before the new pod: ${JSON.stringify(pending.status)}`);
-    const p = podSpec('grown', undefined, 'exec sleep 100000');
+    const p = podSpec('grown', primary, 'exec sleep 100000');
     p.spec.containers[0]!.image = image;
     const t1 = Date.now();
     await kubectl(['apply', '-f', '-'], { input: JSON.stringify(p) });
