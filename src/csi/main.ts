@@ -59,7 +59,9 @@ export async function main(argv: string[]): Promise<void> {
       );
   }
   const nodeService =
-    mode !== 'controller' ? new NodeService({ node, engines: new EngineClient({ runDir, node }) }) : undefined;
+    mode !== 'controller'
+      ? new NodeService({ node, engines: new EngineClient({ runDir, node }), log: log.child({ service: 'node' }) })
+      : undefined;
   const services = loadCsi(proto);
   const server = await serve(
     endpoint,

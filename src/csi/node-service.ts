@@ -17,6 +17,7 @@
 import { constants } from 'node:fs';
 import { mkdir, open, readFile, rm, stat, statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import type { Logger } from 'pino';
 import { makeFilesystemOnce, run as runCommand, type Run } from '../node-agent/consumer.ts';
 import type { AdmResult, EngineStatusView } from '../node-agent/engine-client.ts';
 import { alreadyExists, CsiError, invalid, notFound, precondition, unavailable } from './errors.ts';
@@ -40,6 +41,7 @@ export type NodeOptions = {
   run?: Run;
   /** How long NodeStage/NodePublish wait for the Primary's device to be attached. */
   deviceWaitMs?: number;
+  log?: Logger;
 };
 
 type Mount = { source: string; fstype: string };
@@ -77,12 +79,14 @@ export class NodeService {
   readonly #engines: EngineView;
   readonly #run: Run;
   readonly #deviceWaitMs: number;
+  readonly #log: Logger | undefined;
 
   constructor(o: NodeOptions) {
     this.#node = o.node;
     this.#engines = o.engines;
     this.#run = o.run ?? runCommand;
     this.#deviceWaitMs = o.deviceWaitMs ?? 30_000;
+    this.#log = o.log;
   }
 
   NodeGetInfo = async () => ({
@@ -153,7 +157,10 @@ export class NodeService {
     for (;;) {
       const now = await this.#device(id, what);
       bytes = await this.#blockBytes(now, what);
-      if (!needsReattach(bytes, engineBytes)) return now;
+      if (!needsReattach(bytes, engineBytes)) {
+        this.#log?.info({ volume: id, from: device, to: now, bytes }, 'Re-attached the grown device');
+        return now;
+      }
       if (Date.now() > deadline)
         throw unavailable(`${what}: ${id} was re-attached but ${now} still has ${bytes} bytes, not ${engineBytes}`);
       await new Promise((r) => setTimeout(r, 250));
