@@ -28,7 +28,9 @@ import { portClaim, portsInUse, trustedPort } from './decisions/port.ts';
 import { nodeSecretNames, staleNodeAccess, type VolumeOnNodes } from './decisions/node-access.ts';
 import { decideEngineState, desiredReplicaSpecs } from './decisions/replicas.ts';
 import { decideRoles, type RolesDecision } from './decisions/roles.ts';
-import { aggregateStatus, eventsBetween, sameStatus } from './decisions/status.ts';
+import { parseQuantity } from '../api/quantity.ts';
+import { decideGrowth } from './decisions/growth.ts';
+import { aggregateStatus, eventsBetween, sameStatus, type StatusInput } from './decisions/status.ts';
 import type { ControllerMetrics } from './metrics.ts';
 import type { VolumeApi } from './volume-api.ts';
 import { DRIVER_NAME, volumeId } from '../csi/identity.ts';
@@ -237,6 +239,43 @@ export class VolumeReconciler {
     );
   }
 
+  /**
+   * The size the replicas are given: spec.size, unless it grew past a pool directory's
+   * capacity (decisions/growth.ts); and the volume's Sized condition once it has grown.
+   */
+  #growth(rv: ReplicatedVolume, replicas: Snapshot['replicas']) {
+    const wanted = rv.spec.size ? parseQuantity(rv.spec.size) : undefined;
+    const given = Math.max(...[...replicas.values()].map((r) => r.spec.sizeBytes ?? 0));
+    const raw = this.#caches.pools.get(rv.spec.pool);
+    const pool = raw ? StoragePool.safeParse(raw) : undefined;
+    const source = claimSource(rv);
+    const self = source && fileClaimOf(source);
+    const decision = decideGrowth({
+      wanted,
+      given: given > 0 ? given : undefined,
+      pool: rv.spec.pool,
+      poolSpec: pool?.success ? pool.data.spec : undefined,
+      fileNodes: rv.spec.replicas.filter((r) => r.disk === undefined).map((r) => r.node),
+      claims: self ? fileClaimsOf(this.#caches.volumes.list().flatMap((v) => claimSource(v) ?? [])) : [],
+      self: self ?? { key: `${rv.metadata.namespace}/${rv.metadata.name}`, created: '' },
+    });
+    let sized: StatusInput['sized'];
+    if (decision.refused) sized = { status: 'False', ...decision.refused };
+    else if (wanted !== undefined && given > 0) {
+      const device = Math.floor(wanted / 4096) * 4096;
+      // Only what the engines reported: a replica that has not started yet is not "growing".
+      const reported = [...replicas.values()].filter((r) => (r.status?.sizeBytes ?? 0) > 0);
+      const short = reported.filter((r) => (r.status?.sizeBytes ?? 0) < device).map((r) => r.spec.node);
+      sized =
+        reported.length === 0
+          ? undefined
+          : short.length === 0
+            ? { status: 'True', reason: 'AtSize', message: `Both replicas hold ${device} bytes` }
+            : { status: 'False', reason: 'Growing', message: `Growing to ${device} bytes on ${short.join(' and ')}` };
+    }
+    return { sizeBytes: decision.sizeBytes, sized };
+  }
+
   /** Placement, roles, status and the replicas' specs: pure, from one snapshot. */
   #plan(snap: Snapshot, now: Date, deleting: boolean): Plan {
     const { rv, replicas, nodes } = snap;
@@ -276,6 +315,7 @@ export class VolumeReconciler {
         }),
       });
     }
+    const growth = this.#growth(rv, replicas);
     const status = aggregateStatus({
       generation: rv.metadata.generation ?? 0,
       previous: rv.status,
@@ -284,6 +324,7 @@ export class VolumeReconciler {
         [...replicas].map(([n, r]) => [n, { status: r.status, generation: r.metadata.generation ?? 0 }]),
       ),
       placementFailure: placement.ok ? undefined : { reason: placement.reason, message: placement.message },
+      sized: growth.sized,
       roles,
       port,
       deleting,
@@ -296,13 +337,15 @@ export class VolumeReconciler {
         rv.spec.replicas.map((r) => replicas.get(r.node)?.spec.engine),
         rv.spec.replicas.map((r) => replicas.get(r.node)?.status),
       );
-      replicaSpecs = desiredReplicaSpecs(rv, placement.replicas, port, roles, engine).filter((spec) => {
-        const have = replicas.get(spec.node);
-        // While deleting, only existing replicas are told to go Down: a replica already gone
-        // (namespace teardown deletes them first) leaves an orphan engine its agent takes down.
-        if (deleting && !have) return false;
-        return !have || canonicalJson(have.spec) !== canonicalJson(spec);
-      });
+      replicaSpecs = desiredReplicaSpecs(rv, placement.replicas, port, roles, engine, growth.sizeBytes).filter(
+        (spec) => {
+          const have = replicas.get(spec.node);
+          // While deleting, only existing replicas are told to go Down: a replica already gone
+          // (namespace teardown deletes them first) leaves an orphan engine its agent takes down.
+          if (deleting && !have) return false;
+          return !have || canonicalJson(have.spec) !== canonicalJson(spec);
+        },
+      );
     }
     const s0 = rv.status;
     const changesOrders =

@@ -400,6 +400,21 @@ describeLocal('a hostile tenant', () => {
         });
       }
       expect((await kubectl(['get', 'rvr', '-n', ns, '-o', 'name'])).stdout).not.toContain('cap-second');
+      // Growing past the capacity is not a way around it: the replicas keep their size, and the volume says why.
+      await asTenant(['patch', 'rv', 'cap-first', '--type=merge', '-p', '{"spec":{"size":"128Mi"}}']);
+      await eventually(
+        async () =>
+          expect((await getRv(ns, 'cap-first')).status?.conditions?.find((c) => c.type === 'Sized')).toMatchObject({
+            status: 'False',
+            reason: 'PoolFull',
+            message: expect.stringContaining(`does not fit StoragePool ${capped}'s capacity 96Mi`),
+          }),
+        { timeoutMs: 30_000, what: 'cap-first: Sized=False PoolFull' },
+      );
+      for (const n of ['master', 'backup'])
+        expect(
+          (await kubectl(['get', 'rvr', `cap-first-${n}`, '-n', ns, '-o', 'jsonpath={.spec.sizeBytes}'])).stdout,
+        ).toBe(String(64 * 2 ** 20));
       // Room made: the second is placed without anyone touching it.
       await asTenant(['delete', 'rv', 'cap-first', '--timeout=120s']);
       await eventually(async () => expect(await placed('cap-second')).toMatchObject({ status: 'True' }), {

@@ -34,9 +34,11 @@ export function desiredReplicaSpecs(
   port: number,
   roles: RolesDecision,
   engine: EngineState,
+  /** The size the replicas are given (decisions/growth.ts); spec.size when not said. */
+  sizeBytes?: number,
 ): ReplicatedVolumeReplicaSpec[] {
   const s = rv.spec;
-  const size = s.size ? parseQuantity(s.size) : undefined;
+  const size = sizeBytes ?? (s.size ? parseQuantity(s.size) : undefined);
   const rate = s.resyncRate ? parseQuantity(s.resyncRate) : undefined;
   const endpoint = (p: PlacedReplica) => ({ node: p.node, address: p.address, disk: p.disk, metaDisk: p.metaDisk });
   return placed.map((self, i) => {

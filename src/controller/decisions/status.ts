@@ -24,6 +24,8 @@ export type StatusInput = {
   replicas: ReadonlyMap<string, { status: ReplicatedVolumeReplicaStatus | undefined; generation: number }>;
   /** Outcome of placement; undefined when it succeeded. */
   placementFailure?: { reason: string; message: string } | undefined;
+  /** Whether the replicas have spec.size (decisions/growth.ts); undefined: nothing to say (no growth yet). */
+  sized?: { status: 'True' | 'False'; reason: string; message: string } | undefined;
   roles: RolesDecision | undefined;
   port: number | undefined;
   deleting: boolean;
@@ -47,6 +49,8 @@ export function aggregateStatus(i: StatusInput): ReplicatedVolumeStatus {
           message: `Replicas on ${i.nodes.join(' and ')}`,
         },
   );
+
+  if (i.sized) set({ type: CONDITIONS.sized, ...i.sized });
 
   const summaries: ReplicaStatusSummary[] = i.nodes.map((node) => {
     const s = i.replicas.get(node)?.status;
