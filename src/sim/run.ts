@@ -132,6 +132,8 @@ class Sim {
   readonly oracle = new Oracle([...NODES]);
   readonly mode: Mode;
   readonly steps: number;
+  /** The size a person last asked grow-disk for (it only goes up). */
+  growTo = 0;
   readonly config: ResourceConfig;
   readonly trace: string[] = [];
   readonly arbiter: Arbiter = { primary: undefined, epoch: 0, fenced: new Set() };
@@ -775,6 +777,8 @@ class Sim {
       pause: 0.5,
       resume: 1,
       down: 1,
+      grow: 0.5,
+      resize: 0.5,
     });
     this.note(`${name}: tandemadm ${cmd}`);
     switch (cmd) {
@@ -814,6 +818,15 @@ class Sim {
         return this.op(name, 'pause-sync', () => e.pauseSync());
       case 'resume':
         return this.op(name, 'resume-sync', () => e.resumeSync());
+      case 'grow': {
+        // The size goes up (on one node at a time, as each agent does); a file with internal
+        // metadata grows and the metadata moves, under whatever else runs.
+        this.growTo = Math.max(this.growTo, e.size) + r.pick([0, 1, 4]) * 1024 * 1024;
+        const to = this.growTo;
+        return this.op(name, `grow-disk ${to}`, () => e.growDisk(to));
+      }
+      case 'resize':
+        return this.op(name, `resize (device ${e.size})`, () => e.resize());
       case 'down': {
         const node = this.nodes[name];
         const inc = node.incarnation;

@@ -50,10 +50,14 @@ describe('engine simulator', () => {
     expect(b.logs).toEqual(a.logs);
   }, 60_000);
 
-  // The two bugs this simulator was built to find, put back (src/sim/mutants.ts).
+  // The two bugs this simulator was built to find, put back (src/sim/mutants.ts). The budgets
+  // cover the first failing seed with room: seeds are deterministic, so this cannot flake, but a
+  // change to what the person at the keyboard does moves the hits (no-new-generation: 8 of 300
+  // seeds, the first seed 1, before grow-disk and resize joined the commands; 5 of 300, the first
+  // seed 60, after: `npm run sim -- --seed 1 --rounds 300 --mode manual --mutant NAME --keep-going`).
   test.each([
     ['ack-before-durable', 'manual', 40],
-    ['no-new-generation-on-disconnect', 'manual', 40],
+    ['no-new-generation-on-disconnect', 'manual', 80],
   ] as [Mutant, Mode, number][])(
     'finds %s (%s mode) within %i seeds',
     async (mutant, mode, budget) => {
