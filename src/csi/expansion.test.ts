@@ -1,10 +1,10 @@
+import { growFilesystemCommand } from '../node-agent/consumer.ts';
 import { CODES, CsiError } from './errors.ts';
 import {
   checkNodeExpansion,
   decideExpansion,
   type ExpansionSnapshot,
   expansionTarget,
-  growFilesystemCommand,
   growthPending,
   needsReattach,
 } from './expansion.ts';

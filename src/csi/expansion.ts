@@ -166,14 +166,3 @@ export function checkNodeExpansion(o: {
     `the kernel device ${o.device} of volume ${o.id} still has ${formatBytes(o.deviceBytes)} (the volume has ${formatBytes(o.engineBytes)}): tandem expands offline, the device shows the new size once the volume is unstaged and staged again`,
   );
 }
-
-/** The command that grows a mounted filesystem to its device: resize2fs takes the device, xfs_growfs the mount point. */
-export function growFilesystemCommand(
-  fs: string,
-  device: string,
-  mountPoint: string,
-): { cmd: string; args: string[] } | undefined {
-  if (fs === 'ext4') return { cmd: 'resize2fs', args: [device] };
-  if (fs === 'xfs') return { cmd: 'xfs_growfs', args: [mountPoint] };
-  return undefined;
-}

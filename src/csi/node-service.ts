@@ -18,10 +18,16 @@ import { constants } from 'node:fs';
 import { mkdir, open, readFile, rm, stat, statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
-import { makeFilesystemOnce, run as runCommand, type Run } from '../node-agent/consumer.ts';
+import {
+  growFilesystem,
+  growFilesystemCommand,
+  makeFilesystemOnce,
+  run as runCommand,
+  type Run,
+} from '../node-agent/consumer.ts';
 import type { AdmResult, EngineStatusView } from '../node-agent/engine-client.ts';
 import { alreadyExists, CsiError, invalid, notFound, precondition, unavailable } from './errors.ts';
-import { checkNodeExpansion, growFilesystemCommand, needsReattach } from './expansion.ts';
+import { checkNodeExpansion, needsReattach } from './expansion.ts';
 import { TOPOLOGY_KEY } from './identity.ts';
 import { checkCapabilities, DEFAULT_FS, isBlock, unsupportedCapability, type VolumeCapability } from './requests.ts';
 import { status } from '@grpc/grpc-js';
@@ -280,12 +286,11 @@ export class NodeService {
     });
     if (mount) {
       const fs = cap?.mount?.fs_type || mount.fstype;
-      const grow = growFilesystemCommand(fs, device, path);
-      if (!grow) throw invalid(`${what}: ${path} holds ${fs}; tandem grows ext4 and xfs`);
+      if (!growFilesystemCommand(fs, device, path))
+        throw invalid(`${what}: ${path} holds ${fs}; tandem grows ext4 and xfs`);
       // Both grow a mounted filesystem online, and do nothing when it already fills its device.
-      const r = await this.#run(grow.cmd, grow.args, 300_000);
-      if (r.code !== 0)
-        throw new CsiError(status.INTERNAL, `${what}: ${grow.cmd} ${grow.args.join(' ')}: ${r.stderr.trim()}`);
+      const failed = await growFilesystem(this.#run, device, fs, path);
+      if (failed) throw new CsiError(status.INTERNAL, `${what}: ${failed}`);
     }
     return { capacity_bytes: deviceBytes };
   };

@@ -108,20 +108,31 @@ export async function makeFilesystemOnce(
   return { created };
 }
 
+/** The command that grows a mounted filesystem to its device: resize2fs takes the device, xfs_growfs the mount point. */
+export function growFilesystemCommand(
+  fs: string,
+  device: string,
+  mountPoint: string,
+): { cmd: string; args: string[] } | undefined {
+  if (fs === 'ext4') return { cmd: 'resize2fs', args: [device] };
+  if (fs === 'xfs') return { cmd: 'xfs_growfs', args: [mountPoint] };
+  return undefined;
+}
+
 /**
- * Grows a mounted filesystem to fill its device, online (resize2fs on the device, xfs_growfs
- * on the mount point); a no-op when it fills it already. Returns the error, if any: the
- * filesystem stays mounted and usable at its old size either way.
+ * Grows a mounted filesystem to fill its device, online; a no-op when it fills it already.
+ * Returns the error, if any: the filesystem stays mounted and usable at its old size either way.
  */
 export async function growFilesystem(
   run: Run,
   device: string,
-  filesystem: 'xfs' | 'ext4',
+  filesystem: string,
   mountPath: string,
 ): Promise<string | undefined> {
-  const [cmd, args] = filesystem === 'ext4' ? ['resize2fs', [device]] : ['xfs_growfs', [mountPath]];
-  const r = await run(cmd, args);
-  return r.code === 0 ? undefined : `${cmd} ${args.join(' ')}: ${r.stderr.trim() || `exited ${r.code}`}`;
+  const grow = growFilesystemCommand(filesystem, device, mountPath);
+  if (!grow) return `${mountPath} holds ${filesystem}; tandem grows ext4 and xfs`;
+  const r = await run(grow.cmd, grow.args, 300_000);
+  return r.code === 0 ? undefined : `${grow.cmd} ${grow.args.join(' ')}: ${r.stderr.trim() || `exited ${r.code}`}`;
 }
 
 export class Consumer {
