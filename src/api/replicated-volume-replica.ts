@@ -153,5 +153,14 @@ export const ReplicatedVolumeReplica = z.object({
 });
 export type ReplicatedVolumeReplica = z.infer<typeof ReplicatedVolumeReplica>;
 
+/**
+ * The device size the engines reach for spec.sizeBytes: the size as the engine's
+ * configuration carries it (whole KiB, render-config.ts), in whole 4 KiB blocks. The
+ * agents grow to it (node-agent/plan.ts); the controller reports the volume Sized at it.
+ */
+export function deviceBytesFor(sizeBytes: number): number {
+  return Math.floor(Math.floor(sizeBytes / 1024) / 4) * 4096;
+}
+
 /** The generation identifier of metadata that has never been part of a sync (DRBD's UUID_JUST_CREATED). */
 export const UUID_JUST_CREATED_HEX = '0000000000000004';

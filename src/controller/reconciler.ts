@@ -17,7 +17,11 @@ import type * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { ANNOTATIONS, CONDITIONS, FINALIZER, LABELS, PORT_RANGE } from '../api/names.ts';
 import { ReplicatedVolume, type ReplicatedVolumeStatus } from '../api/replicated-volume.ts';
-import { ReplicatedVolumeReplica, type ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
+import {
+  deviceBytesFor,
+  ReplicatedVolumeReplica,
+  type ReplicatedVolumeReplicaSpec,
+} from '../api/replicated-volume-replica.ts';
 import { type ClaimSource, fileClaimOf, fileClaimsOf, StoragePool } from '../api/storage-pool.ts';
 import { canonicalJson } from '../runtime/canonical-json.ts';
 import { type Clock, systemClock } from '../runtime/clock.ts';
@@ -262,7 +266,7 @@ export class VolumeReconciler {
     let sized: StatusInput['sized'];
     if (decision.refused) sized = { status: 'False', ...decision.refused };
     else if (wanted !== undefined && given > 0) {
-      const device = Math.floor(wanted / 4096) * 4096;
+      const device = deviceBytesFor(wanted);
       // Only what the engines reported: a replica that has not started yet is not "growing".
       const reported = [...replicas.values()].filter((r) => (r.status?.sizeBytes ?? 0) > 0);
       const short = reported.filter((r) => (r.status?.sizeBytes ?? 0) < device).map((r) => r.spec.node);

@@ -25,7 +25,7 @@
 import type { ConditionInput } from '../api/condition.ts';
 import { CONDITIONS } from '../api/names.ts';
 import type { Fence } from '../api/replicated-volume.ts';
-import type { ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
+import { deviceBytesFor, type ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
 import { internalFileBytesFor } from '../replication/metadata.ts';
 import type { FileRemoval, PoolFileFacts } from './disk-check.ts';
 import type { EngineStatusView } from './engine-client.ts';
@@ -225,11 +225,6 @@ export function planPass(s: PassSnapshot): Plan {
       ...(grow.condition ? [grow.condition] : []),
     ]),
   };
-}
-
-/** The size the engines can take: spec.sizeBytes as the config carries it (KiB), in whole 4 KiB blocks. */
-export function deviceBytesFor(sizeBytes: number): number {
-  return Math.floor(Math.floor(sizeBytes / 1024) / 4) * 4096;
 }
 
 /**
