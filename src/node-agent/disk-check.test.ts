@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { PoolNodeGrant } from '../api/storage-pool.ts';
 import { realStorage } from '../replication/real-world.ts';
-import { locateMetadata } from '../replication/metadata.ts';
+import { internalFileBytesFor, locateMetadata } from '../replication/metadata.ts';
 import { Consumer } from './consumer.ts';
 import {
   backingFileBytes,
@@ -179,6 +179,8 @@ test('a new pool file holds the volume and its internal metadata', () => {
   for (const size of [1, 4096, 1 << 20, 512 * 2 ** 20, 10 * 2 ** 30 + 12345]) {
     const bytes = backingFileBytes(size);
     expect(bytes).toBeGreaterThan(size);
+    // At least the exact size a grow to `size` makes (one rule, metadata.ts internalFileBytes; room to spare).
+    expect(bytes).toBeGreaterThanOrEqual(internalFileBytesFor(size));
     expect(bytes - size).toBeLessThan(size / 16 + (4 << 20));
   }
 });

@@ -29,7 +29,7 @@ import { dirname } from 'node:path';
 import { HOST_PATH_PATTERN } from '../api/replicated-volume.ts';
 import { grants, metaDiskPath, type PoolNodeGrant } from '../api/storage-pool.ts';
 import { BLOCK_SIZE } from '../replication/bitmap.ts';
-import { internalMdBytes } from '../replication/metadata.ts';
+import { internalFileBytes } from '../replication/metadata.ts';
 
 /** What was found at one path, read before deciding. */
 export type PathFacts = {
@@ -101,12 +101,16 @@ export type DiskVerdict =
 
 const CANONICAL = new RegExp(`^${HOST_PATH_PATTERN}$`);
 
-/** A backing file that holds `usable` bytes of data and the internal metadata after them. */
+/**
+ * A new backing file that holds `usable` bytes of data and the internal metadata after
+ * them. The rule is a grown file's (metadata.ts internalFileBytes), with room to spare:
+ * the metadata is sized for a file of twice the data and a MiB, more than this file ever
+ * is (its bitmap grows with the file), where a grow sizes it for the file exactly; and a
+ * block more. The spare is a few KiB of bitmap per GiB.
+ */
 export function backingFileBytes(usable: number): number {
   const data = Math.ceil(usable / BLOCK_SIZE) * BLOCK_SIZE;
-  // The metadata's size grows with the file (its bitmap); size it for a file of twice the data.
-  const md = Math.ceil(internalMdBytes(2 * data + (1 << 20)) / BLOCK_SIZE) * BLOCK_SIZE;
-  return data + md + BLOCK_SIZE;
+  return internalFileBytes(data, 2 * data + (1 << 20)) + BLOCK_SIZE;
 }
 
 /** Two meta-disks collide unless they are different slots of one indexed device. */

@@ -105,6 +105,17 @@ export function internalLocation(diskPath: string, bytes: number): MdLocation {
 }
 
 /**
+ * The one rule for sizing a file with internal metadata: `dataBytes` (in whole blocks),
+ * then the metadata internalLocation puts at the end, sized for a backing device of
+ * `mdFor` bytes. Its bitmap grows with the file, so the data fits when `mdFor` is at
+ * least the size returned. A grow asks for the exact size (internalFileBytesFor); a new
+ * pool file for more (node-agent/disk-check.ts backingFileBytes).
+ */
+export function internalFileBytes(dataBytes: number, mdFor: number): number {
+  return roundUp(dataBytes, BLOCK_SIZE) + internalMdBytes(mdFor);
+}
+
+/**
  * The smallest file size whose internal metadata starts at or after `atLeast`: a file
  * grown to it holds `atLeast` bytes of data, and its new metadata area lies wholly past
  * the old end when `atLeast` is the old size (so the old area is never written over).
@@ -112,9 +123,9 @@ export function internalLocation(diskPath: string, bytes: number): MdLocation {
 export function internalFileBytesFor(atLeast: number): number {
   // The data area holds at least two blocks (internalLocation's smallest device).
   const want = Math.max(roundUp(atLeast, BLOCK_SIZE), 2 * BLOCK_SIZE);
-  let bytes = want + internalMdBytes(want);
-  for (let gap = want - (bytes - internalMdBytes(bytes)); gap > 0; gap = want - (bytes - internalMdBytes(bytes)))
-    bytes += gap;
+  // The metadata sized for the file itself: a larger file can need a larger bitmap.
+  let bytes = internalFileBytes(want, want);
+  for (let next = internalFileBytes(want, bytes); next > bytes; next = internalFileBytes(want, bytes)) bytes = next;
   return bytes;
 }
 
