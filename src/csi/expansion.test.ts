@@ -6,7 +6,6 @@ import {
   type ExpansionSnapshot,
   expansionTarget,
   growthPending,
-  needsReattach,
 } from './expansion.ts';
 
 const MiB = 1 << 20;
@@ -139,13 +138,6 @@ describe('growthPending', () => {
 });
 
 describe('node side', () => {
-  test('a kernel device smaller than the engine is re-attached; equal or larger is not', () => {
-    expect([needsReattach(GiB, 2 * GiB), needsReattach(2 * GiB, 2 * GiB), needsReattach(3 * GiB, 2 * GiB)]).toEqual([
-      true,
-      false,
-      false,
-    ]);
-  });
   const check = (o: { requiredBytes: number; engineBytes: number; deviceBytes: number }) =>
     outcome(() => checkNodeExpansion({ id: 'ns.v', device: '/dev/loop3', ...o }) ?? 'OK');
   test.each([

@@ -137,11 +137,6 @@ export function growthPending(
   return pending;
 }
 
-/** NodeStageVolume: the attached kernel device shows fewer bytes than the engine's device has. */
-export function needsReattach(deviceBytes: number, engineBytes: number): boolean {
-  return deviceBytes < engineBytes;
-}
-
 /**
  * NodeExpandVolume's check before growing a filesystem: the device must already have
  * the size asked for (required_bytes, else the engine's size). The engine not there

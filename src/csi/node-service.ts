@@ -19,27 +19,27 @@ import { mkdir, open, readFile, rm, stat, statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import {
+  type AttachingEngine,
+  blockDeviceBytes,
+  ConsumerError,
   growFilesystem,
   growFilesystemCommand,
+  grownDevice,
   makeFilesystemOnce,
+  needsReattach,
   run as runCommand,
   type Run,
 } from '../node-agent/consumer.ts';
-import type { AdmResult, EngineStatusView } from '../node-agent/engine-client.ts';
 import { alreadyExists, CsiError, invalid, notFound, precondition, unavailable } from './errors.ts';
-import { checkNodeExpansion, needsReattach } from './expansion.ts';
+import { checkNodeExpansion } from './expansion.ts';
 import { TOPOLOGY_KEY } from './identity.ts';
 import { checkCapabilities, DEFAULT_FS, isBlock, unsupportedCapability, type VolumeCapability } from './requests.ts';
 import { status } from '@grpc/grpc-js';
 
 type Req = Record<string, unknown>;
 
-export interface EngineView {
-  /** The engine's status for a resource, undefined when none runs on this node. */
-  status(resource: string): Promise<EngineStatusView | undefined>;
-  /** `tandemadm … ARGS RESOURCE` for the resource on this node (here: `reattach`). */
-  adm(resource: string, ...args: string[]): Promise<AdmResult>;
-}
+/** The engine's status for a resource (undefined when none runs on this node) and `tandemadm … ARGS RESOURCE` (here: `reattach`). */
+export type EngineView = AttachingEngine;
 
 export type NodeOptions = {
   node: string;
@@ -133,44 +133,41 @@ export class NodeService {
   }
 
   /** The size of a block device (or of the device a file is bind-mounted from), in bytes. */
-  async #blockBytes(device: string, what: string): Promise<number> {
-    const b = await this.#run('blockdev', ['--getsize64', device]);
-    const n = Number(b.stdout.trim());
-    if (b.code !== 0 || !Number.isSafeInteger(n))
-      throw new CsiError(
-        status.INTERNAL,
-        `${what}: blockdev --getsize64 ${device}: ${b.stderr.trim() || b.stdout.trim()}`,
-      );
-    return n;
+  #blockBytes(device: string, what: string): Promise<number> {
+    return blockDeviceBytes(this.#run, device).catch((err: Error) => {
+      throw new CsiError(status.INTERNAL, `${what}: ${err.message}`);
+    });
   }
 
   /**
-   * The Primary's device with the engine's size: a kernel device attached before the
-   * volume grew still has the old size (neither a loop device over nbdfuse nor an
-   * nbd-client connection learns of it), so it is attached again, which the engine
-   * refuses while the device is open. Called only while nothing of ours has it mounted.
+   * The Primary's device with the engine's size (consumer.ts grownDevice: attached again
+   * when it is smaller). Called only while nothing of ours has it mounted. A device the
+   * kernel gives no size for is INTERNAL; a refused re-attach FAILED_PRECONDITION (the
+   * device is open); no device, or one still short, by the time the device wait is over
+   * UNAVAILABLE: the kubelet calls again.
    */
   async #grownDevice(id: string, device: string, what: string): Promise<string> {
-    const engineBytes = (await this.#engines.status(id))?.size ?? 0;
-    let bytes = await this.#blockBytes(device, what);
-    if (!needsReattach(bytes, engineBytes)) return device;
-    const r = await this.#engines.adm(id, 'reattach');
-    if (r.code !== 0)
-      throw precondition(
-        `${what}: the kernel device ${device} of ${id} has ${bytes} bytes, the volume ${engineBytes}, and re-attaching it failed: ${(r.stderr || r.stdout).trim()}`,
+    const grown = await grownDevice({
+      engine: this.#engines,
+      resource: id,
+      device,
+      size: (d) => this.#blockBytes(d, what),
+      waitMs: this.#deviceWaitMs,
+    }).catch((err: unknown) => {
+      if (err instanceof ConsumerError)
+        throw err.reason === 'ReattachFailed'
+          ? precondition(`${what}: ${err.message}`)
+          : unavailable(`${what}: ${err.message}`);
+      throw err;
+    });
+    const r = grown.reattached;
+    if (!r) return grown.device;
+    if (r.bytes === undefined || needsReattach(r.bytes, r.volume))
+      throw unavailable(
+        `${what}: ${id} was re-attached but ${grown.device} still has ${r.bytes} bytes, not ${r.volume}`,
       );
-    const deadline = Date.now() + this.#deviceWaitMs;
-    for (;;) {
-      const now = await this.#device(id, what);
-      bytes = await this.#blockBytes(now, what);
-      if (!needsReattach(bytes, engineBytes)) {
-        this.#log?.info({ volume: id, from: device, to: now, bytes }, 'Re-attached the grown device');
-        return now;
-      }
-      if (Date.now() > deadline)
-        throw unavailable(`${what}: ${id} was re-attached but ${now} still has ${bytes} bytes, not ${engineBytes}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    this.#log?.info({ volume: id, from: device, to: grown.device, bytes: r.bytes }, 'Re-attached the grown device');
+    return grown.device;
   }
 
   /** Unmounts every layer mounted at `path`. */
@@ -304,9 +301,7 @@ export class NodeService {
     const st = await stat(path);
     if (!st.isDirectory()) {
       // A raw block volume: its size is all there is to say.
-      const b = await this.#run('blockdev', ['--getsize64', path]);
-      if (b.code !== 0) throw new CsiError(status.INTERNAL, `${what}: blockdev ${path}: ${b.stderr.trim()}`);
-      return { usage: [{ unit: 'BYTES', total: Number(b.stdout.trim()) }] };
+      return { usage: [{ unit: 'BYTES', total: await this.#blockBytes(path, what) }] };
     }
     const s = await statfs(path);
     return {

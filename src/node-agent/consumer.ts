@@ -16,7 +16,9 @@ import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
 import { lstat, mkdir, open, readFile, realpath, stat, unlink } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { gatherDiskFacts, type PathFacts, removableInPool } from './disk-check.ts';
+import type { AdmResult, EngineStatusView } from './engine-client.ts';
 import { DEFAULT_MOUNT_ROOT, MountPathError, mountRootFor, prepareMountPoint } from './mount-path.ts';
 
 export type Run = (
@@ -135,6 +137,84 @@ export async function growFilesystem(
   return r.code === 0 ? undefined : `${grow.cmd} ${grow.args.join(' ')}: ${r.stderr.trim() || `exited ${r.code}`}`;
 }
 
+/** The kernel's size of a block device in bytes; ConsumerError BlockdevFailed when blockdev cannot tell. */
+export async function blockDeviceBytes(run: Run, device: string): Promise<number> {
+  const r = await run('blockdev', ['--getsize64', device]);
+  const n = Number(r.stdout.trim());
+  if (r.code !== 0 || !Number.isSafeInteger(n))
+    throw new ConsumerError('BlockdevFailed', `blockdev --getsize64 ${device}: ${r.stderr.trim() || r.stdout.trim()}`);
+  return n;
+}
+
+/** The attached kernel device shows fewer bytes than the engine's device has. */
+export function needsReattach(deviceBytes: number, engineBytes: number): boolean {
+  return deviceBytes < engineBytes;
+}
+
+/** What a re-attach needs of the volume's engine on this node (the agent's EngineClient, the CSI node service's EngineView). */
+export interface AttachingEngine {
+  status(resource: string): Promise<EngineStatusView | undefined>;
+  adm(resource: string, ...args: string[]): Promise<AdmResult>;
+}
+
+export type GrownDevice = {
+  /** The device to mount or stage: the one given, or the one attached again. */
+  device: string;
+  /** Set when it was attached again: the kernel's size before and after (undefined: unknown) and the volume's. */
+  reattached?: { from: number; bytes: number | undefined; volume: number };
+};
+
+/**
+ * The Primary's kernel device at the volume's size, before anything mounts it. A device
+ * attached before the volume grew keeps its old size (neither nbd-client nor a loop
+ * device over nbdfuse learns that the export grew), so it is attached again
+ * (`tandemadm reattach`), which the engine refuses while the device is open: call this
+ * only while nothing of ours has it mounted. Shared by spec.mountPath's consumer (the
+ * agent's ensure-consumer) and the CSI node service's NodeStageVolume.
+ *
+ * `size` reads a device's size: undefined means unknown, and the device is used as it
+ * is; an error it throws is the caller's and passes through. After a re-attach this
+ * looks until `waitMs` has passed (at least once) for the engine to report a device of
+ * the volume's size, and returns the device it has then: `reattached.bytes` below
+ * `reattached.volume` means it is still short, which each caller reports its own way.
+ * ConsumerError ReattachFailed: tandemadm reattach failed, nothing changed;
+ * ReattachedNoDevice: it succeeded but the engine reports no device.
+ */
+export async function grownDevice(o: {
+  engine: AttachingEngine;
+  resource: string;
+  device: string;
+  size: (device: string) => Promise<number | undefined>;
+  waitMs: number;
+}): Promise<GrownDevice> {
+  const from = await o.size(o.device);
+  if (from === undefined) return { device: o.device };
+  const volume = (await o.engine.status(o.resource))?.size ?? 0;
+  if (!needsReattach(from, volume)) return { device: o.device };
+  const r = await o.engine.adm(o.resource, 'reattach');
+  if (r.code !== 0)
+    throw new ConsumerError(
+      'ReattachFailed',
+      `the kernel device ${o.device} of ${o.resource} has ${from} bytes, the volume ${volume}, and re-attaching it failed: ${(r.stderr || r.stdout).trim()}`,
+    );
+  const deadline = Date.now() + o.waitMs;
+  for (;;) {
+    const attach = (await o.engine.status(o.resource))?.attach;
+    const device = attach?.device || undefined;
+    const bytes = device ? await o.size(device) : undefined;
+    const done = device !== undefined && (bytes === undefined || !needsReattach(bytes, volume));
+    if (done || Date.now() >= deadline) {
+      if (device === undefined)
+        throw new ConsumerError(
+          'ReattachedNoDevice',
+          `${o.resource} was re-attached but its engine reports no device${attach?.lastError ? ` (${attach.lastError})` : ''}`,
+        );
+      return { device, reattached: { from, bytes, volume } };
+    }
+    await sleep(250);
+  }
+}
+
 export class Consumer {
   readonly #run: Run;
   /** Where the host's / is in this mount namespace: '' on the host, /mnt/tandem-host in the chart's pod. */
@@ -192,10 +272,8 @@ export class Consumer {
   }
 
   /** The kernel's size of a block device in bytes (blockdev), undefined when it cannot be read. */
-  async deviceBytes(device: string): Promise<number | undefined> {
-    const r = await this.#run('blockdev', ['--getsize64', device]);
-    const n = Number(r.stdout.trim());
-    return r.code === 0 && Number.isSafeInteger(n) ? n : undefined;
+  deviceBytes(device: string): Promise<number | undefined> {
+    return blockDeviceBytes(this.#run, device).catch(() => undefined);
   }
 
   /**

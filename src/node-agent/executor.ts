@@ -10,16 +10,14 @@ import type { ReplicatedVolumeReplica, ReplicatedVolumeReplicaSpec } from '../ap
 import { type Clock, systemClock } from '../runtime/clock.ts';
 import { describeError } from '../runtime/kube.ts';
 import type { AgentApi } from './agent-api.ts';
-import type { AdmResult, EngineStatusView } from './engine-client.ts';
 import type { Fencer } from './fence.ts';
+import { type AttachingEngine, grownDevice, needsReattach } from './consumer.ts';
 import type { PathFacts } from './disk-check.ts';
 import type { Action, FailureCondition, Plan } from './plan.ts';
 import { ConfigValueError } from './render-config.ts';
 
 /** The agent's handle on engines (EngineClient: tandemadm + the control socket). */
-export interface EngineDriver {
-  status(resource: string): Promise<EngineStatusView | undefined>;
-  adm(resource: string, ...args: string[]): Promise<AdmResult>;
+export interface EngineDriver extends AttachingEngine {
   /** Resources with an engine (or its leftovers) on this node. */
   resources(): Promise<string[]>;
 }
@@ -139,20 +137,35 @@ export class PlanExecutor {
 
   /**
    * Before a mount: a kernel device smaller than the volume (it grew since the device was
-   * attached; neither nbd-client nor nbdfuse learns a new size) is attached again, while
-   * nothing holds it. Returns the device to mount.
+   * attached) is attached again, while nothing holds it (consumer.ts grownDevice). A size
+   * the kernel does not tell leaves the device as it is; one still short after the
+   * re-attach is mounted all the same, with a warning: the volume is usable at its old size.
    */
-  async #grownDevice(res: string, device: string, log: Logger): Promise<string> {
-    const kernel = await this.#consumer.deviceBytes(device);
-    if (kernel === undefined) return device;
-    const engine = await this.#engines.status(res);
-    if (!engine || kernel >= engine.size) return device;
-    const r = await this.#engines.adm(res, 'reattach');
-    if (r.code !== 0) throw new ActionFailed(`reattach for the grown size: ${r.stderr.trim()}`, 'ReattachFailed');
-    const again = (await this.#engines.status(res))?.attach?.device;
-    if (!again) throw new ActionFailed('reattach for the grown size: the engine reports no device afterwards');
-    log.info({ from: kernel, to: engine.size, device: again }, 'Attached the grown device again before mounting it');
-    return again;
+  async #grownDevice(rvr: ReplicatedVolumeReplica, device: string, log: Logger): Promise<string> {
+    const grown = await grownDevice({
+      engine: this.#engines,
+      resource: rvr.spec.resource,
+      device,
+      size: (d) => this.#consumer.deviceBytes(d),
+      waitMs: 0,
+    }).catch((err: unknown) => {
+      throw new ActionFailed(describeError(err).message, (err as { reason?: string }).reason);
+    });
+    const r = grown.reattached;
+    if (!r) return grown.device;
+    log.info(
+      { from: r.from, to: r.volume, device: grown.device },
+      'Attached the grown device again before mounting it',
+    );
+    if (r.bytes !== undefined && needsReattach(r.bytes, r.volume)) {
+      const message = `the re-attached device ${grown.device} has ${r.bytes} bytes, the volume ${r.volume}`;
+      log.warn(
+        { device: grown.device, bytes: r.bytes, volume: r.volume },
+        'Mounting a device still short of the volume',
+      );
+      await this.event(rvr, 'Warning', 'FilesystemNotGrown', `Mounted at its old size: ${message}`);
+    }
+    return grown.device;
   }
 
   /** Runs one action; false when it found nothing to do (or did not succeed, harmlessly). */
@@ -260,7 +273,7 @@ export class PlanExecutor {
       case 'lift-peer-fence':
         return this.liftPeerFence(ns, spec);
       case 'ensure-consumer': {
-        const device = await this.#grownDevice(res, a.device, log);
+        const device = await this.#grownDevice(rvr, a.device, log);
         const m = await this.#consumer.ensure(device, spec.filesystem!, spec.mountPath!, ns).catch((err: unknown) => {
           throw new ActionFailed(describeError(err).message, (err as { reason?: string }).reason);
         });
