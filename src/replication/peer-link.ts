@@ -82,6 +82,8 @@ export class Connection implements PeerConnection {
   private backlog: Frame[] = [];
   private closed = false;
   private corked = false;
+  /** afterFlush callbacks: run right after the uncork that hands the queued frames to the socket. */
+  private afterUncork: (() => void)[] = [];
   private lastRx = Date.now();
   private lastTx = Date.now();
   private pingTimer: NodeJS.Timeout | undefined;
@@ -171,6 +173,10 @@ export class Connection implements PeerConnection {
       process.nextTick(() => {
         this.corked = false;
         this.socket.uncork();
+        // Even on a closed connection: a local write waits in here.
+        const after = this.afterUncork;
+        this.afterUncork = [];
+        for (const fn of after) fn();
       });
     }
     for (let i = 0; i < bufs.length; i++) {
@@ -181,6 +187,19 @@ export class Connection implements PeerConnection {
     }
     this.lastTx = Date.now();
     return true;
+  }
+
+  afterFlush<T>(fn: () => Promise<T>): Promise<T> {
+    if (!this.corked) return fn();
+    return new Promise<T>((resolve, reject) => {
+      this.afterUncork.push(() => {
+        try {
+          fn().then(resolve, reject);
+        } catch (err) {
+          reject(err);
+        }
+      });
+    });
   }
 
   sendJson(type: Parameters<typeof encodeJson>[0], value: unknown): boolean {

@@ -78,6 +78,13 @@ export interface Storage {
 export interface PeerConnection {
   /** Queues buffers; `onSent` runs once they were handed to the network (protocol A's ack point). */
   send(bufs: Buffer[], onSent?: () => void): boolean;
+  /**
+   * Runs `fn` once what was queued so far is handed to the network (at once if nothing
+   * waits), and settles as its promise does. The Primary's local write of a mirrored
+   * request goes through here: its DATA frame leaves first, so the peer receives and
+   * writes while this node writes, as DRBD submits the local bio after queueing the send.
+   */
+  afterFlush<T>(fn: () => Promise<T>): Promise<T>;
   /** Installs the frame handler (frames that arrived with the handshake are replayed). */
   setHandler(h: (f: Frame) => void): void;
   /** Ends the connection; `flush`: what was queued (an ERROR saying why) still reaches the peer. */

@@ -327,8 +327,9 @@ export class WritePath {
       const req = c ? this.mirror(c, offset, length, fua, message, sentBytes) : undefined;
       if (req && local) alHeld = false;
       // true: on the local disk; false: the disk failed and was detached (the peer must have it).
+      // A mirrored request's DATA frame leaves first (afterFlush): the peer's write overlaps ours.
       const onDisk = local
-        ? toDisk(local.data).then(
+        ? (req && c ? c.afterFlush(() => toDisk(local.data)) : toDisk(local.data)).then(
             () => true,
             async (err: unknown) => {
               if ((await core.localIoError(err, 'write')) === 'passed')

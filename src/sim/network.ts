@@ -86,6 +86,11 @@ class SimConnection implements PeerConnection {
     return true;
   }
 
+  /** A send is handed to the simulated network at once. */
+  afterFlush<T>(fn: () => Promise<T>): Promise<T> {
+    return fn();
+  }
+
   whenQueuedBelow(bytes: number): Promise<void> {
     if (this.#closed || this.#queued <= bytes) return Promise.resolve();
     return new Promise((resolve) => this.#drainWaiters.push({ bytes, resolve }));
