@@ -567,6 +567,11 @@ export class PeerLink extends EventEmitter<LinkEvents> implements PeerLinkHandle
       // with the last handshake frame are already in the connection's backlog.
       if (established && !announced) {
         announced = true;
+        // The dialer reported WFReportParams when its TCP connection stood; the listener has
+        // many attempts at once and reports the one that proved to be the peer, so that its
+        // engine, like the dialer's (and DRBD's), goes WFConnection → WFReportParams →
+        // Connected. Without it every accepted connection was a refused state fact.
+        if (how === 'accepted') this.emit('state', 'WFReportParams', 'peer authenticated');
         this.emit('connected', established);
       }
     };

@@ -27,6 +27,29 @@ async function startBoth(pair: Pair): Promise<void> {
 }
 
 describe('peer authentication', () => {
+  test('the right secret: both sides go WFConnection → WFReportParams → Connected, and no state fact is refused', async () => {
+    const pair = await Pair.create({
+      perNodeNet: {
+        master: `${SECRET} shared-secret "right-secret";`,
+        backup: `${SECRET} shared-secret "right-secret";`,
+      },
+    });
+    try {
+      await startBoth(pair);
+      await pair.waitInSync();
+      for (const n of ['master', 'backup'] as const) {
+        const log = await readFile(pair.logPath(n), 'utf8');
+        // The listening side (backup: 127.0.0.3 sorts after 127.0.0.2) used to jump from
+        // WFConnection to Connected, which the state rules refuse ("Refused a state fact").
+        expect(log).not.toMatch(/Refused a state fact/);
+        expect(log).toMatch(/conn\(WFConnection->WFReportParams\)/);
+        expect(log).toMatch(/conn\(WFReportParams->(Connected|WFBitMapS|WFBitMapT)\)/);
+      }
+    } finally {
+      await pair.destroy();
+    }
+  });
+
   test('a peer with the wrong shared secret is refused and both disks stay untouched', async () => {
     const pair = await Pair.create({
       perNodeNet: {
