@@ -297,7 +297,15 @@ resource ${this.resourceOf(n)} {
         /* not running */
       }
     }
+    // An invariant of every test with a pair: the engines never hit a state change their own
+    // rules refuse ("Refused a state fact" is logged, applied anyway, and is always a bug).
+    const refused: string[] = [];
+    for (const n of ['master', 'backup'] as const) {
+      const log = await readFile(this.logPath(n), 'utf8').catch(() => '');
+      for (const line of log.split('\n')) if (line.includes('Refused a state fact')) refused.push(`${n}: ${line}`);
+    }
     if (!process.env.TANDEM_KEEP_TEST_DIRS) await rm(this.dir, { recursive: true, force: true });
+    if (refused.length > 0) throw new Error(`an engine refused a state fact:\n${refused.join('\n')}`);
   }
 }
 
