@@ -59,6 +59,7 @@ import * as k8s from '@kubernetes/client-node';
 import yaml from 'js-yaml';
 import pino from 'pino';
 import { CONDITIONS, DEFAULT_OPERATOR_NAMESPACE, GROUP, KINDS, VERSION } from '../src/api/names.ts';
+import { SupervisedInformer } from '../src/runtime/informer.ts';
 import { collectionPath, listCustom } from '../src/runtime/kube.ts';
 import { SimNode, type World } from './bench-control/sim-node.ts';
 
@@ -275,7 +276,7 @@ export async function benchControl(o: BenchControlOptions): Promise<BenchControl
   cp.ensureBinaries();
   let controller: ChildProcess | undefined;
   const sims: SimNode[] = [];
-  const informers: k8s.Informer<k8s.KubernetesObject>[] = [];
+  const informers: SupervisedInformer<k8s.KubernetesObject>[] = [];
   let ok = false;
   try {
     nodesHarness.ensureBridge();
@@ -357,10 +358,10 @@ export async function benchControl(o: BenchControlOptions): Promise<BenchControl
     });
 
     // --- nodes ---------------------------------------------------------------------------
+    const quiet = pino({ level: 'fatal', base: { component: 'bench' } });
     const world: World = { lostAt: new Map() };
     const agentKc = kcOf(kubeconfig(CLIENTS.agents.name));
     const kubeletKc = kcOf(kubeconfig(CLIENTS.kubelets.name));
-    const quiet = pino({ level: 'error', base: { component: 'bench-sim' } });
     const names = nodeNames(o.nodes);
     for (const [i, name] of names.entries())
       sims.push(
@@ -384,11 +385,15 @@ export async function benchControl(o: BenchControlOptions): Promise<BenchControl
     const promotedAt = new Map<string, number>();
     let watch: { victim: string; affected: Map<string, number>; secondaryLost: Set<string> } | undefined;
     const custom = admin.makeApiClient(k8s.CustomObjectsApi);
-    const rvInformer = k8s.makeInformer(
-      admin,
-      collectionPath(KINDS.volume.plural),
-      listCustom(custom, KINDS.volume.plural),
-    );
+    // Supervised: under load a watch breaks now and then, and a plain informer stops for good.
+    const observer = <T extends k8s.KubernetesObject>(plural: string, onChange: (o: T) => void) =>
+      new SupervisedInformer<T>({
+        kc: admin,
+        log: quiet,
+        path: collectionPath(plural),
+        list: listCustom(custom, plural),
+        onChange,
+      });
     const onRv = (obj: k8s.KubernetesObject) => {
       const v = rvView(obj);
       rvs.set(v.name, v);
@@ -402,13 +407,6 @@ export async function benchControl(o: BenchControlOptions): Promise<BenchControl
       if (watch.secondaryLost.has(v.name) && !degradedAt.has(v.name) && v.ready?.status !== 'True')
         degradedAt.set(v.name, t);
     };
-    rvInformer.on('add', onRv);
-    rvInformer.on('update', onRv);
-    const rvrInformer = k8s.makeInformer(
-      admin,
-      collectionPath(KINDS.replica.plural),
-      listCustom(custom, KINDS.replica.plural),
-    );
     const onRvr = (obj: k8s.KubernetesObject) => {
       if (!watch) return;
       const r = obj as { spec?: { volume?: string; node?: string }; status?: { role?: string; epoch?: number } };
@@ -423,11 +421,8 @@ export async function benchControl(o: BenchControlOptions): Promise<BenchControl
       )
         promotedAt.set(v, Date.now());
     };
-    rvrInformer.on('add', onRvr);
-    rvrInformer.on('update', onRvr);
-    informers.push(rvInformer, rvrInformer);
-    await rvInformer.start();
-    await rvrInformer.start();
+    informers.push(observer(KINDS.volume.plural, onRv), observer(KINDS.replica.plural, onRvr));
+    for (const i of informers) await i.start();
 
     // --- the controller, as a process of its own ------------------------------------------
     const metricsPort = await freePort();
@@ -488,13 +483,16 @@ export async function benchControl(o: BenchControlOptions): Promise<BenchControl
         return s?.phase === 'Ready' && s.primary === v.primary;
       }).length;
     {
-      const deadline = Date.now() + 120_000 + 500 * o.volumes;
+      // Generous: on a small machine the agents' reports alone can keep the API server busy.
+      const deadline = Date.now() + 300_000 + 2000 * o.volumes;
       let shown = 0;
       while (readyNow() < o.volumes) {
         if (controller.exitCode !== null) throw new Error(`the controller exited:\n${logTail('tandem-controller')}`);
         if (Date.now() > deadline) throw new Error(`only ${readyNow()} of ${o.volumes} volumes Ready`);
-        if (Date.now() - shown > 10_000) {
-          log(`${readyNow()} of ${o.volumes} volumes Ready`);
+        if (Date.now() - shown > 15_000) {
+          const phases = new Map<string, number>();
+          for (const v of rvs.values()) phases.set(v.phase ?? '-', (phases.get(v.phase ?? '-') ?? 0) + 1);
+          log(`${readyNow()} of ${o.volumes} volumes Ready (${[...phases].map(([p, n]) => `${p} ${n}`).join(', ')})`);
           shown = Date.now();
         }
         await sleep(250);
