@@ -83,6 +83,8 @@ export type BenchControlOptions = {
   nodes: number;
   restSeconds: number;
   log?: (msg: string) => void;
+  /** Aborting it stops the bench and everything it started. */
+  signal?: AbortSignal;
 };
 
 export type Stats = { n: number; p50: number; p99: number; max: number };
@@ -253,6 +255,8 @@ function rvView(o: k8s.KubernetesObject): RvView {
 
 export async function benchControl(o: BenchControlOptions): Promise<BenchControlResult> {
   const log = o.log ?? ((m: string) => console.error(`[bench:control] ${m}`));
+  // Interrupted (o.signal): every wait ends at once and the finally below cleans up.
+  const pause = (ms: number) => sleep(ms, undefined, o.signal ? { signal: o.signal } : {});
   // The harness reads its state dir when first imported: a directory of our own, never a cluster's.
   const stateDir = mkdtempSync(join(tmpdir(), 'tandem-bench-control-'));
   process.env.TANDEM_CLUSTER_DIR = stateDir;
@@ -268,7 +272,7 @@ export async function benchControl(o: BenchControlOptions): Promise<BenchControl
   // a few seconds to let go of the port.
   const bridgeExisted = existsSync(`/sys/class/net/${paths.net.bridge}`);
   const taken = async () => bridgeExisted && (await tcpOpen(paths.net.hostIp, paths.ports.apiserver));
-  for (let i = 0; i < 20 && (await taken()); i++) await sleep(1000);
+  for (let i = 0; i < 20 && (await taken()); i++) await pause(1000);
   if (await taken())
     throw new Error(
       `Something listens on ${paths.apiserverUrl} already (a local cluster? one per machine): stop it first (npm run cluster:down)`,
@@ -318,7 +322,7 @@ export async function benchControl(o: BenchControlOptions): Promise<BenchControl
         const conds = (r.body as { status?: { conditions?: { type: string; status: string }[] } }).status?.conditions;
         if (conds?.some((c) => c.type === 'Established' && c.status === 'True')) break;
         if (Date.now() > deadline) throw new Error(`CRD ${plural} not Established`);
-        await sleep(200);
+        await pause(200);
       }
     }
     // The bench's own clients are cluster admins by RBAC (not system:masters, whose requests
@@ -455,7 +459,7 @@ export async function benchControl(o: BenchControlOptions): Promise<BenchControl
         const r = await fetch(`http://127.0.0.1:${metricsPort}/readyz`).catch(() => undefined);
         if (r?.ok) break;
         if (Date.now() > deadline) throw new Error(`the controller is not ready:\n${logTail('tandem-controller')}`);
-        await sleep(200);
+        await pause(200);
       }
     }
 
@@ -484,7 +488,7 @@ export async function benchControl(o: BenchControlOptions): Promise<BenchControl
       }).length;
     {
       // Generous: on a small machine the agents' reports alone can keep the API server busy.
-      const deadline = Date.now() + 300_000 + 2000 * o.volumes;
+      const deadline = Date.now() + 300_000 + 1000 * o.volumes;
       let shown = 0;
       while (readyNow() < o.volumes) {
         if (controller.exitCode !== null) throw new Error(`the controller exited:\n${logTail('tandem-controller')}`);
@@ -495,21 +499,21 @@ export async function benchControl(o: BenchControlOptions): Promise<BenchControl
           log(`${readyNow()} of ${o.volumes} volumes Ready (${[...phases].map(([p, n]) => `${p} ${n}`).join(', ')})`);
           shown = Date.now();
         }
-        await sleep(250);
+        await pause(250);
       }
     }
     const convergeSeconds = (Date.now() - t0) / 1000;
     log(`All ${o.volumes} volumes Ready after ${convergeSeconds.toFixed(1)} s`);
 
     // --- at rest -------------------------------------------------------------------------
-    await sleep(10_000); // the last creations' echoes (node access, events) die down
+    await pause(10_000); // the last creations' echoes (node access, events) die down
     const apiMetrics = async () => parseMetrics((await must('GET', '/metrics', undefined, [200])).text);
     const a0 = await apiMetrics();
     const c0 = await controllerMetrics();
     const tRest = Date.now();
     const cpu0 = cpuSeconds(pid);
     log(`At rest for ${o.restSeconds} s`);
-    await sleep(o.restSeconds * 1000);
+    await pause(o.restSeconds * 1000);
     const a1 = await apiMetrics();
     const c1 = await controllerMetrics();
     const minutes = (Date.now() - tRest) / 60_000;
@@ -602,9 +606,9 @@ export async function benchControl(o: BenchControlOptions): Promise<BenchControl
         [...affected.keys()].filter((v) => !decidedAt.has(v) || !promotedAt.has(v)).length +
         [...secondaryLost].filter((v) => !degradedAt.has(v)).length;
       if (pending === 0) break;
-      await sleep(100);
+      await pause(100);
     }
-    await sleep(3000); // let late writes land before the checks
+    await pause(3000); // let late writes land before the checks
     const afterMem = procStatus(pid);
 
     // --- checks: fenced, never two Primaries -------------------------------------------------
@@ -733,7 +737,10 @@ async function main(argv: string[]): Promise<void> {
     restSeconds: num('--rest-seconds', quick ? 15 : 60),
   };
   if (o.nodes < 3) throw new Error('--nodes: at least 3 (one is lost, its volumes need two others)');
-  const r = await benchControl(o);
+  const ac = new AbortController();
+  for (const sig of ['SIGINT', 'SIGTERM'] as const)
+    process.once(sig, () => ac.abort(new Error(`Interrupted (${sig})`)));
+  const r = await benchControl({ ...o, signal: ac.signal });
   printResult(r);
   const json = flag(argv, '--json');
   if (json) writeFileSync(json, `${JSON.stringify(r, null, 2)}\n`);

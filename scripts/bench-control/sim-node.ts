@@ -158,13 +158,22 @@ export class SimNode {
     };
   }
 
+  /** kubelet keeps the Lease it last wrote and updates it (a read only after a conflict). */
+  #lease: k8s.V1Lease | undefined;
+
   async #renewLease(): Promise<void> {
-    const lease = await this.#coord.readNamespacedLease({ name: this.name, namespace: 'kube-node-lease' });
-    await this.#coord.replaceNamespacedLease({
-      name: this.name,
-      namespace: 'kube-node-lease',
-      body: { ...lease, spec: this.#leaseSpec() },
-    });
+    const namespace = 'kube-node-lease';
+    this.#lease ??= await this.#coord.readNamespacedLease({ name: this.name, namespace });
+    try {
+      this.#lease = await this.#coord.replaceNamespacedLease({
+        name: this.name,
+        namespace,
+        body: { ...this.#lease, spec: this.#leaseSpec() },
+      });
+    } catch (err) {
+      this.#lease = undefined;
+      throw err;
+    }
   }
 
   async #postNodeStatus(ready: 'True'): Promise<void> {
