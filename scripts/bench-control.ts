@@ -558,7 +558,8 @@ export async function benchControl(o: BenchControlOptions): Promise<BenchControl
       else if (v.primary === victim || v.secondary === victim) secondaryLost.add(v.name);
     }
     log(`Losing node ${victim}: ${affected.size} Primaries, ${secondaryLost.size} Secondaries`);
-    world.lostAt.set(victim, Date.now());
+    const lostAt = Date.now();
+    world.lostAt.set(victim, lostAt);
     await victimSim.stop();
     const lastReport = new Map<string, number>();
     for (const r of victimSim.replicas()) {
@@ -598,8 +599,13 @@ export async function benchControl(o: BenchControlOptions): Promise<BenchControl
     });
     // The controller reads lastTransitionTime in whole seconds.
     const conditionSince = Date.parse(stamp);
+    // Never before the node died: an agent already late with its reports (a busy API server)
+    // starts the silence clock early, but nothing is lost before the loss.
     const established = (v: string) =>
-      Math.min(conditionSince + GRACE_S * 1000, (lastReport.get(v) ?? Number.POSITIVE_INFINITY) + SILENCE_MS);
+      Math.max(
+        lostAt,
+        Math.min(conditionSince + GRACE_S * 1000, (lastReport.get(v) ?? Number.POSITIVE_INFINITY) + SILENCE_MS),
+      );
     const deadline = tWritten + GRACE_S * 1000 + 60_000;
     while (Date.now() < deadline) {
       const pending =
