@@ -29,7 +29,7 @@
 //              writes; here at once, as if its grace period had just run out). The controller
 //              may act once the condition is failover.nodeNotReadySeconds old, or once the
 //              agent has been silent that long (roles.ts): per volume, the earlier of the two
-//              is when the loss is established. Decided: status.lastFailover names the lost
+//              (never before the node died) is when the loss is established. Decided: status.lastFailover names the lost
 //              node (failed over), or the Ready condition says FailoverBlocked (with its
 //              reason). Printed: p50/p99/max from established to decided, and to the new
 //              Primary's agent reporting Primary; the volumes that only lost a Secondary, to
