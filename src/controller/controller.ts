@@ -9,6 +9,7 @@ import { type Clock, systemClock } from '../runtime/clock.ts';
 import type { CacheFactory, ObjectCache } from '../runtime/informer.ts';
 import { WorkQueue } from '../runtime/work-queue.ts';
 import { runWorkers, type WorkOutcome } from '../runtime/workers.ts';
+import { nodeFingerprint, replicaFingerprint } from './change-filter.ts';
 import type { ControllerMetrics } from './metrics.ts';
 import { NODE_ACCESS_KEY, VolumeReconciler } from './reconciler.ts';
 import type { VolumeApi } from './volume-api.ts';
@@ -56,15 +57,29 @@ export class Controller {
         for (const v of volumes.list()) this.queue.add(keyOf(v));
       },
     });
+    // Heartbeats change nothing a reconcile reads but the time (change-filter.ts): only a
+    // replica or a Node whose fingerprint moved, or that left the cache, enqueues.
+    const seen = new Map<string, string>();
+    const changed = (key: string, print: string | undefined): boolean => {
+      if (print === undefined) return seen.delete(key) || true;
+      if (seen.get(key) === print) return false;
+      seen.set(key, print);
+      return true;
+    };
     const replicas = o.replicas({
       onChange: (r) => {
+        const name = r.metadata?.name ?? '';
+        const gone = !replicas.get(name, r.metadata?.namespace);
+        if (!changed(`replica:${r.metadata?.namespace}/${name}`, gone ? undefined : replicaFingerprint(r))) return;
         const v = r.metadata?.labels?.[LABELS.volume];
         if (v) this.queue.add(`${r.metadata?.namespace}/${v}`);
       },
     });
     const nodes = o.nodes({
       onChange: (n) => {
-        if (!nodes.get(n.metadata?.name ?? '')) this.queue.add(NODE_ACCESS_KEY);
+        const gone = !nodes.get(n.metadata?.name ?? '');
+        if (!changed(`node:${n.metadata?.name}`, gone ? undefined : nodeFingerprint(n))) return;
+        if (gone) this.queue.add(NODE_ACCESS_KEY);
         for (const v of volumes.list()) {
           const spec = (v as { spec?: { replicas?: { node?: string }[] } }).spec;
           if (spec?.replicas?.some((r) => r.node === n.metadata?.name)) this.queue.add(keyOf(v));

@@ -34,7 +34,14 @@ import { decideEngineState, desiredReplicaSpecs } from './decisions/replicas.ts'
 import { decideRoles, type RolesDecision } from './decisions/roles.ts';
 import { parseQuantity } from '../api/quantity.ts';
 import { decideGrowth } from './decisions/growth.ts';
-import { aggregateStatus, eventsBetween, sameStatus, type StatusInput } from './decisions/status.ts';
+import { peerSecretDue } from './decisions/peer-secret.ts';
+import {
+  aggregateStatus,
+  eventsBetween,
+  HEARTBEAT_STALE_MS,
+  sameStatus,
+  type StatusInput,
+} from './decisions/status.ts';
 import type { ControllerMetrics } from './metrics.ts';
 import type { VolumeApi } from './volume-api.ts';
 import { DRIVER_NAME, volumeId } from '../csi/identity.ts';
@@ -113,6 +120,17 @@ export function nodeView(n: k8s.V1Node): NodeView {
   };
 }
 
+/** How long until the first replica's heartbeat goes stale (a moment after); Infinity when none will. */
+export function staleInMs(replicas: Iterable<ReplicatedVolumeReplica>, now: Date): number {
+  let soonest = Infinity;
+  for (const r of replicas) {
+    const t = r.status?.lastHeartbeatTime ? Date.parse(r.status.lastHeartbeatTime) : Number.NaN;
+    const left = t + HEARTBEAT_STALE_MS - now.getTime();
+    if (left >= 0) soonest = Math.min(soonest, left + 250);
+  }
+  return soonest;
+}
+
 /** What the reconciler reports to metrics; the simulator passes none. */
 export type ReconcilerMetrics = Pick<ControllerMetrics, 'observe'> & { failovers: { inc(l: object): void } };
 
@@ -130,6 +148,8 @@ export class VolumeReconciler {
   readonly #nodeAccess = new Map<string, string>();
   /** Nodes whose TLS Secret exists (issued once; see ensureNodeTls). */
   readonly #nodeTls = new Set<string>();
+  /** When each volume's peer Secret was last found or made, by key, for the volume of that uid (decisions/peer-secret.ts). */
+  readonly #peerSecrets = new Map<string, { uid: string | undefined; at: number }>();
 
   constructor(o: {
     api: VolumeApi;
@@ -152,6 +172,7 @@ export class VolumeReconciler {
     const [namespace, name] = key.split('/') as [string, string];
     const raw = this.#caches.volumes.get(name, namespace);
     if (!raw) {
+      this.#peerSecrets.delete(key);
       this.#metrics?.observe(namespace, name, undefined);
       return {};
     }
@@ -212,10 +233,13 @@ export class VolumeReconciler {
     if (!deleting) await this.#freeWorkload(rv, log);
 
     if (deleting) return this.#finishDeletion(rv, snap.replicas, snap.nodes, log);
-    // Level-based backstop: agents report every few seconds; look again while not Ready,
-    // and when a failover clock runs, when it expires.
+    // Level-based backstop: look again soon while not Ready, and when a failover clock runs,
+    // when it expires; and when a replica's heartbeat would go stale (AgentSilent), since
+    // heartbeats alone enqueue nothing (change-filter.ts).
     const backstop = status.phase === 'Ready' ? 30_000 : 3_000;
-    return { requeueAfterMs: Math.min(backstop, roles?.recheckAfterMs ?? Infinity) };
+    return {
+      requeueAfterMs: Math.min(backstop, roles?.recheckAfterMs ?? Infinity, staleInMs(snap.replicas.values(), now)),
+    };
   }
 
   /** The volume's port: status.port, or an annotation no user could have set to another's port (decisions/port.ts). */
@@ -427,7 +451,15 @@ export class VolumeReconciler {
   }
 
   async #ensureSecret(rv: ReplicatedVolume, log: Logger): Promise<void> {
-    if (await this.#api.ensurePeerSecret(rv)) log.info('Created peer secret');
+    const key = `${rv.metadata.namespace}/${rv.metadata.name}`;
+    const seen = this.#peerSecrets.get(key);
+    const now = this.#clock.now().getTime();
+    // A volume made again under the same name is a new volume.
+    const at = seen?.uid === rv.metadata.uid ? seen?.at : undefined;
+    if (peerSecretDue(at, rv.status?.phase === 'Ready', now)) {
+      if (await this.#api.ensurePeerSecret(rv)) log.info('Created peer secret');
+      this.#peerSecrets.set(key, { uid: rv.metadata.uid, at: now });
+    }
     await this.#ensureNodeAccess(
       rv.spec.replicas.map((r) => r.node),
       log,
@@ -655,6 +687,7 @@ export class VolumeReconciler {
       return { requeueAfterMs: 1000 };
     }
     await this.#api.deletePeerSecret(rv);
+    this.#peerSecrets.delete(`${rv.metadata.namespace}/${rv.metadata.name}`);
     const finalizers = (rv.metadata.finalizers ?? []).filter((f) => f !== FINALIZER);
     await this.#api.patchVolumeMeta(rv, { finalizers }, true);
     for (const [p, owner] of this.#reservedPorts)

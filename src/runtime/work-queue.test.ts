@@ -65,13 +65,39 @@ test('failures back off exponentially per key, capped; forget resets', () => {
   expect(q.addRateLimited('a')).toBe(100);
 });
 
-test('addAfter keeps one pending timer per key and adds when it fires', () => {
+test('addAfter keeps one pending timer per key, the one that fires first, and adds when it fires', () => {
   const t = fakeTimers();
   const q = new WorkQueue(t);
   q.addAfter('a', 500);
   q.addAfter('a', 100);
-  expect(t.timers).toHaveLength(1);
+  expect(t.timers.map((x) => x.ms)).toEqual([100]);
+  q.addAfter('a', 300);
+  expect(t.timers.map((x) => x.ms)).toEqual([100]);
   t.fire();
+  expect(q.length).toBe(1);
+});
+
+test('a short recheck is not held back by a long backstop asked for before it', () => {
+  let now = 0;
+  const timers: { fn: () => void; at: number }[] = [];
+  const clock = {
+    now: () => new Date(now),
+    setTimer: (fn: () => void, ms: number) => {
+      const t = { fn, at: now + ms };
+      timers.push(t);
+      return t;
+    },
+    clearTimer: (t: unknown) => {
+      const i = timers.indexOf(t as never);
+      if (i >= 0) timers.splice(i, 1);
+    },
+  };
+  const q = new WorkQueue({ clock });
+  q.addAfter('rv', 30_000); // the Ready volume's backstop
+  now = 10_000;
+  q.addAfter('rv', 1_000); // a failover clock that runs out in 1 s
+  now = 11_000;
+  for (const t of timers.filter((x) => x.at <= now)) t.fn();
   expect(q.length).toBe(1);
 });
 

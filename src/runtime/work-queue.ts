@@ -22,12 +22,14 @@ export class WorkQueue {
   readonly #processing = new Set<string>();
   readonly #dirty = new Set<string>();
   readonly #failures = new Map<string, number>();
-  readonly #timers = new Map<string, unknown>();
+  /** The pending delayed add of each key: its timer and when it fires (ms since the epoch). */
+  readonly #timers = new Map<string, { timer: unknown; at: number }>();
   readonly #waiters: ((key: string | undefined) => void)[] = [];
   readonly #base: number;
   readonly #max: number;
   readonly #setTimer: NonNullable<WorkQueueOptions['setTimer']>;
   readonly #clearTimer: NonNullable<WorkQueueOptions['clearTimer']>;
+  readonly #now: () => number;
   #shuttingDown = false;
 
   constructor(o: WorkQueueOptions = {}) {
@@ -37,6 +39,7 @@ export class WorkQueue {
       o.setTimer ?? (o.clock ? (fn, ms) => o.clock!.setTimer(fn, ms) : (fn, ms) => setTimeout(fn, ms).unref());
     this.#clearTimer =
       o.clearTimer ?? (o.clock ? (t) => o.clock!.clearTimer(t) : (t) => clearTimeout(t as NodeJS.Timeout));
+    this.#now = o.clock ? () => o.clock!.now().getTime() : () => Date.now();
   }
 
   get length(): number {
@@ -60,18 +63,27 @@ export class WorkQueue {
     this.#queue.push(key);
   }
 
-  /** Adds the key after `ms`; an earlier pending delayed add for the key wins. */
+  /**
+   * Adds the key after `ms`. A key has at most one pending delayed add, the one that fires
+   * first (controller-runtime's delaying queue): a reconcile that asks to look again in 1 s
+   * is not held back by a 30 s backstop asked for earlier.
+   */
   addAfter(key: string, ms: number): void {
     if (this.#shuttingDown) return;
     if (ms <= 0) return this.add(key);
-    if (this.#timers.has(key)) return;
-    this.#timers.set(
-      key,
-      this.#setTimer(() => {
+    const at = this.#now() + ms;
+    const pending = this.#timers.get(key);
+    if (pending) {
+      if (pending.at <= at) return;
+      this.#clearTimer(pending.timer);
+    }
+    this.#timers.set(key, {
+      at,
+      timer: this.#setTimer(() => {
         this.#timers.delete(key);
         this.add(key);
       }, ms),
-    );
+    });
   }
 
   /** Re-adds the key after its next backoff delay; returns the delay. */
@@ -111,7 +123,7 @@ export class WorkQueue {
   /** Stops handing out keys; waiting get()s resolve undefined. */
   shutDown(): void {
     this.#shuttingDown = true;
-    for (const t of this.#timers.values()) this.#clearTimer(t);
+    for (const t of this.#timers.values()) this.#clearTimer(t.timer);
     this.#timers.clear();
     for (const w of this.#waiters.splice(0)) w(undefined);
   }
