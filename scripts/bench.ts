@@ -17,7 +17,9 @@
 //   npm run bench -- --json FILE          also writes every run's figures as JSON (for tracking over
 //                                         time): tables nbdkit, alone (StandAlone), conn (Connected),
 //                                         other (--compare), tls; per workload its unit, every run
-//                                         (value, p99, CPU ms per MiB by process) and the best one
+//                                         (value, p99, IOPS, CPU by process) and the best one
+//   npm run bench -- --no-pin             let the scheduler place fio and the servers (by default
+//                                         each run pins them, and the output says where: cpuFor())
 //   npm run bench -- --skip-tls           without the third Connected pair whose peer link runs over
 //                                         TLS 1.3 (net { tls yes; … }, certificates from
 //                                         `tandemadm tls-certs`); by default it runs alternating with
@@ -30,6 +32,8 @@
 //
 // This machine is shared (2 cores; other jobs may run): each figure is the best of --repeat
 // runs, nbdkit and tandem alternating, and the ratios are what to read, not the absolute values.
+// Every run also samples the CPU time of each process (and fio's) over its middle: ms per MiB
+// for the MiB/s workloads, µs per I/O for the others.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, open, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
@@ -54,6 +58,7 @@ const { values: args } = parseArgs({
     workloads: { type: 'string' },
     compare: { type: 'string' },
     'skip-tls': { type: 'boolean', default: false },
+    'no-pin': { type: 'boolean', default: false },
     json: { type: 'string' },
   },
 });
@@ -99,6 +104,10 @@ const WORKLOADS: readonly Workload[] =
 interface Result {
   readonly value: number;
   readonly p99?: number;
+  /** I/Os per second fio counted (every workload), for CPU per I/O. */
+  readonly iops?: number;
+  /** CPU per MiB (MiB/s workloads, ms) or per I/O (the others, µs), by process, over the middle of the run. */
+  readonly cpu?: CpuUse;
 }
 
 /**
@@ -112,14 +121,15 @@ function parseTerse(out: string, w: Workload): Result {
   const f = line.split(';');
   const n = (i: number): number => Number(f[i - 1]);
   if (n(5) !== 0) throw new Error(`fio reported error ${n(5)}`);
+  const iops = w.key === 'randread' ? n(8) : n(49);
   switch (w.metric) {
     case 'MiB/s':
-      return { value: n(48) / 1024 };
+      return { value: n(48) / 1024, iops };
     case 'IOPS':
-      return { value: w.key === 'randread' ? n(8) : n(49) };
+      return { value: iops, iops };
     case 'lat µs': {
       const p99 = f.slice(58, 78).find((x) => x.startsWith('99.000000%='));
-      return { value: n(81), ...(p99 ? { p99: Number(p99.split('=')[1]) } : {}) };
+      return { value: n(81), iops, ...(p99 ? { p99: Number(p99.split('=')[1]) } : {}) };
     }
   }
 }
@@ -142,8 +152,39 @@ async function settle(): Promise<void> {
   }
 }
 
-/** CPU time (ms) per MiB written, per process and for the whole machine, over the middle of a run. */
-type CpuPerMiB = Record<string, number>;
+/**
+ * CPU time per unit of work, per process and for the whole machine, over the middle of a run:
+ * ms per MiB for the MiB/s workloads, µs per I/O for the others.
+ */
+type CpuUse = Record<string, number>;
+const cpuUnit = (w: Workload): string => (w.metric === 'MiB/s' ? 'ms/MiB' : 'µs/IO');
+
+/**
+ * Where each process runs during a fio run (--pin, the default on 2+ CPUs), so that a ratio
+ * compares like with like: the scheduler otherwise moves fio and the servers between the cores
+ * from run to run, and on this VM a wake-up across cores costs ~40 µs more than one on the
+ * same core (a Python TCP ping-pong on loopback: 16 µs round trip on one core, 62 across two).
+ *   QD1 latency: fio, the server (nbdkit or the Primary) and the Secondary all on CPU 0: the
+ *     software's own cost, without the cross-core wake-ups (docs/design/2026-12-07-latency.md).
+ *   Throughput: the server (nbdkit, StandAlone or Primary engine) on CPU 0, fio and the
+ *     Secondary on CPU 1: the application and the server apart, the Secondary beside fio.
+ * Roles are the keys of fio()'s `procs`: engine, nbdkit, primary (CPU 0), secondary.
+ */
+const PIN = !args['no-pin'] && availableParallelism() >= 2;
+function cpuFor(w: Workload, role: 'fio' | string): number {
+  if (w.metric === 'lat µs') return 0;
+  return role === 'fio' || role === 'secondary' ? 1 : 0;
+}
+function placementText(w: Workload): string {
+  if (!PIN) return 'not pinned (--no-pin or one CPU)';
+  return w.metric === 'lat µs'
+    ? 'fio, server and Secondary on CPU 0'
+    : 'server/Primary on CPU 0; fio and Secondary on CPU 1';
+}
+async function pin(pid: number, cpu: string): Promise<void> {
+  // -a: every thread (libuv's pool, V8's workers, nbdkit's threads); threads made later inherit it.
+  await run('taskset', ['-a', '-p', '-c', cpu, String(pid)]);
+}
 
 /** utime + stime of a process (all its threads) and of its running children (fio forks its jobs), in clock ticks. */
 async function cpuTicks(pid: number): Promise<number> {
@@ -163,19 +204,17 @@ async function machineTicks(): Promise<number> {
   return f[1]! + f[2]! + f[3]! + f[6]! + f[7]!;
 }
 
-async function fio(
-  uri: string,
-  w: Workload,
-  extra: string[] = [],
-  cpuOf?: Record<string, number>,
-): Promise<Result & { cpu?: CpuPerMiB }> {
+async function fio(uri: string, w: Workload, extra: string[] = [], procs?: Record<string, number>): Promise<Result> {
   await settle();
+  const pinned = PIN && procs !== undefined && !extra.some((x) => x.startsWith('--cpus_allowed'));
+  if (pinned) for (const [role, pid] of Object.entries(procs)) await pin(pid, String(cpuFor(w, role)));
   const a = [
     `--name=${w.key}`,
     '--ioengine=nbd',
     `--uri=${uri}`,
     ...w.fio,
     ...extra,
+    ...(pinned ? [`--cpus_allowed=${cpuFor(w, 'fio')}`] : []),
     `--runtime=${SECONDS}`,
     '--time_based',
     '--ramp_time=1',
@@ -186,9 +225,9 @@ async function fio(
   ];
   const pending = run('fio', a, { timeout: (SECONDS + 60) * 1000, maxBuffer: 16 * 1024 * 1024 });
   let sampled: { ms: number; ticks: Record<string, number> } | undefined;
-  if (cpuOf && w.metric === 'MiB/s' && SECONDS >= 2) {
+  if (procs && SECONDS >= 2) {
     // Sample from 1.5 s (after the ramp) to 0.5 s before the end: the steady state only.
-    const pids: Record<string, number> = { ...cpuOf, ...(pending.child.pid ? { fio: pending.child.pid } : {}) };
+    const pids: Record<string, number> = { ...procs, ...(pending.child.pid ? { fio: pending.child.pid } : {}) };
     const take = async (): Promise<Record<string, number>> => {
       const t: Record<string, number> = { machine: await machineTicks() };
       for (const [name, pid] of Object.entries(pids)) t[name] = await cpuTicks(pid);
@@ -204,20 +243,32 @@ async function fio(
       ticks: Object.fromEntries(Object.keys(before).map((k) => [k, after[k]! - before[k]!])),
     };
   }
-  const { stdout } = await pending;
+  const { stdout } = await pending.finally(async () => {
+    if (pinned)
+      for (const pid of Object.values(procs)) await pin(pid, `0-${availableParallelism() - 1}`).catch(() => {});
+  });
   const r = parseTerse(stdout, w);
   if (!sampled) return r;
-  const mib = r.value * (sampled.ms / 1000);
+  const secs = sampled.ms / 1000;
   const msPerTick = 1000 / 100; // USER_HZ is 100 on Linux
-  return { ...r, cpu: Object.fromEntries(Object.entries(sampled.ticks).map(([k, t]) => [k, (t * msPerTick) / mib])) };
+  // Per MiB (ms), or per I/O (µs).
+  const units = w.metric === 'MiB/s' ? r.value * secs : ((r.iops ?? 0) * secs) / 1000;
+  return { ...r, cpu: Object.fromEntries(Object.entries(sampled.ticks).map(([k, t]) => [k, (t * msPerTick) / units])) };
 }
 
-const fmtCpu = (c: CpuPerMiB | undefined): string =>
+const fmtCpu = (c: CpuUse | undefined): string =>
   c === undefined
     ? 'not measured'
     : Object.entries(c)
-        .map(([k, v]) => `${k} ${v.toFixed(2)}`)
+        .map(([k, v]) => `${k} ${v >= 10 ? v.toFixed(0) : v.toFixed(2)}`)
         .join(', ');
+
+/** The CPU line of a table: per workload, its best run's CPU use by process. */
+function cpuLines(best: Map<string, Result>, label = ''): string {
+  return WORKLOADS.filter((w) => best.get(w.key)?.cpu)
+    .map((w) => `  CPU${label} ${cpuUnit(w)}, ${w.key} (best run): ${fmtCpu(best.get(w.key)!.cpu)}`)
+    .join('\n');
+}
 
 /** Every run's figure, per table and workload key, printed next to the best one. */
 const allRuns = new Map<string, number[]>();
@@ -297,6 +348,7 @@ async function peakRss(pair: Pair): Promise<string> {
   const out: string[] = [];
   for (const n of ['master', 'backup'] as const) {
     const pid = await pair.pid(n).catch(() => undefined);
+    if (pid === undefined) continue; // --only standalone: no Secondary
     const status = pid === undefined ? '' : await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
     const kib = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN);
     out.push(
@@ -493,7 +545,10 @@ async function main(): Promise<void> {
         // Alternate the two servers per workload so drift (page cache, other load on the
         // machine) hits both alike; keep the best of REPEAT runs of each.
         for (let i = 0; i < REPEAT; i++) {
-          nbdkitRes.set(w.key, best(w, nbdkitRes.get(w.key), record('nbdkit', w, await fio(nbdkitUri, w))));
+          nbdkitRes.set(
+            w.key,
+            best(w, nbdkitRes.get(w.key), record('nbdkit', w, await fio(nbdkitUri, w, [], { nbdkit: nbdkit!.pid! }))),
+          );
           alone.set(
             w.key,
             best(
@@ -522,8 +577,9 @@ async function main(): Promise<void> {
       console.log(
         `  every run: ${WORKLOADS.map((w) => `${w.key} nbdkit ${runsOf('nbdkit', w)}; tandem ${runsOf('alone', w)}`).join(' | ')}`,
       );
-      const seq = alone.get('seqwrite') as { cpu?: CpuPerMiB } | undefined;
-      if (seq) console.log(`  CPU ms per MiB in the best 1 MiB write run: ${fmtCpu(seq.cpu)}`);
+      console.log(cpuLines(nbdkitRes, ' (nbdkit runs)'));
+      console.log(cpuLines(alone, ' (tandem runs)'));
+      console.log(`  placement: ${[...new Set(WORKLOADS.map(placementText))].join('; ')} (by workload kind)`);
       console.log('');
     }
     nbdkit.kill();
@@ -589,7 +645,6 @@ async function main(): Promise<void> {
                 best(w, secure.get(w.key), record('tls', w, await fio(tp.pair.nbdUri('master'), w, [], tlsPids))),
               );
           }
-          if (!alone.has(w.key)) alone.set(w.key, conn.get(w.key)!);
           process.stderr.write(
             `  ${w.key}: connected ${fmt(conn.get(w.key)!.value)}${cmp ? `, ${cmp.label} ${fmt(other.get(w.key)!.value)}` : ''}${tp ? `, TLS ${fmt(secure.get(w.key)!.value)}` : ''} ${w.metric}\n`,
           );
@@ -614,9 +669,8 @@ async function main(): Promise<void> {
         console.log(
           `  every run: ${WORKLOADS.map((w) => `${w.key} plain ${runsOf('conn', w)}; TLS ${runsOf('tls', w)}`).join(' | ')}`,
         );
-        const a = conn.get('seqwrite') as (Result & { cpu?: CpuPerMiB }) | undefined;
-        const b = secure.get('seqwrite') as (Result & { cpu?: CpuPerMiB }) | undefined;
-        if (a && b) console.log(`  CPU ms per MiB, 1 MiB writes: plain: ${fmtCpu(a.cpu)}; TLS: ${fmtCpu(b.cpu)}`);
+        console.log(cpuLines(conn, ' (plain)'));
+        console.log(cpuLines(secure, ' (TLS)'));
         console.log('');
       }
       if (cmp) {
@@ -635,10 +689,8 @@ async function main(): Promise<void> {
         console.log(
           `  every run: ${WORKLOADS.map((w) => `${w.key} ${cmp.label} ${runsOf('other', w)}; ${gitRev} ${runsOf('conn', w)}`).join(' | ')}`,
         );
-        const a = other.get('seqwrite') as (Result & { cpu?: CpuPerMiB }) | undefined;
-        const b = conn.get('seqwrite') as (Result & { cpu?: CpuPerMiB }) | undefined;
-        if (a && b)
-          console.log(`  CPU ms per MiB, 1 MiB writes: ${cmp.label}: ${fmtCpu(a.cpu)}; ${gitRev}: ${fmtCpu(b.cpu)}`);
+        console.log(cpuLines(other, ` (${cmp.label})`));
+        console.log(cpuLines(conn, ` (${gitRev})`));
         console.log('');
       }
       console.log(
@@ -648,8 +700,13 @@ async function main(): Promise<void> {
         `  ${pad('workload', 30)}${lpad('StandAlone', 12)}${lpad('Connected', 12)}${lpad('ratio', 8)}   unit`,
       );
       for (const w of WORKLOADS) {
-        const a = alone.get(w.key)!;
+        const a = alone.get(w.key);
         const b = conn.get(w.key)!;
+        if (a === undefined) {
+          // --only connected: nothing to compare with.
+          console.log(`  ${pad(w.title, 30)}${lpad('-', 12)}${lpad(fmt(b.value), 12)}${lpad('-', 8)}   ${w.metric}`);
+          continue;
+        }
         const extra =
           w.metric === 'lat µs'
             ? `   (+${(b.value - a.value).toFixed(0)} µs; p99 ${a.p99 ?? '?'} / ${b.p99 ?? '?'} µs)`
@@ -659,11 +716,18 @@ async function main(): Promise<void> {
         );
       }
       console.log(`  every run: ${WORKLOADS.map((w) => `${w.key} ${runsOf('conn', w)}`).join(' | ')}`);
-      const seq = conn.get('seqwrite') as (Result & { cpu?: CpuPerMiB }) | undefined;
-      if (seq)
+      console.log(cpuLines(conn, ' (Connected)'));
+      // The CPU goal: both nodes' engines together against the StandAlone engine, per unit of work.
+      for (const w of WORKLOADS) {
+        const a = alone.get(w.key)?.cpu;
+        const b = conn.get(w.key)?.cpu;
+        if (a?.engine === undefined || b?.primary === undefined || b.secondary === undefined) continue;
         console.log(
-          `  CPU ms per MiB in the best 1 MiB write run: ${fmtCpu(seq.cpu)} (the machine has ${availableParallelism()} cores: ${availableParallelism() * 1000} ms per second)`,
+          `  CPU of both engines against the StandAlone engine, ${w.key}: (${fmtCpu({ primary: b.primary })} + ${fmtCpu({ secondary: b.secondary })}) / ${fmtCpu({ engine: a.engine })} = ${((b.primary + b.secondary) / a.engine).toFixed(2)}×`,
         );
+      }
+      console.log(`  placement: ${[...new Set(WORKLOADS.map(placementText))].join('; ')} (by workload kind)`);
+      const seq = conn.get('seqwrite');
       if (placed && seq) {
         console.log(
           `  1 MiB seq write against the StandAlone figure by placement: ${(seq.value / placed.same).toFixed(2)} (fio on the engine's core), ${(seq.value / placed.other).toFixed(2)} (fio on the other core)`,
