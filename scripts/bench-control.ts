@@ -62,6 +62,7 @@ import { CONDITIONS, DEFAULT_OPERATOR_NAMESPACE, GROUP, KINDS, VERSION } from '.
 import { SupervisedInformer } from '../src/runtime/informer.ts';
 import { collectionPath, listCustom } from '../src/runtime/kube.ts';
 import { SimNode, type World } from './bench-control/sim-node.ts';
+import { parseProcStat, TICKS_PER_SECOND } from './proc-stat.ts';
 
 const repoRoot = resolve(import.meta.dirname, '..');
 const NAMESPACE = 'bench';
@@ -156,11 +157,10 @@ function procStatus(pid: number): { rss: number; hwm: number } {
   return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024 };
 }
 
-/** utime + stime of a process, in seconds (clock ticks of 1/100 s). */
+/** utime + stime of a process, in seconds. */
 function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
+  const t = parseProcStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  return (t.user + t.system) / TICKS_PER_SECOND;
 }
 
 function tcpOpen(host: string, port: number): Promise<boolean> {

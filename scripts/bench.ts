@@ -43,6 +43,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { Pair } from '../test/integration/support/pair.ts';
 import { makeCerts } from '../src/net/certs.ts';
+import { parseProcStat } from './proc-stat.ts';
 
 const run = promisify(execFile);
 
@@ -191,9 +192,10 @@ async function cpuTicks(pid: number): Promise<number> {
   let total = 0;
   for (const entry of await readdir('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
-    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (Number(entry) === pid || Number(f[1]) === pid) total += Number(f[11]) + Number(f[12]);
+    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => undefined);
+    if (stat === undefined) continue; // gone meanwhile
+    const t = parseProcStat(stat);
+    if (Number(entry) === pid || t.ppid === pid) total += t.user + t.system;
   }
   return total;
 }

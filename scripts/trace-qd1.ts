@@ -16,6 +16,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs, promisify } from 'node:util';
 import { Pair } from '../test/integration/support/pair.ts';
+import { parseProcStat, TICKS_PER_SECOND } from './proc-stat.ts';
 
 const run = promisify(execFile);
 const { values: opts, positionals } = parseArgs({
@@ -35,11 +36,10 @@ if (mode !== 'connected' && mode !== 'standalone')
 const OUT = '/tmp/trace-qd1';
 const SECONDS = 3;
 
-/** utime and stime of a process (all its threads), in clock ticks (USER_HZ 100). */
+/** utime and stime of a process (all its threads), in clock ticks. */
 async function ticks(pid: number): Promise<[number, number]> {
-  const st = await readFile(`/proc/${pid}/stat`, 'utf8');
-  const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-  return [Number(f[11]), Number(f[12])];
+  const t = parseProcStat(await readFile(`/proc/${pid}/stat`, 'utf8'));
+  return [t.user, t.system];
 }
 
 const pair = await Pair.create({ protocol: 'C', masterMiB: 256, backupMiB: 256 });
@@ -85,7 +85,7 @@ try {
     // terse v3: field 49 write IOPS, 81 write total latency mean (µs)
     return { latUs: Number(f[80]), writes: Number(f[48]) * SECONDS };
   };
-  const perWrite = (t: number, writes: number): string => ((t * 10_000) / writes).toFixed(1);
+  const perWrite = (t: number, writes: number): string => ((t * 1e6) / TICKS_PER_SECOND / writes).toFixed(1);
   await fio(); // warm-up
   console.log(`${mode}, placement ${opts.pin ?? 'not pinned'} (fio,primary[,secondary])`);
   for (let i = 0; i < Number(opts.runs); i++) {
