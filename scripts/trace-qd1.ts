@@ -1,12 +1,13 @@
 // One 4 KiB write at QD1, looked at from outside the engines (docs/design/2026-12-07-latency.md):
 //
 //   node scripts/trace-qd1.ts connected|standalone [--pin FIO,PRIMARY[,SECONDARY]] [--runs 3]
-//                             [--strace] [--perf]
+//                             [--strace] [--perf] [--bs 4k] [--iodepth 1] [--rw randwrite]
 //
 // Starts a pair as the integration tests do (256 MiB file disks; Connected: `startBlank`, no
 // initial sync; StandAlone: the master alone, `primary --force`), pins the processes where
 // --pin says (taskset -a: every thread; fio --cpus_allowed), and runs fio's nbd engine at QD1
-// for 3 s per run. Per run it prints fio's mean latency and, per engine, CPU per write (µs,
+// for 3 s per run (--bs, --iodepth and --rw change the workload: the 1 MiB writes are
+// `--bs 1m --iodepth 8 --rw write`). Per run it prints fio's mean latency and, per engine, CPU per write (µs,
 // user/system from /proc/PID/stat). --strace: then one run under `strace -f -c` of each engine
 // (system calls per write; strace slows everything, so only the counts mean anything), into
 // /tmp/trace-qd1/strace-*.txt. --perf: one run under `perf record -g` of each engine into
@@ -26,12 +27,15 @@ const { values: opts, positionals } = parseArgs({
     runs: { type: 'string', default: '3' },
     strace: { type: 'boolean', default: false },
     perf: { type: 'boolean', default: false },
+    bs: { type: 'string', default: '4k' },
+    iodepth: { type: 'string', default: '1' },
+    rw: { type: 'string', default: 'randwrite' },
   },
 });
 const mode = positionals[0];
 if (mode !== 'connected' && mode !== 'standalone')
   throw new Error(
-    'usage: node scripts/trace-qd1.ts connected|standalone [--pin F,P[,S]] [--runs N] [--strace] [--perf]',
+    'usage: node scripts/trace-qd1.ts connected|standalone [--pin F,P[,S]] [--runs N] [--strace] [--perf] [--bs B] [--iodepth N] [--rw RW]',
   );
 const OUT = '/tmp/trace-qd1';
 const SECONDS = 3;
@@ -60,9 +64,9 @@ try {
     '--name=qd1',
     '--ioengine=nbd',
     `--uri=${pair.nbdUri('master')}`,
-    '--rw=randwrite',
-    '--bs=4k',
-    '--iodepth=1',
+    `--rw=${opts.rw}`,
+    `--bs=${opts.bs}`,
+    `--iodepth=${opts.iodepth}`,
     '--size=256M',
     '--norandommap',
     '--randrepeat=0',
