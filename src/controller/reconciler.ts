@@ -26,7 +26,7 @@ import { type ClaimSource, fileClaimOf, fileClaimsOf, StoragePool } from '../api
 import { canonicalJson } from '../runtime/canonical-json.ts';
 import { type Clock, systemClock } from '../runtime/clock.ts';
 import { TerminalError } from '../runtime/errors.ts';
-import { isNotFound } from '../runtime/kube.ts';
+import { isConflict, isNotFound } from '../runtime/kube.ts';
 import { allocatePort, decidePlacement, type NodeView, type Placement } from './decisions/placement.ts';
 import { portClaim, portsInUse, trustedPort } from './decisions/port.ts';
 import { nodeSecretNames, staleNodeAccess, type VolumeOnNodes } from './decisions/node-access.ts';
@@ -704,11 +704,17 @@ export class VolumeReconciler {
     if (!r) return;
     const asked = Date.parse(r.metadata.annotations?.[ANNOTATIONS.reportRequested] ?? '');
     if (now.getTime() - asked < REPORT_REQUEST_EVERY_MS) return;
+    // The object as read, not as parsed: the update must leave the spec exactly as it is.
+    const raw = this.#caches.replicas
+      .list(r.metadata.namespace)
+      .find((o) => o.metadata?.name === r.metadata.name && o.metadata?.resourceVersion === r.metadata.resourceVersion);
+    if (!raw) return;
     try {
-      await this.#api.requestReport(r.metadata.namespace, r.metadata.name, now.toISOString());
+      await this.#api.requestReport(raw, now.toISOString());
       log.debug({ rvr: r.metadata.name }, 'Requested a report');
     } catch (err) {
-      if (!isNotFound(err)) throw err;
+      // Gone, or it moved since it was read (a report may have come): the next look asks again.
+      if (!isNotFound(err) && !isConflict(err)) throw err;
     }
   }
 

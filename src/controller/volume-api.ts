@@ -73,8 +73,12 @@ export interface VolumeApi {
     name: string,
     nodes: readonly string[],
   ): Promise<{ volume: unknown; replicas: unknown[]; nodes: k8s.V1Node[]; agents: Record<string, string | undefined> }>;
-  /** Asks the replica's agent to report now: the tandem.dev/report-requested annotation (a merge patch). */
-  requestReport(namespace: string, name: string, time: string): Promise<void>;
+  /**
+   * Asks the replica's agent to report now: the tandem.dev/report-requested annotation, set
+   * by an update of the replica as read (conditional on its resourceVersion: 409 if it moved;
+   * the controller never patches replicas), its spec untouched.
+   */
+  requestReport(replica: k8s.KubernetesObject, time: string): Promise<void>;
   recordEvent(rv: ReplicatedVolume, e: EventInput): Promise<void>;
 }
 
@@ -404,11 +408,17 @@ export class KubeVolumeApi implements VolumeApi {
     };
   }
 
-  async requestReport(namespace: string, name: string, time: string): Promise<void> {
-    await this.#custom.patchNamespacedCustomObject(
-      { ...replicaApi, namespace, name, body: { metadata: { annotations: { [ANNOTATIONS.reportRequested]: time } } } },
-      mergePatch,
-    );
+  async requestReport(replica: k8s.KubernetesObject, time: string): Promise<void> {
+    const { managedFields: _m, ...metadata } = replica.metadata ?? {};
+    await this.#custom.replaceNamespacedCustomObject({
+      ...replicaApi,
+      namespace: metadata.namespace ?? '',
+      name: metadata.name ?? '',
+      body: {
+        ...replica,
+        metadata: { ...metadata, annotations: { ...metadata.annotations, [ANNOTATIONS.reportRequested]: time } },
+      },
+    });
   }
 
   recordEvent(rv: ReplicatedVolume, e: EventInput): Promise<void> {

@@ -178,18 +178,18 @@ export class SimVolumeApi implements VolumeApi {
     });
   }
 
-  requestReport(namespace: string, name: string, time: string): Promise<void> {
+  requestReport(replica: k8s.KubernetesObject, time: string): Promise<void> {
+    const { namespace, name, resourceVersion } = replica.metadata ?? {};
     return this.#api.call(this.#c, () => {
-      if (!this.#api.peek('rvr', namespace, name)) throw new ApiError(404, 'NotFound');
       this.#api.update(
         'rvr',
         namespace,
-        name,
+        name ?? '',
         (o) => ({
           ...o,
           metadata: { ...o.metadata, annotations: { ...o.metadata.annotations, [ANNOTATIONS.reportRequested]: time } },
         }),
-        undefined,
+        resourceVersion,
         this.#c.id,
       );
     });
