@@ -645,6 +645,12 @@ describe("the agent's Lease: liveness, never evidence", () => {
     expect({ primary: d.primary, reason: d.reason, ...(d.fence ? { fenced: d.fence.node } : {}) }).toEqual(want);
   });
 
+  test('master lost, backup at rest (report 50 s old, Lease fresh) and still Connected: blocked for the Connection, not for silence', () => {
+    const d = decideRoles(base(seen(up('master', 'Primary'), 30, 30), seen(up('backup'), 50, 1)));
+    expect(d).toMatchObject({ primary: 'master', reason: 'FailoverBlocked' });
+    expect(d.message).toContain('still Connected to master');
+  });
+
   test("a switch whose target's report is old asks that agent for one (a fresh Lease is not enough), and switches on the answer", () => {
     const master = seen(up('master', 'Primary'), 40, 1);
     const waiting = decideRoles(base(master, seen(up('backup'), 40, 0), { preferred: 'backup' }));

@@ -264,9 +264,12 @@ export function decideRoles(i: RolesInput): RolesDecision {
     const age = heartbeatAge(to);
     if (fenced(to)) return { blocked: `${to} is fenced (${i.fence?.reason ?? 'it may lack acknowledged writes'})` };
     if (t?.diskState !== 'UpToDate') return { blocked: `${to}'s disk is ${t?.diskState ?? 'unknown'}, not UpToDate` };
-    if (age === undefined || age >= silenceMs) return { blocked: `the agent on ${to} is not reporting either` };
+    // Its agent's liveness (report or Lease); the evidence below is its own report alone.
+    const silent = silentFor(to);
+    if (silent === undefined || silent >= silenceMs) return { blocked: `the agent on ${to} is not reporting either` };
     if (t.connectionState === 'Connected')
       return { blocked: `${to}'s engine is still Connected to ${from}; waiting for it to notice the loss` };
+    if (age === undefined) return { blocked: `${to} has not reported yet` };
     if (age >= FAILOVER_EVIDENCE_MS)
       return { blocked: `the last report from ${to} is ${Math.round(age / 1000)} s old; waiting for a fresh one` };
     const epoch = E + 1;
