@@ -564,9 +564,10 @@ export async function benchControl(o: BenchControlOptions): Promise<BenchControl
     const lastReport = new Map<string, number>();
     for (const r of victimSim.replicas()) {
       const key = `${r.metadata?.namespace}/${r.metadata?.name}`;
-      const at = victimSim.lastReport.get(key);
+      // roles.ts agentSilence: the later of the replica's report and its agent's Lease.
+      const at = Math.max(victimSim.lastReport.get(key) ?? -Infinity, victimSim.lastLease ?? -Infinity);
       const vol = (r as { spec?: { volume?: string } }).spec?.volume;
-      if (at !== undefined && vol) lastReport.set(vol, at);
+      if (Number.isFinite(at) && vol) lastReport.set(vol, at);
     }
     watch = { victim, affected, secondaryLost };
     // What kube-controller-manager writes when a node's lease runs out: Ready Unknown, and the taints.

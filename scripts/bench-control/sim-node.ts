@@ -6,9 +6,11 @@
 // queue, a pass per replica every HEARTBEAT_MS and at every change of its spec. A pass
 // "acts" when the spec's generation is new (the engine takes ACT_MS to be promoted,
 // demoted or brought up), passes again ACT_AGAIN_MS later and reports; otherwise it
-// reports when the status changed or the heartbeat is due, every APART_HEARTBEAT_MS
-// while the engine is apart from its peer. The report is the agent's own merge patch
-// through KubeAgentApi.reportStatus, every field named. A Primary that loses its peer
+// reports when the status changed, when the controller asked (tandem.dev/report-requested),
+// every APART_HEARTBEAT_MS while the engine is apart from its peer, and else every
+// REPORT_REFRESH_MS. The report is the agent's own merge patch through
+// KubeAgentApi.reportStatus, every field named. The agent's Lease (tandem-agent-NODE) is
+// renewed from the work queue every HEARTBEAT_MS through KubeAgentApi.renewLease. A Primary that loses its peer
 // records the fence (decideFence, KubeAgentApi.patchVolumeStatus) as the real agent's
 // fence-peer handler does.
 //
@@ -18,9 +20,9 @@
 import { randomBytes } from 'node:crypto';
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { CONDITIONS, KINDS, LABELS } from '../../src/api/names.ts';
+import { ANNOTATIONS, CONDITIONS, KINDS, LABELS } from '../../src/api/names.ts';
 import { ReplicatedVolumeReplica, ReplicatedVolumeReplicaStatus } from '../../src/api/replicated-volume-replica.ts';
-import { APART_HEARTBEAT_MS, ACT_AGAIN_MS, HEARTBEAT_MS } from '../../src/node-agent/agent.ts';
+import { APART_HEARTBEAT_MS, ACT_AGAIN_MS, HEARTBEAT_MS, REPORT_REFRESH_MS } from '../../src/node-agent/agent.ts';
 import { KubeAgentApi } from '../../src/node-agent/agent-api.ts';
 import { decideFence } from '../../src/node-agent/fence.ts';
 import { canonicalJson } from '../../src/runtime/canonical-json.ts';
@@ -45,6 +47,7 @@ export type World = { lostAt: Map<string, number> };
 type Engine = { generation: number; epoch: number; role: 'Primary' | 'Secondary' | 'Unconfigured'; up: boolean };
 
 const TOGETHER = 'Connected';
+const AGENT_LEASE = '*lease*';
 
 export class SimNode {
   readonly name: string;
@@ -56,7 +59,7 @@ export class SimNode {
   readonly #cache: SupervisedInformer<k8s.KubernetesObject>;
   readonly #queue = new WorkQueue({ baseDelayMs: 500, maxDelayMs: 30_000 });
   readonly #engines = new Map<string, Engine>();
-  readonly #reported = new Map<string, { json: string; at: number }>();
+  readonly #reported = new Map<string, { json: string; at: number; asked: string | undefined }>();
   readonly #uuids = new Map<string, string>();
   readonly #fenced = new Set<string>();
   readonly #timers: NodeJS.Timeout[] = [];
@@ -66,6 +69,8 @@ export class SimNode {
   /** When each replica last reported (ms), for the failover's "agent silent" clock. */
   readonly lastReport = new Map<string, number>();
   reports = 0;
+  /** When the agent's Lease was last renewed (ms): with lastReport, the "agent silent" clock. */
+  lastLease: number | undefined;
 
   constructor(o: {
     name: string;
@@ -119,7 +124,7 @@ export class SimNode {
       count: 2,
       log: this.#log,
       keyField: 'rvr',
-      handle: (key) => this.#pass(key),
+      handle: (key) => (key === AGENT_LEASE ? this.#renewAgentLease() : this.#pass(key)),
     });
     const every = (ms: number, first: number, fn: () => Promise<unknown>) => {
       const tick = () => {
@@ -131,7 +136,9 @@ export class SimNode {
     };
     every(HEARTBEAT_MS, HEARTBEAT_MS, async () => {
       for (const r of this.#cache.list()) this.#queue.add(`${r.metadata?.namespace}/${r.metadata?.name}`);
+      this.#queue.add(AGENT_LEASE);
     });
+    this.#queue.add(AGENT_LEASE);
     every(LEASE_RENEW_MS, Math.random() * LEASE_RENEW_MS, () => this.#renewLease());
     every(NODE_STATUS_REPORT_MS, Math.random() * NODE_STATUS_REPORT_MS, () => this.#postNodeStatus('True'));
   }
@@ -246,9 +253,9 @@ export class SimNode {
         role: spec.engine === 'Up' ? spec.role : 'Unconfigured',
       };
       this.#engines.set(key, engine);
-      // After acting only an overdue heartbeat is written, from what was read before.
+      // After acting only an overdue refresh is written, from what was read before.
       const last = this.#reported.get(key);
-      if (before && (!last || Date.now() - last.at >= HEARTBEAT_MS * 2)) await this.#report(rvr, before);
+      if (before && (!last || Date.now() - last.at >= REPORT_REFRESH_MS)) await this.#report(rvr, before);
       return { requeueAfterMs: ACT_AGAIN_MS };
     }
     if (!engine) return undefined;
@@ -256,6 +263,15 @@ export class SimNode {
     if (apart && engine.role === 'Primary') await this.#fencePeer(rvr);
     await this.#report(rvr, engine);
     return apart ? { requeueAfterMs: APART_HEARTBEAT_MS } : undefined;
+  }
+
+  /** The agent's Lease, from its work queue (the real agent reads its engine host first). */
+  async #renewAgentLease(): Promise<undefined> {
+    if (this.#stopped) return undefined;
+    const at = new Date();
+    await this.#api.renewLease(at);
+    this.lastLease = at.getTime();
+    return undefined;
   }
 
   /** The fence-peer handler: record the peer Outdated before writing on alone. */
@@ -318,14 +334,16 @@ export class SimNode {
     };
     const json = canonicalJson(status);
     const last = this.#reported.get(key);
-    const every = apart ? APART_HEARTBEAT_MS : HEARTBEAT_MS;
-    if (last && last.json === json && now.getTime() - last.at < every - Math.min(500, every / 4)) return;
+    const every = apart ? APART_HEARTBEAT_MS : REPORT_REFRESH_MS;
+    const asked = rvr.metadata.annotations?.[ANNOTATIONS.reportRequested];
+    const requested = asked !== undefined && asked !== last?.asked;
+    if (last && last.json === json && !requested && now.getTime() - last.at < every - Math.min(500, every / 4)) return;
     const body: Record<string, unknown> = Object.fromEntries(
       Object.keys(ReplicatedVolumeReplicaStatus.shape).map((k) => [k, null]),
     );
     Object.assign(body, status, { lastHeartbeatTime: now.toISOString() });
     if (await this.#api.reportStatus(rvr.metadata.namespace, rvr.metadata.name, body)) {
-      this.#reported.set(key, { json, at: now.getTime() });
+      this.#reported.set(key, { json, at: now.getTime(), asked });
       this.lastReport.set(key, now.getTime());
       this.reports++;
     }

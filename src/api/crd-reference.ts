@@ -89,6 +89,8 @@ const ANNOTATION_DOCS: Record<keyof typeof ANNOTATIONS, string> = {
     'On a volume, set by a person to a node name: promote that node now even though its data is not known to be UpToDate (the other node is lost and the loss of its newer writes is accepted). The controller removes it once it has acted. `kubectl annotate rv NAME tandem.dev/force-primary=NODE`.',
   csiPublishedNode:
     "On a volume, written by the CSI driver's ControllerPublishVolume together with spec.primary: the node the volume is published to; a switch toward it is recorded as CsiPublish.",
+  reportRequested:
+    "On a replica, written by the controller (a time): report this replica's status now. At rest an agent reports a replica only when it changes and once a minute; a planned switch needs a report of its new Primary younger than a few seconds and asks for one (at most every 2 s).",
 };
 const LABEL_DOCS: Record<keyof typeof LABELS, string> = {
   volume:

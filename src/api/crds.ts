@@ -127,7 +127,7 @@ export function customResourceDefinitions(): { file: string; object: Json }[] {
           { name: 'Sync %', type: 'number', jsonPath: '.status.syncProgress', priority: 1 },
           { name: 'Out Of Sync', type: 'integer', jsonPath: '.status.outOfSyncBytes', priority: 1 },
           { name: 'Epoch', type: 'integer', jsonPath: '.spec.epoch' },
-          // -o wide: how long ago the node's agent last reported (it reports every 5 s).
+          // -o wide: how long ago the node's agent last reported (at a change, else every minute).
           { name: 'Reported', type: 'date', jsonPath: '.status.lastHeartbeatTime', priority: 1 },
           { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
         ],

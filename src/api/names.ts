@@ -43,6 +43,12 @@ export const ANNOTATIONS = {
    * the node the volume is published to. A switch toward it is recorded as CsiPublish.
    */
   csiPublishedNode: `${GROUP}/csi-published-node`,
+  /**
+   * On a replica, written by the controller (an ISO time): report now. A decision that
+   * waits only on a fresh report of this replica (a planned switch) asks for it; the agent
+   * reports at once when the request is newer than its last report.
+   */
+  reportRequested: `${GROUP}/report-requested`,
 } as const;
 
 /** Held by every ReplicatedVolume until its engines are down. */
@@ -85,6 +91,11 @@ export function peerSecretName(namespace: string, volume: string): string {
  * namespace: it may read only that node's Secrets (controller/decisions/node-access.ts).
  * The node-agent admission policy spells the same prefix.
  */
+/** The Lease (release namespace) an agent renews every few seconds: its node's agent is alive. */
+export function agentLeaseName(node: string): string {
+  return `tandem-agent-${node}`;
+}
+
 export function nodeServiceAccountName(node: string): string {
   return `tandem-node-${node}`;
 }

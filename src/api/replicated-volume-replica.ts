@@ -135,7 +135,12 @@ export const ReplicatedVolumeReplicaStatus = z.object({
     ),
   epoch: z.number().int().min(0).optional().describe('The epoch of the spec the agent last acted on.'),
   mounted: z.boolean().optional().describe('Whether the filesystem is mounted at mountPath (not the placeholder).'),
-  lastHeartbeatTime: z.string().optional().describe('When the agent last reported (every 5 s).'),
+  lastHeartbeatTime: z
+    .string()
+    .optional()
+    .describe(
+      "When the agent last reported: at every change, every second while apart from the peer, when the controller asks, else every minute (the agent's liveness is its Lease tandem-agent-NODE, renewed every 5 s).",
+    ),
   conditions: z
     .array(Condition)
     .optional()

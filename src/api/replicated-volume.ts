@@ -211,7 +211,10 @@ export const ReplicaStatusSummary = z.object({
     .min(0)
     .optional()
     .describe("Bytes this node's disk can hold for the device now (a pool file grows to spec.size first)."),
-  lastHeartbeatTime: z.string().optional().describe("When the node's agent last reported (every 5 s)."),
+  lastHeartbeatTime: z
+    .string()
+    .optional()
+    .describe("When the node's agent last reported this replica (at a change, else at least every minute)."),
 });
 export type ReplicaStatusSummary = z.infer<typeof ReplicaStatusSummary>;
 

@@ -109,6 +109,7 @@ describe('the Controller enqueues a volume for changes, not for heartbeats', () 
     const replicas = handCache<k8s.KubernetesObject>();
     const nodes = handCache<k8s.V1Node>();
     const pools = handCache<k8s.KubernetesObject>();
+    const leases = handCache<k8s.KubernetesObject>();
     const c = new Controller({
       // No worker runs here: the reconciler and its API are never called.
       api: {} as VolumeApi,
@@ -117,6 +118,7 @@ describe('the Controller enqueues a volume for changes, not for heartbeats', () 
       replicas: replicas.factory,
       nodes: nodes.factory,
       pools: pools.factory,
+      leases: leases.factory,
     });
     volumes.put({
       metadata: { name: 'db', namespace: 'ns' },
@@ -131,8 +133,16 @@ describe('the Controller enqueues a volume for changes, not for heartbeats', () 
       }
       return keys;
     };
-    return { replicas, nodes, drain };
+    return { replicas, nodes, leases, drain };
   };
+
+  test("an agent's Lease renewals enqueue nothing (the reconcile rechecks on its own clock)", async () => {
+    const { leases, drain } = setup();
+    await drain();
+    for (const t of ['2026-12-07T10:00:00Z', '2026-12-07T10:00:05Z'])
+      leases.put({ metadata: { name: 'tandem-agent-a', namespace: 'tandem-system' }, spec: { renewTime: t } } as never);
+    expect(await drain()).toEqual([]);
+  });
 
   test('replica heartbeats: only the first report and real changes', async () => {
     const { replicas, drain } = setup();
@@ -163,7 +173,12 @@ describe('the Controller enqueues a volume for changes, not for heartbeats', () 
 
 test('staleInMs: when the first heartbeat goes stale (30 s), a moment after', () => {
   const now = new Date('2026-12-07T10:00:30Z');
-  const r = (t?: string) => ({ status: t ? { lastHeartbeatTime: t } : {} }) as ReplicatedVolumeReplica;
+  const r = (t?: string, node = 'a') =>
+    ({ spec: { node }, status: t ? { lastHeartbeatTime: t } : {} }) as ReplicatedVolumeReplica;
   expect(staleInMs([r('2026-12-07T10:00:28Z'), r('2026-12-07T10:00:25Z')], now)).toBe(25_250);
   expect(staleInMs([r('2026-11-07T10:00:00Z'), r()], now)).toBe(Infinity);
+  // The agent's Lease renewal is its sign of life: a report a minute old is not silence.
+  expect(staleInMs([r('2026-12-07T09:59:30Z')], now, { a: '2026-12-07T10:00:29Z' })).toBe(29_250);
+  // A replica's report older than REPORT_STALE_MS is silence whatever the Lease says.
+  expect(staleInMs([r('2026-12-07T09:57:00Z')], now, { a: '2026-12-07T10:00:29Z' })).toBe(Infinity);
 });

@@ -1,5 +1,6 @@
-// The controller without its process: three caches (volumes, replicas, nodes)
-// whose changes enqueue volume keys, the work queue, and the workers that run the
+// The controller without its process: caches (volumes, replicas, nodes, pools) whose
+// changes enqueue volume keys, and the agents' Leases (read, never enqueuing: a renewal
+// changes no decision, and a Lease that stops is found by the reconcile's own recheck), the work queue, and the workers that run the
 // reconciler. main.ts builds it on the API server's informers behind leader
 // election; the control-plane simulator (test/sim) builds it on simulated ones.
 import type * as k8s from '@kubernetes/client-node';
@@ -24,6 +25,8 @@ export interface ControllerOptions {
   nodes: CacheFactory<k8s.V1Node>;
   /** StoragePools (cluster-scoped): placement resolves disks from them. */
   pools: CacheFactory<k8s.KubernetesObject>;
+  /** The release namespace's Leases: the agents' liveness (tandem-agent-NODE). */
+  leases: CacheFactory<k8s.KubernetesObject>;
   log: Logger;
   clock?: Clock;
   metrics?: ControllerMetrics;
@@ -38,6 +41,7 @@ export class Controller {
     replicas: ObjectCache<k8s.KubernetesObject>;
     nodes: ObjectCache<k8s.V1Node>;
     pools: ObjectCache<k8s.KubernetesObject>;
+    leases: ObjectCache<k8s.KubernetesObject>;
   };
   readonly reconciler: VolumeReconciler;
   readonly #o: ControllerOptions;
@@ -92,7 +96,8 @@ export class Controller {
           if ((v as { spec?: { pool?: string } }).spec?.pool === p.metadata?.name) this.queue.add(keyOf(v));
       },
     });
-    this.caches = { volumes, replicas, nodes, pools };
+    const leases = o.leases({ onChange: () => undefined });
+    this.caches = { volumes, replicas, nodes, pools, leases };
     this.reconciler = new VolumeReconciler({
       api: o.api,
       log: o.log,

@@ -42,6 +42,7 @@ export async function main(argv: string[]): Promise<void> {
   const metrics = controllerMetrics();
   const custom = kc.makeApiClient(k8s.CustomObjectsApi);
   const core = kc.makeApiClient(k8s.CoreV1Api);
+  const coordination = kc.makeApiClient(k8s.CoordinationV1Api);
   const informer =
     <T extends k8s.KubernetesObject>(path: string, list: () => Promise<k8s.KubernetesListObject<T>>): CacheFactory<T> =>
     (handlers) =>
@@ -57,6 +58,9 @@ export async function main(argv: string[]): Promise<void> {
     replicas: informer(collectionPath(KINDS.replica.plural), listCustom(custom, KINDS.replica.plural)),
     nodes: informer('/api/v1/nodes', () => core.listNode()),
     pools: informer(collectionPath(KINDS.pool.plural), listCustom(custom, KINDS.pool.plural)),
+    leases: informer(`/apis/coordination.k8s.io/v1/namespaces/${namespace}/leases`, () =>
+      coordination.listNamespacedLease({ namespace }),
+    ),
   });
   const identity = process.env.POD_NAME ?? `${hostname()}-${process.pid}`;
   const elector = argv.includes('--no-leader-elect')

@@ -26,6 +26,14 @@ test("a volume's state series follow its status: the old state's series goes, th
   expect(text).toContain(
     'tandem_replica_last_heartbeat_seconds{namespace="db",volume="mysql",node="master"} 1796601605.5',
   );
+  // The agent's Lease renewed later than the replica's report: the later sign of life.
+  m.observe('db', 'mysql', status('Connected', 'UpToDate'), {
+    renewTimes: { master: '2026-12-07T00:00:45.250Z' },
+    now: new Date('2026-12-07T00:00:46Z'),
+  });
+  expect(await m.registry.metrics()).toContain(
+    'tandem_replica_last_heartbeat_seconds{namespace="db",volume="mysql",node="master"} 1796601645.25',
+  );
   m.observe('db', 'mysql', undefined);
   expect(await m.registry.metrics()).not.toContain('volume="mysql"');
 });

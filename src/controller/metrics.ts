@@ -1,6 +1,7 @@
 // The controller's Prometheus metrics, named after DRBD's exporter (drbd-reactor's
 // prometheus plugin): one series per state with value 1, bytes as bytes.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { agentLastHeard } from './decisions/roles.ts';
 import type { ReplicatedVolumeStatus } from '../api/replicated-volume.ts';
 
 export function controllerMetrics() {
@@ -58,7 +59,7 @@ export function controllerMetrics() {
     }),
     heartbeat: new Gauge({
       name: 'tandem_replica_last_heartbeat_seconds',
-      help: "When the replica's node agent last reported (unix seconds): the agent's sign of life",
+      help: "When the replica's node agent was last heard from (unix seconds): its report of the replica or its Lease, the agent's sign of life",
       labelNames: [...labels, 'node'],
       registers: [registry],
     }),
@@ -92,7 +93,13 @@ export function controllerMetrics() {
   return {
     ...m,
     /** Replaces a volume's series with the ones its status gives (undefined: the volume is gone). */
-    observe(namespace: string, volume: string, s: ReplicatedVolumeStatus | undefined): void {
+    observe(
+      namespace: string,
+      volume: string,
+      s: ReplicatedVolumeStatus | undefined,
+      /** The agents' Lease renewals by node (roles.ts agentLastHeard), at `now`. */
+      agents: { renewTimes: Readonly<Record<string, string | undefined>>; now: Date } | undefined = undefined,
+    ): void {
       const key = `${namespace}/${volume}`;
       for (const [g, l] of series.get(key) ?? []) g.remove(l);
       series.delete(key);
@@ -113,8 +120,13 @@ export function controllerMetrics() {
         if (r.diskState) now.push([m.disk, { namespace, volume, node: r.node, state: r.diskState }, 1]);
         if (r.outOfSyncBytes !== undefined)
           now.push([m.outOfSync, { namespace, volume, node: r.node }, r.outOfSyncBytes]);
-        const beat = r.lastHeartbeatTime ? Date.parse(r.lastHeartbeatTime) : Number.NaN;
-        if (!Number.isNaN(beat)) now.push([m.heartbeat, { namespace, volume, node: r.node }, beat / 1000]);
+        const beat = agents
+          ? agentLastHeard(r.lastHeartbeatTime, agents.renewTimes[r.node], agents.now)
+          : r.lastHeartbeatTime
+            ? Date.parse(r.lastHeartbeatTime)
+            : undefined;
+        if (beat !== undefined && !Number.isNaN(beat))
+          now.push([m.heartbeat, { namespace, volume, node: r.node }, beat / 1000]);
         if (r.syncProgress !== undefined)
           now.push([m.resync, { namespace, volume, node: r.node }, r.syncProgress / 100]);
       }

@@ -15,7 +15,7 @@
 // controller deletes it just before the finalizer goes.
 import type * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { ANNOTATIONS, CONDITIONS, FINALIZER, LABELS, PORT_RANGE } from '../api/names.ts';
+import { agentLeaseName, ANNOTATIONS, CONDITIONS, FINALIZER, LABELS, PORT_RANGE } from '../api/names.ts';
 import { ReplicatedVolume, type ReplicatedVolumeStatus } from '../api/replicated-volume.ts';
 import {
   deviceBytesFor,
@@ -26,12 +26,13 @@ import { type ClaimSource, fileClaimOf, fileClaimsOf, StoragePool } from '../api
 import { canonicalJson } from '../runtime/canonical-json.ts';
 import { type Clock, systemClock } from '../runtime/clock.ts';
 import { TerminalError } from '../runtime/errors.ts';
-import { isNotFound } from '../runtime/kube.ts';
+import { isConflict, isNotFound } from '../runtime/kube.ts';
 import { allocatePort, decidePlacement, type NodeView, type Placement } from './decisions/placement.ts';
 import { portClaim, portsInUse, trustedPort } from './decisions/port.ts';
 import { nodeSecretNames, staleNodeAccess, type VolumeOnNodes } from './decisions/node-access.ts';
 import { decideEngineState, desiredReplicaSpecs } from './decisions/replicas.ts';
-import { decideRoles, type RolesDecision } from './decisions/roles.ts';
+import { leaseRenewTime } from './agent-lease.ts';
+import { agentSilence, decideRoles, type RolesDecision } from './decisions/roles.ts';
 import { parseQuantity } from '../api/quantity.ts';
 import { decideGrowth } from './decisions/growth.ts';
 import { peerSecretDue } from './decisions/peer-secret.ts';
@@ -57,9 +58,14 @@ export interface Caches {
   nodes: { list(): readonly k8s.V1Node[] };
   /** StoragePools (cluster-scoped). */
   pools: { get(name: string): k8s.KubernetesObject | undefined };
+  /** The Leases of the release namespace: each node's agent renews tandem-agent-NODE. None: no Leases (only reports). */
+  leases?: { list(): readonly k8s.KubernetesObject[] } | undefined;
 }
 
 export type ReconcileResult = { requeueAfterMs?: number };
+
+/** A replica's agent is asked for a report at most this often (the annotation is a write). */
+export const REPORT_REQUEST_EVERY_MS = 2_000;
 
 /** The work queue's key for collecting gone nodes' access objects (not a volume: no slash). */
 export const NODE_ACCESS_KEY = 'node-access';
@@ -91,11 +97,12 @@ function claimSource(o: object): ClaimSource | undefined {
   };
 }
 
-/** What one decision reads: the volume, its replicas by node, the nodes. */
+/** What one decision reads: the volume, its replicas by node, the nodes, their agents' Lease renewals. */
 type Snapshot = {
   rv: ReplicatedVolume;
   replicas: Map<string, ReplicatedVolumeReplica>;
   nodes: Map<string, NodeView>;
+  agents: Record<string, string | undefined>;
 };
 
 type Plan = {
@@ -120,12 +127,20 @@ export function nodeView(n: k8s.V1Node): NodeView {
   };
 }
 
-/** How long until the first replica's heartbeat goes stale (a moment after); Infinity when none will. */
-export function staleInMs(replicas: Iterable<ReplicatedVolumeReplica>, now: Date): number {
+/**
+ * How long until the first replica's agent goes silent for HEARTBEAT_STALE_MS (a moment
+ * after; roles.ts agentSilence: its report or its Lease); Infinity when none will.
+ */
+export function staleInMs(
+  replicas: Iterable<ReplicatedVolumeReplica>,
+  now: Date,
+  agents: Readonly<Record<string, string | undefined>> = {},
+): number {
   let soonest = Infinity;
   for (const r of replicas) {
-    const t = r.status?.lastHeartbeatTime ? Date.parse(r.status.lastHeartbeatTime) : Number.NaN;
-    const left = t + HEARTBEAT_STALE_MS - now.getTime();
+    const silent = agentSilence(r.status?.lastHeartbeatTime, agents[r.spec.node], now);
+    if (silent === undefined) continue;
+    const left = HEARTBEAT_STALE_MS - silent;
     if (left >= 0) soonest = Math.min(soonest, left + 250);
   }
   return soonest;
@@ -189,6 +204,7 @@ export class VolumeReconciler {
       rv,
       replicas: this.#replicasOf(rv, this.#caches.replicas.list(rv.metadata.namespace)),
       nodes: new Map(this.#caches.nodes.list().map((n) => [n.metadata?.name ?? '', nodeView(n)])),
+      agents: this.#agents(rv),
     };
     const placement0 = this.#place(rv, snap.nodes, snap.replicas.size > 0);
     if (placement0.ok && !deleting) {
@@ -222,7 +238,7 @@ export class VolumeReconciler {
       log.info({ ...roles.roleChange }, 'Changed the Primary');
     if (placement.ok && port !== undefined && roles)
       await this.#applyReplicas(rv, plan.replicaSpecs, snap.replicas, deleting, log);
-    this.#metrics?.observe(namespace, name, status);
+    this.#metrics?.observe(namespace, name, status, { renewTimes: snap.agents, now });
     if (
       roles?.reason === 'Stable' &&
       roles.forcePrimary === undefined &&
@@ -231,6 +247,7 @@ export class VolumeReconciler {
       await this.#dropForceAnnotation(rv, log);
     // On the status as read (rv.status), never the one just computed: the fence must be in the API first.
     if (!deleting) await this.#freeWorkload(rv, log);
+    if (roles?.requestReport && !deleting) await this.#requestReport(snap.replicas.get(roles.requestReport), now, log);
 
     if (deleting) return this.#finishDeletion(rv, snap.replicas, snap.nodes, log);
     // Level-based backstop: look again soon while not Ready, and when a failover clock runs,
@@ -238,7 +255,11 @@ export class VolumeReconciler {
     // heartbeats alone enqueue nothing (change-filter.ts).
     const backstop = status.phase === 'Ready' ? 30_000 : 3_000;
     return {
-      requeueAfterMs: Math.min(backstop, roles?.recheckAfterMs ?? Infinity, staleInMs(snap.replicas.values(), now)),
+      requeueAfterMs: Math.min(
+        backstop,
+        roles?.recheckAfterMs ?? Infinity,
+        staleInMs(snap.replicas.values(), now, snap.agents),
+      ),
     };
   }
 
@@ -306,7 +327,7 @@ export class VolumeReconciler {
 
   /** Placement, roles, status and the replicas' specs: pure, from one snapshot. */
   #plan(snap: Snapshot, now: Date, deleting: boolean): Plan {
-    const { rv, replicas, nodes } = snap;
+    const { rv, replicas, nodes, agents } = snap;
     const placement = this.#place(rv, nodes, replicas.size > 0);
     const port = this.#port(rv);
     let roles: RolesDecision | undefined;
@@ -333,6 +354,7 @@ export class VolumeReconciler {
           return {
             node: r.node,
             ...have?.status,
+            agentRenewTime: agents[r.node],
             ...(have
               ? {
                   ordered: { role: have.spec.role, initialSync: have.spec.initialSync, epoch: have.spec.epoch },
@@ -352,6 +374,7 @@ export class VolumeReconciler {
         [...replicas].map(([n, r]) => [n, { status: r.status, generation: r.metadata.generation ?? 0 }]),
       ),
       placementFailure: placement.ok ? undefined : { reason: placement.reason, message: placement.message },
+      agentRenewTimes: agents,
       sized: growth.sized,
       roles,
       port,
@@ -403,7 +426,19 @@ export class VolumeReconciler {
       rv: parsed.data,
       replicas: this.#replicasOf(parsed.data, fresh.replicas as k8s.KubernetesObject[]),
       nodes: new Map(fresh.nodes.map((n) => [n.metadata?.name ?? '', nodeView(n)])),
+      agents: fresh.agents,
     };
+  }
+
+  /** When each of the volume's nodes' agents last renewed its Lease, from the cache. */
+  #agents(rv: ReplicatedVolume): Record<string, string | undefined> {
+    const leases = this.#caches.leases?.list() ?? [];
+    return Object.fromEntries(
+      rv.spec.replicas.map((r) => [
+        r.node,
+        leaseRenewTime(leases.find((l) => l.metadata?.name === agentLeaseName(r.node))),
+      ]),
+    );
   }
 
   #replicasOf(rv: ReplicatedVolume, objects: readonly k8s.KubernetesObject[]): Map<string, ReplicatedVolumeReplica> {
@@ -659,6 +694,28 @@ export class VolumeReconciler {
       { node: due.node, epoch: due.epoch, pods: deletedPods, volumeAttachments: deletedAttachments },
       'Freed the workload on the lost node',
     );
+  }
+
+  /**
+   * A decision waits on a fresh report of this replica (roles.ts requestReport): ask its agent
+   * with tandem.dev/report-requested, at most every REPORT_REQUEST_EVERY_MS per replica.
+   */
+  async #requestReport(r: ReplicatedVolumeReplica | undefined, now: Date, log: Logger): Promise<void> {
+    if (!r) return;
+    const asked = Date.parse(r.metadata.annotations?.[ANNOTATIONS.reportRequested] ?? '');
+    if (now.getTime() - asked < REPORT_REQUEST_EVERY_MS) return;
+    // The object as read, not as parsed: the update must leave the spec exactly as it is.
+    const raw = this.#caches.replicas
+      .list(r.metadata.namespace)
+      .find((o) => o.metadata?.name === r.metadata.name && o.metadata?.resourceVersion === r.metadata.resourceVersion);
+    if (!raw) return;
+    try {
+      await this.#api.requestReport(raw, now.toISOString());
+      log.debug({ rvr: r.metadata.name }, 'Requested a report');
+    } catch (err) {
+      // Gone, or it moved since it was read (a report may have come): the next look asks again.
+      if (!isNotFound(err) && !isConflict(err)) throw err;
+    }
   }
 
   /** The operator's force-primary took effect: the annotation goes, so it never forces again. */

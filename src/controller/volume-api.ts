@@ -6,6 +6,8 @@
 import { randomBytes } from 'node:crypto';
 import * as k8s from '@kubernetes/client-node';
 import {
+  agentLeaseName,
+  ANNOTATIONS,
   API_VERSION,
   DEFAULT_OPERATOR_NAMESPACE,
   FIELD_MANAGERS,
@@ -21,6 +23,7 @@ import {
 import type { ReplicatedVolume, ReplicatedVolumeStatus } from '../api/replicated-volume.ts';
 import type { ReplicatedVolumeReplica, ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
 import { type Issued, issueCa, issueNodeCert } from '../net/x509.ts';
+import { leaseRenewTime } from './agent-lease.ts';
 import { isNotFound, mergePatch, recordEvent, type EventInput, replicaApi, volumeApi } from '../runtime/kube.ts';
 
 export interface VolumeApi {
@@ -61,12 +64,21 @@ export interface VolumeApi {
     current: ReplicatedVolumeReplica,
     spec: ReplicatedVolumeReplicaSpec,
   ): Promise<void>;
-  /** The volume, its replicas and the named Nodes, read from the API server (not a cache). */
+  /**
+   * The volume, its replicas, the named Nodes and their agents' Lease renewals (by node;
+   * undefined: no Lease), read from the API server (not a cache).
+   */
   readFresh(
     namespace: string,
     name: string,
     nodes: readonly string[],
-  ): Promise<{ volume: unknown; replicas: unknown[]; nodes: k8s.V1Node[] }>;
+  ): Promise<{ volume: unknown; replicas: unknown[]; nodes: k8s.V1Node[]; agents: Record<string, string | undefined> }>;
+  /**
+   * Asks the replica's agent to report now: the tandem.dev/report-requested annotation, set
+   * by an update of the replica as read (conditional on its resourceVersion: 409 if it moved;
+   * the controller never patches replicas), its spec untouched.
+   */
+  requestReport(replica: k8s.KubernetesObject, time: string): Promise<void>;
   recordEvent(rv: ReplicatedVolume, e: EventInput): Promise<void>;
 }
 
@@ -98,6 +110,7 @@ export class KubeVolumeApi implements VolumeApi {
   readonly #custom: k8s.CustomObjectsApi;
   readonly #core: k8s.CoreV1Api;
   readonly #rbac: k8s.RbacAuthorizationV1Api;
+  readonly #leases: k8s.CoordinationV1Api;
   #caCache: Issued | undefined;
   /** Where peer Secrets live: the controller's own namespace, never a user's. */
   readonly #operatorNamespace: string;
@@ -106,6 +119,7 @@ export class KubeVolumeApi implements VolumeApi {
     this.#custom = kc.makeApiClient(k8s.CustomObjectsApi);
     this.#core = kc.makeApiClient(k8s.CoreV1Api);
     this.#rbac = kc.makeApiClient(k8s.RbacAuthorizationV1Api);
+    this.#leases = kc.makeApiClient(k8s.CoordinationV1Api);
     this.#operatorNamespace = operatorNamespace;
   }
 
@@ -361,7 +375,20 @@ export class KubeVolumeApi implements VolumeApi {
     namespace: string,
     name: string,
     nodes: readonly string[],
-  ): Promise<{ volume: unknown; replicas: unknown[]; nodes: k8s.V1Node[] }> {
+  ): Promise<{
+    volume: unknown;
+    replicas: unknown[];
+    nodes: k8s.V1Node[];
+    agents: Record<string, string | undefined>;
+  }> {
+    const agents = Promise.all(
+      nodes.map((n) =>
+        this.#leases.readNamespacedLease({ name: agentLeaseName(n), namespace: this.#operatorNamespace }).then(
+          (l) => [n, leaseRenewTime(l)] as const,
+          (err: unknown) => (isNotFound(err) ? ([n, undefined] as const) : Promise.reject(err)),
+        ),
+      ),
+    );
     const [volume, replicas, ...nodeObjects] = await Promise.all([
       this.#custom.getNamespacedCustomObject({ ...volumeApi, namespace, name }),
       this.#custom.listNamespacedCustomObject({
@@ -373,7 +400,25 @@ export class KubeVolumeApi implements VolumeApi {
         this.#core.readNode({ name: n }).catch((err: unknown) => (isNotFound(err) ? undefined : Promise.reject(err))),
       ),
     ]);
-    return { volume, replicas: replicas.items, nodes: nodeObjects.filter((n): n is k8s.V1Node => n !== undefined) };
+    return {
+      volume,
+      replicas: replicas.items,
+      nodes: nodeObjects.filter((n): n is k8s.V1Node => n !== undefined),
+      agents: Object.fromEntries(await agents),
+    };
+  }
+
+  async requestReport(replica: k8s.KubernetesObject, time: string): Promise<void> {
+    const { managedFields: _m, ...metadata } = replica.metadata ?? {};
+    await this.#custom.replaceNamespacedCustomObject({
+      ...replicaApi,
+      namespace: metadata.namespace ?? '',
+      name: metadata.name ?? '',
+      body: {
+        ...replica,
+        metadata: { ...metadata, annotations: { ...metadata.annotations, [ANNOTATIONS.reportRequested]: time } },
+      },
+    });
   }
 
   recordEvent(rv: ReplicatedVolume, e: EventInput): Promise<void> {

@@ -3,6 +3,7 @@
 // (test/sim) implements the same calls against its simulated one.
 import * as k8s from '@kubernetes/client-node';
 import {
+  agentLeaseName,
   DEFAULT_OPERATOR_NAMESPACE,
   FIELD_MANAGERS,
   GROUP,
@@ -16,6 +17,9 @@ import { StoragePool } from '../api/storage-pool.ts';
 import { type Fence, ReplicatedVolume } from '../api/replicated-volume.ts';
 import { type EventInput, isNotFound, mergePatch, recordEvent, replicaApi, volumeApi } from '../runtime/kube.ts';
 import type { FenceApi } from './fence.ts';
+
+/** The agent Lease's stated duration (informational: the controller judges silence by failover.nodeNotReadySeconds). */
+const AGENT_LEASE_SECONDS = 15;
 
 /** Life of the node ServiceAccount's tokens (TokenRequest's minimum). */
 const NODE_TOKEN_SECONDS = 600;
@@ -34,11 +38,14 @@ export interface AgentApi extends FenceApi {
   readNodeTls(): Promise<{ ca: string; cert: string; key: string } | undefined>;
   /** A StoragePool (cluster-scoped); undefined when there is none of that name. */
   readPool(name: string): Promise<StoragePool | undefined>;
+  /** Renews this node's agent Lease (tandem-agent-NODE, operator's namespace) at `at`; creates it if missing. */
+  renewLease(at: Date): Promise<void>;
 }
 
 export class KubeAgentApi implements AgentApi {
   readonly #custom: k8s.CustomObjectsApi;
   readonly #core: k8s.CoreV1Api;
+  readonly #leases: k8s.CoordinationV1Api;
   readonly #node: string;
   /** Peer Secrets live here (the operator's namespace); the agent's RBAC reads Secrets nowhere else. */
   readonly #operatorNamespace: string;
@@ -50,6 +57,7 @@ export class KubeAgentApi implements AgentApi {
     this.#kc = kc;
     this.#custom = kc.makeApiClient(k8s.CustomObjectsApi);
     this.#core = kc.makeApiClient(k8s.CoreV1Api);
+    this.#leases = kc.makeApiClient(k8s.CoordinationV1Api);
     this.#node = node;
     this.#operatorNamespace = o.operatorNamespace ?? DEFAULT_OPERATOR_NAMESPACE;
     this.#nodeIdentity = o.nodeIdentity ?? true;
@@ -138,6 +146,27 @@ export class KubeAgentApi implements AgentApi {
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
+    }
+  }
+
+  async renewLease(at: Date): Promise<void> {
+    const name = agentLeaseName(this.#node);
+    const namespace = this.#operatorNamespace;
+    const renewTime = new k8s.V1MicroTime(at.getTime());
+    const spec = { holderIdentity: this.#node, leaseDurationSeconds: AGENT_LEASE_SECONDS };
+    // A merge patch: no read first, one request per renewal (the agent is the Lease's only writer).
+    // MicroTime wants six fractional digits: V1MicroTime's toISOString writes them.
+    try {
+      await this.#leases.patchNamespacedLease(
+        { name, namespace, body: { spec: { ...spec, renewTime: renewTime.toISOString() } } },
+        mergePatch,
+      );
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      await this.#leases.createNamespacedLease({
+        namespace,
+        body: { metadata: { name, namespace }, spec: { ...spec, renewTime } },
+      });
     }
   }
 

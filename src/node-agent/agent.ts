@@ -12,6 +12,11 @@
 //
 // The status names the generation and epoch of the spec the agent last acted on
 // (observedGeneration, epoch): a report never claims an order it has not carried out.
+// It is written when it changes, every second while the engine is apart from its peer
+// (failover evidence), when the controller asks (tandem.dev/report-requested), and
+// otherwise once a minute. The agent's liveness is its Lease (tandem-agent-NODE),
+// renewed every HEARTBEAT_MS by the work loop, only after reading the engine host:
+// an agent whose loop or engine host hangs stops renewing.
 //
 // Engines found running for resources no replica of this node names (after the
 // informer has synced) are taken down: their volume is gone. The engines' handlers
@@ -19,7 +24,7 @@
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { ConditionInput } from '../api/condition.ts';
-import { KINDS } from '../api/names.ts';
+import { ANNOTATIONS, KINDS } from '../api/names.ts';
 import { describeFence } from '../api/replicated-volume.ts';
 import {
   ReplicatedVolumeReplica,
@@ -44,7 +49,14 @@ import { type PassSnapshot, PLACEHOLDER_SOURCE, type Plan, planPass } from './pl
 
 export { splitBrainCondition } from './plan.ts';
 
+/** Every replica gets a pass this often, and the agent's Lease is renewed after one that read the engines. */
 export const HEARTBEAT_MS = 5_000;
+/**
+ * An unchanged replica's status is written again this often (lastHeartbeatTime): at rest
+ * the agent's liveness is its Lease (renewed every HEARTBEAT_MS), not a status write per
+ * replica every few seconds (issue 17 item 6). roles.ts REPORT_STALE_MS is 2.5 of these.
+ */
+export const REPORT_REFRESH_MS = 60_000;
 /** How long a StoragePool read is reused: a grant revoked takes effect within this. */
 export const POOL_TTL_MS = 30_000;
 /**
@@ -84,8 +96,8 @@ export class NodeAgent {
   readonly #cache: ObjectCache<KubernetesObject>;
   readonly #executor: PlanExecutor;
   readonly #fencer: Fencer;
-  /** Last status written per replica key, and when. */
-  readonly #reported = new Map<string, { json: string; at: number }>();
+  /** Last status written per replica key, when, and the report request it answered. */
+  readonly #reported = new Map<string, { json: string; at: number; asked: string | undefined }>();
   /** The newest epoch acted on per replica: an older spec (a stale controller) is never acted on. */
   readonly #epochs = new Map<string, number>();
   readonly #acted = new Map<string, Acted>();
@@ -142,7 +154,7 @@ export class NodeAgent {
       count: this.#o.workers ?? 2,
       log: this.#o.log,
       keyField: 'rvr',
-      handle: (key) => (key === '*orphans*' ? this.#downOrphans() : this.#sync(key)),
+      handle: (key) => (key === ORPHANS ? this.#downOrphans() : key === LEASE ? this.#renewLease() : this.#sync(key)),
     });
     this.#enqueueAll();
     const tick = () => {
@@ -201,7 +213,18 @@ export class NodeAgent {
 
   #enqueueAll(): void {
     for (const r of this.#cache.list()) this.#queue.add(`${r.metadata?.namespace}/${r.metadata?.name}`);
-    this.#queue.add('*orphans*');
+    this.#queue.add(ORPHANS);
+    this.#queue.add(LEASE);
+  }
+
+  /**
+   * The agent's sign of life: its Lease, renewed from the work loop once the engine host
+   * has answered (a hung loop or engine host stops it, and the controller sees silence).
+   */
+  async #renewLease(): Promise<WorkResult> {
+    await this.#o.engines.resources();
+    await this.#o.api.renewLease(this.#clock.now());
+    return undefined;
   }
 
   async #sync(key: string): Promise<WorkResult> {
@@ -356,7 +379,9 @@ export class NodeAgent {
   ): Promise<void> {
     const now = this.#clock.now();
     const last = this.#reported.get(key);
-    if (afterActing && last && now.getTime() - last.at < HEARTBEAT_MS * 2) return;
+    if (afterActing && last && now.getTime() - last.at < REPORT_REFRESH_MS) return;
+    // The controller asks for a report (a switch waits on one): answer each request once.
+    const asked = rvr.metadata.annotations?.[ANNOTATIONS.reportRequested];
     const acted: Acted = (afterActing ? before : this.#acted.get(key)) ?? {
       generation: rvr.status?.observedGeneration ?? 0,
       epoch: rvr.status?.epoch ?? 0,
@@ -386,10 +411,11 @@ export class NodeAgent {
       conditions: conditions.list,
       observedGeneration: acted.generation,
     };
-    // Counters move with every write; they alone do not make a report due before the heartbeat.
+    // Counters move with every write; they alone do not make a report due before the refresh.
     const json = canonicalJson({ ...status, counters: undefined });
-    const every = apart(snap) ? APART_HEARTBEAT_MS : HEARTBEAT_MS;
-    if (last && last.json === json && now.getTime() - last.at < every - Math.min(500, every / 4)) return;
+    const every = apart(snap) ? APART_HEARTBEAT_MS : REPORT_REFRESH_MS;
+    const requested = asked !== undefined && asked !== last?.asked;
+    if (last && last.json === json && !requested && now.getTime() - last.at < every - Math.min(500, every / 4)) return;
     // A merge patch keeps fields it does not name: name every field, null for "gone".
     const body: Record<string, unknown> = Object.fromEntries(
       Object.keys(ReplicatedVolumeReplicaStatus.shape).map((k) => [k, null]),
@@ -399,7 +425,7 @@ export class NodeAgent {
     if (await this.#o.api.reportStatus(rvr.metadata.namespace, rvr.metadata.name, body)) {
       if (last?.json !== json)
         log.debug({ role: status.role, cstate: status.connectionState, disk: status.diskState }, 'Reported status');
-      this.#reported.set(key, { json, at: now.getTime() });
+      this.#reported.set(key, { json, at: now.getTime(), asked });
     }
   }
 
@@ -422,6 +448,9 @@ const TOGETHER = new Set(['Connected', 'SyncSource', 'SyncTarget', 'PausedSyncS'
 function apart(s: PassSnapshot): boolean {
   return s.spec.engine === 'Up' && s.engine !== undefined && !TOGETHER.has(s.engine.cstate);
 }
+
+const ORPHANS = '*orphans*';
+const LEASE = '*lease*';
 
 function withoutMount(r: ReplicatedVolumeReplica): ReplicatedVolumeReplica {
   const { mountPath: _m, filesystem: _f, ...spec } = r.spec;

@@ -325,6 +325,31 @@ describeLocal('the operator on the local control plane', () => {
       expect(events).toContain('SyncFinished');
     });
 
+    test("each node's agent renews its own Lease (its liveness; replica status is written on change)", async () => {
+      for (const node of ['master', 'backup']) {
+        const renewed = await eventually(
+          async () => {
+            const t = (
+              await kubectl([
+                'get',
+                'lease',
+                `tandem-agent-${node}`,
+                '-n',
+                release.namespace,
+                '-o',
+                'jsonpath={.spec.renewTime}',
+              ])
+            ).stdout.trim();
+            const age = Date.now() - Date.parse(t);
+            expect(age).toBeLessThan(10_000);
+            return age;
+          },
+          { timeoutMs: 20_000, what: `a fresh Lease of the agent on ${node}` },
+        );
+        expect(renewed).toBeGreaterThan(-5_000);
+      }
+    });
+
     test('data written through the Primary is readable on the other node after a manual role switch (spec.primary)', async () => {
       await execInNode('master', [
         'sh',

@@ -1,4 +1,12 @@
-import { decideRoles, type ObservedReplica, type RolesInput } from './roles.ts';
+import {
+  agentSilence,
+  decideRoles,
+  FAILOVER_EVIDENCE_MS,
+  type ObservedReplica,
+  REPORT_STALE_MS,
+  type RolesInput,
+  SWITCH_EVIDENCE_MS,
+} from './roles.ts';
 
 const fresh = (node: string, cs = 'Connected'): ObservedReplica => ({
   node,
@@ -513,7 +521,9 @@ describe('failover', () => {
         role: pick(roles),
         diskState: pick(disks),
         connectionState: pick(conns),
-        lastHeartbeatTime: ago(pick([1, 2, 4, 8, 30])),
+        lastHeartbeatTime: ago(pick([1, 2, 4, 8, 30, 200])),
+        // The agent's Lease: none, fresh or old; a fresh one never stands in for a report.
+        agentRenewTime: pick([undefined, ago(0), ago(1), ago(30)]),
         epoch: pick([epoch, epoch - 1]),
         stale: pick([false, false, true]),
         ...(random() < 0.7
@@ -565,7 +575,105 @@ describe('failover', () => {
         d.desired[chosen] !== 'Primary'
       )
         throw fail(`${chosen}'s Primary order was withdrawn within epoch ${epoch}`);
+      // Evidence is the target's own report, whatever its agent's Lease says.
+      const reportAge = (n: string) => now.getTime() - Date.parse(obs.find((x) => x.node === n)!.lastHeartbeatTime!);
+      const cause = d.roleChange?.epoch === d.epoch && d.epoch !== epoch ? d.roleChange.reason : undefined;
+      if (cause === 'Failover' && reportAge(d.roleChange!.to) >= FAILOVER_EVIDENCE_MS)
+        throw fail('a failover on a stale report');
+      if ((cause === 'PreferredPrimary' || cause === 'CsiPublish') && reportAge(d.roleChange!.to) >= SWITCH_EVIDENCE_MS)
+        throw fail('a switch on a stale report');
     }
+  });
+});
+
+describe("the agent's Lease: liveness, never evidence", () => {
+  const now = new Date('2026-11-25T12:00:00Z');
+  const ago = (s: number) => new Date(now.getTime() - s * 1000).toISOString();
+  const failover = { enabled: true, nodeNotReadySeconds: 10 };
+  const seen = (r: ObservedReplica, report: number, lease?: number): ObservedReplica => ({
+    ...r,
+    lastHeartbeatTime: ago(report),
+    ...(lease !== undefined ? { agentRenewTime: ago(lease) } : {}),
+  });
+  const base = (master: ObservedReplica, backup: ObservedReplica, o: Partial<RolesInput> = {}): RolesInput =>
+    input({
+      preferred: 'master',
+      chosen: 'master',
+      epoch: 3,
+      now,
+      failover,
+      health: { master: { ready: true }, backup: { ready: true } },
+      observed: [master, backup],
+      ...o,
+    });
+
+  test('agentSilence: the later of report and Lease; a report older than REPORT_STALE_MS is silence; no report, no judgement', () => {
+    expect(agentSilence(ago(50), ago(2), now)).toBe(2000);
+    expect(agentSilence(ago(2), ago(50), now)).toBe(2000);
+    expect(agentSilence(ago(50), undefined, now)).toBe(50_000);
+    expect(agentSilence(ago(REPORT_STALE_MS / 1000), ago(1), now)).toBe(REPORT_STALE_MS);
+    expect(agentSilence(undefined, ago(1), now)).toBeUndefined();
+  });
+
+  test.each<[string, ObservedReplica, ObservedReplica, { primary: string; reason: string; fenced?: string }]>([
+    [
+      "master's last report is 50 s old (at rest) but its Lease was renewed 2 s ago: not lost",
+      seen(up('master', 'Primary', 'UpToDate', 'WFConnection'), 50, 2),
+      seen(up('backup', 'Secondary', 'UpToDate', 'WFConnection'), 1, 1),
+      { primary: 'master', reason: 'Stable' },
+    ],
+    [
+      "master's Lease and report both 30 s old, backup reported apart 1 s ago: failover",
+      seen(up('master', 'Primary', 'UpToDate', 'WFConnection'), 30, 30),
+      seen(up('backup', 'Secondary', 'UpToDate', 'WFConnection'), 1, 1),
+      { primary: 'backup', reason: 'Failover', fenced: 'master' },
+    ],
+    [
+      "master's Lease fresh but its replica unreported for 200 s (the agent is not working on it): lost",
+      seen(up('master', 'Primary', 'UpToDate', 'WFConnection'), 200, 1),
+      seen(up('backup', 'Secondary', 'UpToDate', 'WFConnection'), 1, 1),
+      { primary: 'backup', reason: 'Failover', fenced: 'master' },
+    ],
+    [
+      "master lost; backup's Lease renewed just now but its own report is 5 s old: no failover on the Lease",
+      seen(up('master', 'Primary', 'UpToDate', 'WFConnection'), 30, 30),
+      seen(up('backup', 'Secondary', 'UpToDate', 'WFConnection'), 5, 0),
+      { primary: 'master', reason: 'FailoverBlocked' },
+    ],
+  ])('%s', (_name, master, backup, want) => {
+    const d = decideRoles(base(master, backup));
+    expect({ primary: d.primary, reason: d.reason, ...(d.fence ? { fenced: d.fence.node } : {}) }).toEqual(want);
+  });
+
+  test('master lost, backup at rest (report 50 s old, Lease fresh) and still Connected: blocked for the Connection, not for silence', () => {
+    const d = decideRoles(base(seen(up('master', 'Primary'), 30, 30), seen(up('backup'), 50, 1)));
+    expect(d).toMatchObject({ primary: 'master', reason: 'FailoverBlocked' });
+    expect(d.message).toContain('still Connected to master');
+  });
+
+  test("a switch whose target's report is old asks that agent for one (a fresh Lease is not enough), and switches on the answer", () => {
+    const master = seen(up('master', 'Primary'), 40, 1);
+    const waiting = decideRoles(base(master, seen(up('backup'), 40, 0), { preferred: 'backup' }));
+    expect(waiting).toMatchObject({ primary: 'master', reason: 'Stable', requestReport: 'backup' });
+    expect(waiting.recheckAfterMs).toBeLessThanOrEqual(1000);
+    const answered = decideRoles(base(master, seen(up('backup'), 1, 0), { preferred: 'backup' }));
+    expect(answered).toMatchObject({ primary: 'backup', reason: 'Switching' });
+    expect(answered.requestReport).toBeUndefined();
+  });
+
+  test('no report is asked for a switch that waits on something else (not Connected, fenced)', () => {
+    const master = seen(up('master', 'Primary'), 40, 1);
+    const apart = seen(up('backup', 'Secondary', 'UpToDate', 'WFConnection'), 40, 0);
+    expect(decideRoles(base(master, apart, { preferred: 'backup' })).requestReport).toBeUndefined();
+    expect(
+      decideRoles(
+        base(master, seen(up('backup'), 40, 0), {
+          preferred: 'backup',
+          fence: { node: 'backup', epoch: 3, by: 'x', time: ago(1), reason: 'r' },
+        }),
+      ).requestReport,
+    ).toBeUndefined();
+    expect(decideRoles(base(master, seen(up('backup'), 40, 0))).requestReport).toBeUndefined();
   });
 });
 

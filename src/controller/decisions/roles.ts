@@ -42,6 +42,12 @@ export type ObservedReplica = {
   diskState?: string | undefined;
   currentUuid?: string | undefined;
   lastHeartbeatTime?: string | undefined;
+  /**
+   * When the node's agent last renewed its Lease (tandem-agent-NODE): the agent's liveness.
+   * Never evidence about this replica: the Lease and the replica's status come on different
+   * watches, so a fresh Lease may sit beside an old status.
+   */
+  agentRenewTime?: string | undefined;
   /** The epoch of the order the agent last carried out (status.epoch). */
   epoch?: number | undefined;
   /** What the replica's spec orders now, at which epoch. */
@@ -100,19 +106,55 @@ export type RolesDecision = {
   roleChange?: RoleChange | undefined;
   /** Look again after this long: a failover clock is running, or evidence is awaited. */
   recheckAfterMs?: number | undefined;
+  /** Ask this node's agent for a report of its replica now (tandem.dev/report-requested): a switch waits on it. */
+  requestReport?: string | undefined;
   reason: RolesReason;
   message: string;
 };
 
-/** An agent reports at least every 5 s; silence is not believed below this. */
+/** An agent renews its Lease every 5 s; silence is not believed below this. */
 export const MIN_AGENT_SILENCE_MS = 7_000;
+/**
+ * An agent reports each replica at least every 60 s (REPORT_REFRESH_MS) even when nothing
+ * changed: a replica's report older than this means its agent is not working on it, even if
+ * the agent's Lease is fresh.
+ */
+export const REPORT_STALE_MS = 150_000;
 /** A failover acts only on a report of the surviving node at most this old (agents report every second while apart). */
 export const FAILOVER_EVIDENCE_MS = 3_000;
 /** A planned switch needs the new Primary's report to be at most this old. */
 export const SWITCH_EVIDENCE_MS = 7_000;
 export const CONTROLLER = 'tandem-controller';
-/** Below this age a heartbeat is simply recent (the agent reports every 5 s). */
+/** Below this age a sign of life is simply recent (the agent renews its Lease every 5 s). */
 const HEARTBEAT_MS_HINT = 5_500;
+
+/**
+ * When a replica's agent was last heard from (ms, pure): the later of the replica's own
+ * report and the agent's Lease, unless the report is older than REPORT_STALE_MS (then the
+ * agent is not working on this replica, whatever its Lease says). No report yet:
+ * undefined, not judged; no Lease (an agent from before Leases): the report alone.
+ */
+export function agentLastHeard(
+  lastHeartbeatTime: string | undefined,
+  agentRenewTime: string | undefined,
+  now: Date,
+): number | undefined {
+  if (!lastHeartbeatTime) return undefined;
+  const beat = Date.parse(lastHeartbeatTime);
+  const renew = agentRenewTime ? Date.parse(agentRenewTime) : Number.NaN;
+  if (Number.isNaN(renew) || now.getTime() - beat >= REPORT_STALE_MS) return beat;
+  return Math.max(beat, renew);
+}
+
+/** How long a replica's agent has been silent (agentLastHeard); undefined: not judged. */
+export function agentSilence(
+  lastHeartbeatTime: string | undefined,
+  agentRenewTime: string | undefined,
+  now: Date,
+): number | undefined {
+  const heard = agentLastHeard(lastHeartbeatTime, agentRenewTime, now);
+  return heard === undefined ? undefined : now.getTime() - heard;
+}
 
 const isFresh = (r: ObservedReplica | undefined) =>
   r?.currentUuid === UUID_JUST_CREATED_HEX && r.diskState === 'Inconsistent';
@@ -129,10 +171,13 @@ export function decideRoles(i: RolesInput): RolesDecision {
   const failoverOn = i.failover?.enabled ?? false;
   const graceMs = (i.failover?.nodeNotReadySeconds ?? 10) * 1000;
   const silenceMs = Math.max(graceMs, MIN_AGENT_SILENCE_MS);
+  /** How old n's own report is: the evidence about its replica (never the Lease). */
   const heartbeatAge = (n: string): number | undefined => {
     const t = obs.get(n)?.lastHeartbeatTime;
     return t ? now.getTime() - Date.parse(t) : undefined;
   };
+  const silentFor = (n: string): number | undefined =>
+    agentSilence(obs.get(n)?.lastHeartbeatTime, obs.get(n)?.agentRenewTime, now);
   /** Why n counts as lost, or how long until it would (inMs undefined: it is healthy). */
   const loss = (n: string): { lost: true; why: string } | { lost: false; inMs: number | undefined } => {
     const h = i.health?.[n];
@@ -142,7 +187,7 @@ export function decideRoles(i: RolesInput): RolesDecision {
       if (gone >= graceMs) return { lost: true, why: `node ${n} has not been Ready for ${Math.round(gone / 1000)} s` };
       inMs = graceMs - gone;
     }
-    const age = heartbeatAge(n);
+    const age = silentFor(n);
     if (age !== undefined && age > HEARTBEAT_MS_HINT) {
       if (age >= silenceMs)
         return { lost: true, why: `the agent on ${n} has been silent for ${Math.round(age / 1000)} s` };
@@ -174,6 +219,8 @@ export function decideRoles(i: RolesInput): RolesDecision {
   // --- the decision's shape --------------------------------------------------------------
   const orders = (primary: string | undefined): Record<string, DesiredRole> =>
     Object.fromEntries(i.nodes.map((n) => [n, n === primary ? 'Primary' : 'Secondary']));
+  /** A switch that waits only on a fresh report of its target asks for one, and looks again soon. */
+  let asking: string | undefined;
   /** Keep the chosen node (or none): its order is granted, or not yet. */
   const keep = (
     grant: boolean,
@@ -188,6 +235,7 @@ export function decideRoles(i: RolesInput): RolesDecision {
     reason,
     message,
     ...extra,
+    ...(asking ? { requestReport: asking, recheckAfterMs: Math.min(extra.recheckAfterMs ?? Infinity, 1000) } : {}),
   });
   /** A new chosen Primary, for a cause: a new epoch, recorded. */
   const change = (
@@ -216,9 +264,12 @@ export function decideRoles(i: RolesInput): RolesDecision {
     const age = heartbeatAge(to);
     if (fenced(to)) return { blocked: `${to} is fenced (${i.fence?.reason ?? 'it may lack acknowledged writes'})` };
     if (t?.diskState !== 'UpToDate') return { blocked: `${to}'s disk is ${t?.diskState ?? 'unknown'}, not UpToDate` };
-    if (age === undefined || age >= silenceMs) return { blocked: `the agent on ${to} is not reporting either` };
+    // Its agent's liveness (report or Lease); the evidence below is its own report alone.
+    const silent = silentFor(to);
+    if (silent === undefined || silent >= silenceMs) return { blocked: `the agent on ${to} is not reporting either` };
     if (t.connectionState === 'Connected')
       return { blocked: `${to}'s engine is still Connected to ${from}; waiting for it to notice the loss` };
+    if (age === undefined) return { blocked: `${to} has not reported yet` };
     if (age >= FAILOVER_EVIDENCE_MS)
       return { blocked: `the last report from ${to} is ${Math.round(age / 1000)} s old; waiting for a fresh one` };
     const epoch = E + 1;
@@ -333,6 +384,16 @@ export function decideRoles(i: RolesInput): RolesDecision {
       !lost(O) &&
       age !== undefined &&
       age < SWITCH_EVIDENCE_MS;
+    // Only the report is too old: the agent reports at rest every minute, so ask it for one.
+    if (
+      !ready &&
+      o?.diskState === 'UpToDate' &&
+      o.connectionState === 'Connected' &&
+      !fenced(O) &&
+      !lost(O) &&
+      (age === undefined || age >= SWITCH_EVIDENCE_MS)
+    )
+      asking = O;
     if (ready)
       return change(
         O,

@@ -150,6 +150,24 @@ test.each<
     { phase: 'Degraded', reason: 'AgentSilent' },
   ],
   [
+    "the agent's Lease 40 s old and its report a minute old: silent",
+    [
+      ['master', connected('Primary')],
+      [
+        'backup',
+        {
+          status: {
+            ...connected('Secondary').status,
+            lastHeartbeatTime: new Date(now.getTime() - 60_000).toISOString(),
+          },
+          generation: 1,
+        },
+      ],
+    ],
+    { agentRenewTimes: { backup: new Date(now.getTime() - 40_000).toISOString() } },
+    { phase: 'Degraded', reason: 'AgentSilent' },
+  ],
+  [
     'a lost link',
     [
       ['master', rs({ role: 'Primary', connectionState: 'WFConnection', diskState: 'UpToDate' })],
@@ -177,6 +195,25 @@ test.each<
     ...(want.disks ? { disks: s.disks } : {}),
   }).toEqual(want);
   expect(ready?.status).toBe('False');
+});
+
+test("a replica reported a minute ago (at rest) whose agent's Lease is fresh is Ready: the Lease is the sign of life", () => {
+  const old = {
+    status: { ...connected('Secondary').status, lastHeartbeatTime: new Date(now.getTime() - 60_000).toISOString() },
+    generation: 1,
+  };
+  const s = aggregateStatus(
+    input(
+      [
+        ['master', connected('Primary')],
+        ['backup', old],
+      ],
+      {
+        agentRenewTimes: { backup: new Date(now.getTime() - 2_000).toISOString() },
+      },
+    ),
+  );
+  expect(s.conditions?.find((c) => c.type === 'Ready')).toMatchObject({ status: 'True', reason: 'Replicated' });
 });
 
 test('in sync but the Secondary still fenced is not Ready (no failover to it yet); the lift makes it Ready', () => {

@@ -12,9 +12,9 @@ import {
   type ReplicatedVolumeStatus,
   type ReplicaStatusSummary,
 } from '../../api/replicated-volume.ts';
-import type { RolesDecision } from './roles.ts';
+import { agentSilence, type RolesDecision } from './roles.ts';
 
-/** An agent that has not written its replica's status for this long is not trusted. */
+/** An agent silent this long (no Lease renewal, no report: roles.ts agentSilence) is not trusted. */
 export const HEARTBEAT_STALE_MS = 30_000;
 
 export type StatusInput = {
@@ -22,6 +22,8 @@ export type StatusInput = {
   previous: ReplicatedVolumeStatus | undefined;
   nodes: readonly string[];
   replicas: ReadonlyMap<string, { status: ReplicatedVolumeReplicaStatus | undefined; generation: number }>;
+  /** When each node's agent last renewed its Lease (roles.ts agentSilence); a node missing: no Lease. */
+  agentRenewTimes?: Readonly<Record<string, string | undefined>> | undefined;
   /** Outcome of placement; undefined when it succeeded. */
   placementFailure?: { reason: string; message: string } | undefined;
   /** Whether the replicas have spec.size (decisions/growth.ts); undefined: nothing to say (no growth yet). */
@@ -149,12 +151,12 @@ function readiness(
     const s = i.replicas.get(node)?.status;
     if (!s?.lastHeartbeatTime)
       return { status: 'False', reason: 'WaitingForAgents', message: `No status from the agent on ${node} yet` };
-    const age = i.now.getTime() - Date.parse(s.lastHeartbeatTime);
+    const age = agentSilence(s.lastHeartbeatTime, i.agentRenewTimes?.[node], i.now) ?? 0;
     if (age > HEARTBEAT_STALE_MS)
       return {
         status: 'False',
         reason: 'AgentSilent',
-        message: `The agent on ${node} last reported ${Math.round(age / 1000)} s ago`,
+        message: `The agent on ${node} was last heard from ${Math.round(age / 1000)} s ago`,
       };
   }
   const primary = summaries.find((s) => s.role === 'Primary');

@@ -9,7 +9,7 @@
 import * as k8s from '@kubernetes/client-node';
 import type { Rng, Scheduler } from './scheduler.ts';
 
-export type Kind = 'rv' | 'rvr' | 'node' | 'secret' | 'pool';
+export type Kind = 'rv' | 'rvr' | 'node' | 'secret' | 'pool' | 'lease';
 export type Obj = {
   apiVersion?: string;
   kind?: string;
@@ -72,6 +72,7 @@ export class SimApiServer {
     ['node', new Map()],
     ['secret', new Map()],
     ['pool', new Map()],
+    ['lease', new Map()],
   ]);
   readonly #watchers = new Set<Watcher>();
   readonly events: { at: number; obj: string; type: string; reason: string; message: string; by: string }[] = [];

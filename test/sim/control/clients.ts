@@ -5,6 +5,8 @@
 import type * as k8s from '@kubernetes/client-node';
 import { StoragePool } from '../../../src/api/storage-pool.ts';
 import {
+  agentLeaseName,
+  ANNOTATIONS,
   DEFAULT_OPERATOR_NAMESPACE,
   FINALIZER,
   KINDS,
@@ -17,6 +19,7 @@ import type {
   ReplicatedVolumeReplica,
   ReplicatedVolumeReplicaSpec,
 } from '../../../src/api/replicated-volume-replica.ts';
+import { leaseRenewTime } from '../../../src/controller/agent-lease.ts';
 import { replicaMetadata, type VolumeApi } from '../../../src/controller/volume-api.ts';
 import type { AgentApi, ObjectRef } from '../../../src/node-agent/agent-api.ts';
 import type { CacheFactory, ObjectCache } from '../../../src/runtime/informer.ts';
@@ -150,7 +153,12 @@ export class SimVolumeApi implements VolumeApi {
     namespace: string,
     name: string,
     nodes: readonly string[],
-  ): Promise<{ volume: unknown; replicas: unknown[]; nodes: k8s.V1Node[] }> {
+  ): Promise<{
+    volume: unknown;
+    replicas: unknown[];
+    nodes: k8s.V1Node[];
+    agents: Record<string, string | undefined>;
+  }> {
     return this.#api.call(this.#c, () => {
       const volume = this.#api.get('rv', namespace, name);
       if (!volume) throw new ApiError(404, 'NotFound');
@@ -163,7 +171,27 @@ export class SimVolumeApi implements VolumeApi {
         nodes: nodes
           .map((n) => this.#api.get('node', undefined, n))
           .filter((n): n is Obj => n !== undefined) as k8s.V1Node[],
+        agents: Object.fromEntries(
+          nodes.map((n) => [n, leaseRenewTime(this.#api.get('lease', DEFAULT_OPERATOR_NAMESPACE, agentLeaseName(n)))]),
+        ),
       };
+    });
+  }
+
+  requestReport(replica: k8s.KubernetesObject, time: string): Promise<void> {
+    const { namespace, name, resourceVersion } = replica.metadata ?? {};
+    return this.#api.call(this.#c, () => {
+      this.#api.update(
+        'rvr',
+        namespace,
+        name ?? '',
+        (o) => ({
+          ...o,
+          metadata: { ...o.metadata, annotations: { ...o.metadata.annotations, [ANNOTATIONS.reportRequested]: time } },
+        }),
+        resourceVersion,
+        this.#c.id,
+      );
     });
   }
 
@@ -177,10 +205,12 @@ const clone = <T>(x: T): T => JSON.parse(JSON.stringify(x)) as T;
 export class SimAgentApi implements AgentApi {
   readonly #api: SimApiServer;
   readonly #c: Client;
+  readonly #node: string;
 
-  constructor(api: SimApiServer, client: Client) {
+  constructor(api: SimApiServer, client: Client, node: string) {
     this.#api = api;
     this.#c = client;
+    this.#node = node;
   }
 
   reportStatus(namespace: string, name: string, status: Record<string, unknown>): Promise<boolean> {
@@ -236,6 +266,26 @@ export class SimAgentApi implements AgentApi {
     return this.#api.call(this.#c, () => {
       const o = this.#api.get('rv', namespace, name);
       return o ? ReplicatedVolume.parse(o) : undefined;
+    });
+  }
+
+  renewLease(at: Date): Promise<void> {
+    return this.#api.call(this.#c, () => {
+      const name = agentLeaseName(this.#node);
+      const spec = { holderIdentity: this.#node, leaseDurationSeconds: 15, renewTime: at.toISOString() };
+      if (this.#api.peek('lease', DEFAULT_OPERATOR_NAMESPACE, name))
+        this.#api.update('lease', DEFAULT_OPERATOR_NAMESPACE, name, (o) => ({ ...o, spec }), undefined, this.#c.id);
+      else
+        this.#api.create(
+          'lease',
+          {
+            apiVersion: 'coordination.k8s.io/v1',
+            kind: 'Lease',
+            metadata: { name, namespace: DEFAULT_OPERATOR_NAMESPACE },
+            spec,
+          },
+          this.#c.id,
+        );
     });
   }
 

@@ -223,6 +223,7 @@ export class World {
       replicas: SimCache.factory(this.api, client, 'rvr', undefined, keep),
       nodes: SimCache.factory(this.api, client, 'node', undefined, keep as (c: SimCache<k8s.V1Node>) => void),
       pools: SimCache.factory(this.api, client, 'pool', undefined, keep),
+      leases: SimCache.factory(this.api, client, 'lease', undefined, keep),
     });
     this.controller = { ctl, client, caches };
     this.log(`${client.id}: started`);
@@ -288,7 +289,7 @@ export class World {
     let cache: SimCache<k8s.KubernetesObject> | undefined;
     const agent = new NodeAgent({
       node: n,
-      api: new SimAgentApi(this.api, client),
+      api: new SimAgentApi(this.api, client, n),
       engines: this.pair.driver(n, alive),
       config: { write: async () => undefined, remove: async () => undefined },
       consumer,
