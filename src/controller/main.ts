@@ -15,6 +15,7 @@ import { controllerMetrics } from './metrics.ts';
 import { startHealthServer } from '../runtime/http.ts';
 import { type CacheFactory, SupervisedInformer } from '../runtime/informer.ts';
 import { collectionPath, listCustom } from '../runtime/kube.ts';
+import { shareConnections } from '../runtime/kube-config.ts';
 import { LeaderElector } from '../runtime/leader-election.ts';
 import { Controller } from './controller.ts';
 import { KubeVolumeApi } from './volume-api.ts';
@@ -37,7 +38,7 @@ export async function main(argv: string[]): Promise<void> {
   const log = pino({ base: { component: 'controller' }, level: process.env.LOG_LEVEL ?? 'info' });
   // For process supervisors outside Kubernetes (npm run cluster:deploy).
   if (process.env.TANDEM_PID_FILE) writeFileSync(process.env.TANDEM_PID_FILE, `${process.pid}\n`);
-  const kc = new k8s.KubeConfig();
+  const kc = shareConnections(new k8s.KubeConfig());
   kc.loadFromDefault();
   const metrics = controllerMetrics();
   const custom = kc.makeApiClient(k8s.CustomObjectsApi);

@@ -26,6 +26,7 @@ import { defaultProtoPath, loadCsi, loadRegistration } from './proto.ts';
 import { Registration } from './registration.ts';
 import { serve } from './server.ts';
 import { KubeVolumeStore } from './volume-store.ts';
+import { shareConnections } from '../runtime/kube-config.ts';
 
 function flag(argv: string[], name: string, fallback: string): string {
   const i = argv.indexOf(name);
@@ -48,7 +49,7 @@ export async function main(argv: string[]): Promise<void> {
   let controller: ControllerService | undefined;
   let ready: (() => Promise<boolean>) | undefined;
   if (mode !== 'node') {
-    const kc = new k8s.KubeConfig();
+    const kc = shareConnections(new k8s.KubeConfig());
     kc.loadFromDefault();
     const store = new KubeVolumeStore(kc, namespace);
     controller = new ControllerService({ store });

@@ -17,6 +17,7 @@ import { StoragePool } from '../api/storage-pool.ts';
 import { type Fence, ReplicatedVolume } from '../api/replicated-volume.ts';
 import { type EventInput, isNotFound, mergePatch, recordEvent, replicaApi, volumeApi } from '../runtime/kube.ts';
 import type { FenceApi } from './fence.ts';
+import { shareConnections } from '../runtime/kube-config.ts';
 
 /** The agent Lease's stated duration (informational: the controller judges silence by failover.nodeNotReadySeconds). */
 const AGENT_LEASE_SECONDS = 15;
@@ -110,7 +111,7 @@ export class KubeAgentApi implements AgentApi {
     if (!token) throw new Error(`TokenRequest for ${nodeServiceAccountName(this.#node)} returned no token`);
     const cluster = this.#kc.getCurrentCluster();
     if (!cluster) throw new Error('the kubeconfig has no current cluster');
-    const kc = new k8s.KubeConfig();
+    const kc = shareConnections(new k8s.KubeConfig());
     kc.loadFromOptions({
       clusters: [cluster],
       users: [{ name: 'node', token }],

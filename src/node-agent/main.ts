@@ -29,6 +29,7 @@ import { DEFAULT_MOUNT_ROOT } from './mount-path.ts';
 import { serveFenceRequests } from './fence.ts';
 import { agentMetrics } from './metrics.ts';
 import { fenceHandlerCommand } from './render-config.ts';
+import { shareConnections } from '../runtime/kube-config.ts';
 
 const FENCE_SCRIPT = fileURLToPath(new URL('../../bin/tandem-fence-peer.js', import.meta.url));
 
@@ -46,7 +47,7 @@ export async function main(argv: string[]): Promise<void> {
   await mkdir(runDir, { recursive: true });
   // For process supervisors outside Kubernetes (npm run cluster:deploy).
   if (process.env.TANDEM_PID_FILE) writeFileSync(process.env.TANDEM_PID_FILE, `${process.pid}\n`);
-  const kc = new k8s.KubeConfig();
+  const kc = shareConnections(new k8s.KubeConfig());
   kc.loadFromDefault();
   const metrics = agentMetrics(node);
   // --engine-host SOCKET (the chart): engines start in the engine host's pod and outlive this one.

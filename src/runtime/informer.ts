@@ -4,6 +4,14 @@
 // is short (5 s): after an API outage the controller must see nodes and volumes again
 // within seconds to fail over, and a retry every 5 s per informer costs the API nothing.
 // Callbacks only tell the owner that something changed; the owner enqueues keys.
+//
+// The cache holds every object as the API server sent it, metadata.managedFields too:
+// server-side apply's per-manager field sets, often larger than the spec and status
+// together (a Node's, written by the kubelet, runs to kilobytes), read by nothing
+// here. They are dropped as each object arrives (client-go's informers do the same
+// with a transform, SetTransform/TransformStripManagedFields). An object written back
+// without managedFields keeps the server's: the API server only replaces them when a
+// request sets them.
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 
@@ -47,7 +55,11 @@ export class SupervisedInformer<T extends k8s.KubernetesObject> implements Objec
   constructor(o: SupervisedInformerOptions<T>) {
     this.#o = o;
     this.#informer = k8s.makeInformer(o.kc, o.path, o.list, o.labelSelector);
-    this.#informer.on('change', (obj) => o.onChange(obj));
+    // ListWatch stores the very object it hands to its callbacks: stripping it here strips the cache's.
+    this.#informer.on('change', (obj) => {
+      stripManagedFields(obj);
+      o.onChange(obj);
+    });
     this.#informer.on('connect', () => o.onResync?.());
     this.#informer.on('error', (err) => this.#restart(err));
   }
@@ -86,4 +98,9 @@ export class SupervisedInformer<T extends k8s.KubernetesObject> implements Objec
     clearTimeout(this.#timer);
     await this.#informer.stop();
   }
+}
+
+/** Drops metadata.managedFields in place (nothing in tandem reads them from a cache). */
+export function stripManagedFields(obj: k8s.KubernetesObject): void {
+  if (obj.metadata?.managedFields) delete obj.metadata.managedFields;
 }
