@@ -33,6 +33,7 @@ export class LeaderElector {
   #leading = false;
   #stopped = false;
   #timer: NodeJS.Timeout | undefined;
+  #watchdog: NodeJS.Timeout | undefined;
   #lastRenew = 0;
 
   constructor(o: LeaderElectionOptions) {
@@ -44,18 +45,36 @@ export class LeaderElector {
     return this.#leading;
   }
 
-  /** Resolves once this process leads; calls onStoppedLeading if it loses the Lease later. */
+  /**
+   * Resolves once this process leads; calls onStoppedLeading (once) if it loses the Lease
+   * later. Leadership counts from when a successful renewal *started* (the renewTime it
+   * wrote, from which the others count the Lease's expiry), and a watchdog ends it when
+   * no renewal succeeded within the deadline even while a request hangs: with pooled
+   * connections a request on a connection that died silently can hang for minutes, and
+   * a leader that waited for it would act on past its Lease while a standby leads.
+   */
   run(onStoppedLeading: () => void): Promise<void> {
+    const deadlineMs = (this.#o.leaseDurationSeconds * 1000 * 2) / 3;
     return new Promise((resolve) => {
+      const stepDown = (): void => {
+        if (this.#stopped) return;
+        this.#stopped = true;
+        this.#leading = false;
+        clearTimeout(this.#timer);
+        clearInterval(this.#watchdog);
+        this.#o.log.error({ identity: this.#o.identity }, 'Lost leadership');
+        onStoppedLeading();
+      };
       const tick = async (): Promise<void> => {
         if (this.#stopped) return;
+        const started = this.#o.now().getTime();
         const ok = await this.#tryAcquireOrRenew().catch((err: unknown) => {
           this.#o.log.warn({ err }, 'Lease update failed');
           return false;
         });
-        const now = this.#o.now().getTime();
+        if (this.#stopped) return;
         if (ok) {
-          this.#lastRenew = now;
+          this.#lastRenew = started;
           if (!this.#leading) {
             this.#leading = true;
             this.#o.log.info(
@@ -64,14 +83,17 @@ export class LeaderElector {
             );
             resolve();
           }
-        } else if (this.#leading && now - this.#lastRenew > (this.#o.leaseDurationSeconds * 1000 * 2) / 3) {
-          this.#leading = false;
-          this.#o.log.error({ identity: this.#o.identity }, 'Lost leadership');
-          onStoppedLeading();
-          return;
         }
+        if (this.#leading && this.#o.now().getTime() - this.#lastRenew > deadlineMs) return stepDown();
         this.#timer = setTimeout(() => void tick(), this.#o.retryPeriodMs);
       };
+      this.#watchdog = setInterval(
+        () => {
+          if (this.#leading && this.#o.now().getTime() - this.#lastRenew > deadlineMs) stepDown();
+        },
+        Math.min(this.#o.retryPeriodMs, 1000),
+      );
+      this.#watchdog.unref();
       void tick();
     });
   }
@@ -124,6 +146,7 @@ export class LeaderElector {
   async release(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    clearInterval(this.#watchdog);
     if (!this.#leading) return;
     this.#leading = false;
     try {

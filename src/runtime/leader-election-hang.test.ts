@@ -1,0 +1,104 @@
+// A leader whose renewal hangs (a pooled connection that died silently) must stop leading
+// by the deadline, not when the request finally ends: a real HTTP server that answers the
+// Lease's GET and never answers its PUT once told to.
+import { once } from 'node:events';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as k8s from '@kubernetes/client-node';
+import pino from 'pino';
+import { LeaderElector } from './leader-election.ts';
+
+const NS = 'tandem-system';
+const NAME = 'tandem-controller';
+
+async function leaseServer(): Promise<{ server: http.Server; url: string; hang: () => void; puts: () => number }> {
+  let lease: Record<string, unknown> | undefined;
+  let hanging = false;
+  let puts = 0;
+  let rv = 1;
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => {
+      body += c.toString();
+    });
+    req.on('end', () => {
+      const reply = (code: number, obj: unknown) => {
+        res.writeHead(code, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(obj));
+      };
+      if (req.method === 'GET') {
+        if (!lease) return reply(404, { kind: 'Status', code: 404, reason: 'NotFound' });
+        return reply(200, lease);
+      }
+      if (req.method === 'POST' || req.method === 'PUT') {
+        puts++;
+        if (hanging) return; // never answered
+        lease = JSON.parse(body) as Record<string, unknown>;
+        lease.metadata = { ...(lease.metadata as object), resourceVersion: String(rv++) };
+        return reply(req.method === 'POST' ? 201 : 200, lease);
+      }
+      reply(405, {});
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  return {
+    server,
+    url: `http://127.0.0.1:${port}`,
+    hang: () => {
+      hanging = true;
+    },
+    puts: () => puts,
+  };
+}
+
+test('a leader whose renewal hangs steps down by the deadline', async () => {
+  const s = await leaseServer();
+  const kc = new k8s.KubeConfig();
+  kc.loadFromOptions({
+    clusters: [{ name: 'c', server: s.url, skipTLSVerify: true }],
+    users: [{ name: 'u' }],
+    contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
+    currentContext: 'x',
+  });
+  const elector = new LeaderElector({
+    kc,
+    namespace: NS,
+    name: NAME,
+    identity: 'a',
+    leaseDurationSeconds: 3,
+    retryPeriodMs: 200,
+    log: pino({ level: 'silent' }),
+  });
+  try {
+    let stoppedAt: number | undefined;
+    const stopped = new Promise<void>((resolve) => {
+      void elector
+        .run(() => {
+          stoppedAt = Date.now();
+          resolve();
+        })
+        .then(() => {
+          expect(elector.leading).toBe(true);
+        });
+    });
+    // Leading, renewing: then every renewal hangs.
+    await new Promise((r) => setTimeout(r, 700));
+    expect(elector.leading).toBe(true);
+    const putsBefore = s.puts();
+    s.hang();
+    const hungAt = Date.now();
+    await stopped;
+    expect(elector.leading).toBe(false);
+    // The deadline is 2/3 of the 3 s Lease, counted from the last renewal that succeeded
+    // (at most one retry period before the hang).
+    expect(stoppedAt! - hungAt).toBeLessThan(2_000 + 1_000);
+    // It stepped down while a renewal was still hanging.
+    expect(s.puts()).toBe(putsBefore + 1);
+  } finally {
+    await elector.release().catch(() => {});
+    s.server.closeAllConnections();
+    s.server.close();
+  }
+});
