@@ -9,21 +9,76 @@
 // after max-epoch-size writes or max-epoch-bytes bytes, after epoch-ms of age, and
 // when the activity log runs out of room (its extents stay hot until the epoch that
 // wrote them is acknowledged). The peer answers epochs in order.
-import type { Deferred } from './deferred.ts';
+//
+// A write stays here until its epoch's BARRIER_ACK: at 30,000 4 KiB writes a second that
+// is thousands of writes, held long enough for V8 to promote them to its old space,
+// where they stay as garbage until a full GC. So a request is small: its outcome at each
+// acknowledgement point in two small integers, and a waiter only while someone waits
+// (it used to carry a promise and two closures per point: a Primary's old space grew by
+// tens of MiB under 4 KiB writes at QD32, docs/design/2026-12-07-engine-memory.md).
 
-export interface TlRequest {
+/** Where a mirrored write has got to, in the order the answers come. */
+export const ACK_POINTS = {
+  /** Protocol A's ack point: handed to the network. */
+  sent: 1,
+  /** Protocol B's: the peer has it in memory (RECV_ACK). */
+  received: 2,
+  /** Protocol C's: the peer wrote it (WRITE_ACK), or could not (NEG_ACK, lost link: false). */
+  written: 4,
+  /** Its epoch is on the peer's stable storage (BARRIER_ACK), or not (an error, a lost link: false). */
+  durable: 8,
+} as const;
+export type AckPoint = keyof typeof ACK_POINTS;
+
+interface Waiter {
+  readonly point: AckPoint;
+  readonly resolve: (ok: boolean) => void;
+}
+
+export class TlRequest {
   readonly seq: number;
   readonly offset: number;
   readonly length: number;
   readonly epoch: number;
-  /** Protocol A's ack point: handed to the network. */
-  readonly sent: Deferred<boolean>;
-  /** Protocol B's: the peer has it in memory (RECV_ACK). */
-  readonly received: Deferred<boolean>;
-  /** Protocol C's: the peer wrote it (WRITE_ACK), or could not (NEG_ACK, lost link: false). */
-  readonly written: Deferred<boolean>;
-  /** Its epoch is on the peer's stable storage (BARRIER_ACK), or not (an error, a lost link: false). */
-  readonly durable: Deferred<boolean>;
+  /** Bits of ACK_POINTS: settled, and settled as true. */
+  #settled = 0;
+  #ok = 0;
+  #waiters: Waiter[] | undefined;
+
+  constructor(seq: number, offset: number, length: number, epoch: number) {
+    this.seq = seq;
+    this.offset = offset;
+    this.length = length;
+    this.epoch = epoch;
+  }
+
+  /** The first outcome at a point is the one that counts. */
+  settle(point: AckPoint, ok: boolean): void {
+    const bit = ACK_POINTS[point];
+    if ((this.#settled & bit) !== 0) return;
+    this.#settled |= bit;
+    if (ok) this.#ok |= bit;
+    const waiters = this.#waiters;
+    if (waiters === undefined) return;
+    const rest = waiters.filter((w) => w.point !== point);
+    this.#waiters = rest.length > 0 ? rest : undefined;
+    for (const w of waiters) if (w.point === point) w.resolve(ok);
+  }
+
+  isSettled(point: AckPoint): boolean {
+    return (this.#settled & ACK_POINTS[point]) !== 0;
+  }
+
+  /** The outcome at `point`, once there is one. */
+  when(point: AckPoint): Promise<boolean> {
+    const bit = ACK_POINTS[point];
+    if ((this.#settled & bit) !== 0) return Promise.resolve((this.#ok & bit) !== 0);
+    return new Promise<boolean>((resolve) => {
+      const w: Waiter = { point, resolve };
+      if (this.#waiters === undefined) this.#waiters = [w];
+      else this.#waiters.push(w);
+    });
+  }
 }
 
 interface Epoch {
@@ -60,13 +115,13 @@ export class TransferLog {
     return this.#epochs.length;
   }
 
-  add(r: Omit<TlRequest, 'epoch'>, now: number): TlRequest {
+  add(seq: number, offset: number, length: number, now: number): TlRequest {
     const e = this.#open;
     if (e.requests.length === 0) (e as { openedAt: number }).openedAt = now;
-    const req: TlRequest = { ...r, epoch: e.number };
+    const req = new TlRequest(seq, offset, length, e.number);
     e.requests.push(req);
-    e.bytes += r.length;
-    this.#bySeq.set(r.seq, req);
+    e.bytes += length;
+    this.#bySeq.set(seq, req);
     return req;
   }
 

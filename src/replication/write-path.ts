@@ -123,10 +123,10 @@ export class WritePath {
     const local = this.#core.local;
     for (const r of reqs) {
       local?.md.bitmap.setRange(Math.floor(r.offset / BLOCK_SIZE), Math.ceil((r.offset + r.length) / BLOCK_SIZE));
-      r.sent.resolve(false);
-      r.received.resolve(false);
-      r.written.resolve(false);
-      r.durable.resolve(false);
+      r.settle('sent', false);
+      r.settle('received', false);
+      r.settle('written', false);
+      r.settle('durable', false);
     }
     for (const w of this.#epochWaiters.values()) w.resolve(false);
     this.#epochWaiters.clear();
@@ -361,12 +361,8 @@ export class WritePath {
       // restart of both our stale disk looked newer and the resync overwrote the write).
       if (!wrote && this.#tl.openEpoch.number === req.epoch) this.closeEpoch('the only copy is on the peer');
       const ok = await (!wrote
-        ? req.written.promise.then((w) => w && req.durable.promise)
-        : p === 'C'
-          ? req.written.promise
-          : p === 'A'
-            ? req.sent.promise
-            : req.received.promise);
+        ? req.when('written').then((w) => w && req.when('durable'))
+        : req.when(p === 'C' ? 'written' : p === 'A' ? 'sent' : 'received'));
       if (!ok && !wrote) throw eio(`${core.config.name}: the write reached neither the local disk nor the peer`);
       if (!ok) {
         await this.markOutOfSync(offset, length);
@@ -392,13 +388,10 @@ export class WritePath {
   ): TlRequest {
     const core = this.#core;
     const seq = this.#nextSeq++ >>> 0;
-    const req = this.#tl.add(
-      { seq, offset, length, sent: deferred(), received: deferred(), written: deferred(), durable: deferred() },
-      core.world.clock.now(),
-    );
+    const req = this.#tl.add(seq, offset, length, core.world.clock.now());
     core.counters.pe++;
     core.counters.ns += sentBytes;
-    core.send(c, message(seq), () => req.sent.resolve(true));
+    core.send(c, message(seq), () => req.settle('sent', true));
     const open = this.#tl.openEpoch;
     const net = core.config.net;
     if (fua || open.writes >= net.maxEpochSize || open.bytes >= net.maxEpochBytes) this.closeEpoch('size or FUA');
@@ -517,10 +510,10 @@ export class WritePath {
   onAck(seq: number, what: 'received' | 'written'): void {
     const req = this.#tl.get(seq);
     if (!req) return;
-    req.received.resolve(true);
-    req.sent.resolve(true);
-    if (what === 'written' && !req.written.settled) {
-      req.written.resolve(true);
+    req.settle('received', true);
+    req.settle('sent', true);
+    if (what === 'written' && !req.isSettled('written')) {
+      req.settle('written', true);
       this.#core.counters.pe--;
     }
   }
@@ -528,15 +521,15 @@ export class WritePath {
   /** The peer could not write it: out of sync, and the write completes (it is on our disk). */
   onNegAck(seq: number): void {
     const req = this.#tl.get(seq);
-    if (!req || req.written.settled) return;
+    if (!req || req.isSettled('written')) return;
     this.#core.counters.pe--;
     this.#core.log.warn({ offset: req.offset, length: req.length }, 'Peer failed to write a block; marked out of sync');
     // The write completes as written locally only: out of sync first (if the bit cannot be
     // written, the write path tries again and fails the write).
     const marked = this.markOutOfSync(req.offset, req.length).finally(() => {
-      req.sent.resolve(true);
-      req.received.resolve(true);
-      req.written.resolve(false);
+      req.settle('sent', true);
+      req.settle('received', true);
+      req.settle('written', false);
     });
     this.#core.spawn('marking a block the peer could not write', marked, true);
   }
@@ -559,7 +552,7 @@ export class WritePath {
         local?.md.bitmap.setRange(Math.floor(q.offset / BLOCK_SIZE), Math.ceil((q.offset + q.length) / BLOCK_SIZE));
       this.holdCompletions(this.#core.persistBitmap(true).then(release));
     }
-    for (const q of r.requests) q.durable.resolve(errno === 0);
+    for (const q of r.requests) q.settle('durable', errno === 0);
     this.#epochWaiters.get(epoch)?.resolve(errno === 0);
     this.#epochWaiters.delete(epoch);
   }
