@@ -44,7 +44,7 @@ import {
   type StatusInput,
 } from './decisions/status.ts';
 import type { ControllerMetrics } from './metrics.ts';
-import type { VolumeApi } from './volume-api.ts';
+import type { FreshRead, VolumeApi } from './volume-api.ts';
 import { DRIVER_NAME, volumeId } from '../csi/identity.ts';
 import { csiUniqueVolumeName, keepsPodsOff, releaseDue, volumePvs, workloadToFree } from './decisions/workload.ts';
 import type { WorkloadApi } from './workload-api.ts';
@@ -409,7 +409,7 @@ export class VolumeReconciler {
 
   /** The volume, its replicas and its nodes as the API server has them now; undefined when the volume is gone. */
   async #readFresh(rv: ReplicatedVolume): Promise<Snapshot | undefined> {
-    let fresh: Awaited<ReturnType<VolumeApi['readFresh']>>;
+    let fresh: FreshRead;
     try {
       fresh = await this.#api.readFresh(
         rv.metadata.namespace,

@@ -68,11 +68,7 @@ export interface VolumeApi {
    * The volume, its replicas, the named Nodes and their agents' Lease renewals (by node;
    * undefined: no Lease), read from the API server (not a cache).
    */
-  readFresh(
-    namespace: string,
-    name: string,
-    nodes: readonly string[],
-  ): Promise<{ volume: unknown; replicas: unknown[]; nodes: k8s.V1Node[]; agents: Record<string, string | undefined> }>;
+  readFresh(namespace: string, name: string, nodes: readonly string[]): Promise<FreshRead>;
   /**
    * Asks the replica's agent to report now: the tandem.dev/report-requested annotation, set
    * by an update of the replica as read (conditional on its resourceVersion: 409 if it moved;
@@ -81,6 +77,14 @@ export interface VolumeApi {
   requestReport(replica: k8s.KubernetesObject, time: string): Promise<void>;
   recordEvent(rv: ReplicatedVolume, e: EventInput): Promise<void>;
 }
+
+/** What VolumeApi.readFresh returns: agents maps a node to its agent's Lease renewTime (undefined: no Lease). */
+export type FreshRead = {
+  volume: unknown;
+  replicas: unknown[];
+  nodes: k8s.V1Node[];
+  agents: Record<string, string | undefined>;
+};
 
 export function ownerRef(rv: ReplicatedVolume): k8s.V1OwnerReference {
   return {
@@ -371,16 +375,7 @@ export class KubeVolumeApi implements VolumeApi {
     });
   }
 
-  async readFresh(
-    namespace: string,
-    name: string,
-    nodes: readonly string[],
-  ): Promise<{
-    volume: unknown;
-    replicas: unknown[];
-    nodes: k8s.V1Node[];
-    agents: Record<string, string | undefined>;
-  }> {
+  async readFresh(namespace: string, name: string, nodes: readonly string[]): Promise<FreshRead> {
     const agents = Promise.all(
       nodes.map((n) =>
         this.#leases.readNamespacedLease({ name: agentLeaseName(n), namespace: this.#operatorNamespace }).then(

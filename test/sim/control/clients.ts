@@ -20,7 +20,7 @@ import type {
   ReplicatedVolumeReplicaSpec,
 } from '../../../src/api/replicated-volume-replica.ts';
 import { leaseRenewTime } from '../../../src/controller/agent-lease.ts';
-import { replicaMetadata, type VolumeApi } from '../../../src/controller/volume-api.ts';
+import { type FreshRead, replicaMetadata, type VolumeApi } from '../../../src/controller/volume-api.ts';
 import type { AgentApi, ObjectRef } from '../../../src/node-agent/agent-api.ts';
 import type { CacheFactory, ObjectCache } from '../../../src/runtime/informer.ts';
 import type { EventInput } from '../../../src/runtime/kube.ts';
@@ -149,16 +149,7 @@ export class SimVolumeApi implements VolumeApi {
     });
   }
 
-  readFresh(
-    namespace: string,
-    name: string,
-    nodes: readonly string[],
-  ): Promise<{
-    volume: unknown;
-    replicas: unknown[];
-    nodes: k8s.V1Node[];
-    agents: Record<string, string | undefined>;
-  }> {
+  readFresh(namespace: string, name: string, nodes: readonly string[]): Promise<FreshRead> {
     return this.#api.call(this.#c, () => {
       const volume = this.#api.get('rv', namespace, name);
       if (!volume) throw new ApiError(404, 'NotFound');
