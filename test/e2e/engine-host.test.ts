@@ -181,14 +181,23 @@ describeLocal('engines outlive the agent: restart, upgrade and kill -9 of the ag
     await disrupt();
     const tReady = Date.now();
     const agents = await pods('node-agent');
-    // The new agents adopted the engines: they report the replicas again (a heartbeat
-    // written after they came up)…
-    for (const node of restarted)
-      await eventually(async () => expect(await heartbeat(node)).toBeGreaterThanOrEqual(tReady - 1000), {
+    // The new agents adopted the engines: they report the replicas again (a report
+    // written after the new agent's pod started: the old pod was gone by then). A new
+    // agent reports at its first pass, and then only on a change or once a minute (its
+    // liveness is its Lease), so in a rollout the first node's report can come well
+    // before the last node's agent is Ready.
+    for (const node of restarted) {
+      const pod = agents.find((p) => p.spec.nodeName === node);
+      const started = Math.min(
+        ...(pod?.status.containerStatuses ?? []).map((c) => Date.parse(c.state?.running?.startedAt ?? '')),
+      );
+      expect(started).toBeGreaterThan(t0 - 1000);
+      await eventually(async () => expect(await heartbeat(node)).toBeGreaterThanOrEqual(started), {
         timeoutMs: 30_000,
         intervalMs: 500,
-        what: `a heartbeat on db-${node} from the new agent`,
+        what: `a report on db-${node} from the new agent`,
       });
+    }
     await writer.waitAcks(50);
     const during = writer.acks.filter((a) => a.t > t0 && a.t < tReady);
     const gaps = writer.acks.slice(1).map((a, i) => ({ gap: a.t - writer.acks[i]!.t, at: a.t }));

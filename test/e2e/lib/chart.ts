@@ -22,7 +22,14 @@ export type Pod = {
     phase?: string;
     podIP?: string;
     conditions?: { type: string; status: string }[];
-    containerStatuses?: { name: string; ready: boolean; restartCount: number; imageID?: string; image?: string }[];
+    containerStatuses?: {
+      name: string;
+      ready: boolean;
+      restartCount: number;
+      imageID?: string;
+      image?: string;
+      state?: { running?: { startedAt?: string } };
+    }[];
   };
 };
 
