@@ -45,7 +45,19 @@ node -e '
     const r = JSON.parse(fs.readFileSync(process.argv[1] + "/" + f, "utf8"));
     passed += r.numPassedTests; failed += r.numFailedTests + r.numRuntimeErrorTestSuites;
   }
+  // Where the run spent its time: the files and tests that take longest (CI has a time limit).
+  const files = [], tests = [];
+  for (const f of fs.readdirSync(process.argv[1])) {
+    const r = JSON.parse(fs.readFileSync(process.argv[1] + "/" + f, "utf8"));
+    for (const t of r.testResults) {
+      const name = t.name.slice(process.argv[2].length + 1);
+      files.push([(t.endTime - t.startTime) / 1000, name]);
+      for (const a of t.assertionResults) tests.push([(a.duration ?? 0) / 1000, name + " › " + a.title]);
+    }
+  }
+  const top = (rows, n) => rows.sort((a, b) => b[0] - a[0]).slice(0, n).map(([s, n]) => `  ${s.toFixed(1).padStart(7)} s  ${n}`).join("\n");
+  console.log("slowest files:\n" + top(files, 10) + "\nslowest tests:\n" + top(tests, 15));
   console.log(`tests: ${passed} passed, ${failed} failed`);
-' "$out"
+' "$out" "$repo"
 rm -rf "$out"
 exit $status
