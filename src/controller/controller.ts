@@ -139,10 +139,13 @@ export class Controller {
     this.queue.add(NODE_ACCESS_KEY);
   }
 
-  /** Stops taking keys and waits (at most `graceMs`) for the reconciles in hand. */
-  async stopWorkers(graceMs: number, clock: Clock = this.#o.clock ?? systemClock): Promise<void> {
+  /** Stops taking keys and waits up to `graceMs` for the ones in hand: true when every worker ended. */
+  async stopWorkers(graceMs: number, clock: Clock = this.#o.clock ?? systemClock): Promise<boolean> {
     this.queue.shutDown();
-    await Promise.race([Promise.all(this.#workers), new Promise((r) => clock.setTimer(() => r(undefined), graceMs))]);
+    return await Promise.race([
+      Promise.all(this.#workers).then(() => true),
+      new Promise<boolean>((r) => clock.setTimer(() => r(false), graceMs)),
+    ]);
   }
 
   stopCaches(): Promise<void> {

@@ -4,8 +4,8 @@
 //   env: KUBECONFIG (else in-cluster), POD_NAMESPACE (the Lease's namespace), POD_NAME (identity)
 //
 // Informers fill caches and enqueue keys; once this process holds the Lease,
-// workers take keys from the queue and reconcile. SIGTERM: stop taking keys,
-// finish the ones in hand, hand the Lease back, exit.
+// workers take keys from the queue and reconcile. SIGTERM: stop renewing the Lease and
+// taking keys, finish the ones in hand, hand the Lease back, exit.
 import { writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import * as k8s from '@kubernetes/client-node';
@@ -64,6 +64,7 @@ export async function main(argv: string[]): Promise<void> {
     ),
   });
   const identity = process.env.POD_NAME ?? `${hostname()}-${process.pid}`;
+  const leaseDurationSeconds = leaseSeconds(flag(argv, '--lease-seconds', '15'));
   const elector = argv.includes('--no-leader-elect')
     ? undefined
     : new LeaderElector({
@@ -72,7 +73,7 @@ export async function main(argv: string[]): Promise<void> {
         namespace,
         name: 'tandem-controller',
         identity,
-        leaseDurationSeconds: leaseSeconds(flag(argv, '--lease-seconds', '15')),
+        leaseDurationSeconds,
       });
   const server = await startHealthServer({
     port: Number(flag(argv, '--metrics-port', '8080')),
@@ -81,13 +82,23 @@ export async function main(argv: string[]): Promise<void> {
   });
   log.info({ port: server.port, identity, namespace }, 'Serving /healthz /readyz /metrics');
 
+  // Shutting down: renew the Lease no more, let the reconciles in hand finish within a
+  // third of the Lease (it stays valid at least two thirds of it after the last renewal,
+  // so they end while it is still ours), then hand it back so a standby takes over at
+  // once. Workers still busy then: exit without handing it back, so nothing of ours can
+  // act after a standby leads; it takes over when the Lease expires.
+  const graceMs = (leaseDurationSeconds * 1000) / 3;
   let stopping = false;
   const stop = async (why: string, code: number): Promise<void> => {
     if (stopping) return;
     stopping = true;
     log.info({ why }, 'Shutting down');
-    await controller.stopWorkers(10_000);
-    await elector?.release();
+    // Whatever hangs below, the process ends (the kubelet would SIGKILL it later).
+    setTimeout(() => process.exit(code), graceMs + 5_000);
+    elector?.stopRenewing();
+    const idle = await controller.stopWorkers(graceMs);
+    if (!idle) log.warn({ waitedMs: graceMs }, 'Reconciles still running; leaving the Lease to expire');
+    else await elector?.release();
     await controller.stopCaches();
     await server.close();
     log.info('Stopped');

@@ -11,7 +11,15 @@ import { LeaderElector } from './leader-election.ts';
 const NS = 'tandem-system';
 const NAME = 'tandem-controller';
 
-async function leaseServer(): Promise<{ server: http.Server; url: string; hang: () => void; puts: () => number }> {
+type LeaseServer = {
+  server: http.Server;
+  url: string;
+  hang: () => void;
+  puts: () => number;
+  holder: () => unknown;
+};
+
+async function leaseServer(): Promise<LeaseServer> {
   let lease: Record<string, unknown> | undefined;
   let hanging = false;
   let puts = 0;
@@ -50,11 +58,11 @@ async function leaseServer(): Promise<{ server: http.Server; url: string; hang: 
       hanging = true;
     },
     puts: () => puts,
+    holder: () => (lease?.spec as { holderIdentity?: string } | undefined)?.holderIdentity,
   };
 }
 
-test('a leader whose renewal hangs steps down by the deadline', async () => {
-  const s = await leaseServer();
+function electorOn(s: LeaseServer): LeaderElector {
   const kc = new k8s.KubeConfig();
   kc.loadFromOptions({
     clusters: [{ name: 'c', server: s.url, skipTLSVerify: true }],
@@ -62,7 +70,7 @@ test('a leader whose renewal hangs steps down by the deadline', async () => {
     contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
     currentContext: 'x',
   });
-  const elector = new LeaderElector({
+  return new LeaderElector({
     kc,
     namespace: NS,
     name: NAME,
@@ -71,6 +79,13 @@ test('a leader whose renewal hangs steps down by the deadline', async () => {
     retryPeriodMs: 200,
     log: pino({ level: 'silent' }),
   });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+test('a leader whose renewal hangs steps down by the deadline', async () => {
+  const s = await leaseServer();
+  const elector = electorOn(s);
   try {
     let stoppedAt: number | undefined;
     const stopped = new Promise<void>((resolve) => {
@@ -98,6 +113,44 @@ test('a leader whose renewal hangs steps down by the deadline', async () => {
     expect(s.puts()).toBe(putsBefore + 1);
   } finally {
     await elector.release().catch(() => {});
+    s.server.closeAllConnections();
+    s.server.close();
+  }
+});
+
+test('shutting down: no renewal after stopRenewing, then the Lease is handed back', async () => {
+  const s = await leaseServer();
+  const elector = electorOn(s);
+  try {
+    await elector.run(() => {});
+    expect(s.holder()).toBe('a');
+    elector.stopRenewing();
+    await sleep(100); // a renewal in flight when it stopped may still land
+    const puts = s.puts();
+    await sleep(1_000); // five retry periods
+    expect(s.puts()).toBe(puts);
+    expect(elector.leading).toBe(true); // the Lease is still ours until it expires or goes back
+    await elector.release();
+    expect(s.holder()).toBe('');
+    expect(elector.leading).toBe(false);
+  } finally {
+    s.server.closeAllConnections();
+    s.server.close();
+  }
+});
+
+test('handing the Lease back gives up when the API server does not answer', async () => {
+  const s = await leaseServer();
+  const elector = electorOn(s);
+  try {
+    await elector.run(() => {});
+    elector.stopRenewing();
+    s.hang();
+    const started = Date.now();
+    await elector.release(300);
+    expect(Date.now() - started).toBeLessThan(1_000);
+    expect(s.holder()).toBe('a'); // it expires by itself
+  } finally {
     s.server.closeAllConnections();
     s.server.close();
   }

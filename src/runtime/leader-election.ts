@@ -32,6 +32,7 @@ export class LeaderElector {
   readonly #api: k8s.CoordinationV1Api;
   #leading = false;
   #stopped = false;
+  #renewing = true;
   #timer: NodeJS.Timeout | undefined;
   #watchdog: NodeJS.Timeout | undefined;
   #lastRenew = 0;
@@ -66,7 +67,7 @@ export class LeaderElector {
         onStoppedLeading();
       };
       const tick = async (): Promise<void> => {
-        if (this.#stopped) return;
+        if (this.#stopped || !this.#renewing) return;
         const started = this.#o.now().getTime();
         const ok = await this.#tryAcquireOrRenew().catch((err: unknown) => {
           this.#o.log.warn({ err }, 'Lease update failed');
@@ -85,6 +86,7 @@ export class LeaderElector {
           }
         }
         if (this.#leading && this.#o.now().getTime() - this.#lastRenew > deadlineMs) return stepDown();
+        if (!this.#renewing) return;
         this.#timer = setTimeout(() => void tick(), this.#o.retryPeriodMs);
       };
       this.#watchdog = setInterval(
@@ -142,20 +144,48 @@ export class LeaderElector {
     return true;
   }
 
-  /** Stops renewing and hands the Lease back so a standby takes over at once. */
-  async release(): Promise<void> {
+  /**
+   * Shutting down: renew no more. The Lease stays this process's until it expires (the
+   * others count from its last renewal) or release() hands it back; leadership still ends
+   * by the deadline. A process that kept renewing while its workers wound down would hold
+   * the Lease for as long as they took, and the standby would wait that long plus the
+   * Lease's duration if the process then died before handing it back.
+   */
+  stopRenewing(): void {
+    this.#renewing = false;
+    clearTimeout(this.#timer);
+  }
+
+  /**
+   * Stops renewing and hands the Lease back so a standby takes over at once. Call it only
+   * when nothing of this process acts any more. Gives up after `timeoutMs` (a request on a
+   * dead connection can hang for minutes): the Lease then expires by itself.
+   */
+  async release(timeoutMs = 3_000): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
     clearInterval(this.#watchdog);
     if (!this.#leading) return;
     this.#leading = false;
-    try {
-      const lease = await this.#api.readNamespacedLease({ name: this.#o.name, namespace: this.#o.namespace });
+    const { name, namespace } = this.#o;
+    const handBack = async (): Promise<void> => {
+      const lease = await this.#api.readNamespacedLease({ name, namespace });
       if (lease.spec?.holderIdentity !== this.#o.identity) return;
       lease.spec = { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1 };
-      await this.#api.replaceNamespacedLease({ name: this.#o.name, namespace: this.#o.namespace, body: lease });
+      // replace carries the resourceVersion read: a renewal still in flight makes this a 409.
+      await this.#api.replaceNamespacedLease({ name, namespace, body: lease });
+      this.#o.log.info({ lease: `${namespace}/${name}` }, 'Handed the Lease back');
+    };
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    });
+    try {
+      await Promise.race([handBack(), timedOut]);
     } catch (err) {
-      this.#o.log.warn({ err }, 'Could not release the Lease');
+      this.#o.log.warn({ err }, 'Could not hand the Lease back; it expires by itself');
+    } finally {
+      clearTimeout(timer);
     }
   }
 }

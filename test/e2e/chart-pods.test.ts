@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { jest } from '@jest/globals';
 import { repoRoot } from './harness/paths.ts';
 import { helmInstall, leaseHolder, localImage, pods, podReady as ready, release } from './lib/chart.ts';
-import { external, kubectl, useCluster } from './lib/cluster.ts';
+import { external, followLogs, kubectl, useCluster } from './lib/cluster.ts';
 import { eventually } from './lib/eventually.ts';
 import { execInNode } from './lib/nodes.ts';
 import { deploy, freshDisks, waitReady } from './lib/volumes.ts';
@@ -91,11 +91,40 @@ describeLocal('the Helm chart as a user installs it, on real kubelets', () => {
     const logs = async (pod: string) => (await kubectl(['logs', '-n', release.namespace, pod])).stdout;
     expect(await logs(holder)).toContain('Became leader');
     expect(await logs(standby)).not.toContain('Became leader');
+    // What the leader prints while it shuts down is gone with its pod: follow it.
+    const leaving = followLogs(release.namespace, holder);
+    const deleted = Date.now();
     await kubectl(['delete', 'pod', '-n', release.namespace, holder, '--wait=false']);
-    await eventually(async () => expect(await leaseHolder()).toBe(standby), {
-      timeoutMs: 30_000,
-      what: `the Lease handed to ${standby}`,
-    });
+    try {
+      await eventually(async () => expect(await leaseHolder()).toBe(standby), {
+        timeoutMs: 30_000,
+        what: `the Lease handed to ${standby}`,
+      });
+      console.log(
+        `leader's pod deleted → the standby holds the Lease: ${((Date.now() - deleted) / 1000).toFixed(1)} s`,
+      );
+      // It handed the Lease back rather than letting it expire.
+      await eventually(() => expect(leaving.text()).toContain('Handed the Lease back'), {
+        timeoutMs: 10_000,
+        what: `${holder} logging that it handed the Lease back`,
+      });
+    } catch (err) {
+      const lease = await kubectl([
+        'get',
+        'lease',
+        '-n',
+        release.namespace,
+        `${release.name}-controller`,
+        '-o',
+        'yaml',
+      ]);
+      console.log(
+        `the leaving leader ${holder}:\n${leaving.text()}\nthe standby ${standby}:\n${await logs(standby)}\nthe Lease:\n${lease.stdout}`,
+      );
+      throw err;
+    } finally {
+      leaving.stop();
+    }
     // The log line follows the Lease write (and the kubelet's log file follows the process).
     await eventually(async () => expect(await logs(standby)).toContain('Became leader'), {
       timeoutMs: 10_000,
@@ -138,13 +167,34 @@ describeLocal('the Helm chart as a user installs it, on real kubelets', () => {
     const onNode = await execInNode('master', ['sh', '-c', 'findmnt -rn -o SOURCE,FSTYPE /mydata/mysql | tail -n1']);
     expect(onNode.stdout.trim()).toBe(`${device} xfs`);
 
-    // Data written on the node goes through the pod's engine to the peer.
-    const received = async () =>
-      (
-        JSON.parse(
-          (await kubectl(['get', 'rvr', '-n', ns, 'mysql-backup', '-o', 'jsonpath={.status.counters}'])).stdout,
-        ) as { nr: number }
-      ).nr;
+    // Data written on the node goes through the pod's engine to the peer. Counters alone
+    // do not make a replica's report due (at rest it is written once a minute), so ask its
+    // agent for one, as a user wanting fresh counters would: each new value of
+    // tandem.dev/report-requested is answered once, with a report written after it.
+    let asked = 0;
+    const received = async () => {
+      const since = Date.now();
+      await kubectl([
+        'annotate',
+        'rvr',
+        '-n',
+        ns,
+        'mysql-backup',
+        '--overwrite',
+        `tandem.dev/report-requested=e2e-${++asked}`,
+      ]);
+      return await eventually(
+        async () => {
+          const out = await kubectl(['get', 'rvr', '-n', ns, 'mysql-backup', '-o', 'json']);
+          const { status } = JSON.parse(out.stdout) as {
+            status: { lastHeartbeatTime: string; counters: { nr: number } };
+          };
+          expect(Date.parse(status.lastHeartbeatTime)).toBeGreaterThanOrEqual(since);
+          return status.counters.nr;
+        },
+        { timeoutMs: 15_000, intervalMs: 250, what: `a report of mysql-backup answering request e2e-${asked}` },
+      );
+    };
     const before = await received();
     await execInNode('master', [
       'sh',
@@ -154,10 +204,8 @@ describeLocal('the Helm chart as a user installs it, on real kubelets', () => {
     expect((await execInNode('master', ['cat', '/mydata/mysql/hello'])).stdout).toBe(
       'written on master through the agent pod\n',
     );
-    await eventually(async () => expect(await received()).toBeGreaterThanOrEqual(before + 4 * 1024 * 1024), {
-      timeoutMs: 30_000,
-      what: 'the Secondary received the 4 MiB written on the Primary',
-    });
+    // Protocol C: sync returned after the Secondary had every byte (it counts them on receipt).
+    expect(await received()).toBeGreaterThanOrEqual(before + 4 * 1024 * 1024);
 
     // Deleting the volume: the agent in the pod unmounts and takes its engine down.
     await kubectl(['delete', 'rv', 'mysql', '-n', ns, '--timeout=90s']);

@@ -7,7 +7,7 @@
 // Usage in a suite:
 //   const cluster = useCluster();           // beforeAll: up (a no-op when up)
 //   const ns = cluster.namespacePerTest();  // beforeEach: fresh namespace, deleted after
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
@@ -63,6 +63,26 @@ export function kubeconfigPath(): string {
 export function kubectl(args: readonly string[], opts: { input?: string } = {}): Promise<RunResult> {
   const file = external ? (process.env.TANDEM_KUBECTL ?? 'kubectl') : bin.kubectl;
   return runTool(file, args, { env: { KUBECONFIG: kubeconfigPath() }, ...opts });
+}
+
+/**
+ * Follows a container's log (`kubectl logs -f`) from now until stop(): what a pod printed
+ * while it was being deleted, which `kubectl logs` can no longer show once the pod is gone.
+ */
+export function followLogs(namespace: string, pod: string): { text: () => string; stop: () => void } {
+  const file = external ? (process.env.TANDEM_KUBECTL ?? 'kubectl') : bin.kubectl;
+  const child = spawn(file, ['logs', '-f', '-n', namespace, pod], {
+    env: { ...process.env, KUBECONFIG: kubeconfigPath() },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  const add = (b: Buffer) => {
+    out += b.toString();
+  };
+  child.stdout.on('data', add);
+  child.stderr.on('data', add);
+  child.on('error', (err) => add(Buffer.from(`kubectl logs -f: ${err.message}\n`)));
+  return { text: () => out, stop: () => void child.kill() };
 }
 
 export function helm(args: readonly string[]): Promise<RunResult> {
