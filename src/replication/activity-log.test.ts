@@ -128,4 +128,51 @@ describe('activity log', () => {
     expect(newest()).toContain(7);
     expect(newest()).not.toContain(0);
   });
+
+  test('under pressure an extent made hot for a waiting write stays until that write takes it', async () => {
+    // 8 writes in flight over 64 extents, 7 in the log. As Connected: a write is acknowledged
+    // to the client at once, but its reference is dropped only when its epoch is, one write
+    // at a time after the log asked for the epoch to close (onFull); syncs take a turn of
+    // the event loop. Before the fix
+    // an extent made hot for a waiting write was evicted by the next transaction before
+    // that write took it, and it asked again (24 transactions per write in an engine).
+    const file = new HeldFile();
+    file.datasync = async () => {
+      await tick();
+    };
+    const held: (() => void)[] = [];
+    const ackOne = () => {
+      const f = held.shift();
+      if (!f) return;
+      f();
+      setImmediate(ackOne);
+    };
+    const al = new ActivityLog({ file, offset: 0, bytes: 32 * 1024 }, 7, {
+      beforeEvict: tick,
+      onFull: () => setImmediate(ackOne),
+    });
+    let x = 12345;
+    const extent = () => {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      return (x >>> 16) % 64;
+    };
+    const writes = 400;
+    let started = 0;
+    let maxActive = 0;
+    const worker = async () => {
+      while (started < writes) {
+        started++;
+        const offset = extent() * AL_EXTENT_BYTES;
+        await al.begin(offset, 4096);
+        maxActive = Math.max(maxActive, al.activeCount);
+        // Acknowledged to the client now; the reference goes when the peer acks the epoch.
+        held.push(() => al.complete(offset, 4096));
+        await tick();
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, worker));
+    expect(maxActive).toBeLessThanOrEqual(7);
+    // At most one transaction per write (most writes miss: 7 of 64 extents are hot).
+    expect(al.transactions).toBeLessThanOrEqual(writes);
+  }, 10_000);
 });
