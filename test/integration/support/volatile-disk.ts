@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, open, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { processAlive } from '../../../src/cli/process-alive.ts';
 
 const run = promisify(execFile);
 
@@ -96,11 +97,7 @@ export class VolatileDisk {
 
 async function waitGone(pid: number): Promise<void> {
   for (let i = 0; i < 200; i++) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      return;
-    }
+    if (!processAlive(pid)) return; // a zombie has closed everything
     await new Promise((r) => setTimeout(r, 10));
   }
   throw new Error(`process ${pid} did not exit`);
