@@ -63,3 +63,11 @@ test('without TLS material: no tls directory, no tls in the config', async () =>
   expect(await stat(join(dir, 'tls')).catch(() => 'none')).toBe('none');
   expect(await readFile(join(dir, 'ns.db.res'), 'utf8')).not.toContain('tls');
 });
+
+test('remove says whether there was a configuration', async () => {
+  const store = new FileConfigStore(new EngineClient({ runDir: dir, node: 'master' }), '/bin/fence');
+  await store.write(spec, 's');
+  expect(await store.remove('ns.db')).toBe(true);
+  expect(await stat(join(dir, 'ns.db.res')).catch(() => 'gone')).toBe('gone');
+  expect(await store.remove('ns.db')).toBe(false);
+});

@@ -1,6 +1,6 @@
 // The engine's configuration file in the run dir, written from the replica's
 // spec and the peer secret (render-config.ts); mode 0600, it holds the secret.
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { ReplicatedVolumeReplicaSpec } from '../api/replicated-volume-replica.ts';
 import type { EngineClient } from './engine-client.ts';
@@ -42,7 +42,13 @@ export class FileConfigStore implements ConfigStore {
     return files;
   }
 
-  async remove(resource: string): Promise<void> {
-    await rm(this.#engines.configPath(resource), { force: true });
+  async remove(resource: string): Promise<boolean> {
+    const path = this.#engines.configPath(resource);
+    const there = await access(path).then(
+      () => true,
+      () => false,
+    );
+    await rm(path, { force: true });
+    return there;
   }
 }

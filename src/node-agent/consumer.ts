@@ -286,22 +286,24 @@ export class Consumer {
   async release(
     hostMountPath: string | undefined,
     o: { placeholder?: boolean; namespace?: string } = {},
-  ): Promise<void> {
-    if (!hostMountPath) return;
+  ): Promise<boolean> {
+    if (!hostMountPath) return false;
     const mountPath = this.#onHost(hostMountPath);
+    let changed = false;
     // The topmost mount first: the filesystem, then (unless it is to stay) the placeholder under it.
     for (
       let source = (await mountPoints()).get(mountPath);
       source !== undefined;
       source = (await mountPoints()).get(mountPath)
     ) {
-      if (source === TOMBSTONE && o.placeholder) return;
+      if (source === TOMBSTONE && o.placeholder) return changed;
       const u = await this.#run('umount', [mountPath]);
       if (u.code !== 0)
         throw new ConsumerError(
           'UnmountFailed',
           `umount ${hostMountPath}: ${u.stderr.trim()} (is the volume still in use?)`,
         );
+      changed = true;
     }
     if (o.placeholder) {
       await this.#mountPoint(hostMountPath, o.namespace ?? '');
@@ -314,7 +316,9 @@ export class Consumer {
         mountPath,
       ]);
       if (t.code !== 0) throw new ConsumerError('UnmountFailed', `placeholder on ${hostMountPath}: ${t.stderr.trim()}`);
+      changed = true;
     }
+    return changed;
   }
 
   /** The source mounted topmost at the path (TOMBSTONE for the placeholder), undefined when nothing is. */

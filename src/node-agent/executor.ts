@@ -28,7 +28,8 @@ export type NodeTls = { ca: string; cert: string; key: string };
 /** The engine's configuration file (it holds the shared secret); with `tls`, the link runs over TLS. */
 export interface ConfigStore {
   write(spec: ReplicatedVolumeReplicaSpec, secret: string, tls?: NodeTls): Promise<void>;
-  remove(resource: string): Promise<void>;
+  /** Removes the configuration; true when there was one. */
+  remove(resource: string): Promise<boolean>;
 }
 
 /** The consumer seam (consumer.ts): mkfs + mount on the Primary, the placeholder elsewhere. */
@@ -42,7 +43,8 @@ export interface ConsumerPort {
   ): Promise<{ created: boolean; growError?: string }>;
   /** The kernel's size of a block device, undefined when unknown. */
   deviceBytes(device: string): Promise<number | undefined>;
-  release(mountPath: string | undefined, o?: { placeholder?: boolean; namespace?: string }): Promise<void>;
+  /** Unmounts (and with `placeholder` leaves the placeholder); true when it changed a mount. */
+  release(mountPath: string | undefined, o?: { placeholder?: boolean; namespace?: string }): Promise<boolean>;
   /** The topmost mount's source at the path, undefined when nothing is mounted there. */
   source(mountPath: string | undefined): Promise<string | undefined>;
   exists(path: string): Promise<boolean>;
@@ -183,8 +185,11 @@ export class PlanExecutor {
       return r;
     };
     switch (a.kind) {
+      // Each action says whether it changed anything: a pass whose actions change nothing has
+      // converged and reports at once (a pass that acted defers its report to the next pass,
+      // so actions that always "acted" held a deleted volume's report off for a minute).
       case 'release-consumer':
-        await this.#consumer
+        return await this.#consumer
           .release(spec.mountPath, { placeholder: a.placeholder, namespace: ns })
           .catch((err: unknown) => {
             throw new ActionFailed(
@@ -193,14 +198,12 @@ export class PlanExecutor {
                 : describeError(err).message,
             );
           });
-        return true;
       case 'down':
         await adm('down');
         log.info('Took the engine down');
         return true;
       case 'remove-config':
-        await this.#config.remove(res);
-        return true;
+        return await this.#config.remove(res);
       case 'write-config': {
         const secret = await this.#secret(spec.secretName);
         if (secret === undefined) throw new ActionFailed(`Secret ${spec.secretName} has no ${SECRET_KEY}`);

@@ -274,7 +274,9 @@ export class World {
       release: async () => {
         await this.s.sleep(this.rng.int(5, 50));
         if (!alive()) throw new Error('the agent is gone');
+        const was = engine.mounted;
         engine.mounted = false;
+        return was;
       },
       // The simulated volume never grows: its size is not the question here.
       deviceBytes: async () => undefined,
@@ -291,7 +293,7 @@ export class World {
       node: n,
       api: new SimAgentApi(this.api, client, n),
       engines: this.pair.driver(n, alive),
-      config: { write: async () => undefined, remove: async () => undefined },
+      config: { write: async () => undefined, remove: async () => false },
       consumer,
       clock: this.s,
       log: this.logger(`agent ${n}`),
