@@ -684,6 +684,30 @@ describeLocal('a hostile tenant', () => {
     expect(await outcome(agentCore.readNamespacedSecret({ name: peerSecret, namespace: 'tandem-system' }))).toContain(
       'forbidden',
     );
+    // The agent's liveness: it renews its own node's Lease, never another node's (a stolen
+    // token would keep a dead node's agent looking alive and hold off its failover).
+    const agentLeases = (() => {
+      const kc = new k8s.KubeConfig();
+      kc.loadFromFile(master);
+      return kc.makeApiClient(k8s.CoordinationV1Api);
+    })();
+    const renew = (node: string) =>
+      agentLeases.patchNamespacedLease(
+        {
+          name: `tandem-agent-${node}`,
+          namespace: 'tandem-system',
+          body: { spec: { holderIdentity: node, renewTime: new k8s.V1MicroTime(Date.now()).toISOString() } },
+        },
+        k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+      );
+    expect(await outcome(renew('master'))).toBe('allowed');
+    expect(await outcome(renew('backup'))).toContain(
+      'the agent of node master may write only the Lease tandem-agent-master',
+    );
+    // Nor delete one (RBAC gives agents no delete on Leases at all).
+    expect(
+      await outcome(agentLeases.deleteNamespacedLease({ name: 'tandem-agent-backup', namespace: 'tandem-system' })),
+    ).toContain('cannot delete resource "leases"');
     // A token for another node's ServiceAccount is refused by the admission policy; its own works.
     const tokenFor = (sa: string) =>
       agentCore.createNamespacedServiceAccountToken({
