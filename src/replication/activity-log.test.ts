@@ -133,9 +133,9 @@ describe('activity log', () => {
     // 8 writes in flight over 64 extents, 7 in the log. As Connected: a write is acknowledged
     // to the client at once, but its reference is dropped only when its epoch is, one write
     // at a time after the log asked for the epoch to close (onFull); syncs take a turn of
-    // the event loop. Before the fix
-    // an extent made hot for a waiting write was evicted by the next transaction before
-    // that write took it, and it asked again (24 transactions per write in an engine).
+    // the event loop. Before the fix an extent made hot for a waiting write was evicted by
+    // the next transaction before that write took it, and it asked again (24 transactions
+    // per write in an engine; here the writes never finished).
     const file = new HeldFile();
     file.datasync = async () => {
       await tick();
