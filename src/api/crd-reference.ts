@@ -90,7 +90,7 @@ const ANNOTATION_DOCS: Record<keyof typeof ANNOTATIONS, string> = {
   csiPublishedNode:
     "On a volume, written by the CSI driver's ControllerPublishVolume together with spec.primary: the node the volume is published to; a switch toward it is recorded as CsiPublish.",
   reportRequested:
-    "On a replica, written by the controller (a time): report this replica's status now. At rest an agent reports a replica only when it changes and once a minute; a planned switch needs a report of its new Primary younger than a few seconds and asks for one (at most every 2 s).",
+    "On a replica, written by the controller (a time): report this replica's status now. At rest an agent reports a replica only when it changes and once a minute; a planned switch needs a report of its new Primary younger than a few seconds and asks for one (at most every 2 s). A person may set it too, for fresh `status.counters` (counters alone do not make a report due): `kubectl annotate rvr NAME tandem.dev/report-requested=$(date +%s) --overwrite`. Live counters are also on the agent's `/metrics`.",
 };
 const LABEL_DOCS: Record<keyof typeof LABELS, string> = {
   volume:
