@@ -15,6 +15,10 @@ type LeaseServer = {
   server: http.Server;
   url: string;
   hang: () => void;
+  /** PUTs are answered after this long (the write applies then, as a slow API server's). */
+  delayPuts: (ms: number) => void;
+  /** PUTs received and not yet answered. */
+  pendingPuts: () => number;
   puts: () => number;
   holder: () => unknown;
 };
@@ -22,6 +26,8 @@ type LeaseServer = {
 async function leaseServer(): Promise<LeaseServer> {
   let lease: Record<string, unknown> | undefined;
   let hanging = false;
+  let putDelayMs = 0;
+  let pending = 0;
   let puts = 0;
   let rv = 1;
   const server = http.createServer((req, res) => {
@@ -41,9 +47,22 @@ async function leaseServer(): Promise<LeaseServer> {
       if (req.method === 'POST' || req.method === 'PUT') {
         puts++;
         if (hanging) return; // never answered
-        lease = JSON.parse(body) as Record<string, unknown>;
-        lease.metadata = { ...(lease.metadata as object), resourceVersion: String(rv++) };
-        return reply(req.method === 'POST' ? 201 : 200, lease);
+        const write = () => {
+          pending--;
+          const next = JSON.parse(body) as Record<string, unknown>;
+          // As the API server: a write must carry the resourceVersion it read.
+          const read = (next.metadata as { resourceVersion?: string } | undefined)?.resourceVersion;
+          const current = (lease?.metadata as { resourceVersion?: string } | undefined)?.resourceVersion;
+          if (req.method === 'PUT' && read !== current)
+            return reply(409, { kind: 'Status', code: 409, reason: 'Conflict' });
+          lease = next;
+          lease.metadata = { ...(lease.metadata as object), resourceVersion: String(rv++) };
+          reply(req.method === 'POST' ? 201 : 200, lease);
+        };
+        pending++;
+        if (putDelayMs > 0) setTimeout(write, putDelayMs);
+        else write();
+        return;
       }
       reply(405, {});
     });
@@ -57,6 +76,10 @@ async function leaseServer(): Promise<LeaseServer> {
     hang: () => {
       hanging = true;
     },
+    delayPuts: (ms) => {
+      putDelayMs = ms;
+    },
+    pendingPuts: () => pending,
     puts: () => puts,
     holder: () => (lease?.spec as { holderIdentity?: string } | undefined)?.holderIdentity,
   };
@@ -150,6 +173,23 @@ test('handing the Lease back gives up when the API server does not answer', asyn
     await elector.release(300);
     expect(Date.now() - started).toBeLessThan(1_000);
     expect(s.holder()).toBe('a'); // it expires by itself
+  } finally {
+    s.server.closeAllConnections();
+    s.server.close();
+  }
+});
+
+test('handing the Lease back waits for a renewal still under way (else its write conflicts and the Lease stays)', async () => {
+  const s = await leaseServer();
+  const elector = electorOn(s);
+  try {
+    await elector.run(() => {});
+    s.delayPuts(300);
+    // Shut down while a renewal's write is at the API server.
+    while (s.pendingPuts() === 0) await sleep(5);
+    elector.stopRenewing();
+    await elector.release();
+    expect(s.holder()).toBe('');
   } finally {
     s.server.closeAllConnections();
     s.server.close();

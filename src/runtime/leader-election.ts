@@ -34,6 +34,8 @@ export class LeaderElector {
   #stopped = false;
   #renewing = true;
   #timer: NodeJS.Timeout | undefined;
+  /** The renewal under way, if any: handing the Lease back waits for it (else its write could land after ours). */
+  #inFlight: Promise<boolean> | undefined;
   #watchdog: NodeJS.Timeout | undefined;
   #lastRenew = 0;
 
@@ -69,10 +71,12 @@ export class LeaderElector {
       const tick = async (): Promise<void> => {
         if (this.#stopped || !this.#renewing) return;
         const started = this.#o.now().getTime();
-        const ok = await this.#tryAcquireOrRenew().catch((err: unknown) => {
+        const attempt = this.#tryAcquireOrRenew().catch((err: unknown) => {
           this.#o.log.warn({ err }, 'Lease update failed');
           return false;
         });
+        this.#inFlight = attempt;
+        const ok = await attempt;
         if (this.#stopped) return;
         if (ok) {
           this.#lastRenew = started;
@@ -169,6 +173,9 @@ export class LeaderElector {
     this.#leading = false;
     const { name, namespace } = this.#o;
     const handBack = async (): Promise<void> => {
+      // A renewal that started before stopRenewing() and lands after this read would make
+      // our write a conflict (409) and leave the Lease held until it expires.
+      await this.#inFlight;
       const lease = await this.#api.readNamespacedLease({ name, namespace });
       if (lease.spec?.holderIdentity !== this.#o.identity) return;
       lease.spec = { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1 };
