@@ -41,14 +41,11 @@ done
 node -e '
   const fs = require("node:fs");
   let passed = 0, failed = 0;
-  for (const f of fs.readdirSync(process.argv[1])) {
-    const r = JSON.parse(fs.readFileSync(process.argv[1] + "/" + f, "utf8"));
-    passed += r.numPassedTests; failed += r.numFailedTests + r.numRuntimeErrorTestSuites;
-  }
-  // Where the run spent its time: the files and tests that take longest (CI has a time limit).
+  // Also where the run spent its time: the files and tests that take longest (CI has a time limit).
   const files = [], tests = [];
   for (const f of fs.readdirSync(process.argv[1])) {
     const r = JSON.parse(fs.readFileSync(process.argv[1] + "/" + f, "utf8"));
+    passed += r.numPassedTests; failed += r.numFailedTests + r.numRuntimeErrorTestSuites;
     for (const t of r.testResults) {
       const name = t.name.slice(process.argv[2].length + 1);
       files.push([(t.endTime - t.startTime) / 1000, name]);

@@ -8,7 +8,15 @@
 import { join } from 'node:path';
 import { jest } from '@jest/globals';
 import { repoRoot } from './harness/paths.ts';
-import { helmInstall, leaseHolder, localImage, pods, podReady as ready, release } from './lib/chart.ts';
+import {
+  controllerLease,
+  helmInstall,
+  leaseHolder,
+  localImage,
+  pods,
+  podReady as ready,
+  release,
+} from './lib/chart.ts';
 import { external, followLogs, kubectl, useCluster } from './lib/cluster.ts';
 import { eventually } from './lib/eventually.ts';
 import { execInNode } from './lib/nodes.ts';
@@ -109,15 +117,7 @@ describeLocal('the Helm chart as a user installs it, on real kubelets', () => {
         what: `${holder} logging that it handed the Lease back`,
       });
     } catch (err) {
-      const lease = await kubectl([
-        'get',
-        'lease',
-        '-n',
-        release.namespace,
-        `${release.name}-controller`,
-        '-o',
-        'yaml',
-      ]);
+      const lease = await controllerLease('yaml');
       console.log(
         `the leaving leader ${holder}:\n${leaving.text()}\nthe standby ${standby}:\n${await logs(standby)}\nthe Lease:\n${lease.stdout}`,
       );

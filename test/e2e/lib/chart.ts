@@ -159,17 +159,14 @@ export async function agentPodReady(node: string, timeoutMs = 180_000): Promise<
   );
 }
 
+/** The controller's Lease, printed as `-o` says. */
+export function controllerLease(output: string) {
+  return kubectl(['get', 'lease', '-n', release.namespace, `${release.name}-controller`, '-o', output]);
+}
+
 /** The pod name that holds the controller's Lease (the acting controller). */
 export async function leaseHolder(): Promise<string | undefined> {
-  const out = await kubectl([
-    'get',
-    'lease',
-    '-n',
-    release.namespace,
-    `${release.name}-controller`,
-    '-o',
-    'jsonpath={.spec.holderIdentity}',
-  ]).catch(() => ({ stdout: '' }));
+  const out = await controllerLease('jsonpath={.spec.holderIdentity}').catch(() => ({ stdout: '' }));
   return out.stdout || undefined;
 }
 

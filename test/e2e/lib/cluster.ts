@@ -59,10 +59,12 @@ export function kubeconfigPath(): string {
   return external ? (process.env.KUBECONFIG ?? join(process.env.HOME ?? '/root', '.kube/config')) : state.kubeconfig;
 }
 
-/** kubectl against the test cluster; on $PATH in external mode, from the cache otherwise. */
+/** The kubectl binary: on $PATH in external mode, from the cache otherwise. */
+const kubectlFile = (): string => (external ? (process.env.TANDEM_KUBECTL ?? 'kubectl') : bin.kubectl);
+
+/** kubectl against the test cluster. */
 export function kubectl(args: readonly string[], opts: { input?: string } = {}): Promise<RunResult> {
-  const file = external ? (process.env.TANDEM_KUBECTL ?? 'kubectl') : bin.kubectl;
-  return runTool(file, args, { env: { KUBECONFIG: kubeconfigPath() }, ...opts });
+  return runTool(kubectlFile(), args, { env: { KUBECONFIG: kubeconfigPath() }, ...opts });
 }
 
 /**
@@ -70,8 +72,7 @@ export function kubectl(args: readonly string[], opts: { input?: string } = {}):
  * while it was being deleted, which `kubectl logs` can no longer show once the pod is gone.
  */
 export function followLogs(namespace: string, pod: string): { text: () => string; stop: () => void } {
-  const file = external ? (process.env.TANDEM_KUBECTL ?? 'kubectl') : bin.kubectl;
-  const child = spawn(file, ['logs', '-f', '-n', namespace, pod], {
+  const child = spawn(kubectlFile(), ['logs', '-f', '-n', namespace, pod], {
     env: { ...process.env, KUBECONFIG: kubeconfigPath() },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
